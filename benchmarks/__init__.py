@@ -1,0 +1,1 @@
+"""Performance benchmarks (Contract 8): `python -m benchmarks NAME [--json]` from the repo root."""

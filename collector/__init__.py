@@ -1,0 +1,1 @@
+"""gpu-rca collector: GPU telemetry on every inference span (see README)."""

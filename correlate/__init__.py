@@ -1,0 +1,1 @@
+"""gpu-rca correlator: store, ingest, ranking, digest, server."""

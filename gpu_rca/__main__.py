@@ -1,0 +1,3 @@
+from gpu_rca.cli import main
+
+main()

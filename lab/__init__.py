@@ -1,0 +1,1 @@
+"""gpu-rca lab: simulated GPUs, DDColor workload model, fault injection."""

@@ -1,0 +1,1 @@
+"""Public incident scenarios for the lab, shipped as package data (`*.yaml`)."""

@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import pytest
+
+import schemas
+from schemas import attributes, causes, metrics
+
+
+@pytest.mark.parametrize(
+    ("mask", "names"),
+    [
+        (0, []),
+        (0x1 | 0x4, ["gpu_idle", "sw_power_cap"]),
+        (0x8 | 0x80, ["hw_slowdown", "hw_power_brake"]),
+        (0x20 | 0x40 | 0x400, ["sw_thermal", "hw_thermal", "reliability"]),
+        (0x1000, ["bit_0x1000"]),
+    ],
+)
+def test_throttle_reasons_round_trip(mask: int, names: list[str]) -> None:
+    assert schemas.decode_throttle_reasons(mask) == names
+    assert schemas.encode_throttle_reasons(names) == mask
+
+
+@pytest.mark.parametrize(
+    ("raw", "normal"),
+    [
+        ("00000000:3B:00.0", "0000:3b:00.0"),
+        ("PCI:0000:3b:00", "0000:3b:00.0"),
+        ("0018:01:00", "0018:01:00.0"),
+        ("3b:00.1", "0000:3b:00.1"),
+    ],
+)
+def test_pci_bus_ids_normalise(raw: str, normal: str) -> None:
+    assert schemas.normalize_pci_bus_id(raw) == normal
+
+
+def test_pci_bus_id_rejects_garbage() -> None:
+    with pytest.raises(ValueError, match="not a PCI bus id"):
+        schemas.normalize_pci_bus_id("GPU-1234")
+
+
+def test_every_alias_points_at_a_canonical_metric() -> None:
+    for alias in metrics.ALIASES:
+        assert alias.canonical in metrics.METRICS_BY_NAME, alias
+        assert alias.name not in metrics.METRICS_BY_NAME
+    assert metrics.canonical_metric("dcgm_power_violation") == (metrics.POWER_VIOLATION, 1000.0)
+    assert metrics.canonical_metric("DCGM_FI_DEV_FB_USED") == (metrics.FB_USED, 1.0)
+    assert metrics.canonical_metric("node_cpu_seconds_total") is None
+
+
+def test_stamp_columns_are_unique_and_typed() -> None:
+    columns = [s.column for s in attributes.STAMPS]
+    assert len(columns) == len(set(columns))
+    assert attributes.STAMPS_BY_ATTRIBUTE["gpu.xid"].sql_type == "BIGINT[]"
+    assert attributes.STAMPS_BY_ATTRIBUTE["gpu.throttle.reasons"].column == "gpu_throttle_reasons"
+
+
+def test_cause_catalog_ids_are_the_contract() -> None:
+    assert causes.CAUSE_IDS == (
+        "gpu_oom_large_inputs",
+        "gpu_memory_foreign_process",
+        "compute_saturation",
+        "thermal_throttling",
+        "power_capping",
+        "hw_slowdown",
+        "ecc_memory_errors",
+        "gpu_fallen_off_bus",
+        "cuda_kernel_fault",
+        "application_error",
+    )
+
+
+def test_schemas_import_nothing_else_of_the_project() -> None:
+    import ast
+    from pathlib import Path
+
+    for path in Path(schemas.__file__).parent.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                assert node.module.split(".")[0] not in {"collector", "correlate", "lab", "gpu_rca"}, path
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    assert alias.name.split(".")[0] not in {"collector", "correlate", "lab", "gpu_rca"}, path
