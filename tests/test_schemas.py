@@ -82,3 +82,30 @@ def test_schemas_import_nothing_else_of_the_project() -> None:
             if isinstance(node, ast.Import):
                 for alias in node.names:
                     assert alias.name.split(".")[0] not in {"collector", "correlate", "lab", "gpu_rca"}, path
+
+
+def test_otlp_json_ids_are_hex_and_round_trip() -> None:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from schemas import otlp_json
+
+    request = ExportTraceServiceRequest()
+    span = request.resource_spans.add().scope_spans.add().spans.add()
+    span.trace_id = bytes.fromhex("5b8efff798038103d269b633813fc60c")
+    span.span_id = bytes.fromhex("eee19b7ec3c1b174")
+    span.name = "ddcolor.inference"
+    span.kind = 1
+    line = otlp_json.message_to_json(request)
+    assert '"traceId":"5b8efff798038103d269b633813fc60c"' in line
+    assert '"kind":1' in line
+    assert otlp_json.message_from_json(line, ExportTraceServiceRequest) == request
+
+
+@pytest.mark.parametrize("bad", ['{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "zz"}]}]}]}', "{", "[]"])
+def test_otlp_json_rejects_bad_documents_clearly(bad: str) -> None:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from schemas import otlp_json
+
+    with pytest.raises(schemas.InputError):
+        otlp_json.message_from_json(bad, ExportTraceServiceRequest)
