@@ -1,1 +1,16 @@
 """gpu-rca correlator: store, ingest, ranking, digest, server."""
+
+from __future__ import annotations
+
+from correlate.records import GpuRecord, IngestResult, KernelEvent, LogRecord, MetricSample
+from correlate.store import Store, default_db_path
+
+__all__ = [
+    "GpuRecord",
+    "IngestResult",
+    "KernelEvent",
+    "LogRecord",
+    "MetricSample",
+    "Store",
+    "default_db_path",
+]

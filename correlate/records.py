@@ -1,0 +1,127 @@
+"""Records the store ingests besides OTLP requests, and what an ingest call returns."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Who named a GPU's host, weakest first: a metric label may be an exporter pod's name, a span's
+#: `host.name` is the inference host itself.
+HOST_SOURCES: tuple[str, ...] = ("metric", "kernel", "span")
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What one ingest call did: valid rows `accepted` (of which `stored` were new), invalid ones `rejected`."""
+
+    accepted: int = 0
+    rejected: int = 0
+    stored: int = 0
+    errors: tuple[str, ...] = ()
+
+    def __add__(self, other: IngestResult) -> IngestResult:
+        return IngestResult(
+            self.accepted + other.accepted,
+            self.rejected + other.rejected,
+            self.stored + other.stored,
+            (self.errors + other.errors)[:MAX_ERRORS],
+        )
+
+
+#: Error messages kept per result; counts stay exact beyond it.
+MAX_ERRORS = 20
+
+
+@dataclass(frozen=True)
+class MetricSample:
+    """One metric value of one GPU at one time, in the canonical metric's unit.
+
+    Without `gpu_uuid` the store looks the GPU up in its inventory by (`host`, `pci_bus_id`) then
+    (`host`, `gpu_index`); a sample it cannot place is rejected.
+    """
+
+    ts_ns: int
+    metric: str
+    value: float
+    gpu_uuid: str | None = None
+    host: str | None = None
+    pci_bus_id: str | None = None
+    gpu_index: int | None = None
+    source: str = "prometheus"
+
+
+@dataclass(frozen=True)
+class KernelEvent:
+    """One `NVRM: Xid` kernel log line; `gpu_uuid` is filled from the inventory when it learns the PCI id."""
+
+    ts_ns: int
+    host: str | None
+    pci_bus_id: str | None
+    xid: int | None
+    message: str
+    gpu_uuid: str | None = None
+    pid: int | None = None
+    process: str | None = None
+
+    @property
+    def event_id(self) -> str:
+        """Idempotency key: the same line ingested twice (a re-read dmesg) is stored once."""
+        return stable_id(self.ts_ns, self.host, self.pci_bus_id, self.xid, self.message)
+
+
+@dataclass(frozen=True)
+class GpuRecord:
+    """What one source knows about a GPU; the store merges records into `gpus` (None never overwrites)."""
+
+    gpu_uuid: str
+    host: str | None = None
+    gpu_index: int | None = None
+    pci_bus_id: str | None = None
+    name: str | None = None
+    memory_total_bytes: int | None = None
+    slowdown_temp_c: int | None = None
+    host_source: str = "metric"
+
+
+@dataclass(frozen=True)
+class LogRecord:
+    """One log line (OTLP log record or a loguru JSON line)."""
+
+    ts_ns: int
+    body: str
+    severity: str | None = None
+    severity_number: int | None = None
+    trace_id: str | None = None
+    span_id: str | None = None
+    service: str | None = None
+    host: str | None = None
+    source: str = "otlp"
+    attributes: dict[str, Any] = field(default_factory=dict)
+    resource: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def log_id(self) -> str:
+        """Idempotency key: logs have no natural one, so hash what makes a line itself."""
+        return stable_id(self.ts_ns, self.trace_id, self.span_id, self.service, self.host, self.body)
+
+
+def stable_id(*parts: object) -> str:
+    """32 hex chars of BLAKE2b over the parts (None and "" differ), stable across processes and versions."""
+    digest = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        digest.update(b"\x00" if part is None else b"\x01" + str(part).encode("utf-8", "surrogatepass"))
+        digest.update(b"\x1f")
+    return digest.hexdigest()
+
+
+__all__ = [
+    "HOST_SOURCES",
+    "MAX_ERRORS",
+    "GpuRecord",
+    "IngestResult",
+    "KernelEvent",
+    "LogRecord",
+    "MetricSample",
+    "stable_id",
+]

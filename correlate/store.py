@@ -1,0 +1,354 @@
+"""The correlator's DuckDB store (Contract 7): open, migrate, and ingest in bulk, idempotently.
+
+Every ingest call is one transaction (a batch that fails stores nothing) unless it runs inside
+`Store.transaction()`, which makes several calls one. Rows go in as Arrow tables through
+`INSERT OR IGNORE` on the contract's keys, so a retried OTLP export or a file read twice stores nothing new.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from correlate import otlp
+from correlate.records import (
+    HOST_SOURCES,
+    MAX_ERRORS,
+    GpuRecord,
+    IngestResult,
+    KernelEvent,
+    LogRecord,
+    MetricSample,
+)
+from schemas import store as s
+from schemas.errors import StoreError
+
+#: Environment variable naming the default database (Contract 3).
+DB_ENV = "GPU_RCA_DB"
+DEFAULT_DB = "gpu-rca.duckdb"
+_DUCKDB_MAGIC = b"DUCK"  # bytes 8..12 of every DuckDB database file
+# Never fetch extensions from the network (a SQLite file would otherwise trigger an download attempt).
+_CONFIG = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+
+_LOG_SCHEMA = otlp.arrow_schema(
+    (("log_id", "VARCHAR"), ("ts_ns", "BIGINT"), ("severity", "VARCHAR"), ("severity_number", "INTEGER"),
+     ("body", "VARCHAR"), ("trace_id", "VARCHAR"), ("span_id", "VARCHAR"), ("service", "VARCHAR"),
+     ("host", "VARCHAR"), ("source", "VARCHAR"), ("attributes", "JSON"), ("resource", "JSON"))
+)
+_SAMPLE_SCHEMA = otlp.arrow_schema(
+    (("ts_ns", "BIGINT"), ("metric", "VARCHAR"), ("value", "DOUBLE"), ("gpu_uuid", "VARCHAR"),
+     ("host", "VARCHAR"), ("pci_bus_id", "VARCHAR"), ("gpu_index", "INTEGER"), ("source", "VARCHAR"))
+)
+_KERNEL_SCHEMA = otlp.arrow_schema(
+    (("event_id", "VARCHAR"), ("ts_ns", "BIGINT"), ("host", "VARCHAR"), ("pci_bus_id", "VARCHAR"),
+     ("gpu_uuid", "VARCHAR"), ("xid", "INTEGER"), ("pid", "BIGINT"), ("process", "VARCHAR"), ("message", "VARCHAR"))
+)
+_GPU_FIELDS = ("gpu_uuid", "host", "gpu_index", "pci_bus_id", "name", "memory_total_bytes", "slowdown_temp_c",
+               "host_source")
+_GPU_SCHEMA = otlp.arrow_schema(
+    tuple(zip(_GPU_FIELDS, ("VARCHAR", "VARCHAR", "INTEGER", "VARCHAR", "VARCHAR", "BIGINT", "INTEGER", "VARCHAR")))
+)
+_HOST_RANK = "CASE {} " + " ".join(f"WHEN '{n}' THEN {i}" for i, n in enumerate(HOST_SOURCES)) + " ELSE -1 END"
+
+
+def default_db_path() -> str:
+    """`$GPU_RCA_DB`, else `./gpu-rca.duckdb` (Contract 3)."""
+    return os.environ.get(DB_ENV) or DEFAULT_DB
+
+
+class Store:
+    """One gpu-rca DuckDB database. Thread-safe: calls are serialised; use `cursor()` to read from another thread."""
+
+    def __init__(self, path: str | os.PathLike[str] = ":memory:", *, read_only: bool = False) -> None:
+        self.path = str(path)
+        self.read_only = read_only
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._con = _connect(self.path, read_only)
+        try:
+            self._prepare()
+        except BaseException:
+            self._con.close()
+            raise
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str] | None = None, *, read_only: bool = False) -> Store:
+        """Open (creating or migrating) the store at `path`, default `default_db_path()`."""
+        return cls(default_db_path() if path is None else path, read_only=read_only)
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the database (checkpointing it); safe to call twice."""
+        with self._lock:
+            if self._con is not None:
+                self._con.close()
+                self._con = None  # type: ignore[assignment]
+
+    @property
+    def connection(self) -> duckdb.DuckDBPyConnection:
+        """The DuckDB connection, for SQL reads in the thread that owns the store."""
+        if self._con is None:
+            raise StoreError(f"store {self.path} is closed")
+        return self._con
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A new cursor on the same database, for reading from another thread; close it when done."""
+        with self._lock:
+            return self.connection.cursor()
+
+    @property
+    def schema_version(self) -> int:
+        """The schema version recorded in `schema_meta`."""
+        row = self.connection.execute(f"SELECT value FROM {s.SCHEMA_META} WHERE key = 'schema_version'").fetchone()
+        return int(row[0])
+
+    @contextmanager
+    def transaction(self) -> Iterator[Store]:
+        """Make every ingest call inside one transaction: all are stored, or (on an exception) none."""
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield self
+                finally:
+                    self._depth -= 1
+                return
+            con = self.connection
+            con.begin()
+            self._depth = 1
+            try:
+                yield self
+            except duckdb.Error as exc:
+                con.rollback()
+                raise StoreError(f"store {self.path}: {str(exc).splitlines()[0]}") from exc
+            except BaseException:
+                con.rollback()
+                raise
+            else:
+                con.commit()
+            finally:
+                self._depth = 0
+
+    # --- ingest --------------------------------------------------------------------------------
+    def ingest_trace_request(self, request: Any) -> IngestResult:
+        """Store an ExportTraceServiceRequest's spans, events and GPUs; invalid spans are rejected alone."""
+        batch = otlp.spans_from_request(request)
+        with self.transaction():
+            stored = self._insert(s.SPANS, batch.spans)
+            self._insert(s.SPAN_EVENTS, batch.events)
+            self._upsert_gpus(batch.gpus)
+        return IngestResult(batch.spans.num_rows, batch.rejected, stored, tuple(batch.errors))
+
+    def ingest_logs_request(self, request: Any) -> IngestResult:
+        """Store an ExportLogsServiceRequest's log records; invalid records are rejected alone."""
+        batch = otlp.logs_from_request(request)
+        return self.ingest_log_records(batch.logs) + IngestResult(0, batch.rejected, 0, tuple(batch.errors))
+
+    def ingest_log_records(self, records: Iterable[LogRecord]) -> IngestResult:
+        """Store log records (OTLP or loguru); the same line twice is stored once (see `LogRecord.log_id`)."""
+        rows = [
+            (r.log_id, r.ts_ns, r.severity, r.severity_number, r.body, r.trace_id, r.span_id, r.service, r.host,
+             r.source, otlp.to_json(r.attributes), otlp.to_json(r.resource))
+            for r in records
+        ]
+        table = _table(_LOG_SCHEMA, rows)
+        with self.transaction():
+            stored = self._insert(s.LOGS, table)
+        return IngestResult(table.num_rows, 0, stored)
+
+    def ingest_metric_samples(
+        self, samples: Iterable[MetricSample], gpus: Iterable[GpuRecord] = ()
+    ) -> IngestResult:
+        """Store samples (after merging `gpus` into the inventory); a sample whose GPU is unknown is rejected."""
+        rows = [(m.ts_ns, m.metric, m.value, m.gpu_uuid, m.host, m.pci_bus_id, m.gpu_index, m.source) for m in samples]
+        table = _table(_SAMPLE_SCHEMA, rows)
+        with self.transaction():
+            self._upsert_gpus(list(gpus))
+            con = self._register(table)
+            try:
+                # Place UUID-less samples through the inventory: PCI bus id + host first, then index + host.
+                con.execute(
+                    f"""CREATE OR REPLACE TEMP TABLE _placed AS
+                    SELECT b.ts_ns, coalesce(b.host, gp.host, gi.host) AS host,
+                           coalesce(b.gpu_uuid, gp.gpu_uuid, gi.gpu_uuid) AS gpu_uuid,
+                           b.metric, b.value, b.source
+                    FROM _batch b
+                    LEFT JOIN {s.GPUS} gp ON b.gpu_uuid IS NULL AND gp.pci_bus_id = b.pci_bus_id AND gp.host = b.host
+                    LEFT JOIN {s.GPUS} gi ON b.gpu_uuid IS NULL AND gp.gpu_uuid IS NULL
+                         AND gi.gpu_index = b.gpu_index AND gi.host = b.host"""
+                )
+                unplaced = con.execute("SELECT count(*) FROM _placed WHERE gpu_uuid IS NULL").fetchone()[0]
+                stored = con.execute(
+                    f"""INSERT OR IGNORE INTO {s.METRIC_SAMPLES} (ts_ns, host, gpu_uuid, metric, value, source)
+                    SELECT ts_ns, host, gpu_uuid, metric, value, source FROM _placed WHERE gpu_uuid IS NOT NULL"""
+                ).fetchone()[0]
+                con.execute("DROP TABLE _placed")
+            finally:
+                con.unregister("_batch")
+        errors = (f"{unplaced} samples name no GPU UUID and match no known GPU by PCI bus id or index",) if unplaced else ()
+        return IngestResult(table.num_rows - unplaced, unplaced, stored, errors)
+
+    def ingest_kernel_events(self, events: Iterable[KernelEvent]) -> IngestResult:
+        """Store kernel XID events; those without a UUID are placed by PCI bus id now or when the inventory learns it."""
+        rows = [(e.event_id, e.ts_ns, e.host, e.pci_bus_id, e.gpu_uuid, e.xid, e.pid, e.process, e.message)
+                for e in events]
+        table = _table(_KERNEL_SCHEMA, rows)
+        with self.transaction():
+            stored = self._insert(s.KERNEL_EVENTS, table)
+            self._place_kernel_events()
+        return IngestResult(table.num_rows, 0, stored)
+
+    def upsert_gpus(self, gpus: Iterable[GpuRecord]) -> IngestResult:
+        """Merge GPU records into the inventory (known values are kept unless a record brings a new one)."""
+        records = list(gpus)
+        with self.transaction():
+            stored = self._upsert_gpus(records)
+        return IngestResult(len(records), 0, stored)
+
+    # --- internals ------------------------------------------------------------------------------
+    def _register(self, table: pa.Table) -> duckdb.DuckDBPyConnection:
+        con = self.connection
+        con.register("_batch", table)
+        return con
+
+    def _insert(self, name: str, table: pa.Table) -> int:
+        if table.num_rows == 0:
+            return 0
+        columns = ", ".join(table.schema.names)
+        con = self._register(table)
+        try:
+            return con.execute(f"INSERT OR IGNORE INTO {name} ({columns}) SELECT {columns} FROM _batch").fetchone()[0]
+        finally:
+            con.unregister("_batch")
+
+    def _upsert_gpus(self, records: list[GpuRecord]) -> int:
+        if not records:
+            return 0
+        merged: dict[str, GpuRecord] = {}
+        for record in records:  # ON CONFLICT cannot update one row twice in a statement: merge first
+            merged[record.gpu_uuid] = _merge_gpu(merged.get(record.gpu_uuid), record)
+        table = _table(_GPU_SCHEMA, [tuple(getattr(r, f) for f in _GPU_FIELDS) for r in merged.values()])
+        keep = ", ".join(f"{f} = coalesce(excluded.{f}, {s.GPUS}.{f})" for f in _GPU_FIELDS[2:-1])
+        new_wins = f"{_HOST_RANK.format('excluded.host_source')} >= {_HOST_RANK.format(s.GPUS + '.host_source')}"
+        con = self._register(table)
+        try:
+            count = con.execute(
+                f"""INSERT INTO {s.GPUS} ({', '.join(_GPU_FIELDS)}) SELECT {', '.join(_GPU_FIELDS)} FROM _batch
+                ON CONFLICT (gpu_uuid) DO UPDATE SET {keep},
+                  host = CASE WHEN excluded.host IS NOT NULL AND {new_wins} THEN excluded.host ELSE {s.GPUS}.host END,
+                  host_source = CASE WHEN excluded.host IS NOT NULL AND {new_wins}
+                                     THEN excluded.host_source ELSE {s.GPUS}.host_source END"""
+            ).fetchone()[0]
+        finally:
+            con.unregister("_batch")
+        self._place_kernel_events()
+        return count
+
+    def _place_kernel_events(self) -> None:
+        # A kernel line names a PCI bus id; with no host (raw dmesg of one machine) the id must be unique.
+        self.connection.execute(
+            f"""UPDATE {s.KERNEL_EVENTS} AS k SET gpu_uuid = g.gpu_uuid, host = coalesce(k.host, g.host)
+            FROM {s.GPUS} AS g
+            WHERE k.gpu_uuid IS NULL AND k.pci_bus_id = g.pci_bus_id
+              AND (k.host = g.host OR (k.host IS NULL
+                   AND (SELECT count(*) FROM {s.GPUS} g2 WHERE g2.pci_bus_id = k.pci_bus_id) = 1))"""
+        )
+
+    def _prepare(self) -> None:
+        con = self._con
+        tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'").fetchall()}
+        if not tables:
+            if self.read_only:
+                raise StoreError(f"{self.path} is an empty database; ingest something first")
+            with self.transaction():
+                for statement in s.CREATE_V1:
+                    con.execute(statement)
+                con.executemany(
+                    f"INSERT INTO {s.SCHEMA_META} VALUES (?, ?)", [("app", s.APP), ("schema_version", "1")]
+                )
+                self._migrate(1)
+            return
+        if s.SCHEMA_META not in tables:
+            raise StoreError(f"{self.path} is a DuckDB database but not a gpu-rca store (no {s.SCHEMA_META} table)")
+        meta = dict(con.execute(f"SELECT key, value FROM {s.SCHEMA_META}").fetchall())
+        if meta.get("app") != s.APP or not str(meta.get("schema_version", "")).isdigit():
+            raise StoreError(f"{self.path} is a DuckDB database but not a gpu-rca store")
+        version = int(meta["schema_version"])
+        if version > s.SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has store schema {version}, newer than this gpu-rca's {s.SCHEMA_VERSION}; upgrade gpu-rca"
+            )
+        if version < s.SCHEMA_VERSION:
+            if self.read_only:
+                raise StoreError(f"{self.path} has store schema {version}; open it writable once to migrate it")
+            with self.transaction():
+                self._migrate(version)
+
+    def _migrate(self, version: int) -> None:
+        for target, statements in s.migrations_from(version):
+            for statement in statements:
+                self._con.execute(statement)
+            self._con.execute(
+                f"UPDATE {s.SCHEMA_META} SET value = ? WHERE key = 'schema_version'", [str(target)]
+            )
+
+
+def _merge_gpu(old: GpuRecord | None, new: GpuRecord) -> GpuRecord:
+    if old is None:
+        return new
+    values = {f: getattr(new, f) if getattr(new, f) is not None else getattr(old, f) for f in _GPU_FIELDS}
+    if old.host is not None and (new.host is None or _host_rank(new.host_source) < _host_rank(old.host_source)):
+        values["host"], values["host_source"] = old.host, old.host_source
+    return GpuRecord(**values)
+
+
+def _host_rank(source: str) -> int:
+    return HOST_SOURCES.index(source) if source in HOST_SOURCES else -1
+
+
+def _table(schema: pa.Schema, rows: list[tuple[Any, ...]]) -> pa.Table:
+    columns = list(zip(*rows)) if rows else [[] for _ in schema.names]
+    return pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(columns, schema)], schema=schema)
+
+
+def _connect(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
+    """Open `path`, translating DuckDB's errors into one-line StoreErrors; a foreign file is never touched."""
+    if path != ":memory:":
+        file = Path(path)
+        if file.is_dir():
+            raise StoreError(f"{path} is a directory, not a database file")
+        if file.exists() and file.stat().st_size > 0:
+            with file.open("rb") as handle:
+                header = handle.read(12)
+            if header[8:12] != _DUCKDB_MAGIC:
+                raise StoreError(f"{path} is not a DuckDB database; refusing to open or overwrite it")
+        elif read_only:
+            raise StoreError(f"{path} does not exist; ingest something first (gpu-rca ingest --db {path} ...)")
+        if not file.parent.exists():
+            raise StoreError(f"cannot create {path}: folder {file.parent} does not exist")
+    try:
+        return duckdb.connect(path, read_only=read_only, config=_CONFIG)
+    except duckdb.Error as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "could not set lock" in message.lower() or "conflicting lock" in message.lower():
+            raise StoreError(
+                f"database {path} is locked by another process (is `gpu-rca serve` running?); "
+                "use --server URL to query it through that process"
+            ) from exc
+        raise StoreError(f"cannot open {path}: it looks corrupted or unreadable ({message})") from exc
+
+
+__all__ = ["DB_ENV", "DEFAULT_DB", "IngestResult", "Store", "default_db_path"]
