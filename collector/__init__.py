@@ -1,1 +1,49 @@
-"""gpu-rca collector: GPU telemetry on every inference span (see README)."""
+"""gpu-rca collector: GPU telemetry on every inference span (see docs/collector.md).
+
+Importing it starts nothing: no NVML call, no thread. `configure()` (or a `Collector` of your own) does.
+"""
+
+from __future__ import annotations
+
+from collector._collector import Collector, GpuSpanProcessor, telemetry_source
+from collector._errors import classify as classify_error
+from collector._gpu import GpuResolver, Target
+from collector._health import Health
+from collector._logs import OtlpLogSink, install_patcher, trace_patcher
+from collector._nvml import DeviceInfo, Sample
+from collector._sampler import Ring, Sampler, SamplerEvent
+from collector._setup import (
+    CountingSpanExporter,
+    build_resource,
+    configure,
+    default_collector,
+    inference_span,
+    shutdown,
+)
+from collector._spans import InferenceSpan, InferenceSpanScope
+
+__all__ = [
+    "Collector",
+    "CountingSpanExporter",
+    "DeviceInfo",
+    "GpuResolver",
+    "GpuSpanProcessor",
+    "Health",
+    "InferenceSpan",
+    "InferenceSpanScope",
+    "OtlpLogSink",
+    "Ring",
+    "Sample",
+    "Sampler",
+    "SamplerEvent",
+    "Target",
+    "build_resource",
+    "classify_error",
+    "configure",
+    "default_collector",
+    "inference_span",
+    "install_patcher",
+    "shutdown",
+    "telemetry_source",
+    "trace_patcher",
+]

@@ -1,0 +1,267 @@
+"""The collector as an instance: sampler + GPU resolution + inference spans over one tracer provider."""
+
+from __future__ import annotations
+
+import os
+import threading
+from types import ModuleType
+from collections.abc import Mapping
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.sdk.trace import SpanProcessor
+from opentelemetry.trace import SpanKind
+
+from collector._errors import classify
+from collector._gpu import GpuResolver, Target
+from collector._health import Health
+from collector._nvml import DROPPED, ERRORS, DeviceInfo
+from collector._sampler import Sampler, as_clock
+from collector._spans import InferenceSpan, InferenceSpanScope, record_failure
+from collector._stamp import aggregate, identity
+from schemas import attributes as A
+
+_UNSET: Any = object()
+
+
+def telemetry_source(nvml: Any) -> str:
+    """`nvml` for a real NVML binding (a module, such as pynvml); `simulated` for any other object (the lab's
+    simulated GPUs). A source may declare its own with a `TELEMETRY_SOURCE` string attribute."""
+    try:
+        declared = getattr(nvml, "TELEMETRY_SOURCE", None)
+    except Exception:  # noqa: BLE001 - NVML-shaped objects may raise anything from __getattr__
+        declared = None
+    if isinstance(declared, str):
+        return declared
+    return A.SOURCE_NVML if isinstance(nvml, ModuleType) else A.SOURCE_SIMULATED
+
+
+class Collector:
+    """GPU telemetry on inference spans, from one NVML source, on one tracer provider.
+
+    `nvml`: pynvml or an NVML-shaped module (the lab's simulated GPUs); None runs with source `none`.
+    `clock`: `() -> Unix ns` (or an object with `now_ns()`), shared by the sampler and the spans.
+    `tracer_provider`: default, the global one. `background=False` leaves sampling to `sample_once(now_ns)`.
+    """
+
+    def __init__(
+        self,
+        nvml: Any = None,
+        *,
+        clock: Any = None,
+        tracer_provider: trace.TracerProvider | None = None,
+        resource: Any = None,
+        sample_hz: float = 10.0,
+        history_s: float = 60.0,
+        background: bool = True,
+        cuda_visible_devices: str | None = _UNSET,
+        pid: int | None = None,
+        health: Health | None = None,
+    ) -> None:
+        self.health = health or Health()
+        self.clock = as_clock(clock)
+        self.source = telemetry_source(nvml) if nvml is not None else A.SOURCE_NONE
+        self.sampler: Sampler | None = None
+        if nvml is not None:
+            self.sampler = Sampler(nvml, clock=self.clock, sample_hz=sample_hz, history_s=history_s, health=self.health, pid=pid)
+        self.background = background
+        if cuda_visible_devices is _UNSET:
+            cuda_visible_devices = os.environ.get("CUDA_VISIBLE_DEVICES")
+        self._cuda_visible_devices = cuda_visible_devices
+        if tracer_provider is None and resource is not None:
+            from opentelemetry.sdk.trace import TracerProvider
+
+            tracer_provider = TracerProvider(resource=resource)
+        self.tracer_provider = tracer_provider
+        self._tracer: trace.Tracer | None = None
+        self._resolver: GpuResolver | None = None
+        self._inflight_lock = threading.Lock()
+        self._inflight: dict[int, set[InferenceSpan]] = {}
+        self.processor = GpuSpanProcessor(self)
+        if tracer_provider is not None and hasattr(tracer_provider, "add_span_processor"):
+            tracer_provider.add_span_processor(self.processor)
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> bool:
+        """Start sampling (the thread, unless `background=False`). False when there is no telemetry."""
+        if self.sampler is None:
+            return False
+        return self.sampler.start() if self.background else self.sampler.init()
+
+    def sample_once(self, now_ns: int | None = None) -> None:
+        """Step the sampler by hand (a virtual clock drives it this way)."""
+        if self.sampler is not None:
+            self.sampler.sample_once(now_ns)
+
+    def shutdown(self) -> None:
+        """Stop sampling; safe to call twice. (Providers belong to whoever made them.)"""
+        if self.sampler is not None:
+            self.sampler.stop()
+
+    @property
+    def devices(self) -> tuple[DeviceInfo, ...]:
+        """The GPUs the sampler sees (empty without telemetry)."""
+        return self.sampler.devices if self.sampler is not None else ()
+
+    @property
+    def tracer(self) -> trace.Tracer:
+        """The tracer for inference spans (the global provider's, unless one was given)."""
+        if self._tracer is None:
+            provider = self.tracer_provider or trace.get_tracer_provider()
+            self._tracer = provider.get_tracer("gpu_rca.collector")
+        return self._tracer
+
+    # --- GPU resolution --------------------------------------------------------------------------
+    def _ready_sampler(self) -> Sampler | None:
+        """The sampler, initialised (and restarted in a forked child), or None without telemetry."""
+        sampler = self.sampler
+        if sampler is None:
+            return None
+        if self.background:
+            sampler.ensure_started()
+        return sampler if sampler.init() else None
+
+    def resolve_gpu(self, gpu: Any) -> Target | None:
+        """The NVML device `gpu=` names (Contract 1), or None."""
+        sampler = self._ready_sampler() if gpu is not None else None
+        if sampler is None:
+            return None
+        resolver = self._resolver
+        if resolver is None or resolver.devices is not sampler.devices:
+            resolver = self._resolver = GpuResolver(sampler.devices, self._cuda_visible_devices)
+        return resolver.resolve(gpu)
+
+    def _device(self, target: Target | None) -> DeviceInfo | None:
+        if target is None or self.sampler is None:
+            return None
+        for device in self.sampler.devices:
+            if device.index == target.index:
+                return device
+        return None
+
+    # --- spans -----------------------------------------------------------------------------------
+    def inference_span(
+        self,
+        name: str = "inference",
+        *,
+        gpu: Any = None,
+        attributes: Mapping[str, Any] | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+    ) -> InferenceSpanScope:
+        """A context manager and decorator that opens an inference span and stamps it before it ends."""
+        return InferenceSpanScope(lambda: self, name, gpu, attributes, kind)
+
+    def start_inference_span(
+        self,
+        name: str = "inference",
+        *,
+        gpu: Any = None,
+        attributes: Mapping[str, Any] | None = None,
+        start_ns: int | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        context: Any = None,
+    ) -> InferenceSpan:
+        """Open an inference span at `start_ns` (default: now); end it with `.end(end_ns, exception)`."""
+        start = self.clock() if start_ns is None else int(start_ns)
+        attrs: dict[str, Any] = dict(attributes) if attributes else {}
+        target = device = None
+        try:
+            target = self.resolve_gpu(gpu)
+            device = self._device(target)
+        except Exception as exc:  # noqa: BLE001 - never harm the request
+            self.health.failure(ERRORS, "resolve_gpu", f"resolving gpu={gpu!r} failed", exc)
+        if device is not None:
+            attrs.update(identity(device, self.source, target.mig_instance_id if target else None))
+        else:
+            attrs[A.TELEMETRY_SOURCE] = A.SOURCE_NONE
+            target = None
+        span = InferenceSpan(self, self.tracer.start_span(name, context=context, kind=kind, attributes=attrs, start_time=start), start, target)
+        if target is not None:
+            with self._inflight_lock:
+                spans = self._inflight.setdefault(target.index, set())
+                spans.add(span)
+                count = len(spans)
+                for other in spans:
+                    if other.inflight_max < count:
+                        other.inflight_max = count
+        return span
+
+    def _finish(self, span: InferenceSpan, end_ns: int | None, exception: BaseException | None) -> None:
+        end = self.clock() if end_ns is None else int(end_ns)
+        otel_span = span.otel_span
+        try:
+            target = span.target
+            if target is not None:
+                with self._inflight_lock:
+                    self._inflight.get(target.index, set()).discard(span)
+            if otel_span.is_recording():
+                self._stamp(span, end, exception)
+        except Exception as exc:  # noqa: BLE001 - never harm the request
+            self.health.failure(ERRORS, "stamp", "stamping an inference span failed", exc)
+        otel_span.end(end_time=end)
+
+    def _stamp(self, span: InferenceSpan, end: int, exception: BaseException | None) -> None:
+        otel_span = span.otel_span
+        target = span.target
+        device = self._device(target)
+        lost = False
+        if device is not None and self.sampler is not None:
+            samples = self.sampler.window(device.index, span.start_ns, end)
+            attrs, events = aggregate(device, samples, end, self.sampler.period_ns)
+            attrs[A.INFLIGHT_MAX] = span.inflight_max
+            otel_span.set_attributes(attrs)
+            for name, event_attrs, ts in events:
+                otel_span.add_event(name, event_attrs, timestamp=ts)
+            lost = self.sampler.is_lost(device.index)
+        else:
+            self.health.count(DROPPED, "span_without_telemetry")
+        if exception is not None:
+            record_failure(otel_span, exception, classify(exception, gpu_lost=lost))
+
+    def start_snapshot(self, target: Target, start_ns: int) -> dict[str, Any]:
+        """Stamps for a span that names a GPU at its start: identity plus the sample at or before start."""
+        device = self._device(target)
+        if device is None or self.sampler is None:
+            return {A.TELEMETRY_SOURCE: A.SOURCE_NONE}
+        attrs = identity(device, self.source, target.mig_instance_id)
+        window, _ = aggregate(device, self.sampler.window(device.index, start_ns, start_ns), start_ns, self.sampler.period_ns)
+        attrs.update(window)
+        return attrs
+
+
+class GpuSpanProcessor(SpanProcessor):
+    """Stamps the start snapshot on any span that names a GPU when it starts (`gpu.uuid` or `gpu.index`),
+    so auto-instrumented spans carry it too. Inference spans (already carrying a source) are left alone."""
+
+    def __init__(self, collector: Collector) -> None:
+        self.collector = collector
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        attrs = span.attributes
+        if not attrs or A.TELEMETRY_SOURCE in attrs:
+            return
+        uuid = attrs.get(A.GPU_UUID)
+        index = attrs.get(A.GPU_INDEX)
+        if uuid is None and index is None:
+            return
+        try:
+            if isinstance(uuid, str):
+                target = self.collector.resolve_gpu(uuid)
+            else:  # gpu.index is the NVML index (Contract 1), not a CUDA ordinal
+                sampler = self.collector._ready_sampler()
+                known = sampler is not None and any(d.index == index for d in sampler.devices)
+                target = Target(index) if known else None
+            stamps = self.collector.start_snapshot(target, span.start_time) if target else {A.TELEMETRY_SOURCE: A.SOURCE_NONE}
+            span.set_attributes(stamps)
+        except Exception as exc:  # noqa: BLE001 - never harm the request
+            self.collector.health.failure(ERRORS, "span_processor", "stamping a span at start failed", exc)
+
+    def on_end(self, span: Any) -> None:
+        """Nothing: an ended span is read-only."""
+
+    def shutdown(self) -> None:
+        """Nothing to release."""
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Nothing buffered."""
+        return True

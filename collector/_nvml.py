@@ -1,0 +1,245 @@
+"""Reading one GPU through an NVML-shaped module (real `pynvml` or the lab's simulated GPUs).
+
+Every call goes through :class:`DeviceReader`, which remembers fields a GPU does not support (GeForce cards
+have no ECC) so they are recorded as unsupported once and never retried, turns `GpuIsLost` into
+:class:`DeviceLost`, and counts any other failure instead of raising it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from collector._health import Health
+
+# NVML return codes (pynvml's NVML_ERROR_*), so the module passed in needs no constants of its own for them.
+_NOT_SUPPORTED = 3
+_NO_PERMISSION = 4
+_TIMEOUT = 10
+_FUNCTION_NOT_FOUND = 13
+_GPU_IS_LOST = 15
+_UNSUPPORTED_CODES = frozenset({_NOT_SUPPORTED, _NO_PERMISSION, _FUNCTION_NOT_FOUND})
+_XID_EVENT = 0x8  # nvmlEventTypeXidCriticalError
+_MAX_EVENTS_PER_TICK = 64
+
+#: Counter names in Health (the exporter turns them into `gpu_rca_*` series).
+ERRORS = "errors"
+DROPPED = "dropped"
+SAMPLES = "samples"
+UNSUPPORTED = "unsupported"
+
+
+class DeviceLost(Exception):
+    """The GPU answered `GpuIsLost` (XID 79, fallen off the bus)."""
+
+
+def nvml_code(exc: BaseException) -> int | None:
+    """The NVML return code of a pynvml `NVMLError_*` (its `.value`), or None for other exceptions."""
+    value = getattr(exc, "value", None)
+    return value if type(exc).__name__.startswith("NVMLError") and isinstance(value, int) else None
+
+
+def text(value: Any) -> str:
+    """pynvml returns `bytes` from older bindings and `str` from newer ones."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class MigInfo:
+    """A MIG slice of a GPU: its own UUID and its GPU instance id."""
+
+    uuid: str
+    instance_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    """What does not change while a GPU is up: identity, thresholds, maxima."""
+
+    index: int
+    uuid: str
+    name: str
+    pci_bus_id: str  # as NVML writes it: 00000000:3B:00.0
+    slowdown_temp_c: int | None
+    shutdown_temp_c: int | None
+    max_sm_clock_mhz: int | None
+    max_mem_clock_mhz: int | None
+    memory_total_bytes: int | None
+    mig: tuple[MigInfo, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One reading of one GPU; None where the GPU does not support the field or the read failed."""
+
+    ts_ns: int
+    temperature_c: int | None
+    power_w: float | None
+    power_limit_w: float | None
+    energy_mj: int | None
+    sm_clock_mhz: int | None
+    mem_clock_mhz: int | None
+    utilization_pct: float | None
+    memory_utilization_pct: float | None
+    memory_used_bytes: int | None
+    memory_total_bytes: int | None
+    process_memory_bytes: int | None
+    ecc_corrected: int | None
+    ecc_uncorrected: int | None
+    throttle_mask: int | None
+    pcie_replays: int | None
+    xids: tuple[int, ...] = ()
+
+
+def _throttle(nv: Any, h: Any) -> int:
+    fn = getattr(nv, "nvmlDeviceGetCurrentClocksEventReasons", None) or nv.nvmlDeviceGetCurrentClocksThrottleReasons
+    return int(fn(h))
+
+
+def _ecc(error_type: int) -> Callable[[Any, Any], int]:
+    # NVML_MEMORY_ERROR_TYPE_CORRECTED=0 / UNCORRECTED=1, NVML_VOLATILE_ECC=0 (since driver load).
+    return lambda nv, h: int(nv.nvmlDeviceGetTotalEccErrors(h, error_type, 0))
+
+
+#: Sample field -> how to read it. NVML power is mW (exported in W); memory is bytes.
+_FIELDS: tuple[tuple[str, Callable[[Any, Any], Any]], ...] = (
+    ("temperature_c", lambda nv, h: int(nv.nvmlDeviceGetTemperature(h, 0))),  # NVML_TEMPERATURE_GPU
+    ("power_w", lambda nv, h: nv.nvmlDeviceGetPowerUsage(h) / 1000.0),
+    ("power_limit_w", lambda nv, h: nv.nvmlDeviceGetEnforcedPowerLimit(h) / 1000.0),
+    ("energy_mj", lambda nv, h: int(nv.nvmlDeviceGetTotalEnergyConsumption(h))),
+    ("sm_clock_mhz", lambda nv, h: int(nv.nvmlDeviceGetClockInfo(h, 1))),  # NVML_CLOCK_SM
+    ("mem_clock_mhz", lambda nv, h: int(nv.nvmlDeviceGetClockInfo(h, 2))),  # NVML_CLOCK_MEM
+    ("utilization", lambda nv, h: nv.nvmlDeviceGetUtilizationRates(h)),
+    ("memory", lambda nv, h: nv.nvmlDeviceGetMemoryInfo(h)),
+    ("ecc_corrected", _ecc(0)),
+    ("ecc_uncorrected", _ecc(1)),
+    ("throttle_mask", _throttle),
+    ("pcie_replays", lambda nv, h: int(nv.nvmlDeviceGetPcieReplayCounter(h))),
+)
+
+
+class DeviceReader:
+    """Reads one GPU each tick; remembers what it does not support; never raises but :class:`DeviceLost`."""
+
+    def __init__(self, nvml: Any, index: int, handle: Any, health: Health, pid: int) -> None:
+        self.nvml = nvml
+        self.index = index
+        self.handle = handle
+        self.health = health
+        self.pid = pid
+        self.unsupported: set[str] = set()
+        self._event_set: Any = None
+        self.info = self._discover()
+        self._open_xid_events()
+
+    def _call(self, field: str, fn: Callable[[Any, Any], Any]) -> Any:
+        """Run one NVML read; None when unsupported (remembered) or failed (counted)."""
+        if field in self.unsupported:
+            return None
+        try:
+            return fn(self.nvml, self.handle)
+        except Exception as exc:  # noqa: BLE001 - NVML errors become counts and events, never exceptions
+            code = nvml_code(exc)
+            if code == _GPU_IS_LOST:
+                raise DeviceLost(str(exc)) from exc
+            if code in _UNSUPPORTED_CODES or isinstance(exc, AttributeError):
+                self.unsupported.add(field)
+                self.health.failure(UNSUPPORTED, field, f"GPU {self.index}: {field} unsupported, not read again", exc)
+                return None
+            self.health.failure(ERRORS, f"nvml_{field}", f"GPU {self.index}: reading {field} failed", exc)
+            return None
+
+    def _discover(self) -> DeviceInfo:
+        nv = self.nvml
+        uuid = text(self._call("uuid", lambda nv, h: nv.nvmlDeviceGetUUID(h)) or f"unknown-{self.index}")
+        pci = self._call("pci", lambda nv, h: nv.nvmlDeviceGetPciInfo(h))
+        total = self._call("memory", lambda nv, h: nv.nvmlDeviceGetMemoryInfo(h))
+        return DeviceInfo(
+            index=self.index,
+            uuid=uuid,
+            name=text(self._call("name", lambda nv, h: nv.nvmlDeviceGetName(h)) or ""),
+            pci_bus_id=text(pci.busId) if pci is not None else "",
+            slowdown_temp_c=self._call("slowdown_temp", lambda nv, h: int(nv.nvmlDeviceGetTemperatureThreshold(h, 1))),
+            shutdown_temp_c=self._call("shutdown_temp", lambda nv, h: int(nv.nvmlDeviceGetTemperatureThreshold(h, 0))),
+            max_sm_clock_mhz=self._call("max_sm_clock", lambda nv, h: int(nv.nvmlDeviceGetMaxClockInfo(h, 1))),
+            max_mem_clock_mhz=self._call("max_mem_clock", lambda nv, h: int(nv.nvmlDeviceGetMaxClockInfo(h, 2))),
+            memory_total_bytes=int(total.total) if total is not None else None,
+            mig=self._discover_mig(nv),
+        )
+
+    def _discover_mig(self, nv: Any) -> tuple[MigInfo, ...]:
+        mode = self._call("mig", lambda nv, h: nv.nvmlDeviceGetMigMode(h))
+        if not mode or not mode[0]:
+            return ()
+        slices = []
+        count = self._call("mig", lambda nv, h: int(nv.nvmlDeviceGetMaxMigDeviceCount(h))) or 0
+        for i in range(count):
+            try:
+                mig = nv.nvmlDeviceGetMigDeviceHandleByIndex(self.handle, i)
+                slices.append(MigInfo(text(nv.nvmlDeviceGetUUID(mig)), int(nv.nvmlDeviceGetGpuInstanceId(mig))))
+            except Exception:  # noqa: BLE001 - an unpopulated slot answers NotFound
+                continue
+        return tuple(slices)
+
+    def _open_xid_events(self) -> None:
+        nv = self.nvml
+        try:
+            event_set = nv.nvmlEventSetCreate()
+            nv.nvmlDeviceRegisterEvents(self.handle, getattr(nv, "nvmlEventTypeXidCriticalError", _XID_EVENT), event_set)
+            self._event_set = event_set
+        except Exception as exc:  # noqa: BLE001
+            self.unsupported.add("xid_events")
+            self.health.failure(UNSUPPORTED, "xid_events", f"GPU {self.index}: XID events unavailable", exc)
+
+    def _drain_xids(self) -> tuple[int, ...]:
+        if self._event_set is None:
+            return ()
+        xids = []
+        for _ in range(_MAX_EVENTS_PER_TICK):
+            try:
+                data = self.nvml.nvmlEventSetWait(self._event_set, 0)
+            except Exception as exc:  # noqa: BLE001
+                code = nvml_code(exc)
+                if code == _GPU_IS_LOST:
+                    raise DeviceLost(str(exc)) from exc
+                if code != _TIMEOUT:  # Timeout: no event pending
+                    self.health.failure(ERRORS, "nvml_xid_events", f"GPU {self.index}: reading XID events failed", exc)
+                break
+            if int(getattr(data, "eventType", _XID_EVENT)) & _XID_EVENT:
+                xids.append(int(data.eventData))
+        return tuple(xids)
+
+    def read(self, ts_ns: int) -> Sample:
+        """One sample of every supported field. Raises :class:`DeviceLost` only."""
+        values = {field: self._call(field, fn) for field, fn in _FIELDS}
+        util = values.pop("utilization")
+        memory = values.pop("memory")
+        return Sample(
+            ts_ns=ts_ns,
+            utilization_pct=float(util.gpu) if util is not None else None,
+            memory_utilization_pct=float(util.memory) if util is not None else None,
+            memory_used_bytes=int(memory.used) if memory is not None else None,
+            memory_total_bytes=int(memory.total) if memory is not None else None,
+            process_memory_bytes=self._process_memory(),
+            xids=self._drain_xids(),
+            **values,
+        )
+
+    def _process_memory(self) -> int | None:
+        procs = self._call("processes", lambda nv, h: nv.nvmlDeviceGetComputeRunningProcesses(h))
+        if procs is None:
+            return None
+        used = [p.usedGpuMemory for p in procs if p.pid == self.pid]
+        if any(u is None for u in used):  # NVML could not attribute memory (some containers, WDDM)
+            return None
+        return int(sum(used))
+
+    def close(self) -> None:
+        """Free the XID event set (best effort)."""
+        if self._event_set is not None:
+            try:
+                self.nvml.nvmlEventSetFree(self._event_set)
+            except Exception:  # noqa: BLE001 - shutting down
+                pass
+            self._event_set = None

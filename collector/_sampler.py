@@ -1,0 +1,267 @@
+"""The background NVML sampler: one bounded ring buffer of samples per GPU.
+
+The NVML module and the clock are passed in, so the lab's simulated GPUs and a virtual clock drive the
+same code; `sample_once(now_ns)` steps it by hand. The thread starts on `start()` (never at import) and,
+after a fork, again lazily in the child on the next `ensure_started()`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from collector._health import Health
+from collector._nvml import DROPPED, ERRORS, SAMPLES, DeviceInfo, DeviceLost, DeviceReader, Sample
+
+Clock = Callable[[], int]
+
+MAX_SAMPLE_HZ = 100.0
+
+
+def as_clock(clock: Any) -> Clock:
+    """A `() -> ns` callable from a callable, or an object with `now_ns()`/`time_ns()` (a virtual clock)."""
+    if clock is None:
+        return time.time_ns
+    for name in ("now_ns", "time_ns"):
+        method = getattr(clock, name, None)
+        if callable(method):
+            return method
+    if callable(clock):
+        return clock
+    raise TypeError(f"clock must be a callable returning ns or have now_ns(), got {clock!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class SamplerEvent:
+    """Something that happened to the sampler or a GPU: `gpu_lost`, `nvml_error`, `driver_error`."""
+
+    ts_ns: int
+    gpu_index: int | None
+    kind: str
+    detail: str
+
+
+class Ring:
+    """A bounded, time-ordered buffer of one GPU's samples. Copies under its lock; callers work outside."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._lock = threading.Lock()
+        self._ts: list[int] = []
+        self._samples: list[Sample] = []
+
+    def append(self, sample: Sample) -> int:
+        """Add a sample; returns how many old samples were dropped to stay bounded."""
+        with self._lock:
+            if self._ts and sample.ts_ns < self._ts[-1]:
+                return 0  # out of order (a clock stepped back): keep the buffer sorted
+            self._ts.append(sample.ts_ns)
+            self._samples.append(sample)
+            excess = len(self._ts) - self.capacity
+            # Trim in chunks so appends stay amortised O(1); memory stays under 2x capacity.
+            if excess >= max(1, self.capacity // 4):
+                del self._ts[:excess]
+                del self._samples[:excess]
+                return excess
+            return 0
+
+    def window(self, start_ns: int, end_ns: int) -> list[Sample]:
+        """Contract 1's window: the last sample at or before `start_ns` plus every sample in (start, end]."""
+        with self._lock:
+            lo = bisect.bisect_right(self._ts, start_ns)
+            hi = bisect.bisect_right(self._ts, end_ns)
+            return self._samples[max(lo - 1, 0) : max(hi, lo)]
+
+    def latest(self) -> Sample | None:
+        """The newest sample, if any."""
+        with self._lock:
+            return self._samples[-1] if self._samples else None
+
+    def reset_lock(self) -> None:
+        """A new lock (after a fork the old one may be held by a thread that no longer exists)."""
+        self._lock = threading.Lock()
+
+
+class Sampler:
+    """Samples every visible GPU at `sample_hz` into per-GPU rings; NVML failures become counts and events."""
+
+    def __init__(
+        self,
+        nvml: Any,
+        *,
+        clock: Any = None,
+        sample_hz: float = 10.0,
+        history_s: float = 60.0,
+        health: Health | None = None,
+        pid: int | None = None,
+    ) -> None:
+        if not 0 < sample_hz <= MAX_SAMPLE_HZ:
+            raise ValueError(f"sample_hz must be in (0, {MAX_SAMPLE_HZ:g}], got {sample_hz!r}")
+        if history_s <= 0:
+            raise ValueError(f"history_s must be positive, got {history_s!r}")
+        self.nvml = nvml
+        self.clock = as_clock(clock)
+        self.sample_hz = float(sample_hz)
+        self.period_ns = int(1e9 / sample_hz)
+        self.capacity = max(4, int(history_s * sample_hz))
+        self.health = health or Health()
+        self._pid_override = pid
+        self.events: deque[SamplerEvent] = deque(maxlen=256)
+        self._readers: dict[int, DeviceReader] = {}
+        self._rings: dict[int, Ring] = {}
+        self._lost: set[int] = set()
+        #: The last XID seen per GPU (dcgm-exporter's XID gauge keeps it until restart).
+        self.last_xid: dict[int, int] = {}
+        self._devices: tuple[DeviceInfo, ...] = ()
+        self._init_lock = threading.Lock()
+        self._initialised_pid: int | None = None
+        self._thread: threading.Thread | None = None
+        self._thread_pid: int | None = None
+        self._stop = threading.Event()
+        self.available = False
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: (s := ref()) is not None and s._after_fork_in_child())
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    def _after_fork_in_child(self) -> None:
+        # The thread did not survive the fork and a lock may be held forever: start over lazily.
+        self._init_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = None
+        for ring in self._rings.values():
+            ring.reset_lock()
+
+    def init(self) -> bool:
+        """Initialise NVML and discover GPUs (once per process). False, counted and logged, when NVML fails."""
+        pid = os.getpid()
+        if self._initialised_pid == pid:
+            return self.available
+        with self._init_lock:
+            if self._initialised_pid == pid:
+                return self.available
+            self.available = self._discover(pid)
+            self._initialised_pid = pid
+        return self.available
+
+    def _discover(self, pid: int) -> bool:
+        nv = self.nvml
+        try:
+            nv.nvmlInit()
+            count = int(nv.nvmlDeviceGetCount())
+        except Exception as exc:  # noqa: BLE001 - no driver, no library: run with source none
+            self.health.failure(ERRORS, "nvml_init", "NVML unavailable, running with gpu.telemetry.source=none", exc)
+            self._record(None, "driver_error", f"{type(exc).__name__}: {exc}")
+            return False
+        readers: dict[int, DeviceReader] = {}
+        own_pid = self._pid_override if self._pid_override is not None else pid
+        for index in range(count):
+            try:
+                handle = nv.nvmlDeviceGetHandleByIndex(index)
+                readers[index] = DeviceReader(nv, index, handle, self.health, own_pid)
+            except Exception as exc:  # noqa: BLE001 - one broken GPU must not hide the others
+                self.health.failure(ERRORS, "nvml_discover", f"GPU {index}: discovery failed", exc)
+                self._record(index, "nvml_error", f"{type(exc).__name__}: {exc}")
+        self._readers = readers
+        self._rings = {i: self._rings.get(i) or Ring(self.capacity) for i in readers}
+        self._devices = tuple(r.info for r in readers.values())
+        self._lost = set()
+        return True
+
+    def start(self) -> bool:
+        """Initialise and start the background thread (no-op when running). False when NVML is unavailable."""
+        if not self.init():
+            return False
+        pid = os.getpid()
+        if self._thread is not None and self._thread_pid == pid and self._thread.is_alive():
+            return True
+        with self._init_lock:
+            if self._thread is None or self._thread_pid != pid or not self._thread.is_alive():
+                self._stop = threading.Event()
+                self._thread = threading.Thread(target=self._run, name="gpu-rca-sampler", daemon=True)
+                self._thread_pid = pid
+                self._thread.start()
+        return True
+
+    def ensure_started(self) -> None:
+        """Restart the thread in a forked child; cheap when already running."""
+        if self._thread_pid != os.getpid() and self._initialised_pid is not None:
+            self.start()
+
+    def stop(self) -> None:
+        """Stop the thread and free NVML event sets; safe to call twice."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread() and thread.is_alive():
+            thread.join(timeout=2.0)
+        self._thread = None
+        for reader in self._readers.values():
+            reader.close()
+
+    def _run(self) -> None:
+        period_s = 1.0 / self.sample_hz
+        next_t = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                self.sample_once()
+            except Exception as exc:  # noqa: BLE001 - the thread must outlive any bug
+                self.health.failure(ERRORS, "sampler", "sampler tick failed", exc)
+            next_t += period_s
+            delay = next_t - time.monotonic()
+            if delay < 0:  # fell behind (a slow NVML call): skip ticks instead of bursting
+                self.health.count(DROPPED, "sampler_late_tick")
+                next_t = time.monotonic()
+                delay = 0
+            self._stop.wait(delay)
+
+    # --- sampling --------------------------------------------------------------------------------
+    def sample_once(self, now_ns: int | None = None) -> None:
+        """Read every GPU once, stamped `now_ns` (default: the clock). Never raises for NVML failures."""
+        if not self.init():
+            return
+        ts = self.clock() if now_ns is None else int(now_ns)
+        for index, reader in self._readers.items():
+            if index in self._lost:
+                continue
+            try:
+                sample = reader.read(ts)
+            except DeviceLost as exc:
+                self._lost.add(index)
+                self.health.failure(ERRORS, "gpu_lost", f"GPU {index} is lost; not sampled again", exc)
+                self._record(index, "gpu_lost", str(exc), ts)
+                continue
+            if sample.xids:
+                self.last_xid[index] = sample.xids[-1]
+            dropped = self._rings[index].append(sample)
+            self.health.count(SAMPLES, str(index))
+            if dropped:
+                self.health.count(DROPPED, "ring_overwrite", dropped)
+
+    def _record(self, gpu_index: int | None, kind: str, detail: str, ts_ns: int | None = None) -> None:
+        self.events.append(SamplerEvent(ts_ns if ts_ns is not None else self.clock(), gpu_index, kind, detail))
+
+    # --- reading -------------------------------------------------------------------------------
+    @property
+    def devices(self) -> tuple[DeviceInfo, ...]:
+        """Every discovered GPU, in NVML index order."""
+        return self._devices
+
+    def is_lost(self, index: int) -> bool:
+        """Whether the GPU answered GpuIsLost."""
+        return index in self._lost
+
+    def window(self, index: int, start_ns: int, end_ns: int) -> list[Sample]:
+        """The samples of GPU `index` in Contract 1's window; [] when it has none."""
+        ring = self._rings.get(index)
+        return ring.window(start_ns, end_ns) if ring is not None else []
+
+    def latest(self, index: int) -> Sample | None:
+        """The newest sample of GPU `index`."""
+        ring = self._rings.get(index)
+        return ring.latest() if ring is not None else None

@@ -1,0 +1,206 @@
+"""`configure()`: one default Collector over OTel providers built from the standard `OTEL_*` variables."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.trace import SpanKind
+
+from collector._collector import Collector
+from collector._health import Health
+from collector._logs import OtlpLogSink, install_patcher
+from collector._nvml import DROPPED, ERRORS
+from collector._spans import InferenceSpanScope
+from schemas import attributes as A
+
+_lock = threading.Lock()
+_default: Collector | None = None
+_owned: list[Any] = []  # providers and loguru sink ids configure() created, released by shutdown()
+
+
+class CountingSpanExporter(SpanExporter):
+    """Wraps an exporter so spans it fails to deliver (a dead endpoint) are counted as dropped."""
+
+    def __init__(self, inner: SpanExporter, health: Health) -> None:
+        self.inner = inner
+        self.health = health
+
+    def export(self, spans: Sequence[Any]) -> SpanExportResult:
+        try:
+            result = self.inner.export(spans)
+        except Exception as exc:  # noqa: BLE001
+            self.health.failure(ERRORS, "otlp_spans", "exporting spans failed", exc)
+            result = SpanExportResult.FAILURE
+        if result is not SpanExportResult.SUCCESS:
+            self.health.failure(DROPPED, "otlp_spans", f"{len(spans)} spans not delivered (endpoint down?)")
+            if len(spans) > 1:
+                self.health.count(DROPPED, "otlp_spans", len(spans) - 1)
+        return result
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+
+def _protocol(signal: str) -> str:
+    return (os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL") or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf").strip()
+
+
+def _exporter_wanted(signal: str) -> bool:
+    return os.environ.get(f"OTEL_{signal}_EXPORTER", "otlp").strip().lower() != "none"
+
+
+def otlp_span_exporter() -> SpanExporter:
+    """The OTLP span exporter for `OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL` (`grpc` or `http/protobuf`)."""
+    if _protocol("TRACES") == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+
+        return GrpcExporter()
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter()
+
+
+def otlp_log_exporter() -> Any:
+    """The OTLP log exporter for `OTEL_EXPORTER_OTLP_[LOGS_]PROTOCOL`."""
+    if _protocol("LOGS") == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogExporter
+
+        return GrpcLogExporter()
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+
+    return OTLPLogExporter()
+
+
+def build_resource(service_name: str, service_version: str | None = None, extra: Mapping[str, Any] | None = None) -> Resource:
+    """`service.name`, `service.version`, `host.name`, `k8s.node.name` (from `K8S_NODE_NAME`), merged with
+    `OTEL_RESOURCE_ATTRIBUTES` (the explicit arguments win)."""
+    attrs: dict[str, Any] = {
+        A.SERVICE_NAME: service_name,
+        A.SERVICE_VERSION: service_version or os.environ.get("SERVICE_VERSION") or "unknown",
+        A.HOST_NAME: socket.gethostname(),
+    }
+    node = os.environ.get("K8S_NODE_NAME")
+    if node:
+        attrs[A.K8S_NODE_NAME] = node
+    attrs.update(extra or {})
+    return Resource.create(attrs)
+
+
+def _load_pynvml(health: Health) -> Any:
+    try:
+        import pynvml
+    except Exception as exc:  # noqa: BLE001 - no nvidia-ml-py: run with source none
+        health.failure(ERRORS, "nvml_import", "pynvml not importable, running with gpu.telemetry.source=none", exc)
+        return None
+    return pynvml
+
+
+def configure(
+    service_name: str,
+    nvml: Any = None,
+    sample_hz: float = 10,
+    *,
+    service_version: str | None = None,
+    export_logs: bool = False,
+    resource_attributes: Mapping[str, Any] | None = None,
+) -> Collector:
+    """Set up tracing (and logging) from `OTEL_*` and start the sampler; returns the default Collector.
+
+    Where the application already installed an SDK `TracerProvider`, the collector's processor is added to
+    it (its exporters stay in charge); otherwise a provider with a batching OTLP exporter is installed.
+    `nvml=None`: `import pynvml` and `nvmlInit()`; on any failure spans carry `gpu.telemetry.source=none`.
+    `export_logs=True` also sends loguru records as OTLP logs. Call again to reconfigure.
+    """
+    global _default
+    health = Health()
+    resource = build_resource(service_name, service_version, resource_attributes)
+    with _lock:
+        _shutdown_locked()
+        provider = trace.get_tracer_provider()
+        if not isinstance(provider, TracerProvider):
+            provider = TracerProvider(resource=resource)
+            if _exporter_wanted("TRACES"):
+                provider.add_span_processor(BatchSpanProcessor(CountingSpanExporter(otlp_span_exporter(), health)))
+            trace.set_tracer_provider(provider)
+            _owned.append(provider)
+        source = nvml if nvml is not None else _load_pynvml(health)
+        collector = Collector(source, tracer_provider=provider, sample_hz=sample_hz, health=health)
+        install_patcher()
+        if export_logs and _exporter_wanted("LOGS"):
+            _setup_logs(resource, health)
+        _default = collector
+    collector.start()
+    return collector
+
+
+def _setup_logs(resource: Resource, health: Health) -> None:
+    from loguru import logger
+    from opentelemetry._logs import get_logger_provider, set_logger_provider
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+
+    provider = get_logger_provider()
+    if not isinstance(provider, LoggerProvider):
+        provider = LoggerProvider(resource=resource)
+        provider.add_log_record_processor(BatchLogRecordProcessor(otlp_log_exporter()))
+        set_logger_provider(provider)
+        _owned.append(provider)
+    _owned.append(("loguru", logger.add(OtlpLogSink(provider, health=health), format="{message}", catch=True)))
+
+
+def _shutdown_locked() -> None:
+    global _default
+    if _default is not None:
+        _default.shutdown()
+        _default = None
+    while _owned:
+        item = _owned.pop()
+        try:
+            if isinstance(item, tuple):
+                from loguru import logger
+
+                logger.remove(item[1])
+            else:
+                item.shutdown()  # flushes what is queued
+        except Exception:  # noqa: BLE001 - shutting down must not raise
+            pass
+
+
+def shutdown() -> None:
+    """Stop the sampler, flush and shut down what `configure()` created. Safe to call twice."""
+    with _lock:
+        _shutdown_locked()
+
+
+def default_collector() -> Collector:
+    """The configured Collector, or an unconfigured one (global provider, `gpu.telemetry.source=none`)."""
+    global _default
+    collector = _default
+    if collector is None:
+        with _lock:
+            if _default is None:
+                _default = Collector(None)
+            collector = _default
+    return collector
+
+
+def inference_span(
+    name: str = "inference",
+    *,
+    gpu: Any = None,
+    attributes: Mapping[str, Any] | None = None,
+    kind: SpanKind = SpanKind.INTERNAL,
+) -> InferenceSpanScope:
+    """An inference span on the default Collector: a context manager and a decorator (sync and async)."""
+    return InferenceSpanScope(default_collector, name, gpu, attributes, kind)

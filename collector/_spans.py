@@ -1,0 +1,142 @@
+"""Inference spans: open when a request is accepted for a GPU, stamp the window's telemetry before ending."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+from collector._errors import classify
+from schemas import attributes as A
+
+if TYPE_CHECKING:
+    from collector._collector import Collector
+
+
+class InferenceSpan:
+    """One request's inference span. Set workload attributes on it; call `gpu_started()` when GPU work begins.
+
+    Everything else an OTel span offers is reachable through it (`span.otel_span`, or attribute access).
+    """
+
+    __slots__ = ("otel_span", "start_ns", "target", "collector", "inflight_max", "_ended")
+
+    def __init__(self, collector: Collector, otel_span: Span, start_ns: int, target: Any) -> None:
+        self.collector = collector
+        self.otel_span = otel_span
+        self.start_ns = start_ns
+        self.target = target
+        self.inflight_max = 1
+        self._ended = False
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        """Set a workload attribute (`ddcolor.input_size`, `image.width`, …)."""
+        self.otel_span.set_attribute(key, value)
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        """Set several attributes."""
+        self.otel_span.set_attributes(attributes)
+
+    def gpu_started(self, ts_ns: int | None = None) -> None:
+        """Mark when GPU work begins: `inference.queue_ms` is the time since the request was accepted."""
+        try:
+            now = self.collector.clock() if ts_ns is None else int(ts_ns)
+            self.otel_span.set_attribute(A.QUEUE_MS, (now - self.start_ns) / 1e6)
+        except Exception as exc:  # noqa: BLE001 - never harm the request
+            self.collector.health.failure("errors", "queue_ms", "setting inference.queue_ms failed", exc)
+
+    def end(self, end_ns: int | None = None, exception: BaseException | None = None) -> None:
+        """Stamp the window's telemetry (and the failure, if any), then end the span. Idempotent."""
+        if self._ended:
+            return
+        self._ended = True
+        self.collector._finish(self, end_ns, exception)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.otel_span, name)
+
+
+class InferenceSpanScope:
+    """What `inference_span(...)` returns: a context manager, and a decorator of sync and async functions."""
+
+    def __init__(
+        self,
+        collector: Callable[[], Collector],
+        name: str,
+        gpu: Any,
+        attributes: Mapping[str, Any] | None,
+        kind: SpanKind,
+    ) -> None:
+        self._collector = collector
+        self._name = name
+        self._gpu = gpu
+        self._attributes = attributes
+        self._kind = kind
+        self._active: list[tuple[InferenceSpan, object]] = []
+
+    def _open(self) -> tuple[InferenceSpan, object]:
+        # Resolved per call: a function decorated at import time uses whatever configure() set up later.
+        span = self._collector().start_inference_span(self._name, gpu=self._gpu, attributes=self._attributes, kind=self._kind)
+        token = otel_context.attach(trace.set_span_in_context(span.otel_span))
+        return span, token
+
+    @staticmethod
+    def _close(span: InferenceSpan, token: object, exc: BaseException | None) -> None:
+        try:
+            otel_context.detach(token)  # type: ignore[arg-type]
+        finally:
+            span.end(exception=exc)
+
+    def __enter__(self) -> InferenceSpan:
+        span, token = self._open()
+        self._active.append((span, token))
+        return span
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        span, token = self._active.pop()
+        self._close(span, token, exc)
+        # Returning None: the caller's exception propagates unchanged.
+
+    def __call__(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                span, token = self._open()
+                try:
+                    result = await fn(*args, **kwargs)
+                except BaseException as exc:
+                    self._close(span, token, exc)
+                    raise
+                self._close(span, token, None)
+                return result
+
+            return async_wrapper
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            span, token = self._open()
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                self._close(span, token, exc)
+                raise
+            self._close(span, token, None)
+            return result
+
+        return wrapper
+
+
+def record_failure(span: Span, exc: BaseException, error_type: str) -> None:
+    """`error.type`, the exception event and status ERROR, as OTel's semantic conventions put them."""
+    span.set_attribute(A.ERROR_TYPE, error_type)
+    span.record_exception(exc)
+    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:512]))
+
+
+__all__ = ["InferenceSpan", "InferenceSpanScope", "classify", "record_failure"]
