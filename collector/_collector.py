@@ -194,6 +194,8 @@ class Collector:
             if target is not None:
                 with self._inflight_lock:
                     self._inflight.get(target.index, set()).discard(span)
+            else:
+                self.health.count(DROPPED, "span_without_telemetry")
             if otel_span.is_recording():
                 self._stamp(span, end, exception)
         except Exception as exc:  # noqa: BLE001 - never harm the request
@@ -213,8 +215,6 @@ class Collector:
             for name, event_attrs, ts in events:
                 otel_span.add_event(name, event_attrs, timestamp=ts)
             lost = self.sampler.is_lost(device.index)
-        else:
-            self.health.count(DROPPED, "span_without_telemetry")
         if exception is not None:
             record_failure(otel_span, exception, classify(exception, gpu_lost=lost))
 

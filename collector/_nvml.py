@@ -210,9 +210,12 @@ class DeviceReader:
                 xids.append(int(data.eventData))
         return tuple(xids)
 
-    def read(self, ts_ns: int) -> Sample:
-        """One sample of every supported field. Raises :class:`DeviceLost` only."""
+    def read(self, ts_ns: int) -> Sample | None:
+        """One sample of every supported field; None when no field could be read (a driver failure).
+        Raises :class:`DeviceLost` only."""
         values = {field: self._call(field, fn) for field, fn in _FIELDS}
+        if all(v is None for v in values.values()):
+            return None
         util = values.pop("utilization")
         memory = values.pop("memory")
         return Sample(

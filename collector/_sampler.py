@@ -236,6 +236,10 @@ class Sampler:
                 self.health.failure(ERRORS, "gpu_lost", f"GPU {index} is lost; not sampled again", exc)
                 self._record(index, "gpu_lost", str(exc), ts)
                 continue
+            if sample is None:  # every read failed this tick: counted per field already
+                self.health.count(DROPPED, "nvml_failed_sample")
+                self._record(index, "nvml_error", "no field could be read", ts)
+                continue
             if sample.xids:
                 self.last_xid[index] = sample.xids[-1]
             dropped = self._rings[index].append(sample)

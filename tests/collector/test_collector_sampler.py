@@ -1,0 +1,182 @@
+"""The sampler: windows, unsupported fields, NVML failures on one GPU, no library, the thread, fork."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pynvml
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from conftest import FLEET, PERIOD_NS, Sim, make_sim
+
+import lab
+from collector import Collector, Ring, Sampler
+from collector._nvml import Sample
+from schemas import attributes as A
+
+
+def _sample(ts: int) -> Sample:
+    return Sample(ts, 40, 50.0, 72.0, 0, 2040, 6251, 10.0, 5.0, 1, 2, None, 0, 0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "expected"),
+    [
+        (250, 450, [200, 300, 400]),  # last at or before start, then (start, end]
+        (300, 300, [300]),  # a sample exactly at start belongs to the window
+        (310, 390, [300]),  # shorter than one period
+        (50, 150, [100]),  # nothing before start: the window begins inside the span
+        (600, 900, [500]),  # nothing after start: only the last one (stale, if old)
+    ],
+)
+def test_ring_window_is_contract_1s(start: int, end: int, expected: list[int]):
+    ring = Ring(capacity=100)
+    for ts in (100, 200, 300, 400, 500):
+        ring.append(_sample(ts))
+    assert [s.ts_ns for s in ring.window(start, end)] == expected
+
+
+def test_ring_stays_bounded():
+    ring = Ring(capacity=8)
+    dropped = sum(ring.append(_sample(ts)) for ts in range(1000))
+    assert len(ring.window(0, 10_000)) <= 10
+    assert ring.latest().ts_ns == 999
+    assert dropped >= 1000 - 10
+
+
+def test_rejects_bad_rates():
+    with pytest.raises(ValueError, match="sample_hz"):
+        Sampler(pynvml, sample_hz=1000)
+    with pytest.raises(ValueError, match="sample_hz"):
+        Sampler(pynvml, sample_hz=0)
+
+
+def test_unsupported_fields_are_recorded_once_not_retried():
+    sim = make_sim([{"host": "gamer", "gpus": 1, "model": "RTX-4090"}])  # GeForce: no ECC
+    sim.tick(20)
+    ecc_calls = [r for r in sim.nvml.readings if r[1] == "nvmlDeviceGetTotalEccErrors"]
+    assert ecc_calls == []  # answered NotSupported once, at the first tick, then never asked again
+    assert sim.collector.health.snapshot()[("unsupported", "ecc_corrected")] == 1
+    span = sim.collector.start_inference_span("inf", gpu=0, start_ns=sim.clock.now_ns())
+    sim.tick(2)
+    span.end(end_ns=sim.clock.now_ns())
+    a = sim.spans()[0].attributes
+    assert A.ECC_UNCORRECTED_DELTA not in a and a[A.TELEMETRY_SAMPLES] == 3
+
+
+def test_gpu_lost_mid_run_becomes_an_event_and_other_gpus_keep_sampling(sim: Sim):
+    sim.tick(5)
+    lost, healthy = sim.gpus
+    lost.lost_at_ns = sim.clock.now_ns() + 1
+    span = sim.collector.start_inference_span("inf", gpu=0, start_ns=sim.clock.now_ns())
+    sim.tick(10)
+    span.end(end_ns=sim.clock.now_ns(), exception=RuntimeError("CUDA error: unspecified launch failure"))
+    assert sim.collector.sampler.is_lost(0) and not sim.collector.sampler.is_lost(1)
+    assert [(e.gpu_index, e.kind) for e in sim.collector.sampler.events] == [(0, "gpu_lost")]
+    assert len(sim.collector.sampler.window(1, 0, sim.clock.now_ns())) == 15
+    assert len(sim.collector.sampler.window(0, 0, sim.clock.now_ns())) == 5
+    a = sim.spans()[0].attributes
+    assert a[A.ERROR_TYPE] == A.ERROR_GPU_LOST  # a CUDA error on a GPU that fell off the bus
+    assert a[A.TELEMETRY_STALE] is True
+    assert healthy.uuid != lost.uuid
+
+
+def test_driver_errors_on_one_gpu_are_counted_and_it_recovers(sim: Sim):
+    sim.tick(2)
+    sim.nvml.fail[0] = pynvml.NVMLError_Unknown
+    sim.tick(3)
+    del sim.nvml.fail[0]
+    sim.tick(2)
+    health = sim.collector.health.snapshot()
+    assert health[("errors", "nvml_temperature_c")] == 3
+    assert health[("samples", "1")] == 7 and health[("samples", "0")] == 4
+    assert health[("dropped", "nvml_failed_sample")] == 3
+    assert [(e.gpu_index, e.kind) for e in sim.collector.sampler.events] == [(0, "nvml_error")] * 3
+    window = sim.collector.sampler.window(0, 0, sim.clock.now_ns())
+    assert [s.ts_ns for s in window] == [sim.clock.now_ns() - k * PERIOD_NS for k in (6, 5, 1, 0)]
+
+
+def test_no_nvml_library_runs_with_source_none():
+    # This machine has no NVIDIA driver: the real pynvml raises NVMLError_LibraryNotFound.
+    try:
+        pynvml.nvmlInit()
+        pynvml.nvmlShutdown()
+        pytest.skip("an NVIDIA driver is present")
+    except pynvml.NVMLError_LibraryNotFound:
+        pass
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    collector = Collector(pynvml, background=False, tracer_provider=provider)
+    assert collector.start() is False
+    with collector.inference_span("inf", gpu=0):
+        result = 42
+    with pytest.raises(KeyError):
+        with collector.inference_span("inf", gpu=0):
+            raise KeyError("the request's own error")
+    assert result == 42
+    assert [s.attributes[A.TELEMETRY_SOURCE] for s in exporter.get_finished_spans()] == [A.SOURCE_NONE] * 2
+    health = collector.health.snapshot()
+    assert health[("errors", "nvml_init")] == 1
+    assert health[("dropped", "span_without_telemetry")] == 2
+    assert [e.kind for e in collector.sampler.events] == ["driver_error"]
+
+
+def test_background_thread_samples_at_the_configured_rate():
+    nvml = lab.simulated_nvml(FLEET)
+    collector = Collector(nvml, sample_hz=50, cuda_visible_devices=None)
+    try:
+        assert collector.start()
+        deadline = time.monotonic() + 5
+        while collector.health.total("samples") < 20 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert collector.health.total("samples") >= 20
+    finally:
+        collector.shutdown()
+        collector.shutdown()  # safe twice
+    assert collector.sampler._thread is None
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_sampler_restarts_lazily_in_a_forked_child():
+    nvml = lab.simulated_nvml(FLEET)
+    collector = Collector(nvml, sample_hz=50, cuda_visible_devices=None)
+    collector.start()
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: the thread did not survive; the first span restarts it
+        try:
+            before = collector.sampler._thread is None
+            with collector.inference_span("inf", gpu=0):
+                time.sleep(0.3)
+            alive = collector.sampler._thread is not None and collector.sampler._thread.is_alive()
+            os.write(write_fd, json.dumps([before, alive, collector.sampler._thread_pid == os.getpid()]).encode())
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    os.waitpid(pid, 0)
+    answer = json.loads(os.read(read_fd, 1000))
+    os.close(read_fd)
+    collector.shutdown()
+    assert answer == [True, True, True]
+
+
+def test_importing_collector_starts_nothing():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, threading, collector\n"
+        "bad = [m for m in ('duckdb', 'correlate', 'lab', 'pandas', 'numpy', 'pynvml', 'torch') if m in sys.modules]\n"
+        "print(bad, threading.active_count())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[] 1"
+
+
+def test_period_is_one_over_rate():
+    assert Sampler(pynvml, sample_hz=10).period_ns == PERIOD_NS
