@@ -1,0 +1,35 @@
+"""The failure digest: an analysis rendered for people (Markdown, HTML, JSON), its triggers and its archive."""
+
+from __future__ import annotations
+
+from correlate.digest.alertmanager import AlertedGpu, AlertNotification, parse_alertmanager
+from correlate.digest.archive import DigestSummary, fetch_digest, fetch_rendering, list_digests, save_digest
+from correlate.digest.build import build_digest, new_digest_id
+from correlate.digest.burst import Burst, BurstDetector
+from correlate.digest.model import CauseSection, Digest, Headline, Plot, TraceLink, Trigger
+from correlate.digest.render_html import render_html, render_list_html
+from correlate.digest.render_md import render_markdown
+
+__all__ = [
+    "AlertNotification",
+    "AlertedGpu",
+    "Burst",
+    "BurstDetector",
+    "CauseSection",
+    "Digest",
+    "DigestSummary",
+    "Headline",
+    "Plot",
+    "TraceLink",
+    "Trigger",
+    "build_digest",
+    "fetch_digest",
+    "fetch_rendering",
+    "list_digests",
+    "new_digest_id",
+    "parse_alertmanager",
+    "render_html",
+    "render_list_html",
+    "render_markdown",
+    "save_digest",
+]

@@ -1,0 +1,146 @@
+"""Build a digest from an analysis dict and the store it came from."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+import duckdb
+
+from correlate.digest import actions, capacity, plots, queries
+from correlate.digest._time import parse_rfc3339, rfc3339, short_utc
+from correlate.digest.links import grafana_trace_url
+from correlate.digest.model import (
+    CauseSection,
+    Digest,
+    Headline,
+    KernelEvent,
+    LogLine,
+    Plot,
+    TraceLink,
+    Trigger,
+)
+from schemas.causes import CAUSES_BY_ID
+
+#: How many example traces, log lines and kernel events each cause shows.
+EXAMPLES_PER_CAUSE = 5
+LOG_LINES_PER_CAUSE = 8
+
+
+def new_digest_id(now_ns: int) -> str:
+    """A URL-safe id that sorts by creation time: `20260302T101500Z-3f9a1c`."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now_ns / 1e9)) + "-" + secrets.token_hex(3)
+
+
+def build_digest(
+    con: duckdb.DuckDBPyConnection,
+    analysis: dict[str, Any],
+    *,
+    trigger: Trigger,
+    grafana_url: str | None = None,
+    now_ns: int | None = None,
+    with_plots: bool = True,
+) -> Digest:
+    """The digest of one analysis: headline, causes with actions, evidence links, plots and capacity."""
+    now_ns = time.time_ns() if now_ns is None else now_ns
+    start_ns = parse_rfc3339(analysis["window"]["start"])
+    end_ns = parse_rfc3339(analysis["window"]["end"])
+    inventory = queries.gpu_inventory(con)
+    failed = queries.failures(con, start_ns, end_ns)
+    sections = []
+    made: list[Plot] = []
+    if with_plots and (overview := plots.overview_plot(con, start_ns=start_ns, end_ns=end_ns)):
+        made.append(overview)
+    for cause in analysis.get("causes", ()):
+        plot = plots.cause_plot(con, cause, start_ns=start_ns, end_ns=end_ns, inventory=inventory) if with_plots else None
+        if plot is not None:
+            made.append(plot)
+        sections.append(
+            _section(con, cause, start_ns, end_ns, inventory, grafana_url, (plot.id,) if plot else ())
+        )
+    return Digest(
+        id=new_digest_id(now_ns),
+        created_at=rfc3339(now_ns),
+        trigger=trigger,
+        headline=_headline(analysis, failed, inventory, start_ns, end_ns),
+        analysis=analysis,
+        causes=tuple(sections),
+        capacity=capacity.capacity(con, start_ns, end_ns, inventory),
+        plots=tuple(made),
+    )
+
+
+def _section(
+    con: duckdb.DuckDBPyConnection,
+    cause: dict[str, Any],
+    start_ns: int,
+    end_ns: int,
+    inventory: dict[str, queries.GpuInfo],
+    grafana_url: str | None,
+    plot_ids: tuple[str, ...],
+) -> CauseSection:
+    catalog = CAUSES_BY_ID.get(cause["cause"])
+    traces = list(cause.get("example_traces", ()))[:EXAMPLES_PER_CAUSE]
+    hosts = list(cause.get("hosts", ()))
+    gpus = list(cause.get("gpus", ()))
+    logs = queries.log_lines(con, trace_ids=traces, hosts=hosts, start_ns=start_ns, end_ns=end_ns,
+                             limit=LOG_LINES_PER_CAUSE)
+    kernel = queries.kernel_events(con, gpus=gpus, hosts=hosts, start_ns=start_ns, end_ns=end_ns,
+                                   limit=LOG_LINES_PER_CAUSE)
+    return CauseSection(
+        cause=cause,
+        title=catalog.title if catalog else cause["cause"],
+        action=actions.action_for(con, cause, start_ns=start_ns, end_ns=end_ns, inventory=inventory),
+        trace_links=tuple(
+            TraceLink(t, grafana_trace_url(grafana_url, t, start_ns=start_ns, end_ns=end_ns) if grafana_url else None)
+            for t in traces
+        ),
+        log_lines=tuple(LogLine(rfc3339(ts), sev, host, tid, body) for ts, sev, host, tid, body in logs),
+        kernel_events=tuple(KernelEvent(rfc3339(ts), host, uuid, xid, msg) for ts, host, uuid, xid, msg in kernel),
+        plot_ids=plot_ids,
+    )
+
+
+def _headline(
+    analysis: dict[str, Any],
+    failed: list[queries.Failure],
+    inventory: dict[str, queries.GpuInfo],
+    start_ns: int,
+    end_ns: int,
+) -> Headline:
+    total = int(analysis["spans"]["total"])
+    n_failed = int(analysis["spans"]["failed"])
+    counts: dict[str, int] = {}
+    for f in failed:
+        if f.gpu_uuid:
+            counts[f.gpu_uuid] = counts.get(f.gpu_uuid, 0) + 1
+    gpus = tuple(sorted(counts, key=lambda u: (-counts[u], u)))
+    hosts = tuple(sorted({f.host for f in failed if f.host}))
+    causes = analysis.get("causes") or []
+    top = causes[0] if causes else None
+    first = failed[0].end_ns if failed else None
+    last = failed[-1].end_ns if failed else None
+    if n_failed == 0:
+        text = f"No inference request failed between {short_utc(start_ns)} and {short_utc(end_ns)} ({total} requests)."
+    else:
+        where = ", ".join(actions.gpu_label(u, inventory) for u in gpus[:3]) + (
+            f" and {len(gpus) - 3} more" if len(gpus) > 3 else "")
+        since = short_utc(first) if first is not None else short_utc(start_ns)
+        text = f"{n_failed} of {total} inference requests failed since {since}" + (f" on {where}" if where else "")
+        if top is not None:
+            catalog = CAUSES_BY_ID.get(top["cause"])
+            drivers = ", ".join(f"{d['attribute']}={d['value']}" for d in top.get("drivers", ())[:2])
+            text += f". Most likely cause: {catalog.title if catalog else top['cause']}" + (
+                f" ({drivers})" if drivers else "")
+        text += "."
+    return Headline(
+        text=text,
+        failed_spans=n_failed,
+        total_spans=total,
+        first_failure=rfc3339(first) if first is not None else None,
+        last_failure=rfc3339(last) if last is not None else None,
+        gpus=gpus,
+        hosts=hosts,
+        top_cause=top["cause"] if top else None,
+    )

@@ -1,0 +1,46 @@
+"""HTML rendering with Jinja2 (autoescape on): span attributes and log lines are untrusted input."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from functools import lru_cache
+
+from jinja2 import Environment, PackageLoader
+from markupsafe import Markup, escape
+
+from correlate.digest import fmt
+from correlate.digest.model import Digest
+
+_BACKTICKS = re.compile(r"`([^`]+)`")
+
+
+def inline_code(text: str) -> Markup:
+    """Escape `text`, then show its `backticked` parts as <code> (escaping first keeps this safe)."""
+    return Markup(_BACKTICKS.sub(r"<code>\1</code>", str(escape(text))))
+
+
+@lru_cache(maxsize=1)
+def environment() -> Environment:
+    """The template environment: package templates, autoescape everywhere."""
+    env = Environment(
+        loader=PackageLoader("correlate.digest", "templates"),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(
+        share=fmt.share, pvalue=fmt.pvalue, number=fmt.number, score=fmt.score, time_of=fmt.time_of,
+        day_time=fmt.day_time, short_id=fmt.short_id, inline_code=inline_code,
+    )
+    return env
+
+
+def render_html(digest: Digest) -> str:
+    """One digest as a self-contained page (plots inline as data URIs)."""
+    return environment().get_template("digest.html.j2").render(d=digest)
+
+
+def render_list_html(digests: Sequence[object]) -> str:
+    """The list of stored digests, newest first (records with id, created_at, trigger, headline, …)."""
+    return environment().get_template("list.html.j2").render(digests=digests)

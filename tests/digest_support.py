@@ -1,0 +1,114 @@
+"""A small, real incident for the digest tests: spans from the OTel SDK, samples, logs and kernel lines in a store.
+
+Two L4 GPUs on node-a serve DDColor requests every few seconds for 30 minutes; from minute 15 the
+1280-px requests on GPU 0 run out of memory. With `hostile=True` a span attribute and a log line carry
+HTML, so pages can be checked for escaping.
+"""
+
+from __future__ import annotations
+
+import random
+
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import Status, StatusCode
+
+from correlate import GpuRecord, KernelEvent, LogRecord, MetricSample, Store
+from schemas import attributes as A
+from schemas import metrics as M
+
+START_NS = 1_772_445_000 * 10**9  # 2026-03-02T09:50:00Z
+MINUTE_NS = 60 * 10**9
+GIB = 2**30
+GPUS = (
+    ("GPU-aaaaaaaa-1111-2222-3333-444444444444", 0, "0000:3b:00.0"),
+    ("GPU-bbbbbbbb-1111-2222-3333-444444444444", 1, "0000:5e:00.0"),
+)
+HOST = "node-a"
+XSS = "<script>alert(1)</script>"
+
+
+def build_incident(store: Store, *, hostile: bool = False, seed: int = 3, minutes: int = 30) -> dict:
+    """Fill `store` with the incident; returns {'failed_traces': [...], 'start_ns', 'end_ns', 'total', 'failed'}."""
+    rng = random.Random(seed)
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create(
+        {A.SERVICE_NAME: "ddcolor", A.SERVICE_VERSION: "1.4.0", A.HOST_NAME: HOST}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("digest-tests")
+    end_ns = START_NS + minutes * MINUTE_NS
+    failed_traces: list[str] = []
+    used = {uuid: 2 * GIB for uuid, _, _ in GPUS}
+    logs: list[LogRecord] = []
+    t = START_NS
+    total = 0
+    while t < end_ns:
+        t += rng.randint(2, 6) * 10**9
+        uuid, index, bus = GPUS[total % 2]
+        size = 1280 if rng.random() < 0.3 else 512
+        model = XSS if hostile and size == 1280 else "ddcolor_paper_tiny"
+        fails = size == 1280 and index == 0 and t > START_NS + 15 * MINUTE_NS
+        process = (15 if size == 1280 else 3) * GIB
+        span = tracer.start_span("ddcolor.inference", start_time=t, attributes={
+            A.TELEMETRY_SOURCE: "simulated", A.GPU_UUID: uuid, A.GPU_INDEX: index, A.GPU_PCI_BUS_ID: bus,
+            A.GPU_NAME: "NVIDIA L4", A.MEMORY_TOTAL: 24 * GIB, A.MEMORY_PROCESS_MAX: process,
+            A.MEMORY_USED_MAX: min(24 * GIB, 2 * GIB + process), A.DDCOLOR_INPUT_SIZE: size,
+            A.DDCOLOR_MODEL: model, A.DDCOLOR_TASK_TYPE: rng.choice(["person", "building"]),
+        })
+        duration_ns = (900 if size == 1280 else 300) * 10**6
+        if fails:
+            span.set_attribute(A.ERROR_TYPE, A.ERROR_CUDA_OOM)
+            span.set_status(Status(StatusCode.ERROR, "CUDA out of memory"))
+            trace_id = format(span.get_span_context().trace_id, "032x")
+            failed_traces.append(trace_id)
+            body = "CUDA out of memory. Tried to allocate 3.50 GiB" + (f" for {XSS}" if hostile else "")
+            logs.append(LogRecord(ts_ns=t + duration_ns, body=body, severity="ERROR", trace_id=trace_id,
+                                  span_id=format(span.get_span_context().span_id, "016x"), service="ddcolor",
+                                  host=HOST, source="loguru"))
+        span.end(end_time=t + duration_ns)
+        total += 1
+    store.ingest_trace_request(encode_spans(exporter.get_finished_spans()))
+    samples = []
+    for uuid, index, _ in GPUS:
+        ts = START_NS - 10 * MINUTE_NS
+        while ts <= end_ns:
+            late = ts > START_NS + 15 * MINUTE_NS
+            fb_mib = (23_900 if late and index == 0 else 9_000 + rng.randint(-500, 500))
+            samples += [
+                MetricSample(ts, M.FB_USED, float(fb_mib), uuid, HOST),
+                MetricSample(ts, M.FB_TOTAL, 24_576.0, uuid, HOST),
+                MetricSample(ts, M.GPU_UTIL, float(rng.randint(55, 95)), uuid, HOST),
+            ]
+            ts += 15 * 10**9
+    store.ingest_metric_samples(samples, gpus=[GpuRecord(u, HOST, i, b, "NVIDIA L4", 24 * GIB) for u, i, b in GPUS])
+    store.ingest_log_records(logs)
+    store.ingest_kernel_events([KernelEvent(START_NS + 20 * MINUTE_NS, HOST, GPUS[0][2], None, 31, 4242, "python3",
+                                            "NVRM: Xid (PCI:0000:3b:00): 31, pid=4242, name=python3, MMU Fault")])
+    return {"failed_traces": failed_traces, "start_ns": START_NS, "end_ns": end_ns, "total": total,
+            "failed": len(failed_traces)}
+
+
+def analysis_for(incident: dict, *, hostile: bool = False) -> dict:
+    """A Contract-3 analysis of the incident, shaped as `analyze --json` prints it (the digest's input)."""
+    from correlate.digest._time import rfc3339
+
+    value = XSS if hostile else 1280
+    return {
+        "window": {"start": rfc3339(incident["start_ns"]), "end": rfc3339(incident["end_ns"])},
+        "spans": {"total": incident["total"], "failed": incident["failed"]},
+        "warnings": [f"a warning with {XSS}"] if hostile else [],
+        "causes": [{
+            "cause": "gpu_oom_large_inputs", "score": 0.92, "confidence": "high",
+            "summary": f"{incident['failed']} requests ran out of GPU memory; 100 % had input size 1280.",
+            "drivers": [{"attribute": A.DDCOLOR_MODEL if hostile else A.DDCOLOR_INPUT_SIZE, "value": value,
+                         "failure_share": 1.0, "baseline_share": 0.3, "lift": 3.3, "p_value": 1e-12}],
+            "evidence": [{"kind": "metric", "name": M.FB_USED, "gpu_uuid": GPUS[0][0], "host": HOST,
+                          "value": 23900.0, "baseline": 9000.0, "unit": "MiB",
+                          "start": rfc3339(incident["start_ns"] + 15 * MINUTE_NS), "end": rfc3339(incident["end_ns"])}],
+            "failed_spans": incident["failed"], "gpus": [GPUS[0][0]], "hosts": [HOST],
+            "example_traces": incident["failed_traces"][:3],
+        }],
+    }
