@@ -1,0 +1,268 @@
+"""configure() as an application uses it, each in its own process (OTel providers are process-global):
+OTLP/HTTP to a local receiver, an existing SDK provider, a dead endpoint, gRPC, and no configuration."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from conftest import free_port
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from schemas import attributes as A
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class Receiver:
+    """A tiny OTLP/HTTP receiver: decodes protobuf bodies of /v1/traces and /v1/logs."""
+
+    def __init__(self) -> None:
+        self.traces: list[ExportTraceServiceRequest] = []
+        self.logs: list[ExportLogsServiceRequest] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                if self.path == "/v1/traces":
+                    receiver.traces.append(ExportTraceServiceRequest.FromString(body))
+                elif self.path == "/v1/logs":
+                    receiver.logs.append(ExportLogsServiceRequest.FromString(body))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def spans(self) -> list[tuple[dict, object]]:
+        """(resource attributes, span) for every span received."""
+        out = []
+        for request in self.traces:
+            for rs in request.resource_spans:
+                resource = {kv.key: _value(kv.value) for kv in rs.resource.attributes}
+                for ss in rs.scope_spans:
+                    out.extend((resource, span) for span in ss.spans)
+        return out
+
+
+def _value(v: object) -> object:
+    kind = v.WhichOneof("value")
+    if kind == "array_value":
+        return [_value(x) for x in v.array_value.values]
+    return getattr(v, kind) if kind else None
+
+
+def _attrs(span: object) -> dict:
+    return {kv.key: _value(kv.value) for kv in span.attributes}
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.server.shutdown()
+    r.server.server_close()
+
+
+def run_app(code: str, **env: str) -> dict:
+    """Run `code` as an application would (a fresh interpreter); it prints one JSON line last."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CUDA_VISIBLE"))}
+    full_env.update(env)
+    full_env["PYTHONPATH"] = str(REPO)
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=full_env, timeout=120, cwd=REPO
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+APP = """
+    import json, time
+    from loguru import logger
+    import collector, lab
+
+    nvml = lab.simulated_nvml([{"host": "node-a", "gpus": 1, "model": "L4"}])
+    nvml.devices[0].load(0.9)
+    collector.configure(service_name="ddcolor", nvml=nvml, sample_hz=50, service_version="1.2.3", export_logs=True)
+
+    @collector.inference_span("ddcolor.inference", gpu=0, attributes={"ddcolor.input_size": 512})
+    def colorize(x):
+        time.sleep(0.3)
+        logger.info("colorized {}", x)
+        return x * 2
+
+    result = colorize(21)
+    try:
+        with collector.inference_span("ddcolor.inference", gpu=0) as span:
+            span.gpu_started()
+            raise RuntimeError("CUDA out of memory. Tried to allocate 22.00 MiB. GPU 0 has a total capacity of "
+                               "23.65 GiB of which 11.06 MiB is free.")
+    except RuntimeError as exc:
+        error = str(exc)
+    collector.shutdown()
+    collector.shutdown()
+    print(json.dumps({"result": result, "error": error}))
+"""
+
+
+def test_otlp_http_export_of_stamped_spans_and_joinable_logs(receiver: Receiver):
+    out = run_app(APP, OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint, K8S_NODE_NAME="node-7")
+    assert out["result"] == 42 and out["error"].startswith("CUDA out of memory")
+    spans = receiver.spans()
+    assert len(spans) == 2
+    (resource, ok), (_, failed) = spans
+    assert resource[A.SERVICE_NAME] == "ddcolor" and resource[A.SERVICE_VERSION] == "1.2.3"
+    assert resource[A.K8S_NODE_NAME] == "node-7" and resource[A.HOST_NAME]
+    a = _attrs(ok)
+    assert a[A.TELEMETRY_SOURCE] == A.SOURCE_SIMULATED and a[A.DDCOLOR_INPUT_SIZE] == 512
+    assert a[A.TELEMETRY_SAMPLES] >= 10 and a[A.TELEMETRY_STALE] is False
+    assert a[A.GPU_UUID].startswith("GPU-") and a[A.UTILIZATION_MAX] > 0
+    f = _attrs(failed)
+    assert f[A.ERROR_TYPE] == A.ERROR_CUDA_OOM and failed.status.code == 2 and A.QUEUE_MS in f
+    logs = [lr for req in receiver.logs for rl in req.resource_logs for sl in rl.scope_logs for lr in sl.log_records]
+    (record,) = [lr for lr in logs if lr.body.string_value == "colorized 21"]
+    assert record.trace_id == ok.trace_id and record.span_id == ok.span_id
+
+
+def test_adds_to_an_existing_sdk_provider_instead_of_replacing_it():
+    out = run_app(
+        """
+        import json
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+        import collector, lab
+
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        trace.set_tracer_provider(provider)
+        c = collector.configure(service_name="app", nvml=lab.simulated_nvml([{"host": "h", "gpus": 1, "model": "T4"}]))
+        with collector.inference_span("inf", gpu=0):
+            pass
+        with trace.get_tracer("auto").start_as_current_span("http", attributes={"gpu.index": 0}):
+            pass
+        collector.shutdown()
+        spans = exporter.get_finished_spans()
+        print(json.dumps({"same": trace.get_tracer_provider() is provider,
+                          "sources": [s.attributes.get("gpu.telemetry.source") for s in spans]}))
+        """
+    )
+    assert out == {"same": True, "sources": ["simulated", "simulated"]}
+
+
+def test_dead_otlp_endpoint_leaves_the_call_unchanged_and_counts_the_drop():
+    out = run_app(
+        """
+        import json, time
+        import collector, lab
+
+        c = collector.configure(service_name="app", nvml=lab.simulated_nvml([{"host": "h", "gpus": 1, "model": "L4"}]))
+
+        @collector.inference_span("inf", gpu=0)
+        def work(x):
+            if x < 0:
+                raise ValueError("negative input")
+            return x + 1
+
+        t0 = time.perf_counter()
+        result = work(1)
+        try:
+            work(-1)
+        except ValueError as exc:
+            error = repr(exc)
+        elapsed = time.perf_counter() - t0
+        c.tracer_provider.force_flush(20_000)
+        print(json.dumps({"result": result, "error": error, "elapsed": elapsed,
+                          "dropped": c.health.total("dropped")}))
+        collector.shutdown()
+        """,
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{free_port()}",
+        OTEL_EXPORTER_OTLP_TIMEOUT="2",
+    )
+    assert out["result"] == 2 and out["error"] == "ValueError('negative input')"
+    assert out["elapsed"] < 0.5  # export happens off the request path
+    assert out["dropped"] == 2
+
+
+def test_grpc_protocol_selects_the_grpc_exporter():
+    out = run_app(
+        """
+        import json
+        from collector._setup import otlp_span_exporter, otlp_log_exporter
+        print(json.dumps([type(otlp_span_exporter()).__module__, type(otlp_log_exporter()).__module__]))
+        """,
+        OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
+    )
+    assert out == ["opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
+                   "opentelemetry.exporter.otlp.proto.grpc._log_exporter"]
+
+
+def test_unconfigured_spans_work_with_source_none():
+    out = run_app(
+        """
+        import asyncio, json
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+        import collector
+
+        @collector.inference_span("inf", gpu=0)
+        async def work():
+            return "ok"
+
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        trace.set_tracer_provider(provider)
+        result = asyncio.run(work())
+        print(json.dumps({"result": result,
+                          "sources": [s.attributes["gpu.telemetry.source"] for s in exporter.get_finished_spans()]}))
+        """
+    )
+    assert out == {"result": "ok", "sources": ["none"]}
+
+
+def test_configure_without_nvml_library_runs_with_source_none(receiver: Receiver):
+    out = run_app(
+        """
+        import json, collector
+        c = collector.configure(service_name="app")  # nvml=None: pynvml + nvmlInit, no driver here
+        with collector.inference_span("inf", gpu=0):
+            pass
+        collector.shutdown()
+        print(json.dumps({"errors": c.health.total("errors")}))
+        """,
+        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
+    )
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        pytest.skip("an NVIDIA driver is present")
+    except pynvml.NVMLError_LibraryNotFound:
+        pass
+    assert out == {"errors": 1}
+    ((_, span),) = receiver.spans()
+    assert _attrs(span)[A.TELEMETRY_SOURCE] == A.SOURCE_NONE
