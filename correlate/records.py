@@ -6,6 +6,9 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+# One kernel-event record type for the whole correlator: the kernel-log parser's.
+from correlate.kernel_log import KernelEvent
+
 #: Who named a GPU's host, weakest first: a metric label may be an exporter pod's name, a span's
 #: `host.name` is the inference host itself.
 HOST_SOURCES: tuple[str, ...] = ("metric", "kernel", "span")
@@ -52,25 +55,6 @@ class MetricSample:
 
 
 @dataclass(frozen=True)
-class KernelEvent:
-    """One `NVRM: Xid` kernel log line; `gpu_uuid` is filled from the inventory when it learns the PCI id."""
-
-    ts_ns: int
-    host: str | None
-    pci_bus_id: str | None
-    xid: int | None
-    message: str
-    gpu_uuid: str | None = None
-    pid: int | None = None
-    process: str | None = None
-
-    @property
-    def event_id(self) -> str:
-        """Idempotency key: the same line ingested twice (a re-read dmesg) is stored once."""
-        return stable_id(self.ts_ns, self.host, self.pci_bus_id, self.xid, self.message)
-
-
-@dataclass(frozen=True)
 class GpuRecord:
     """What one source knows about a GPU; the store merges records into `gpus` (None never overwrites)."""
 
@@ -106,6 +90,11 @@ class LogRecord:
         return stable_id(self.ts_ns, self.trace_id, self.span_id, self.service, self.host, self.body)
 
 
+def kernel_event_id(event: KernelEvent) -> str:
+    """Idempotency key of a kernel event: the same line ingested twice (a re-read dmesg) is stored once."""
+    return stable_id(event.ts_ns, event.host, event.pci_bus_id, event.xid, event.message)
+
+
 def stable_id(*parts: object) -> str:
     """32 hex chars of BLAKE2b over the parts (None and "" differ), stable across processes and versions."""
     digest = hashlib.blake2b(digest_size=16)
@@ -123,5 +112,6 @@ __all__ = [
     "KernelEvent",
     "LogRecord",
     "MetricSample",
+    "kernel_event_id",
     "stable_id",
 ]

@@ -26,6 +26,7 @@ from correlate.records import (
     KernelEvent,
     LogRecord,
     MetricSample,
+    kernel_event_id,
 )
 from schemas import store as s
 from schemas.errors import StoreError
@@ -203,7 +204,7 @@ class Store:
 
     def ingest_kernel_events(self, events: Iterable[KernelEvent]) -> IngestResult:
         """Store kernel XID events; those without a UUID are placed by PCI bus id now or when the inventory learns it."""
-        rows = [(e.event_id, e.ts_ns, e.host, e.pci_bus_id, e.gpu_uuid, e.xid, e.pid, e.process, e.message)
+        rows = [(kernel_event_id(e), e.ts_ns, e.host, e.pci_bus_id, e.gpu_uuid, e.xid, e.pid, e.process, e.message)
                 for e in events]
         table = _table(_KERNEL_SCHEMA, rows)
         with self.transaction():

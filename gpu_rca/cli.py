@@ -16,6 +16,7 @@ from schemas.errors import GpuRcaError
 
 #: verb -> "module:attribute" of its click command. The order is the order `--help` lists them.
 VERBS: dict[str, str] = {
+    "ingest": "gpu_rca.commands.ingest:ingest",
 }
 
 

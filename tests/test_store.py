@@ -163,7 +163,7 @@ def test_samples_without_uuid_are_placed_through_the_inventory():
 
 
 def test_kernel_events_are_resolved_when_the_inventory_learns_the_gpu():
-    event = KernelEvent(5_000, "node-a", "0000:3b:00.0", 79, "GPU has fallen off the bus.")
+    event = KernelEvent(5_000, "node-a", "0000:3b:00.0", None, 79, None, None, "GPU has fallen off the bus.")
     with Store() as store:
         assert store.ingest_kernel_events([event, event]).stored == 1
         assert store.connection.execute("SELECT gpu_uuid FROM kernel_events").fetchone() == (None,)

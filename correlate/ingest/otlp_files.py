@@ -1,0 +1,159 @@
+"""OTLP files as the OTel Collector's file exporter writes them: JSON lines, or length-prefixed protobuf."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from correlate.ingest.common import FileCounts, IngestOptions
+from correlate.ingest.sources import ZSTD_MAGIC, Opened, json_documents
+from correlate.store import Store
+from schemas.errors import InputError
+from schemas.otlp_json import message_from_dict
+
+#: Spans or log records gathered before one bulk insert: large enough to amortise a statement,
+#: small enough that a file of many small lines does not hold everything in memory.
+BATCH_ITEMS = 20_000
+_MAX_MESSAGE = 1 << 30
+
+
+class _Batcher:
+    """Merges requests of one signal and stores them in bulk."""
+
+    def __init__(self, store: Store, counts: FileCounts, kind: str) -> None:
+        self.store, self.counts, self.kind = store, counts, kind
+        self.request: Any = ExportTraceServiceRequest() if kind == "traces" else ExportLogsServiceRequest()
+        self.items = 0
+        counts.kind = "spans" if kind == "traces" else "logs"
+
+    def add(self, message: Any) -> None:
+        if self.kind == "traces":
+            self.request.resource_spans.extend(message.resource_spans)
+            self.items += sum(len(ss.spans) for rs in message.resource_spans for ss in rs.scope_spans)
+        else:
+            self.request.resource_logs.extend(message.resource_logs)
+            self.items += sum(len(sl.log_records) for rl in message.resource_logs for sl in rl.scope_logs)
+        if self.items >= BATCH_ITEMS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.items == 0:
+            return
+        if self.kind == "traces":
+            self.counts.add(self.store.ingest_trace_request(self.request))
+            self.request = ExportTraceServiceRequest()
+        else:
+            self.counts.add(self.store.ingest_logs_request(self.request))
+            self.request = ExportLogsServiceRequest()
+        self.items = 0
+
+
+def read_otlp_json(opened: Opened, store: Store, options: IngestOptions) -> FileCounts:
+    """Store every ExportTraceServiceRequest or ExportLogsServiceRequest line (hex ids, as OTLP/JSON has them)."""
+    counts = FileCounts()
+    batcher: _Batcher | None = None
+    for number, document in json_documents(opened.stream):
+        kind = _json_kind(document, number)
+        if batcher is None:
+            batcher = _Batcher(store, counts, kind)
+        elif kind != batcher.kind:
+            raise InputError(f"line {number}: {kind} in a file of {batcher.kind} (one signal per file)")
+        message_cls = ExportTraceServiceRequest if kind == "traces" else ExportLogsServiceRequest
+        try:
+            batcher.add(message_from_dict(document, message_cls))
+        except InputError as exc:
+            raise InputError(f"line {number}: {exc}") from exc
+    if batcher is not None:
+        batcher.flush()
+    return counts
+
+
+def _json_kind(document: Any, number: int) -> str:
+    if isinstance(document, dict):
+        if "resourceSpans" in document:
+            return "traces"
+        if "resourceLogs" in document:
+            return "logs"
+    raise InputError(f"line {number}: not an OTLP ExportTraceServiceRequest or ExportLogsServiceRequest")
+
+
+def read_otlp_proto(opened: Opened, store: Store, options: IngestOptions) -> FileCounts:
+    """Store length-prefixed messages: a 4-byte big-endian length, then an Export*ServiceRequest."""
+    counts = FileCounts()
+    batcher: _Batcher | None = None
+    stream = opened.stream
+    number = 0
+    while header := stream.read(4):
+        number += 1
+        if len(header) < 4:
+            raise InputError(f"message {number}: truncated length prefix ({len(header)} of 4 bytes)")
+        length = int.from_bytes(header, "big")
+        if length > _MAX_MESSAGE:
+            raise InputError(f"message {number}: length {length} is not plausible; not OTLP protobuf framing")
+        payload = stream.read(length)
+        if len(payload) < length:
+            raise InputError(f"message {number}: truncated ({len(payload)} of {length} bytes)")
+        if payload[:4] == ZSTD_MAGIC:
+            payload = _unzstd(payload, options.max_bytes, number)
+        if batcher is None:
+            message, kind = _first_message(payload)
+            batcher = _Batcher(store, counts, kind)
+        else:
+            message = _parse(payload, ExportTraceServiceRequest if batcher.kind == "traces"
+                             else ExportLogsServiceRequest, number)
+        batcher.add(message)
+    if batcher is not None:
+        batcher.flush()
+    return counts
+
+
+def _parse(payload: bytes, message_cls: type, number: int) -> Any:
+    from google.protobuf.message import DecodeError
+
+    try:
+        return message_cls.FromString(payload)
+    except DecodeError as exc:
+        raise InputError(f"message {number}: not a valid {message_cls.__name__} ({exc})") from exc
+
+
+def _first_message(payload: bytes) -> tuple[Any, str]:
+    """Tell traces from logs: both start with field 1, so look at what the first item holds."""
+    from google.protobuf.message import DecodeError
+
+    try:
+        traces = ExportTraceServiceRequest.FromString(payload)
+        spans = [sp for rs in traces.resource_spans for ss in rs.scope_spans for sp in ss.spans]
+        if spans and len(spans[0].trace_id) == 16 and len(spans[0].span_id) == 8:
+            return traces, "traces"
+    except DecodeError:
+        pass
+    try:
+        logs = ExportLogsServiceRequest.FromString(payload)
+        records = [lr for rl in logs.resource_logs for sl in rl.scope_logs for lr in sl.log_records]
+        if records and (records[0].time_unix_nano or records[0].observed_time_unix_nano):
+            return logs, "logs"
+    except DecodeError:
+        pass
+    raise InputError("message 1 is neither an ExportTraceServiceRequest nor an ExportLogsServiceRequest")
+
+
+def _unzstd(payload: bytes, max_bytes: int, number: int) -> bytes:
+    import zstandard
+
+    try:
+        chunks, size = [], 0
+        with zstandard.ZstdDecompressor().stream_reader(payload) as reader:
+            while size <= max_bytes and (chunk := reader.read(1 << 20)):
+                chunks.append(chunk)
+                size += len(chunk)
+        data = b"".join(chunks)
+    except zstandard.ZstdError as exc:
+        raise InputError(f"message {number}: bad zstd frame ({exc})") from exc
+    if len(data) > max_bytes:
+        raise InputError(f"message {number} decompresses to more than {max_bytes} bytes")
+    return data
+
+
+__all__ = ["BATCH_ITEMS", "read_otlp_json", "read_otlp_proto"]
