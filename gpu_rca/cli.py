@@ -17,6 +17,7 @@ from schemas.errors import GpuRcaError
 #: verb -> "module:attribute" of its click command. The order is the order `--help` lists them.
 VERBS: dict[str, str] = {
     "ingest": "gpu_rca.commands.ingest:ingest",
+    "exporter": "gpu_rca.commands.exporter:exporter",
 }
 
 
