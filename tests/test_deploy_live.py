@@ -1,0 +1,287 @@
+"""The alert rules and dashboard queries against a real Prometheus scraping a dcgm-exporter-style target.
+
+Prometheus runs on a free loopback port with 1 s scrape and evaluation intervals and a copy of
+deploy/prometheus/rules in which every `for:` is shortened to 1 s. The target serves the exposition
+dcgm-exporter writes (names from `schemas.metrics`, one GPU labelled `Hostname`, one `hostname`),
+and the test drives one GPU's memory to exhaustion.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.metrics_core import Metric
+
+from schemas import metrics as m
+from tests.conftest import REPO, require_binary
+
+pytestmark = pytest.mark.prometheus
+
+RULES_DIR = REPO / "deploy" / "prometheus" / "rules"
+DASHBOARDS_DIR = REPO / "deploy" / "grafana" / "dashboards"
+DATASOURCES = REPO / "deploy" / "grafana" / "provisioning" / "datasources" / "datasources.yaml"
+#: Grafana's built-in variables, replaced the way Grafana would for a 1 s scrape interval.
+GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "1h"}
+DEADLINE_S = 30.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.load(response)
+
+
+def _poll(check: Callable[[], Any], what: str, deadline_s: float = DEADLINE_S) -> Any:
+    """Call `check` until it returns something truthy; fail with `what` after the deadline."""
+    end = time.monotonic() + deadline_s
+    while True:
+        try:
+            result = check()
+        except OSError:
+            result = None
+        if result:
+            return result
+        if time.monotonic() > end:
+            pytest.fail(f"timed out after {deadline_s:.0f} s waiting for {what}")
+        time.sleep(0.2)
+
+
+def _unix_s(rfc3339: str) -> float:
+    """Seconds since the epoch of Prometheus's RFC 3339 timestamps (nanosecond fractions, any offset)."""
+    text = re.sub(r"(\.\d{6})\d+", r"\1", rfc3339).replace("Z", "+00:00")
+    return datetime.fromisoformat(text).timestamp()
+
+
+@dataclass
+class Gpu:
+    """One simulated GPU's labels and current readings, in dcgm-exporter's units."""
+
+    labels: dict[str, str]
+    fb_total_mib: int = 23034
+    fb_used_mib: int = 1200
+    temp_c: int = 55
+    util_pct: int = 40
+
+
+@dataclass(eq=False)  # registered with prometheus_client, which keys collectors by identity
+class DcgmStyleTarget:
+    """A scrape target writing dcgm-exporter's exposition for a few GPUs whose readings tests change."""
+
+    gpus: list[Gpu]
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def collect(self) -> Iterator[Metric]:
+        """prometheus_client's collector hook: one family per canonical metric, named as dcgm-exporter names it."""
+        with self.lock:
+            readings = [(gpu.labels, self._values(gpu)) for gpu in self.gpus]
+        for metric in m.METRICS:
+            if metric.name not in readings[0][1]:
+                continue
+            # A bare Metric: the typed families would add `_total` to counters, which dcgm-exporter does not,
+            # and insist on one label set, while these GPUs spell the host label differently.
+            family = Metric(metric.name, metric.help, metric.type)
+            for labels, values in readings:
+                family.add_sample(metric.name, labels, values[metric.name])
+            yield family
+
+    @staticmethod
+    def _values(gpu: Gpu) -> dict[str, float]:
+        return {
+            m.FB_USED: gpu.fb_used_mib, m.FB_FREE: gpu.fb_total_mib - gpu.fb_used_mib, m.FB_TOTAL: gpu.fb_total_mib,
+            m.GPU_TEMP: gpu.temp_c, m.SLOWDOWN_TEMP: 95, m.GPU_UTIL: gpu.util_pct,
+            m.POWER_USAGE: 60.5, m.ENFORCED_POWER_LIMIT: 72.0, m.SM_CLOCK: 2040, m.MAX_SM_CLOCK: 2040,
+            m.CLOCKS_EVENT_REASONS: 0, m.XID_ERRORS: 0, m.ECC_DBE_VOL_TOTAL: 0, m.ECC_SBE_VOL_TOTAL: 0,
+            m.ROW_REMAP_FAILURE: 0,
+        }
+
+
+def _gpu_labels(index: int, uuid: str, host_label: str, host: str) -> dict[str, str]:
+    return {m.LABEL_GPU: str(index), m.LABEL_UUID: uuid, m.LABEL_PCI_BUS_ID: f"00000000:{index + 1:02X}:00.0",
+            m.LABEL_DEVICE: f"nvidia{index}", m.LABEL_MODEL_NAME: "NVIDIA L4", host_label: host}
+
+
+def _shortened_rules(tmp: Path) -> Path:
+    """A copy of every rule file with each `for:` cut to 1 s, so alerts fire within seconds."""
+    out = tmp / "rules"
+    out.mkdir()
+    for path in sorted(RULES_DIR.glob("*.yml")):
+        doc = yaml.safe_load(path.read_text())
+        for group in doc["groups"]:
+            for rule in group["rules"]:
+                if "for" in rule:
+                    rule["for"] = "1s"
+        (out / path.name).write_text(yaml.safe_dump(doc, sort_keys=False))
+    return out
+
+
+@dataclass
+class LivePrometheus:
+    """A running Prometheus and the target it scrapes."""
+
+    url: str
+    target: DcgmStyleTarget
+
+    def query(self, expr: str) -> dict[str, Any]:
+        """GET /api/v1/query; the whole response, including an error's `status`."""
+        query = urllib.parse.urlencode({"query": expr})
+        try:
+            return _get_json(f"{self.url}/api/v1/query?{query}")
+        except urllib.error.HTTPError as exc:  # 400/422 carry the error as JSON
+            return json.load(exc)
+
+    def evaluated_since(self, group: str, unix_s: float) -> bool:
+        """Whether rule group `group` has been evaluated after `unix_s`."""
+        groups = _get_json(f"{self.url}/api/v1/rules")["data"]["groups"]
+        (last,) = [g["lastEvaluation"] for g in groups if g["name"] == group]
+        return _unix_s(last) > unix_s
+
+    def alerts(self, name: str, state: str = "firing") -> list[dict[str, Any]]:
+        """Alerts named `name` in `state`, from /api/v1/alerts."""
+        alerts = _get_json(f"{self.url}/api/v1/alerts")["data"]["alerts"]
+        return [a for a in alerts if a["labels"]["alertname"] == name and a["state"] == state]
+
+
+@pytest.fixture(scope="module")
+def live_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LivePrometheus]:
+    binary = require_binary("prometheus")
+    tmp = tmp_path_factory.mktemp("prometheus")
+    target = DcgmStyleTarget([
+        Gpu(_gpu_labels(0, "GPU-5b7a2d1e-0000-4000-8000-000000000001", "Hostname", "node-a")),
+        Gpu(_gpu_labels(1, "GPU-5b7a2d1e-0000-4000-8000-000000000002", "hostname", "node-b")),
+    ])
+    registry = CollectorRegistry()
+    registry.register(target)
+    target_port = _free_port()
+    exporter, exporter_thread = start_http_server(target_port, addr="127.0.0.1", registry=registry)
+
+    rules = _shortened_rules(tmp)
+    config = tmp / "prometheus.yml"
+    config.write_text(yaml.safe_dump({
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(rules / "*.yml")],
+        "scrape_configs": [{"job_name": "dcgm", "static_configs": [{"targets": [f"127.0.0.1:{target_port}"]}]}],
+    }))
+    port = _free_port()
+    process = subprocess.Popen(
+        [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp / 'data'}",
+         f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    live = LivePrometheus(f"http://127.0.0.1:{port}", target)
+    try:
+        def scraped() -> bool:
+            if process.poll() is not None:
+                pytest.fail(f"prometheus exited: {process.stderr.read().decode()[-2000:]}")
+            result = live.query(f'count({m.FB_USED}{{job="dcgm"}})')
+            return result.get("status") == "success" and bool(result["data"]["result"])
+
+        _poll(scraped, "the first scrape of the dcgm-style target")
+        yield live
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        process.stderr.close()
+        exporter.shutdown()
+        exporter.server_close()
+        exporter_thread.join(timeout=5)
+
+
+def test_memory_exhaustion_fires_critical_alert_with_real_percentage(live_prometheus: LivePrometheus) -> None:
+    live = live_prometheus
+    # Both GPUs at about 5 %: after the memory rules have evaluated the scraped data, nothing fires.
+    scraped_at = time.time()
+    _poll(lambda: live.evaluated_since("gpu-memory", scraped_at + 1.0), "two evaluations of the memory rules")
+    assert live.alerts("GPUMemoryUsageCritical", state="pending") == []
+    assert live.alerts("GPUMemoryUsageCritical") == []
+
+    exhausted = live.target.gpus[1]  # the one labelled `hostname`, the newer spelling
+    with live.target.lock:
+        exhausted.fb_used_mib = 22500  # of 23034 MiB: 97.68 %
+    firing = _poll(lambda: live.alerts("GPUMemoryUsageCritical"), "GPUMemoryUsageCritical to fire")
+
+    assert [a["labels"][m.LABEL_UUID] for a in firing] == [exhausted.labels[m.LABEL_UUID]]
+    alert = firing[0]
+    assert alert["labels"]["severity"] == "critical"
+    expected_share = 22500 / 23034
+    assert float(alert["value"]) == pytest.approx(expected_share)
+    assert alert["annotations"]["description"].startswith(
+        f"GPU 1 (NVIDIA L4, {exhausted.labels[m.LABEL_UUID]}) on node-b has used {expected_share * 100:.4g}% of its memory"
+    )
+    assert "97.68%" in alert["annotations"]["description"]
+    # The warning fires too; Alertmanager's inhibit rule keeps it quiet while the critical one fires.
+    _poll(lambda: live.alerts("GPUMemoryUsageHigh"), "GPUMemoryUsageHigh to fire")
+
+
+def _rule_expressions() -> list[tuple[str, str]]:
+    exprs = []
+    for path in sorted(RULES_DIR.glob("*.yml")):
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            for rule in group["rules"]:
+                exprs.append((rule.get("alert") or rule["record"], rule["expr"]))
+    return exprs
+
+
+def _dashboard_expressions() -> list[tuple[str, str]]:
+    exprs = []
+    for path in sorted(DASHBOARDS_DIR.glob("*.json")):
+        dashboard = json.loads(path.read_text())
+        variables = {f"${v['name']}": v.get("allValue") or ".*" for v in dashboard["templating"]["list"]}
+        for panel in dashboard["panels"]:
+            for target in panel.get("targets", []):
+                expr = target["expr"]
+                for name, value in sorted({**GRAFANA_VARIABLES, **variables}.items(), key=lambda kv: -len(kv[0])):
+                    expr = expr.replace(name, value)
+                exprs.append((f"{path.name}: {panel['title']} {target['refId']}", expr))
+        for variable in dashboard["templating"]["list"]:
+            query = variable["query"]["query"]
+            # label_values(METRIC, LABEL) is Grafana's; Prometheus answers the series part.
+            exprs.append((f"{path.name}: variable {variable['name']}", query[len("label_values("):query.rindex(",")]))
+    return exprs
+
+
+def _datasource_expressions() -> list[tuple[str, str]]:
+    """Tempo's traces-to-metrics queries, with `$__tags` as Grafana fills it from a span's gpu.uuid."""
+    exprs = []
+    for source in yaml.safe_load(DATASOURCES.read_text())["datasources"]:
+        for query in source.get("jsonData", {}).get("tracesToMetrics", {}).get("queries", []):
+            exprs.append((f"tracesToMetrics: {query['name']}", query["query"].replace("$$__tags", 'UUID="GPU-x"')))
+    return exprs
+
+
+def test_every_rule_dashboard_and_datasource_expression_runs(live_prometheus: LivePrometheus) -> None:
+    expressions = _rule_expressions() + _dashboard_expressions() + _datasource_expressions()
+    assert len(expressions) > 30
+    failures = {}
+    for name, expr in expressions:
+        assert "$" not in expr, f"{name}: unsubstituted variable in {expr!r}"
+        result = live_prometheus.query(expr)
+        if result.get("status") != "success":
+            failures[name] = f"{result.get('errorType')}: {result.get('error')}"
+    assert failures == {}
+
+
+def test_dashboard_gpu_panels_return_data_for_both_host_spellings(live_prometheus: LivePrometheus) -> None:
+    expr = dict(_dashboard_expressions())["gpu-rca-gpus.json: GPU memory used A"]
+    result = live_prometheus.query(expr)["data"]["result"]
+    hosts = {r["metric"].get("Hostname") or r["metric"].get("hostname") for r in result}
+    assert hosts == {"node-a", "node-b"}
