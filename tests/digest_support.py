@@ -1,6 +1,6 @@
 """A small, real incident for the digest tests: spans from the OTel SDK, samples, logs and kernel lines in a store.
 
-Two L4 GPUs on node-a serve DDColor requests every few seconds for 30 minutes; from minute 15 the
+Two L4 GPUs on node-a serve a DDColor request every 1–2 s for 30 minutes; from minute 15 the
 1280-px requests on GPU 0 run out of memory. With `hostile=True` a span attribute and a log line carry
 HTML, so pages can be checked for escaping.
 """
@@ -45,8 +45,10 @@ def build_incident(store: Store, *, hostile: bool = False, seed: int = 3, minute
     logs: list[LogRecord] = []
     t = START_NS
     total = 0
-    while t < end_ns:
-        t += rng.randint(2, 6) * 10**9
+    while True:
+        t += rng.randint(1, 2) * 10**9
+        if t + 10**9 >= end_ns:  # every request ends inside the window
+            break
         uuid, index, bus = GPUS[total % 2]
         size = 1280 if rng.random() < 0.3 else 512
         model = XSS if hostile and size == 1280 else "ddcolor_paper_tiny"

@@ -1,0 +1,92 @@
+"""From a store and a window to a stored digest: analysis, rendering, archive, notification.
+
+Shared by `gpu-rca digest --db`, the demo, and `serve`'s triggers, so a digest looks the same
+whichever way it was made.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+
+from correlate.digest import links, notify
+from correlate.digest.alertmanager import AlertedGpu
+from correlate.digest.build import build_digest
+from correlate.digest.model import Digest, Trigger
+
+
+@dataclass(frozen=True)
+class DigestSettings:
+    """Where links point and who is told: Grafana, the outgoing webhook, the page's public address."""
+
+    grafana_url: str | None = None
+    notify_url: str | None = None
+    public_url: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ, **explicit: str | None) -> DigestSettings:
+        """Settings from explicit values (CLI options), else `$GPU_RCA_GRAFANA_URL`, `…_NOTIFY_URL`, `…_PUBLIC_URL`."""
+        def pick(key: str, env: str) -> str | None:
+            value = explicit.get(key) or environ.get(env) or None
+            return value.rstrip("/") if value else None
+
+        settings = cls(
+            grafana_url=pick("grafana_url", links.GRAFANA_URL_ENV),
+            notify_url=pick("notify_url", notify.NOTIFY_URL_ENV),
+            public_url=pick("public_url", links.PUBLIC_URL_ENV),
+        )
+        if settings.notify_url:
+            notify.check_notify_url(settings.notify_url)
+        return settings
+
+
+def analyze_window(
+    con: duckdb.DuckDBPyConnection, *, since_ns: int | None, until_ns: int | None, gpu: str | None = None
+) -> dict[str, Any]:
+    """The Contract-3 analysis of a window, ranked on an open connection."""
+    from correlate.ranking import analyze_connection
+
+    return analyze_connection(con, since_ns=since_ns, until_ns=until_ns, gpu=gpu)
+
+
+def make_digest(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    trigger: Trigger,
+    settings: DigestSettings,
+    since_ns: int | None = None,
+    until_ns: int | None = None,
+    gpu: str | None = None,
+    analysis: dict[str, Any] | None = None,
+    now_ns: int | None = None,
+) -> Digest:
+    """Analyse (unless given the analysis) and build the digest; nothing is stored yet."""
+    if analysis is None:
+        analysis = analyze_window(con, since_ns=since_ns, until_ns=until_ns, gpu=gpu)
+    return build_digest(con, analysis, trigger=trigger, grafana_url=settings.grafana_url, now_ns=now_ns)
+
+
+def resolve_gpus(con: duckdb.DuckDBPyConnection, alerted: Sequence[AlertedGpu]) -> tuple[list[str], list[str]]:
+    """UUIDs of the GPUs an alert names (by UUID, else index on host via the inventory), and those not found."""
+    found: list[str] = []
+    missing: list[str] = []
+    for gpu in alerted:
+        if gpu.uuid:
+            found.append(gpu.uuid)
+            continue
+        row = con.execute(
+            "SELECT gpu_uuid FROM gpus WHERE gpu_index = ? AND host = ? ORDER BY gpu_uuid LIMIT 1",
+            [gpu.index, gpu.host],
+        ).fetchone()
+        (found if row else missing).append(row[0] if row else gpu.describe())
+    return list(dict.fromkeys(found)), missing
+
+
+def deliver(digest: Digest, settings: DigestSettings) -> None:
+    """Post the digest's summary to the notify URL, if one is set (NotifyError when it fails)."""
+    if settings.notify_url:
+        notify.post_summary(settings.notify_url, digest, links.digest_page_url(settings.public_url, digest.id))

@@ -1,0 +1,281 @@
+"""Digest routes of `gpu-rca serve` (Contract 9): the page list, each digest, and the two ways to make one.
+
+`GET /` and `GET /digests` list the stored digests; `GET /digests/{id}.html|.json|.md` serve one, and
+`GET /digests/{id}/plots/{plot}.png` its plots. `POST /alertmanager` (webhook v4) and `POST /digests`
+(`gpu-rca digest --server`) make and store a digest; the burst watcher makes one when failures pile up.
+Reads run on their own cursor in a worker thread; the digest row is written through the store's writer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from correlate.digest import archive, pipeline
+from correlate.digest.alertmanager import parse_alertmanager
+from correlate.digest.burst import BurstDetector
+from correlate.digest.model import Digest, Trigger
+from correlate.digest.notify import NotifyError
+from correlate.digest.render_html import render_list_html
+from correlate.server.body import BodyError, read_body
+from correlate.server.responses import JSON, error_response
+from correlate.server.state import ServerState
+from correlate.server.writer import QueueFull, WriterClosed
+from schemas.errors import GpuRcaError, InputError
+
+log = logging.getLogger(__name__)
+
+#: Webhook and digest-request bodies are small; anything bigger is not one.
+MAX_REQUEST_BYTES = 1024 * 1024
+_MEDIA = {"html": "text/html; charset=utf-8", "md": "text/markdown; charset=utf-8", "json": JSON}
+_PLOT_ID = re.compile(r"^[0-9A-Za-z_.-]{1,80}$")
+#: Seconds between burst checks: a burst needs 20 failures, so a few seconds late is still early.
+BURST_INTERVAL_S = 5.0
+_MINUTE_NS = 60 * 10**9
+
+
+def _state(request: Request) -> ServerState:
+    return request.app.state.gpu_rca
+
+
+def _settings(app: Starlette) -> pipeline.DigestSettings:
+    # Parsed once per app (OTel's habit for environment settings), on first use rather than at import.
+    settings = getattr(app.state, "gpu_rca_digest_settings", None)
+    if settings is None:
+        settings = pipeline.DigestSettings.from_env()
+        app.state.gpu_rca_digest_settings = settings
+    return settings
+
+
+def _read(state: ServerState, work: Callable[[Any], Any]) -> Any:
+    """Run `work(connection)` on a fresh cursor (the writer thread owns the main connection)."""
+    cursor = state.store.cursor()
+    try:
+        return work(cursor)
+    finally:
+        cursor.close()
+
+
+# --- pages ------------------------------------------------------------------------------------------
+async def list_page(request: Request) -> Response:
+    """GET / and GET /digests: the stored digests, newest first."""
+    state = _state(request)
+    rows = await run_in_threadpool(_read, state, archive.list_digests)
+    if "application/json" in request.headers.get("accept", "") and "text/html" not in request.headers.get("accept", ""):
+        return JSONResponse({"digests": [r.__dict__ for r in rows]})
+    return HTMLResponse(render_list_html(rows))
+
+
+async def one_digest(request: Request) -> Response:
+    """GET /digests/{id}.html|.json|.md"""
+    digest_id, fmt = request.path_params["digest_id"], request.path_params["fmt"]
+    if fmt not in _MEDIA:
+        return PlainTextResponse(f"unknown format {fmt!r}; use .html, .json or .md", status_code=404)
+    text = await run_in_threadpool(_read, _state(request), lambda con: archive.fetch_rendering(con, digest_id, fmt))
+    if text is None:
+        return PlainTextResponse("no such digest", status_code=404)
+    return Response(text, media_type=_MEDIA[fmt])
+
+
+async def plot_png(request: Request) -> Response:
+    """GET /digests/{id}/plots/{plot}.png"""
+    digest_id, plot_id = request.path_params["digest_id"], request.path_params["plot_id"]
+    digest = await run_in_threadpool(_read, _state(request), lambda con: archive.fetch_digest(con, digest_id))
+    plot = digest.plot(plot_id) if digest is not None and _PLOT_ID.match(plot_id) else None
+    if plot is None:
+        return PlainTextResponse("no such plot", status_code=404)
+    return Response(plot.png, media_type="image/png")
+
+
+# --- making digests ------------------------------------------------------------------------------------
+async def create(request: Request) -> Response:
+    """POST /digests: `{"since", "until", "gpu", "trigger"}` (all optional) -> the stored digest's JSON."""
+    from correlate.ranking.timefmt import parse_time_ns
+
+    try:
+        body = await _json_body(request)
+        if not isinstance(body, dict):
+            raise InputError("body must be a JSON object")
+        since_ns = parse_time_ns(body["since"]) if body.get("since") not in (None, "") else None
+        until_ns = parse_time_ns(body["until"]) if body.get("until") not in (None, "") else None
+        kind = body.get("trigger") or "manual"
+        if kind not in ("manual", "schedule"):
+            raise InputError("trigger must be manual or schedule")
+        gpu = body.get("gpu") or None
+    except (InputError, GpuRcaError) as exc:
+        return error_response(400, str(exc), JSON)
+    trigger = Trigger(kind, "requested over HTTP", (gpu,) if gpu else ())
+    return await _make_and_store(request, trigger, since_ns=since_ns, until_ns=until_ns, gpu=gpu)
+
+
+async def alertmanager(request: Request) -> Response:
+    """POST /alertmanager: an Alertmanager v4 webhook -> a stored digest for the alerting GPUs."""
+    try:
+        notification = parse_alertmanager(await _raw_body(request))
+    except InputError as exc:
+        return error_response(400, str(exc), JSON)
+    if notification.firing == 0:
+        return JSONResponse({"digests": [], "ignored": "no firing alert in this notification"})
+    state = _state(request)
+    gpus, missing = await run_in_threadpool(_read, state, lambda con: pipeline.resolve_gpus(con, notification.gpus))
+    now_ns = time.time_ns()
+    if state.config.prometheus_url and gpus:
+        await run_in_threadpool(_pull_prometheus, request.app, gpus, notification.since_ns, now_ns)
+    names = ", ".join(notification.alertnames) or "alert"
+    detail = f"{names} ({notification.firing} firing)" + (f"; GPUs not in the store: {', '.join(missing)}" if missing else "")
+    trigger = Trigger("alertmanager", detail, tuple(gpus) + tuple(missing))
+    return await _make_and_store(request, trigger, since_ns=notification.since_ns, until_ns=now_ns,
+                                 gpu=gpus[0] if len(gpus) == 1 else None)
+
+
+async def _make_and_store(
+    request: Request, trigger: Trigger, *, since_ns: int | None, until_ns: int | None, gpu: str | None
+) -> Response:
+    state = _state(request)
+    settings = _settings(request.app)
+    try:
+        digest: Digest = await run_in_threadpool(
+            _read, state, lambda con: pipeline.make_digest(con, trigger=trigger, settings=settings,
+                                                           since_ns=since_ns, until_ns=until_ns, gpu=gpu))
+    except (InputError, GpuRcaError) as exc:
+        return error_response(422 if isinstance(exc, InputError) else 500, str(exc), JSON)
+    try:
+        await state.writer.submit(lambda store: archive.save_digest(store.connection, digest))
+    except (QueueFull, WriterClosed) as exc:
+        return error_response(503, f"{exc}; retry later", JSON, headers={"Retry-After": str(state.config.retry_after_s)})
+    notified = await run_in_threadpool(_notify, digest, settings)
+    document = digest.to_dict()
+    document["stored"] = True
+    document["notified"] = notified
+    return Response(json.dumps(document, allow_nan=False), status_code=201, media_type=JSON,
+                    headers={"Location": f"/digests/{digest.id}.html"})
+
+
+def _notify(digest: Digest, settings: pipeline.DigestSettings) -> bool | None:
+    """Post the summary; None when no notify URL is set. A failure is logged, never raised: the digest is stored."""
+    if not settings.notify_url:
+        return None
+    try:
+        pipeline.deliver(digest, settings)
+    except NotifyError as exc:
+        log.warning("digest %s stored, but the notification failed: %s", digest.id, exc)
+        return False
+    return True
+
+
+def _pull_prometheus(app: Starlette, gpus: list[str], since_ns: int, until_ns: int) -> None:
+    """Bring the alerting GPUs' metric windows into the store from `--prometheus` before analysing."""
+    from correlate import prometheus
+
+    state: ServerState = app.state.gpu_rca
+    pull = getattr(prometheus, "pull_window", None)
+    if pull is None:
+        return
+    try:
+        pull(state, gpus=gpus, since_ns=since_ns, until_ns=until_ns)
+    except GpuRcaError as exc:
+        # A digest from the spans alone is still worth having; say why the metric windows are thin.
+        log.warning("could not pull metric windows from Prometheus: %s", exc)
+
+
+async def _raw_body(request: Request) -> bytes:
+    state = _state(request)
+    try:
+        body, _ = await read_body(request.stream(), content_length=request.headers.get("content-length"),
+                                  content_encoding=request.headers.get("content-encoding"),
+                                  max_bytes=min(MAX_REQUEST_BYTES, state.config.max_body_bytes))
+    except BodyError as exc:
+        raise InputError(exc.message) from exc
+    return body
+
+
+async def _json_body(request: Request) -> Any:
+    body = await _raw_body(request)
+    if not body.strip():
+        return {}
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"body is not JSON: {exc}") from exc
+
+
+# --- the burst trigger --------------------------------------------------------------------------------
+class BurstWatcher:
+    """Checks the store every few seconds and makes a digest for each new failure burst."""
+
+    def __init__(self, app: Starlette, *, interval_s: float = BURST_INTERVAL_S,
+                 detector: BurstDetector | None = None) -> None:
+        self.app = app
+        self.interval_s = interval_s
+        self.detector = detector or BurstDetector()
+        self.digests_made = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="gpu-rca-burst", daemon=True)
+        self._failing = False
+
+    def start(self) -> BurstWatcher:
+        """Start checking in the background."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop checking (waits for a check in progress); safe to call twice."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def check_once(self) -> str | None:
+        """One check: the id of the digest made, or None."""
+        state: ServerState = self.app.state.gpu_rca
+        burst = _read(state, self.detector.check)
+        if burst is None:
+            return None
+        trigger = Trigger("burst", burst.describe(), burst.gpus)
+        digest = _read(state, lambda con: pipeline.make_digest(
+            con, trigger=trigger, settings=_settings(self.app), since_ns=burst.start_ns - 15 * _MINUTE_NS,
+            until_ns=burst.end_ns + _MINUTE_NS, gpu=burst.gpus[0] if len(burst.gpus) == 1 else None))
+        state.writer.call(lambda store: archive.save_digest(store.connection, digest), timeout_s=60)
+        self.detector.mark(burst)
+        self.digests_made += 1
+        _notify(digest, _settings(self.app))
+        return digest.id
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.check_once()
+                self._failing = False
+            except (GpuRcaError, OSError) as exc:
+                if not self._failing:  # log once per failure streak, not every few seconds
+                    log.warning("burst check failed: %s", exc)
+                self._failing = True
+
+
+def start_burst_watcher(app: Starlette, *, interval_s: float = BURST_INTERVAL_S) -> Callable[[], None]:
+    """Start the burst trigger for `app`; returns the function that stops it (call it before the writer closes)."""
+    watcher = BurstWatcher(app, interval_s=interval_s).start()
+    app.state.gpu_rca_burst_watcher = watcher
+    return watcher.stop
+
+
+ROUTES = [
+    Route("/", list_page, methods=["GET"]),
+    Route("/digests", list_page, methods=["GET"]),
+    Route("/digests", create, methods=["POST"]),
+    Route("/digests/{digest_id}/plots/{plot_id}.png", plot_png, methods=["GET"]),
+    Route("/digests/{digest_id}.{fmt}", one_digest, methods=["GET"]),
+    Route("/alertmanager", alertmanager, methods=["POST"]),
+]
+
+__all__ = ["ROUTES", "BurstWatcher", "start_burst_watcher"]
