@@ -39,6 +39,7 @@ _JSON_KEYS: tuple[tuple[str, Format | None, str], ...] = (
 _SAMPLE_LINE = re.compile(
     r"^[a-zA-Z_:][a-zA-Z0-9_:]*(?:\{.*\})?[ \t]+(?:[-+]?(?:[0-9.]+(?:[eE][-+]?[0-9]+)?|NaN|Inf))(?:[ \t]+-?[0-9]+)?[ \t]*$"
 )
+_JSON_START = re.compile(r"^(?:\{|\[\s*[\[{\]])")
 _PROTO_MAX_MESSAGE = 1 << 30
 _FIRST_FIELD_LEN = 0x0A  # protobuf tag: field 1, length-delimited (resource_spans / resource_logs)
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # the Collector's file exporter may compress each framed message
@@ -54,7 +55,7 @@ def detect(head: bytes) -> Detection:
             return Detection(Format.OTLP_PROTO)
         return Detection(None, "binary file that is not length-prefixed OTLP protobuf")
     stripped = text.lstrip()
-    if stripped[:1] in "{[":
+    if _JSON_START.match(stripped):  # not `[  100.5] NVRM: …`, a raw dmesg line
         return _detect_json(stripped)
     lines = [line for line in text.splitlines()[:200] if line.strip()]
     if _is_exposition(lines):
@@ -99,6 +100,8 @@ def _detect_json(text: str) -> Detection:
         if "record" in keys and "text" in keys:
             return Detection(Format.LOGURU_JSON)
         return Detection(None, f"JSON that is not telemetry (keys: {', '.join(sorted(keys)[:6])})")
+    if isinstance(document, list) and document and isinstance(document[0], dict) and "metric" in document[0]:
+        return Detection(Format.PROMETHEUS_QUERY_RANGE)  # a saved `result` list (prometheus-api-client's shape)
     # An incomplete first line (a long or truncated one, or a pretty-printed document): look for the keys.
     window = text[:4096]
     for key, fmt, reason in _JSON_KEYS:
@@ -106,6 +109,8 @@ def _detect_json(text: str) -> Detection:
             return Detection(fmt, reason)
     if '"record"' in window and '"text"' in window:
         return Detection(Format.LOGURU_JSON)
+    if '"metric"' in window and ('"values"' in window or '"value"' in window):
+        return Detection(Format.PROMETHEUS_QUERY_RANGE)
     return Detection(None, "JSON that is not telemetry")
 
 

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import click
 
-from schemas.errors import UsageError
+from schemas.errors import InputError, UsageError
 
 
 def _boot_time(value: str | None) -> datetime | None:
@@ -52,8 +52,10 @@ def ingest(paths: tuple[str, ...], db_path: str | None, host: str | None, boot_t
     with Store.open(db_path) as store:
         summary = ingest_paths(store, paths, options, progress=progress)
     _print_summary(summary, store.path)
-    if summary.exit_code:
-        raise click.exceptions.Exit(summary.exit_code)
+    if summary.failed:
+        count = len(summary.failed)
+        raise InputError(f"{count} file{'s' if count > 1 else ''} could not be read; nothing of {'them' if count > 1 else 'it'} "
+                         "was stored (the other files were)")
 
 
 def _print_summary(summary, db_path: str) -> None:
@@ -84,7 +86,8 @@ def _print_summary(summary, db_path: str) -> None:
         # Text cells: paths and reasons may hold brackets that rich would read as markup.
         table.add_row(*(Text(cell) for cell in (report.path, fmt, result, detail)), style=style)
     console.print(table)
-    totals: dict[str, int] = {}
+    totals: dict[str, int] = {kind: 0 for kind in ("spans", "logs", "samples", "kernel events")
+                              if any(r.kind == kind for r in summary.files)}
     for report in summary.files:
         if report.status == "ingested":
             totals[report.kind] = totals.get(report.kind, 0) + report.stored
@@ -93,4 +96,4 @@ def _print_summary(summary, db_path: str) -> None:
     console.print(f"{by_status['ingested']} ingested ({stored}), {by_status['skipped']} skipped, "
                   f"{by_status['failed']} failed", markup=False)
     for report in summary.failed:
-        console.print(f"Error: {report.path}: {report.reason}", markup=False, soft_wrap=True)
+        console.print(f"{report.path}: {report.reason}", markup=False, soft_wrap=True)

@@ -1,0 +1,261 @@
+"""`gpu-rca ingest` end to end: real SDK payloads in files, formats detected by content, one transaction per file."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import duckdb
+import pytest
+import zstandard
+from loguru import logger
+from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+from opentelemetry.sdk.resources import Resource
+from test_store import RESOURCE, UUID, trace_request
+
+from correlate import Store
+from correlate.ingest import ingest_paths
+from gpu_rca.cli import main
+from schemas.otlp_json import message_to_json
+
+TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
+SPAN_ID = "b7ad6b7169203331"
+
+
+def run(*args: str) -> int:
+    """Run the CLI in this process; its exit code."""
+    with pytest.raises(SystemExit) as caught:
+        main(["ingest", *args])
+    return caught.value.code
+
+
+def query(db, sql: str) -> list[tuple]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def proto_framed(*messages) -> bytes:
+    """Length-prefixed protobuf, as the Collector's file exporter writes `format: proto`."""
+    out = bytearray()
+    for message in messages:
+        payload = message.SerializeToString()
+        out += len(payload).to_bytes(4, "big") + payload
+    return bytes(out)
+
+
+def logs_request():
+    exporter = InMemoryLogRecordExporter()
+    provider = LoggerProvider(resource=Resource.create(RESOURCE))
+    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    provider.get_logger("ddcolor").emit(timestamp=1_700_000_000_000_000_000, severity_text="ERROR",
+                                        body="CUDA out of memory. Tried to allocate 2.00 GiB")
+    provider.shutdown()
+    return encode_logs(exporter.get_finished_logs())
+
+
+def loguru_lines() -> str:
+    sink = io.StringIO()
+    handler = logger.add(sink, serialize=True)
+    try:
+        logger.bind(trace_id=TRACE_ID, span_id=SPAN_ID, service="ddcolor").error("CUDA error: unspecified launch failure")
+        logger.info("request accepted")
+    finally:
+        logger.remove(handler)
+    return sink.getvalue()
+
+
+def query_range() -> str:
+    labels = {"gpu": "0", "UUID": UUID, "pci_bus_id": "00000000:3B:00.0", "device": "nvidia0",
+              "modelName": "NVIDIA L4", "Hostname": "node-a"}
+    answer = {"status": "success", "data": {"resultType": "matrix", "result": [
+        {"metric": {"__name__": "DCGM_FI_DEV_GPU_TEMP", **labels},
+         "values": [[1700000000, "71"], [1700000015, "NaN"], [1700000030, "+Inf"], [1700000045, "88"]]},
+        {"metric": {"__name__": "dcgm_power_violation", **labels}, "values": [[1700000000.5, "7"]]},
+        {"metric": {"__name__": "DCGM_FI_DEV_DEC_UTIL", **labels}, "values": [[1700000000, "3"]]},
+    ]}}
+    return json.dumps(answer) + "\n"
+
+
+KERNEL_LOG = textwrap.dedent("""\
+    2026-03-02T10:00:01+0000 node-a kernel: NVRM: GPU at PCI:0000:3b:00: GPU-0a1b2c3d-0000-4000-8000-00000000abcd
+    2026-03-02T10:00:02+0000 node-a kernel: NVRM: Xid (PCI:0000:3b:00): 79, pid=1234, name=python3, GPU has fallen off the bus.
+""")
+
+
+@pytest.fixture
+def incident(tmp_path):
+    """A folder as an operator collects it after an incident; names say nothing reliable about content."""
+    folder = tmp_path / "incident"
+    (folder / "nested").mkdir(parents=True)
+    (folder / "spans.txt").write_text(message_to_json(trace_request(2)) + "\n" + message_to_json(trace_request(1)) + "\n")
+    (folder / "nested" / "dump").write_bytes(gzip.compress(proto_framed(trace_request(3))))
+    (folder / "logs.otlp.jsonl").write_text(message_to_json(logs_request()) + "\n")
+    (folder / "app.log").write_bytes(zstandard.ZstdCompressor().compress(loguru_lines().encode()))
+    (folder / "metrics.prom.jsonl").write_text(query_range())
+    (folder / "kernel.json").write_text(KERNEL_LOG)  # a misleading extension: content decides
+    (folder / "truth.json").write_text(json.dumps({"cause": "gpu_fallen_off_bus", "drivers": {}}))
+    (folder / "README.md").write_text("# Incident 42\nCollected by the on-call.\n")
+    (folder / "plot.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    return folder
+
+
+def test_an_incident_folder_is_ingested_by_content(incident, tmp_path, capsys):
+    db = tmp_path / "rca.duckdb"
+    assert run("--db", str(db), str(incident)) == 0
+    err = capsys.readouterr().err
+    assert "6 ingested" in err and "3 skipped" in err and "0 failed" in err
+    assert query(db, "SELECT count(*), count(*) FILTER (is_inference) FROM spans") == [(9, 6)]
+    assert query(db, "SELECT source, severity, trace_id, span_id, service FROM logs ORDER BY source, severity") == [
+        ("loguru", "ERROR", TRACE_ID, SPAN_ID, "ddcolor"),
+        ("loguru", "INFO", None, None, None),
+        ("otlp", "ERROR", None, None, "ddcolor"),
+    ]
+    assert query(db, "SELECT metric, ts_ns, value FROM metric_samples ORDER BY metric, ts_ns") == [
+        ("DCGM_FI_DEV_GPU_TEMP", 1_700_000_000_000_000_000, 71.0),
+        ("DCGM_FI_DEV_GPU_TEMP", 1_700_000_045_000_000_000, 88.0),
+        ("DCGM_FI_DEV_POWER_VIOLATION", 1_700_000_000_500_000_000, 7000.0),  # 1.x reported µs, canonical ns
+    ]
+    assert query(db, "SELECT host, pci_bus_id, gpu_uuid, xid, pid, process FROM kernel_events") == [
+        ("node-a", "0000:3b:00.0", "GPU-0a1b2c3d-0000-4000-8000-00000000abcd", 79, 1234, "python3")
+    ]
+    assert "2 NaN/Inf samples" in err
+
+
+def test_every_file_reports_its_format_or_why_it_was_skipped(incident):
+    with Store() as store:
+        summary = ingest_paths(store, [incident])
+    reports = {Path(r.path).relative_to(incident).as_posix(): r for r in summary.files}
+    assert {name: (r.status, r.format, r.compression) for name, r in reports.items()} == {
+        "app.log": ("ingested", "loguru-json", "zstd"),
+        "kernel.json": ("ingested", "kernel-log", None),
+        "logs.otlp.jsonl": ("ingested", "otlp-json", None),
+        "metrics.prom.jsonl": ("ingested", "prometheus-query-range", None),
+        "nested/dump": ("ingested", "otlp-proto", "gzip"),
+        "spans.txt": ("ingested", "otlp-json", None),
+        "README.md": ("skipped", None, None),
+        "plot.png": ("skipped", None, None),
+        "truth.json": ("skipped", None, None),
+    }
+    assert reports["truth.json"].reason == "JSON that is not telemetry (keys: cause, drivers)"
+    assert reports["README.md"].reason == "text that is neither Prometheus exposition nor a kernel log"
+    assert reports["plot.png"].reason == "binary file that is not length-prefixed OTLP protobuf"
+    assert reports["metrics.prom.jsonl"].skipped == {"NaN/Inf samples": 2, "samples of metrics gpu-rca does not use": 1}
+    assert (reports["nested/dump"].kind, reports["nested/dump"].stored) == ("spans", 4)
+    assert summary.exit_code == 0
+
+
+def test_sdk_spans_from_json_and_protobuf_files_are_typed(tmp_path):
+    request = trace_request(1)
+    (tmp_path / "a.jsonl").write_text(message_to_json(request) + "\n")
+    (tmp_path / "b.bin").write_bytes(proto_framed(trace_request(1)))
+    db = tmp_path / "rca.duckdb"
+    assert run("--db", str(db), str(tmp_path / "a.jsonl"), str(tmp_path / "b.bin")) == 0
+    rows = query(db, """SELECT trace_id, span_id, service, service_version, host, gpu_uuid, gpu_index,
+                               gpu_throttle_reasons, gpu_xid, gpu_power_mean, error_type, ddcolor_input_size
+                        FROM spans WHERE is_inference ORDER BY start_ns""")
+    assert len(rows) == 2
+    sent = next(sp for sp in request.resource_spans[0].scope_spans[0].spans if sp.name == "ddcolor.inference")
+    assert rows[0] == (sent.trace_id.hex(), sent.span_id.hex(), "ddcolor", "1.4.0", "node-a", UUID, 0,
+                       ["sw_thermal", "hw_slowdown"], [79], 61.5, "gpu_lost", 1280)
+    assert rows[1][2:] == rows[0][2:] and rows[1][0] != rows[0][0]
+
+
+def test_the_same_files_twice_store_nothing_new(incident, tmp_path, capsys):
+    db = tmp_path / "rca.duckdb"
+    assert run("--db", str(db), str(incident)) == 0
+    tables = ("spans", "span_events", "logs", "metric_samples", "kernel_events", "gpus")
+    counts = [query(db, f"SELECT count(*) FROM {t}")[0][0] for t in tables]
+    capsys.readouterr()
+    assert run("--db", str(db), str(incident)) == 0
+    assert [query(db, f"SELECT count(*) FROM {t}")[0][0] for t in tables] == counts
+    assert "6 ingested (0 spans, 0 logs, 0 samples, 0 kernel events), 3 skipped, 0 failed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("bad.jsonl", lambda: message_to_json(trace_request(1)) + "\n{\"resourceSpans\": [\n", "line 2: invalid JSON"),
+        ("cut.bin", lambda: proto_framed(trace_request(2))[:-9], "message 1: truncated"),
+        ("cut.gz", lambda: gzip.compress((message_to_json(trace_request(1)) + "\n").encode() * 3)[:-30], "gzip"),
+        ("err.json", lambda: '{"status":"error","errorType":"bad_data","error":"parse error"}\n', "Prometheus answered"),
+        ("ids.jsonl", lambda: message_to_json(trace_request(1)).replace('"spanId":"', '"spanId":"ab', 1) + "\n",
+         "spanId has 9 bytes"),
+    ],
+)
+def test_a_broken_file_stores_nothing_and_fails_the_run(tmp_path, capsys, name, content, message):
+    good = tmp_path / "good.jsonl"
+    good.write_text(message_to_json(trace_request(1)) + "\n")
+    bad = tmp_path / name
+    data = content()
+    bad.write_bytes(data if isinstance(data, bytes) else data.encode())
+    db = tmp_path / "rca.duckdb"
+    assert run("--db", str(db), str(good), str(bad)) == 1
+    err = capsys.readouterr().err
+    assert err.endswith("Error: 1 file could not be read; nothing of it was stored (the other files were)\n")
+    reason = next(line for line in err.splitlines() if line.startswith(str(bad)))
+    assert message in reason
+    assert query(db, "SELECT count(*) FROM spans") == [(2,)]  # the good file's two spans only
+
+
+def test_a_decompression_bomb_is_refused(tmp_path, capsys):
+    bomb = tmp_path / "spans.jsonl.zst"
+    bomb.write_bytes(zstandard.ZstdCompressor().compress(b'{"resourceSpans":["' + b"x" * 5_000_000 + b'"]}\n'))
+    assert run("--db", str(tmp_path / "rca.duckdb"), "--max-bytes", "1000000", str(bomb)) == 1
+    assert "decompresses to more than 1000000 bytes" in capsys.readouterr().err
+
+
+def test_raw_dmesg_needs_boot_time_and_host(tmp_path, capsys):
+    log = tmp_path / "dmesg.txt"
+    log.write_text("[  100.500000] NVRM: Xid (PCI:0000:3b:00): 48, pid=77, name=python3, DBE (double bit error)\n")
+    db = tmp_path / "rca.duckdb"
+    assert run("--db", str(db), str(log)) == 0
+    assert "seconds since boot" in capsys.readouterr().err
+    assert query(db, "SELECT count(*) FROM kernel_events") == [(0,)]
+    assert run("--db", str(db), "--host", "node-a", "--boot-time", "2026-03-02T09:00:00Z", str(log)) == 0
+    assert query(db, "SELECT ts_ns, host, xid FROM kernel_events") == [(1_772_442_100_500_000_000, "node-a", 48)]
+
+
+def test_boot_time_without_host_is_a_usage_error(tmp_path, capsys):
+    log = tmp_path / "dmesg.txt"
+    log.write_text("[  1.0] NVRM: hello\n")
+    assert run("--db", str(tmp_path / "x.duckdb"), "--boot-time", "1700000000", str(log)) == 2
+    assert capsys.readouterr().err.strip() == "Error: --boot-time needs --host (raw dmesg lines do not name their machine)"
+
+
+def test_db_defaults_to_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("GPU_RCA_DB", str(tmp_path / "env.duckdb"))
+    spans = tmp_path / "spans.jsonl"
+    spans.write_text(message_to_json(trace_request(1)) + "\n")
+    assert run(str(spans)) == 0
+    assert query(tmp_path / "env.duckdb", "SELECT count(*) FROM spans") == [(2,)]
+
+
+def test_a_locked_db_gives_one_line_and_exit_1(tmp_path):
+    db = tmp_path / "held.duckdb"
+    spans = tmp_path / "spans.jsonl"
+    spans.write_text(message_to_json(trace_request(1)) + "\n")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import sys, duckdb; c = duckdb.connect({str(db)!r}); print('held', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        done = subprocess.run([sys.executable, "-m", "gpu_rca", "ingest", "--db", str(db), str(spans)],
+                              capture_output=True, text=True, timeout=60)
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+        holder.stdout.close()
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("Error: database ")
+    assert "locked by another process" in done.stderr and "--server URL" in done.stderr
