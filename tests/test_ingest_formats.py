@@ -1,0 +1,194 @@
+"""Each file format on its own: detection by content, Prometheus answers and text, loguru, kernel logs, OTLP framing."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import math
+
+import pytest
+import zstandard
+from loguru import logger
+from test_ingest import KERNEL_LOG, logs_request, loguru_lines, proto_framed, query_range
+from test_store import UUID, trace_request
+
+from conftest import shared_sample
+from correlate import Store
+from correlate.ingest import Detection, Format, detect, ingest_file, samples_from_series
+from correlate.ingest.loguru_files import log_record_from_loguru
+from schemas.errors import InputError
+from schemas.otlp_json import message_to_json
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (lambda: message_to_json(trace_request(1)).encode(), Format.OTLP_JSON),
+        (lambda: message_to_json(logs_request()).encode(), Format.OTLP_JSON),
+        (lambda: proto_framed(trace_request(1)), Format.OTLP_PROTO),
+        (lambda: proto_framed(logs_request()), Format.OTLP_PROTO),
+        (lambda: query_range().encode(), Format.PROMETHEUS_QUERY_RANGE),
+        (lambda: json.dumps(json.loads(query_range()), indent=2).encode(), Format.PROMETHEUS_QUERY_RANGE),
+        (lambda: json.dumps(json.loads(query_range())["data"]["result"]).encode(), Format.PROMETHEUS_QUERY_RANGE),
+        (lambda: b'# HELP DCGM_FI_DEV_GPU_TEMP GPU temperature.\n# TYPE DCGM_FI_DEV_GPU_TEMP gauge\n', Format.PROMETHEUS_TEXT),
+        (lambda: b'DCGM_FI_DEV_GPU_TEMP{gpu="0"} 41 1700000000000\n', Format.PROMETHEUS_TEXT),
+        (lambda: loguru_lines().encode(), Format.LOGURU_JSON),
+        (lambda: KERNEL_LOG.encode(), Format.KERNEL_LOG),
+        (lambda: b"[  100.5] NVRM: Xid (PCI:0000:3b:00): 13, Graphics Exception\n", Format.KERNEL_LOG),
+        (lambda: b"[Sun Feb 23 16:24:18 2025] NVRM: GPU at PCI:0000:9b:00: GPU-x\n", Format.KERNEL_LOG),
+    ],
+)
+def test_formats_are_detected_by_content(content, expected):
+    assert detect(content()) == Detection(expected)
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"", "empty file"),
+        (b'{"cause": null, "drivers": {}}\n', "JSON that is not telemetry (keys: cause, drivers)"),
+        (b'{\n  "cause": "gpu_oom_large_inputs"\n}\n', "JSON that is not telemetry"),
+        (b"# Incident notes\n\nThe GPU got hot.\n", "text that is neither Prometheus exposition nor a kernel log"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary file that is not length-prefixed OTLP protobuf"),
+        (b'{"resourceMetrics": []}\n', "OTLP metrics are not read: give Prometheus query_range JSON or exposition text"),
+    ],
+)
+def test_what_is_not_telemetry_is_named(content, reason):
+    detection = detect(content)
+    assert detection.format is None and detection.reason == reason
+
+
+def test_prometheus_api_client_series_become_canonical_samples():
+    # The shape PrometheusConnect.custom_query_range returns: the `result` list of a matrix answer.
+    series = [
+        {"metric": {"__name__": "dcgm_fb_used", "uuid": UUID, "hostname": "node-a", "gpu": "1"},
+         "values": [[1700000000.123, "1024"], [1700000015.123, "2048"]]},
+        {"metric": {"__name__": "nvidia_gpu_utilization_percent", "device": "nvidia3", "instance": "10.0.0.7:9835"},
+         "values": [[1700000000, "97.5"]]},
+        {"metric": {"__name__": "DCGM_FI_DEV_GPU_TEMP", "UUID": UUID}, "values": [[1700000000, "-Inf"]]},
+        {"metric": {"__name__": "DCGM_FI_DEV_GPU_TEMP"}, "values": [[1700000000, "40"]]},
+        {"metric": {"__name__": "up", "instance": "x"}, "values": [[1700000000, "1"]]},
+    ]
+    out = samples_from_series(series, source="prometheus-pull")
+    assert [(s.ts_ns, s.metric, s.value, s.gpu_uuid, s.host, s.gpu_index, s.source) for s in out.samples] == [
+        (1_700_000_000_123_000_000, "DCGM_FI_DEV_FB_USED", 1024.0, UUID, "node-a", 1, "prometheus-pull"),
+        (1_700_000_015_123_000_000, "DCGM_FI_DEV_FB_USED", 2048.0, UUID, "node-a", 1, "prometheus-pull"),
+        (1_700_000_000_000_000_000, "DCGM_FI_DEV_GPU_UTIL", 97.5, None, "10.0.0.7", 3, "prometheus-pull"),
+    ]
+    assert [(g.gpu_uuid, g.host, g.gpu_index, g.host_source) for g in out.gpus] == [(UUID, "node-a", 1, "metric")]
+    assert dict(out.skipped) == {
+        "NaN/Inf samples": 1,
+        "samples naming no GPU (no UUID, PCI bus id or index label)": 1,
+        "samples of metrics gpu-rca does not use": 1,
+    }
+
+
+def test_a_whole_answer_and_a_vector_are_read_too():
+    answer = json.loads(query_range())
+    assert len(samples_from_series(answer).samples) == 3
+    vector = {"status": "success", "data": {"resultType": "vector", "result": [
+        {"metric": {"__name__": "DCGM_FI_DEV_POWER_USAGE", "UUID": UUID}, "value": [1700000000, "151.25"]}]}}
+    assert [(s.metric, s.value) for s in samples_from_series(vector).samples] == [("DCGM_FI_DEV_POWER_USAGE", 151.25)]
+    with pytest.raises(InputError, match="Prometheus answered 'error': bad query"):
+        samples_from_series({"status": "error", "errorType": "bad_data", "error": "bad query"})
+    with pytest.raises(InputError, match="bad point"):
+        samples_from_series([{"metric": {"__name__": "DCGM_FI_DEV_GPU_TEMP", "UUID": UUID}, "values": [[1]]}])
+
+
+def test_exposition_with_timestamps_keeps_them(tmp_path):
+    path = tmp_path / "scrape"
+    path.write_text(
+        "# TYPE DCGM_FI_DEV_GPU_TEMP gauge\n"
+        f'DCGM_FI_DEV_GPU_TEMP{{gpu="0",UUID="{UUID}",pci_bus_id="00000000:3B:00.0",Hostname="node-a"}} 77 1700000000250\n'
+        f'DCGM_FI_DEV_GPU_TEMP{{gpu="0",UUID="{UUID}",pci_bus_id="00000000:3B:00.0",Hostname="node-a"}} NaN 1700000015250\n'
+    )
+    with Store() as store:
+        report = ingest_file(store, path)
+        assert (report.format, report.stored, report.skipped, report.notes) == (
+            "prometheus-text", 1, {"NaN/Inf samples": 1}, ())
+        assert store.connection.execute("SELECT ts_ns, host, value FROM metric_samples").fetchall() == [
+            (1_700_000_000_250_000_000, "node-a", 77.0)]
+        assert store.connection.execute("SELECT pci_bus_id, host FROM gpus").fetchall() == [("0000:3b:00.0", "node-a")]
+
+
+@pytest.mark.parametrize(
+    ("sample", "expected"),
+    [
+        ("dcgm-exporter-metrics.txt", {"DCGM_FI_DEV_FB_FREE": 2, "DCGM_FI_DEV_FB_USED": 1, "DCGM_FI_DEV_GPU_TEMP": 3}),
+        ("dcgm-exporter-1x-metrics.txt", {"DCGM_FI_DEV_GPU_TEMP": 2, "DCGM_FI_DEV_GPU_UTIL": 2,
+                                          "DCGM_FI_DEV_MEM_CLOCK": 2, "DCGM_FI_DEV_MEM_COPY_UTIL": 2}),
+    ],
+)
+def test_real_exporter_scrapes_are_read(sample, expected):
+    path = shared_sample(sample)
+    with Store() as store:
+        report = ingest_file(store, path)
+        assert report.format == "prometheus-text" and report.status == "ingested"
+        counts = dict(store.connection.execute("SELECT metric, count(*) FROM metric_samples GROUP BY 1").fetchall())
+        assert counts == expected
+        assert report.notes[-1].endswith("stamped with the file's modification time")
+        uuids = store.connection.execute("SELECT count(*) FROM gpus WHERE gpu_uuid LIKE 'GPU-%'").fetchone()[0]
+        assert uuids == len({u for (u,) in store.connection.execute("SELECT gpu_uuid FROM metric_samples").fetchall()})
+
+
+def test_real_kernel_log_maps_xids_to_gpus():
+    path = shared_sample("xid-dmesg.log")
+    with Store() as store:
+        report = ingest_file(store, path)
+        assert report.format == "kernel-log" and report.stored > 0
+        row = store.connection.execute(
+            "SELECT gpu_uuid, xid, process FROM kernel_events WHERE pci_bus_id = '0000:9b:00.0' ORDER BY ts_ns LIMIT 1"
+        ).fetchone()
+        assert row == ("GPU-509665ad-b600-ac93-3616-d754b23d636d", 119, "nvidia-smi")
+
+
+def test_loguru_records_keep_ids_levels_and_exceptions():
+    sink = io.StringIO()
+    handler = logger.add(sink, serialize=True)
+    try:
+        with logger.contextualize(trace_id="0" * 32, span_id="0" * 16):
+            logger.warning("outside any span")
+        try:
+            raise ValueError("bad image")
+        except ValueError:
+            logger.bind(trace_id="AB" * 16, span_id=0x1122334455667788).exception("inference failed")
+    finally:
+        logger.remove(handler)
+    first, second = (log_record_from_loguru(json.loads(line)) for line in sink.getvalue().splitlines())
+    assert (first.trace_id, first.span_id, first.severity, first.severity_number) == (None, None, "WARNING", 13)
+    assert (second.trace_id, second.span_id) == ("ab" * 16, "1122334455667788")
+    assert second.attributes["exception.type"] == "ValueError"
+    assert second.attributes["exception.message"] == "bad image"
+    assert second.body == "inference failed" and second.source == "loguru"
+    assert second.ts_ns % 1000 == 0 and abs(second.ts_ns - first.ts_ns) < 60 * 10**9
+
+
+def test_protobuf_logs_and_per_message_zstd_are_read(tmp_path):
+    payload = logs_request().SerializeToString()
+    squeezed = zstandard.ZstdCompressor().compress(payload)
+    path = tmp_path / "logs.pb"
+    path.write_bytes(proto_framed(logs_request()) + len(squeezed).to_bytes(4, "big") + squeezed)
+    with Store() as store:
+        report = ingest_file(store, path)
+        assert (report.format, report.kind, report.accepted, report.stored) == ("otlp-proto", "logs", 2, 1)
+
+
+def test_one_signal_per_otlp_file(tmp_path):
+    path = tmp_path / "mixed.jsonl"
+    path.write_text(message_to_json(trace_request(1)) + "\n" + message_to_json(logs_request()) + "\n")
+    with Store() as store:
+        report = ingest_file(store, path)
+        assert report.status == "failed" and report.reason == "line 2: logs in a file of traces (one signal per file)"
+        assert store.connection.execute("SELECT count(*) FROM spans").fetchone() == (0,)
+
+
+def test_gzip_of_a_large_file_streams(tmp_path):
+    lines = "".join(message_to_json(trace_request(1)) + "\n" for _ in range(200))
+    path = tmp_path / "many"
+    path.write_bytes(gzip.compress(lines.encode()))
+    with Store() as store:
+        report = ingest_file(store, path)
+        assert (report.compression, report.stored) == ("gzip", 400)
+        durations = store.connection.execute("SELECT min(duration_ms) FROM spans").fetchone()[0]
+        assert math.isfinite(durations) and durations >= 0
