@@ -16,7 +16,10 @@ from schemas.errors import GpuRcaError
 
 #: verb -> "module:attribute" of its click command. The order is the order `--help` lists them.
 VERBS: dict[str, str] = {
+    "demo": "gpu_rca.commands.demo:demo",
     "ingest": "gpu_rca.commands.ingest:ingest",
+    "digest": "gpu_rca.commands.digest:digest",
+    "serve": "gpu_rca.commands.serve:serve",
     "exporter": "gpu_rca.commands.exporter:exporter",
 }
 

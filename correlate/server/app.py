@@ -1,0 +1,64 @@
+"""Build the `gpu-rca serve` ASGI app from its route modules.
+
+Each route module exposes `ROUTES` (a list of Starlette routes) and finds the shared `ServerState` at
+`request.app.state.gpu_rca`; a new feature is a new module named in `ROUTE_MODULES`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import BaseRoute
+
+from correlate.server.access import AccessMiddleware
+from correlate.server.counters import ServeCounters
+from correlate.server.state import ServerConfig, ServerState
+from correlate.server.writer import Writer
+from correlate.store import Store
+
+#: Modules whose `ROUTES` make up the server, in matching order.
+ROUTE_MODULES: tuple[str, ...] = (
+    "correlate.server.ops",
+    "correlate.server.otlp_http",
+)
+
+
+def routes() -> list[BaseRoute]:
+    """Every route of every module in ROUTE_MODULES."""
+    collected: list[BaseRoute] = []
+    for name in ROUTE_MODULES:
+        collected.extend(importlib.import_module(name).ROUTES)
+    return collected
+
+
+def create_app(store: Store, config: ServerConfig | None = None, *, close_store: bool = True) -> Starlette:
+    """The server for `store`: the writer starts with the app and, on shutdown, drains before the store closes."""
+    config = config or ServerConfig()
+    counters = ServeCounters(queue_depth=lambda: writer.depth)
+    writer = Writer(store, max_queue=config.max_queue, on_commit=counters.write_seconds.observe)
+    state = ServerState(config=config, store=store, writer=writer, counters=counters)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        writer.start()
+        try:
+            yield
+        finally:
+            writer.close()  # runs every queued write: an acknowledged request is committed
+            if close_store:
+                store.close()
+
+    app = Starlette(
+        routes=routes(),
+        middleware=[Middleware(AccessMiddleware, token=config.token, counters=counters)],
+        lifespan=lifespan,
+    )
+    app.state.gpu_rca = state
+    return app
+
+
+__all__ = ["ROUTE_MODULES", "create_app", "routes"]

@@ -1,0 +1,68 @@
+"""Reading a request body within a size cap, inflating gzip as it streams so a gzip bomb is never inflated."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import AsyncIterator
+
+#: The OTLP spec's recommended cap on a (decompressed) request body.
+DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+_GZIP_WBITS = 16 + zlib.MAX_WBITS
+
+
+class BodyError(Exception):
+    """A body the server will not read: `status` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+async def read_body(
+    chunks: AsyncIterator[bytes], *, content_length: str | None, content_encoding: str | None, max_bytes: int
+) -> tuple[bytes, int]:
+    """(decompressed body, bytes on the wire); raises BodyError for 413 (too big), 415 (encoding) or 400."""
+    encoding = (content_encoding or "identity").strip().lower()
+    if encoding not in {"identity", "gzip"}:
+        raise BodyError(415, f"unsupported Content-Encoding {encoding!r}; use gzip or none")
+    if content_length is not None:
+        try:
+            declared = int(content_length)
+        except ValueError:
+            raise BodyError(400, f"Content-Length is not a number: {content_length[:40]!r}") from None
+        if declared > max_bytes:
+            raise BodyError(413, _too_big(max_bytes, f"Content-Length {declared}"))
+    inflater = zlib.decompressobj(_GZIP_WBITS) if encoding == "gzip" else None
+    out = bytearray()
+    wire = 0
+    async for chunk in chunks:
+        wire += len(chunk)
+        if wire > max_bytes:
+            raise BodyError(413, _too_big(max_bytes, "the body"))
+        if inflater is None:
+            out += chunk
+            continue
+        pending = chunk
+        while pending:
+            # Never inflate more than one byte past the cap: that byte is what proves the body too big.
+            try:
+                piece = inflater.decompress(pending, max_bytes - len(out) + 1)
+            except zlib.error as exc:
+                raise BodyError(400, f"body is not valid gzip: {exc}") from exc
+            out += piece
+            if len(out) > max_bytes:
+                raise BodyError(413, _too_big(max_bytes, "the decompressed body"))
+            pending = inflater.unconsumed_tail
+            if inflater.eof:
+                break
+    if inflater is not None and not inflater.eof and wire:
+        raise BodyError(400, "gzip body is truncated")
+    return bytes(out), wire
+
+
+def _too_big(max_bytes: int, what: str) -> str:
+    return f"{what} exceeds the limit of {max_bytes} bytes ({max_bytes / 1048576:g} MiB)"
+
+
+__all__ = ["BodyError", "DEFAULT_MAX_BODY_BYTES", "read_body"]

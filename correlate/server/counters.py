@@ -1,0 +1,38 @@
+"""The server's own metrics, in a private Prometheus registry (served at GET /metrics)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from schemas import metrics as m
+
+
+class ServeCounters:
+    """Counters for one server instance; a fresh registry each, so tests and embedded servers never collide."""
+
+    def __init__(self, queue_depth: Callable[[], float]) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(m.SERVE_REQUESTS, "HTTP requests answered, by route and status code.",
+                                ("route", "code"), registry=r)
+        self.request_bytes = Counter(m.SERVE_REQUEST_BYTES, "Request body bytes received on the wire, by route.",
+                                     ("route",), registry=r)
+        self.spans_ingested = Counter(m.SERVE_SPANS_INGESTED, "Valid spans committed to the store.", registry=r)
+        self.spans_rejected = Counter(m.SERVE_SPANS_REJECTED, "Spans rejected as invalid (partial success).",
+                                      registry=r)
+        self.logs_ingested = Counter(m.SERVE_LOGS_INGESTED, "Valid log records committed to the store.", registry=r)
+        self.logs_rejected = Counter(m.SERVE_LOGS_REJECTED, "Log records rejected as invalid (partial success).",
+                                     registry=r)
+        self.prometheus_samples = Counter(m.SERVE_PROMETHEUS_SAMPLES, "Metric samples pulled from Prometheus.",
+                                          registry=r)
+        self.queue_depth = Gauge(m.SERVE_QUEUE_DEPTH, "Write jobs waiting for the store writer.", registry=r)
+        self.queue_depth.set_function(queue_depth)
+        self.write_seconds = Histogram(
+            m.SERVE_WRITE_SECONDS, "Time the writer spent per committed transaction.", registry=r,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+        )
+
+
+__all__ = ["ServeCounters"]

@@ -1,0 +1,143 @@
+"""OTLP/HTTP receiver routes: POST /v1/traces and /v1/logs, answered as the OTLP specification says.
+
+200 with an empty response (or `partial_success` when some items were invalid), 400 for a body that cannot
+be decoded, 413 past the size cap, 415 for another content type or encoding, 503 with Retry-After when the
+write queue is full. Errors carry a `google.rpc.Status`, in the request's content type. A rejected request
+changes nothing: it never reaches the store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from correlate.records import IngestResult
+from correlate.server.body import BodyError, read_body
+from correlate.server.responses import JSON, PROTOBUF, error_response, media_type
+from correlate.server.state import ServerState
+from correlate.server.writer import QueueFull, WriterClosed
+from correlate.store import Store
+from schemas.errors import GpuRcaError, InputError
+from schemas.otlp_json import message_from_json, message_to_json
+
+#: Error messages from one request echoed back in `partial_success.error_message`.
+_MESSAGES_SHOWN = 5
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One OTLP signal: its request and response messages and how the store ingests it."""
+
+    name: str  # "traces" | "logs"
+    request_cls: Any
+    response_cls: Any
+    rejected_field: str  # the partial_success counter
+
+    def ingest(self, store: Store, message: Any) -> IngestResult:
+        """Store a decoded request."""
+        if self.name == "traces":
+            return store.ingest_trace_request(message)
+        return store.ingest_logs_request(message)
+
+    def is_empty(self, message: Any) -> bool:
+        """True for a request with no resource entries (answered at once, as the spec allows)."""
+        return len(message.resource_spans if self.name == "traces" else message.resource_logs) == 0
+
+
+TRACES = Signal("traces", trace_service_pb2.ExportTraceServiceRequest, trace_service_pb2.ExportTraceServiceResponse,
+                "rejected_spans")
+LOGS = Signal("logs", logs_service_pb2.ExportLogsServiceRequest, logs_service_pb2.ExportLogsServiceResponse,
+              "rejected_log_records")
+
+
+def decode(signal: Signal, body: bytes, content_type: str) -> Any:
+    """The request message from a protobuf or OTLP/JSON body; InputError when it cannot be decoded."""
+    if content_type == PROTOBUF:
+        try:
+            return signal.request_cls.FromString(body)
+        except (DecodeError, ValueError) as exc:
+            raise InputError(f"body is not a valid {signal.request_cls.__name__} protobuf: {exc}") from exc
+    try:
+        return message_from_json(body, signal.request_cls)
+    except (TypeError, ValueError, RecursionError) as exc:  # shapes json_format does not map to ParseError
+        raise InputError(f"body is not a valid OTLP/JSON {signal.request_cls.__name__}: {exc}") from exc
+
+
+async def export(request: Request, signal: Signal) -> Response:
+    """Handle one OTLP/HTTP export request for `signal`."""
+    state: ServerState = request.app.state.gpu_rca
+    content_type = media_type(request.headers.get("content-type"))
+    if content_type not in (PROTOBUF, JSON):
+        return error_response(
+            415, f"unsupported Content-Type {content_type or '(none)'!r}; use {PROTOBUF} or {JSON}", content_type)
+    try:
+        body, wire_bytes = await read_body(
+            request.stream(),
+            content_length=request.headers.get("content-length"),
+            content_encoding=request.headers.get("content-encoding"),
+            max_bytes=state.config.max_body_bytes,
+        )
+    except BodyError as exc:
+        return error_response(exc.status, exc.message, content_type)
+    state.counters.request_bytes.labels(route=request.url.path).inc(wire_bytes)
+    try:
+        message = decode(signal, body, content_type)
+    except InputError as exc:
+        return error_response(400, str(exc), content_type)
+    if signal.is_empty(message):
+        return _success(signal, content_type, None)
+    try:
+        result = await state.writer.submit(lambda store: signal.ingest(store, message))
+    except (QueueFull, WriterClosed) as exc:
+        return error_response(503, f"{exc}; retry later", content_type,
+                              headers={"Retry-After": str(state.config.retry_after_s)})
+    except GpuRcaError as exc:
+        return error_response(500, f"the store could not write this request: {exc}", content_type)
+    _count(state, signal, result)
+    return _success(signal, content_type, result)
+
+
+def _count(state: ServerState, signal: Signal, result: IngestResult) -> None:
+    counters = state.counters
+    ingested, rejected = ((counters.spans_ingested, counters.spans_rejected) if signal is TRACES
+                          else (counters.logs_ingested, counters.logs_rejected))
+    ingested.inc(result.accepted)
+    rejected.inc(result.rejected)
+
+
+def _success(signal: Signal, content_type: str, result: IngestResult | None) -> Response:
+    response = signal.response_cls()
+    if result is not None and result.rejected:
+        partial = response.partial_success
+        setattr(partial, signal.rejected_field, result.rejected)
+        shown = "; ".join(result.errors[:_MESSAGES_SHOWN])
+        more = len(result.errors) - _MESSAGES_SHOWN
+        partial.error_message = f"{result.rejected} rejected: {shown}" + (f" (and {more} more)" if more > 0 else "")
+    if content_type == JSON:
+        return Response(message_to_json(response), media_type=JSON)
+    return Response(response.SerializeToString(), media_type=PROTOBUF)
+
+
+async def traces(request: Request) -> Response:
+    """POST /v1/traces"""
+    return await export(request, TRACES)
+
+
+async def logs(request: Request) -> Response:
+    """POST /v1/logs"""
+    return await export(request, LOGS)
+
+
+ROUTES = [
+    Route("/v1/traces", traces, methods=["POST"]),
+    Route("/v1/logs", logs, methods=["POST"]),
+]
+
+__all__ = ["LOGS", "ROUTES", "Signal", "TRACES", "decode", "export"]

@@ -1,0 +1,34 @@
+"""What every route of one server shares: its configuration, store, writer and counters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from correlate.server.body import DEFAULT_MAX_BODY_BYTES
+from correlate.server.counters import ServeCounters
+from correlate.server.writer import Writer
+from correlate.store import Store
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """How a server behaves; the token is never shown in a repr or a log."""
+
+    token: str | None = field(default=None, repr=False)
+    prometheus_url: str | None = None
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_queue: int = 64
+    retry_after_s: int = 1
+
+
+@dataclass(frozen=True)
+class ServerState:
+    """Shared by the routes through `request.app.state.gpu_rca`."""
+
+    config: ServerConfig
+    store: Store
+    writer: Writer
+    counters: ServeCounters
+
+
+__all__ = ["ServerConfig", "ServerState"]

@@ -1,0 +1,181 @@
+"""The store's single writer: one thread runs write jobs from a bounded queue, committing them in groups.
+
+DuckDB lets one process write a file, and one connection is fastest written from one thread; the queue in
+front of it is what turns overload into a quick 503 instead of unbounded memory. A job's result is handed
+back only after the transaction holding it has committed, so an acknowledged request is never lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from correlate.store import Store
+from schemas.errors import GpuRcaError
+
+T = TypeVar("T")
+
+#: Most jobs committed in one transaction: enough to amortise a commit, few enough to answer quickly.
+MAX_GROUP = 32
+
+
+class QueueFull(GpuRcaError):
+    """The write queue is full: the caller should retry later (HTTP 503 with Retry-After)."""
+
+
+class WriterClosed(GpuRcaError):
+    """The writer is shutting down and takes no new jobs."""
+
+
+@dataclass
+class _Job(Generic[T]):
+    run: Callable[[Store], T]
+    deliver: Callable[[T | None, BaseException | None], None]
+
+
+class Writer:
+    """Runs `job(store)` callables one after another on its own thread; the only code that writes the store."""
+
+    def __init__(self, store: Store, *, max_queue: int = 64, on_commit: Callable[[float], None] | None = None) -> None:
+        if max_queue < 1:
+            raise ValueError("max_queue must be at least 1")
+        self.store = store
+        self.max_queue = max_queue
+        self._queue: queue.Queue[_Job[Any] | None] = queue.Queue(maxsize=max_queue)
+        self._on_commit = on_commit
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._lock = threading.Lock()
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the writer thread (once)."""
+        with self._lock:
+            if self._thread is None and not self._closed:
+                self._thread = threading.Thread(target=self._loop, name="gpu-rca-writer", daemon=True)
+                self._thread.start()
+
+    def close(self) -> None:
+        """Stop taking jobs, run every job already queued, then stop the thread; safe to call twice."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            thread = self._thread
+        if thread is not None:
+            self._queue.put(None)  # after every queued job: FIFO, so the queue drains first
+            thread.join()
+
+    @property
+    def running(self) -> bool:
+        """True while the writer takes new jobs."""
+        return self._thread is not None and not self._closed
+
+    @property
+    def depth(self) -> int:
+        """Jobs waiting for the writer."""
+        return self._queue.qsize()
+
+    # --- submitting ---------------------------------------------------------------------------
+    async def submit(self, run: Callable[[Store], T]) -> T:
+        """Queue `run` and wait for its result; raises QueueFull at once when the queue is full."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+
+        def deliver(result: T | None, error: BaseException | None) -> None:
+            def settle() -> None:
+                if future.cancelled():
+                    return  # the client went away; the data is committed, its retry is a no-op
+                if error is not None:
+                    future.set_exception(error)
+                else:
+                    future.set_result(result)  # type: ignore[arg-type]
+
+            try:
+                loop.call_soon_threadsafe(settle)
+            except RuntimeError:
+                pass  # the event loop is gone (shutdown): nobody is waiting any more
+
+        self._put(_Job(run, deliver), block=False)
+        return await future
+
+    def call(self, run: Callable[[Store], T], *, timeout_s: float | None = None) -> T:
+        """Queue `run` from a plain thread and wait for its result (blocking while the queue is full)."""
+        done = threading.Event()
+        box: dict[str, Any] = {}
+
+        def deliver(result: T | None, error: BaseException | None) -> None:
+            box["result"], box["error"] = result, error
+            done.set()
+
+        self._put(_Job(run, deliver), block=True, timeout_s=timeout_s)
+        if not done.wait(timeout_s):
+            raise QueueFull(f"the store writer did not finish within {timeout_s} s")
+        if box["error"] is not None:
+            raise box["error"]
+        return box["result"]
+
+    def _put(self, job: _Job[Any], *, block: bool, timeout_s: float | None = None) -> None:
+        if self._closed or self._thread is None:
+            raise WriterClosed("the server is shutting down" if self._closed else "the store writer is not running")
+        try:
+            self._queue.put(job, block=block, timeout=timeout_s)
+        except queue.Full:
+            raise QueueFull(f"ingest queue full ({self.max_queue} requests waiting for the store)") from None
+
+    # --- the thread -----------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            group: list[_Job[Any]] = [first]
+            stop = False
+            while len(group) < MAX_GROUP:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                group.append(item)
+            self._run_group(group)
+            if stop:
+                return
+
+    def _run_group(self, group: list[_Job[Any]]) -> None:
+        started = time.perf_counter()
+        if len(group) > 1:
+            try:
+                with self.store.transaction():
+                    results = [job.run(self.store) for job in group]
+            except Exception:  # noqa: BLE001 - one bad job must not fail its neighbours: rerun them alone
+                pass
+            else:
+                self._committed(started)
+                for job, result in zip(group, results):
+                    job.deliver(result, None)
+                return
+        for job in group:
+            started = time.perf_counter()
+            try:
+                with self.store.transaction():
+                    result = job.run(self.store)
+            except Exception as exc:  # noqa: BLE001 - handed to the waiting caller
+                job.deliver(None, exc)
+            else:
+                self._committed(started)
+                job.deliver(result, None)
+
+    def _committed(self, started: float) -> None:
+        if self._on_commit is not None:
+            self._on_commit(time.perf_counter() - started)
+
+
+__all__ = ["MAX_GROUP", "QueueFull", "Writer", "WriterClosed"]

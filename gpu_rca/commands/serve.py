@@ -1,0 +1,104 @@
+"""`gpu-rca serve`: receive OTLP/HTTP spans and logs into the store and serve the correlator over HTTP."""
+
+from __future__ import annotations
+
+import ipaddress
+import signal
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import click
+
+from schemas.errors import GpuRcaError
+
+_MIB = 1024 * 1024
+
+
+@click.command("serve")
+@click.option("--db", "db_path", type=click.Path(dir_okay=False), default=None,
+              help="DuckDB store (default: $GPU_RCA_DB, else ./gpu-rca.duckdb). serve owns it while it runs.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=4318, show_default=True,
+              help="Port to listen on (OTLP/HTTP's 4318; 0 picks a free one, printed on stderr).")
+@click.option("--token-file", type=click.Path(dir_okay=False), default=None,
+              help="File holding the bearer token every route but /healthz requires (else $GPU_RCA_TOKEN).")
+@click.option("--prometheus", "prometheus_url", default=None, metavar="URL",
+              help="Prometheus to pull GPU metrics from around failed spans.")
+@click.option("--max-body-mib", type=click.IntRange(1, 1024), default=64, show_default=True,
+              help="Largest request body accepted, after decompression.")
+@click.option("--queue-size", type=click.IntRange(1, 100_000), default=64, show_default=True,
+              help="Requests that may wait for the store writer before the server answers 503.")
+def serve(db_path: str | None, host: str, port: int, token_file: str | None, prometheus_url: str | None,
+          max_body_mib: int, queue_size: int) -> None:
+    """Receive OTLP/HTTP traces and logs (POST /v1/traces, /v1/logs) into the DuckDB store."""
+    import uvicorn
+    from prometheus_client import disable_created_metrics
+
+    from correlate.prometheus import check_prometheus_url
+    from correlate.server import ServerConfig, create_app
+    from correlate.server.access import load_token
+    from correlate.store import Store
+
+    token = load_token(token_file)
+    if prometheus_url is not None:
+        check_prometheus_url(prometheus_url)
+    config = ServerConfig(token=token, prometheus_url=prometheus_url, max_body_bytes=max_body_mib * _MIB,
+                          max_queue=queue_size)
+    if token is None and not _is_loopback(host):
+        click.echo(f"warning: listening on {host} without a token; anyone who can reach it can write the store "
+                   "(use --token-file or $GPU_RCA_TOKEN)", err=True)
+    disable_created_metrics()  # this process only: `_created` series are noise on a scrape
+    store = Store.open(db_path)
+    try:
+        listener = _listen(host, port)
+        app = create_app(store, config)
+        server = uvicorn.Server(uvicorn.Config(
+            app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=30,
+            server_header=False,
+        ))
+        bound_port = listener.getsockname()[1]
+        shown_host = f"[{host}]" if ":" in host else host
+        click.echo(f"gpu-rca serve: listening on http://{shown_host}:{bound_port} (store {store.path}"
+                   f"{', token required' if token else ''})", err=True)
+        with _signals_end_cleanly():
+            server.run(sockets=[listener])
+    finally:
+        store.close()  # after the app's shutdown drained the writer; safe twice
+    click.echo("gpu-rca serve: stopped, store closed", err=True)
+
+
+@contextmanager
+def _signals_end_cleanly() -> Iterator[None]:
+    """uvicorn drains on SIGINT/SIGTERM and then re-raises the signal; land it here so serve exits 0."""
+    received: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, _frame: received.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket, so a busy port fails here as one clear line and `--port 0` can report its port."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        raise GpuRcaError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    sock.set_inheritable(True)
+    return sock

@@ -1,0 +1,177 @@
+"""What `gpu-rca serve` answers to bad, oversized, duplicated, partly invalid and unauthenticated requests."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import socket
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import duckdb
+import httpx
+import pytest
+from google.rpc import status_pb2
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from correlate.server.process import ServeProcess
+from schemas.otlp_json import message_to_json
+from tests.test_serve import RESOURCE, full_stamps
+
+PB = {"Content-Type": "application/x-protobuf"}
+JS = {"Content-Type": "application/json"}
+
+
+def trace_request(count: int = 3):
+    """A real SDK-encoded ExportTraceServiceRequest of `count` inference spans with every stamp."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create(RESOURCE))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+    for index in range(count):
+        with tracer.start_as_current_span("ddcolor.inference", attributes=full_stamps(index)):
+            pass
+    provider.shutdown()
+    return encode_spans(exporter.get_finished_spans())
+
+
+def span_count(db: Path) -> int:
+    with duckdb.connect(str(db), read_only=True) as con:
+        return con.execute("SELECT count(*) FROM spans").fetchone()[0]
+
+
+@pytest.fixture
+def served(tmp_path: Path):
+    db = tmp_path / "store.duckdb"
+    with ServeProcess(db) as process, httpx.Client(base_url=process.url, timeout=30) as client:
+        yield process, client, db
+
+
+def status_message(response: httpx.Response) -> str:
+    if response.headers["content-type"] == "application/json":
+        return response.json()["message"]
+    return status_pb2.Status.FromString(response.content).message
+
+
+def test_bad_requests_get_the_right_status_and_change_nothing(served) -> None:
+    process, client, db = served
+    cases = [
+        (client.post("/v1/traces", content=b"\xff\xff\xff not protobuf", headers=PB), 400,
+         "not a valid ExportTraceServiceRequest protobuf"),
+        (client.post("/v1/logs", content=b"{not json", headers=JS), 400, "invalid JSON"),
+        (client.post("/v1/traces", content=json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [
+            {"traceId": "abc", "spanId": "00f067aa0ba902b7", "name": "x"}]}]}]}), headers=JS), 400, "traceId"),
+        (client.post("/v1/traces", content=b"hello", headers={"Content-Type": "text/plain"}), 415,
+         "unsupported Content-Type 'text/plain'"),
+        (client.post("/v1/traces", content=b"x", headers={**PB, "Content-Encoding": "br"}), 415,
+         "unsupported Content-Encoding 'br'"),
+        (client.post("/v1/traces", content=b"plain bytes, not gzip", headers={**PB, "Content-Encoding": "gzip"}),
+         400, "not valid gzip"),
+    ]
+    for response, status, message in cases:
+        assert response.status_code == status, response.content
+        assert message in status_message(response)
+    bomb = gzip.compress(bytes(80 * 1024 * 1024), compresslevel=9)  # 80 MiB of zeros in ~80 KiB
+    response = client.post("/v1/traces", content=bomb, headers={**PB, "Content-Encoding": "gzip"})
+    assert response.status_code == 413
+    assert status_message(response) == "the decompressed body exceeds the limit of 67108864 bytes (64 MiB)"
+    assert process.stop() == 0
+    assert span_count(db) == 0
+
+
+def test_content_length_past_the_limit_is_refused_before_the_body_is_sent(served) -> None:
+    process, _, _ = served
+    url = urlsplit(process.url)
+    with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
+        sock.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+                     b"Content-Length: 104857600\r\n\r\n")
+        reply = sock.makefile("rb")
+        status_line = reply.readline().decode("latin-1")
+        headers = dict(line.decode("latin-1").strip().lower().split(": ", 1) for line in iter(reply.readline, b"\r\n"))
+        body = reply.read(int(headers["content-length"]))
+    assert status_line.startswith("HTTP/1.1 413 ")
+    assert status_pb2.Status.FromString(body).message == (
+        "Content-Length 104857600 exceeds the limit of 67108864 bytes (64 MiB)")
+
+
+def test_same_payload_twice_is_stored_once_and_json_works_too(served) -> None:
+    process, client, db = served
+    request = trace_request(3)
+    payload = request.SerializeToString()
+    for _ in range(2):
+        response = client.post("/v1/traces", content=payload, headers=PB)
+        assert response.status_code == 200 and response.headers["content-type"] == "application/x-protobuf"
+        assert response.content == b""  # ExportTraceServiceResponse with partial_success unset
+    zipped = client.post("/v1/traces", content=gzip.compress(payload), headers={**PB, "Content-Encoding": "gzip"})
+    assert zipped.status_code == 200
+    as_json = client.post("/v1/traces", content=message_to_json(request), headers=JS)
+    assert as_json.status_code == 200 and as_json.json() == {}
+    metrics = client.get("/metrics").text
+    assert "gpu_rca_serve_spans_ingested_total 12.0" in metrics
+    assert 'gpu_rca_serve_requests_total{code="200",route="/v1/traces"} 4.0' in metrics
+    assert process.stop() == 0
+    with duckdb.connect(str(db), read_only=True) as con:
+        ids = sorted(r[0] for r in con.execute("SELECT trace_id FROM spans").fetchall())
+    assert ids == sorted(span.trace_id.hex() for rs in request.resource_spans
+                         for ss in rs.scope_spans for span in ss.spans)
+
+
+def test_invalid_spans_are_rejected_alone_with_partial_success(served) -> None:
+    process, client, db = served
+    request = trace_request(3)
+    request.resource_spans[0].scope_spans[0].spans[1].trace_id = bytes(16)  # all-zero: invalid
+    response = client.post("/v1/traces", content=request.SerializeToString(), headers=PB)
+    assert response.status_code == 200
+    partial = ExportTraceServiceResponse.FromString(response.content).partial_success
+    assert partial.rejected_spans == 1
+    assert "trace_id" in partial.error_message
+    as_json = client.post("/v1/traces", content=message_to_json(request).replace(
+        '"traceId":""', '"traceId":"00000000000000000000000000000000"'), headers=JS)
+    assert as_json.status_code == 200
+    assert as_json.json()["partialSuccess"]["rejectedSpans"] == "1"
+    assert process.stop() == 0
+    assert span_count(db) == 2
+
+
+def test_a_token_guards_every_route_but_healthz(tmp_path: Path) -> None:
+    secret = "s3cret-token-value"
+    (tmp_path / "token").write_text(secret + "\n")
+    db = tmp_path / "store.duckdb"
+    payload = trace_request(1).SerializeToString()
+    with ServeProcess(db, args=["--token-file", str(tmp_path / "token")]) as process, \
+            httpx.Client(base_url=process.url, timeout=30) as client:
+        assert client.get("/healthz").status_code == 200
+        assert client.get("/metrics").status_code == 401
+        denied = [
+            client.post("/v1/traces", content=payload, headers=PB),
+            client.post("/v1/traces", content=payload, headers={**PB, "Authorization": "Bearer wrong"}),
+            client.post("/v1/traces", content=payload, headers={**PB, "Authorization": f"Basic {secret}"}),
+        ]
+        assert [r.status_code for r in denied] == [401, 401, 401]
+        assert "bearer token" in status_message(denied[0])
+        assert denied[0].headers["www-authenticate"].startswith("Bearer")
+        ok = client.post("/v1/traces", content=payload, headers={**PB, "Authorization": f"Bearer {secret}"})
+        assert ok.status_code == 200
+        assert client.get("/metrics", headers={"Authorization": f"Bearer {secret}"}).status_code == 200
+        assert process.stop() == 0
+        assert "token required" in process.stderr and secret not in process.stderr
+    assert span_count(db) == 1
+
+
+@pytest.mark.parametrize(("content", "message"), [("", "is empty"), (None, "cannot read token file")])
+def test_a_bad_token_file_is_a_usage_error(tmp_path: Path, content: str | None, message: str) -> None:
+    import subprocess
+    import sys
+
+    token = tmp_path / "token"
+    if content is not None:
+        token.write_text(content)
+    result = subprocess.run([sys.executable, "-m", "gpu_rca", "serve", "--db", str(tmp_path / "s.duckdb"),
+                             "--token-file", str(token)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.startswith("Error: ") and message in result.stderr

@@ -1,0 +1,98 @@
+"""The bounded write queue: overload answers 503 with Retry-After and stores nothing; shutdown drains."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+import uvicorn
+from google.rpc import status_pb2
+from starlette.applications import Starlette
+
+from correlate.server import ServerConfig, WriterClosed, create_app
+from correlate.server.process import wait_for
+from correlate.store import Store
+from tests.test_serve_errors import PB, trace_request
+
+
+@contextmanager
+def running(app: Starlette) -> Iterator[httpx.Client]:
+    """`app` under a real uvicorn on a free loopback port, in this process; a client for it."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]})
+    thread.start()
+    try:
+        wait_for(lambda: server.started, timeout_s=20, what="uvicorn started")
+        with httpx.Client(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}", timeout=30) as client:
+            yield client
+    finally:
+        server.should_exit = True
+        thread.join()
+        sock.close()
+
+
+def test_a_full_queue_answers_503_with_retry_after_and_stores_nothing(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.duckdb")
+    app = create_app(store, ServerConfig(max_queue=1), close_store=False)
+    writer = app.state.gpu_rca.writer
+    payload = trace_request(3).SerializeToString()
+    entered, gate = threading.Event(), threading.Event()
+    reader = store.cursor()  # taken before the writer is held: Store.cursor() waits for the store's lock
+    with running(app) as client:
+        # Hold the writer inside a job, and fill the one queue slot behind it.
+        holder = threading.Thread(target=writer.call, args=(lambda s: (entered.set(), gate.wait(30)),))
+        holder.start()
+        assert entered.wait(10)
+        waiting = threading.Thread(target=writer.call, args=(lambda s: None,))
+        waiting.start()
+        wait_for(lambda: writer.depth == 1, timeout_s=10, what="one job queued")
+        assert "gpu_rca_serve_queue_depth 1.0" in client.get("/metrics").text
+        busy = client.post("/v1/traces", content=payload, headers=PB)
+        assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
+        assert "ingest queue full (1 requests waiting for the store); retry later" == (
+            status_pb2.Status.FromString(busy.content).message)
+        assert reader.execute("SELECT count(*) FROM spans").fetchone()[0] == 0
+        gate.set()
+        holder.join()
+        waiting.join()
+        assert client.post("/v1/traces", content=payload, headers=PB).status_code == 200
+    assert store.connection.execute("SELECT count(*) FROM spans").fetchone()[0] == 3
+    reader.close()
+    store.close()
+
+
+def test_shutdown_runs_every_queued_write_before_the_store_closes(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.duckdb")
+    app = create_app(store, ServerConfig(max_queue=8))
+    writer = app.state.gpu_rca.writer
+    entered, gate = threading.Event(), threading.Event()
+    requests = [trace_request(2) for _ in range(4)]
+    results: list[object] = []
+    with running(app):
+        threading.Thread(target=writer.call, args=(lambda s: (entered.set(), gate.wait(30)),)).start()
+        assert entered.wait(10)
+        workers = [threading.Thread(target=lambda r=r: results.append(writer.call(lambda s: s.ingest_trace_request(r))))
+                   for r in requests]
+        for worker in workers:
+            worker.start()
+        wait_for(lambda: writer.depth == len(requests), timeout_s=10, what="all writes queued")
+        gate.set()  # the server stops right away: the queued writes must still be committed
+    for worker in workers:
+        worker.join()
+    assert sorted(r.stored for r in results) == [2, 2, 2, 2]  # type: ignore[attr-defined]
+    with Store(tmp_path / "s.duckdb", read_only=True) as reopened:
+        assert reopened.connection.execute("SELECT count(*) FROM spans").fetchone()[0] == 8
+    try:
+        writer.call(lambda s: None)
+    except WriterClosed as exc:
+        assert "shutting down" in str(exc)
+    else:
+        raise AssertionError("a closed writer took a job")
