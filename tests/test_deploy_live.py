@@ -1,9 +1,11 @@
-"""The alert rules and dashboard queries against a real Prometheus scraping a dcgm-exporter-style target.
+"""The alert rules and dashboard queries against a real Prometheus scraping dcgm-exporter-style targets.
 
 Prometheus runs on a free loopback port with 1 s scrape and evaluation intervals and a copy of
-deploy/prometheus/rules in which every `for:` is shortened to 1 s. The target serves the exposition
-dcgm-exporter writes (names from `schemas.metrics`, one GPU labelled `Hostname`, one `hostname`),
-and the test drives one GPU's memory to exhaustion.
+deploy/prometheus/rules in which every `for:` is shortened to 1 s. It scrapes two targets:
+- job `gpu-rca-exporter`: gpu-rca's own exporter (the code `gpu-rca exporter` serves) over the lab's
+  simulated L4, where a foreign process then takes nearly all the memory;
+- job `dcgm`: the exposition dcgm-exporter writes, one GPU labelled `Hostname` and one with the newer
+  `hostname` spelling (which gpu-rca's exporter never writes), whose memory the test then fills.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ import yaml
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.metrics_core import Metric
 
+import lab
+from collector import Collector
+from collector._exporter import Source, registry_for, serve
 from schemas import metrics as m
 from tests.conftest import REPO, require_binary
 
@@ -136,10 +141,11 @@ def _shortened_rules(tmp: Path) -> Path:
 
 @dataclass
 class LivePrometheus:
-    """A running Prometheus and the target it scrapes."""
+    """A running Prometheus, the dcgm-style target and the simulated GPU behind gpu-rca's exporter."""
 
     url: str
     target: DcgmStyleTarget
+    simulated_gpu: Any
 
     def query(self, expr: str) -> dict[str, Any]:
         """GET /api/v1/query; the whole response, including an error's `status`."""
@@ -174,12 +180,21 @@ def live_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LivePr
     target_port = _free_port()
     exporter, exporter_thread = start_http_server(target_port, addr="127.0.0.1", registry=registry)
 
+    nvml = lab.simulated_nvml(fleet=[{"host": "node-r", "gpus": 1, "model": "L4"}])
+    sampling = Collector(nvml, sample_hz=10.0, cuda_visible_devices=None)
+    assert sampling.start()
+    gpu_rca_exporter = serve(registry_for([Source(sampling.sampler, "node-r")]), "127.0.0.1", 0)
+
     rules = _shortened_rules(tmp)
     config = tmp / "prometheus.yml"
     config.write_text(yaml.safe_dump({
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(rules / "*.yml")],
-        "scrape_configs": [{"job_name": "dcgm", "static_configs": [{"targets": [f"127.0.0.1:{target_port}"]}]}],
+        "scrape_configs": [
+            {"job_name": "dcgm", "static_configs": [{"targets": [f"127.0.0.1:{target_port}"]}]},
+            {"job_name": "gpu-rca-exporter",
+             "static_configs": [{"targets": [f"127.0.0.1:{gpu_rca_exporter.server_address[1]}"]}]},
+        ],
     }))
     port = _free_port()
     process = subprocess.Popen(
@@ -187,15 +202,15 @@ def live_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LivePr
          f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
-    live = LivePrometheus(f"http://127.0.0.1:{port}", target)
+    live = LivePrometheus(f"http://127.0.0.1:{port}", target, nvml.devices[0])
     try:
         def scraped() -> bool:
             if process.poll() is not None:
                 pytest.fail(f"prometheus exited: {process.stderr.read().decode()[-2000:]}")
-            result = live.query(f'count({m.FB_USED}{{job="dcgm"}})')
-            return result.get("status") == "success" and bool(result["data"]["result"])
+            result = live.query(f"count by (job) ({m.FB_USED})")
+            return result.get("status") == "success" and len(result["data"]["result"]) == 2
 
-        _poll(scraped, "the first scrape of the dcgm-style target")
+        _poll(scraped, "the first scrape of both targets")
         yield live
     finally:
         process.terminate()
@@ -204,32 +219,48 @@ def live_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LivePr
         exporter.shutdown()
         exporter.server_close()
         exporter_thread.join(timeout=5)
+        gpu_rca_exporter.shutdown()
+        gpu_rca_exporter.server_close()
+        sampling.shutdown()
 
 
 def test_memory_exhaustion_fires_critical_alert_with_real_percentage(live_prometheus: LivePrometheus) -> None:
     live = live_prometheus
-    # Both GPUs at about 5 %: after the memory rules have evaluated the scraped data, nothing fires.
+    # Every GPU well below 85 %: after the memory rules have evaluated the scraped data, nothing fires.
     scraped_at = time.time()
     _poll(lambda: live.evaluated_since("gpu-memory", scraped_at + 1.0), "two evaluations of the memory rules")
     assert live.alerts("GPUMemoryUsageCritical", state="pending") == []
     assert live.alerts("GPUMemoryUsageCritical") == []
 
-    exhausted = live.target.gpus[1]  # the one labelled `hostname`, the newer spelling
+    # gpu-rca's exporter: another process takes 97 % of the simulated L4's memory.
+    gpu = live.simulated_gpu
+    gpu.set_process(4242, "foreign", int(0.97 * gpu.profile.memory_total_bytes))
+    # dcgm-exporter's exposition: the GPU labelled `hostname`, the newer spelling, fills up too.
+    exhausted = live.target.gpus[1]
     with live.target.lock:
         exhausted.fb_used_mib = 22500  # of 23034 MiB: 97.68 %
-    firing = _poll(lambda: live.alerts("GPUMemoryUsageCritical"), "GPUMemoryUsageCritical to fire")
 
-    assert [a["labels"][m.LABEL_UUID] for a in firing] == [exhausted.labels[m.LABEL_UUID]]
-    alert = firing[0]
-    assert alert["labels"]["severity"] == "critical"
-    expected_share = 22500 / 23034
-    assert float(alert["value"]) == pytest.approx(expected_share)
-    assert alert["annotations"]["description"].startswith(
-        f"GPU 1 (NVIDIA L4, {exhausted.labels[m.LABEL_UUID]}) on node-b has used {expected_share * 100:.4g}% of its memory"
-    )
-    assert "97.68%" in alert["annotations"]["description"]
+    def both_firing() -> list[dict[str, Any]]:
+        firing = live.alerts("GPUMemoryUsageCritical")
+        return firing if len(firing) == 2 else []
+
+    firing = {a["labels"]["job"]: a for a in _poll(both_firing, "GPUMemoryUsageCritical on both GPUs")}
+
+    dcgm = firing["dcgm"]
+    assert dcgm["labels"][m.LABEL_UUID] == exhausted.labels[m.LABEL_UUID]
+    assert dcgm["labels"]["severity"] == "critical"
+    assert float(dcgm["value"]) == pytest.approx(22500 / 23034)
+    assert dcgm["annotations"]["description"].startswith(
+        f"GPU 1 (NVIDIA L4, {exhausted.labels[m.LABEL_UUID]}) on node-b has used 97.68% of its memory")
+
+    own = firing["gpu-rca-exporter"]
+    assert own["labels"][m.LABEL_UUID] == gpu.uuid
+    assert own["labels"][m.LABEL_HOSTNAME] == "node-r"
+    # The exporter reports MiB, as dcgm-exporter does: the share survives the rounding.
+    assert float(own["value"]) == pytest.approx(0.97, abs=0.001)
+    assert f"on node-r has used {float(own['value']) * 100:.4g}% of its memory" in own["annotations"]["description"]
     # The warning fires too; Alertmanager's inhibit rule keeps it quiet while the critical one fires.
-    _poll(lambda: live.alerts("GPUMemoryUsageHigh"), "GPUMemoryUsageHigh to fire")
+    _poll(lambda: len(live.alerts("GPUMemoryUsageHigh")) == 2, "GPUMemoryUsageHigh on both GPUs")
 
 
 def _rule_expressions() -> list[tuple[str, str]]:
@@ -284,4 +315,4 @@ def test_dashboard_gpu_panels_return_data_for_both_host_spellings(live_prometheu
     expr = dict(_dashboard_expressions())["gpu-rca-gpus.json: GPU memory used A"]
     result = live_prometheus.query(expr)["data"]["result"]
     hosts = {r["metric"].get("Hostname") or r["metric"].get("hostname") for r in result}
-    assert hosts == {"node-a", "node-b"}
+    assert hosts == {"node-a", "node-b", "node-r"}
