@@ -18,12 +18,12 @@ from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
-from test_store import RESOURCE, UUID, trace_request
 
 from correlate import Store
 from correlate.ingest import ingest_paths
 from gpu_rca.cli import main
 from schemas.otlp_json import message_to_json
+from tests.test_store import RESOURCE, UUID, trace_request
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 SPAN_ID = "b7ad6b7169203331"

@@ -10,15 +10,15 @@ import math
 import pytest
 import zstandard
 from loguru import logger
-from test_ingest import KERNEL_LOG, logs_request, loguru_lines, proto_framed, query_range
-from test_store import UUID, trace_request
 
-from conftest import shared_sample
 from correlate import Store
 from correlate.ingest import Detection, Format, detect, ingest_file, samples_from_series
 from correlate.ingest.loguru_files import log_record_from_loguru
 from schemas.errors import InputError
 from schemas.otlp_json import message_to_json
+from tests.conftest import shared_sample
+from tests.test_ingest import KERNEL_LOG, logs_request, loguru_lines, proto_framed, query_range
+from tests.test_store import UUID, trace_request
 
 
 @pytest.mark.parametrize(
