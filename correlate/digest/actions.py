@@ -21,13 +21,15 @@ from schemas.causes import CAUSES_BY_ID
 FIT_OOM_SHARE = 0.01
 
 
-def gpu_label(uuid: str, inventory: dict[str, GpuInfo]) -> str:
-    """`node-a/0 (L4, GPU-1a2b3c4d…)` — how a person finds the GPU."""
+def gpu_label(uuid: str, inventory: dict[str, GpuInfo], *, brief: bool = False) -> str:
+    """`node-a/0 (NVIDIA L4, GPU-1a2b3c4d…)` — how a person finds the GPU; `brief` gives `node-a/0`."""
     info = inventory.get(uuid)
     short = uuid if len(uuid) <= 16 else uuid[:13] + "…"
     if info is None or info.host is None:
         return short
     where = f"{info.host}/{info.index}" if info.index is not None else info.host
+    if brief:
+        return where
     return f"{where} ({info.name}, {short})" if info.name else f"{where} ({short})"
 
 

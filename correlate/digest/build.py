@@ -25,7 +25,9 @@ from schemas.causes import CAUSES_BY_ID
 
 #: How many example traces, log lines and kernel events each cause shows.
 EXAMPLES_PER_CAUSE = 5
-LOG_LINES_PER_CAUSE = 8
+LOG_LINES_PER_CAUSE = 6
+#: Longer log bodies are cut: the digest points at the line, the store keeps all of it.
+MAX_LOG_CHARS = 400
 
 
 def new_digest_id(now_ns: int) -> str:
@@ -96,7 +98,7 @@ def _section(
             TraceLink(t, grafana_trace_url(grafana_url, t, start_ns=start_ns, end_ns=end_ns) if grafana_url else None)
             for t in traces
         ),
-        log_lines=tuple(LogLine(rfc3339(ts), sev, host, tid, body) for ts, sev, host, tid, body in logs),
+        log_lines=tuple(LogLine(rfc3339(ts), sev, host, tid, _cut(body)) for ts, sev, host, tid, body in logs),
         kernel_events=tuple(KernelEvent(rfc3339(ts), host, uuid, xid, msg) for ts, host, uuid, xid, msg in kernel),
         plot_ids=plot_ids,
     )
@@ -124,7 +126,7 @@ def _headline(
     if n_failed == 0:
         text = f"No inference request failed between {short_utc(start_ns)} and {short_utc(end_ns)} ({total} requests)."
     else:
-        where = ", ".join(actions.gpu_label(u, inventory) for u in gpus[:3]) + (
+        where = ", ".join(actions.gpu_label(u, inventory, brief=True) for u in gpus[:3]) + (
             f" and {len(gpus) - 3} more" if len(gpus) > 3 else "")
         since = short_utc(first) if first is not None else short_utc(start_ns)
         text = f"{n_failed} of {total} inference requests failed since {since}" + (f" on {where}" if where else "")
@@ -144,3 +146,7 @@ def _headline(
         hosts=hosts,
         top_cause=top["cause"] if top else None,
     )
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_LOG_CHARS else text[: MAX_LOG_CHARS - 1] + "…"

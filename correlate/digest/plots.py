@@ -93,11 +93,16 @@ def cause_plot(
                 times, values = reference[uuid]
                 ax.plot(_dates(times), [v * panel.scale for v in values], color=colour, linewidth=1,
                         linestyle="--", alpha=0.7)
+        if panel.metric == M.FB_USED and not reference:
+            # dcgm-exporter's default counters carry used and free, not total: draw the inventory's total.
+            totals = {inventory[u].memory_total_bytes for u in gpus if u in inventory} - {None}
+            for total_bytes in sorted(totals):
+                ax.axhline(total_bytes / 2**30, color="#555555", linewidth=1, linestyle="--", alpha=0.7)
         _mark_failures(ax, [f.end_ns for f in failed])
         ax.set_ylabel(panel.label, fontsize=9)
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=8)
-    axes[0].legend(fontsize=8, loc="upper left", framealpha=0.8)
+    axes[0].legend(fontsize=8, loc="best", framealpha=0.85)
     axes[0].set_title(
         f"{cause['cause']}: {len(failed)} failed requests (red ticks); dashed = limit / total", fontsize=10
     )
