@@ -6,6 +6,7 @@ Each route module exposes `ROUTES` (a list of Starlette routes) and finds the sh
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib
 from collections.abc import AsyncIterator
@@ -45,9 +46,18 @@ def create_app(store: Store, config: ServerConfig | None = None, *, close_store:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         writer.start()
+        stop_pull = asyncio.Event()
+        puller = None
+        if config.prometheus_url is not None:
+            from correlate.server.prometheus_pull import pull_loop
+
+            puller = asyncio.create_task(pull_loop(state, stop_pull))
         try:
             yield
         finally:
+            stop_pull.set()
+            if puller is not None:
+                await puller
             writer.close()  # runs every queued write: an acknowledged request is committed
             if close_store:
                 store.close()

@@ -130,7 +130,7 @@ async def alertmanager(request: Request) -> Response:
     state = _state(request)
     gpus, missing = await run_in_threadpool(_read, state, lambda con: pipeline.resolve_gpus(con, notification.gpus))
     now_ns = time.time_ns()
-    if state.config.prometheus_url and gpus:
+    if state.config.prometheus_url:
         await run_in_threadpool(_pull_prometheus, request.app, gpus, notification.since_ns, now_ns)
     names = ", ".join(notification.alertnames) or "alert"
     detail = f"{names} ({notification.firing} firing)" + (f"; GPUs not in the store: {', '.join(missing)}" if missing else "")
@@ -175,18 +175,21 @@ def _notify(digest: Digest, settings: pipeline.DigestSettings) -> bool | None:
 
 
 def _pull_prometheus(app: Starlette, gpus: list[str], since_ns: int, until_ns: int) -> None:
-    """Bring the alerting GPUs' metric windows into the store from `--prometheus` before analysing."""
-    from correlate import prometheus
+    """Bring the alerting GPUs' metric windows (every GPU's, when the alert names none) in from `--prometheus`."""
+    from correlate.prometheus import Window, pull_windows
+    from correlate.server.prometheus_pull import WriterSink
 
     state: ServerState = app.state.gpu_rca
-    pull = getattr(prometheus, "pull_window", None)
-    if pull is None:
-        return
+    config = state.config
     try:
-        pull(state, gpus=gpus, since_ns=since_ns, until_ns=until_ns)
+        summary = pull_windows(WriterSink(state.writer, timeout_s=config.pull_timeout_s * 3), config.prometheus_url,
+                               [Window(since_ns, until_ns, frozenset(gpus))], timeout_s=config.pull_timeout_s)
     except GpuRcaError as exc:
-        # A digest from the spans alone is still worth having; say why the metric windows are thin.
+        # A digest from the spans alone is still worth having; the log says why its metric windows are thin.
         log.warning("could not pull metric windows from Prometheus: %s", exc)
+        return
+    for warning in summary.warnings:
+        log.warning("Prometheus pull for an alert: %s", warning)
 
 
 async def _raw_body(request: Request) -> bytes:

@@ -19,6 +19,8 @@ class ServerConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_queue: int = 64
     retry_after_s: int = 1
+    pull_interval_s: float = 30.0  # with prometheus_url: how often to pull windows around new failures
+    pull_timeout_s: float = 10.0
 
 
 @dataclass(frozen=True)

@@ -25,12 +25,14 @@ _MIB = 1024 * 1024
               help="File holding the bearer token every route but /healthz requires (else $GPU_RCA_TOKEN).")
 @click.option("--prometheus", "prometheus_url", default=None, metavar="URL",
               help="Prometheus to pull GPU metrics from around failed spans.")
+@click.option("--pull-interval", type=click.FloatRange(0.1, 3600), default=30.0, show_default=True,
+              metavar="SECONDS", help="With --prometheus: how often to pull metrics around new failed spans.")
 @click.option("--max-body-mib", type=click.IntRange(1, 1024), default=64, show_default=True,
               help="Largest request body accepted, after decompression.")
 @click.option("--queue-size", type=click.IntRange(1, 100_000), default=64, show_default=True,
               help="Requests that may wait for the store writer before the server answers 503.")
 def serve(db_path: str | None, host: str, port: int, token_file: str | None, prometheus_url: str | None,
-          max_body_mib: int, queue_size: int) -> None:
+          pull_interval: float, max_body_mib: int, queue_size: int) -> None:
     """Receive OTLP/HTTP traces and logs (POST /v1/traces, /v1/logs) into the DuckDB store."""
     import uvicorn
     from prometheus_client import disable_created_metrics
@@ -42,9 +44,9 @@ def serve(db_path: str | None, host: str, port: int, token_file: str | None, pro
 
     token = load_token(token_file)
     if prometheus_url is not None:
-        check_prometheus_url(prometheus_url)
+        prometheus_url = check_prometheus_url(prometheus_url)
     config = ServerConfig(token=token, prometheus_url=prometheus_url, max_body_bytes=max_body_mib * _MIB,
-                          max_queue=queue_size)
+                          max_queue=queue_size, pull_interval_s=pull_interval)
     if token is None and not _is_loopback(host):
         click.echo(f"warning: listening on {host} without a token; anyone who can reach it can write the store "
                    "(use --token-file or $GPU_RCA_TOKEN)", err=True)
