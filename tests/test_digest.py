@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from digest_support import GPUS, HOST, XSS, analysis_for, build_incident
+from tests.digest_support import GPUS, HOST, XSS, analysis_for, build_incident
 
 from correlate import Store
 from correlate.digest import Digest, Trigger, build_digest, fetch_digest, list_digests, render_markdown, save_digest

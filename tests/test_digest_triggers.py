@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from digest_support import GPUS, HOST, START_NS, build_incident
+from tests.digest_support import GPUS, HOST, START_NS, build_incident
 
 from correlate import Store
 from correlate.digest import BurstDetector, parse_alertmanager
