@@ -17,11 +17,13 @@ from collector._gpu import GpuResolver, Target
 from collector._health import Health
 from collector._nvml import DROPPED, ERRORS, DeviceInfo
 from collector._sampler import Sampler, as_clock
-from collector._spans import InferenceSpan, InferenceSpanScope, record_failure
+from collector._spans import InferenceSpan, InferenceSpanScope, record_failure, set_clean_attributes
 from collector._stamp import aggregate, identity
 from schemas import attributes as A
 
 _UNSET: Any = object()
+#: Open inference spans tracked per GPU for `gpu.inflight.max`; past this, new spans are not tracked.
+MAX_TRACKED_INFLIGHT = 1024
 
 
 def telemetry_source(nvml: Any) -> str:
@@ -134,10 +136,7 @@ class Collector:
     def _device(self, target: Target | None) -> DeviceInfo | None:
         if target is None or self.sampler is None:
             return None
-        for device in self.sampler.devices:
-            if device.index == target.index:
-                return device
-        return None
+        return self.sampler.device(target.index)
 
     # --- spans -----------------------------------------------------------------------------------
     def inference_span(
@@ -163,23 +162,27 @@ class Collector:
     ) -> InferenceSpan:
         """Open an inference span at `start_ns` (default: now); end it with `.end(end_ns, exception)`."""
         start = self.clock() if start_ns is None else int(start_ns)
-        attrs: dict[str, Any] = dict(attributes) if attributes else {}
         target = device = None
         try:
             target = self.resolve_gpu(gpu)
             device = self._device(target)
         except Exception as exc:  # noqa: BLE001 - never harm the request
             self.health.failure(ERRORS, "resolve_gpu", f"resolving gpu={gpu!r} failed", exc)
-        if device is not None:
-            attrs.update(identity(device, self.source, target.mig_instance_id if target else None))
-        else:
-            attrs[A.TELEMETRY_SOURCE] = A.SOURCE_NONE
+        if device is None:
             target = None
-        span = InferenceSpan(self, self.tracer.start_span(name, context=context, kind=kind, attributes=attrs, start_time=start), start, target)
+        # The source goes in at start, so samplers and on_start processors see an inference span; the
+        # GPU's identity is stamped at the end with the window, in one unchecked write.
+        attrs: dict[str, Any] = dict(attributes) if attributes else {}
+        attrs[A.TELEMETRY_SOURCE] = self.source if device is not None else A.SOURCE_NONE
+        otel_span = self.tracer.start_span(name, context=context, kind=kind, attributes=attrs, start_time=start)
+        span = InferenceSpan(self, otel_span, start, target)
         if target is not None:
             with self._inflight_lock:
                 spans = self._inflight.setdefault(target.index, set())
-                spans.add(span)
+                if len(spans) < MAX_TRACKED_INFLIGHT:
+                    spans.add(span)
+                else:  # spans opened and never ended: stay bounded rather than slow down every start
+                    self.health.count(DROPPED, "inflight_tracking")
                 count = len(spans)
                 for other in spans:
                     if other.inflight_max < count:
@@ -193,7 +196,7 @@ class Collector:
             target = span.target
             if target is not None:
                 with self._inflight_lock:
-                    self._inflight.get(target.index, set()).discard(span)
+                    self._inflight[target.index].discard(span)
             else:
                 self.health.count(DROPPED, "span_without_telemetry")
             if otel_span.is_recording():
@@ -210,8 +213,9 @@ class Collector:
         if device is not None and self.sampler is not None:
             samples = self.sampler.window(device.index, span.start_ns, end)
             attrs, events = aggregate(device, samples, end, self.sampler.period_ns)
+            attrs.update(identity(device, self.source, target.mig_instance_id if target else None))
             attrs[A.INFLIGHT_MAX] = span.inflight_max
-            otel_span.set_attributes(attrs)
+            set_clean_attributes(otel_span, attrs)
             for name, event_attrs, ts in events:
                 otel_span.add_event(name, event_attrs, timestamp=ts)
             lost = self.sampler.is_lost(device.index)
@@ -249,7 +253,7 @@ class GpuSpanProcessor(SpanProcessor):
                 target = self.collector.resolve_gpu(uuid)
             else:  # gpu.index is the NVML index (Contract 1), not a CUDA ordinal
                 sampler = self.collector._ready_sampler()
-                known = sampler is not None and any(d.index == index for d in sampler.devices)
+                known = sampler is not None and isinstance(index, int) and sampler.device(index) is not None
                 target = Target(index) if known else None
             stamps = self.collector.start_snapshot(target, span.start_time) if target else {A.TELEMETRY_SOURCE: A.SOURCE_NONE}
             span.set_attributes(stamps)

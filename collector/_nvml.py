@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from collector._health import Health
 
@@ -69,9 +69,11 @@ class DeviceInfo:
     mig: tuple[MigInfo, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Sample:
-    """One reading of one GPU; None where the GPU does not support the field or the read failed."""
+class Sample(NamedTuple):
+    """One reading of one GPU; None where the GPU does not support the field or the read failed.
+
+    A NamedTuple rather than a dataclass: stamping transposes a window with one `zip(*samples)`.
+    """
 
     ts_ns: int
     temperature_c: int | None

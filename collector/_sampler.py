@@ -120,6 +120,7 @@ class Sampler:
         #: The last XID seen per GPU (dcgm-exporter's XID gauge keeps it until restart).
         self.last_xid: dict[int, int] = {}
         self._devices: tuple[DeviceInfo, ...] = ()
+        self._by_index: dict[int, DeviceInfo] = {}
         self._init_lock = threading.Lock()
         self._initialised_pid: int | None = None
         self._thread: threading.Thread | None = None
@@ -171,6 +172,7 @@ class Sampler:
         self._readers = readers
         self._rings = {i: self._rings.get(i) or Ring(self.capacity) for i in readers}
         self._devices = tuple(r.info for r in readers.values())
+        self._by_index = {d.index: d for d in self._devices}
         self._lost = set()
         return True
 
@@ -255,6 +257,10 @@ class Sampler:
     def devices(self) -> tuple[DeviceInfo, ...]:
         """Every discovered GPU, in NVML index order."""
         return self._devices
+
+    def device(self, index: int) -> DeviceInfo | None:
+        """The GPU with NVML index `index`, if discovered."""
+        return self._by_index.get(index)
 
     def is_lost(self, index: int) -> bool:
         """Whether the GPU answered GpuIsLost."""

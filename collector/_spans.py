@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
@@ -132,6 +133,31 @@ class InferenceSpanScope:
         return wrapper
 
 
+def set_clean_attributes(span: Span, attributes: dict[str, Any]) -> None:
+    """Set attributes whose values are already valid OTel values (str/bool/int/float, tuples of them).
+
+    The SDK re-validates every value on `set_attributes`, which made validation the largest cost of a
+    stamp (about 20 attributes per span). The stamps are built valid, so on the SDK span this writes them
+    under the same locks the SDK uses; any other span, a value-length limit or a full attribute table
+    takes the public path.
+    """
+    bounded = getattr(span, "_attributes", None)
+    store = getattr(bounded, "_dict", None)
+    if (
+        type(bounded) is BoundedAttributes
+        and isinstance(store, dict)
+        and not bounded._immutable
+        and bounded.max_value_len is None
+        and (bounded.maxlen is None or len(store) + len(attributes) <= bounded.maxlen)
+    ):
+        with span._lock:  # type: ignore[attr-defined]
+            if span._end_time is None:  # type: ignore[attr-defined]
+                with bounded._lock:
+                    store.update(attributes)
+                return
+    span.set_attributes(attributes)
+
+
 def record_failure(span: Span, exc: BaseException, error_type: str) -> None:
     """`error.type`, the exception event and status ERROR, as OTel's semantic conventions put them."""
     span.set_attribute(A.ERROR_TYPE, error_type)
@@ -139,4 +165,4 @@ def record_failure(span: Span, exc: BaseException, error_type: str) -> None:
     span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:512]))
 
 
-__all__ = ["InferenceSpan", "InferenceSpanScope", "classify", "record_failure"]
+__all__ = ["InferenceSpan", "InferenceSpanScope", "classify", "record_failure", "set_clean_attributes"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 from collector._nvml import DeviceInfo, Sample
@@ -31,87 +32,119 @@ def _put(attrs: dict[str, Any], key: str, value: Any) -> None:
         attrs[key] = value
 
 
+_COLUMN_NAMES = (
+    "temperature_c", "power_w", "memory_used_bytes", "process_memory_bytes", "utilization_pct", "sm_clock_mhz",
+    "throttle_mask", "xids",
+)
+#: the columns stamping reads, picked from each Sample in C (itemgetter), then transposed with zip
+_COLUMNS = operator.itemgetter(*(Sample._fields.index(n) for n in _COLUMN_NAMES))
+_TEMP, _POWER, _USED, _PROC, _UTIL, _SM, _C_MASK, _C_XIDS = range(len(_COLUMN_NAMES))
+
+
 def aggregate(
     device: DeviceInfo, samples: list[Sample], end_ns: int, period_ns: int
 ) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any], int]]]:
     """Window stamps and span events `(name, attributes, ts_ns)` for `samples` (the window, oldest first).
 
+    Every value is a valid OTel attribute value as built (sequences are tuples), so it can be set unchecked.
     Counters (ECC) are deltas from the first sample; XIDs count only those read after the first sample,
     which precedes the span's start. Fields a GPU does not support are left out, never guessed.
     """
-    attrs: dict[str, Any] = {A.TELEMETRY_SAMPLES: len(samples)}
-    _put(attrs, A.TEMPERATURE_SLOWDOWN, device.slowdown_temp_c)
-    _put(attrs, A.CLOCK_SM_MAX, device.max_sm_clock_mhz)
     events: list[tuple[str, dict[str, Any], int]] = []
     if not samples:
-        attrs[A.TELEMETRY_STALE] = True
-        attrs[A.THROTTLE_REASONS] = []
-        attrs[A.XID] = []
+        attrs: dict[str, Any] = {A.TELEMETRY_SAMPLES: 0, A.TELEMETRY_STALE: True, A.THROTTLE_REASONS: (), A.XID: ()}
+        _put(attrs, A.TEMPERATURE_SLOWDOWN, device.slowdown_temp_c)
+        _put(attrs, A.CLOCK_SM_MAX, device.max_sm_clock_mhz)
         return attrs, events
     first, last = samples[0], samples[-1]
-    attrs[A.TELEMETRY_STALE] = end_ns - last.ts_ns > STALE_PERIODS * period_ns
-
-    temp_max = power_max = used_max = proc_max = util_max = sm_min = None
-    power_sum = util_sum = 0.0
-    power_n = util_n = 0
+    # One C-level transpose, then built-ins over each column; a None (unsupported or failed read) falls back.
+    cols = tuple(zip(*map(_COLUMNS, samples)))
+    masks = cols[_C_MASK]
     mask_union = 0
+    for mask in set(masks):
+        if mask is not None:
+            mask_union |= mask
     xids: list[int] = []
-    prev_mask = first.throttle_mask
-    prev_ecc = (first.ecc_corrected, first.ecc_uncorrected)
-    for i, s in enumerate(samples):
-        if s.temperature_c is not None and (temp_max is None or s.temperature_c > temp_max):
-            temp_max = s.temperature_c
-        if s.power_w is not None:
-            power_sum += s.power_w
-            power_n += 1
-            if power_max is None or s.power_w > power_max:
-                power_max = s.power_w
-        if s.memory_used_bytes is not None and (used_max is None or s.memory_used_bytes > used_max):
-            used_max = s.memory_used_bytes
-        if s.process_memory_bytes is not None and (proc_max is None or s.process_memory_bytes > proc_max):
-            proc_max = s.process_memory_bytes
-        if s.utilization_pct is not None:
-            util_sum += s.utilization_pct
-            util_n += 1
-            if util_max is None or s.utilization_pct > util_max:
-                util_max = s.utilization_pct
-        if s.sm_clock_mhz is not None and (sm_min is None or s.sm_clock_mhz < sm_min):
-            sm_min = s.sm_clock_mhz
+    if len(samples) > 1 and (
+        masks.count(masks[0]) != len(masks)
+        or first.ecc_corrected != last.ecc_corrected
+        or first.ecc_uncorrected != last.ecc_uncorrected
+        or any(cols[_C_XIDS])
+    ):
+        _transitions(samples, events, xids)
+    attrs = {
+        _SAMPLES: len(samples),
+        _STALE: end_ns - last.ts_ns > STALE_PERIODS * period_ns,
+        _THROTTLE: tuple(decode_throttle_reasons(mask_union)) if mask_union else (),
+        _XID: tuple(xids),
+    }
+    for key, value in (
+        (_SLOWDOWN, device.slowdown_temp_c),
+        (_SM_MAX, device.max_sm_clock_mhz),
+        (_POWER_LIMIT, last.power_limit_w),
+        (_USED_START, first.memory_used_bytes),
+        (_TOTAL, last.memory_total_bytes or device.memory_total_bytes),
+        (_ECC_C, _delta(first.ecc_corrected, last.ecc_corrected)),
+        (_ECC_U, _delta(first.ecc_uncorrected, last.ecc_uncorrected)),
+    ):
+        if value is not None:
+            attrs[key] = value
+    for index, reducers in _REDUCERS:
+        column = cols[index]
+        if None in column:
+            column = tuple(v for v in column if v is not None)
+            if not column:
+                continue
+        for key, fn in reducers:
+            attrs[key] = fn(column)
+    return attrs, events
+
+
+def _mean(values: tuple[Any, ...]) -> float:
+    return sum(values) / len(values)
+
+
+_SAMPLES, _STALE, _THROTTLE, _XID = A.TELEMETRY_SAMPLES, A.TELEMETRY_STALE, A.THROTTLE_REASONS, A.XID
+_SLOWDOWN, _SM_MAX, _POWER_LIMIT, _USED_START = A.TEMPERATURE_SLOWDOWN, A.CLOCK_SM_MAX, A.POWER_LIMIT, A.MEMORY_USED_START
+_TOTAL, _ECC_C, _ECC_U = A.MEMORY_TOTAL, A.ECC_CORRECTED_DELTA, A.ECC_UNCORRECTED_DELTA
+#: column -> the stamps reduced from it (over the samples where it was read)
+_REDUCERS: tuple[tuple[int, tuple[tuple[str, Any], ...]], ...] = (
+    (_TEMP, ((A.TEMPERATURE_MAX, max),)),
+    (_POWER, ((A.POWER_MAX, max), (A.POWER_MEAN, _mean))),
+    (_USED, ((A.MEMORY_USED_MAX, max),)),
+    (_PROC, ((A.MEMORY_PROCESS_MAX, max),)),
+    (_UTIL, ((A.UTILIZATION_MEAN, _mean), (A.UTILIZATION_MAX, max))),
+    (_SM, ((A.CLOCK_SM_MIN, min),)),
+)
+
+
+def _delta(first: int | None, last: int | None) -> int | None:
+    return last - first if first is not None and last is not None else None
+
+
+def _ecc(sample: Sample) -> tuple[int, int] | None:
+    if sample.ecc_corrected is None or sample.ecc_uncorrected is None:
+        return None
+    return sample.ecc_corrected, sample.ecc_uncorrected
+
+
+def _transitions(samples: list[Sample], events: list[tuple[str, dict[str, Any], int]], xids: list[int]) -> None:
+    """Span events for what changed between consecutive samples (each change happened inside the span).
+    A field that could not be read in some sample is compared with its last known value."""
+    prev_mask = samples[0].throttle_mask
+    prev_ecc = _ecc(samples[0])
+    for s in samples[1:]:
         if s.throttle_mask is not None:
-            mask_union |= s.throttle_mask
-        if i == 0:
-            continue
-        # Transitions between the previous sample and this one happened inside the span.
-        if s.throttle_mask is not None and s.throttle_mask != prev_mask:
-            events.append((A.EVENT_THROTTLE, {A.THROTTLE_REASONS: decode_throttle_reasons(s.throttle_mask)}, s.ts_ns))
+            if prev_mask is not None and s.throttle_mask != prev_mask:
+                reasons = tuple(decode_throttle_reasons(s.throttle_mask))
+                events.append((A.EVENT_THROTTLE, {A.THROTTLE_REASONS: reasons}, s.ts_ns))
             prev_mask = s.throttle_mask
-        ecc = (s.ecc_corrected, s.ecc_uncorrected)
-        if ecc != prev_ecc and None not in ecc and None not in prev_ecc:
-            events.append(
-                (A.EVENT_ECC, {A.ECC_CORRECTED_DELTA: ecc[0] - prev_ecc[0], A.ECC_UNCORRECTED_DELTA: ecc[1] - prev_ecc[1]}, s.ts_ns)
-            )
-        prev_ecc = ecc
+        ecc = _ecc(s)
+        if ecc is not None:
+            if prev_ecc is not None and ecc != prev_ecc:
+                delta = {A.ECC_CORRECTED_DELTA: ecc[0] - prev_ecc[0], A.ECC_UNCORRECTED_DELTA: ecc[1] - prev_ecc[1]}
+                events.append((A.EVENT_ECC, delta, s.ts_ns))
+            prev_ecc = ecc
         for code in s.xids:
             xids.append(code)
             events.append((A.EVENT_XID, {A.XID: code}, s.ts_ns))
-
-    _put(attrs, A.TEMPERATURE_MAX, temp_max)
-    _put(attrs, A.POWER_MAX, power_max)
-    if power_n:
-        attrs[A.POWER_MEAN] = power_sum / power_n
-    _put(attrs, A.POWER_LIMIT, last.power_limit_w)
-    _put(attrs, A.MEMORY_USED_START, first.memory_used_bytes)
-    _put(attrs, A.MEMORY_USED_MAX, used_max)
-    _put(attrs, A.MEMORY_TOTAL, last.memory_total_bytes or device.memory_total_bytes)
-    _put(attrs, A.MEMORY_PROCESS_MAX, proc_max)
-    if util_n:
-        attrs[A.UTILIZATION_MEAN] = util_sum / util_n
-        attrs[A.UTILIZATION_MAX] = util_max
-    _put(attrs, A.CLOCK_SM_MIN, sm_min)
-    attrs[A.THROTTLE_REASONS] = decode_throttle_reasons(mask_union)
-    if first.ecc_corrected is not None and last.ecc_corrected is not None:
-        attrs[A.ECC_CORRECTED_DELTA] = last.ecc_corrected - first.ecc_corrected
-    if first.ecc_uncorrected is not None and last.ecc_uncorrected is not None:
-        attrs[A.ECC_UNCORRECTED_DELTA] = last.ecc_uncorrected - first.ecc_uncorrected
-    attrs[A.XID] = xids
-    return attrs, events
