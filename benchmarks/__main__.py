@@ -7,6 +7,7 @@ import sys
 
 #: benchmark name -> module under `benchmarks`
 BENCHMARKS: dict[str, str] = {
+    "ingest": "ingest",
     "stamping": "stamping",
 }
 

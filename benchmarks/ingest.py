@@ -1,0 +1,207 @@
+"""OTLP/HTTP protobuf ingest through a real `gpu-rca serve` into DuckDB, beside its limits, in one run.
+
+- `parse_only`: decode each protobuf payload and turn it into store rows (`correlate.otlp.spans_from_request`),
+  storing nothing: the floor of what any ingest of these payloads costs in this process;
+- `store_direct`: decode and `Store.ingest_trace_request` into a fresh DuckDB file, no HTTP;
+- `server`: POST the same payloads to a `gpu-rca serve` subprocess (fresh DuckDB file per repeat) from
+  `--clients` keep-alive connections; a request counts once the server acknowledged it, i.e. after commit.
+
+Payloads are SDK-encoded requests of `--spans-per-request` inference spans carrying every Contract-1 stamp
+(the OTel SDK's own encoder), each request with its own trace and span ids.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import queue
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from schemas import attributes as A
+
+RESOURCE = {A.SERVICE_NAME: "ddcolor", A.SERVICE_VERSION: "1.4.2", A.HOST_NAME: "bench-node"}
+
+
+def stamped_attributes(index: int) -> dict[str, Any]:
+    """A plausible full Contract-1 stamp set plus the DDColor workload attributes."""
+    failed = index % 10 == 0
+    return {
+        A.GPU_INDEX: index % 2, A.GPU_UUID: f"GPU-5b7a2d1e-0000-4000-8000-00000000000{index % 2}",
+        A.GPU_NAME: "NVIDIA L4", A.GPU_PCI_BUS_ID: f"0000:{0x3b + index % 2:02x}:00.0", A.GPU_MIG_INSTANCE_ID: 0,
+        A.TELEMETRY_SOURCE: A.SOURCE_NVML, A.TELEMETRY_SAMPLES: 12, A.TELEMETRY_STALE: False,
+        A.TEMPERATURE_MAX: 71 + index % 9, A.TEMPERATURE_SLOWDOWN: 92,
+        A.POWER_MAX: 70.5 + index % 3, A.POWER_MEAN: 61.25, A.POWER_LIMIT: 72.0,
+        A.MEMORY_USED_START: 9_000_000_000, A.MEMORY_USED_MAX: 21_000_000_000 + index,
+        A.MEMORY_TOTAL: 24_152_899_584, A.MEMORY_PROCESS_MAX: 18_000_000_000,
+        A.UTILIZATION_MEAN: 87.5, A.UTILIZATION_MAX: 100.0, A.CLOCK_SM_MIN: 1410, A.CLOCK_SM_MAX: 2040,
+        A.THROTTLE_REASONS: ["sw_power_cap"] if index % 3 else [], A.ECC_CORRECTED_DELTA: 0,
+        A.ECC_UNCORRECTED_DELTA: 0, A.XID: [], A.INFLIGHT_MAX: 1 + index % 4, A.QUEUE_MS: 3.5 + index % 7,
+        **({A.ERROR_TYPE: A.ERROR_CUDA_OOM} if failed else {}),
+        A.DDCOLOR_INPUT_SIZE: 1280 if failed else 512, A.DDCOLOR_MODEL: "ddcolor_paper_tiny",
+        A.DDCOLOR_TASK_TYPE: "person", A.IMAGE_WIDTH: 1024, A.IMAGE_HEIGHT: 768,
+    }
+
+
+def make_payloads(requests: int, spans_per_request: int) -> list[bytes]:
+    """`requests` serialized ExportTraceServiceRequests; ids are rewritten so every span is distinct."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create(RESOURCE))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("benchmarks.ingest")
+    for index in range(spans_per_request):
+        with tracer.start_as_current_span("ddcolor.inference", attributes=stamped_attributes(index)):
+            pass
+    provider.shutdown()
+    template = encode_spans(exporter.get_finished_spans())
+    payloads = []
+    for number in range(requests):
+        request = ExportTraceServiceRequest()
+        request.CopyFrom(template)
+        for position, span in enumerate(request.resource_spans[0].scope_spans[0].spans):
+            serial = number * spans_per_request + position + 1
+            span.trace_id = serial.to_bytes(16, "big")
+            span.span_id = serial.to_bytes(8, "big")
+        payloads.append(request.SerializeToString())
+    return payloads
+
+
+def time_parse_only(payloads: list[bytes]) -> float:
+    """Seconds to decode every payload and build its store rows."""
+    from correlate.otlp import spans_from_request
+
+    started = time.perf_counter()
+    for payload in payloads:
+        spans_from_request(ExportTraceServiceRequest.FromString(payload))
+    return time.perf_counter() - started
+
+
+def time_store_direct(payloads: list[bytes], folder: Path) -> float:
+    """Seconds to decode and ingest every payload into a fresh store file, one transaction per request."""
+    from correlate.store import Store
+
+    with Store(folder / "direct.duckdb") as store:
+        started = time.perf_counter()
+        for payload in payloads:
+            store.ingest_trace_request(ExportTraceServiceRequest.FromString(payload))
+        return time.perf_counter() - started
+
+
+def time_server(payloads: list[bytes], folder: Path, clients: int) -> tuple[float, int]:
+    """(seconds to get every payload acknowledged by a real `gpu-rca serve`, spans in its store afterwards)."""
+    import duckdb
+    import httpx
+
+    from correlate.server.process import ServeProcess
+
+    db = folder / "served.duckdb"
+    work: queue.Queue[bytes] = queue.Queue()
+    for payload in payloads:
+        work.put(payload)
+    failures: list[str] = []
+    with ServeProcess(db, args=["--queue-size", str(max(64, clients * 2))]) as server:
+        url = f"{server.url}/v1/traces"
+
+        def send() -> None:
+            with httpx.Client(timeout=120) as client:
+                while True:
+                    try:
+                        payload = work.get_nowait()
+                    except queue.Empty:
+                        return
+                    response = client.post(url, content=payload, headers={"Content-Type": "application/x-protobuf"})
+                    if response.status_code != 200:
+                        failures.append(f"{response.status_code}: {response.content[:200]!r}")
+
+        threads = [threading.Thread(target=send) for _ in range(clients)]
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.perf_counter() - started
+        if server.stop() != 0:
+            raise RuntimeError(f"gpu-rca serve did not stop cleanly: {server.stderr[-500:]}")
+    if failures:
+        raise RuntimeError(f"{len(failures)} requests failed, first: {failures[0]}")
+    with duckdb.connect(str(db), read_only=True) as con:
+        stored = con.execute("SELECT count(*) FROM spans").fetchone()[0]
+    return elapsed, stored
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    payloads = make_payloads(args.requests, args.spans_per_request)
+    spans = args.requests * args.spans_per_request
+    rates: dict[str, list[float]] = {"parse_only": [], "store_direct": [], "server": []}
+    for repeat in range(args.repeats):
+        with tempfile.TemporaryDirectory(prefix="gpu-rca-bench-") as tmp:
+            folder = Path(tmp)
+            rates["parse_only"].append(spans / time_parse_only(payloads))
+            rates["store_direct"].append(spans / time_store_direct(payloads, folder))
+            elapsed, stored = time_server(payloads, folder, args.clients)
+            if stored != spans:
+                raise RuntimeError(f"repeat {repeat}: the server stored {stored} of {spans} spans")
+            rates["server"].append(spans / elapsed)
+    medians = {name: statistics.median(values) for name, values in rates.items()}
+    return {
+        "name": "ingest",
+        "results": {
+            "spans": spans,
+            "requests": args.requests,
+            "spans_per_request": args.spans_per_request,
+            "payload_bytes_per_request": round(statistics.mean(len(p) for p in payloads)),
+            "clients": args.clients,
+            "repeats": args.repeats,
+            **{f"{name}_spans_per_s": round(value) for name, value in medians.items()},
+            "server_spans_per_s_runs": [round(v) for v in rates["server"]],
+        },
+        "ratios": {
+            "server_vs_parse_only": round(medians["server"] / medians["parse_only"], 3),
+            "server_vs_store_direct": round(medians["server"] / medians["store_direct"], 3),
+        },
+    }
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks ingest", description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=24, help="requests per repeat (default 24)")
+    parser.add_argument("--spans-per-request", type=int, default=512, help="inference spans per request (512)")
+    parser.add_argument("--clients", type=int, default=2, help="concurrent keep-alive connections (default 2)")
+    parser.add_argument("--repeats", type=int, default=3, help="repeats; medians are reported (default 3)")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    args = parser.parse_args(argv)
+    if min(args.requests, args.spans_per_request, args.clients, args.repeats) < 1:
+        parser.error("sizes must be positive")
+    return args
+
+
+def main(argv: list[str]) -> int:
+    args = _parse(argv)
+    report = run(args)
+    if args.json:
+        print(json.dumps(report, allow_nan=False))
+        return 0
+    r, ratios = report["results"], report["ratios"]
+    print(f"ingest: {r['requests']} requests x {r['spans_per_request']} stamped spans "
+          f"({r['payload_bytes_per_request']} bytes each), {r['clients']} clients, median of {r['repeats']}")
+    for name in ("parse_only", "store_direct", "server"):
+        print(f"  {name:<13} {r[f'{name}_spans_per_s']:>9,} spans/s")
+    print(f"  server / parse_only   = {ratios['server_vs_parse_only']:.3f}")
+    print(f"  server / store_direct = {ratios['server_vs_store_direct']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
