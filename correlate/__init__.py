@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from correlate.ranking.api import analyze
 from correlate.records import GpuRecord, IngestResult, KernelEvent, LogRecord, MetricSample
 from correlate.store import Store, default_db_path
 
@@ -12,5 +13,6 @@ __all__ = [
     "LogRecord",
     "MetricSample",
     "Store",
+    "analyze",
     "default_db_path",
 ]

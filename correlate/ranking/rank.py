@@ -1,0 +1,165 @@
+"""Hypotheses compete for failed spans; the winners become Contract 3's ranked causes.
+
+Each failed span goes to the hypothesis that explains it best (strength × how well its error family and
+its own stamps fit), in one DuckDB join of failed spans with the small hypothesis table. Hypotheses of one
+cause on several GPUs merge into one entry (each cause id appears once); a cause left with too few failures
+is dropped unless it is a credible alternative for spans another cause took (then it ranks low).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import duckdb
+
+from schemas.results import CauseResult, Confidence
+
+from correlate.ranking.drivers import driver_rows, significant
+from correlate.ranking.evidence import EvidenceList, short_uuid
+from correlate.ranking.hypotheses import Hypothesis
+from correlate.ranking.signals import FEATURES
+from correlate.ranking.window import SpanSet
+
+EXAMPLE_TRACES = 5
+
+
+def min_support(failed: int) -> int:
+    """The fewest failures a cause must explain: three, or 2 % of the window's failures."""
+    return max(3, math.ceil(0.02 * failed))
+
+
+def assign(con: duckdb.DuckDBPyConnection, hyps: list[Hypothesis]) -> None:
+    """`rk_fit(idx, h, fit)` for every (failed span, hypothesis) pair that fits; `rk_assign(idx, h, fit, second)`."""
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE rk_hyp (h INTEGER, cause VARCHAR, gpu_uuid VARCHAR, family VARCHAR,"
+        " weight DOUBLE, feature VARCHAR, off_feature DOUBLE, since_ns BIGINT)"
+    )
+    rows = [
+        (i, h.cause, h.gpu_uuid, family, h.strength * h.timing * weight, h.feature, h.off_feature, h.since_ns)
+        for i, h in enumerate(hyps)
+        for family, weight in h.families.items()
+    ]
+    if rows:
+        con.executemany("INSERT INTO rk_hyp VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    feature_case = " ".join(f"WHEN '{name}' THEN ({sql})" for name, sql in FEATURES.items())
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE rk_fit AS
+        SELECT s.idx, h.h, h.cause,
+               h.weight * CASE WHEN h.feature IS NULL THEN 1.0
+                               WHEN coalesce(CASE h.feature {feature_case} END, false) THEN 1.0
+                               ELSE h.off_feature END AS fit
+        FROM rk_spans s JOIN rk_hyp h ON s.family = h.family
+        WHERE s.failed AND (h.gpu_uuid IS NULL OR h.gpu_uuid = s.gpu_uuid)
+          AND (h.since_ns IS NULL OR s.end_ns >= h.since_ns)
+        """
+    )
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE rk_assign AS
+        WITH best AS (SELECT idx, arg_max(h, fit) AS h, arg_max(cause, fit) AS cause, max(fit) AS fit
+                      FROM rk_fit GROUP BY idx)
+        SELECT b.idx, b.h, b.cause, b.fit,
+               coalesce((SELECT max(f.fit) FROM rk_fit f WHERE f.idx = b.idx AND f.cause <> b.cause), 0) AS second
+        FROM best b
+        """
+    )
+
+
+def rank(con: duckdb.DuckDBPyConnection, spans: SpanSet, hyps: list[Hypothesis]) -> tuple[list[CauseResult], int]:
+    """Ranked causes (Contract 3) and the number of failed spans no cause explains."""
+    if not hyps or not spans.failed:
+        return [], spans.failed
+    assign(con, hyps)
+    assigned = dict(con.execute("SELECT h, count(*) FROM rk_assign GROUP BY h").fetchall())
+    claimable = dict(con.execute("SELECT h, count(DISTINCT idx) FROM rk_fit GROUP BY h").fetchall())
+    ambiguity = dict(con.execute("SELECT cause, avg(second / fit) FROM rk_assign GROUP BY cause").fetchall())
+    floor = min_support(spans.failed)
+
+    by_cause: dict[str, list[int]] = defaultdict(list)
+    for i, h in enumerate(hyps):
+        by_cause[h.cause].append(i)
+    primary: list[tuple[str, list[int]]] = []
+    alternatives: list[tuple[str, list[int]]] = []
+    for cause, members in by_cause.items():
+        members = sorted(members, key=lambda i: -hyps[i].strength * hyps[i].timing)
+        n = sum(assigned.get(i, 0) for i in members)
+        if n >= floor:
+            primary.append((cause, [i for i in members if assigned.get(i, 0)]))
+        elif max(claimable.get(i, 0) for i in members) >= floor and hyps[members[0]].strength >= 0.3:
+            alternatives.append((cause, members[:1]))
+
+    slots = {cause: slot for slot, (cause, _) in enumerate(primary)}
+    con.execute("CREATE OR REPLACE TEMP TABLE rk_groups AS SELECT idx, 0 AS grp FROM rk_assign WHERE false")
+    for cause, slot in slots.items():
+        con.execute("INSERT INTO rk_groups SELECT idx, ? FROM rk_assign WHERE cause = ?", [slot, cause])
+    drivers_by_slot: dict[int, list] = defaultdict(list)
+    for row in driver_rows(con, "rk_groups"):
+        drivers_by_slot[row.group].append(row)
+
+    results: list[CauseResult] = []
+    for cause, members in primary:
+        n = sum(assigned[i] for i in members)
+        lead = hyps[members[0]]
+        score = lead.strength * lead.timing * (0.4 + 0.6 * math.sqrt(n / spans.failed))
+        confidence = _confidence(lead, n / spans.failed, float(ambiguity.get(cause) or 0.0))
+        ev = EvidenceList()
+        summary = lead.describe(assigned[members[0]], ev)
+        ev.extend(lead.evidence)
+        for i in members[1:]:
+            other = hyps[i]
+            k = ev.add("count", "failed_spans", assigned[i], gpu_uuid=other.gpu_uuid, host=other.host)
+            summary += f" Also on GPU {short_uuid(other.gpu_uuid)} on {other.host or 'an unknown host'} ({k} failed requests)."
+            ev.extend(other.evidence)
+        results.append(
+            _result(con, cause, score, confidence, summary, ev, n,
+                    significant(drivers_by_slot[slots[cause]]), "rk_assign", cause)
+        )
+    for cause, members in alternatives:
+        lead = hyps[members[0]]
+        n = claimable[members[0]]
+        score = 0.5 * lead.strength * lead.timing * math.sqrt(n / spans.failed)
+        ev = EvidenceList()
+        summary = "An alternative explanation for failures ranked above: " + lead.describe(n, ev)
+        ev.extend(lead.evidence)
+        con.execute("CREATE OR REPLACE TEMP TABLE rk_alt AS SELECT idx, h, cause FROM rk_fit WHERE h = ?", [members[0]])
+        results.append(_result(con, cause, score, "low", summary, ev, n, [], "rk_alt", cause))
+    results.sort(key=lambda r: (-r["score"], r["cause"]))
+    explained = sum(assigned[i] for _, members in primary for i in members)
+    return results, spans.failed - explained
+
+
+def _confidence(lead: Hypothesis, share: float, ambiguity: float) -> Confidence:
+    if lead.strength >= 0.65 and lead.precedes is not False and ambiguity <= 0.7 and share >= 0.15:
+        return "high"
+    if lead.strength >= 0.4 and ambiguity <= 0.95:
+        return "medium"
+    return "low"
+
+
+def _result(
+    con: duckdb.DuckDBPyConnection, cause: str, score: float, confidence: Confidence, summary: str,
+    ev: EvidenceList, n: int, drivers: list, table: str, key: str,
+) -> CauseResult:
+    gpus = [r[0] for r in con.execute(
+        f"SELECT s.gpu_uuid FROM {table} a JOIN rk_spans s USING (idx) WHERE a.cause = ? AND s.gpu_uuid IS NOT NULL"
+        " GROUP BY ALL ORDER BY count(*) DESC, s.gpu_uuid", [key]).fetchall()]
+    hosts = [r[0] for r in con.execute(
+        f"SELECT s.host FROM {table} a JOIN rk_spans s USING (idx) WHERE a.cause = ? AND s.host IS NOT NULL"
+        " GROUP BY ALL ORDER BY count(*) DESC, s.host", [key]).fetchall()]
+    traces = [r[0] for r in con.execute(
+        f"SELECT s.trace_id FROM {table} a JOIN rk_spans s USING (idx) WHERE a.cause = ?"
+        f" GROUP BY s.trace_id ORDER BY min(s.end_ns), s.trace_id LIMIT {EXAMPLE_TRACES}", [key]).fetchall()]
+    return {
+        "cause": cause,
+        "score": round(min(1.0, max(0.0, score)), 3),
+        "confidence": confidence,
+        "summary": summary,
+        "drivers": [d.as_driver() for d in drivers],
+        "evidence": ev.items,
+        "failed_spans": int(n),
+        "gpus": gpus,
+        "hosts": hosts,
+        "example_traces": traces,
+    }

@@ -1,0 +1,86 @@
+"""The ranking pipeline on an open store connection: window → spans → signals → hypotheses → ranked causes."""
+
+from __future__ import annotations
+
+import duckdb
+
+from schemas.results import AnalyzeResult
+
+from correlate.ranking import drivers as drv
+from correlate.ranking import hypotheses
+from correlate.ranking.rank import rank
+from correlate.ranking.signals import Group, gpu_signals
+from correlate.ranking.window import MINUTE_NS, Filters, SpanSet, load_spans, resolve_window
+
+DEFAULT_LOOKBACK_NS = 15 * MINUTE_NS
+
+
+def analyze_connection(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    since_ns: int | None = None,
+    until_ns: int | None = None,
+    service: str | None = None,
+    host: str | None = None,
+    gpu: str | None = None,
+    slow_ns: int | None = None,
+    lookback_ns: int = DEFAULT_LOOKBACK_NS,
+    warnings: list[str] | None = None,
+) -> AnalyzeResult:
+    """Contract 3's `analyze --json` document for the store behind `con` (a connection or a cursor).
+
+    Temp tables prefixed `rk_` are created on `con`; give it a cursor of its own when it is shared.
+    """
+    flt = Filters(service=service, host=host, gpu=gpu, slow_ns=slow_ns)
+    window, _ = resolve_window(con, since_ns, until_ns, lookback_ns, flt)
+    spans = load_spans(con, window, flt)
+    notes = list(warnings or []) + spans.warnings
+    causes: list = []
+    if spans.failed:
+        causes, unexplained = _rank(con, spans)
+        if unexplained:
+            notes.append(f"{unexplained} of {spans.failed} failed spans match no cause (background errors)")
+        if not causes:
+            notes.append("failures look like background noise: no cause stands out")
+    else:
+        notes.append("no failed inference spans in the window")
+    return {
+        "window": window.as_dict(),
+        "spans": {"total": spans.total, "failed": spans.failed},
+        "warnings": notes,
+        "causes": causes,
+    }
+
+
+def _rank(con: duckdb.DuckDBPyConnection, spans: SpanSet) -> tuple[list, int]:
+    sig = gpu_signals(con, spans)
+    drv.build_attribute_values(con)
+    families = sorted(sig.fleet_failed)
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE rk_family_groups AS SELECT idx, list_position(?, family) AS grp"
+        " FROM rk_spans WHERE failed",
+        [families],
+    )
+    family_drivers: dict[str, list] = {f: [] for f in families}
+    for row in drv.driver_rows(con, "rk_family_groups"):
+        family_drivers[families[row.group - 1]].append(row)
+    traffic = _traffic(con, spans, sig.fleet_failed.get("slow"))
+    hyps = hypotheses.build(sig, family_drivers, spans, traffic)
+    return rank(con, spans, hyps)
+
+
+def _traffic(con: duckdb.DuckDBPyConnection, spans: SpanSet, slow: Group | None) -> tuple[float, float] | None:
+    """Requests per minute around the slow failures' onset, and before it."""
+    if slow is None or slow.onset_ns is None:
+        return None
+    onset = slow.onset_ns
+    lead = 5 * MINUTE_NS
+    before_minutes = (onset - lead - spans.window.start_ns) / MINUTE_NS
+    if before_minutes < 2:
+        return None
+    during, before = con.execute(
+        "SELECT count(*) FILTER (WHERE start_ns >= ? AND start_ns < ?), count(*) FILTER (WHERE start_ns < ?)"
+        " FROM rk_spans",
+        [onset - lead, onset + lead, onset - lead],
+    ).fetchone()
+    return during / 10.0, before / before_minutes

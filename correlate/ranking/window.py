@@ -1,0 +1,305 @@
+"""The analysis window and the inference spans in it, loaded once into a temp table the ranking reads.
+
+`rk_spans` holds one row per inference span in the window with a `failed` flag, an error family, the
+Contract-1 stamps, and — for spans whose collector did not stamp them (old collectors, no NVML) — the same
+signals read from the GPU's metric samples through a bucketed equi-join (never a range join).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import duckdb
+
+from schemas import metrics as m
+from schemas.attributes import STAMPS
+from schemas.errors import InputError
+
+from correlate.ranking.timefmt import rfc3339
+
+MINUTE_NS = 60_000_000_000
+#: Clock skew tolerated between hosts (spans, kernel logs and scrapes come from different clocks).
+SKEW_NS = MINUTE_NS
+#: Width of the time buckets that join spans to metric samples; wider than common scrape intervals.
+BUCKET_NS = 30_000_000_000
+MIB = 1024 * 1024
+
+#: Store columns the ranking reads from `spans` besides the stamps; absent ones read as NULL.
+_BASE_COLUMNS = (
+    "trace_id", "span_id", "name", "service", "service_version", "host", "start_ns", "end_ns",
+    "status", "status_message", "error_type", "is_inference", "attributes", "resource",
+)
+#: Canonical metrics joined onto spans, with the span column they back up.
+SPAN_METRICS: dict[str, str] = {
+    m.GPU_TEMP: "m_temp_c",
+    m.SM_CLOCK: "m_sm_clock_mhz",
+    m.MAX_SM_CLOCK: "m_max_sm_clock_mhz",
+    m.GPU_UTIL: "m_util_pct",
+    m.FB_USED: "m_fb_used_mib",
+    m.FB_FREE: "m_fb_free_mib",
+    m.POWER_USAGE: "m_power_w",
+    m.ENFORCED_POWER_LIMIT: "m_power_limit_w",
+    m.SLOWDOWN_TEMP: "m_slowdown_c",
+    m.CLOCKS_EVENT_REASONS: "m_reasons",
+}
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which inference spans to analyse: by service, host and GPU, and what counts as failed."""
+
+    service: str | None = None
+    host: str | None = None
+    gpu: str | None = None
+    slow_ns: int | None = None
+
+
+@dataclass(frozen=True)
+class Window:
+    """The analysed time range, in Unix ns."""
+
+    start_ns: int
+    end_ns: int
+
+    def as_dict(self) -> dict[str, str]:
+        """Contract 3's window object."""
+        return {"start": rfc3339(self.start_ns) or "", "end": rfc3339(self.end_ns) or ""}
+
+
+@dataclass
+class SpanSet:
+    """What `load_spans` found: counts, the window, and which optional inputs exist."""
+
+    window: Window
+    total: int
+    failed: int
+    first_failure_ns: int | None
+    last_failure_ns: int | None
+    has_metrics: bool
+    has_kernel_events: bool
+    has_logs: bool
+    warnings: list[str] = field(default_factory=list)
+
+
+def table_columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
+    """Column names of a store table (empty when the table does not exist)."""
+    rows = con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = ? AND table_schema = 'main'"
+        " AND table_catalog = current_database()",
+        [table],
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+def _failed_sql(filters: Filters) -> str:
+    slow = f" OR (end_ns - start_ns) > {int(filters.slow_ns)}" if filters.slow_ns else ""
+    return f"(status = 'ERROR'{slow})"
+
+
+def _filter_sql(filters: Filters, columns: set[str]) -> tuple[str, list[object]]:
+    clauses, params = ["is_inference"], []
+    if filters.service:
+        clauses.append("service = ?")
+        params.append(filters.service)
+    if filters.host:
+        clauses.append("host = ?")
+        params.append(filters.host)
+    if filters.gpu:
+        clauses.append("gpu_uuid = ?")
+        params.append(filters.gpu)
+    if "is_inference" not in columns:
+        raise InputError("the store's spans table has no is_inference column; is this a gpu-rca store?")
+    return " AND ".join(clauses), params
+
+
+def resolve_window(
+    con: duckdb.DuckDBPyConnection,
+    since_ns: int | None,
+    until_ns: int | None,
+    lookback_ns: int,
+    filters: Filters,
+) -> tuple[Window, int | None]:
+    """Contract 3's window: [first failure − lookback, last failure + 1 min], clipped to --since/--until."""
+    columns = table_columns(con, "spans")
+    if not columns:
+        raise InputError("the store has no spans table; run `gpu-rca ingest` first")
+    where, params = _filter_sql(filters, columns)
+    bounds, bound_params = [], []
+    if since_ns is not None:
+        bounds.append("end_ns >= ?")
+        bound_params.append(since_ns)
+    if until_ns is not None:
+        bounds.append("end_ns <= ?")
+        bound_params.append(until_ns)
+    bound_sql = "".join(f" AND {b}" for b in bounds)
+    first, last, n_failed, latest = con.execute(
+        f"SELECT min(end_ns) FILTER (WHERE {_failed_sql(filters)}), max(end_ns) FILTER (WHERE {_failed_sql(filters)}),"
+        f" count(*) FILTER (WHERE {_failed_sql(filters)}), max(end_ns)"
+        f" FROM spans WHERE {where}{bound_sql}",
+        params + bound_params,
+    ).fetchone()
+    if latest is None:
+        raise InputError(_empty_message(since_ns, until_ns))
+    if n_failed:
+        start = since_ns if since_ns is not None else first - lookback_ns
+        end = until_ns if until_ns is not None else last + MINUTE_NS
+    else:
+        end = until_ns if until_ns is not None else latest
+        start = since_ns if since_ns is not None else end - lookback_ns
+    return Window(int(start), int(end)), (int(first) if n_failed else None)
+
+
+def _empty_message(since_ns: int | None, until_ns: int | None) -> str:
+    if since_ns is None and until_ns is None:
+        return "no inference spans in the store; ingest telemetry first (gpu-rca ingest PATH)"
+    return (
+        f"no inference spans between {rfc3339(since_ns) or 'the beginning'} and {rfc3339(until_ns) or 'now'};"
+        " widen --since/--until"
+    )
+
+
+def _stamp_select(columns: set[str]) -> str:
+    parts = []
+    for stamp in STAMPS:
+        if stamp.column in ("error_type",):
+            continue
+        expr = stamp.column if stamp.column in columns else f"CAST(NULL AS {stamp.sql_type})"
+        parts.append(f"{expr} AS {stamp.column}")
+    return ", ".join(parts)
+
+
+def load_spans(
+    con: duckdb.DuckDBPyConnection, window: Window, filters: Filters
+) -> SpanSet:
+    """Create `rk_spans` (inference spans ending in the window) and `rk_gpu_buckets` (metrics per 30 s)."""
+    columns = table_columns(con, "spans")
+    where, params = _filter_sql(filters, columns)
+    base = ", ".join(c if c in columns else f"NULL AS {c}" for c in _BASE_COLUMNS if c != "is_inference")
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE rk_spans_raw AS
+        SELECT row_number() OVER (ORDER BY end_ns, trace_id, span_id) AS idx, {base}, {_stamp_select(columns)},
+               {_failed_sql(filters)} AS failed
+        FROM spans WHERE {where} AND end_ns BETWEEN ? AND ?
+        """,
+        params + [window.start_ns, window.end_ns],
+    )
+    total, failed, first, last = con.execute(
+        "SELECT count(*), count(*) FILTER (WHERE failed), min(end_ns) FILTER (WHERE failed),"
+        " max(end_ns) FILTER (WHERE failed) FROM rk_spans_raw"
+    ).fetchone()
+    if not total:
+        raise InputError(_empty_message(window.start_ns, window.end_ns))
+    has_metrics = bool(table_columns(con, "metric_samples"))
+    has_kernel = bool(table_columns(con, "kernel_events"))
+    has_logs = bool(table_columns(con, "logs"))
+    warnings: list[str] = []
+    _build_metric_buckets(con, window, has_metrics)
+    _build_spans(con)
+    n_metric = con.execute("SELECT count(*) FROM rk_gpu_buckets").fetchone()[0]
+    if n_metric == 0:
+        warnings.append("no GPU metric samples in the window; ranking uses the span stamps alone")
+    unstamped = con.execute(
+        "SELECT count(*) FROM rk_spans WHERE coalesce(gpu_telemetry_source, 'none') = 'none'"
+    ).fetchone()[0]
+    if unstamped == total:
+        warnings.append("no inference span carries GPU telemetry stamps (gpu.telemetry.source none or missing)")
+    kernel_count = 0
+    if has_kernel:
+        kernel_count = con.execute(
+            "SELECT count(*) FROM kernel_events WHERE ts_ns BETWEEN ? AND ?",
+            [window.start_ns - 10 * MINUTE_NS, window.end_ns],
+        ).fetchone()[0]
+    if not kernel_count:
+        warnings.append("no kernel log events in the window; XIDs come from span stamps only")
+    return SpanSet(
+        window=window,
+        total=int(total),
+        failed=int(failed),
+        first_failure_ns=first,
+        last_failure_ns=last,
+        has_metrics=n_metric > 0,
+        has_kernel_events=kernel_count > 0,
+        has_logs=has_logs,
+        warnings=warnings,
+    )
+
+
+def _build_metric_buckets(con: duckdb.DuckDBPyConnection, window: Window, has_metrics: bool) -> None:
+    """One row per (GPU, 30 s bucket) with each joined metric's worst value in that bucket."""
+    names = ", ".join(f"'{name}'" for name in SPAN_METRICS)
+    aggregates = ", ".join(
+        f"{_bucket_agg(name)} FILTER (WHERE metric = '{name}') AS {col}" for name, col in SPAN_METRICS.items()
+    )
+    source = (
+        f"SELECT gpu_uuid, ts_ns, metric, value FROM metric_samples WHERE metric IN ({names})"
+        f" AND gpu_uuid IS NOT NULL AND ts_ns BETWEEN {window.start_ns - 10 * MINUTE_NS} AND {window.end_ns + MINUTE_NS}"
+        if has_metrics
+        else "SELECT NULL::VARCHAR AS gpu_uuid, NULL::BIGINT AS ts_ns, NULL::VARCHAR AS metric, NULL::DOUBLE AS value"
+        " WHERE false"
+    )
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE rk_gpu_buckets AS
+        SELECT gpu_uuid, ts_ns // {BUCKET_NS} AS bucket, {aggregates}
+        FROM ({source}) GROUP BY ALL
+        """
+    )
+
+
+def _bucket_agg(metric: str) -> str:
+    # The worst value in the bucket: clocks and free memory fall when something is wrong, the rest rise.
+    # The reasons bitmask is OR-ed so a bit active at any scrape counts, as the span stamps do.
+    if metric in (m.SM_CLOCK, m.FB_FREE, m.ENFORCED_POWER_LIMIT):
+        return "min(value)"
+    if metric == m.CLOCKS_EVENT_REASONS:
+        return "bit_or(CAST(value AS BIGINT))"
+    return "max(value)"
+
+
+def _build_spans(con: duckdb.DuckDBPyConnection) -> None:
+    """`rk_spans`: raw spans + metric buckets (this and the previous one) + derived per-span signals."""
+    metric_cols = ", ".join(f"coalesce(b0.{c}, b1.{c}) AS {c}" for c in SPAN_METRICS.values())
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE rk_joined AS
+        SELECT s.*, {metric_cols}
+        FROM rk_spans_raw s
+        LEFT JOIN rk_gpu_buckets b0 ON b0.gpu_uuid = s.gpu_uuid AND b0.bucket = s.end_ns // {BUCKET_NS}
+        LEFT JOIN rk_gpu_buckets b1 ON b1.gpu_uuid = s.gpu_uuid AND b1.bucket = s.end_ns // {BUCKET_NS} - 1
+        """
+    )
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE rk_spans AS
+        SELECT *,
+          CASE WHEN NOT failed THEN NULL
+               WHEN error_type = 'cuda_oom' THEN 'oom'
+               WHEN error_type = 'gpu_lost' THEN 'lost'
+               WHEN error_type = 'timeout' OR status <> 'ERROR' THEN 'slow'
+               WHEN error_type ILIKE 'cuda%' OR error_type ILIKE '%ecc%' OR error_type ILIKE '%xid%'
+                    OR status_message ILIKE '%CUDA error%' OR status_message ILIKE '%CUDA failure%' THEN 'cuda'
+               ELSE 'app' END AS family,
+          coalesce(gpu_temperature_max, m_temp_c) AS temp_c,
+          coalesce(gpu_temperature_slowdown, m_slowdown_c) AS slowdown_c,
+          coalesce(gpu_clock_sm_min, m_sm_clock_mhz) AS clock_min_mhz,
+          coalesce(gpu_clock_sm_max, m_max_sm_clock_mhz) AS clock_max_mhz,
+          coalesce(gpu_utilization_mean, m_util_pct) AS util_pct,
+          coalesce(gpu_power_mean, m_power_w) AS power_w,
+          coalesce(gpu_power_limit, m_power_limit_w) AS power_limit_w,
+          coalesce(gpu_memory_used_max, m_fb_used_mib * {MIB}) AS mem_used_bytes,
+          coalesce(gpu_memory_total, (m_fb_used_mib + m_fb_free_mib) * {MIB}) AS mem_total_bytes,
+          gpu_memory_process_max AS mem_process_bytes,
+          coalesce(gpu_throttle_reasons, CASE WHEN m_reasons IS NULL THEN NULL ELSE list_filter([
+              CASE WHEN (m_reasons::BIGINT & 4) <> 0 THEN 'sw_power_cap' END,
+              CASE WHEN (m_reasons::BIGINT & 8) <> 0 THEN 'hw_slowdown' END,
+              CASE WHEN (m_reasons::BIGINT & 32) <> 0 THEN 'sw_thermal' END,
+              CASE WHEN (m_reasons::BIGINT & 64) <> 0 THEN 'hw_thermal' END,
+              CASE WHEN (m_reasons::BIGINT & 128) <> 0 THEN 'hw_power_brake' END], lambda x: x IS NOT NULL) END)
+            AS reasons,
+          coalesce(gpu_xid, []) AS xids
+        FROM rk_joined
+        """
+    )
+    con.execute("DROP TABLE rk_joined")
+    con.execute("DROP TABLE rk_spans_raw")
