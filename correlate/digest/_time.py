@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from correlate.ranking.timefmt import rfc3339 as ranking_rfc3339
 from schemas.errors import InputError
 
 _NS = 1_000_000_000
 
 
 def rfc3339(ts_ns: int) -> str:
-    """RFC 3339 UTC with millisecond precision, as the analysis writes it (`2026-03-02T10:00:00.000Z`)."""
-    moment = datetime.fromtimestamp(ts_ns / _NS, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    """RFC 3339 UTC exactly as the analysis writes it (`2026-03-02T10:00:00Z`, milliseconds when not whole)."""
+    return ranking_rfc3339(int(ts_ns)) or ""
 
 
 def parse_rfc3339(text: str) -> int:

@@ -1,0 +1,201 @@
+"""Digests through `gpu-rca serve` and the `digest` command: Alertmanager's webhook, pages, tokens, bursts, cron."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import httpx
+import pytest
+
+from correlate import Store
+from correlate.digest import list_digests
+from correlate.digest._time import rfc3339
+from correlate.server import ServerConfig, create_app
+from correlate.server.digests import BurstWatcher
+from correlate.server.process import ServeProcess
+from tests.digest_support import GPUS, HOST, MINUTE_NS, START_NS, build_incident
+
+TOKEN = "s3cret-digest-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def incident_db(tmp_path_factory):
+    path = tmp_path_factory.mktemp("serve") / "incident.duckdb"
+    with Store.open(path) as store:
+        incident = build_incident(store, hostile=True)
+    return path, incident
+
+
+@pytest.fixture(scope="module")
+def server(incident_db):
+    path, _ = incident_db
+    env = dict(os.environ, GPU_RCA_TOKEN=TOKEN, GPU_RCA_GRAFANA_URL="http://grafana.example:3000")
+    with ServeProcess(path, env=env) as serve:
+        yield serve
+
+
+def alert_payload(**labels: str) -> dict:
+    starts = rfc3339(START_NS + 16 * MINUTE_NS)
+    return {"version": "4", "groupKey": "{}:{alertname=\"GpuMemoryHigh\"}", "truncatedAlerts": 0, "status": "firing",
+            "receiver": "gpu-rca", "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
+            "externalURL": "http://alertmanager:9093",
+            "alerts": [{"status": "firing", "labels": {"alertname": "GpuMemoryHigh", **labels}, "annotations": {},
+                        "startsAt": starts, "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "", "fingerprint": "f"}]}
+
+
+def digest_count(url: str) -> int:
+    answer = httpx.get(f"{url}/digests", headers={**AUTH, "Accept": "application/json"}, timeout=30)
+    answer.raise_for_status()
+    return len(answer.json()["digests"])
+
+
+def test_alertmanager_webhook_stores_a_digest_for_the_named_gpu_and_window(server):
+    answer = httpx.post(f"{server.url}/alertmanager", json=alert_payload(gpu="0", Hostname=HOST), headers=AUTH,
+                        timeout=120)
+    assert answer.status_code == 201, answer.text
+    document = answer.json()
+    assert document["trigger"]["kind"] == "alertmanager"
+    assert document["trigger"]["gpus"] == [GPUS[0][0]]  # index + host resolved through the inventory
+    assert document["window"]["start"] == rfc3339(START_NS + MINUTE_NS)  # startsAt − 15 min
+    assert document["headline"]["gpus"] == [GPUS[0][0]]
+    assert document["causes"] and document["causes"][0]["gpus"] == [GPUS[0][0]]
+    digest_id = document["id"]
+    assert answer.headers["location"] == f"/digests/{digest_id}.html"
+
+    page = httpx.get(f"{server.url}/digests/{digest_id}.html", headers=AUTH, timeout=30)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert 'id="causes"' in page.text and "<script>" not in page.text and "&lt;script&gt;" in page.text
+    stored = httpx.get(f"{server.url}/digests/{digest_id}.json", headers=AUTH, timeout=30).json()
+    assert stored["id"] == digest_id and stored["causes"] == document["causes"]
+    markdown = httpx.get(f"{server.url}/digests/{digest_id}.md", headers=AUTH, timeout=30).text
+    plot_path = markdown.split("](", 2)[1].split(")", 1)[0]  # the first image, relative to the .md address
+    plot = httpx.get(f"{server.url}/digests/{plot_path}", headers=AUTH, timeout=30)
+    assert plot.status_code == 200 and plot.headers["content-type"] == "image/png"
+    listing = httpx.get(f"{server.url}/digests", headers=AUTH, timeout=30).text
+    assert f'href="/digests/{digest_id}.html"' in listing
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"{not json", json.dumps({"version": "4", "alerts": []}).encode(),
+     json.dumps(alert_payload() | {"version": "2"}).encode(),
+     json.dumps({**alert_payload(), "alerts": [{"labels": {"UUID": 1}, "startsAt": "x"}]}).encode()],
+)
+def test_a_malformed_payload_gets_400_and_creates_nothing(server, body):
+    before = digest_count(server.url)
+    answer = httpx.post(f"{server.url}/alertmanager", content=body,
+                        headers={**AUTH, "Content-Type": "application/json"}, timeout=30)
+    assert answer.status_code == 400
+    assert answer.json()["message"]
+    assert digest_count(server.url) == before
+
+
+def test_every_digest_route_needs_the_token(server):
+    for method, path in (("GET", "/"), ("GET", "/digests"), ("POST", "/alertmanager"), ("POST", "/digests")):
+        assert httpx.request(method, f"{server.url}{path}", timeout=30).status_code == 401
+
+
+def test_unknown_digests_and_formats_are_404(server):
+    for path in ("/digests/nope.html", "/digests/nope.pdf", "/digests/x/plots/y.png"):
+        assert httpx.get(f"{server.url}{path}", headers=AUTH, timeout=30).status_code == 404
+
+
+def test_digest_command_asks_serve_while_it_holds_the_store(server, incident_db, tmp_path):
+    path, incident = incident_db
+    env = dict(os.environ, GPU_RCA_TOKEN=TOKEN)
+    done = subprocess.run([sys.executable, "-m", "gpu_rca", "digest", "--server", server.url, "--since",
+                           rfc3339(START_NS), "--until", rfc3339(incident["end_ns"]), "--trigger", "schedule",
+                           "--format", "json"], env=env, capture_output=True, text=True, timeout=180, check=False)
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    assert document["trigger"]["kind"] == "schedule"
+    assert document["spans"] == {"total": incident["total"], "failed": incident["failed"]}
+    assert httpx.get(f"{server.url}/digests/{document['id']}.json", headers=AUTH, timeout=30).status_code == 200
+    locked = subprocess.run([sys.executable, "-m", "gpu_rca", "digest", "--db", str(path)], env=env,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert locked.returncode == 1
+    assert locked.stderr.startswith("Error: ") and "--server" in locked.stderr
+
+
+class _Hook(BaseHTTPRequestHandler):
+    received: list[dict] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - the http.server API
+        length = int(self.headers["Content-Length"])
+        _Hook.received.append(json.loads(self.rfile.read(length)))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def webhook():
+    httpd = HTTPServer(("127.0.0.1", 0), _Hook)
+    _Hook.received = []
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/hook", _Hook.received
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_digest_command_on_a_store_writes_markdown_with_plots_stores_it_and_notifies(tmp_path, webhook):
+    hook_url, received = webhook
+    db = tmp_path / "s.duckdb"
+    with Store.open(db) as store:
+        incident = build_incident(store)
+    out = tmp_path / "report" / "digest.md"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GPU_RCA_")}
+    done = subprocess.run([sys.executable, "-m", "gpu_rca", "digest", "--db", str(db), "--out", str(out),
+                           "--notify-url", hook_url, "--grafana-url", "http://grafana.example:3000"],
+                          env=env, capture_output=True, text=True, timeout=180, check=False)
+    assert done.returncode == 0, done.stderr
+    markdown = out.read_text()
+    assert markdown.startswith("# GPU failure digest")
+    assert "](plots/gpu_oom_large_inputs-metrics.png)" in markdown
+    assert (out.parent / "plots" / "gpu_oom_large_inputs-metrics.png").read_bytes().startswith(b"\x89PNG")
+    assert "http://grafana.example:3000/explore?" in markdown
+    with Store.open(db, read_only=True) as store:
+        [row] = list_digests(store.connection)
+    # No --since: the window is [first failure − 15 min, last failure + 1 min], so every failure is in it.
+    assert done.stderr.startswith(f"digest {row.id}: {incident['failed']} of ")
+    [message] = received
+    assert set(message) == {"text"}
+    assert message["text"].startswith("*GPU failure digest* (manual): ")
+    assert "gpu_oom_large_inputs" in message["text"]
+
+
+def test_burst_watcher_makes_one_digest_per_burst(tmp_path):
+    db = tmp_path / "b.duckdb"
+    with Store.open(db) as store:
+        build_incident(store)
+    app = create_app(Store.open(db), ServerConfig())
+
+    async def two_checks() -> tuple[str | None, str | None, list]:
+        async with app.router.lifespan_context(app):  # starts the store writer, as serve does
+            watcher = BurstWatcher(app)
+            first, second = watcher.check_once(), watcher.check_once()
+            cursor = app.state.gpu_rca.store.cursor()
+            try:
+                return first, second, list_digests(cursor)
+            finally:
+                cursor.close()
+
+    made, again, rows = asyncio.run(two_checks())
+    assert made is not None
+    assert again is None  # the same GPU within its cooldown
+    assert [(r.id, r.trigger, r.top_cause) for r in rows] == [(made, "burst", "gpu_oom_large_inputs")]
+
+
+def test_bad_input_to_post_digests_is_400(server):
+    answer = httpx.post(f"{server.url}/digests", json={"since": "last tuesday"}, headers=AUTH, timeout=30)
+    assert answer.status_code == 400 and "not a time" in answer.json()["message"]
