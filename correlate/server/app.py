@@ -25,6 +25,7 @@ from correlate.store import Store
 ROUTE_MODULES: tuple[str, ...] = (
     "correlate.server.ops",
     "correlate.server.otlp_http",
+    "correlate.server.digests",
 )
 
 
