@@ -420,6 +420,8 @@ def test_grafana_provisioning_is_mounted_where_grafana_reads_it(compose: dict[st
     assert mounts["./deploy/grafana/provisioning"] == "/etc/grafana/provisioning"
     (provider,) = _load(DASHBOARD_PROVIDERS_YAML)["providers"]
     assert mounts["./deploy/grafana/dashboards"] == provider["options"]["path"]
+    home = Path(compose["services"]["grafana"]["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"])
+    assert (REPO / "deploy" / "grafana" / "dashboards" / home.relative_to(provider["options"]["path"])).is_file()
 
 
 # --- Dockerfile ---------------------------------------------------------------------------------
