@@ -18,6 +18,8 @@ from schemas.errors import GpuRcaError
 VERBS: dict[str, str] = {
     "demo": "gpu_rca.commands.demo:demo",
     "ingest": "gpu_rca.commands.ingest:ingest",
+    "analyze": "gpu_rca.commands.analyze:analyze",
+    "explain": "gpu_rca.commands.explain:explain",
     "digest": "gpu_rca.commands.digest:digest",
     "serve": "gpu_rca.commands.serve:serve",
     "exporter": "gpu_rca.commands.exporter:exporter",

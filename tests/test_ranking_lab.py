@@ -67,10 +67,22 @@ def build_incident(root: Path, name: str, spec: dict[str, Any]) -> tuple[Path, d
     return db, json.loads((files / "truth.json").read_text())
 
 
+def incident_stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, dict[str, Any]]]:
+    """Every scenario above as a store, built once per test session and shared read-only by the test modules."""
+    root = tmp_path_factory.getbasetemp() / "ranking-incidents"
+    root.mkdir(exist_ok=True)
+    built = {}
+    for name, spec in SCENARIOS.items():
+        db = root / f"{name}.duckdb"
+        built[name] = (
+            (db, json.loads((root / name / "truth.json").read_text())) if db.exists() else build_incident(root, name, spec)
+        )
+    return built
+
+
 @pytest.fixture(scope="module")
 def incidents(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, dict[str, Any]]]:
-    root = tmp_path_factory.mktemp("incidents")
-    return {name: build_incident(root, name, spec) for name, spec in SCENARIOS.items()}
+    return incident_stores(tmp_path_factory)
 
 
 _NUMBER = re.compile(r"(?<![\w.\-])-?\d+(?:\.\d+)?(?![\w\-])")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 
-from schemas.errors import UsageError
-from schemas.results import AnalyzeResult
+from schemas.errors import InputError, UsageError
+from schemas.results import AnalyzeResult, ExplainResult
 
-from correlate.ranking import DEFAULT_LOOKBACK_NS, analyze_connection
+from correlate.ranking.explain import explain_connection
+from correlate.ranking.run import DEFAULT_LOOKBACK_NS, analyze_connection
+from correlate.ranking.window import Filters, resolve_window
 from correlate.ranking.timefmt import parse_duration_ns, parse_time_ns
 from correlate.store import Store
 
@@ -22,19 +24,22 @@ def analyze(
     gpu: str | None = None,
     slow: str | None = None,
     lookback: str | None = None,
+    prometheus: str | None = None,
     warnings: list[str] | None = None,
 ) -> AnalyzeResult:
     """The same dict as `gpu-rca analyze --json`, from the store at `db_path` (default `$GPU_RCA_DB`).
 
     `since`/`until`: RFC 3339, epoch seconds, or a duration back from now (`2h`). Filters: `service`, `host`,
     `gpu` (UUID); `slow` (a duration such as `5s`: slower inference spans count as failed); `lookback`
-    (default `15m`: how far before the first failure the window starts).
+    (default `15m`: how far before the first failure the window starts); `prometheus` (a URL: pull the
+    window's GPU metrics into the store first; unreachable means a warning, not an error).
     """
     options = resolve_options(since, until, slow, lookback)
-    with Store.open(db_path, read_only=True) as store:
-        return analyze_connection(
-            store.connection, service=service, host=host, gpu=gpu, warnings=warnings, **options
-        )
+    notes = list(warnings or [])
+    with Store.open(db_path, read_only=prometheus is None) as store:
+        if prometheus is not None:
+            notes += pull_prometheus(store, prometheus, options, {"service": service, "host": host, "gpu": gpu})
+        return analyze_connection(store.connection, service=service, host=host, gpu=gpu, warnings=notes, **options)
 
 
 def resolve_options(
@@ -53,4 +58,29 @@ def resolve_options(
     }
 
 
-__all__ = ["analyze", "resolve_options"]
+def explain(db_path: str | os.PathLike[str] | None, trace_id: str) -> ExplainResult:
+    """The same dict as `gpu-rca explain TRACE_ID --json`: one request's stamps, metrics, logs and cause."""
+    with Store.open(db_path, read_only=True) as store:
+        return explain_connection(store.connection, trace_id)
+
+
+def pull_prometheus(store: Store, prometheus_url: str, options: dict[str, int | None], filters: dict[str, str | None]) -> list[str]:
+    """Pull the analysis window's GPU metrics from Prometheus into the store; warnings instead of failing."""
+    from correlate import prometheus
+
+    url = prometheus.check_prometheus_url(prometheus_url)
+    flt = Filters(service=filters.get("service"), host=filters.get("host"), gpu=filters.get("gpu"),
+                  slow_ns=options.get("slow_ns"))
+    try:
+        window, _ = resolve_window(store.connection, options.get("since_ns"), options.get("until_ns"),
+                                   options.get("lookback_ns") or DEFAULT_LOOKBACK_NS, flt)
+    except InputError:
+        return []
+    try:
+        summary = prometheus.pull_windows(store, url, [prometheus.Window(window.start_ns, window.end_ns)])
+    except prometheus.PrometheusUnavailable as exc:
+        return [f"Prometheus unreachable ({exc}); analysis continues on the span stamps and stored metrics"]
+    return list(summary.warnings)
+
+
+__all__ = ["analyze", "explain", "pull_prometheus", "resolve_options"]

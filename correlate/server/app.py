@@ -26,6 +26,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "correlate.server.ops",
     "correlate.server.otlp_http",
     "correlate.server.digests",
+    "correlate.server.analysis",
 )
 
 
