@@ -116,12 +116,12 @@ def _power_limit(
             info = inventory.get(uuid)
             index = f"-i {info.index} " if info and info.index is not None else ""
             steps.append(
-                f"on {gpu_label(uuid, inventory)} the limit fell from {max(values):.0f} W to {min(values):.0f} W: "
-                f"`nvidia-smi {index}-pl {max(values):.0f}`"
+                f"on {gpu_label(uuid, inventory)} it fell from {max(values):.0f} W to {min(values):.0f} W "
+                f"(`nvidia-smi {index}-pl {max(values):.0f}`)"
             )
     if not steps:
         return None
-    return "Restore the power limit " + "; ".join(steps) + ", and find what lowered it (power policy, BMC)."
+    return "Restore the power limit: " + "; ".join(steps) + ". Then find what lowered it (power policy, BMC)."
 
 
 def _rollback(con: duckdb.DuckDBPyConnection, cause: dict[str, Any], start_ns: int, end_ns: int) -> str | None:

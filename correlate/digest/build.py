@@ -21,8 +21,11 @@ from correlate.digest.model import (
     TraceLink,
     Trigger,
 )
+from schemas import attributes as A
 from schemas.causes import CAUSES_BY_ID
 
+#: Drivers that only say where failures happened (the headline names the GPUs already).
+_PLACE_ATTRIBUTES = frozenset({A.GPU_UUID, A.GPU_INDEX, A.GPU_PCI_BUS_ID, A.HOST_NAME, A.K8S_NODE_NAME})
 #: How many example traces, log lines and kernel events each cause shows.
 EXAMPLES_PER_CAUSE = 5
 LOG_LINES_PER_CAUSE = 6
@@ -132,7 +135,9 @@ def _headline(
         text = f"{n_failed} of {total} inference requests failed since {since}" + (f" on {where}" if where else "")
         if top is not None:
             catalog = CAUSES_BY_ID.get(top["cause"])
-            drivers = ", ".join(f"{d['attribute']}={d['value']}" for d in top.get("drivers", ())[:2])
+            # Where the failures are is already said; the headline names what else concentrates them.
+            drivers = ", ".join([f"{d['attribute']}={d['value']}" for d in top.get("drivers", ())
+                                 if d["attribute"] not in _PLACE_ATTRIBUTES][:2])
             text += f". Most likely cause: {catalog.title if catalog else top['cause']}" + (
                 f" ({drivers})" if drivers else "")
         text += "."

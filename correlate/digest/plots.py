@@ -33,13 +33,14 @@ class Panel:
     label: str
     reference: str | None = None
     scale: float = 1.0
+    reference_label: str = ""
 
 
-_MEMORY = Panel(M.FB_USED, "memory used (GiB)", M.FB_TOTAL, 1 / _MIB_PER_GIB)
+_MEMORY = Panel(M.FB_USED, "memory used (GiB)", M.FB_TOTAL, 1 / _MIB_PER_GIB, "dashed: memory total")
 _UTIL = Panel(M.GPU_UTIL, "utilization (%)")
-_TEMP = Panel(M.GPU_TEMP, "temperature (°C)", M.SLOWDOWN_TEMP)
-_CLOCK = Panel(M.SM_CLOCK, "SM clock (MHz)", M.MAX_SM_CLOCK)
-_POWER = Panel(M.POWER_USAGE, "power (W)", M.ENFORCED_POWER_LIMIT)
+_TEMP = Panel(M.GPU_TEMP, "temperature (°C)", M.SLOWDOWN_TEMP, reference_label="dashed: slowdown temperature")
+_CLOCK = Panel(M.SM_CLOCK, "SM clock (MHz)", M.MAX_SM_CLOCK, reference_label="dashed: max SM clock")
+_POWER = Panel(M.POWER_USAGE, "power (W)", M.ENFORCED_POWER_LIMIT, reference_label="dashed: enforced power limit")
 
 #: Which metric windows show each cause (Contract 4's typical evidence).
 CAUSE_PANELS: dict[str, tuple[Panel, ...]] = {
@@ -99,12 +100,15 @@ def cause_plot(
             for total_bytes in sorted(totals):
                 ax.axhline(total_bytes / 2**30, color="#555555", linewidth=1, linestyle="--", alpha=0.7)
         _mark_failures(ax, [f.end_ns for f in failed])
+        if panel.reference_label and (reference or panel.metric == M.FB_USED):
+            ax.text(0.995, 0.97, panel.reference_label, transform=ax.transAxes, ha="right", va="top", fontsize=7,
+                    color="#444444", bbox={"facecolor": "white", "alpha": 0.7, "edgecolor": "none", "pad": 1})
         ax.set_ylabel(panel.label, fontsize=9)
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=8)
     axes[0].legend(fontsize=8, loc="best", framealpha=0.85)
     axes[0].set_title(
-        f"{cause['cause']}: {len(failed)} failed requests (red ticks); dashed = limit / total", fontsize=10
+        f"{cause['cause']}: {len(failed)} failed requests on these GPUs (red ticks)", fontsize=10
     )
     _format_time_axis(axes[-1], start_ns, end_ns)
     return Plot(f"{cause['cause']}-metrics", f"Metric windows for {cause['cause']}", cause["cause"], _png(figure))
