@@ -18,6 +18,7 @@ import duckdb
 import pyarrow as pa
 
 from correlate import otlp
+from correlate.otlp_rows import LogBatch, SpanBatch
 from correlate.records import (
     HOST_SOURCES,
     MAX_ERRORS,
@@ -146,7 +147,10 @@ class Store:
     # --- ingest --------------------------------------------------------------------------------
     def ingest_trace_request(self, request: Any) -> IngestResult:
         """Store an ExportTraceServiceRequest's spans, events and GPUs; invalid spans are rejected alone."""
-        batch = otlp.spans_from_request(request)
+        return self.ingest_span_batch(otlp.spans_from_request(request))
+
+    def ingest_span_batch(self, batch: SpanBatch) -> IngestResult:
+        """Store rows built by `correlate.otlp_rows.SpanRows` (what `ingest_trace_request` does after decoding)."""
         with self.transaction():
             stored = self._insert(s.SPANS, batch.spans)
             self._insert(s.SPAN_EVENTS, batch.events)
@@ -155,7 +159,10 @@ class Store:
 
     def ingest_logs_request(self, request: Any) -> IngestResult:
         """Store an ExportLogsServiceRequest's log records; invalid records are rejected alone."""
-        batch = otlp.logs_from_request(request)
+        return self.ingest_log_batch(otlp.logs_from_request(request))
+
+    def ingest_log_batch(self, batch: LogBatch) -> IngestResult:
+        """Store records built by `correlate.otlp_rows.LogRows`, counting its rejections."""
         return self.ingest_log_records(batch.logs) + IngestResult(0, batch.rejected, 0, tuple(batch.errors))
 
     def ingest_log_records(self, records: Iterable[LogRecord]) -> IngestResult:

@@ -188,8 +188,8 @@ def test_the_same_files_twice_store_nothing_new(incident, tmp_path, capsys):
         ("cut.bin", lambda: proto_framed(trace_request(2))[:-9], "message 1: truncated"),
         ("cut.gz", lambda: gzip.compress((message_to_json(trace_request(1)) + "\n").encode() * 3)[:-30], "gzip"),
         ("err.json", lambda: '{"status":"error","errorType":"bad_data","error":"parse error"}\n', "Prometheus answered"),
-        ("ids.jsonl", lambda: message_to_json(trace_request(1)).replace('"spanId":"', '"spanId":"ab', 1) + "\n",
-         "spanId has 9 bytes"),
+        ("shape.jsonl", lambda: message_to_json(trace_request(1)) + '\n{"resourceSpans": "none"}\n',
+         "line 2: not a valid ExportTraceServiceRequest"),
     ],
 )
 def test_a_broken_file_stores_nothing_and_fails_the_run(tmp_path, capsys, name, content, message):
@@ -205,6 +205,18 @@ def test_a_broken_file_stores_nothing_and_fails_the_run(tmp_path, capsys, name, 
     reason = next(line for line in err.splitlines() if line.startswith(str(bad)))
     assert message in reason
     assert query(db, "SELECT count(*) FROM spans") == [(2,)]  # the good file's two spans only
+
+
+def test_invalid_spans_in_a_file_are_rejected_alone_and_reported(tmp_path):
+    line = message_to_json(trace_request(1))
+    first_span_id = json.loads(line)["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["spanId"]
+    path = tmp_path / "ids.jsonl"
+    path.write_text(line.replace(first_span_id, "ab" + first_span_id) + "\n")
+    with Store() as store:
+        report = ingest_paths(store, [path]).files[0]
+        assert (report.status, report.accepted, report.stored, report.rejected) == ("ingested", 1, 1, 1)
+        assert report.notes == (f"span ab{first_span_id[:14]} ('ddcolor.inference'): span_id is 'ab{first_span_id}', "
+                                "expected 8 non-zero bytes of hex",)
 
 
 def test_a_decompression_bomb_is_refused(tmp_path, capsys):

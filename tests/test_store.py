@@ -119,7 +119,7 @@ def test_invalid_spans_are_rejected_alone():
     with Store() as store:
         result = store.ingest_trace_request(request)
         assert (result.accepted, result.rejected, result.stored) == (2, 2, 2)
-        assert "span_id has 3 bytes" in result.errors[0]
+        assert "span_id is '010203', expected 8 non-zero bytes of hex" in result.errors[0]
         assert "end_time_unix_nano is before" in result.errors[1]
         stored = store.connection.execute("SELECT span_id FROM spans WHERE is_inference").fetchall()
         assert stored == [(inference[2].span_id.hex(),)]

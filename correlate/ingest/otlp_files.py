@@ -8,7 +8,10 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from correlate.ingest.common import FileCounts, IngestOptions
+from correlate.ingest.otlp_json_rows import Unsupported, add_logs, add_spans
 from correlate.ingest.sources import ZSTD_MAGIC, Opened, json_documents
+from correlate.otlp import logs_from_request, spans_from_request
+from correlate.otlp_rows import LogRows, SpanRows
 from correlate.store import Store
 from schemas.errors import InputError
 from schemas.otlp_json import message_from_dict
@@ -20,34 +23,49 @@ _MAX_MESSAGE = 1 << 30
 
 
 class _Batcher:
-    """Merges requests of one signal and stores them in bulk."""
+    """Gathers the rows of one signal and stores them in bulk."""
 
     def __init__(self, store: Store, counts: FileCounts, kind: str) -> None:
         self.store, self.counts, self.kind = store, counts, kind
-        self.request: Any = ExportTraceServiceRequest() if kind == "traces" else ExportLogsServiceRequest()
-        self.items = 0
+        self.rows: Any = SpanRows() if kind == "traces" else LogRows()
         counts.kind = "spans" if kind == "traces" else "logs"
 
-    def add(self, message: Any) -> None:
+    def add_message(self, message: Any) -> None:
         if self.kind == "traces":
-            self.request.resource_spans.extend(message.resource_spans)
-            self.items += sum(len(ss.spans) for rs in message.resource_spans for ss in rs.scope_spans)
+            spans_from_request(message, self.rows)
         else:
-            self.request.resource_logs.extend(message.resource_logs)
-            self.items += sum(len(sl.log_records) for rl in message.resource_logs for sl in rl.scope_logs)
-        if self.items >= BATCH_ITEMS:
+            logs_from_request(message, self.rows)
+        self._maybe_flush()
+
+    def add_document(self, document: dict[str, Any], number: int) -> None:
+        try:
+            (add_spans if self.kind == "traces" else add_logs)(document, self.rows)
+        except Unsupported:
+            message_cls = ExportTraceServiceRequest if self.kind == "traces" else ExportLogsServiceRequest
+            try:
+                message = message_from_dict(document, message_cls)
+            except InputError as exc:
+                raise InputError(f"line {number}: {exc}") from exc
+            self.add_message(message)
+            return
+        self._maybe_flush()
+
+    def _maybe_flush(self) -> None:
+        if self._size() >= BATCH_ITEMS:
             self.flush()
 
+    def _size(self) -> int:
+        return len(self.rows) if self.kind == "traces" else len(self.rows.logs)
+
     def flush(self) -> None:
-        if self.items == 0:
+        if self._size() == 0 and not self.rows.rejected:
             return
         if self.kind == "traces":
-            self.counts.add(self.store.ingest_trace_request(self.request))
-            self.request = ExportTraceServiceRequest()
+            self.counts.add(self.store.ingest_span_batch(self.rows.batch()))
+            self.rows = SpanRows()
         else:
-            self.counts.add(self.store.ingest_logs_request(self.request))
-            self.request = ExportLogsServiceRequest()
-        self.items = 0
+            self.counts.add(self.store.ingest_log_batch(self.rows.batch()))
+            self.rows = LogRows()
 
 
 def read_otlp_json(opened: Opened, store: Store, options: IngestOptions) -> FileCounts:
@@ -60,11 +78,7 @@ def read_otlp_json(opened: Opened, store: Store, options: IngestOptions) -> File
             batcher = _Batcher(store, counts, kind)
         elif kind != batcher.kind:
             raise InputError(f"line {number}: {kind} in a file of {batcher.kind} (one signal per file)")
-        message_cls = ExportTraceServiceRequest if kind == "traces" else ExportLogsServiceRequest
-        try:
-            batcher.add(message_from_dict(document, message_cls))
-        except InputError as exc:
-            raise InputError(f"line {number}: {exc}") from exc
+        batcher.add_document(document, number)
     if batcher is not None:
         batcher.flush()
     return counts
@@ -103,7 +117,7 @@ def read_otlp_proto(opened: Opened, store: Store, options: IngestOptions) -> Fil
         else:
             message = _parse(payload, ExportTraceServiceRequest if batcher.kind == "traces"
                              else ExportLogsServiceRequest, number)
-        batcher.add(message)
+        batcher.add_message(message)
     if batcher is not None:
         batcher.flush()
     return counts

@@ -1,0 +1,289 @@
+"""Span, event and log rows for the store, built column by column from any OTLP front-end (protobuf or JSON).
+
+Every Contract-1 stamp lands in its typed column (and leaves the `attributes` JSON); the workload
+attributes are copied into typed columns and also kept in the JSON. An invalid span or log record is
+rejected alone, with a reason, so its valid neighbours are still stored (OTLP partial success).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from correlate.records import MAX_ERRORS, GpuRecord, LogRecord
+from schemas import attributes as a
+from schemas import store as s
+from schemas.pci import normalize_pci_bus_id
+
+_SQL_TO_ARROW: dict[str, pa.DataType] = {
+    "VARCHAR": pa.string(),
+    "JSON": pa.string(),
+    "BIGINT": pa.int64(),
+    "INTEGER": pa.int32(),
+    "DOUBLE": pa.float64(),
+    "BOOLEAN": pa.bool_(),
+    "VARCHAR[]": pa.list_(pa.string()),
+    "BIGINT[]": pa.list_(pa.int64()),
+}
+
+
+def arrow_schema(columns: tuple[tuple[str, str], ...]) -> pa.Schema:
+    """The Arrow schema matching (column, DuckDB type) pairs; NOT NULL and other constraints are ignored."""
+    return pa.schema([(name, _SQL_TO_ARROW[sql_type.split(" ")[0]]) for name, sql_type in columns])
+
+
+SPAN_SCHEMA = arrow_schema(s.span_columns())
+EVENT_SCHEMA = arrow_schema(
+    (("trace_id", "VARCHAR"), ("span_id", "VARCHAR"), ("seq", "INTEGER"), ("ts_ns", "BIGINT"),
+     ("name", "VARCHAR"), ("attributes", "JSON"))
+)
+KINDS = ("unspecified", "internal", "server", "client", "producer", "consumer")
+STATUSES = ("UNSET", "OK", "ERROR")
+_SEVERITIES = ((4, "TRACE"), (8, "DEBUG"), (12, "INFO"), (16, "WARN"), (20, "ERROR"), (24, "FATAL"))
+_HEX = re.compile(r"[0-9a-f]*")
+_ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
+_MISMATCH = object()
+# (attribute, column, kind, element) per stamp, computed once: this runs for every span.
+_STAMPS = tuple((st.attribute, st.column, st.kind, st.element) for st in a.STAMPS)
+_WORKLOAD = tuple((w.attribute, w.column, int if w.sql_type == "BIGINT" else str) for w in s.WORKLOAD_COLUMNS)
+_COL = {st.attribute: st.column for st in a.STAMPS}
+
+
+def to_json(value: Any) -> str:
+    """Compact JSON for the store's JSON columns."""
+    return json.dumps(value, separators=(",", ":"), allow_nan=False, default=str)
+
+
+def finite(value: Any) -> Any:
+    """`value`, or None for a NaN/±Inf float (JSON cannot hold them; Contract 3 calls them undefined)."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def _coerce(value: Any, kind: type, element: type | None) -> Any:
+    """`value` as the stamp's type, or _MISMATCH when it cannot be without loss."""
+    if type(value) is kind:
+        if kind is list:
+            items = [_coerce(v, element, None) for v in value] if element is not None else []
+            return _MISMATCH if element is None or _MISMATCH in items else items
+        return value
+    if kind is float and type(value) is int:
+        return float(value)
+    if kind is int and type(value) is float and value.is_integer():
+        return int(value)
+    return _MISMATCH
+
+
+def severity_name(number: int) -> str | None:
+    """OTel's severity text for a severity number (1-24), None for 0."""
+    for top, name in _SEVERITIES:
+        if 0 < number <= top:
+            return name
+    return None
+
+
+@dataclass
+class SpanBatch:
+    """Rows of spans and events as Arrow tables, the GPUs they name, and what was rejected."""
+
+    spans: pa.Table
+    events: pa.Table
+    gpus: list[GpuRecord]
+    rejected: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LogBatch:
+    """Log records, and what was rejected."""
+
+    logs: list[LogRecord]
+    rejected: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ResourceContext:
+    """What a span or log takes from its resource."""
+
+    service: str | None
+    service_version: str | None
+    host: str | None
+    k8s_node: str | None
+    resource: dict[str, Any]
+    resource_json: str
+
+
+def resource_context(resource: dict[str, Any]) -> ResourceContext:
+    """The resource's service, version, host and node (strings only), and its JSON."""
+    def text(key: str) -> str | None:
+        value = resource.get(key)
+        return value if isinstance(value, str) else None
+
+    return ResourceContext(text(a.SERVICE_NAME), text(a.SERVICE_VERSION), text(a.HOST_NAME),
+                           text(a.K8S_NODE_NAME), resource, to_json(resource))
+
+
+def _id_problem(value: str, name: str, size: int, optional: bool = False) -> str | None:
+    if optional and value == "":
+        return None
+    if len(value) != 2 * size or not _HEX.fullmatch(value) or value == "0" * (2 * size):
+        return f"{name} is {value[:40]!r}, expected {size} non-zero bytes of hex"
+    return None
+
+
+class SpanRows:
+    """Accumulates span and event rows column by column; `batch()` hands them over as Arrow."""
+
+    def __init__(self) -> None:
+        self._cols: dict[str, list[Any]] = {name: [] for name in SPAN_SCHEMA.names}
+        self._appends = [self._cols[name].append for name in SPAN_SCHEMA.names]
+        self._events: dict[str, list[Any]] = {name: [] for name in EVENT_SCHEMA.names}
+        self._gpus: dict[str, GpuRecord] = {}
+        self.rejected = 0
+        self.errors: list[str] = []
+
+    def reject(self, what: str, problem: str) -> None:
+        """Count one invalid item, keeping the first reasons."""
+        self.rejected += 1
+        if len(self.errors) < MAX_ERRORS:
+            self.errors.append(f"{what}: {problem}")
+
+    def add(self, ctx: ResourceContext, scope: str | None, trace_id: str, span_id: str, parent_span_id: str,
+            name: str, kind: int, start_ns: int, end_ns: int, status_code: int, status_message: str,
+            attrs: dict[str, Any], events: list[tuple[int, str, dict[str, Any]]]) -> None:
+        """One span (lowercase hex ids, "" for no parent); `attrs` is consumed."""
+        problem = (_id_problem(trace_id, "trace_id", 16) or _id_problem(span_id, "span_id", 8)
+                   or _id_problem(parent_span_id, "parent_span_id", 8, optional=True))
+        if problem is None and start_ns <= 0:
+            problem = "start_time_unix_nano is not set"
+        if problem is None and end_ns < start_ns:
+            problem = "end_time_unix_nano is before start_time_unix_nano"
+        if problem is not None:
+            self.reject(f"span {span_id[:16] or '?'} ({name!r})", problem)
+            return
+        stamps = []
+        for attribute, _column, stamp_kind, element in _STAMPS:
+            value = attrs.pop(attribute, None)
+            if value is None:
+                stamps.append(None)
+                continue
+            coerced = _coerce(value, stamp_kind, element)
+            if coerced is _MISMATCH:
+                attrs[attribute] = value  # a wrongly typed stamp stays visible in the JSON
+                stamps.append(None)
+            else:
+                stamps.append(finite(coerced))
+        workload = []
+        for attribute, _column, work_kind in _WORKLOAD:
+            value = _coerce(attrs.get(attribute), work_kind, None)
+            workload.append(None if value is _MISMATCH else value)
+        is_inference = stamps[_TELEMETRY_SOURCE_AT] is not None or a.TELEMETRY_SOURCE in attrs
+        row = (
+            trace_id, span_id, parent_span_id or None, name,
+            KINDS[kind] if 0 <= kind < len(KINDS) else str(kind),
+            ctx.service, ctx.service_version, ctx.host, ctx.k8s_node, scope, start_ns, end_ns,
+            STATUSES[status_code] if 0 <= status_code < 3 else "UNSET", status_message or None, is_inference,
+            *stamps, *workload, to_json(attrs), ctx.resource_json,
+        )
+        for append, value in zip(self._appends, row):
+            append(value)
+        for seq, (ts_ns, event_name, event_attrs) in enumerate(events):
+            for column, value in (("trace_id", trace_id), ("span_id", span_id), ("seq", seq), ("ts_ns", ts_ns),
+                                  ("name", event_name), ("attributes", to_json(event_attrs))):
+                self._events[column].append(value)
+        uuid = stamps[_GPU_UUID_AT]
+        if uuid and ctx.host and uuid not in self._gpus:
+            self._learn_gpu(uuid, ctx.host, dict(zip((st[0] for st in _STAMPS), stamps)))
+
+    def _learn_gpu(self, uuid: str, host: str, stamps: dict[str, Any]) -> None:
+        pci = stamps[a.GPU_PCI_BUS_ID]
+        try:
+            pci = normalize_pci_bus_id(pci) if pci else None
+        except ValueError:
+            pci = None
+        self._gpus[uuid] = GpuRecord(uuid, host=host, gpu_index=stamps[a.GPU_INDEX], pci_bus_id=pci,
+                                     name=stamps[a.GPU_NAME], memory_total_bytes=stamps[a.MEMORY_TOTAL],
+                                     slowdown_temp_c=stamps[a.TEMPERATURE_SLOWDOWN], host_source="span")
+
+    def __len__(self) -> int:
+        return len(self._cols["trace_id"])
+
+    def batch(self) -> SpanBatch:
+        """The rows so far as Arrow tables."""
+        return SpanBatch(
+            spans=pa.Table.from_pydict(self._cols, schema=SPAN_SCHEMA),
+            events=pa.Table.from_pydict(self._events, schema=EVENT_SCHEMA),
+            gpus=list(self._gpus.values()),
+            rejected=self.rejected,
+            errors=list(self.errors),
+        )
+
+
+_STAMP_INDEX = {attribute: i for i, (attribute, *_rest) in enumerate(_STAMPS)}
+_TELEMETRY_SOURCE_AT = _STAMP_INDEX[a.TELEMETRY_SOURCE]
+_GPU_UUID_AT = _STAMP_INDEX[a.GPU_UUID]
+
+
+class LogRows:
+    """Accumulates log records from any front-end, rejecting invalid ones alone."""
+
+    def __init__(self) -> None:
+        self.logs: list[LogRecord] = []
+        self.rejected = 0
+        self.errors: list[str] = []
+
+    def add(self, ctx: ResourceContext, ts_ns: int, observed_ns: int, severity_text: str, severity_number: int,
+            body: Any, trace_id: str, span_id: str, attrs: dict[str, Any]) -> None:
+        """One log record (lowercase hex ids, "" when absent)."""
+        problem = None
+        if not (ts_ns or observed_ns):
+            problem = "neither time_unix_nano nor observed_time_unix_nano is set"
+        elif trace_id and (len(trace_id) != 32 or not _HEX.fullmatch(trace_id)):
+            problem = f"trace_id is {trace_id[:40]!r}, expected 16 bytes of hex"
+        elif span_id and (len(span_id) != 16 or not _HEX.fullmatch(span_id)):
+            problem = f"span_id is {span_id[:40]!r}, expected 8 bytes of hex"
+        if problem is not None:
+            self.rejected += 1
+            if len(self.errors) < MAX_ERRORS:
+                self.errors.append(f"log record: {problem}")
+            return
+        self.logs.append(LogRecord(
+            ts_ns=ts_ns or observed_ns,
+            body=body if isinstance(body, str) else to_json(body),
+            severity=severity_text or severity_name(severity_number),
+            severity_number=severity_number or None,
+            trace_id=trace_id if trace_id and trace_id != _ZERO_TRACE else None,
+            span_id=span_id if span_id and span_id != _ZERO_SPAN else None,
+            service=ctx.service,
+            host=ctx.host,
+            source="otlp",
+            attributes=attrs,
+            resource=ctx.resource,
+        ))
+
+    def batch(self) -> LogBatch:
+        """The records so far."""
+        return LogBatch(list(self.logs), self.rejected, list(self.errors))
+
+
+__all__ = [
+    "EVENT_SCHEMA",
+    "KINDS",
+    "SPAN_SCHEMA",
+    "STATUSES",
+    "LogBatch",
+    "LogRows",
+    "ResourceContext",
+    "SpanBatch",
+    "SpanRows",
+    "arrow_schema",
+    "finite",
+    "resource_context",
+    "severity_name",
+    "to_json",
+]
