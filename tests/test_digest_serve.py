@@ -199,3 +199,25 @@ def test_burst_watcher_makes_one_digest_per_burst(tmp_path):
 def test_bad_input_to_post_digests_is_400(server):
     answer = httpx.post(f"{server.url}/digests", json={"since": "last tuesday"}, headers=AUTH, timeout=30)
     assert answer.status_code == 400 and "not a time" in answer.json()["message"]
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--db", "{tmp}/missing.duckdb"], 1, "does not exist; ingest something first"),
+        (["--db", "{tmp}/x.duckdb", "--server", "http://127.0.0.1:9"], 2, "use --db or --server, not both"),
+        (["--server", "ftp://example"], 2, "--server must be an http(s) URL"),
+        (["--server", "http://127.0.0.1:9"], 1, "cannot reach gpu-rca serve at http://127.0.0.1:9"),
+        (["--db", "{tmp}/x.duckdb", "--notify-url", "slack"], 2, "--notify-url must be an http(s) URL"),
+        (["--db", "{tmp}/x.duckdb", "--since", "soon"], 2, "not a time: 'soon'"),
+    ],
+)
+def test_digest_command_errors_are_one_line(tmp_path, capsys, args, code, message):
+    from gpu_rca.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["digest", *(a.format(tmp=tmp_path) for a in args)])
+    assert stop.value.code == code
+    err = capsys.readouterr().err
+    assert err.startswith("Error: ") and message in err and err.count("\n") == 1
+    assert not (tmp_path / "missing.duckdb").exists()

@@ -56,9 +56,12 @@ def digest(db_path: str | None, server_url: str | None, since: str | None, until
 
 def _from_db(db_path, trigger, settings, since_ns, until_ns, gpu):
     from correlate.digest import archive, pipeline
-    from correlate.store import Store
+    from correlate.store import Store, default_db_path
 
-    with Store.open(db_path) as store:
+    path = Path(db_path or default_db_path())
+    if not path.exists():  # opening it writable would create an empty store as a side effect
+        raise StoreError(f"{path} does not exist; ingest something first (gpu-rca ingest --db {path} ...)")
+    with Store.open(path) as store:
         made = pipeline.make_digest(store.connection, trigger=trigger, settings=settings, since_ns=since_ns,
                                     until_ns=until_ns, gpu=gpu)
         with store.transaction():
