@@ -211,8 +211,8 @@ class Collector:
         device = self._device(target)
         lost = False
         if device is not None and self.sampler is not None:
-            samples = self.sampler.window(device.index, span.start_ns, end)
-            attrs, events = aggregate(device, samples, end, self.sampler.period_ns)
+            samples, columns = self.sampler.window_columns(device.index, span.start_ns, end)
+            attrs, events = aggregate(device, samples, end, self.sampler.period_ns, columns)
             attrs.update(identity(device, self.source, target.mig_instance_id if target else None))
             attrs[A.INFLIGHT_MAX] = span.inflight_max
             set_clean_attributes(otel_span, attrs)

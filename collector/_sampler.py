@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from collector._health import Health
-from collector._nvml import DROPPED, ERRORS, SAMPLES, DeviceInfo, DeviceLost, DeviceReader, Sample
+from collector._nvml import DROPPED, ERRORS, SAMPLES, STAMP_COLUMN_NAMES, STAMP_COLUMNS, DeviceInfo, DeviceLost, DeviceReader, Sample
 
 Clock = Callable[[], int]
 
@@ -49,13 +49,18 @@ class SamplerEvent:
 
 
 class Ring:
-    """A bounded, time-ordered buffer of one GPU's samples. Copies under its lock; callers work outside."""
+    """A bounded, time-ordered buffer of one GPU's samples. Copies under its lock; callers work outside.
+
+    Besides the samples it keeps the columns stamping reduces (one list per field), so a window's columns
+    are plain list slices rather than a transpose on the request path.
+    """
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self._lock = threading.Lock()
         self._ts: list[int] = []
         self._samples: list[Sample] = []
+        self._columns: tuple[list[Any], ...] = tuple([] for _ in STAMP_COLUMN_NAMES)
 
     def append(self, sample: Sample) -> int:
         """Add a sample; returns how many old samples were dropped to stay bounded."""
@@ -64,20 +69,40 @@ class Ring:
                 return 0  # out of order (a clock stepped back): keep the buffer sorted
             self._ts.append(sample.ts_ns)
             self._samples.append(sample)
+            for column, value in zip(self._columns, STAMP_COLUMNS(sample)):
+                column.append(value)
             excess = len(self._ts) - self.capacity
             # Trim in chunks so appends stay amortised O(1); memory stays under 2x capacity.
             if excess >= max(1, self.capacity // 4):
                 del self._ts[:excess]
                 del self._samples[:excess]
+                for column in self._columns:
+                    del column[:excess]
                 return excess
             return 0
+
+    def _bounds(self, start_ns: int, end_ns: int) -> tuple[int, int]:
+        lo = bisect.bisect_right(self._ts, start_ns)
+        hi = bisect.bisect_right(self._ts, end_ns)
+        return max(lo - 1, 0), max(hi, lo)
 
     def window(self, start_ns: int, end_ns: int) -> list[Sample]:
         """Contract 1's window: the last sample at or before `start_ns` plus every sample in (start, end]."""
         with self._lock:
-            lo = bisect.bisect_right(self._ts, start_ns)
-            hi = bisect.bisect_right(self._ts, end_ns)
-            return self._samples[max(lo - 1, 0) : max(hi, lo)]
+            lo, hi = self._bounds(start_ns, end_ns)
+            return self._samples[lo:hi]
+
+    def window_columns(self, start_ns: int, end_ns: int) -> tuple[list[Sample], list[list[Any]]]:
+        """The window's samples and its :data:`STAMP_COLUMNS`, each a list in time order."""
+        with self._lock:
+            ts = self._ts
+            lo = bisect.bisect_right(ts, start_ns)
+            hi = bisect.bisect_right(ts, end_ns)
+            if hi < lo:
+                hi = lo
+            if lo:
+                lo -= 1
+            return self._samples[lo:hi], [column[lo:hi] for column in self._columns]
 
     def latest(self) -> Sample | None:
         """The newest sample, if any."""
@@ -270,6 +295,11 @@ class Sampler:
         """The samples of GPU `index` in Contract 1's window; [] when it has none."""
         ring = self._rings.get(index)
         return ring.window(start_ns, end_ns) if ring is not None else []
+
+    def window_columns(self, index: int, start_ns: int, end_ns: int) -> tuple[list[Sample], list[list[Any]]]:
+        """The window's samples and stamping columns for GPU `index` (empty when it has none)."""
+        ring = self._rings.get(index)
+        return ring.window_columns(start_ns, end_ns) if ring is not None else ([], [[] for _ in STAMP_COLUMN_NAMES])
 
     def latest(self, index: int) -> Sample | None:
         """The newest sample of GPU `index`."""

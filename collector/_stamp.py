@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import operator
+from collections.abc import Sequence
 from typing import Any
 
-from collector._nvml import DeviceInfo, Sample
+from collector._nvml import STAMP_COLUMN_NAMES, STAMP_COLUMNS, DeviceInfo, Sample
 from schemas import attributes as A
 from schemas.throttle import decode_throttle_reasons
 
@@ -32,23 +32,22 @@ def _put(attrs: dict[str, Any], key: str, value: Any) -> None:
         attrs[key] = value
 
 
-_COLUMN_NAMES = (
-    "temperature_c", "power_w", "memory_used_bytes", "process_memory_bytes", "utilization_pct", "sm_clock_mhz",
-    "throttle_mask", "xids",
-)
-#: the columns stamping reads, picked from each Sample in C (itemgetter), then transposed with zip
-_COLUMNS = operator.itemgetter(*(Sample._fields.index(n) for n in _COLUMN_NAMES))
-_TEMP, _POWER, _USED, _PROC, _UTIL, _SM, _C_MASK, _C_XIDS = range(len(_COLUMN_NAMES))
+_TEMP, _POWER, _USED, _PROC, _UTIL, _SM, _C_MASK, _C_XIDS = range(len(STAMP_COLUMN_NAMES))
 
 
 def aggregate(
-    device: DeviceInfo, samples: list[Sample], end_ns: int, period_ns: int
+    device: DeviceInfo,
+    samples: list[Sample],
+    end_ns: int,
+    period_ns: int,
+    columns: Sequence[Sequence[Any]] | None = None,
 ) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any], int]]]:
     """Window stamps and span events `(name, attributes, ts_ns)` for `samples` (the window, oldest first).
 
     Every value is a valid OTel attribute value as built (sequences are tuples), so it can be set unchecked.
     Counters (ECC) are deltas from the first sample; XIDs count only those read after the first sample,
     which precedes the span's start. Fields a GPU does not support are left out, never guessed.
+    `columns`: the window's STAMP_COLUMNS as the ring keeps them (computed from `samples` when absent).
     """
     events: list[tuple[str, dict[str, Any], int]] = []
     if not samples:
@@ -57,56 +56,74 @@ def aggregate(
         _put(attrs, A.CLOCK_SM_MAX, device.max_sm_clock_mhz)
         return attrs, events
     first, last = samples[0], samples[-1]
-    # One C-level transpose, then built-ins over each column; a None (unsupported or failed read) falls back.
-    cols = tuple(zip(*map(_COLUMNS, samples)))
-    masks = cols[_C_MASK]
+    cols = columns if columns is not None else tuple(zip(*map(STAMP_COLUMNS, samples)))
+    temps, powers, used, procs, utils, clocks, masks, xid_col = cols
+    attrs = {
+        _SAMPLES: len(samples),
+        _STALE: end_ns - last.ts_ns > STALE_PERIODS * period_ns,
+    }
+    # Built-ins over each column; a column holding a None (unsupported field, failed read) takes the slow path.
+    if None in temps or None in powers or None in used or None in procs or None in utils or None in clocks:
+        _reduce_sparse(attrs, cols)
+    else:
+        attrs[_TEMP_MAX] = max(temps)
+        attrs[_POWER_MAX] = max(powers)
+        attrs[_POWER_MEAN] = sum(powers) / len(powers)
+        attrs[_USED_MAX] = max(used)
+        attrs[_PROC_MAX] = max(procs)
+        attrs[_UTIL_MEAN] = sum(utils) / len(utils)
+        attrs[_UTIL_MAX] = max(utils)
+        attrs[_SM_MIN] = min(clocks)
     mask_union = 0
     for mask in set(masks):
         if mask is not None:
             mask_union |= mask
+    attrs[_THROTTLE] = tuple(decode_throttle_reasons(mask_union)) if mask_union else ()
     xids: list[int] = []
     if len(samples) > 1 and (
         masks.count(masks[0]) != len(masks)
         or first.ecc_corrected != last.ecc_corrected
         or first.ecc_uncorrected != last.ecc_uncorrected
-        or any(cols[_C_XIDS])
+        or any(xid_col)
     ):
         _transitions(samples, events, xids)
-    attrs = {
-        _SAMPLES: len(samples),
-        _STALE: end_ns - last.ts_ns > STALE_PERIODS * period_ns,
-        _THROTTLE: tuple(decode_throttle_reasons(mask_union)) if mask_union else (),
-        _XID: tuple(xids),
-    }
-    for key, value in (
-        (_SLOWDOWN, device.slowdown_temp_c),
-        (_SM_MAX, device.max_sm_clock_mhz),
-        (_POWER_LIMIT, last.power_limit_w),
-        (_USED_START, first.memory_used_bytes),
-        (_TOTAL, last.memory_total_bytes or device.memory_total_bytes),
-        (_ECC_C, _delta(first.ecc_corrected, last.ecc_corrected)),
-        (_ECC_U, _delta(first.ecc_uncorrected, last.ecc_uncorrected)),
-    ):
-        if value is not None:
-            attrs[key] = value
-    for index, reducers in _REDUCERS:
-        column = cols[index]
-        if None in column:
-            column = tuple(v for v in column if v is not None)
-            if not column:
-                continue
-        for key, fn in reducers:
-            attrs[key] = fn(column)
+    attrs[_XID] = tuple(xids)
+    if device.slowdown_temp_c is not None:
+        attrs[_SLOWDOWN] = device.slowdown_temp_c
+    if device.max_sm_clock_mhz is not None:
+        attrs[_SM_MAX] = device.max_sm_clock_mhz
+    if last.power_limit_w is not None:
+        attrs[_POWER_LIMIT] = last.power_limit_w
+    if first.memory_used_bytes is not None:
+        attrs[_USED_START] = first.memory_used_bytes
+    total = last.memory_total_bytes or device.memory_total_bytes
+    if total is not None:
+        attrs[_TOTAL] = total
+    if first.ecc_corrected is not None and last.ecc_corrected is not None:
+        attrs[_ECC_C] = last.ecc_corrected - first.ecc_corrected
+    if first.ecc_uncorrected is not None and last.ecc_uncorrected is not None:
+        attrs[_ECC_U] = last.ecc_uncorrected - first.ecc_uncorrected
     return attrs, events
 
 
-def _mean(values: tuple[Any, ...]) -> float:
+def _reduce_sparse(attrs: dict[str, Any], cols: Sequence[Sequence[Any]]) -> None:
+    """The reductions over the values that were read; a column never read gives no stamp."""
+    for index, reducers in _REDUCERS:
+        column = [v for v in cols[index] if v is not None]
+        if column:
+            for key, fn in reducers:
+                attrs[key] = fn(column)
+
+
+def _mean(values: Sequence[Any]) -> float:
     return sum(values) / len(values)
 
 
 _SAMPLES, _STALE, _THROTTLE, _XID = A.TELEMETRY_SAMPLES, A.TELEMETRY_STALE, A.THROTTLE_REASONS, A.XID
 _SLOWDOWN, _SM_MAX, _POWER_LIMIT, _USED_START = A.TEMPERATURE_SLOWDOWN, A.CLOCK_SM_MAX, A.POWER_LIMIT, A.MEMORY_USED_START
 _TOTAL, _ECC_C, _ECC_U = A.MEMORY_TOTAL, A.ECC_CORRECTED_DELTA, A.ECC_UNCORRECTED_DELTA
+_TEMP_MAX, _POWER_MAX, _POWER_MEAN, _USED_MAX = A.TEMPERATURE_MAX, A.POWER_MAX, A.POWER_MEAN, A.MEMORY_USED_MAX
+_PROC_MAX, _UTIL_MEAN, _UTIL_MAX, _SM_MIN = A.MEMORY_PROCESS_MAX, A.UTILIZATION_MEAN, A.UTILIZATION_MAX, A.CLOCK_SM_MIN
 #: column -> the stamps reduced from it (over the samples where it was read)
 _REDUCERS: tuple[tuple[int, tuple[tuple[str, Any], ...]], ...] = (
     (_TEMP, ((A.TEMPERATURE_MAX, max),)),
@@ -116,10 +133,6 @@ _REDUCERS: tuple[tuple[int, tuple[tuple[str, Any], ...]], ...] = (
     (_UTIL, ((A.UTILIZATION_MEAN, _mean), (A.UTILIZATION_MAX, max))),
     (_SM, ((A.CLOCK_SM_MIN, min),)),
 )
-
-
-def _delta(first: int | None, last: int | None) -> int | None:
-    return last - first if first is not None and last is not None else None
 
 
 def _ecc(sample: Sample) -> tuple[int, int] | None:
