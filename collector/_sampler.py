@@ -24,6 +24,23 @@ Clock = Callable[[], int]
 
 MAX_SAMPLE_HZ = 100.0
 
+# getpid() is a system call; the request path asks "am I still the process that started the sampler?"
+# on every span, so the answer is cached and refreshed in a forked child.
+_pid = os.getpid()
+
+
+def _refresh_pid() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_refresh_pid)
+
+
+def current_pid() -> int:
+    """This process's id (cached; refreshed after fork)."""
+    return _pid
+
 
 def as_clock(clock: Any) -> Clock:
     """A `() -> ns` callable from a callable, or an object with `now_ns()`/`time_ns()` (a virtual clock)."""
@@ -166,7 +183,7 @@ class Sampler:
 
     def init(self) -> bool:
         """Initialise NVML and discover GPUs (once per process). False, counted and logged, when NVML fails."""
-        pid = os.getpid()
+        pid = current_pid()
         if self._initialised_pid == pid:
             return self.available
         with self._init_lock:
@@ -205,7 +222,7 @@ class Sampler:
         """Initialise and start the background thread (no-op when running). False when NVML is unavailable."""
         if not self.init():
             return False
-        pid = os.getpid()
+        pid = current_pid()
         if self._thread is not None and self._thread_pid == pid and self._thread.is_alive():
             return True
         with self._init_lock:
@@ -218,7 +235,7 @@ class Sampler:
 
     def ensure_started(self) -> None:
         """Restart the thread in a forked child; cheap when already running."""
-        if self._thread_pid != os.getpid() and self._initialised_pid is not None:
+        if self._thread_pid != current_pid() and self._initialised_pid is not None:
             self.start()
 
     def stop(self) -> None:
