@@ -7,7 +7,9 @@ import sys
 
 #: benchmark name -> module under `benchmarks`
 BENCHMARKS: dict[str, str] = {
+    "analyze": "analyze",
     "ingest": "ingest",
+    "ingest-files": "ingest_files",
     "stamping": "stamping",
 }
 
