@@ -194,6 +194,8 @@ class Fleet:
 
     def advance_to(self, now_ns: int) -> None:
         """Step every GPU's physics on the grid up to `now_ns` (idempotent; never steps backwards)."""
+        if now_ns < self._stepped_ns + STEP_NS:  # the common case: every NVML call syncs
+            return
         with self._lock:
             while self._stepped_ns + STEP_NS <= now_ns:
                 self._stepped_ns += STEP_NS

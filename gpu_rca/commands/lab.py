@@ -1,0 +1,49 @@
+"""`gpu-rca lab run` and `gpu-rca lab generate`: simulated incidents with known truth (Contract 3)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import click
+
+from schemas import attributes as A
+
+
+@click.group("lab")
+def lab() -> None:
+    """Simulated GPU fleet, DDColor workload and fault injection."""
+
+
+@lab.command("run")
+@click.argument("scenario")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for traces, logs, metrics, kernel log and truth.json.")
+@click.option("--sample-hz", default=2.0, show_default=True, type=click.FloatRange(0.1, 10.0),
+              help="Collector sampling rate in simulated time.")
+def run(scenario: str, out_dir: Path, sample_hz: float) -> None:
+    """Simulate SCENARIO (a shipped name or a YAML file) and write Contract 3's files into --out."""
+    from lab.engine import run_scenario
+    from lab.outputs import write_run
+    from lab.scenario import load_scenario
+
+    result = run_scenario(load_scenario(scenario), sample_hz=sample_hz)
+    paths = write_run(result, out_dir)
+    failures = result.failures()
+    inference = [s for s in result.spans if s.attributes.get(A.TELEMETRY_SOURCE)]
+    summary = ", ".join(f"{kind}: {n}" for kind, n in sorted(failures.items())) or "none"
+    click.echo(f"{result.scenario.name}: {len(inference)} inference spans, {sum(failures.values())} failed ({summary})", err=True)
+    click.echo(f"wrote {', '.join(p.name for p in paths)} to {out_dir}", err=True)
+
+
+@lab.command("generate")
+@click.option("--seed", required=True, type=int, help="Seed of the draw: same seed, same scenarios.")
+@click.option("--count", required=True, type=click.IntRange(1, 10000), help="How many scenarios.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the scenario YAML files (each with its truth).")
+def generate(seed: int, count: int, out_dir: Path) -> None:
+    """Draw COUNT random scenarios from the documented ranges (lab/generate.py) and write them as YAML."""
+    from lab.generate import write_generated
+
+    paths = write_generated(seed, count, out_dir)
+    click.echo(f"wrote {len(paths)} scenarios to {out_dir}", err=True)

@@ -1,0 +1,238 @@
+"""`lab generate`: random scenarios drawn from documented ranges, each with its truth.
+
+Ranking is measured on these as well as on the shipped scenarios, so nobody can tune it to a fixed list.
+Everything is drawn from one `random.Random(f"generate/{seed}")`; the ranges (see `RANGES`):
+
+- fleet: 1-3 hosts, 1-4 GPUs each, each host one model of the six profiles;
+- workload: 12-20 min, arrivals Poisson, 1-3 input sizes from {256, 512, 768, 1024} (only sizes of which
+  three concurrent requests fit the smallest GPU) with random weights, 1-2 of the four checkpoints, 1-3
+  task types; the rate puts the slowest GPU at a base utilisation drawn per cause (below); to keep runs
+  small, a fleet needing more than 10 requests/s gets larger inputs, then fewer GPUs; timeout 15-30 s (60 s for memory causes, so OOMs stay the dominant failure);
+- one primary fault, by cause (uniform over the ten causes; 8 % of scenarios are quiet, truth null):
+  gpu_oom_large_inputs: a traffic shift to the large model at the smallest size (multiple of 128) of which
+  two concurrent requests overflow the smallest GPU; gpu_memory_foreign_process: foreign process, severity
+  0.9-0.98; compute_saturation: traffic shift to 1.6-2.6 × the slowest GPU's capacity; thermal_throttling:
+  thermal 0.9-0.97 at base utilisation 0.6-0.7; power_capping: power_cap 0.9-1.0 at 0.85-0.9 for 7-12 min;
+  hw_slowdown: 0.7-0.9 at 0.45-0.6; ecc_memory_errors: ecc_uncorrectable 0.4-0.9 (an ECC GPU);
+  gpu_fallen_off_bus: gpu_lost; cuda_kernel_fault: xid 13/31/43 at 0.3-0.7; application_error: app_bug
+  0.2-0.5 on one model (70 %) or all; other causes run at base utilisation 0.2-0.45;
+  faults start 3-6 min in and last 5-10 min (a lost GPU stays lost);
+- distractors: 0-2 of a mild thermal fault (severity 0.1-0.3, never reaches slowdown) on another GPU and
+  a benign traffic bump (+10-30 % for 1-3 min);
+- 15 % of scenarios add a smaller second fault (foreign process, kernel fault or ECC; 3 min, milder) on
+  another GPU, in `truth.also`.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lab import ddcolor
+from lab.device import CUDA_CONTEXT_BYTES
+from lab.profiles import PROFILES
+from lab.scenario import MODELS, parse_scenario
+from lab.workload import MAX_CONCURRENCY
+from schemas.causes import CAUSE_IDS
+from schemas.errors import InputError
+
+RANGES: dict[str, Any] = {
+    "hosts": (1, 3),
+    "gpus_per_host": (1, 4),
+    "models": tuple(PROFILES),
+    "duration_min": (12, 20),
+    "input_sizes": (256, 512, 768, 1024),
+    "timeout_s": (15, 30),
+    "base_utilization": (0.2, 0.45),
+    "fault_start_min": (3, 6),
+    "fault_length_min": (5, 10),
+    "quiet_share": 0.08,
+    "second_fault_share": 0.15,
+    "distractors": (0, 2),
+}
+MAX_RATE_PER_S = 10.0
+# A second fault must stay the smaller incident: a lost GPU fails everything to the end, so it is never second.
+_SECOND_CAUSES = ("gpu_memory_foreign_process", "cuda_kernel_fault", "ecc_memory_errors")
+
+
+def _fits(size: int, models: dict[str, float], memory_bytes: int) -> bool:
+    resident = CUDA_CONTEXT_BYTES + ddcolor.weights_bytes(set(models))
+    peak = max(ddcolor.peak_memory_bytes(m, size) for m in models)
+    return MAX_CONCURRENCY * peak + resident <= 0.95 * memory_bytes
+
+
+def _mean_work_s(sizes: dict[int, float], models: dict[str, float]) -> float:
+    return sum(ws * wm * ddcolor.work_s(m, s) for s, ws in sizes.items() for m, wm in models.items())
+
+
+def _weights(rng: random.Random, values: list[Any]) -> dict[Any, float]:
+    raw = [rng.uniform(0.2, 1.0) for _ in values]
+    return {v: round(w / sum(raw), 2) or 0.01 for v, w in zip(values, raw)}
+
+
+def generate_scenario(seed: int, index: int) -> dict[str, Any]:
+    """One scenario (a Contract-5 mapping with truth), a pure function of (seed, index)."""
+    rng = random.Random(f"generate/{seed}/{index}")
+    cause = None if rng.random() < RANGES["quiet_share"] else rng.choice(CAUSE_IDS)
+    fleet = []
+    for h in range(rng.randint(*RANGES["hosts"])):
+        model = rng.choice(RANGES["models"])
+        if cause == "ecc_memory_errors" and h == 0 and not PROFILES[model].ecc:
+            model = "A100-40GB"
+        fleet.append({"host": f"gpu-node-{h + 1}", "gpus": rng.randint(*RANGES["gpus_per_host"]), "model": model})
+    gpus = [(f"{e['host']}/{i}", PROFILES[e["model"]]) for e in fleet for i in range(e["gpus"])]
+    if cause == "ecc_memory_errors" and not any(p.ecc for _, p in gpus):
+        fleet[0]["model"] = "A100-40GB"
+        gpus = [(f"{e['host']}/{i}", PROFILES[e["model"]]) for e in fleet for i in range(e["gpus"])]
+    slowest = min(p.relative_speed for _, p in gpus)
+    smallest_memory = min(p.memory_total_bytes for _, p in gpus)
+    models = _weights(rng, rng.sample(MODELS, rng.randint(1, 2)))
+    tasks = _weights(rng, rng.sample(["person", "building", "landscape"], rng.randint(1, 3)))
+    # Sizes whose concurrent peak fits the smallest GPU: memory causes come only from faults.
+    fits = [s for s in RANGES["input_sizes"] if _fits(s, models, smallest_memory)] or [256]
+    candidates = sorted(rng.sample(fits, min(len(fits), rng.randint(1, 3))))
+    base_util = {"thermal_throttling": (0.6, 0.7), "power_capping": (0.85, 0.9), "hw_slowdown": (0.45, 0.6)}.get(
+        cause, RANGES["base_utilization"]
+    )
+    util = rng.uniform(*base_util)
+    while True:
+        # Keep runs small: bigger inputs, then fewer GPUs, until the fleet needs at most MAX_RATE_PER_S.
+        sizes = _weights(rng, candidates)
+        gpus = [(f"{e['host']}/{i}", PROFILES[e["model"]]) for e in fleet for i in range(e["gpus"])]
+        slowest = min(p.relative_speed for _, p in gpus)
+        capacity_per_gpu = slowest / _mean_work_s(sizes, models)
+        rate = round(util * capacity_per_gpu * len(gpus), 2)
+        if rate <= MAX_RATE_PER_S:
+            break
+        larger = [s for s in fits if s > candidates[-1]]
+        if len(candidates) > 1:
+            candidates = candidates[1:]
+        elif larger:
+            candidates = [larger[0]]
+        elif fleet[-1]["gpus"] > 1:
+            fleet[-1]["gpus"] -= 1
+        elif len(fleet) > 1:
+            fleet.pop()
+        else:
+            break
+    duration_min = rng.randint(*RANGES["duration_min"])
+    start_min = rng.randint(*RANGES["fault_start_min"])
+    length_min = rng.randint(*RANGES["fault_length_min"]) + (2 if cause == "power_capping" else 0)
+    end_min = min(start_min + length_min, duration_min - 1)
+    timeout_s = 60 if cause in ("gpu_oom_large_inputs", "gpu_memory_foreign_process") else rng.randint(*RANGES["timeout_s"])
+    # The fault's GPU: the slowest kind for the clock-cutting causes (where load is measured), else any.
+    slow_gpus = [ref for ref, p in gpus if p.relative_speed == slowest]
+    target = rng.choice(slow_gpus if cause in ("thermal_throttling", "power_capping", "hw_slowdown") else [r for r, _ in gpus])
+    if cause == "ecc_memory_errors":
+        target = rng.choice([r for r, p in gpus if p.ecc])
+    faults: list[dict[str, Any]] = []
+    drivers: dict[str, Any] = {}
+    window = {"start": f"{start_min}m", "end": f"{end_min}m"}
+    if cause == "gpu_oom_large_inputs":
+        usable = smallest_memory - CUDA_CONTEXT_BYTES - ddcolor.weights_bytes(set(models) | {"ddcolor_paper"})
+        size = math.ceil(512 * math.sqrt(usable / 2 / ddcolor.MODEL_COSTS["ddcolor_paper"].activation_bytes_512) / 128) * 128 + 128
+        shift_sizes = {size: round(rng.uniform(0.5, 0.8), 2)}
+        shift_sizes[512] = round(1 - shift_sizes[size], 2)
+        shift_rate = round(0.6 * slowest / _mean_work_s(shift_sizes, {"ddcolor_paper": 1.0}) * len(gpus), 2)
+        faults.append({"kind": "traffic_shift", **window, "rate": f"{shift_rate}/s", "input_size": shift_sizes,
+                       "model": {"ddcolor_paper": 1}})
+        drivers = {"ddcolor.input_size": size}
+    elif cause == "compute_saturation":
+        faults.append({"kind": "traffic_shift", **window,
+                       "rate": f"{round(rng.uniform(1.6, 2.6) * capacity_per_gpu * len(gpus), 2)}/s"})
+    elif cause == "application_error":
+        bug: dict[str, Any] = {"kind": "app_bug", **window, "severity": round(rng.uniform(0.2, 0.5), 2)}
+        if rng.random() < 0.7:
+            bug["model"] = rng.choice(list(models))
+            drivers = {"ddcolor.model": bug["model"]}
+        faults.append(bug)
+    elif cause is not None:
+        faults.append(_gpu_fault(rng, cause, target, window))
+        drivers = {"gpu.uuid": target}
+    others = [r for r, _ in gpus if r != target]
+    also = []
+    if cause is not None and others and rng.random() < RANGES["second_fault_share"]:
+        second_cause = rng.choice(_SECOND_CAUSES)
+        candidates = [r for r in others if second_cause != "ecc_memory_errors" or PROFILES[_model(fleet, r)].ecc]
+        if candidates:
+            second = rng.choice(candidates)
+            others.remove(second)
+            short = {"start": f"{start_min + 1}m", "end": f"{min(start_min + 4, duration_min - 1)}m"}
+            faults.append(_gpu_fault(rng, second_cause, second, short, mild=True))
+            also.append({"cause": second_cause, "drivers": {"gpu.uuid": second}})
+    for _ in range(rng.randint(*RANGES["distractors"])):
+        if others and rng.random() < 0.5:
+            faults.append({"kind": "thermal", "gpu": rng.choice(others), "start": f"{rng.randint(1, 5)}m",
+                           "end": f"{rng.randint(6, duration_min)}m", "severity": round(rng.uniform(0.1, 0.3), 2)})
+        elif cause not in ("thermal_throttling", "power_capping", "hw_slowdown", "compute_saturation"):
+            at = rng.randint(1, duration_min - 4)
+            faults.append({"kind": "traffic_shift", "start": f"{at}m", "end": f"{at + rng.randint(1, 3)}m",
+                           "rate": f"{round(rate * rng.uniform(1.1, 1.3), 2)}/s"})
+    truth: dict[str, Any] = {"cause": cause, "drivers": drivers}
+    if also:
+        truth["also"] = also
+    scenario = {
+        "name": f"gen-{seed}-{index:04d}",
+        "seed": rng.randrange(10**6),
+        "start": f"2025-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T{rng.randint(0, 23):02d}:00:00Z",
+        "duration": f"{duration_min}m",
+        "fleet": fleet,
+        "workload": {"rate": f"{rate}/s", "input_size": sizes, "task_type": tasks, "model": models, "timeout": f"{timeout_s}s"},
+        "faults": faults,
+        "truth": truth,
+    }
+    parse_scenario(scenario, scenario["name"])  # every draw must be a valid scenario
+    return scenario
+
+
+def _model(fleet: list[dict[str, Any]], ref: str) -> str:
+    host = ref.rpartition("/")[0]
+    return next(e["model"] for e in fleet if e["host"] == host)
+
+
+def _gpu_fault(rng: random.Random, cause: str, gpu: str, window: dict[str, str], mild: bool = False) -> dict[str, Any]:
+    if cause == "gpu_memory_foreign_process":
+        return {"kind": "foreign_process", "gpu": gpu, **window, "severity": round(rng.uniform(0.9, 0.98), 2)}
+    if cause == "thermal_throttling":
+        return {"kind": "thermal", "gpu": gpu, **window, "severity": round(rng.uniform(0.9, 0.97), 2)}
+    if cause == "power_capping":
+        return {"kind": "power_cap", "gpu": gpu, **window, "severity": round(rng.uniform(0.9, 1.0), 2)}
+    if cause == "hw_slowdown":
+        return {"kind": "hw_slowdown", "gpu": gpu, **window, "severity": round(rng.uniform(0.7, 0.9), 2)}
+    if cause == "ecc_memory_errors":
+        return {"kind": "ecc_uncorrectable", "gpu": gpu, **window, "severity": round(rng.uniform(0.4, 0.5 if mild else 0.9), 2)}
+    if cause == "gpu_fallen_off_bus":
+        start = window["end"] if mild else window["start"]
+        return {"kind": "gpu_lost", "gpu": gpu, "start": start}
+    if cause == "cuda_kernel_fault":
+        return {"kind": "xid", "gpu": gpu, "code": rng.choice((13, 31, 43)), **window,
+                "severity": round(rng.uniform(0.3, 0.4 if mild else 0.7), 2)}
+    raise ValueError(f"no GPU fault for cause {cause!r}")
+
+
+def generate_scenarios(seed: int, count: int) -> list[dict[str, Any]]:
+    """`count` scenarios for `seed`, as mappings."""
+    return [generate_scenario(seed, index) for index in range(count)]
+
+
+def write_generated(seed: int, count: int, out_dir: str | Path) -> list[Path]:
+    """Write `count` generated scenarios as YAML files into `out_dir`; return their paths."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create output folder {out}: {exc.strerror or exc}") from exc
+    paths = []
+    for scenario in generate_scenarios(seed, count):
+        path = out / f"{scenario['name']}.yaml"
+        header = f"# Generated by `gpu-rca lab generate --seed {seed}`; ranges in lab/generate.py.\n"
+        path.write_text(header + yaml.safe_dump(scenario, sort_keys=False, default_flow_style=None, width=120), encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+__all__ = ["RANGES", "generate_scenario", "generate_scenarios", "write_generated"]
