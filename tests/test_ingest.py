@@ -15,13 +15,18 @@ import pytest
 import zstandard
 from loguru import logger
 from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from correlate import Store
 from correlate.ingest import ingest_paths
 from gpu_rca.cli import main
+from schemas import attributes as a
 from schemas.otlp_json import message_to_json
 from tests.test_store import RESOURCE, UUID, trace_request
 
@@ -168,6 +173,41 @@ def test_sdk_spans_from_json_and_protobuf_files_are_typed(tmp_path):
     assert rows[0] == (sent.trace_id.hex(), sent.span_id.hex(), "ddcolor", "1.4.0", "node-a", UUID, 0,
                        ["sw_thermal", "hw_slowdown"], [79], 61.5, "gpu_lost", 1280)
     assert rows[1][2:] == rows[0][2:] and rows[1][0] != rows[0][0]
+
+
+ALL_STAMPS = {
+    a.GPU_INDEX: 3, a.GPU_UUID: UUID, a.GPU_NAME: "NVIDIA A100-SXM4-40GB", a.GPU_PCI_BUS_ID: "00000000:3B:00.0",
+    a.GPU_MIG_INSTANCE_ID: 5, a.TELEMETRY_SOURCE: "nvml", a.TELEMETRY_SAMPLES: 17, a.TELEMETRY_STALE: True,
+    a.TEMPERATURE_MAX: 86, a.TEMPERATURE_SLOWDOWN: 87, a.POWER_MAX: 399.5, a.POWER_MEAN: 310.25, a.POWER_LIMIT: 400.0,
+    a.MEMORY_USED_START: 1_000, a.MEMORY_USED_MAX: 42_000_000_000, a.MEMORY_TOTAL: 42_949_672_960,
+    a.MEMORY_PROCESS_MAX: 39_000_000_000, a.UTILIZATION_MEAN: 97.5, a.UTILIZATION_MAX: 100.0,
+    a.CLOCK_SM_MIN: 705, a.CLOCK_SM_MAX: 1410, a.THROTTLE_REASONS: ["sw_thermal", "hw_thermal"],
+    a.ECC_CORRECTED_DELTA: 2, a.ECC_UNCORRECTED_DELTA: 1, a.XID: [48, 63], a.INFLIGHT_MAX: 6, a.QUEUE_MS: 12.5,
+    a.ERROR_TYPE: "cuda_illegal_address",
+}
+
+
+def test_every_stamp_of_a_real_exporter_payload_lands_typed(tmp_path):
+    assert set(ALL_STAMPS) == {st.attribute for st in a.STAMPS}
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({**RESOURCE, a.K8S_NODE_NAME: "gke-node-7"}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with provider.get_tracer("ddcolor").start_as_current_span("ddcolor.inference", attributes=ALL_STAMPS):
+        pass
+    provider.shutdown()
+    request = encode_spans(exporter.get_finished_spans())  # what OTLPSpanExporter.export serializes
+    (tmp_path / "one.jsonl").write_text(message_to_json(request) + "\n")
+    (tmp_path / "two.pb").write_bytes(proto_framed(request))
+    db = tmp_path / "rca.duckdb"
+    assert run("--db", str(db), str(tmp_path / "one.jsonl")) == 0
+    columns = ", ".join(st.column for st in a.STAMPS)
+    expected = tuple(ALL_STAMPS[st.attribute] for st in a.STAMPS)
+    first = query(db, f"SELECT {columns}, service, service_version, host, k8s_node, attributes FROM spans")
+    assert first == [(*expected, "ddcolor", "1.4.0", "node-a", "gke-node-7", "{}")]
+    # The same span from the protobuf file is already stored; from a fresh store it reads the same.
+    db2 = tmp_path / "rca2.duckdb"
+    assert run("--db", str(db2), str(tmp_path / "two.pb")) == 0
+    assert query(db2, f"SELECT {columns}, service, service_version, host, k8s_node, attributes FROM spans") == first
 
 
 def test_the_same_files_twice_store_nothing_new(incident, tmp_path, capsys):
