@@ -22,15 +22,29 @@ from collector._setup import (
 )
 from collector._spans import InferenceSpan, InferenceSpanScope
 
+#: The exporter's names, imported on first use (prometheus_client is not needed to stamp spans).
+_EXPORTER_NAMES = ("DcgmCollector", "MetricsSource", "exposition", "registry_for", "serve_metrics")
+
+
+def __getattr__(name: str) -> object:
+    if name in _EXPORTER_NAMES:
+        from collector import _exporter
+
+        return getattr(_exporter, {"MetricsSource": "Source", "serve_metrics": "serve"}.get(name, name))
+    raise AttributeError(f"module 'collector' has no attribute {name!r}")
+
+
 __all__ = [
     "Collector",
     "CountingSpanExporter",
+    "DcgmCollector",
     "DeviceInfo",
     "GpuResolver",
     "GpuSpanProcessor",
     "Health",
     "InferenceSpan",
     "InferenceSpanScope",
+    "MetricsSource",
     "OtlpLogSink",
     "Ring",
     "Sample",
@@ -41,8 +55,11 @@ __all__ = [
     "classify_error",
     "configure",
     "default_collector",
+    "exposition",
     "inference_span",
     "install_patcher",
+    "registry_for",
+    "serve_metrics",
     "shutdown",
     "telemetry_source",
     "trace_patcher",
