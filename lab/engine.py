@@ -20,7 +20,7 @@ from opentelemetry import trace
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import Event, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -158,8 +158,12 @@ class _Engine:
         self.hosts[host].ops.append((ts_ns, self._seq, "log", request, (level, message)))
 
     # --- the loop --------------------------------------------------------------------------------
-    def _flush(self, host: _Host) -> None:
-        ops, host.ops = sorted(host.ops, key=lambda op: (op[0], op[1])), []
+    def _flush(self, host: _Host, until_ns: int) -> None:
+        # Only what has happened by the last sample: a later end would be stamped without its samples.
+        ops = sorted(host.ops, key=lambda op: (op[0], op[1]))
+        due = [op for op in ops if op[0] <= until_ns]
+        host.ops = ops[len(due):]
+        ops = due
         collector = host.collector
         for ts_ns, _, kind, request, payload in ops:
             ts = ts_ns + host.skew_ns
@@ -219,7 +223,8 @@ class _Engine:
             self._announced[event.gpu.uuid] = record.ts_ns
             self.kernel.extend(kernel_lines(event.gpu, record, self.hosts[event.gpu.host].skew_ns, announce))
             if error_text is not None:
-                worker.crash(event.ts_ns, error_text, event.ts_ns + down_ns)
+                delay_ns = int(self.rng_faults.uniform(0.2, 0.9) * NS)
+                worker.crash(event.ts_ns, error_text, event.ts_ns + down_ns, delay_ns)
 
     def run(self) -> LabRun:
         scenario = self.scenario
@@ -245,11 +250,12 @@ class _Engine:
             if step % sample_every == 0 or t1 >= end_ns:
                 for host in self.hosts.values():
                     host.collector.sample_once(t1 + host.skew_ns)
-                    self._flush(host)
+                    self._flush(host, t1)
             t0 = t1
         for host in self.hosts.values():
             host.collector.shutdown()
             host.provider.shutdown()
+        spans = [_simulated_event_times(span) for span in self.spans.get_finished_spans()]
         logs = list(self.logs.get_finished_logs())
         for log in logs:
             # The SDK stamps "observed" with wall-clock time; in simulated time the record is observed as written.
@@ -257,12 +263,28 @@ class _Engine:
         return LabRun(
             scenario=scenario,
             fleet=self.fleet,
-            spans=list(self.spans.get_finished_spans()),
+            spans=spans,
             logs=logs,
             kernel_log=[line for _, line in sorted(self.kernel, key=lambda item: item[0])],
             metrics=self.scraper.documents(),
             truth=resolve_truth(scenario, self.fleet),
         )
+
+
+def _simulated_event_times(span: Any) -> Any:
+    # The SDK's record_exception stamps the exception event with wall-clock time; in simulated time the
+    # exception happens when the span ends (see "Needs from the collector" in docs/lab.md).
+    events = span.events
+    if not any(e.name == "exception" and not span.start_time <= e.timestamp <= span.end_time for e in events):
+        return span
+    fixed = tuple(
+        Event(e.name, e.attributes, timestamp=span.end_time)
+        if e.name == "exception" and not span.start_time <= e.timestamp <= span.end_time
+        else e
+        for e in events
+    )
+    span._events = fixed  # an ended ReadableSpan has no public setter; it is copied only for export
+    return span
 
 
 def resolve_truth(scenario: Scenario, fleet: Fleet) -> dict[str, Any]:

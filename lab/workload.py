@@ -114,12 +114,16 @@ class Worker:
             self.observer.log(self.gpu.host, ts_ns, "INFO", f"colorized {request.width}x{request.height} in "
                               f"{(ts_ns - request.accept_ns) / 1e6:.0f} ms", request)
 
-    def crash(self, ts_ns: int, error_text: str, until_ns: int) -> None:
-        """A CUDA error killed this worker's context: running requests fail; it restarts at `until_ns`."""
+    def crash(self, ts_ns: int, error_text: str, until_ns: int, report_delay_ns: int) -> None:
+        """A CUDA error killed this worker's context: running requests fail; it restarts at `until_ns`.
+
+        CUDA reports kernel errors asynchronously, at the next synchronising call, so the running requests
+        see the error `report_delay_ns` after the fault.
+        """
         self.broken_until_ns = max(self.broken_until_ns, until_ns)
         self.broken_error = error_text
         for request in list(self.running):
-            self._finish(request, ts_ns, cuda_errors.cuda_error(error_text))
+            self._finish(request, ts_ns + report_delay_ns, cuda_errors.cuda_error(error_text))
 
     def _try_start(self, request: Request, ts_ns: int) -> None:
         self.observer.started(request, ts_ns)
