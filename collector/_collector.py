@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import threading
-from types import ModuleType
 from collections.abc import Mapping
+from types import ModuleType
 from typing import Any
 
 from opentelemetry import trace
@@ -96,7 +96,9 @@ class Collector:
             self.sampler.sample_once(now_ns)
 
     def shutdown(self) -> None:
-        """Stop sampling; safe to call twice. (Providers belong to whoever made them.)"""
+        """Stop sampling and stamping at span start; safe to call twice. (Providers belong to whoever
+        made them, and the SDK cannot remove a processor, so this collector's one is switched off.)"""
+        self.processor.enabled = False
         if self.sampler is not None:
             self.sampler.stop()
 
@@ -239,10 +241,11 @@ class GpuSpanProcessor(SpanProcessor):
 
     def __init__(self, collector: Collector) -> None:
         self.collector = collector
+        self.enabled = True
 
     def on_start(self, span: Any, parent_context: Any = None) -> None:
         attrs = span.attributes
-        if not attrs or A.TELEMETRY_SOURCE in attrs:
+        if not attrs or not self.enabled or A.TELEMETRY_SOURCE in attrs:
             return
         uuid = attrs.get(A.GPU_UUID)
         index = attrs.get(A.GPU_INDEX)

@@ -23,7 +23,10 @@ from schemas import attributes as A
 
 _lock = threading.Lock()
 _default: Collector | None = None
-_owned: list[Any] = []  # providers and loguru sink ids configure() created, released by shutdown()
+_owned: list[Any] = []  # providers configure() created, released by shutdown()
+_sinks: list[int] = []  # loguru sink ids configure() added
+#: One set of counters per process: the providers configure() installs outlive a reconfiguration.
+_health = Health()
 
 
 class CountingSpanExporter(SpanExporter):
@@ -120,13 +123,15 @@ def configure(
     Where the application already installed an SDK `TracerProvider`, the collector's processor is added to
     it (its exporters stay in charge); otherwise a provider with a batching OTLP exporter is installed.
     `nvml=None`: `import pynvml` and `nvmlInit()`; on any failure spans carry `gpu.telemetry.source=none`.
-    `export_logs=True` also sends loguru records as OTLP logs. Call again to reconfigure.
+    `export_logs=True` also sends loguru records as OTLP logs. Calling it again replaces the default
+    Collector; OTel allows one global provider per process, so after `shutdown()` a new `configure()`
+    stamps spans but the provider it installed first is not replaced.
     """
     global _default
-    health = Health()
+    health = _health
     resource = build_resource(service_name, service_version, resource_attributes)
     with _lock:
-        _shutdown_locked()
+        _release(providers=False)  # a reconfiguration keeps the installed providers (set once per process)
         provider = trace.get_tracer_provider()
         if not isinstance(provider, TracerProvider):
             provider = TracerProvider(resource=resource)
@@ -156,23 +161,27 @@ def _setup_logs(resource: Resource, health: Health) -> None:
         provider.add_log_record_processor(BatchLogRecordProcessor(otlp_log_exporter()))
         set_logger_provider(provider)
         _owned.append(provider)
-    _owned.append(("loguru", logger.add(OtlpLogSink(provider, health=health), format="{message}", catch=True)))
+    _sinks.append(logger.add(OtlpLogSink(provider, health=health), format="{message}", catch=True))
 
 
-def _shutdown_locked() -> None:
+def _release(*, providers: bool) -> None:
+    """Stop the default Collector and remove configure()'s loguru sinks; with `providers`, also flush and
+    shut down the providers configure() installed."""
     global _default
     if _default is not None:
         _default.shutdown()
         _default = None
-    while _owned:
-        item = _owned.pop()
-        try:
-            if isinstance(item, tuple):
-                from loguru import logger
+    if _sinks:
+        from loguru import logger
 
-                logger.remove(item[1])
-            else:
-                item.shutdown()  # flushes what is queued
+        while _sinks:
+            try:
+                logger.remove(_sinks.pop())
+            except ValueError:  # the application removed it already
+                pass
+    while providers and _owned:
+        try:
+            _owned.pop().shutdown()  # flushes what is queued
         except Exception:  # noqa: BLE001 - shutting down must not raise
             pass
 
@@ -180,7 +189,7 @@ def _shutdown_locked() -> None:
 def shutdown() -> None:
     """Stop the sampler, flush and shut down what `configure()` created. Safe to call twice."""
     with _lock:
-        _shutdown_locked()
+        _release(providers=True)
 
 
 def default_collector() -> Collector:

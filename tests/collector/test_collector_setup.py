@@ -266,3 +266,23 @@ def test_configure_without_nvml_library_runs_with_source_none(receiver: Receiver
     assert out == {"errors": 1}
     ((_, span),) = receiver.spans()
     assert _attrs(span)[A.TELEMETRY_SOURCE] == A.SOURCE_NONE
+
+
+def test_configure_again_replaces_the_default_collector(receiver: Receiver):
+    out = run_app(
+        """
+        import json
+        import collector, lab
+        first = collector.configure(service_name="app", nvml=lab.simulated_nvml([{"host": "h", "gpus": 1, "model": "T4"}]))
+        second = collector.configure(service_name="app", nvml=lab.simulated_nvml([{"host": "h", "gpus": 2, "model": "L4"}]))
+        with collector.inference_span("inf", gpu=1):
+            pass
+        collector.shutdown()
+        collector.shutdown()
+        print(json.dumps({"first_enabled": first.processor.enabled, "second_is_default": second is not first}))
+        """,
+        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
+    )
+    assert out == {"first_enabled": False, "second_is_default": True}
+    ((_, span),) = receiver.spans()
+    assert _attrs(span)[A.GPU_INDEX] == 1 and _attrs(span)[A.GPU_NAME] == "NVIDIA L4"
