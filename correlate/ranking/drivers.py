@@ -20,7 +20,7 @@ from correlate.ranking.stats import DRIVER_P_THRESHOLD, clean, normalized_score,
 #: A numeric attribute with at most this many distinct values is a category (Contract 3).
 MAX_CATEGORY_VALUES = 20
 #: Successes used as the baseline; more only narrows p-values that are already tiny.
-BASELINE_SAMPLE = 200_000
+BASELINE_SAMPLE = 20_000
 #: Span attributes that identify or measure rather than describe a request: never drivers.
 EXCLUDED = frozenset(
     {s.attribute for s in a.STAMPS if s.attribute not in (a.GPU_UUID, a.GPU_NAME)}
@@ -84,17 +84,19 @@ def build_attribute_values(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE rk_kv_raw AS
-        WITH picked AS (SELECT idx, attributes, resource, gpu_uuid, gpu_name, host, service_version
+        WITH picked AS (SELECT idx, failed, attributes, resource, gpu_uuid, gpu_name, host, service_version
                         FROM rk_spans WHERE {keep})
-        SELECT DISTINCT idx, attribute, raw, jtype FROM (
-          SELECT idx, e.key AS attribute, e.value::VARCHAR AS raw, e.type AS jtype
+        SELECT DISTINCT idx, failed, attribute, raw, jtype FROM (
+          SELECT idx, failed, e.key AS attribute, e.value::VARCHAR AS raw, e.type AS jtype
             FROM picked, json_each(picked.attributes) AS e
           UNION ALL
-          SELECT idx, e.key, e.value::VARCHAR, e.type FROM picked, json_each(picked.resource) AS e
-          UNION ALL SELECT idx, '{a.GPU_UUID}', to_json(gpu_uuid)::VARCHAR, 'VARCHAR' FROM picked WHERE gpu_uuid IS NOT NULL
-          UNION ALL SELECT idx, '{a.GPU_NAME}', to_json(gpu_name)::VARCHAR, 'VARCHAR' FROM picked WHERE gpu_name IS NOT NULL
-          UNION ALL SELECT idx, '{a.HOST_NAME}', to_json(host)::VARCHAR, 'VARCHAR' FROM picked WHERE host IS NOT NULL
-          UNION ALL SELECT idx, '{a.SERVICE_VERSION}', to_json(service_version)::VARCHAR, 'VARCHAR'
+          SELECT idx, failed, e.key, e.value::VARCHAR, e.type FROM picked, json_each(picked.resource) AS e
+          UNION ALL SELECT idx, failed, '{a.GPU_UUID}', to_json(gpu_uuid)::VARCHAR, 'VARCHAR'
+            FROM picked WHERE gpu_uuid IS NOT NULL
+          UNION ALL SELECT idx, failed, '{a.GPU_NAME}', to_json(gpu_name)::VARCHAR, 'VARCHAR'
+            FROM picked WHERE gpu_name IS NOT NULL
+          UNION ALL SELECT idx, failed, '{a.HOST_NAME}', to_json(host)::VARCHAR, 'VARCHAR' FROM picked WHERE host IS NOT NULL
+          UNION ALL SELECT idx, failed, '{a.SERVICE_VERSION}', to_json(service_version)::VARCHAR, 'VARCHAR'
             FROM picked WHERE service_version IS NOT NULL
         ) WHERE jtype NOT IN ('ARRAY', 'OBJECT', 'NULL') AND attribute NOT IN ({excluded})
         """
@@ -107,19 +109,19 @@ def build_attribute_values(con: duckdb.DuckDBPyConnection) -> None:
           SELECT attribute, bool_and(jtype IN ({numeric})) AS is_numeric, count(DISTINCT raw) AS n_values
           FROM rk_kv_raw GROUP BY attribute),
         ranged AS (
-          SELECT k.idx, k.attribute, CAST(k.raw AS DOUBLE) AS x,
+          SELECT k.idx, k.failed, k.attribute, CAST(k.raw AS DOUBLE) AS x,
                  ntile(5) OVER (PARTITION BY k.attribute ORDER BY CAST(k.raw AS DOUBLE)) AS bin
           FROM rk_kv_raw k JOIN kinds USING (attribute)
           WHERE kinds.is_numeric AND kinds.n_values > {MAX_CATEGORY_VALUES}),
         bins AS (SELECT attribute, bin, min(x) AS lo, max(x) AS hi FROM ranged GROUP BY ALL)
-        SELECT k.idx, k.attribute,
+        SELECT k.idx, k.failed, k.attribute,
                CASE WHEN kinds.is_numeric THEN 'num' ELSE 'str' END AS kind,
                CASE WHEN kinds.is_numeric THEN NULL ELSE json_extract_string(k.raw, '$') END AS text,
                CASE WHEN kinds.is_numeric THEN CAST(k.raw AS DOUBLE) END AS number
         FROM rk_kv_raw k JOIN kinds USING (attribute)
         WHERE NOT kinds.is_numeric OR kinds.n_values <= {MAX_CATEGORY_VALUES}
         UNION ALL
-        SELECT r.idx, r.attribute, 'range',
+        SELECT r.idx, r.failed, r.attribute, 'range',
                printf('%s..%s', {_number_text('b.lo')}, {_number_text('b.hi')}), NULL
         FROM ranged r JOIN bins b USING (attribute, bin)
         """
@@ -139,16 +141,15 @@ def driver_rows(con: duckdb.DuckDBPyConnection, groups_table: str) -> list[Drive
     """Every (group, attribute, value) over failed spans grouped by `groups_table(idx, grp)` vs successes."""
     rows = con.execute(
         f"""
-        WITH sampled_ok AS (SELECT DISTINCT k.idx FROM rk_kv k JOIN rk_spans s USING (idx) WHERE NOT s.failed),
-        group_sizes AS (SELECT grp, count(*) AS n FROM {groups_table} GROUP BY grp),
+        WITH group_sizes AS (SELECT grp, count(*) AS n FROM {groups_table} GROUP BY grp),
         fail_counts AS (
           SELECT g.grp, k.attribute, k.kind, k.text, k.number, count(*) AS n
           FROM rk_kv k JOIN {groups_table} g USING (idx) GROUP BY ALL),
         ok_counts AS (
           SELECT k.attribute, k.kind, k.text, k.number, count(*) AS n
-          FROM rk_kv k JOIN sampled_ok USING (idx) GROUP BY ALL)
+          FROM rk_kv k WHERE NOT k.failed GROUP BY ALL)
         SELECT f.grp, f.attribute, f.kind, f.text, f.number, f.n, gs.n, coalesce(o.n, 0),
-               (SELECT count(*) FROM sampled_ok)
+               (SELECT count(DISTINCT idx) FROM rk_kv WHERE NOT failed)
         FROM fail_counts f JOIN group_sizes gs USING (grp)
         LEFT JOIN ok_counts o ON o.attribute = f.attribute AND o.kind = f.kind
              AND o.text IS NOT DISTINCT FROM f.text AND o.number IS NOT DISTINCT FROM f.number

@@ -15,6 +15,7 @@ from schemas import metrics as m
 from schemas.attributes import STAMPS
 from schemas.errors import InputError
 
+from correlate.ranking.features import FEATURE_SQL
 from correlate.ranking.timefmt import rfc3339
 
 MINUTE_NS = 60_000_000_000
@@ -158,14 +159,20 @@ def _empty_message(since_ns: int | None, until_ns: int | None) -> str:
     )
 
 
+#: The stamps ranking reads (the rest stay in the store).
+_STAMPS_USED = (
+    "gpu_uuid", "gpu_name", "gpu_telemetry_source", "gpu_temperature_max", "gpu_temperature_slowdown",
+    "gpu_clock_sm_min", "gpu_clock_sm_max", "gpu_utilization_mean", "gpu_power_mean", "gpu_power_limit",
+    "gpu_memory_used_max", "gpu_memory_total", "gpu_memory_process_max", "gpu_throttle_reasons", "gpu_xid",
+    "gpu_ecc_uncorrected_delta", "gpu_inflight_max", "inference_queue_ms",
+)
+
+
 def _stamp_select(columns: set[str]) -> str:
-    parts = []
-    for stamp in STAMPS:
-        if stamp.column in ("error_type",):
-            continue
-        expr = stamp.column if stamp.column in columns else f"CAST(NULL AS {stamp.sql_type})"
-        parts.append(f"{expr} AS {stamp.column}")
-    return ", ".join(parts)
+    types = {s.column: s.sql_type for s in STAMPS}
+    return ", ".join(
+        f"{column}" if column in columns else f"CAST(NULL AS {types[column]}) AS {column}" for column in _STAMPS_USED
+    )
 
 
 def load_spans(
@@ -175,27 +182,22 @@ def load_spans(
     columns = table_columns(con, "spans")
     where, params = _filter_sql(filters, columns)
     base = ", ".join(c if c in columns else f"NULL AS {c}" for c in _BASE_COLUMNS if c != "is_inference")
-    con.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE rk_spans_raw AS
-        SELECT row_number() OVER (ORDER BY end_ns, trace_id, span_id) AS idx, {base}, {_stamp_select(columns)},
-               {_failed_sql(filters)} AS failed
-        FROM spans WHERE {where} AND end_ns BETWEEN ? AND ?
-        """,
-        params + [window.start_ns, window.end_ns],
-    )
-    total, failed, first, last = con.execute(
-        "SELECT count(*), count(*) FILTER (WHERE failed), min(end_ns) FILTER (WHERE failed),"
-        " max(end_ns) FILTER (WHERE failed) FROM rk_spans_raw"
-    ).fetchone()
-    if not total:
-        raise InputError(_empty_message(window.start_ns, window.end_ns))
     has_metrics = bool(table_columns(con, "metric_samples"))
     has_kernel = bool(table_columns(con, "kernel_events"))
     has_logs = bool(table_columns(con, "logs"))
-    warnings: list[str] = []
     _build_metric_buckets(con, window, has_metrics)
-    _build_spans(con)
+    raw = (
+        f"SELECT row_number() OVER () AS idx, {base}, {_stamp_select(columns)}, {_failed_sql(filters)} AS failed"
+        f" FROM spans WHERE {where} AND end_ns BETWEEN ? AND ?"
+    )
+    _build_spans(con, raw, params + [window.start_ns, window.end_ns])
+    total, failed, first, last = con.execute(
+        "SELECT count(*), count(*) FILTER (WHERE failed), min(end_ns) FILTER (WHERE failed),"
+        " max(end_ns) FILTER (WHERE failed) FROM rk_spans"
+    ).fetchone()
+    if not total:
+        raise InputError(_empty_message(window.start_ns, window.end_ns))
+    warnings: list[str] = []
     n_metric = con.execute("SELECT count(*) FROM rk_gpu_buckets").fetchone()[0]
     if n_metric == 0:
         warnings.append("no GPU metric samples in the window; ranking uses the span stamps alone")
@@ -257,22 +259,23 @@ def _bucket_agg(metric: str) -> str:
     return "max(value)"
 
 
-def _build_spans(con: duckdb.DuckDBPyConnection) -> None:
-    """`rk_spans`: raw spans + metric buckets (this and the previous one) + derived per-span signals."""
+def _build_spans(con: duckdb.DuckDBPyConnection, raw_sql: str, params: list[object]) -> None:
+    """`rk_spans`: the window's spans + metric buckets (this and the previous one) + derived per-span signals."""
     metric_cols = ", ".join(f"coalesce(b0.{c}, b1.{c}) AS {c}" for c in SPAN_METRICS.values())
-    con.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE rk_joined AS
-        SELECT s.*, {metric_cols}
-        FROM rk_spans_raw s
-        LEFT JOIN rk_gpu_buckets b0 ON b0.gpu_uuid = s.gpu_uuid AND b0.bucket = s.end_ns // {BUCKET_NS}
-        LEFT JOIN rk_gpu_buckets b1 ON b1.gpu_uuid = s.gpu_uuid AND b1.bucket = s.end_ns // {BUCKET_NS} - 1
-        """
-    )
+    features = ", ".join(f"{sql} AS f_{name}" for name, sql in FEATURE_SQL.items())
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE rk_spans AS
-        SELECT *,
+        WITH raw AS ({raw_sql}),
+        joined AS (
+          SELECT s.*, {metric_cols}
+          FROM raw s
+          LEFT JOIN rk_gpu_buckets b0 ON b0.gpu_uuid = s.gpu_uuid AND b0.bucket = s.end_ns // {BUCKET_NS}
+          LEFT JOIN rk_gpu_buckets b1 ON b1.gpu_uuid = s.gpu_uuid AND b1.bucket = s.end_ns // {BUCKET_NS} - 1),
+        derived AS (
+        SELECT idx, trace_id, span_id, service, service_version, host, start_ns, end_ns, status, error_type, failed,
+          attributes, resource, gpu_uuid, gpu_name, gpu_telemetry_source, gpu_ecc_uncorrected_delta,
+          gpu_inflight_max, inference_queue_ms,
           CASE WHEN NOT failed THEN NULL
                WHEN error_type = 'cuda_oom' THEN 'oom'
                WHEN error_type = 'gpu_lost' THEN 'lost'
@@ -298,8 +301,9 @@ def _build_spans(con: duckdb.DuckDBPyConnection) -> None:
               CASE WHEN (m_reasons::BIGINT & 128) <> 0 THEN 'hw_power_brake' END], lambda x: x IS NOT NULL) END)
             AS reasons,
           coalesce(gpu_xid, []) AS xids
-        FROM rk_joined
-        """
+        FROM joined)
+        SELECT *, {features}
+        FROM derived
+        """,
+        params,
     )
-    con.execute("DROP TABLE rk_joined")
-    con.execute("DROP TABLE rk_spans_raw")

@@ -1,0 +1,232 @@
+"""`analyze` on a large synthetic incident, beside a pandas/numpy implementation of the same joins and aggregates.
+
+Data (generated with DuckDB SQL straight into a gpu-rca store, not through the lab): `--spans` inference spans
+over 6 h on 16 GPUs (4 hosts), about 1 % failed — timeouts on one GPU that overheats in the last hour — and
+`--samples` metric samples (10 canonical metrics per GPU at an even pace). Both sides analyse the whole 6 h.
+
+- `gpu_rca`: `correlate.analyze(db, since, until)` — the full ranking (windows, bucketed metric join, per-GPU
+  aggregates, BARO anomalies, drivers, hypotheses, assignment, JSON result).
+- `pandas`: what a skilled user writes: load the window from the same store into DataFrames, `merge_asof` each
+  metric onto the spans by GPU, vectorised feature flags, `groupby` per GPU and error family (counts, feature
+  counts, medians), BARO median/IQR per GPU and metric before the onset and the max robust z after it, and
+  failure-vs-success shares of every categorical attribute value. No Python loop over rows.
+
+Each side runs `--repeats` times, each in a fresh process; the report gives median wall time and peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HOUR_NS = 3_600_000_000_000
+START_NS = 1_767_225_600 * 1_000_000_000  # 2026-01-01T00:00:00Z
+SPAN_HOURS = 6
+GPUS = 16
+HOT_GPU = 5
+METRICS = (
+    "DCGM_FI_DEV_GPU_TEMP", "DCGM_FI_DEV_SM_CLOCK", "DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED",
+    "DCGM_FI_DEV_FB_FREE", "DCGM_FI_DEV_POWER_USAGE", "DCGM_FI_DEV_ENFORCED_POWER_LIMIT",
+    "DCGM_FI_DEV_SLOWDOWN_TEMP", "DCGM_FI_DEV_CLOCKS_EVENT_REASONS", "DCGM_FI_DEV_MAX_SM_CLOCK",
+)
+
+
+def generate(db: Path, spans: int, samples: int) -> None:
+    """Write the synthetic store: one thermal incident on GPU 5 in the last hour, 1 % of spans failed."""
+    from correlate.store import Store
+
+    span_ns = SPAN_HOURS * HOUR_NS
+    hot_from = START_NS + span_ns - HOUR_NS
+    with Store(db) as store:
+        con = store.connection
+        con.execute(f"""
+        INSERT INTO spans (trace_id, span_id, name, service, service_version, host, start_ns, end_ns, status,
+                           is_inference, error_type, gpu_uuid, gpu_index, gpu_name, gpu_telemetry_source,
+                           gpu_temperature_max, gpu_temperature_slowdown, gpu_clock_sm_min, gpu_clock_sm_max,
+                           gpu_utilization_mean, gpu_power_mean, gpu_power_limit, gpu_memory_used_max,
+                           gpu_memory_total, gpu_memory_process_max, gpu_throttle_reasons, gpu_xid,
+                           gpu_inflight_max, inference_queue_ms, ddcolor_input_size, ddcolor_model, attributes,
+                           resource)
+        WITH base AS (
+          SELECT i, {START_NS} + (i * {span_ns // spans}) AS t, i % {GPUS} AS g,
+                 CASE WHEN i % 10 < 8 THEN 512 ELSE 1024 END AS size,
+                 CASE WHEN i % 7 = 0 THEN 'ddcolor_paper' ELSE 'ddcolor_paper_tiny' END AS model
+          FROM range({spans}) r(i)),
+        hot AS (SELECT *, (g = {HOT_GPU} AND t >= {hot_from} AND i % 100 < 96) AS bad FROM base)
+        SELECT lpad(to_hex(i), 32, '0'), lpad(to_hex(i), 16, '0'), 'ddcolor.inference', 'ddcolor', '1.4.2',
+               'node-' || (g // 4), t, t + CASE WHEN bad THEN 30000000000 ELSE 1500000000 + (i % 997) * 1000000 END,
+               CASE WHEN bad THEN 'ERROR' ELSE 'OK' END, true, CASE WHEN bad THEN 'timeout' END,
+               'GPU-bench-' || lpad(g::VARCHAR, 4, '0'), g % 4, 'NVIDIA L4', 'nvml',
+               CASE WHEN bad THEN 92 ELSE 60 + i % 9 END, 90, CASE WHEN bad THEN 700 ELSE 2010 END, 2040,
+               85.0 + i % 10, 60.0, 72.0, 12000000000 + size * 1000000, 24152899584, 11000000000 + size * 1000000,
+               CASE WHEN bad THEN ['sw_thermal', 'hw_thermal'] ELSE [] END, [], 1 + i % 3, 2.5 + i % 11,
+               size, model,
+               '{{"ddcolor.input_size":' || size || ',"ddcolor.model":"' || model || '"}}',
+               '{{"service.name":"ddcolor","service.version":"1.4.2","host.name":"node-' || (g // 4) || '"}}'
+        FROM hot
+        """)
+        per_series = samples // (GPUS * len(METRICS))
+        step = span_ns // per_series
+        names = ", ".join(f"('{m}', {k})" for k, m in enumerate(METRICS))
+        con.execute(f"""
+        INSERT INTO metric_samples (ts_ns, host, gpu_uuid, metric, value, source)
+        WITH series AS (SELECT * FROM (VALUES {names}) v(metric, k), range({GPUS}) g(g)),
+        pts AS (SELECT metric, k, g, {START_NS} + j * {step} + g * 1000 AS ts, j FROM series, range({per_series}) r(j))
+        SELECT ts, 'node-' || (g // 4), 'GPU-bench-' || lpad(g::VARCHAR, 4, '0'), metric,
+               CASE metric
+                 WHEN 'DCGM_FI_DEV_GPU_TEMP' THEN CASE WHEN g = {HOT_GPU} AND ts >= {hot_from} THEN 92 ELSE 60 + j % 7 END
+                 WHEN 'DCGM_FI_DEV_SM_CLOCK' THEN CASE WHEN g = {HOT_GPU} AND ts >= {hot_from} THEN 700 ELSE 2010 - j % 30 END
+                 WHEN 'DCGM_FI_DEV_CLOCKS_EVENT_REASONS' THEN CASE WHEN g = {HOT_GPU} AND ts >= {hot_from} THEN 96 ELSE 0 END
+                 WHEN 'DCGM_FI_DEV_GPU_UTIL' THEN 80 + j % 20
+                 WHEN 'DCGM_FI_DEV_FB_USED' THEN 12000 + j % 500
+                 WHEN 'DCGM_FI_DEV_FB_FREE' THEN 11000 - j % 500
+                 WHEN 'DCGM_FI_DEV_POWER_USAGE' THEN 55 + j % 15
+                 WHEN 'DCGM_FI_DEV_ENFORCED_POWER_LIMIT' THEN 72
+                 WHEN 'DCGM_FI_DEV_SLOWDOWN_TEMP' THEN 90
+                 ELSE 2040 END, 'bench'
+        FROM pts
+        """)
+
+
+def run_gpu_rca(db: str) -> dict[str, Any]:
+    """The project: the full `analyze` ranking over the whole data range."""
+    import correlate
+
+    result = correlate.analyze(db, since=str(START_NS // 10**9), until=str((START_NS + SPAN_HOURS * HOUR_NS) // 10**9))
+    top = result["causes"][0] if result["causes"] else None
+    return {"spans": result["spans"], "top": top["cause"] if top else None, "gpus": top["gpus"] if top else []}
+
+
+def run_pandas(db: str) -> dict[str, Any]:
+    """The baseline: the same window joins and per-cause aggregates with pandas/numpy, vectorised."""
+    import duckdb
+    import numpy as np
+    import pandas as pd
+
+    start, end = START_NS, START_NS + SPAN_HOURS * HOUR_NS
+    con = duckdb.connect(db, read_only=True)
+    spans = con.execute(
+        "SELECT trace_id, span_id, host, gpu_uuid, start_ns, end_ns, status, error_type, service_version,"
+        " ddcolor_input_size, ddcolor_model, gpu_temperature_max, gpu_temperature_slowdown, gpu_clock_sm_min,"
+        " gpu_clock_sm_max, gpu_utilization_mean, gpu_power_mean, gpu_power_limit, gpu_memory_used_max,"
+        " gpu_memory_total, gpu_memory_process_max, list_has_any(gpu_throttle_reasons, ['sw_thermal', 'hw_thermal'])"
+        " AS thermal_flag, gpu_inflight_max, inference_queue_ms"
+        " FROM spans WHERE is_inference AND end_ns BETWEEN ? AND ?", [start, end]).df()
+    samples = con.execute(
+        "SELECT gpu_uuid, metric, ts_ns, value FROM metric_samples WHERE ts_ns BETWEEN ? AND ?", [start, end]).df()
+    con.close()
+    spans["failed"] = spans["status"].eq("ERROR")
+    spans["family"] = np.where(~spans["failed"], None,
+                               np.where(spans["error_type"].eq("timeout"), "slow",
+                                        np.where(spans["error_type"].eq("cuda_oom"), "oom", "app")))
+    # Window joins: the latest sample of each metric at or before each span's end, per GPU.
+    spans = spans.sort_values("end_ns", kind="stable")
+    for metric, group in samples.groupby("metric", sort=False):
+        right = group[["gpu_uuid", "ts_ns", "value"]].sort_values("ts_ns", kind="stable").rename(
+            columns={"value": metric})
+        spans = pd.merge_asof(spans, right, left_on="end_ns", right_on="ts_ns", by="gpu_uuid",
+                              direction="backward").drop(columns="ts_ns")
+    spans["temp"] = spans["gpu_temperature_max"].fillna(spans["DCGM_FI_DEV_GPU_TEMP"])
+    spans["clock"] = spans["gpu_clock_sm_min"].fillna(spans["DCGM_FI_DEV_SM_CLOCK"])
+    spans["f_thermal"] = spans["thermal_flag"].fillna(False) | (spans["temp"] >= spans["gpu_temperature_slowdown"] - 1)
+    spans["f_clock_low"] = spans["clock"] < 0.8 * spans["gpu_clock_sm_max"]
+    spans["f_mem_high"] = spans["gpu_memory_used_max"] >= 0.95 * spans["gpu_memory_total"]
+    spans["f_util_high"] = spans["gpu_utilization_mean"] >= 90
+    spans["other_bytes"] = spans["gpu_memory_used_max"] - spans["gpu_memory_process_max"]
+    features = ["f_thermal", "f_clock_low", "f_mem_high", "f_util_high"]
+    numbers = ["temp", "clock", "gpu_utilization_mean", "gpu_power_mean", "other_bytes", "inference_queue_ms",
+               "gpu_inflight_max"]
+    failed = spans[spans["failed"]]
+    per_gpu = failed.groupby(["gpu_uuid", "family"]).agg(
+        n=("span_id", "size"), onset=("end_ns", lambda s: s.quantile(0.05)), last=("end_ns", "max"),
+        **{f: (f, "sum") for f in features}, **{f"med_{x}": (x, "median") for x in numbers})
+    ok = spans[~spans["failed"]].groupby("gpu_uuid").agg(
+        n=("span_id", "size"), **{f: (f, "sum") for f in features}, **{f"med_{x}": (x, "median") for x in numbers})
+    # BARO: per GPU with failures and metric, median/IQR before its onset, max robust z after it.
+    onsets = per_gpu.groupby(level="gpu_uuid")["onset"].min().rename("onset")
+    joined = samples.merge(onsets, left_on="gpu_uuid", right_index=True)
+    before = joined[joined["ts_ns"] < joined["onset"] - 120_000_000_000]
+    stats = before.groupby(["gpu_uuid", "metric"])["value"].quantile([0.25, 0.5, 0.75]).unstack()
+    stats["scale"] = (stats[0.75] - stats[0.25]).clip(lower=1.0)
+    after = joined[joined["ts_ns"] >= joined["onset"] - 600_000_000_000].merge(
+        stats, left_on=["gpu_uuid", "metric"], right_index=True)
+    after["z"] = (after["value"] - after[0.5]).abs() / after["scale"]
+    baro = after.groupby(["gpu_uuid", "metric"])["z"].max()
+    # Drivers: failure share vs success share of every categorical attribute value.
+    drivers = []
+    for column in ("host", "gpu_uuid", "service_version", "ddcolor_input_size", "ddcolor_model"):
+        shares = pd.crosstab(spans[column], spans["failed"], normalize="columns")
+        drivers.append(shares.assign(attribute=column))
+    drivers = pd.concat(drivers)
+    hot = per_gpu["n"].groupby(level="gpu_uuid").sum().idxmax()
+    return {"spans": {"total": int(len(spans)), "failed": int(spans["failed"].sum())},
+            "top_gpu": hot, "baro_series": int(len(baro)), "driver_rows": int(len(drivers)), "ok_gpus": int(len(ok))}
+
+
+def _child(kind: str, db: str) -> None:
+    started = time.perf_counter()
+    answer = run_gpu_rca(db) if kind == "gpu_rca" else run_pandas(db)
+    wall = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"wall_s": wall, "peak_rss_bytes": peak, "answer": answer}))
+
+
+def _measure(kind: str, db: Path) -> dict[str, Any]:
+    run = subprocess.run([sys.executable, "-m", "benchmarks.analyze", "--child", kind, str(db)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks analyze", description=__doc__.split("\n")[0])
+    parser.add_argument("--spans", type=int, default=200_000, help="inference spans (full size: 1000000)")
+    parser.add_argument("--samples", type=int, default=2_000_000, help="metric samples (full size: 10000000)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--child", nargs=2, metavar=("KIND", "DB"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        _child(*args.child)
+        return 0
+    with tempfile.TemporaryDirectory(prefix="gpu-rca-bench-analyze-") as tmp:
+        db = Path(tmp) / "store.duckdb"
+        t0 = time.perf_counter()
+        generate(db, args.spans, args.samples)
+        generate_s = time.perf_counter() - t0
+        runs: dict[str, list[dict[str, Any]]] = {"gpu_rca": [], "pandas": []}
+        for _ in range(args.repeats):  # interleaved, so background load hits both alike
+            for kind in runs:
+                runs[kind].append(_measure(kind, db))
+    results = {
+        kind: {
+            "median_wall_s": statistics.median(r["wall_s"] for r in rs),
+            "max_peak_rss_mib": max(r["peak_rss_bytes"] for r in rs) / 2**20,
+            "answer": rs[0]["answer"],
+        }
+        for kind, rs in runs.items()
+    }
+    ratios = {"pandas_over_gpu_rca_wall": results["pandas"]["median_wall_s"] / results["gpu_rca"]["median_wall_s"]}
+    document = {"name": "analyze", "sizes": {"spans": args.spans, "samples": args.samples, "generate_s": generate_s},
+                "results": results, "ratios": ratios}
+    if args.json:
+        print(json.dumps(document, indent=2))
+    else:
+        print(f"analyze: {args.spans:,} spans, {args.samples:,} metric samples (generated in {generate_s:.1f} s), "
+              f"{args.repeats} runs each, each in its own process")
+        for kind, r in results.items():
+            print(f"  {kind:8s} median {r['median_wall_s']:.2f} s, peak RSS {r['max_peak_rss_mib']:.0f} MiB, "
+                  f"answer {r['answer']}")
+        print(f"  pandas / gpu_rca wall time: {ratios['pandas_over_gpu_rca_wall']:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,1 @@
+"""Measured ranking accuracy (`gpu-rca bench ranking`): where the lab and the correlator meet."""

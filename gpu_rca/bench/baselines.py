@@ -1,0 +1,136 @@
+"""The two baselines ranking is measured against, each mapped to cause ids through a published table.
+
+- **metrics-only (BARO)**: RCAEval's RobustScorer on the GPU metric series of the window — for every
+  (GPU, metric) fit median and IQR before the first failure, score the max |x − median| / IQR after it,
+  rank; the top series map to causes through `METRIC_CAUSES`. The clock-event bitmask is split into one
+  0/1 series per reason group, and the XID gauge maps by its value, so BARO sees what Prometheus shows.
+- **attribute-contrast only (Elastic)**: failed-transaction correlations over span attributes, including
+  `error.type` but no GPU telemetry stamps; the most significant values map to causes through
+  `ATTRIBUTE_CAUSES`, which is what a person reading a BubbleUp-style breakdown would conclude.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+from schemas import metrics as m
+
+from correlate.ranking.drivers import driver_rows, significant
+
+#: (series, direction) -> cause. Series are canonical metric names, `reasons:<group>` bits, or `xid:<code>`.
+METRIC_CAUSES: dict[tuple[str, str], str] = {
+    (m.GPU_TEMP, "up"): "thermal_throttling",
+    ("reasons:thermal", "up"): "thermal_throttling",
+    ("reasons:power_cap", "up"): "power_capping",
+    (m.ENFORCED_POWER_LIMIT, "down"): "power_capping",
+    ("reasons:slowdown", "up"): "hw_slowdown",
+    (m.FB_USED, "up"): "gpu_memory_foreign_process",
+    (m.GPU_UTIL, "up"): "compute_saturation",
+    (m.ECC_DBE_VOL_TOTAL, "up"): "ecc_memory_errors",
+    ("xid:ecc", "up"): "ecc_memory_errors",
+    ("xid:79", "up"): "gpu_fallen_off_bus",
+    ("xid:fault", "up"): "cuda_kernel_fault",
+}
+#: The causes the metrics-only baseline can name at all (its AC@1 is also reported on these alone).
+METRIC_VISIBLE = frozenset(METRIC_CAUSES.values())
+
+#: error.type (and where failures concentrate) -> cause, for the attribute-contrast baseline.
+ATTRIBUTE_CAUSES: dict[tuple[str, str], str] = {
+    ("gpu_lost", "any"): "gpu_fallen_off_bus",
+    ("cuda_oom", "workload"): "gpu_oom_large_inputs",
+    ("cuda_oom", "placement"): "gpu_memory_foreign_process",
+    ("cuda_oom", "none"): "gpu_oom_large_inputs",
+    ("cuda", "placement"): "cuda_kernel_fault",
+    ("cuda", "none"): "cuda_kernel_fault",
+    ("timeout", "placement"): "thermal_throttling",
+    ("timeout", "none"): "compute_saturation",
+    ("other", "any"): "application_error",
+}
+ATTRIBUTE_VISIBLE = frozenset(ATTRIBUTE_CAUSES.values())
+
+_WORKLOAD = ("ddcolor.", "image.")
+_PLACEMENT = ("gpu.uuid", "gpu.name", "host.name", "k8s.node.name")
+_SERIES_SQL = f"""
+    SELECT gpu_uuid, metric AS series, ts_ns, value FROM metric_samples
+    WHERE metric IN ('{m.GPU_TEMP}', '{m.ENFORCED_POWER_LIMIT}', '{m.FB_USED}', '{m.GPU_UTIL}', '{m.ECC_DBE_VOL_TOTAL}')
+      AND ts_ns BETWEEN $start AND $end
+    UNION ALL
+    SELECT gpu_uuid, 'reasons:' || grp, ts_ns,
+           CASE grp WHEN 'thermal' THEN ((CAST(value AS BIGINT) & 96) <> 0)::INT
+                    WHEN 'power_cap' THEN ((CAST(value AS BIGINT) & 4) <> 0)::INT
+                    ELSE ((CAST(value AS BIGINT) & 136) <> 0 AND (CAST(value AS BIGINT) & 96) = 0)::INT END
+    FROM metric_samples, (VALUES ('thermal'), ('power_cap'), ('slowdown')) g(grp)
+    WHERE metric = '{m.CLOCKS_EVENT_REASONS}' AND ts_ns BETWEEN $start AND $end
+    UNION ALL
+    SELECT gpu_uuid, 'xid:' || grp, ts_ns,
+           CASE grp WHEN '79' THEN (value = 79)::INT
+                    WHEN 'ecc' THEN (value IN (48, 63, 64, 94, 95))::INT
+                    ELSE (value IN (13, 31, 43))::INT END
+    FROM metric_samples, (VALUES ('79'), ('ecc'), ('fault')) g(grp)
+    WHERE metric = '{m.XID_ERRORS}' AND ts_ns BETWEEN $start AND $end
+"""
+
+
+def baro_ranking(con: duckdb.DuckDBPyConnection, start_ns: int, end_ns: int, detect_ns: int | None) -> list[str]:
+    """Causes ranked by RCAEval's RobustScorer over the window's GPU metric series (sklearn's IQR, no floor)."""
+    if detect_ns is None:
+        return []
+    rows = con.execute(
+        f"""
+        WITH s AS ({_SERIES_SQL}),
+        base AS (SELECT gpu_uuid, series, median(value) AS med,
+                        quantile_cont(value, 0.75) - quantile_cont(value, 0.25) AS iqr
+                 FROM s WHERE ts_ns < $detect GROUP BY gpu_uuid, series),
+        scored AS (SELECT s.gpu_uuid, s.series,
+                          max((s.value - b.med) / CASE WHEN b.iqr > 0 THEN b.iqr ELSE 1 END) AS up,
+                          max((b.med - s.value) / CASE WHEN b.iqr > 0 THEN b.iqr ELSE 1 END) AS down
+                   FROM s JOIN base b USING (gpu_uuid, series) WHERE s.ts_ns >= $detect GROUP BY ALL)
+        SELECT series, up, down FROM scored
+        """,
+        {"start": start_ns, "end": end_ns, "detect": detect_ns},
+    ).fetchall()
+    candidates: list[tuple[float, str]] = []
+    for series, up, down in rows:
+        for direction, score in (("up", up), ("down", down)):
+            cause = METRIC_CAUSES.get((series, direction))
+            if cause is not None and score is not None and score > 0:
+                candidates.append((float(score), cause))
+    return _dedupe(cause for _, cause in sorted(candidates, key=lambda c: (-c[0], c[1])))
+
+
+def contrast_ranking(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Causes ranked by Elastic's failed-transaction correlations over span attributes and error.type.
+
+    Reads `rk_spans` and `rk_kv` as the ranking left them on `con` (the same window and attribute values).
+    """
+    con.execute(
+        """CREATE OR REPLACE TEMP TABLE bl_groups AS
+           SELECT idx, CASE WHEN error_type IN ('gpu_lost', 'cuda_oom', 'timeout') THEN error_type
+                            WHEN family = 'cuda' THEN 'cuda' WHEN status <> 'ERROR' THEN 'timeout'
+                            ELSE 'other' END AS kind
+           FROM rk_spans WHERE failed"""
+    )
+    kinds = [k for k, _ in con.execute("SELECT kind, count(*) AS n FROM bl_groups GROUP BY kind ORDER BY n DESC, kind")
+             .fetchall()]
+    con.execute("CREATE OR REPLACE TEMP TABLE bl_kind_groups AS SELECT idx, list_position(?, kind) AS grp FROM bl_groups",
+                [kinds])
+    by_kind: dict[str, list] = {k: [] for k in kinds}
+    for row in driver_rows(con, "bl_kind_groups"):
+        by_kind[kinds[row.group - 1]].append(row)
+    causes = []
+    for kind in kinds:
+        top = significant(by_kind[kind], limit=1)
+        where = "none"
+        if top and top[0].attribute.startswith(_WORKLOAD):
+            where = "workload"
+        elif top and top[0].attribute in _PLACEMENT:
+            where = "placement"
+        cause = ATTRIBUTE_CAUSES.get((kind, "any")) or ATTRIBUTE_CAUSES.get((kind, where))
+        if cause is None:
+            cause = ATTRIBUTE_CAUSES[(kind, "none")]
+        causes.append(cause)
+    return _dedupe(causes)
+
+
+def _dedupe(causes) -> list[str]:
+    return list(dict.fromkeys(causes))

@@ -1,0 +1,36 @@
+"""The bench report as tables on stdout."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _f(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
+def print_report(document: dict[str, Any]) -> None:
+    """One accuracy table per suite, calibration per confidence label, and the misses."""
+    console = Console(width=140)
+    for name, suite in document["suites"].items():
+        ours, baro, contrast = suite["ours"], suite["baro_metrics_only"], suite["attribute_contrast_only"]
+        table = Table(title=f"{name} suite ({ours['cases']} scenarios)")
+        for column in ("method", "AC@1", "AC@3", "Avg@5", "AC@1 on its visible causes", "driver acc.", "also in top 3"):
+            table.add_column(column, justify="left" if column == "method" else "right")
+        table.add_row("gpu-rca", _f(ours["ac1"]), _f(ours["ac3"]), _f(ours["avg5"]), "", _f(ours["driver_accuracy"]),
+                      _f(ours["also_recall_top3"]))
+        table.add_row("BARO (metrics only)", _f(baro["ac1"]), _f(baro["ac3"]), _f(baro["avg5"]),
+                      f"{_f(baro['ac1_visible'])} of {baro['visible_cases']}", "", "")
+        table.add_row("attribute contrast only", _f(contrast["ac1"]), _f(contrast["ac3"]), _f(contrast["avg5"]),
+                      f"{_f(contrast['ac1_visible'])} of {contrast['visible_cases']}", "", "")
+        console.print(table)
+        console.print(f"AC@1 margin over the better baseline: {_f(suite['ac1_margin_over_best_baseline'])}")
+        for label, numbers in ours["by_confidence"].items():
+            console.print(f"  confidence {label}: {numbers['right']} of {numbers['cases']} right "
+                          f"({numbers['accuracy']:.2f})")
+        misses = [c for c in suite["cases"] if (c["ours"][:1] or [None])[0] != c["truth"]]
+        for case in misses:
+            console.print(f"  miss {case['name']}: truth {case['truth']}, ranked {case['ours']}", highlight=False)

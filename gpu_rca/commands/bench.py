@@ -1,0 +1,54 @@
+"""`gpu-rca bench ranking`: measured ranking accuracy on the public and generated suites, beside two baselines."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import click
+
+from schemas.errors import UsageError
+
+
+@click.group()
+def bench() -> None:
+    """Measure gpu-rca on lab scenarios."""
+
+
+@bench.command()
+@click.option("--scenarios", "scenarios_dir", metavar="DIR", default=None, type=click.Path(file_okay=False),
+              help="Folder of scenario YAML files (default: the shipped public suite).")
+@click.option("--generated", metavar="N", default=0, show_default=True, type=click.IntRange(0, 10000),
+              help="Also run N scenarios from `lab generate` with the fixed seed.")
+@click.option("--seed", default=None, type=int, help="Seed for --generated (default: the fixed published seed).")
+@click.option("--jobs", default=min(2, os.cpu_count() or 1), show_default=True, type=click.IntRange(1, 64),
+              help="Scenarios run at once, each in its own process.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of tables.")
+def ranking(scenarios_dir: str | None, generated: int, seed: int | None, jobs: int, as_json: bool) -> None:
+    """AC@1, AC@3, Avg@5, driver accuracy and calibration, ours vs metrics-only and attribute-only baselines."""
+    from gpu_rca.bench import ranking as bench_ranking
+    from gpu_rca.bench.report import print_report
+
+    paths = bench_ranking.public_scenarios(scenarios_dir)
+    if scenarios_dir is not None and not paths:
+        raise UsageError(f"no scenario YAML files in {scenarios_dir}")
+
+    def progress(case: dict) -> None:
+        top = case["ours"][0]["cause"] if case["ours"] else "none"
+        truth = case["truth"].get("cause") or "none"
+        click.echo(f"  {case['name']}: truth {truth}, ranked first {top}", err=True)
+
+    suites = {}
+    click.echo(f"public suite: {len(paths)} scenarios", err=True)
+    suites["public"] = bench_ranking.run_suite("public", paths, jobs, progress).report()
+    if generated:
+        chosen = bench_ranking.GENERATED_SEED if seed is None else seed
+        click.echo(f"generated suite: {generated} scenarios (seed {chosen})", err=True)
+        items = bench_ranking.generated_scenarios(generated, chosen)
+        suites["generated"] = bench_ranking.run_suite("generated", items, jobs, progress).report()
+        suites["generated"]["seed"] = chosen
+    document = {"name": "ranking", "suites": suites, "baseline_tables": bench_ranking.baseline_tables()}
+    if as_json:
+        click.echo(json.dumps(document, allow_nan=False, indent=2))
+    else:
+        print_report(document)
