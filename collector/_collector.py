@@ -191,6 +191,11 @@ class Collector:
                         other.inflight_max = count
         return span
 
+    def inflight(self, index: int) -> tuple[InferenceSpan, ...]:
+        """The inference spans open on NVML device `index` now (the admission advisor reads them)."""
+        with self._inflight_lock:
+            return tuple(self._inflight.get(index, ()))
+
     def _finish(self, span: InferenceSpan, end_ns: int | None, exception: BaseException | None) -> None:
         end = self.clock() if end_ns is None else int(end_ns)
         otel_span = span.otel_span

@@ -222,6 +222,15 @@ class DeviceReader:
                 xids.append(int(data.eventData))
         return tuple(xids)
 
+    def last_words(self, ts_ns: int) -> Sample | None:
+        """After `GpuIsLost`: the XIDs still pending (79, "fallen off the bus", usually) as a sample with
+        no readings, so spans and the exporter see them; None when there are none or they cannot be read."""
+        try:
+            xids = self._drain_xids()
+        except DeviceLost:
+            return None
+        return Sample(ts_ns, *([None] * (len(Sample._fields) - 2)), xids=xids) if xids else None
+
     def read(self, ts_ns: int) -> Sample | None:
         """One sample of every supported field; None when no field could be read (a driver failure).
         Raises :class:`DeviceLost` only."""

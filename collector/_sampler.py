@@ -279,6 +279,10 @@ class Sampler:
                 self._lost.add(index)
                 self.health.failure(ERRORS, "gpu_lost", f"GPU {index} is lost; not sampled again", exc)
                 self._record(index, "gpu_lost", str(exc), ts)
+                sample = reader.last_words(ts)
+                if sample is not None:
+                    self.last_xid[index] = sample.xids[-1]
+                    self._rings[index].append(sample)
                 continue
             if sample is None:  # every read failed this tick: counted per field already
                 self.health.count(DROPPED, "nvml_failed_sample")

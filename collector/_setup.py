@@ -35,8 +35,18 @@ class CountingSpanExporter(SpanExporter):
     def __init__(self, inner: SpanExporter, health: Health) -> None:
         self.inner = inner
         self.health = health
+        self._lock = threading.Lock()
+        self._taken = 0
+
+    @property
+    def taken(self) -> int:
+        """Spans handed to `export` so far, delivered or not."""
+        with self._lock:
+            return self._taken
 
     def export(self, spans: Sequence[Any]) -> SpanExportResult:
+        with self._lock:
+            self._taken += len(spans)
         try:
             result = self.inner.export(spans)
         except Exception as exc:  # noqa: BLE001
@@ -53,6 +63,44 @@ class CountingSpanExporter(SpanExporter):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self.inner.force_flush(timeout_millis)
+
+
+class CountingBatchSpanProcessor(BatchSpanProcessor):
+    """A BatchSpanProcessor that counts, as dropped, every span its full queue has no room for.
+
+    The SDK's own processor drops those silently (a log line, no count); here a span is only queued while
+    fewer than `max_queue_size` are waiting for the exporter, so the SDK's queue never overflows and every
+    span is either handed to the exporter (which counts failed deliveries) or counted here.
+    """
+
+    def __init__(self, exporter: CountingSpanExporter, health: Health) -> None:
+        self._max_queue_size = _env_int("OTEL_BSP_MAX_QUEUE_SIZE", 2048)
+        super().__init__(exporter, max_queue_size=self._max_queue_size)
+        self._exporter = exporter
+        self._health = health
+        self._lock = threading.Lock()
+        self._queued = 0
+
+    def on_end(self, span: Any) -> None:
+        if not (span.context and span.context.trace_flags.sampled):
+            return
+        with self._lock:
+            full = self._queued - self._exporter.taken >= self._max_queue_size
+            if not full:
+                self._queued += 1
+        if full:
+            self._health.failure(DROPPED, "otlp_queue_full",
+                                 f"span export queue full ({self._max_queue_size} spans waiting); dropping spans")
+            return
+        super().on_end(span)
+
+
+def _env_int(name: str, default: int) -> int:
+    try:
+        value = int(os.environ.get(name, "") or default)
+    except ValueError:
+        return default
+    return value if value > 0 else default
 
 
 def _protocol(signal: str) -> str:
@@ -136,7 +184,7 @@ def configure(
         if not isinstance(provider, TracerProvider):
             provider = TracerProvider(resource=resource)
             if _exporter_wanted("TRACES"):
-                provider.add_span_processor(BatchSpanProcessor(CountingSpanExporter(otlp_span_exporter(), health)))
+                provider.add_span_processor(CountingBatchSpanProcessor(CountingSpanExporter(otlp_span_exporter(), health), health))
             trace.set_tracer_provider(provider)
             _owned.append(provider)
         source = nvml if nvml is not None else _load_pynvml(health)

@@ -92,18 +92,32 @@ def aggregate(
         attrs[_SLOWDOWN] = device.slowdown_temp_c
     if device.max_sm_clock_mhz is not None:
         attrs[_SM_MAX] = device.max_sm_clock_mhz
-    if last.power_limit_w is not None:
-        attrs[_POWER_LIMIT] = last.power_limit_w
+    power_limit = last.power_limit_w if last.power_limit_w is not None else _last(samples, "power_limit_w")
+    if power_limit is not None:
+        attrs[_POWER_LIMIT] = power_limit
     if first.memory_used_bytes is not None:
         attrs[_USED_START] = first.memory_used_bytes
     total = last.memory_total_bytes or device.memory_total_bytes
     if total is not None:
         attrs[_TOTAL] = total
-    if first.ecc_corrected is not None and last.ecc_corrected is not None:
-        attrs[_ECC_C] = last.ecc_corrected - first.ecc_corrected
-    if first.ecc_uncorrected is not None and last.ecc_uncorrected is not None:
-        attrs[_ECC_U] = last.ecc_uncorrected - first.ecc_uncorrected
+    # A last sample that could not read a counter (a GPU's last words before it was lost) defers to
+    # the newest one that did.
+    ecc_c = last.ecc_corrected if last.ecc_corrected is not None else _last(samples, "ecc_corrected")
+    if first.ecc_corrected is not None and ecc_c is not None:
+        attrs[_ECC_C] = ecc_c - first.ecc_corrected
+    ecc_u = last.ecc_uncorrected if last.ecc_uncorrected is not None else _last(samples, "ecc_uncorrected")
+    if first.ecc_uncorrected is not None and ecc_u is not None:
+        attrs[_ECC_U] = ecc_u - first.ecc_uncorrected
     return attrs, events
+
+
+def _last(samples: list[Sample], field: str) -> Any:
+    """The newest value of `field` that was read in the window, or None."""
+    for sample in reversed(samples):
+        value = getattr(sample, field)
+        if value is not None:
+            return value
+    return None
 
 
 def _reduce_sparse(attrs: dict[str, Any], cols: Sequence[Sequence[Any]]) -> None:

@@ -72,16 +72,20 @@ def test_gpu_lost_mid_run_becomes_an_event_and_other_gpus_keep_sampling(sim: Sim
     sim.tick(5)
     lost, healthy = sim.gpus
     lost.lost_at_ns = sim.clock.now_ns() + 1
+    lost.record_xid(lost.lost_at_ns, 79, "GPU has fallen off the bus.", None, None)
     span = sim.collector.start_inference_span("inf", gpu=0, start_ns=sim.clock.now_ns())
     sim.tick(10)
     span.end(end_ns=sim.clock.now_ns(), exception=RuntimeError("CUDA error: unspecified launch failure"))
     assert sim.collector.sampler.is_lost(0) and not sim.collector.sampler.is_lost(1)
     assert [(e.gpu_index, e.kind) for e in sim.collector.sampler.events] == [(0, "gpu_lost")]
     assert len(sim.collector.sampler.window(1, 0, sim.clock.now_ns())) == 15
-    assert len(sim.collector.sampler.window(0, 0, sim.clock.now_ns())) == 5
+    assert len(sim.collector.sampler.window(0, 0, sim.clock.now_ns())) == 6  # 5 readings + the XID it left
     a = sim.spans()[0].attributes
     assert a[A.ERROR_TYPE] == A.ERROR_GPU_LOST  # a CUDA error on a GPU that fell off the bus
     assert a[A.TELEMETRY_STALE] is True
+    assert a[A.XID] == (79,) and a[A.TELEMETRY_SAMPLES] == 2
+    assert a[A.POWER_LIMIT] > 0 and a[A.ECC_UNCORRECTED_DELTA] == 0  # from the last sample that read them
+    assert [e.name for e in sim.spans()[0].events] == [A.EVENT_XID, "exception"]
     assert healthy.uuid != lost.uuid
 
 
