@@ -168,6 +168,7 @@ class Sampler:
         self._thread: threading.Thread | None = None
         self._thread_pid: int | None = None
         self._stop = threading.Event()
+        self._stopped = False
         self.available = False
         ref = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: (s := ref()) is not None and s._after_fork_in_child())
@@ -220,6 +221,7 @@ class Sampler:
 
     def start(self) -> bool:
         """Initialise and start the background thread (no-op when running). False when NVML is unavailable."""
+        self._stopped = False
         if not self.init():
             return False
         pid = current_pid()
@@ -234,12 +236,14 @@ class Sampler:
         return True
 
     def ensure_started(self) -> None:
-        """Restart the thread in a forked child; cheap when already running."""
-        if self._thread_pid != current_pid() and self._initialised_pid is not None:
+        """Start the thread if this process has none yet (first use, or a forked child) and `stop()` was
+        not called; cheap when it runs."""
+        if self._thread_pid != current_pid() and not self._stopped:
             self.start()
 
     def stop(self) -> None:
         """Stop the thread and free NVML event sets; safe to call twice."""
+        self._stopped = True
         self._stop.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread() and thread.is_alive():

@@ -184,3 +184,15 @@ def test_importing_collector_starts_nothing():
 
 def test_period_is_one_over_rate():
     assert Sampler(pynvml, sample_hz=10).period_ns == PERIOD_NS
+
+
+def test_first_span_starts_the_thread_and_shutdown_keeps_it_stopped():
+    collector = Collector(lab.simulated_nvml(FLEET), sample_hz=50, cuda_visible_devices=None)
+    assert collector.sampler._thread is None  # constructing starts nothing
+    with collector.inference_span("inf", gpu=0):
+        pass
+    assert collector.sampler._thread is not None and collector.sampler._thread.is_alive()
+    collector.shutdown()
+    with collector.inference_span("inf", gpu=0):
+        pass
+    assert collector.sampler._thread is None
