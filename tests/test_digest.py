@@ -61,6 +61,8 @@ def test_oom_action_caps_at_the_largest_size_that_fitted(digest, incident_store)
         ([("512", 100, 0), ("1024", 200, 1), ("1280", 40, 30)], (1024.0, 200, 1)),  # 0.5 % is noise
         ([("1024", 50, 0), ("512", 100, 40), ("2048", 10, 0)], None),  # the smallest already fails
         ([("512", 100, 0), ("768", 10, 5), ("1024", 50, 0)], (512.0, 100, 0)),  # a failing size stops the run
+        # Small requests fail too once large ones fill the GPU: 1024 is no worse than 512, 1280 is.
+        ([("512", 1836, 43), ("1024", 118, 3), ("1280", 1507, 382)], (1024.0, 118, 3)),
         ([("person", 10, 0)], None),
     ],
 )

@@ -13,12 +13,18 @@ import duckdb
 
 from correlate.digest import queries
 from correlate.digest.queries import GpuInfo
+from correlate.ranking.stats import proportion_p_value
 from schemas import attributes as A
 from schemas import metrics as M
 from schemas.causes import CAUSES_BY_ID
 
-#: A size "fits" when at most this share of its requests ran out of memory (one stray OOM is noise).
+#: A size "fits" when at most this share of its requests ran out of memory (one stray OOM is noise)...
 FIT_OOM_SHARE = 0.01
+#: ...or when its OOM share is not significantly above the smallest size's: small requests also fail once
+#: large ones in flight have filled the GPU, and those collateral OOMs say nothing about their own size.
+FIT_P_VALUE = 0.01
+#: When even the smallest size runs out of memory this often, no size fits: the GPU is too small or shared.
+MAX_SMALLEST_OOM_SHARE = 0.05
 
 
 def gpu_label(uuid: str, inventory: dict[str, GpuInfo], *, brief: bool = False) -> str:
@@ -66,11 +72,16 @@ def action_for(
 
 
 def largest_fitting_size(rows: Sequence[tuple[str, int, int]]) -> tuple[float, int, int] | None:
-    """From (size, requests, OOMs) rows: the largest size such that it and every smaller size fit."""
-    numeric = sorted(((float(v), n, f) for v, n, f in rows if _is_number(v)), key=lambda r: r[0])
+    """From (size, requests, OOMs) rows: the largest size such that it and every smaller size fit (see above)."""
+    numeric = sorted(((float(v), n, f) for v, n, f in rows if _is_number(v) and n > 0), key=lambda r: r[0])
+    if not numeric:
+        return None
+    _, base_total, base_ooms = numeric[0]
+    if base_ooms / base_total > MAX_SMALLEST_OOM_SHARE:
+        return None
     best = None
     for size, total, ooms in numeric:
-        if total == 0 or ooms / total > FIT_OOM_SHARE:
+        if ooms / total > FIT_OOM_SHARE and proportion_p_value(ooms, total, base_ooms, base_total) < FIT_P_VALUE:
             break
         best = (size, total, ooms)
     return best
@@ -83,22 +94,27 @@ def _input_cap(con: duckdb.DuckDBPyConnection, cause: dict[str, Any], start_ns: 
         A.DDCOLOR_INPUT_SIZE,
     )
     rows = queries.attribute_outcomes(con, attribute, start_ns, end_ns, error_type=A.ERROR_CUDA_OOM)
-    numeric = sorted(((float(v), n, f) for v, n, f in rows if _is_number(v)), key=lambda r: r[0])
+    numeric = sorted(((float(v), n, f) for v, n, f in rows if _is_number(v) and n > 0), key=lambda r: r[0])
     if not numeric:
         return None
     fit = largest_fitting_size(rows)
-    failing = [r for r in numeric if r[1] and r[2] / r[1] > FIT_OOM_SHARE]
-    worst = ", ".join(f"{_num(s)} ran out of memory in {f} of {n}" for s, n, f in failing[:3])
+    smallest, small_total, small_ooms = numeric[0]
     if fit is None:
         return (
-            f"Even the smallest `{attribute}` seen ({_num(numeric[0][0])}) ran out of memory "
-            f"({numeric[0][2]} of {numeric[0][1]} requests): lower per-GPU concurrency or move this "
-            "workload to GPUs with more memory."
+            f"Even the smallest `{attribute}` seen ({_num(smallest)}) ran out of memory in {small_ooms} of "
+            f"{small_total} requests: lower per-GPU concurrency, find what else holds the GPU's memory, "
+            "or move this workload to GPUs with more memory."
         )
     size, total, ooms = fit
+    larger = [r for r in numeric if r[0] > size]
+    worst = "; ".join(f"{_num(s)} ran out of memory in {f} of {n}" for s, n, f in larger[:3])
+    if ooms == 0:
+        why = f"the largest size that fitted (0 OOM in {total} requests)"
+    else:
+        why = (f"the largest size that ran out of memory no more often than the smallest ({ooms} of {total}; "
+               f"{_num(smallest)}: {small_ooms} of {small_total}, when larger requests had filled the GPU)")
     return (
-        f"Cap `{attribute}` at {_num(size)}, the largest size that fitted ({ooms} OOM in {total} requests)"
-        + (f"; {worst}." if worst else ".")
+        f"Cap `{attribute}` at {_num(size)}, {why}" + (f"; {worst}." if worst else ".")
         + " Resize larger inputs down to it, or lower per-GPU concurrency for large inputs."
     )
 
