@@ -149,8 +149,9 @@ def test_serve_pulls_around_failed_spans_as_they_arrive(live: Live, tmp_path: Pa
     request = trace_request(1)
     span = request.resource_spans[0].scope_spans[0].spans[0]
     now = time.time_ns()
-    # Ended 61 s ago: its window [start − 5 min, end + 1 min] is complete and holds the live scrapes.
-    span.start_time_unix_nano, span.end_time_unix_nano = now - 62 * NS, now - 61 * NS
+    # Ended 58 s ago: the server pulls once its window [start − 5 min, end + 1 min] is over, in ~2 s, and that
+    # window then holds live scrapes from both before and after this moment.
+    span.start_time_unix_nano, span.end_time_unix_nano = now - 59 * NS, now - 58 * NS
     span.status.code = 2
     for attribute in span.attributes:
         if attribute.key == "gpu.uuid":
@@ -166,7 +167,10 @@ def test_serve_pulls_around_failed_spans_as_they_arrive(live: Live, tmp_path: Pa
                     return float(line.split()[1]) > 0
             return False
 
-        wait_for(pulled, timeout_s=30, interval_s=0.2, what="a pull after the failed span")
+        try:
+            wait_for(pulled, timeout_s=30, interval_s=0.2, what="a pull after the failed span")
+        except TimeoutError as exc:
+            pytest.fail(f"{exc}; server said: {process.stderr}")
         assert process.stop() == 0
     with Store(db, read_only=True) as store:
         uuids = store.connection.execute("SELECT DISTINCT gpu_uuid FROM metric_samples").fetchall()
