@@ -10,7 +10,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import Sim, free_port
+from collector_support import Sim, free_port
 
 from collector._exporter import Source, registry_for, serve
 from schemas import metrics as M

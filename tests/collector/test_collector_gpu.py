@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-from conftest import make_sim
+from collector_support import make_sim
 
 from collector import GpuResolver, Target
 from collector._nvml import DeviceInfo, MigInfo

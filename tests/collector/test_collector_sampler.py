@@ -11,7 +11,7 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from conftest import FLEET, PERIOD_NS, Sim, make_sim
+from collector_support import FLEET, PERIOD_NS, Sim, make_sim
 
 import lab
 from collector import Collector, Ring, Sampler

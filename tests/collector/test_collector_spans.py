@@ -7,7 +7,7 @@ import re
 from types import SimpleNamespace
 
 import pytest
-from conftest import PERIOD_NS, SERVICE_PID, Sim
+from collector_support import PERIOD_NS, SERVICE_PID, Sim
 from opentelemetry.trace import StatusCode
 
 from schemas import attributes as A
