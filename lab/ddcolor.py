@@ -12,6 +12,9 @@ from dataclasses import dataclass
 
 GIB = 1024**3
 REFERENCE_SIZE = 512  # DDColor's default input_size
+#: Share of a request's peak activation memory allocated when it starts (the encoder's feature maps); the
+#: rest comes halfway through, when the colour decoder runs. Estimate.
+EARLY_ALLOCATION_SHARE = 0.8
 
 
 @dataclass(frozen=True)
@@ -60,4 +63,4 @@ def image_dimensions(input_size: int, u: float) -> tuple[int, int]:
     return (long_side, short_side) if u < 0.6 else (short_side, long_side)
 
 
-__all__ = ["MODEL_COSTS", "ModelCost", "image_dimensions", "peak_memory_bytes", "weights_bytes", "work_s"]
+__all__ = ["EARLY_ALLOCATION_SHARE", "MODEL_COSTS", "ModelCost", "image_dimensions", "peak_memory_bytes", "weights_bytes", "work_s"]

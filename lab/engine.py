@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +50,7 @@ class _Host:
     skew_ns: int
     collector: Any
     provider: TracerProvider
+    log_provider: LoggerProvider
     logger: Any
     ops: list[tuple[int, int, str, Request, BaseException | str | None]] = field(default_factory=list)
 
@@ -87,7 +89,14 @@ def _time_patcher(record: dict[str, Any]) -> None:
 
 
 class _Engine:
-    def __init__(self, scenario: Scenario, sample_hz: float) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        sample_hz: float,
+        span_processor: Callable[[], Any] | None = None,
+        log_processor: Callable[[], Any] | None = None,
+        keep: bool = True,
+    ) -> None:
         from collector import Collector, OtlpLogSink, trace_patcher
 
         self.scenario = scenario
@@ -106,9 +115,16 @@ class _Engine:
             skew = 0 if position == 0 else self.rng_noise.choice((-1, 1)) * self.rng_noise.randint(1000, 2000) * 1_000_000
             resource = Resource({A.SERVICE_NAME: SERVICE_NAME, A.SERVICE_VERSION: SERVICE_VERSION, A.HOST_NAME: host})
             provider = TracerProvider(resource=resource, id_generator=SeededIdGenerator(f"ids/{seed}/{host}"))
-            provider.add_span_processor(SimpleSpanProcessor(self.spans))
+            # `keep=False` (the live fleet) keeps nothing in memory: spans and logs go to the given processors.
             log_provider = LoggerProvider(resource=resource)
-            log_provider.add_log_record_processor(SimpleLogRecordProcessor(self.logs))
+            if span_processor is not None:
+                provider.add_span_processor(span_processor())
+            elif keep:
+                provider.add_span_processor(SimpleSpanProcessor(self.spans))
+            if log_processor is not None:
+                log_provider.add_log_record_processor(log_processor())
+            elif keep:
+                log_provider.add_log_record_processor(SimpleLogRecordProcessor(self.logs))
             pid = SERVICE_PID_BASE + 17 * position
             collector = Collector(
                 nvml=self.fleet.nvml(host),
@@ -121,7 +137,7 @@ class _Engine:
             )
             logger = _independent_logger().patch(trace_patcher).patch(_time_patcher)
             logger.add(OtlpLogSink(log_provider, name="ddcolor.service"), format="{message}", level="INFO")
-            self.hosts[host] = _Host(host, pid, skew, collector, provider, logger)
+            self.hosts[host] = _Host(host, pid, skew, collector, provider, log_provider, logger)
         models = set(scenario.workload.model)
         for fault in scenario.faults:
             if isinstance(fault.model, dict):
@@ -132,7 +148,7 @@ class _Engine:
         for worker in self.workers:
             worker.app_bug = lambda request, worker=worker: self.faults.app_bug(self.clock.now_ns(), request)
         self.workers_by_gpu = {id(w.gpu): w for w in self.workers}
-        self.scraper = Scraper(self.fleet, scenario, self.rng_noise)
+        self.scraper = Scraper(self.fleet, scenario, self.rng_noise, keep=keep)
         self.kernel: list[tuple[int, str]] = []
         self._announced: dict[str, int] = {}
         self._seq = 0
@@ -226,17 +242,19 @@ class _Engine:
                 delay_ns = int(self.rng_faults.uniform(0.2, 0.9) * NS)
                 worker.crash(event.ts_ns, error_text, event.ts_ns + down_ns, delay_ns)
 
-    def run(self) -> LabRun:
-        scenario = self.scenario
-        end_ns = scenario.start_ns + scenario.duration_ns
+    def start(self) -> None:
+        """Take the first sample on every host."""
         period_ns = self.hosts[self.fleet.hosts[0]].collector.sampler.period_ns
-        sample_every = max(1, round(period_ns / STEP_NS))
+        self._sample_every = max(1, round(period_ns / STEP_NS))
+        self._step = 0
+        self._t0 = self.scenario.start_ns
         for host in self.hosts.values():
             host.collector.sample_once(self.clock.now_ns() + host.skew_ns)
-        step = 0
-        t0 = scenario.start_ns
-        while t0 < end_ns:
-            t1 = t0 + STEP_NS
+
+    def advance(self, until_ns: int) -> None:
+        """Simulate in 100 ms steps up to `until_ns`."""
+        while self._t0 + STEP_NS <= until_ns:
+            t0, t1 = self._t0, self._t0 + STEP_NS
             self.faults.apply(t0)
             self._hardware(t1)
             arrivals = self._arrivals(t0, t1)
@@ -246,15 +264,25 @@ class _Engine:
             self.fleet.advance_to(t1)
             self.clock.advance_to(t1)
             self.scraper.maybe_scrape(t1)
-            step += 1
-            if step % sample_every == 0 or t1 >= end_ns:
+            self._step += 1
+            if self._step % self._sample_every == 0 or t1 >= until_ns:
                 for host in self.hosts.values():
                     host.collector.sample_once(t1 + host.skew_ns)
                     self._flush(host, t1)
-            t0 = t1
+            self._t0 = t1
+
+    def close(self) -> None:
+        """Stop the collectors and flush the providers."""
         for host in self.hosts.values():
             host.collector.shutdown()
             host.provider.shutdown()
+            host.log_provider.shutdown()
+
+    def run(self) -> LabRun:
+        scenario = self.scenario
+        self.start()
+        self.advance(scenario.start_ns + scenario.duration_ns)
+        self.close()
         spans = [_simulated_event_times(span) for span in self.spans.get_finished_spans()]
         logs = list(self.logs.get_finished_logs())
         for log in logs:

@@ -20,6 +20,7 @@ import pynvml
 from lab.device import Fleet, SimGpu
 
 DRIVER_VERSION = "550.127.05"
+MIG_CAPABLE = frozenset({"A100-40GB", "A100-80GB", "H100-80GB"})
 
 
 @dataclass(frozen=True)
@@ -261,6 +262,13 @@ class SimulatedNvml:
     def nvmlDeviceGetPcieReplayCounter(self, handle: DeviceHandle) -> int:  # noqa: N802
         """PCIe replay count."""
         return self._gpu(handle).pcie_replays
+
+    def nvmlDeviceGetMigMode(self, handle: DeviceHandle) -> list[int]:  # noqa: N802
+        """[current, pending] MIG mode: disabled on A100/H100, NotSupported elsewhere (as on real cards)."""
+        gpu = self._gpu(handle)
+        if gpu.profile.key not in MIG_CAPABLE:
+            raise _error(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        return [pynvml.NVML_DEVICE_MIG_DISABLE, pynvml.NVML_DEVICE_MIG_DISABLE]
 
     # --- XID events ---------------------------------------------------------------------------
     def nvmlEventSetCreate(self) -> int:  # noqa: N802

@@ -64,7 +64,7 @@ def _format(value: float) -> str:
 class Scraper:
     """Scrapes the fleet every `scrape_interval` of simulated time and keeps the series."""
 
-    def __init__(self, fleet: Fleet, scenario: Scenario, rng: random.Random) -> None:
+    def __init__(self, fleet: Fleet, scenario: Scenario, rng: random.Random, keep: bool = True) -> None:
         self.fleet = fleet
         self.interval_ns = scenario.scrape_interval_ns
         self.start_ns = scenario.start_ns
@@ -78,10 +78,11 @@ class Scraper:
         self._nan_at = (rng.randrange(len(fleet.gpus)), rng.randrange(1, scrapes + 1) if scrapes > 2 else -1)
         self._series: dict[tuple[str, str], list[list[Any]]] = {}
         self._count = 0
+        self.keep = keep
 
     def maybe_scrape(self, now_ns: int) -> None:
-        """Scrape if a scrape is due at or before `now_ns`."""
-        while self._next_ns <= now_ns:
+        """Scrape if a scrape is due at or before `now_ns` (never when not keeping series)."""
+        while self.keep and self._next_ns <= now_ns:
             self._scrape(self._next_ns)
             self._next_ns += self.interval_ns
 

@@ -36,6 +36,19 @@ _FAULT_EXTRA = {
     "xid": ("code",),
     "app_bug": ("model",),
 }
+#: The `error.type`s each cause's failures carry in the lab (several causes share one: ranking must reason).
+EXPECTED_ERROR_TYPES: dict[str, frozenset[str]] = {
+    "gpu_oom_large_inputs": frozenset({"cuda_oom"}),
+    "gpu_memory_foreign_process": frozenset({"cuda_oom"}),
+    "compute_saturation": frozenset({"timeout"}),
+    "thermal_throttling": frozenset({"timeout"}),
+    "power_capping": frozenset({"timeout"}),
+    "hw_slowdown": frozenset({"timeout"}),
+    "ecc_memory_errors": frozenset({"RuntimeError"}),  # "CUDA error: uncorrectable ECC error encountered"
+    "gpu_fallen_off_bus": frozenset({"gpu_lost"}),
+    "cuda_kernel_fault": frozenset({"cuda_illegal_address", "cuda_launch_failure"}),
+    "application_error": frozenset({"ValueError"}),
+}
 _NEEDS_GPU = frozenset({"thermal", "power_cap", "hw_slowdown", "ecc_uncorrectable", "xid", "gpu_lost", "foreign_process"})
 
 
@@ -311,6 +324,7 @@ def shipped_scenarios() -> list[str]:
 
 
 __all__ = [
+    "EXPECTED_ERROR_TYPES",
     "FAULT_KINDS",
     "MODELS",
     "Fault",

@@ -39,7 +39,9 @@ class Request:
     height: int
     deadline_ns: int
     work_left_s: float = 0.0
-    memory_bytes: int = 0
+    memory_bytes: int = 0  # held now
+    grow_bytes: int = 0  # still to allocate when the decoder runs
+    grow_at_work_s: float = 0.0  # remaining work at which it allocates them
     started_ns: int | None = None
     worker: Worker | None = None
     handle: object = None
@@ -138,7 +140,17 @@ class Worker:
         if bug is not None:
             self._finish(request, ts_ns, bug)
             return
-        need = ddcolor.peak_memory_bytes(request.model, request.input_size)
+        peak = ddcolor.peak_memory_bytes(request.model, request.input_size)
+        first = int(peak * ddcolor.EARLY_ALLOCATION_SHARE)
+        if not self._allocate(request, first, ts_ns):
+            return
+        request.grow_bytes = peak - first
+        request.work_left_s = ddcolor.work_s(request.model, request.input_size)
+        request.grow_at_work_s = request.work_left_s / 2
+        self.running.append(request)
+
+    def _allocate(self, request: Request, need: int, ts_ns: int) -> bool:
+        """Allocate `need` bytes for `request`, or fail it with PyTorch's OOM (it is the one allocating)."""
         others = sum(p.memory_bytes for p in self.gpu.processes.values() if p.pid != self.pid)
         total = self.gpu.profile.memory_total_bytes
         if others + self.resident_bytes + self.allocated_bytes + need > total:
@@ -148,12 +160,11 @@ class Worker:
                 device=self.gpu.index, requested=need, total=total, free=free,
                 process_in_use=self.resident_bytes + reserved, allocated=self.allocated_bytes, reserved=reserved,
             ))
-            return
-        request.memory_bytes = need
-        request.work_left_s = ddcolor.work_s(request.model, request.input_size)
+            return False
+        request.memory_bytes += need
         self.allocated_bytes += need
         self.reserved_bytes = max(self.reserved_bytes, self.allocated_bytes)
-        self.running.append(request)
+        return True
 
     def _speed(self) -> float:
         state = self.gpu.state
@@ -188,8 +199,8 @@ class Worker:
                 next_ns = min(next_ns, pending[0][0])
             if self.running:
                 per_request = speed / len(self.running)
-                soonest = min(r.work_left_s for r in self.running) / per_request
-                next_ns = min(next_ns, now + max(int(soonest * 1e9), 1))
+                soonest = min(r.work_left_s - (r.grow_at_work_s if r.grow_bytes else 0.0) for r in self.running)
+                next_ns = min(next_ns, now + max(int(max(soonest, 0.0) / per_request * 1e9), 1))
             for request in self.running:
                 next_ns = min(next_ns, request.deadline_ns)
             for request in self.queue:
@@ -200,6 +211,10 @@ class Worker:
                 busy_ns += next_ns - now
                 for request in list(self.running):
                     request.work_left_s -= done_s
+                    if request.grow_bytes and request.work_left_s <= request.grow_at_work_s + 1e-9:
+                        grow, request.grow_bytes = request.grow_bytes, 0
+                        if not self._allocate(request, grow, next_ns):
+                            continue
                     if request.work_left_s <= 1e-9:
                         self._finish(request, next_ns, None)
             now = next_ns

@@ -9,24 +9,12 @@ from collections import Counter
 import pytest
 
 from lab.engine import run_scenario
-from lab.scenario import load_scenario, parse_duration_ns, parse_rate_per_s, shipped_scenarios
+from lab.scenario import EXPECTED_ERROR_TYPES, load_scenario, parse_duration_ns, parse_rate_per_s, shipped_scenarios
 from schemas import attributes as A
 from schemas.causes import CAUSE_IDS
 from schemas.errors import InputError
 
-#: What each cause's failures look like (several causes share an error type: ranking has to reason).
-EXPECTED_ERRORS = {
-    "gpu_oom_large_inputs": {A.ERROR_CUDA_OOM},
-    "gpu_memory_foreign_process": {A.ERROR_CUDA_OOM},
-    "compute_saturation": {A.ERROR_TIMEOUT},
-    "thermal_throttling": {A.ERROR_TIMEOUT},
-    "power_capping": {A.ERROR_TIMEOUT},
-    "hw_slowdown": {A.ERROR_TIMEOUT},
-    "ecc_memory_errors": {"RuntimeError"},
-    "gpu_fallen_off_bus": {A.ERROR_GPU_LOST},
-    "cuda_kernel_fault": {A.ERROR_CUDA_ILLEGAL_ADDRESS, A.ERROR_CUDA_LAUNCH_FAILURE},
-    "application_error": {"ValueError"},
-}
+EXPECTED_ERRORS = EXPECTED_ERROR_TYPES
 
 MINIMAL = """
 name: {name}
