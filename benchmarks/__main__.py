@@ -10,6 +10,7 @@ BENCHMARKS: dict[str, str] = {
     "analyze": "analyze",
     "ingest": "ingest",
     "ingest-files": "ingest_files",
+    "lab": "lab",
     "load": "load",
     "stamping": "stamping",
 }
