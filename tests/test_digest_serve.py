@@ -80,6 +80,8 @@ def test_alertmanager_webhook_stores_a_digest_for_the_named_gpu_and_window(serve
     assert plot.status_code == 200 and plot.headers["content-type"] == "image/png"
     listing = httpx.get(f"{server.url}/digests", headers=AUTH, timeout=30).text
     assert f'href="/digests/{digest_id}.html"' in listing
+    metrics = httpx.get(f"{server.url}/metrics", headers=AUTH, timeout=30).text
+    assert 'gpu_rca_serve_digests_total{trigger="alertmanager"}' in metrics
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ Reads run on their own cursor in a worker thread; the digest row is written thro
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -16,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from prometheus_client import Counter
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -33,6 +35,7 @@ from correlate.server.responses import JSON, error_response
 from correlate.server.state import ServerState
 from correlate.server.writer import QueueFull, WriterClosed
 from schemas.errors import GpuRcaError, InputError
+from schemas.metrics import SERVE_DIGESTS
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,20 @@ def _settings(app: Starlette) -> pipeline.DigestSettings:
     return settings
 
 
+_COUNTER_LOCK = threading.Lock()
+
+
+def _count_digest(app: Starlette, trigger: str) -> None:
+    """Count a stored digest on the server's own /metrics, by trigger."""
+    with _COUNTER_LOCK:  # registered once per app, on first use: a registry refuses a name twice
+        counter = getattr(app.state, "gpu_rca_digests_counter", None)
+        if counter is None:
+            counter = Counter(SERVE_DIGESTS, "Digests made and stored, by trigger.", ("trigger",),
+                              registry=app.state.gpu_rca.counters.registry)
+            app.state.gpu_rca_digests_counter = counter
+    counter.labels(trigger=trigger).inc()
+
+
 def _read(state: ServerState, work: Callable[[Any], Any]) -> Any:
     """Run `work(connection)` on a fresh cursor (the writer thread owns the main connection)."""
     cursor = state.store.cursor()
@@ -73,7 +90,7 @@ async def list_page(request: Request) -> Response:
     state = _state(request)
     rows = await run_in_threadpool(_read, state, archive.list_digests)
     if "application/json" in request.headers.get("accept", "") and "text/html" not in request.headers.get("accept", ""):
-        return JSONResponse({"digests": [r.__dict__ for r in rows]})
+        return JSONResponse({"digests": [dataclasses.asdict(r) for r in rows]})
     return HTMLResponse(render_list_html(rows))
 
 
@@ -154,6 +171,7 @@ async def _make_and_store(
         await state.writer.submit(lambda store: archive.save_digest(store.connection, digest))
     except (QueueFull, WriterClosed) as exc:
         return error_response(503, f"{exc}; retry later", JSON, headers={"Retry-After": str(state.config.retry_after_s)})
+    _count_digest(request.app, trigger.kind)
     notified = await run_in_threadpool(_notify, digest, settings)
     document = digest.to_dict()
     document["stored"] = True
@@ -251,6 +269,7 @@ class BurstWatcher:
         state.writer.call(lambda store: archive.save_digest(store.connection, digest), timeout_s=60)
         self.detector.mark(burst)
         self.digests_made += 1
+        _count_digest(self.app, "burst")
         _notify(digest, _settings(self.app))
         return digest.id
 
