@@ -2,8 +2,8 @@
 
 - **metrics-only (BARO)**: RCAEval's RobustScorer on the GPU metric series of the window — for every
   (GPU, metric) fit median and IQR before the first failure, score the max |x − median| / IQR after it,
-  rank; the top series map to causes through `METRIC_CAUSES`. The clock-event bitmask is split into one
-  0/1 series per reason group, and the XID gauge maps by its value, so BARO sees what Prometheus shows.
+  rank; the top series map to causes through `METRIC_CAUSES`. The clock-event bitmask and the XID gauge
+  are scored raw and named by their peak value (thermal bits, power cap, slowdown; XID 79, memory, fault).
 - **attribute-contrast only (Elastic)**: failed-transaction correlations over span attributes, including
   `error.type` but no GPU telemetry stamps; the most significant values map to causes through
   `ATTRIBUTE_CAUSES`, which is what a person reading a BubbleUp-style breakdown would conclude.
@@ -16,8 +16,10 @@ import duckdb
 from schemas import metrics as m
 
 from correlate.ranking.drivers import driver_rows, significant
+from correlate.ranking.signals import METRIC_FLOORS
 
-#: (series, direction) -> cause. Series are canonical metric names, `reasons:<group>` bits, or `xid:<code>`.
+#: (series, direction) -> cause. Series are canonical metric names; the two code-valued gauges (the clock-event
+#: bitmask and the last XID) are scored raw, as BARO scores any series, and named by their peak value.
 METRIC_CAUSES: dict[tuple[str, str], str] = {
     (m.GPU_TEMP, "up"): "thermal_throttling",
     ("reasons:thermal", "up"): "thermal_throttling",
@@ -55,47 +57,66 @@ _SERIES_SQL = f"""
     WHERE metric IN ('{m.GPU_TEMP}', '{m.ENFORCED_POWER_LIMIT}', '{m.FB_USED}', '{m.GPU_UTIL}', '{m.ECC_DBE_VOL_TOTAL}')
       AND ts_ns BETWEEN $start AND $end
     UNION ALL
-    SELECT gpu_uuid, 'reasons:' || grp, ts_ns,
-           CASE grp WHEN 'thermal' THEN ((CAST(value AS BIGINT) & 96) <> 0)::INT
-                    WHEN 'power_cap' THEN ((CAST(value AS BIGINT) & 4) <> 0)::INT
-                    ELSE ((CAST(value AS BIGINT) & 136) <> 0 AND (CAST(value AS BIGINT) & 96) = 0)::INT END
-    FROM metric_samples, (VALUES ('thermal'), ('power_cap'), ('slowdown')) g(grp)
-    WHERE metric = '{m.CLOCKS_EVENT_REASONS}' AND ts_ns BETWEEN $start AND $end
-    UNION ALL
-    SELECT gpu_uuid, 'xid:' || grp, ts_ns,
-           CASE grp WHEN '79' THEN (value = 79)::INT
-                    WHEN 'ecc' THEN (value IN (48, 63, 64, 94, 95))::INT
-                    ELSE (value IN (13, 31, 43))::INT END
-    FROM metric_samples, (VALUES ('79'), ('ecc'), ('fault')) g(grp)
-    WHERE metric = '{m.XID_ERRORS}' AND ts_ns BETWEEN $start AND $end
+    SELECT gpu_uuid, metric, ts_ns, value FROM metric_samples
+    WHERE metric IN ('{m.CLOCKS_EVENT_REASONS}', '{m.XID_ERRORS}') AND ts_ns BETWEEN $start AND $end
 """
 
 
 def baro_ranking(con: duckdb.DuckDBPyConnection, start_ns: int, end_ns: int, detect_ns: int | None) -> list[str]:
-    """Causes ranked by RCAEval's RobustScorer over the window's GPU metric series (sklearn's IQR, no floor)."""
+    """Causes ranked by RCAEval's RobustScorer over the window's GPU metric series.
+
+    The scale is the IQR as sklearn's RobustScaler fits it, floored as gpu-rca floors it (a minimum spread
+    per metric, and 1 % of the median) so that a series flat before the failures cannot win on noise
+    alone; a 0/1 series keeps sklearn's scale of 1.
+    """
     if detect_ns is None:
         return []
+    floors = " ".join(f"WHEN '{name}' THEN {floor}" for name, floor in METRIC_FLOORS.items())
     rows = con.execute(
         f"""
         WITH s AS ({_SERIES_SQL}),
         base AS (SELECT gpu_uuid, series, median(value) AS med,
-                        quantile_cont(value, 0.75) - quantile_cont(value, 0.25) AS iqr
+                        greatest(quantile_cont(value, 0.75) - quantile_cont(value, 0.25),
+                                 CASE series {floors} ELSE 0 END, 0.01 * abs(median(value))) AS scale
                  FROM s WHERE ts_ns < $detect GROUP BY gpu_uuid, series),
         scored AS (SELECT s.gpu_uuid, s.series,
-                          max((s.value - b.med) / CASE WHEN b.iqr > 0 THEN b.iqr ELSE 1 END) AS up,
-                          max((b.med - s.value) / CASE WHEN b.iqr > 0 THEN b.iqr ELSE 1 END) AS down
+                          max((s.value - b.med) / CASE WHEN b.scale > 0 THEN b.scale ELSE 1 END) AS up,
+                          max((b.med - s.value) / CASE WHEN b.scale > 0 THEN b.scale ELSE 1 END) AS down
                    FROM s JOIN base b USING (gpu_uuid, series) WHERE s.ts_ns >= $detect GROUP BY ALL)
-        SELECT series, up, down FROM scored
+        SELECT s.series, s.up, s.down, (SELECT max(x.value) FROM s x WHERE x.gpu_uuid = s.gpu_uuid
+                                         AND x.series = s.series AND x.ts_ns >= $detect) AS peak
+        FROM scored s
         """,
         {"start": start_ns, "end": end_ns, "detect": detect_ns},
     ).fetchall()
     candidates: list[tuple[float, str]] = []
-    for series, up, down in rows:
+    for series, up, down, peak in rows:
+        series = _decode(series, peak)
         for direction, score in (("up", up), ("down", down)):
             cause = METRIC_CAUSES.get((series, direction))
             if cause is not None and score is not None and score > 0:
                 candidates.append((float(score), cause))
     return _dedupe(cause for _, cause in sorted(candidates, key=lambda c: (-c[0], c[1])))
+
+
+def _decode(series: str, peak: float | None) -> str:
+    """Gauges whose value is a code (the reasons bitmask, the last XID) name the series by what the peak says."""
+    if peak is None:
+        return series
+    code = int(peak)
+    if series == m.CLOCKS_EVENT_REASONS:
+        if code & 0x60:
+            return "reasons:thermal"
+        if code & 0x88:
+            return "reasons:slowdown"
+        return "reasons:power_cap" if code & 0x4 else series
+    if series == m.XID_ERRORS:
+        if code == 79:
+            return "xid:79"
+        if code in (48, 63, 64, 94, 95):
+            return "xid:ecc"
+        return "xid:fault" if code in (13, 31, 43) else series
+    return series
 
 
 def contrast_ranking(con: duckdb.DuckDBPyConnection) -> list[str]:
