@@ -5,6 +5,7 @@ Importing it starts nothing: no NVML call, no thread. `configure()` (or a `Colle
 
 from __future__ import annotations
 
+from collector._advisor import AdmissionAdvisor, Advice
 from collector._collector import Collector, GpuSpanProcessor, telemetry_source
 from collector._errors import classify as classify_error
 from collector._gpu import GpuResolver, Target
@@ -35,6 +36,8 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "AdmissionAdvisor",
+    "Advice",
     "Collector",
     "CountingSpanExporter",
     "DcgmCollector",

@@ -35,6 +35,14 @@ XID = "gpu.xid"
 INFLIGHT_MAX = "gpu.inflight.max"
 QUEUE_MS = "inference.queue_ms"
 ERROR_TYPE = "error.type"
+#: Set by the service, not stamped: this request's own peak device memory (torch's max_memory_allocated
+#: over the request), which the admission advisor prefers to the process-wide NVML stamp.
+INFERENCE_MEMORY_PEAK = "inference.memory.peak_bytes"
+
+# --- the admission advisor's decision, on the request's server span ---------------------------
+ADVISOR_DECISION = "gpu_rca.advisor.decision"  # "accept" | "refuse" | "shadow_refuse"
+ADVISOR_MAX_INPUT_SIZE = "gpu_rca.advisor.max_input_size"
+ADVISOR_REASON = "gpu_rca.advisor.reason"
 
 # --- span events for transitions inside a span ---------------------------------------------
 EVENT_THROTTLE = "gpu.throttle"
