@@ -137,6 +137,8 @@ def samples_from_series(series: Any, *, source: str = "prometheus") -> SeriesSam
         labels = item.get("metric") if isinstance(item, Mapping) else None
         if not isinstance(labels, Mapping):
             raise InputError(f"series {position}: no `metric` labels")
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
+            raise InputError(f"series {position}: label names and values must be strings")
         name = labels.get("__name__")
         if not name:
             converter.out.skipped["series without __name__"] += 1  # cannot be mapped to a metric
@@ -151,8 +153,8 @@ def samples_from_series(series: Any, *, source: str = "prometheus") -> SeriesSam
             try:
                 ts_s, text = point
                 ts_ns, value = _ts_ns(float(ts_s)), float(text)
-            except (TypeError, ValueError) as exc:
-                raise InputError(f"series {position} ({name}): bad point {point!r}") from exc
+            except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: an infinite timestamp
+                raise InputError(f"series {position} ({name}): bad point {point!r}"[:200]) from exc
             converter.add(resolved, ts_ns, value)
     return converter.result()
 
