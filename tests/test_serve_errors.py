@@ -175,3 +175,27 @@ def test_a_bad_token_file_is_a_usage_error(tmp_path: Path, content: str | None, 
                              "--token-file", str(token)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.startswith("Error: ") and message in result.stderr
+
+
+def test_otlp_json_with_hex_ids_is_stored_under_those_ids(served) -> None:
+    process, client, db = served
+    request = trace_request(2)
+    document = json.loads(message_to_json(request))
+    for span in document["resourceSpans"][0]["scopeSpans"][0]["spans"]:
+        span["traceId"] = span["traceId"].upper()  # OTLP/JSON ids are case-insensitive hex
+    logs = {"resourceLogs": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "ddcolor"}}]},
+        "scopeLogs": [{"logRecords": [{
+            "timeUnixNano": "1767225600000000000", "severityNumber": 17, "severityText": "ERROR",
+            "body": {"stringValue": "CUDA out of memory"},
+            "traceId": "5B8EFFF798038103D269B633813FC60C", "spanId": "EEE19B7EC3C1B174"}]}]}]}
+    assert client.post("/v1/traces", content=json.dumps(document), headers=JS).json() == {}
+    assert client.post("/v1/logs", content=json.dumps(logs), headers=JS).json() == {}
+    assert process.stop() == 0
+    with duckdb.connect(str(db), read_only=True) as con:
+        spans = sorted(con.execute("SELECT trace_id, span_id FROM spans").fetchall())
+        stored_logs = con.execute("SELECT trace_id, span_id, severity, body, service FROM logs").fetchall()
+    assert spans == sorted((s.trace_id.hex(), s.span_id.hex())
+                           for s in request.resource_spans[0].scope_spans[0].spans)
+    assert stored_logs == [("5b8efff798038103d269b633813fc60c", "eee19b7ec3c1b174", "ERROR", "CUDA out of memory",
+                            "ddcolor")]
