@@ -7,10 +7,15 @@ import os
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from schemas.errors import GpuRcaError, InputError, StoreError, UsageError
+
+if TYPE_CHECKING:
+    from correlate.digest import Digest, Trigger
+    from correlate.digest.pipeline import DigestSettings
 
 _FORMATS = ("md", "html", "json")
 
@@ -54,7 +59,9 @@ def digest(db_path: str | None, server_url: str | None, since: str | None, until
     pipeline.deliver(made, settings)
 
 
-def _from_db(db_path, trigger, settings, since_ns, until_ns, gpu):
+def _from_db(db_path: str | None, trigger: Trigger, settings: DigestSettings, since_ns: int | None,
+             until_ns: int | None, gpu: str | None) -> Digest:
+    """Make the digest on the store itself and keep it in its `digests` table."""
     from correlate.digest import archive, pipeline
     from correlate.store import Store, default_db_path
 
@@ -69,7 +76,7 @@ def _from_db(db_path, trigger, settings, since_ns, until_ns, gpu):
     return made
 
 
-def _from_server(server_url: str, *, since: str | None, until: str | None, gpu: str | None, trigger: str):
+def _from_server(server_url: str, *, since: str | None, until: str | None, gpu: str | None, trigger: str) -> Digest:
     """Ask serve to make and store the digest (POST /digests), and rebuild it from the JSON it answers."""
     from urllib.parse import urlsplit
 
@@ -105,7 +112,7 @@ def _error_message(body: bytes) -> str:
         return body[:200].decode("utf-8", "replace")
 
 
-def _write(made, fmt: str, out_path: str | None) -> None:
+def _write(made: Digest, fmt: str, out_path: str | None) -> None:
     from correlate.digest import render_html, render_markdown
 
     if fmt == "json":
