@@ -91,6 +91,13 @@ def clock_for_power_mhz(profile: GpuProfile, busy_fraction: float, budget_w: flo
 def step(profile: GpuProfile, state: PhysicsState, inputs: PhysicsInputs, dt_s: float) -> PhysicsState:
     """Advance one GPU by `dt_s` seconds under constant inputs."""
     busy = min(max(inputs.busy_fraction, 0.0), 1.0)
+    if busy == 0 and inputs.slowdown == 0 and not state.thermal_active and state.utilization_pct < 1e-3:
+        # Settled idle (most GPU-steps of a run): the full step below would return the same state.
+        idle_c = steady_state_temperature_c(profile, profile.idle_power_w, inputs.ambient_c, inputs.cooling)
+        if abs(state.temperature_c - idle_c) < 1e-3 and state.power_w == profile.idle_power_w:
+            mask = _IDLE | (_POWER_CAP if inputs.idle_power_cap_noise else 0)
+            return PhysicsState(idle_c, state.power_w, profile.idle_sm_clock_mhz, mask, 0.0, False,
+                                state.energy_mj + state.power_w * dt_s * 1000.0)
     mask = 0
     if busy > 0:
         clock = float(profile.max_sm_clock_mhz)
