@@ -158,6 +158,14 @@ def test_a_token_guards_every_route_but_healthz(tmp_path: Path) -> None:
         ok = client.post("/v1/traces", content=payload, headers={**PB, "Authorization": f"Bearer {secret}"})
         assert ok.status_code == 200
         assert client.get("/metrics", headers={"Authorization": f"Bearer {secret}"}).status_code == 200
+        # A browser opens a page once with ?token=, then keeps the HttpOnly cookie; writes still need the header.
+        assert client.get("/metrics", params={"token": "wrong"}).status_code == 401
+        granted = client.get("/metrics", params={"token": secret})
+        assert granted.status_code == 200 and granted.headers["referrer-policy"] == "no-referrer"
+        assert granted.headers["set-cookie"] == f"gpu_rca_token={secret}; HttpOnly; SameSite=Strict; Path=/"
+        cookie = {"Cookie": f"gpu_rca_token={secret}"}
+        assert client.get("/metrics", headers=cookie).status_code == 200
+        assert client.post("/v1/traces", content=payload, headers={**PB, **cookie}).status_code == 401
         assert process.stop() == 0
         assert "token required" in process.stderr and secret not in process.stderr
     assert span_count(db) == 1

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hmac
 import os
 from collections.abc import Mapping
+from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
+from urllib.parse import parse_qs, quote, unquote
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -18,29 +20,44 @@ TOKEN_ENV = "GPU_RCA_TOKEN"
 
 #: Routes that answer without the token (liveness probes cannot carry secrets).
 OPEN_PATHS = frozenset({"/healthz"})
+#: Pages opened in a browser may carry the token once as `?token=`; the answer sets this HttpOnly cookie,
+#: which GET requests may use afterwards. Writes (POST) always need the Authorization header.
+COOKIE = "gpu_rca_token"
+_READ_METHODS = frozenset({"GET", "HEAD"})
 
 
 class AccessMiddleware:
-    """Answers 401 without reading the body when a token is set and the request lacks it; counts every answer."""
+    """Answers 401 without reading the body when a token is set and the request lacks it; counts every answer.
+
+    The token comes as `Authorization: Bearer …`; a GET may instead carry the `gpu_rca_token` cookie, or the
+    token once as `?token=` (answered with that cookie, so a browser can open the pages from a link).
+    """
 
     def __init__(self, app: ASGIApp, *, token: str | None, counters: ServeCounters) -> None:
         self.app = app
         self._token = token.encode("utf-8") if token else None
         self._counters = counters
+        cookie = f"{COOKIE}={quote(token or '', safe='')}; HttpOnly; SameSite=Strict; Path=/"
+        # The token was in the URL: no-referrer keeps it out of the Referer of whatever the page loads.
+        self._grant_headers = [(b"set-cookie", cookie.encode("latin-1")), (b"referrer-policy", b"no-referrer")]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         status = {"code": 500}
+        grant = self._token is not None and self._query_token_ok(scope)
 
         async def counting_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
+                if grant:
+                    message["headers"] = [*message.get("headers", []), *self._grant_headers]
             await send(message)
 
         try:
-            if self._token is not None and scope["path"] not in OPEN_PATHS and not self._authorized(scope):
+            if (self._token is not None and scope["path"] not in OPEN_PATHS and not grant
+                    and not self._authorized(scope)):
                 content_type = media_type(_header(scope, b"content-type"))
                 response = error_response(401, "missing or wrong bearer token (send Authorization: Bearer <token>)",
                                           content_type, headers={"WWW-Authenticate": 'Bearer realm="gpu-rca"'})
@@ -55,13 +72,26 @@ class AccessMiddleware:
 
     def _authorized(self, scope: Scope) -> bool:
         value = _header(scope, b"authorization")
-        if value is None:
+        if value is not None:
+            scheme, _, credentials = value.strip().partition(" ")
+            return scheme.lower() == "bearer" and self._matches(credentials.strip())
+        if scope.get("method") in _READ_METHODS and (cookies := _header(scope, b"cookie")):
+            try:
+                morsel = SimpleCookie(cookies).get(COOKIE)
+            except CookieError:
+                return False
+            return morsel is not None and self._matches(unquote(morsel.value))
+        return False
+
+    def _query_token_ok(self, scope: Scope) -> bool:
+        if scope.get("method") not in _READ_METHODS or b"token=" not in scope.get("query_string", b""):
             return False
-        scheme, _, credentials = value.strip().partition(" ")
-        if scheme.lower() != "bearer":
-            return False
+        values = parse_qs(scope["query_string"].decode("latin-1")).get("token", [])
+        return len(values) == 1 and self._matches(values[0])
+
+    def _matches(self, candidate: str) -> bool:
         # Constant time: the comparison must not tell an attacker how many leading bytes were right.
-        return hmac.compare_digest(credentials.strip().encode("utf-8"), self._token or b"")
+        return hmac.compare_digest(candidate.encode("utf-8"), self._token or b"")
 
 
 def load_token(token_file: str | os.PathLike[str] | None, environ: Mapping[str, str] = os.environ) -> str | None:
@@ -86,4 +116,4 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-__all__ = ["AccessMiddleware", "OPEN_PATHS", "TOKEN_ENV", "load_token"]
+__all__ = ["COOKIE", "AccessMiddleware", "OPEN_PATHS", "TOKEN_ENV", "load_token"]

@@ -1,7 +1,9 @@
 """Build the `gpu-rca serve` ASGI app from its route modules.
 
 Each route module exposes `ROUTES` (a list of Starlette routes) and finds the shared `ServerState` at
-`request.app.state.gpu_rca`; a new feature is a new module named in `ROUTE_MODULES`.
+`request.app.state.gpu_rca`; a new feature is a new module named in `ROUTE_MODULES`. Background work that
+lives as long as the server is a `"module:function"` in `BACKGROUND`: `function(app)` starts it and returns
+the callable that stops it, called on shutdown before the writer drains.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -29,6 +31,11 @@ ROUTE_MODULES: tuple[str, ...] = (
     "correlate.server.analysis",
 )
 
+#: `module:function(app) -> stop()` hooks started with the app, stopped (in reverse) before the writer closes.
+BACKGROUND: tuple[str, ...] = (
+    "correlate.server.digests:start_burst_watcher",
+)
+
 
 def routes() -> list[BaseRoute]:
     """Every route of every module in ROUTE_MODULES."""
@@ -36,6 +43,11 @@ def routes() -> list[BaseRoute]:
     for name in ROUTE_MODULES:
         collected.extend(importlib.import_module(name).ROUTES)
     return collected
+
+
+def _hook(spec: str) -> Callable[[Starlette], Callable[[], None]]:
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def create_app(store: Store, config: ServerConfig | None = None, *, close_store: bool = True) -> Starlette:
@@ -54,10 +66,13 @@ def create_app(store: Store, config: ServerConfig | None = None, *, close_store:
             from correlate.server.prometheus_pull import pull_loop
 
             puller = asyncio.create_task(pull_loop(state, stop_pull))
+        stoppers = [_hook(spec)(app) for spec in BACKGROUND]
         try:
             yield
         finally:
             stop_pull.set()
+            for stop in reversed(stoppers):
+                await asyncio.to_thread(stop)  # a check in progress may still write through the writer
             if puller is not None:
                 await puller
             writer.close()  # runs every queued write: an acknowledged request is committed
@@ -73,4 +88,4 @@ def create_app(store: Store, config: ServerConfig | None = None, *, close_store:
     return app
 
 
-__all__ = ["ROUTE_MODULES", "create_app", "routes"]
+__all__ = ["BACKGROUND", "ROUTE_MODULES", "create_app", "routes"]
