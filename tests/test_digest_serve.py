@@ -72,6 +72,7 @@ def test_alertmanager_webhook_stores_a_digest_for_the_named_gpu_and_window(serve
     page = httpx.get(f"{server.url}/digests/{digest_id}.html", headers=AUTH, timeout=30)
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert 'id="causes"' in page.text and "<script>" not in page.text and "&lt;script&gt;" in page.text
+    assert "script-src" not in page.headers["content-security-policy"]  # default-src 'none': no script runs
     stored = httpx.get(f"{server.url}/digests/{digest_id}.json", headers=AUTH, timeout=30).json()
     assert stored["id"] == digest_id and stored["causes"] == document["causes"]
     markdown = httpx.get(f"{server.url}/digests/{digest_id}.md", headers=AUTH, timeout=30).text
