@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import socket
+import re
 import subprocess
+import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -41,8 +44,30 @@ ALIAS_UUID = "GPU-a11a5000-0000-4000-8000-00000000000a"
 @dataclass(frozen=True)
 class Live:
     url: str
-    uuids: tuple[str, ...]  # the simulated GPUs behind the gpu-rca exporter
+    uuids: tuple[str, ...]  # the simulated GPUs behind the in-process gpu-rca exporter
     started_ns: int
+    cli_gpus: dict[str, str]  # UUID -> Hostname behind `gpu-rca exporter --simulate`
+
+
+def start_cli_exporter() -> tuple[subprocess.Popen[str], str, threading.Thread]:
+    """`gpu-rca exporter --simulate SCENARIO` on a free loopback port, and its /metrics URL."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gpu_rca", "exporter", "--simulate", "thermal-fan-failure-l4", "--host", "127.0.0.1",
+         "--port", "0"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    found: list[str] = []
+
+    def read() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            if (match := re.search(r"serving (http://\S+/metrics)", line)) and not found:
+                found.append(match.group(1))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    wait_for(lambda: found or process.poll() is not None, timeout_s=60, what="gpu-rca exporter serving")
+    if not found:
+        pytest.fail("gpu-rca exporter --simulate did not start")
+    return process, found[0], reader
 
 
 def free_port() -> int:
@@ -65,12 +90,16 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         "0", ALIAS_UUID, "node-old").set(57)
     old_port = free_port()
     old_server, old_thread = start_http_server(old_port, addr="127.0.0.1", registry=registry)
+    cli, cli_url, cli_reader = start_cli_exporter()
+    with urllib.request.urlopen(cli_url, timeout=10) as response:
+        cli_gpus = dict(re.findall(r'UUID="([^"]+)".*?Hostname="([^"]+)"', response.read().decode()))
     config = tmp / "prometheus.yml"
     config.write_text(yaml.safe_dump({
         "global": {"scrape_interval": "1s"},
         "scrape_configs": [
             {"job_name": "gpu-rca-exporter", "static_configs": [{"targets": [f"127.0.0.1:{exporter.server_address[1]}"]}]},
             {"job_name": "old-dcgm", "static_configs": [{"targets": [f"127.0.0.1:{old_port}"]}]},
+            {"job_name": "gpu-rca-exporter-cli", "static_configs": [{"targets": [cli_url.split("/")[2]]}]},
         ],
     }))
     port = free_port()
@@ -85,17 +114,21 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     def scraped() -> bool:
         if process.poll() is not None:
             pytest.fail(f"prometheus exited: {process.stderr.read().decode()[-2000:]}")
-        query = f'count_over_time({{__name__=~"{m.GPU_TEMP}|dcgm_gpu_temp"}}[1m]) >= 1'
         try:
-            with urllib.request.urlopen(f"{url}/api/v1/query?{urlencode({'query': query})}", timeout=2) as response:
+            with urllib.request.urlopen(f"{url}/api/v1/query?{urlencode({'query': 'up == 1'})}", timeout=2) as response:
                 return len(json.load(response)["data"]["result"]) == 3
         except OSError:
             return False
 
     try:
-        wait_for(scraped, timeout_s=60, interval_s=0.2, what="a scrape of both targets")
-        yield Live(url, tuple(d.uuid for d in sampling.sampler.devices), started_ns)
+        wait_for(scraped, timeout_s=60, interval_s=0.2, what="a scrape of every target")
+        yield Live(url, tuple(d.uuid for d in sampling.sampler.devices), started_ns, cli_gpus)
     finally:
+        cli.terminate()
+        cli.wait(timeout=30)
+        cli_reader.join(timeout=10)  # it reads until the pipe closes; only then close our end
+        assert cli.stderr is not None
+        cli.stderr.close()
         process.terminate()
         process.wait(timeout=10)
         process.stderr.close()
@@ -121,7 +154,8 @@ def test_pull_stores_canonical_samples_for_every_gpu(live: Live) -> None:
         assert {m.GPU_TEMP, m.POWER_USAGE, m.FB_USED, m.SM_CLOCK, m.GPU_UTIL} <= metrics
         assert metrics <= set(m.METRICS_BY_NAME)  # canonical names only, aliases mapped
         per_gpu = dict(con.execute("SELECT gpu_uuid, any_value(host) FROM metric_samples GROUP BY 1").fetchall())
-        assert per_gpu == {**{uuid: "node-r" for uuid in live.uuids}, ALIAS_UUID: "node-old"}
+        assert per_gpu == {**{uuid: "node-r" for uuid in live.uuids}, ALIAS_UUID: "node-old", **live.cli_gpus}
+        assert len(live.cli_gpus) >= 2
         alias = con.execute("SELECT DISTINCT value FROM metric_samples WHERE gpu_uuid = ?", [ALIAS_UUID]).fetchall()
         assert alias == [(57.0,)]
         inventory = con.execute("SELECT gpu_uuid, host, pci_bus_id FROM gpus WHERE host = 'node-r' "
