@@ -207,3 +207,20 @@ def test_otlp_json_with_hex_ids_is_stored_under_those_ids(served) -> None:
                            for s in request.resource_spans[0].scope_spans[0].spans)
     assert stored_logs == [("5b8efff798038103d269b633813fc60c", "eee19b7ec3c1b174", "ERROR", "CUDA out of memory",
                             "ddcolor")]
+
+
+def test_a_second_server_on_the_same_store_or_port_fails_with_one_line(served) -> None:
+    import subprocess
+    import sys
+
+    process, _, db = served
+    locked = subprocess.run([sys.executable, "-m", "gpu_rca", "serve", "--db", str(db), "--port", "0"],
+                            capture_output=True, text=True, timeout=60)
+    assert locked.returncode == 1
+    assert locked.stderr.startswith("Error: ") and "locked by another process" in locked.stderr
+    assert locked.stderr.count("\n") == 1
+    port = urlsplit(process.url).port
+    busy = subprocess.run([sys.executable, "-m", "gpu_rca", "serve", "--db", str(db.with_name("other.duckdb")),
+                           "--port", str(port)], capture_output=True, text=True, timeout=60)
+    assert busy.returncode == 1
+    assert busy.stderr == f"Error: cannot listen on 127.0.0.1:{port}: Address already in use\n"
