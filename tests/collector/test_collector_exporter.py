@@ -6,11 +6,12 @@ import os
 import re
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
 import pytest
-from collector_support import Sim, free_port
+from collector_support import Receiver, Sim, free_port, span_attributes
 
 from collector._exporter import Source, registry_for, serve
 from schemas import metrics as M
@@ -141,3 +142,49 @@ def test_cli_usage_errors_exit_2():
     assert proc.returncode == 2 and "--simulate" in proc.stderr
     proc = _cli("--port", "70000")
     assert proc.returncode == 2
+
+
+def test_cli_simulate_serves_the_lab_fleet_and_replays_spans_with_the_same_uuids():
+    promtool = require_binary("promtool")
+    receiver = Receiver()
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gpu_rca", "exporter", "--simulate", "foreign-process-l4", "--speed", "30",
+         "--host", "127.0.0.1", "--port", str(port), "--otlp-endpoint", receiver.endpoint, "--duration", "6"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
+    )
+    try:
+        text = ""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and M.GPU_TEMP not in text:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+                    text = response.read().decode()
+            except OSError:
+                time.sleep(0.2)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        receiver.server.shutdown()
+        receiver.server.server_close()
+    assert proc.returncode == 0, stderr
+    temps = scrape_all(text, M.GPU_TEMP)
+    assert {labels["Hostname"] for _, (labels, _) in temps} == {"node-a", "node-b"}
+    check = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
+    assert check.returncode in (0, 3)
+    assert [f for f in (check.stdout + check.stderr).splitlines() if f.strip() and not DCGM_LINT.match(f)] == []
+    uuids = {labels["UUID"] for _, (labels, _) in temps}
+    span_uuids = {span_attributes(span).get("gpu.uuid") for _, span in receiver.spans()}
+    assert receiver.spans() and span_uuids - {None} <= uuids
+
+
+def scrape_all(text: str, metric: str) -> list[tuple[tuple[str, str], tuple[dict[str, str], float]]]:
+    """Every series of `metric` (several hosts share gpu="0")."""
+    out = []
+    for line in text.splitlines():
+        match = SERIES.match(line)
+        if match and match[1] == metric:
+            labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match[2]))
+            out.append(((metric, labels["gpu"]), (labels, float(match[3]))))
+    return out

@@ -3,76 +3,20 @@ OTLP/HTTP to a local receiver, an existing SDK provider, a dead endpoint, gRPC, 
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import subprocess
 import sys
 import textwrap
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from collector_support import free_port
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from collector_support import Receiver, free_port, span_attributes
 
 from schemas import attributes as A
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-class Receiver:
-    """A tiny OTLP/HTTP receiver: decodes protobuf bodies of /v1/traces and /v1/logs."""
-
-    def __init__(self) -> None:
-        self.traces: list[ExportTraceServiceRequest] = []
-        self.logs: list[ExportLogsServiceRequest] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                if self.headers.get("Content-Encoding") == "gzip":
-                    body = gzip.decompress(body)
-                if self.path == "/v1/traces":
-                    receiver.traces.append(ExportTraceServiceRequest.FromString(body))
-                elif self.path == "/v1/logs":
-                    receiver.logs.append(ExportLogsServiceRequest.FromString(body))
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def spans(self) -> list[tuple[dict, object]]:
-        """(resource attributes, span) for every span received."""
-        out = []
-        for request in self.traces:
-            for rs in request.resource_spans:
-                resource = {kv.key: _value(kv.value) for kv in rs.resource.attributes}
-                for ss in rs.scope_spans:
-                    out.extend((resource, span) for span in ss.spans)
-        return out
-
-
-def _value(v: object) -> object:
-    kind = v.WhichOneof("value")
-    if kind == "array_value":
-        return [_value(x) for x in v.array_value.values]
-    return getattr(v, kind) if kind else None
-
-
-def _attrs(span: object) -> dict:
-    return {kv.key: _value(kv.value) for kv in span.attributes}
 
 
 @pytest.fixture
@@ -132,11 +76,11 @@ def test_otlp_http_export_of_stamped_spans_and_joinable_logs(receiver: Receiver)
     (resource, ok), (_, failed) = spans
     assert resource[A.SERVICE_NAME] == "ddcolor" and resource[A.SERVICE_VERSION] == "1.2.3"
     assert resource[A.K8S_NODE_NAME] == "node-7" and resource[A.HOST_NAME]
-    a = _attrs(ok)
+    a = span_attributes(ok)
     assert a[A.TELEMETRY_SOURCE] == A.SOURCE_SIMULATED and a[A.DDCOLOR_INPUT_SIZE] == 512
     assert a[A.TELEMETRY_SAMPLES] >= 10 and a[A.TELEMETRY_STALE] is False
     assert a[A.GPU_UUID].startswith("GPU-") and a[A.UTILIZATION_MAX] > 0
-    f = _attrs(failed)
+    f = span_attributes(failed)
     assert f[A.ERROR_TYPE] == A.ERROR_CUDA_OOM and failed.status.code == 2 and A.QUEUE_MS in f
     logs = [lr for req in receiver.logs for rl in req.resource_logs for sl in rl.scope_logs for lr in sl.log_records]
     (record,) = [lr for lr in logs if lr.body.string_value == "colorized 21"]
@@ -265,7 +209,7 @@ def test_configure_without_nvml_library_runs_with_source_none(receiver: Receiver
         pass
     assert out == {"errors": 1}
     ((_, span),) = receiver.spans()
-    assert _attrs(span)[A.TELEMETRY_SOURCE] == A.SOURCE_NONE
+    assert span_attributes(span)[A.TELEMETRY_SOURCE] == A.SOURCE_NONE
 
 
 def test_configure_again_replaces_the_default_collector(receiver: Receiver):
@@ -285,4 +229,4 @@ def test_configure_again_replaces_the_default_collector(receiver: Receiver):
     )
     assert out == {"first_enabled": False, "second_is_default": True}
     ((_, span),) = receiver.spans()
-    assert _attrs(span)[A.GPU_INDEX] == 1 and _attrs(span)[A.GPU_NAME] == "NVIDIA L4"
+    assert span_attributes(span)[A.GPU_INDEX] == 1 and span_attributes(span)[A.GPU_NAME] == "NVIDIA L4"
