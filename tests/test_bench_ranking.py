@@ -90,6 +90,7 @@ def test_bench_ranking_runs_a_suite_end_to_end(tmp_path: Path) -> None:
     assert public["ours"]["cases"] == 2
     assert public["ours"]["ac1"] == 1.0 and public["ours"]["ac3"] == 1.0 and public["ours"]["avg5"] == 1.0
     assert public["ours"]["driver_accuracy"] == 1.0
+    assert public["summaries_with_numbers_outside_evidence"] == []
     assert {c["name"] for c in public["cases"]} == set(scenarios)
     assert "tiny-app-bug: truth application_error, ranked first application_error" in run.stderr
     assert document["baseline_tables"]["baro_metrics_only"]["DCGM_FI_DEV_GPU_TEMP up"] == "thermal_throttling"

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from schemas.results import Evidence
 
@@ -73,3 +77,22 @@ def pct(share: float) -> float:
 def gib(n_bytes: float | None) -> float | None:
     """Bytes as GiB with two decimals."""
     return None if n_bytes is None else round(n_bytes / GIB, 2)
+
+
+_NUMBER = re.compile(r"(?<![\w.\-])-?\d+(?:\.\d+)?(?![\w\-])")
+
+
+def summary_numbers(summary: str) -> list[float]:
+    """The standalone numbers in a summary (identifiers such as `GPU-3f2a…` or `node-1` are not numbers)."""
+    return [float(n) for n in _NUMBER.findall(summary)]
+
+
+def numbers_missing_from_evidence(cause: Mapping[str, Any]) -> list[float]:
+    """Numbers a cause's summary quotes that none of its evidence values or baselines hold (should be none)."""
+    shown = {
+        float(number)
+        for item in cause["evidence"]
+        for number in (item["value"], item["baseline"])
+        if isinstance(number, (int, float)) and not isinstance(number, bool)
+    }
+    return [n for n in summary_numbers(cause["summary"]) if not any(math.isclose(n, s, abs_tol=1e-9) for s in shown)]

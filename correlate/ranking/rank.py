@@ -17,7 +17,7 @@ from schemas.results import CauseResult, Confidence
 
 from correlate.ranking.drivers import driver_rows, significant
 from correlate.ranking.evidence import EvidenceList, short_uuid
-from correlate.ranking.hypotheses import Hypothesis
+from correlate.ranking.causes import Hypothesis
 from correlate.ranking.signals import FEATURES
 from correlate.ranking.window import SpanSet
 

@@ -7,7 +7,7 @@ import duckdb
 from schemas.results import AnalyzeResult
 
 from correlate.ranking import drivers as drv
-from correlate.ranking import hypotheses
+from correlate.ranking import causes
 from correlate.ranking.rank import rank
 from correlate.ranking.signals import Group, gpu_signals
 from correlate.ranking.window import MINUTE_NS, Filters, SpanSet, load_spans, resolve_window
@@ -65,7 +65,7 @@ def _rank(con: duckdb.DuckDBPyConnection, spans: SpanSet) -> tuple[list, int]:
     for row in drv.driver_rows(con, "rk_family_groups"):
         family_drivers[families[row.group - 1]].append(row)
     traffic = _traffic(con, spans, sig.fleet_failed.get("slow"))
-    hyps = hypotheses.build(sig, family_drivers, spans, traffic)
+    hyps = causes.build(sig, family_drivers, spans, traffic)
     return rank(con, spans, hyps)
 
 

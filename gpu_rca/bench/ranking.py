@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from correlate.ingest import ingest_paths
+from correlate.ranking.evidence import numbers_missing_from_evidence
 from correlate.ranking.run import analyze_connection
 from correlate.ranking.timefmt import parse_time_ns
 from correlate.store import Store
@@ -30,6 +31,7 @@ class SuiteResult:
     ours: list[scoring.Case]
     baro: list[scoring.Case]
     contrast: list[scoring.Case]
+    unchecked_summaries: list[str]
 
     def report(self) -> dict[str, Any]:
         """The suite's numbers: ours, both baselines, and our margin over the better one."""
@@ -45,6 +47,7 @@ class SuiteResult:
             "baro_metrics_only": baro,
             "attribute_contrast_only": contrast,
             "ac1_margin_over_best_baseline": None if ours["ac1"] is None else ours["ac1"] - best,
+            "summaries_with_numbers_outside_evidence": self.unchecked_summaries,
             "cases": [
                 {"name": o.name, "truth": o.truth.get("cause"), "ours": o.ranked[:3],
                  "confidence": o.causes[0]["confidence"] if o.causes else None,
@@ -82,7 +85,9 @@ def run_case(scenario_data: dict[str, Any] | str) -> dict[str, Any]:
                 detect = con.execute("SELECT min(end_ns) FROM rk_spans WHERE failed").fetchone()[0]
                 contrast = baselines.contrast_ranking(con) if _has_kv(con) else []
             baro = baselines.baro_ranking(con, start, end, detect)
-    return {"name": scenario.name, "truth": run.truth, "ours": ours["causes"], "baro": baro, "contrast": contrast}
+    unchecked = [c["cause"] for c in ours["causes"] if numbers_missing_from_evidence(c)]
+    return {"name": scenario.name, "truth": run.truth, "ours": ours["causes"], "baro": baro, "contrast": contrast,
+            "summaries_with_numbers_outside_evidence": unchecked}
 
 
 def _has_kv(con) -> bool:
@@ -106,7 +111,8 @@ def run_suite(name: str, scenarios: list[Any], jobs: int = 1, progress=None) -> 
     ours = [scoring.Case(r["name"], r["truth"], [c["cause"] for c in r["ours"]], r["ours"]) for r in results]
     baro = [scoring.Case(r["name"], r["truth"], r["baro"]) for r in results]
     contrast = [scoring.Case(r["name"], r["truth"], r["contrast"]) for r in results]
-    return SuiteResult(name, ours, baro, contrast)
+    unchecked = [f"{r['name']}: {cause}" for r in results for cause in r["summaries_with_numbers_outside_evidence"]]
+    return SuiteResult(name, ours, baro, contrast, unchecked)
 
 
 def public_scenarios(directory: str | Path | None) -> list[str]:

@@ -28,6 +28,8 @@ def print_report(document: dict[str, Any]) -> None:
                       f"{_f(contrast['ac1_visible'])} of {contrast['visible_cases']}", "", "")
         console.print(table)
         console.print(f"AC@1 margin over the better baseline: {_f(suite['ac1_margin_over_best_baseline'])}")
+        unchecked = suite["summaries_with_numbers_outside_evidence"]
+        console.print(f"summaries quoting a number not in their evidence: {len(unchecked)} {unchecked or ''}")
         for label, numbers in ours["by_confidence"].items():
             console.print(f"  confidence {label}: {numbers['right']} of {numbers['cases']} right "
                           f"({numbers['accuracy']:.2f})")

@@ -1,0 +1,139 @@
+"""Hardware faults on one GPU: uncorrectable ECC errors, falling off the bus, faulting kernels."""
+
+from __future__ import annotations
+
+from schemas import attributes as a
+from schemas import metrics as m
+from schemas import xid as x
+
+from correlate.ranking.causes.base import (
+    ECC_XIDS, FAULT_XIDS, MIN_STRENGTH, Hypothesis, contrast, count_sentence, earliest, merge_groups,
+    metric_evidence, precedes, where,
+)
+from correlate.ranking.evidence import EvidenceList, pct
+from correlate.ranking.signals import GpuSignals, Signals
+from correlate.ranking.window import MINUTE_NS, SKEW_NS
+
+def _kernel(g: GpuSignals, codes: set[int]) -> list:
+    """Kernel XIDs of `codes` on this GPU that overlap its failures (from 10 min before to 1 min after)."""
+    onset = g.onset_ns
+    lasts = [grp.last_ns for grp in g.failed.values() if grp.last_ns is not None]
+    if onset is None or not lasts:
+        return []
+    start, end = onset - 10 * MINUTE_NS, max(lasts) + SKEW_NS
+    return [k for k in g.kernel if k.xid in codes and k.last_ns >= start and k.first_ns <= end]
+
+
+def ecc(g: GpuSignals, sig: Signals) -> Hypothesis | None:
+    """Uncorrectable memory errors on this GPU: ECC counters, XID 48/63/64/94/95."""
+    failures = merge_groups([g.failed.get(f) for f in ("cuda", "app", "lost")])
+    if not failures.n:
+        return None
+    c = contrast(failures, "ecc", sig.baseline)
+    kernel = _kernel(g, ECC_XIDS)
+    dbe = g.metrics.get(m.ECC_DBE_VOL_TOTAL)
+    strength = c.strength
+    if kernel:
+        strength = max(strength, 0.9)
+    if dbe and dbe.z_up >= 1:
+        strength = max(strength, 0.85)
+    cuda_share = (g.failed["cuda"].n if "cuda" in g.failed else 0) / failures.n
+    strength *= 0.6 + 0.4 * cuda_share
+    if strength < MIN_STRENGTH:
+        return None
+    ev = EvidenceList()
+    parts = []
+    for k in sorted(kernel, key=lambda k: k.first_ns):
+        code = ev.add("kernel", f"XID {k.xid} {x.xid_info(k.xid).meaning}", k.xid, gpu_uuid=g.gpu_uuid, host=k.host,
+                      start_ns=k.first_ns, end_ns=k.last_ns)
+        cnt = ev.add("count", f"kernel XID {k.xid} events", k.count, gpu_uuid=g.gpu_uuid, host=k.host)
+        parts.append(f"the kernel logged XID {code} ({x.xid_info(k.xid).meaning}) {cnt} times")
+    if c.failure_share > 0 or not kernel:
+        sh = ev.add("share", "failed requests with uncorrected ECC errors or memory XIDs in their window",
+                    pct(c.failure_share), baseline=pct(c.baseline_share), unit="%", gpu_uuid=g.gpu_uuid, host=g.host,
+                    start_ns=g.first_seen_ns.get("ecc"))
+        parts.append(f"{sh} % of the failed requests saw ECC errors or memory XIDs (baseline {ev.base()} %)")
+    metric_evidence(ev, g, m.ECC_DBE_VOL_TOTAL, min_z=1)
+    first = earliest(g.first_seen_ns.get("ecc"), min((k.first_ns for k in kernel), default=None))
+    return Hypothesis(
+        "ecc_memory_errors", g.gpu_uuid, g.host, {"cuda": 1.0, "app": 0.6, "lost": 0.5}, strength, ev,
+        lambda n, e: f"{count_sentence(n, e)} on {where(g)} after uncorrectable memory errors: "
+        + "; ".join(parts) + ".",
+        feature="ecc", off_feature=0.8, precedes=precedes(first, failures.onset_ns),
+    )
+
+
+def fallen_off_bus(g: GpuSignals, sig: Signals) -> Hypothesis | None:
+    """The GPU was lost (XID 79): every later request on it fails."""
+    failures = merge_groups(list(g.failed.values()))
+    if not failures.n:
+        return None
+    kernel = _kernel(g, {x.XID_FALLEN_OFF_BUS})
+    lost = g.failed.get("lost")
+    c = contrast(failures, "xid_lost", sig.baseline)
+    strength = c.strength
+    if kernel:
+        strength = max(strength, 0.95)
+    if lost and lost.n >= 2:
+        strength = max(strength, 0.8)
+    if strength < MIN_STRENGTH:
+        return None
+    event = earliest(min((k.first_ns for k in kernel), default=None), g.first_seen_ns.get("xid_lost"))
+    ev = EvidenceList()
+    parts = []
+    for k in kernel:
+        code = ev.add("kernel", f"XID {k.xid} {x.xid_info(k.xid).meaning}", k.xid, gpu_uuid=g.gpu_uuid, host=k.host,
+                      start_ns=k.first_ns, end_ns=k.last_ns)
+        parts.append(f"the kernel logged XID {code} (GPU has fallen off the bus)")
+    if lost:
+        lv = ev.add("count", f"failed requests with error.type={a.ERROR_GPU_LOST}", lost.n, gpu_uuid=g.gpu_uuid,
+                    host=g.host, start_ns=lost.first_ns, end_ns=lost.last_ns)
+        parts.append(f"{lv} requests failed with {a.ERROR_GPU_LOST}")
+    if g.last_metric_ns is not None and event is not None and g.last_metric_ns >= event - SKEW_NS:
+        pass
+    elif g.last_metric_ns is not None:
+        ev.add("metric", "last metric sample", "metrics stopped", gpu_uuid=g.gpu_uuid, host=g.host,
+               start_ns=g.last_metric_ns)
+        parts.append("its metrics stopped")
+    return Hypothesis(
+        "gpu_fallen_off_bus", g.gpu_uuid, g.host, {"lost": 1.0, "cuda": 0.9, "slow": 0.7, "app": 0.5, "oom": 0.3},
+        strength, ev,
+        lambda n, e: f"{count_sentence(n, e)} on {where(g)}, which fell off the bus: " + "; ".join(parts) + ".",
+        feature=None, since_ns=None if event is None else event - SKEW_NS, precedes=precedes(event, failures.onset_ns),
+    )
+
+
+def kernel_fault(g: GpuSignals, sig: Signals) -> Hypothesis | None:
+    """A faulting kernel or driver error: CUDA errors with XID 13/31/43-style events and no hardware evidence."""
+    cuda = g.failed.get("cuda")
+    if not cuda or not cuda.n:
+        return None
+    kernel = _kernel(g, FAULT_XIDS)
+    c = contrast(cuda, "xid_fault", sig.baseline)
+    strength = c.strength
+    if kernel:
+        strength = max(strength, 0.85)
+    hardware = cuda.share("ecc") + (1.0 if _kernel(g, ECC_XIDS | {x.XID_FALLEN_OFF_BUS}) else 0.0)
+    if not kernel and c.failure_share == 0 and hardware == 0:
+        # CUDA errors on one GPU with no XID and no hardware evidence: a fault, weakly.
+        strength = 0.35
+    strength *= 1.0 - min(1.0, hardware) * 0.7
+    if strength < MIN_STRENGTH:
+        return None
+    ev = EvidenceList()
+    parts = []
+    for k in sorted(kernel, key=lambda k: k.first_ns):
+        code = ev.add("kernel", f"XID {k.xid} {x.xid_info(k.xid).meaning}", k.xid, gpu_uuid=g.gpu_uuid, host=k.host,
+                      start_ns=k.first_ns, end_ns=k.last_ns)
+        cnt = ev.add("count", f"kernel XID {k.xid} events", k.count, gpu_uuid=g.gpu_uuid, host=k.host)
+        parts.append(f"the kernel logged XID {code} ({x.xid_info(k.xid).meaning}) {cnt} times")
+    if c.failure_share > 0 or not kernel:
+        sh = ev.add("share", "CUDA-error failures with a kernel-fault XID in their window", pct(c.failure_share),
+                    baseline=pct(c.baseline_share), unit="%", gpu_uuid=g.gpu_uuid, host=g.host)
+        parts.append(f"{sh} % of them carried a fault XID (baseline {ev.base()} %)")
+    first = earliest(g.first_seen_ns.get("xid_fault"), min((k.first_ns for k in kernel), default=None))
+    return Hypothesis(
+        "cuda_kernel_fault", g.gpu_uuid, g.host, {"cuda": 1.0, "app": 0.3}, strength, ev,
+        lambda n, e: f"{count_sentence(n, e)} with CUDA errors on {where(g)}: " + "; ".join(parts) + ".",
+        feature="xid_fault", off_feature=0.8, precedes=precedes(first, cuda.onset_ns),
+    )
