@@ -164,8 +164,11 @@ class AdmissionAdvisor:
         if alone and span.start_time is not None and span.end_time is not None:
             seconds = (span.end_time - span.start_time) / 1e9 - float(attrs.get(A.QUEUE_MS, 0.0)) / 1e3
             clock_min, clock_max = attrs.get(A.CLOCK_SM_MIN), attrs.get(A.CLOCK_SM_MAX)
-            if isinstance(clock_min, int) and isinstance(clock_max, int) and clock_max > 0:
-                seconds *= min(clock_min / clock_max, 1.0)  # as if at full clock: a throttled span took longer
+            slowed = set(attrs.get(A.THROTTLE_REASONS) or ()) & set(_SLOWING_NAMES.values())
+            if slowed and isinstance(clock_min, int) and isinstance(clock_max, int) and clock_max > 0:
+                # As if at full clock: a throttled span took longer. (Idle clocks before the work began are
+                # not a slowdown, so only a slowing reason counts.)
+                seconds *= min(clock_min / clock_max, 1.0)
             if seconds > 0:
                 service.add(pixels, seconds)
 

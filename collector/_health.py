@@ -26,8 +26,10 @@ class Health:
         with self._lock:
             self._counts[(counter, reason)] += n
 
-    def failure(self, counter: str, reason: str, message: str, exc: BaseException | None = None) -> None:
-        """Count a failure and log it the first time this (counter, reason) is seen."""
+    def failure(
+        self, counter: str, reason: str, message: str, exc: BaseException | None = None, level: int = logging.WARNING
+    ) -> None:
+        """Count a failure and log it (at `level`) the first time this (counter, reason) is seen."""
         key = f"{counter}:{reason}"
         with self._lock:
             self._counts[(counter, reason)] += 1
@@ -35,7 +37,7 @@ class Health:
             self._logged.add(key)
         if first:
             detail = f": {type(exc).__name__}: {exc}" if exc is not None else ""
-            _log.warning("gpu-rca collector: %s%s (logged once; counted in %s)", message, detail, counter)
+            _log.log(level, "gpu-rca collector: %s%s (logged once; counted in %s)", message, detail, counter)
 
     def snapshot(self) -> dict[tuple[str, str], int]:
         """A copy of every counter, for the exporter and tests."""

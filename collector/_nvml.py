@@ -7,6 +7,7 @@ have no ECC) so they are recorded as unsupported once and never retried, turns `
 
 from __future__ import annotations
 
+import logging
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -157,7 +158,9 @@ class DeviceReader:
                 raise DeviceLost(str(exc)) from exc
             if code in _UNSUPPORTED_CODES or isinstance(exc, AttributeError):
                 self.unsupported.add(field)
-                self.health.failure(UNSUPPORTED, field, f"GPU {self.index}: {field} unsupported, not read again", exc)
+                # Normal on many GPUs (no ECC on GeForce, no MIG): worth a note, not a warning.
+                message = f"GPU {self.index}: {field} unsupported, not read again"
+                self.health.failure(UNSUPPORTED, field, message, exc, level=logging.INFO)
                 return None
             self.health.failure(ERRORS, f"nvml_{field}", f"GPU {self.index}: reading {field} failed", exc)
             return None
@@ -202,7 +205,7 @@ class DeviceReader:
             self._event_set = event_set
         except Exception as exc:  # noqa: BLE001
             self.unsupported.add("xid_events")
-            self.health.failure(UNSUPPORTED, "xid_events", f"GPU {self.index}: XID events unavailable", exc)
+            self.health.failure(UNSUPPORTED, "xid_events", f"GPU {self.index}: XID events unavailable", exc, level=logging.INFO)
 
     def _drain_xids(self) -> tuple[int, ...]:
         if self._event_set is None:
