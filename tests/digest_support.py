@@ -8,8 +8,10 @@ HTML, so pages can be checked for escaping.
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass, field
 
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -31,8 +33,33 @@ HOST = "node-a"
 XSS = "<script>alert(1)</script>"
 
 
+@dataclass(frozen=True)
+class Incident:
+    """The incident's telemetry, ready to load into a store or to send to `serve` as OTLP."""
+
+    trace_request: ExportTraceServiceRequest
+    samples: list[MetricSample]
+    gpus: list[GpuRecord]
+    logs: list[LogRecord]
+    kernel: list[KernelEvent]
+    summary: dict = field(default_factory=dict)
+
+    def load(self, store: Store) -> dict:
+        """Store everything; returns the summary (failed traces, window, counts)."""
+        store.ingest_trace_request(self.trace_request)
+        store.ingest_metric_samples(self.samples, gpus=self.gpus)
+        store.ingest_log_records(self.logs)
+        store.ingest_kernel_events(self.kernel)
+        return self.summary
+
+
 def build_incident(store: Store, *, hostile: bool = False, seed: int = 3, minutes: int = 30) -> dict:
     """Fill `store` with the incident; returns {'failed_traces': [...], 'start_ns', 'end_ns', 'total', 'failed'}."""
+    return make_incident(hostile=hostile, seed=seed, minutes=minutes).load(store)
+
+
+def make_incident(*, hostile: bool = False, seed: int = 3, minutes: int = 30) -> Incident:
+    """The incident's spans, samples, logs and kernel events (see the module docstring)."""
     rng = random.Random(seed)
     exporter = InMemorySpanExporter()
     provider = TracerProvider(resource=Resource.create(
@@ -72,7 +99,6 @@ def build_incident(store: Store, *, hostile: bool = False, seed: int = 3, minute
                                   host=HOST, source="loguru"))
         span.end(end_time=t + duration_ns)
         total += 1
-    store.ingest_trace_request(encode_spans(exporter.get_finished_spans()))
     samples = []
     for uuid, index, _ in GPUS:
         ts = START_NS - 10 * MINUTE_NS
@@ -85,12 +111,17 @@ def build_incident(store: Store, *, hostile: bool = False, seed: int = 3, minute
                 MetricSample(ts, M.GPU_UTIL, float(rng.randint(55, 95)), uuid, HOST),
             ]
             ts += 15 * 10**9
-    store.ingest_metric_samples(samples, gpus=[GpuRecord(u, HOST, i, b, "NVIDIA L4", 24 * GIB) for u, i, b in GPUS])
-    store.ingest_log_records(logs)
-    store.ingest_kernel_events([KernelEvent(START_NS + 20 * MINUTE_NS, HOST, GPUS[0][2], None, 31, 4242, "python3",
-                                            "NVRM: Xid (PCI:0000:3b:00): 31, pid=4242, name=python3, MMU Fault")])
-    return {"failed_traces": failed_traces, "start_ns": START_NS, "end_ns": end_ns, "total": total,
-            "failed": len(failed_traces)}
+    kernel = [KernelEvent(START_NS + 20 * MINUTE_NS, HOST, GPUS[0][2], None, 31, 4242, "python3",
+                          "NVRM: Xid (PCI:0000:3b:00): 31, pid=4242, name=python3, MMU Fault")]
+    return Incident(
+        trace_request=encode_spans(exporter.get_finished_spans()),
+        samples=samples,
+        gpus=[GpuRecord(u, HOST, i, b, "NVIDIA L4", 24 * GIB) for u, i, b in GPUS],
+        logs=logs,
+        kernel=kernel,
+        summary={"failed_traces": failed_traces, "start_ns": START_NS, "end_ns": end_ns, "total": total,
+                 "failed": len(failed_traces)},
+    )
 
 
 def analysis_for(incident: dict, *, hostile: bool = False) -> dict:

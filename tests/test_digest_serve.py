@@ -19,7 +19,8 @@ from correlate.digest._time import rfc3339
 from correlate.server import ServerConfig, create_app
 from correlate.server.digests import BurstWatcher
 from correlate.server.process import ServeProcess
-from tests.digest_support import GPUS, HOST, MINUTE_NS, START_NS, build_incident
+from correlate.server.process import wait_for
+from tests.digest_support import GPUS, HOST, MINUTE_NS, START_NS, build_incident, make_incident
 
 TOKEN = "s3cret-digest-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -185,6 +186,7 @@ def test_burst_watcher_makes_one_digest_per_burst(tmp_path):
 
     async def two_checks() -> tuple[str | None, str | None, list]:
         async with app.router.lifespan_context(app):  # starts the store writer, as serve does
+            app.state.gpu_rca_burst_watcher.stop()  # serve's own watcher: this test checks by hand
             watcher = BurstWatcher(app)
             first, second = watcher.check_once(), watcher.check_once()
             cursor = app.state.gpu_rca.store.cursor()
@@ -224,3 +226,20 @@ def test_digest_command_errors_are_one_line(tmp_path, capsys, args, code, messag
     err = capsys.readouterr().err
     assert err.startswith("Error: ") and message in err and err.count("\n") == 1
     assert not (tmp_path / "missing.duckdb").exists()
+
+
+def test_serve_makes_a_burst_digest_from_spans_it_receives(tmp_path):
+    incident = make_incident()
+    with ServeProcess(tmp_path / "live.duckdb") as serve:
+        answer = httpx.post(f"{serve.url}/v1/traces", content=incident.trace_request.SerializeToString(),
+                            headers={"Content-Type": "application/x-protobuf"}, timeout=60)
+        assert answer.status_code == 200
+        found: list[dict] = []
+        wait_for(lambda: found.extend(
+            d for d in httpx.get(f"{serve.url}/digests", headers={"Accept": "application/json"}, timeout=10)
+            .json()["digests"] if d["trigger"] == "burst") or found, timeout_s=60, interval_s=0.5,
+            what="a burst digest")
+        document = httpx.get(f"{serve.url}/digests/{found[0]['id']}.json", timeout=10).json()
+    assert document["trigger"]["gpus"] == [GPUS[0][0]]
+    assert document["trigger"]["detail"].endswith("failed within 5 min on 1 GPU(s)")
+    assert document["causes"][0]["cause"] == "gpu_oom_large_inputs"

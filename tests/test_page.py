@@ -89,3 +89,22 @@ def test_digest_list_page(tmp_path):
     dom = dump_dom(path.as_uri(), tmp_path)
     assert 'href="/digests/20260302T101500Z-abc123.html"' in dom
     assert html.escape(XSS, quote=False) in dom and "<script" not in dom.lower()
+
+
+def test_a_page_opened_with_token_in_the_link_renders_in_the_browser(tmp_path):
+    import os
+
+    from correlate.digest import save_digest
+    from correlate.server.process import ServeProcess
+
+    db = tmp_path / "page.duckdb"
+    with Store.open(db) as store:
+        incident = build_incident(store)
+        made = build_digest(store.connection, analysis_for(incident), trigger=Trigger("manual"))
+        with store.transaction():
+            save_digest(store.connection, made)
+    with ServeProcess(db, env=dict(os.environ, GPU_RCA_TOKEN="page-token")) as serve:
+        without = dump_dom(f"{serve.url}/digests/{made.id}.html", tmp_path / "a")
+        with_token = dump_dom(f"{serve.url}/digests/{made.id}.html?token=page-token", tmp_path / "b")
+    assert 'id="causes"' not in without  # 401 without the token
+    assert '<table id="causes">' in with_token and "gpu_oom_large_inputs" in with_token
