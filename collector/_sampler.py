@@ -34,7 +34,17 @@ def _refresh_pid() -> None:
     _pid = os.getpid()
 
 
-os.register_at_fork(after_in_child=_refresh_pid)
+#: Every live sampler, so one fork hook (os.register_at_fork cannot unregister) resets them all.
+_SAMPLERS: weakref.WeakSet[Sampler] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    _refresh_pid()
+    for sampler in list(_SAMPLERS):
+        sampler._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def current_pid() -> int:
@@ -80,7 +90,7 @@ class Ring:
         self._columns: tuple[list[Any], ...] = tuple([] for _ in STAMP_COLUMN_NAMES)
 
     def append(self, sample: Sample) -> int:
-        """Add a sample; returns how many old samples were dropped to stay bounded."""
+        """Add a sample; returns how many of the oldest samples aged out to stay bounded."""
         with self._lock:
             if self._ts and sample.ts_ns < self._ts[-1]:
                 return 0  # out of order (a clock stepped back): keep the buffer sorted
@@ -170,8 +180,7 @@ class Sampler:
         self._stop = threading.Event()
         self._stopped = False
         self.available = False
-        ref = weakref.ref(self)
-        os.register_at_fork(after_in_child=lambda: (s := ref()) is not None and s._after_fork_in_child())
+        _SAMPLERS.add(self)
 
     # --- lifecycle -------------------------------------------------------------------------------
     def _after_fork_in_child(self) -> None:
@@ -294,10 +303,8 @@ class Sampler:
                 continue
             if sample.xids:
                 self.last_xid[index] = sample.xids[-1]
-            dropped = self._rings[index].append(sample)
+            self._rings[index].append(sample)  # the oldest samples age out: bounded memory, not a drop
             self.health.count(SAMPLES, str(index))
-            if dropped:
-                self.health.count(DROPPED, "ring_overwrite", dropped)
 
     def _record(self, gpu_index: int | None, kind: str, detail: str, ts_ns: int | None = None) -> None:
         self.events.append(SamplerEvent(ts_ns if ts_ns is not None else self.clock(), gpu_index, kind, detail))
