@@ -58,6 +58,7 @@ SKIP_BOOT_RELATIVE = "seconds since boot (pass --boot-time and --host)"
 SKIP_NO_TIMESTAMP = "no timestamp on the line"
 SKIP_BAD_TIMESTAMP = "timestamp is not a real date"
 SKIP_BAD_PCI = "PCI bus id out of range"
+SKIP_BAD_XID = "XID code out of range"
 
 
 @dataclass(frozen=True)
@@ -224,12 +225,15 @@ def _xid_event(match: re.Match[str], stamp: _Stamp, line_no: int) -> KernelEvent
     details = _PID_NAME.match(message)
     if details is not None:
         pid_text = details["pid"].strip().strip("'")
-        pid = int(pid_text) if pid_text.isdigit() else None
+        pid = int(pid_text) if pid_text.isdigit() and int(pid_text) < 2**63 else None
         name = (details["name"] or "").strip()
         process = name if name and name != "<unknown>" else None
         message = (details["msg"] or "").strip()
     gi = int(match["gi"]) if match["gi"] else None
-    return KernelEvent(stamp.ts_ns, stamp.host, pci, None, int(match["code"]), pid, process, message, gi, line_no)
+    code = int(match["code"])
+    if code >= 2**31:  # the store's xid column is an INTEGER; no driver prints such a code
+        return SKIP_BAD_XID
+    return KernelEvent(stamp.ts_ns, stamp.host, pci, None, code, pid, process, message, gi, line_no)
 
 
 def _stamp(line: str, *, host: str | None, reference: datetime, zone: tzinfo, boot_ns: int | None) -> _Stamp:
@@ -342,6 +346,7 @@ __all__ = [
     "KernelEvent",
     "KernelLogResult",
     "SKIP_BAD_PCI",
+    "SKIP_BAD_XID",
     "SKIP_BAD_TIMESTAMP",
     "SKIP_BOOT_RELATIVE",
     "SKIP_NO_TIMESTAMP",
