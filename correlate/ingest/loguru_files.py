@@ -32,6 +32,10 @@ def _hex_id(value: Any, pattern: re.Pattern[str]) -> str | None:
     return value if pattern.match(value) and value.strip("0") else None
 
 
+#: Seconds past which a timestamp in ns no longer fits a BIGINT (year 2262).
+_MAX_TIMESTAMP_S = (2**63 - 1) / 1e9
+
+
 def log_record_from_loguru(document: Any) -> LogRecord:
     """One loguru JSON line as a LogRecord; raises InputError when it is not one."""
     record = document.get("record") if isinstance(document, Mapping) else None
@@ -41,7 +45,11 @@ def log_record_from_loguru(document: Any) -> LogRecord:
         timestamp = float(record["time"]["timestamp"])
         level = str(record["level"]["name"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise InputError(f"loguru record without time.timestamp or level.name ({exc!r})") from exc
+        raise InputError(f"loguru record without time.timestamp or level.name ({exc!r})"[:200]) from exc
+    if not 0 <= timestamp < _MAX_TIMESTAMP_S:  # also NaN: the row key must fit a BIGINT of nanoseconds
+        raise InputError(f"loguru time.timestamp {timestamp!r} is not a Unix time")
+    if not isinstance(record.get("extra") or {}, Mapping) or not isinstance(record.get("file") or {}, Mapping):
+        raise InputError("loguru record whose `extra` or `file` is not an object")
     extra = dict(record.get("extra") or {})
     trace_id = _hex_id(extra.pop("trace_id", None), _HEX32)
     span_id = _hex_id(extra.pop("span_id", None), _HEX16)
