@@ -168,6 +168,23 @@ def test_missing_kernel_log_metrics_and_stamps_still_rank(incidents, tmp_path: P
     assert all(c["cause"] != "thermal_throttling" or c["confidence"] != "high" for c in result["causes"])
 
 
+def test_background_noise_and_a_skewed_host_clock_change_nothing(incidents, tmp_path: Path) -> None:
+    """0.5 % of successes turned into random application errors, one host's clock a minute ahead."""
+    db, truth = incidents["lost-and-bug"]
+    copy = tmp_path / "noisy.duckdb"
+    shutil.copy(db, copy)
+    con = duckdb.connect(str(copy))
+    con.execute("UPDATE spans SET status = 'ERROR', error_type = 'ValueError'"
+                " WHERE is_inference AND status <> 'ERROR' AND hash(span_id) % 200 = 0")
+    con.execute("UPDATE spans SET start_ns = start_ns + 60000000000, end_ns = end_ns + 60000000000 WHERE host = 'node-a'")
+    con.close()
+    result = correlate.analyze(copy)
+    check_contract(result)
+    assert [c["cause"] for c in result["causes"]] == ["gpu_fallen_off_bus", "application_error"]
+    assert result["causes"][0]["confidence"] == "high"
+    assert result["causes"][1]["drivers"][0]["value"] == "ddcolor_artistic"
+
+
 def test_filters_and_window_options(incidents) -> None:
     db, truth = incidents["thermal"]
     hot = truth["drivers"]["gpu.uuid"]

@@ -106,8 +106,9 @@ class GpuSignals:
     @property
     def onset_ns(self) -> int | None:
         """When this GPU's failures began (robust to one stray early failure)."""
-        onsets = [g.onset_ns for g in self.failed.values() if g.onset_ns is not None]
-        return min(onsets) if onsets else None
+        # The dominant failure mode's onset: a stray background failure of another kind does not move it.
+        groups = [g for g in self.failed.values() if g.onset_ns is not None]
+        return max(groups, key=lambda g: g.n).onset_ns if groups else None
 
 
 def _group_select() -> str:
@@ -172,7 +173,10 @@ def gpu_signals(con: duckdb.DuckDBPyConnection, spans: SpanSet) -> Signals:
             fleet = _group(row[2:])
         else:
             gpus[row[1]].ok = _group(row[2:])
-    onset = con.execute("SELECT quantile_disc(end_ns, 0.02) FROM rk_spans WHERE failed").fetchone()[0]
+    row = con.execute(
+        "SELECT quantile_disc(end_ns, 0.05) FROM rk_spans WHERE failed GROUP BY family ORDER BY count(*) DESC LIMIT 1"
+    ).fetchone()
+    onset = row[0] if row else None
     pre = Group()
     if onset is not None:
         row = con.execute(

@@ -80,12 +80,11 @@ def merge_groups(groups: list[Group]) -> Group:
     for g in groups:
         for k, v in g.features.items():
             features[k] = features.get(k, 0) + v
-    onsets = [g.onset_ns for g in groups if g.onset_ns is not None]
     firsts = [g.first_ns for g in groups if g.first_ns is not None]
     lasts = [g.last_ns for g in groups if g.last_ns is not None]
     return Group(
         sum(g.n for g in groups), features, dict(big.medians),
-        min(firsts) if firsts else None, min(onsets) if onsets else None, max(lasts) if lasts else None,
+        min(firsts) if firsts else None, big.onset_ns, max(lasts) if lasts else None,
     )
 
 

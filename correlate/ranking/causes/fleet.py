@@ -10,6 +10,7 @@ from correlate.ranking.causes.base import MIN_STRENGTH, PLACEMENT_DRIVERS, Hypot
 from correlate.ranking.drivers import DriverRow, significant
 from correlate.ranking.evidence import EvidenceList, pct
 from correlate.ranking.signals import Signals
+from correlate.ranking.stats import DRIVER_P_THRESHOLD
 from correlate.ranking.window import SpanSet
 
 def saturation(sig: Signals, traffic: tuple[float, float] | None) -> Hypothesis | None:
@@ -60,8 +61,12 @@ def application(sig: Signals, family_drivers: dict[str, list[DriverRow]], spans:
     if not app or not app.n:
         return None
     rows = family_drivers.get("app", [])
-    driver = next((r for r in significant(rows, limit=50) if r.attribute not in PLACEMENT_DRIVERS), None)
-    placed = next((r for r in significant(rows, limit=50) if r.attribute in PLACEMENT_DRIVERS), None)
+    # Background errors land on every attribute value by chance; with many values tested, one of them looks
+    # significant at 0.02 by luck. Bonferroni: a driver must stay significant after multiplying by the tests.
+    tests = max(1, len(rows))
+    kept = [r for r in significant(rows, limit=50) if r.p_value * tests < DRIVER_P_THRESHOLD and (r.lift or 10.0) >= 1.5]
+    driver = next((r for r in kept if r.attribute not in PLACEMENT_DRIVERS), None)
+    placed = next((r for r in kept if r.attribute in PLACEMENT_DRIVERS), None)
     rate = app.n / max(spans.total, 1)
     strength = 0.0
     if driver is not None:
