@@ -21,7 +21,6 @@ from correlate import otlp
 from correlate.otlp_rows import LogBatch, SpanBatch
 from correlate.records import (
     HOST_SOURCES,
-    MAX_ERRORS,
     GpuRecord,
     IngestResult,
     KernelEvent,
@@ -36,7 +35,7 @@ from schemas.errors import StoreError
 DB_ENV = "GPU_RCA_DB"
 DEFAULT_DB = "gpu-rca.duckdb"
 _DUCKDB_MAGIC = b"DUCK"  # bytes 8..12 of every DuckDB database file
-# Never fetch extensions from the network (a SQLite file would otherwise trigger an download attempt).
+# Never fetch extensions from the network (a SQLite file would otherwise trigger a download attempt).
 _CONFIG = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
 
 _LOG_SCHEMA = otlp.arrow_schema(
