@@ -186,13 +186,15 @@ class Store:
             self._upsert_gpus(list(gpus))
             con = self._register(table)
             try:
-                # Place UUID-less samples through the inventory: PCI bus id + host first, then index + host.
+                # Place UUID-less samples through the inventory: PCI bus id + host first, then index + host;
+                # a sample without a host label (dcgm-exporter 1.x) takes its GPU's host.
                 con.execute(
                     f"""CREATE OR REPLACE TEMP TABLE _placed AS
-                    SELECT b.ts_ns, coalesce(b.host, gp.host, gi.host) AS host,
+                    SELECT b.ts_ns, coalesce(b.host, gu.host, gp.host, gi.host) AS host,
                            coalesce(b.gpu_uuid, gp.gpu_uuid, gi.gpu_uuid) AS gpu_uuid,
                            b.metric, b.value, b.source
                     FROM _batch b
+                    LEFT JOIN {s.GPUS} gu ON gu.gpu_uuid = b.gpu_uuid AND b.host IS NULL
                     LEFT JOIN {s.GPUS} gp ON b.gpu_uuid IS NULL AND gp.pci_bus_id = b.pci_bus_id AND gp.host = b.host
                     LEFT JOIN {s.GPUS} gi ON b.gpu_uuid IS NULL AND gp.gpu_uuid IS NULL
                          AND gi.gpu_index = b.gpu_index AND gi.host = b.host"""

@@ -156,10 +156,11 @@ def test_samples_without_uuid_are_placed_through_the_inventory():
             MetricSample(2_000, "DCGM_FI_DEV_GPU_TEMP", 71.0, host="node-a", gpu_index=0),
             MetricSample(3_000, "DCGM_FI_DEV_GPU_TEMP", 72.0, host="node-b", gpu_index=0),
             MetricSample(1_000, "DCGM_FI_DEV_GPU_TEMP", 70.0, gpu_uuid=UUID, host="node-a"),
+            MetricSample(4_000, "DCGM_FI_DEV_GPU_TEMP", 73.0, gpu_uuid=UUID),  # 1.x: no host label
         ])
-        assert (result.accepted, result.rejected, result.stored) == (3, 1, 2)
-        rows = store.connection.execute("SELECT ts_ns, gpu_uuid, value FROM metric_samples ORDER BY ts_ns").fetchall()
-    assert rows == [(1_000, UUID, 70.0), (2_000, UUID, 71.0)]
+        assert (result.accepted, result.rejected, result.stored) == (4, 1, 3)
+        rows = store.connection.execute("SELECT ts_ns, gpu_uuid, host, value FROM metric_samples ORDER BY ts_ns").fetchall()
+    assert rows == [(1_000, UUID, "node-a", 70.0), (2_000, UUID, "node-a", 71.0), (4_000, UUID, "node-a", 73.0)]
 
 
 def test_kernel_events_are_resolved_when_the_inventory_learns_the_gpu():
