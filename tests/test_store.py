@@ -201,6 +201,13 @@ def test_file_store_persists_and_records_its_version(tmp_path):
         assert store.connection.execute("SELECT count(*) FROM spans").fetchone() == (2,)
 
 
+def test_an_empty_file_becomes_a_new_store(tmp_path):
+    path = tmp_path / "made-by-mktemp.duckdb"
+    path.touch()
+    with Store.open(path) as store:
+        assert store.schema_version == schema.SCHEMA_VERSION
+
+
 def test_default_path_follows_the_environment(monkeypatch, tmp_path):
     from correlate import default_db_path
 
