@@ -94,6 +94,17 @@ def test_sigkill_mid_ingest_loses_no_acknowledged_span_and_keeps_no_partial_batc
     assert set(stored.values()) == {SPANS_PER_BATCH}  # and no batch is there in part
 
 
+def test_a_sigterm_right_after_start_stops_serve_cleanly(tmp_path: Path) -> None:
+    # The signal lands between the "listening" line and uvicorn's own handlers: it used to be swallowed
+    # there, leaving serve running until it was killed.
+    for attempt in range(3):
+        server = ServeProcess(tmp_path / f"store-{attempt}.duckdb")
+        started = time.monotonic()
+        assert server.stop(timeout_s=20) == 0, server.stderr
+        assert time.monotonic() - started < 15
+        assert "stopped, store closed" in server.stderr
+
+
 def _failure_store(path: Path) -> None:
     """A store of 40 stamped inference spans on one GPU, 10 of them failed with cuda_oom on large inputs."""
     exporter = InMemorySpanExporter()

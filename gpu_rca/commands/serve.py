@@ -7,6 +7,7 @@ import signal
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import click
 
@@ -61,9 +62,10 @@ def serve(db_path: str | None, host: str, port: int, token_file: str | None, pro
         ))
         bound_port = listener.getsockname()[1]
         shown_host = f"[{host}]" if ":" in host else host
-        click.echo(f"gpu-rca serve: listening on http://{shown_host}:{bound_port} (store {store.path}"
-                   f"{', token required' if token else ''})", err=True)
-        with _signals_end_cleanly():
+        with _signals_end_cleanly(server):
+            # Announced only once a signal is handled: a SIGTERM right after this line must stop it cleanly.
+            click.echo(f"gpu-rca serve: listening on http://{shown_host}:{bound_port} (store {store.path}"
+                       f"{', token required' if token else ''})", err=True)
             server.run(sockets=[listener])
     finally:
         store.close()  # after the app's shutdown drained the writer; safe twice
@@ -71,11 +73,19 @@ def serve(db_path: str | None, host: str, port: int, token_file: str | None, pro
 
 
 @contextmanager
-def _signals_end_cleanly() -> Iterator[None]:
-    """uvicorn drains on SIGINT/SIGTERM and then re-raises the signal; land it here so serve exits 0."""
+def _signals_end_cleanly(server: Any) -> Iterator[None]:
+    """uvicorn drains on SIGINT/SIGTERM and then re-raises the signal; land it here so serve exits 0.
+
+    A signal that arrives before uvicorn installs its own handlers also lands here: it tells the server to
+    stop as soon as it has started (instead of being lost, which left serve running after a SIGTERM).
+    """
     received: list[int] = []
-    previous = {sig: signal.signal(sig, lambda signum, _frame: received.append(signum))
-                for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def stop(signum: int, _frame: object) -> None:
+        received.append(signum)
+        server.should_exit = True
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
