@@ -12,7 +12,7 @@ import zstandard
 from loguru import logger
 
 from correlate import Store
-from correlate.ingest import Detection, Format, detect, ingest_file, samples_from_series
+from correlate.ingest import Detection, Format, detect, ingest_file, ingest_paths, samples_from_series
 from correlate.ingest.loguru_files import log_record_from_loguru
 from schemas.errors import InputError
 from schemas.otlp_json import message_to_json
@@ -192,3 +192,12 @@ def test_gzip_of_a_large_file_streams(tmp_path):
         assert (report.compression, report.stored) == ("gzip", 400)
         durations = store.connection.execute("SELECT min(duration_ms) FROM spans").fetchone()[0]
         assert math.isfinite(durations) and durations >= 0
+
+
+def test_a_progress_bar_goes_to_stderr_when_asked(tmp_path, capsys):
+    path = tmp_path / "spans.jsonl"
+    path.write_text(message_to_json(trace_request(1)) + "\n")
+    with Store() as store:
+        ingest_paths(store, [path], progress=True)
+    captured = capsys.readouterr()
+    assert captured.out == "" and "2.31k" in captured.err and "B/s" in captured.err  # bytes of the file
