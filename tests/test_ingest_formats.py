@@ -201,3 +201,11 @@ def test_a_progress_bar_goes_to_stderr_when_asked(tmp_path, capsys):
         ingest_paths(store, [path], progress=True)
     captured = capsys.readouterr()
     assert captured.out == "" and "B/s" in captured.err
+
+
+def test_a_byte_order_mark_is_not_content(tmp_path):
+    path = tmp_path / "saved-on-windows.json"
+    path.write_bytes(b"\xef\xbb\xbf" + query_range().encode())
+    with Store() as store:
+        report = ingest_file(store, path)
+    assert (report.format, report.stored) == ("prometheus-query-range", 3)

@@ -15,6 +15,7 @@ GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 #: Default cap on the bytes one file may decompress to: a guard against compression bombs.
 DEFAULT_MAX_BYTES = 16 * 1024**3
+UTF8_BOM = b"\xef\xbb\xbf"
 #: Bytes read ahead for format detection.
 HEAD_BYTES = 64 * 1024
 
@@ -109,6 +110,9 @@ class Opened:
             if not chunk:
                 break
             head += chunk
+        # A UTF-8 byte-order mark (files saved on Windows) is not content: JSON parsers reject it.
+        if head.startswith(UTF8_BOM):
+            del head[:3]
         #: The leading (decompressed) bytes, for detection; `stream` still starts at byte 0.
         self.head = bytes(head)
         self.stream = io.BufferedReader(_Prefixed(self.head, capped), buffer_size=1 << 20)
