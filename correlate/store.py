@@ -75,6 +75,10 @@ class Store:
         self._con = _connect(self.path, read_only)
         try:
             self._prepare()
+        except duckdb.Error as exc:  # a truncated file opens, then fails on its first read
+            self._con.close()
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise StoreError(f"cannot open {self.path}: it looks corrupted or unreadable ({message})") from exc
         except BaseException:
             self._con.close()
             raise
