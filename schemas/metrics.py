@@ -170,3 +170,6 @@ SERVE_QUEUE_DEPTH = "gpu_rca_serve_queue_depth"
 SERVE_WRITE_SECONDS = "gpu_rca_serve_write_seconds"
 SERVE_PROMETHEUS_SAMPLES = "gpu_rca_serve_prometheus_samples_total"
 SERVE_DIGESTS = "gpu_rca_serve_digests_total"
+SERVE_SPANS_DROPPED = "gpu_rca_serve_spans_dropped_total"  # valid spans refused (queue full, shutting down)
+SERVE_LOGS_DROPPED = "gpu_rca_serve_logs_dropped_total"
+SERVE_RETENTION_DELETED = "gpu_rca_serve_retention_deleted_rows_total"  # rows older than --retention, by table

@@ -34,6 +34,7 @@ ROUTE_MODULES: tuple[str, ...] = (
 #: `module:function(app) -> stop()` hooks started with the app, stopped (in reverse) before the writer closes.
 BACKGROUND: tuple[str, ...] = (
     "correlate.server.digests:start_burst_watcher",
+    "correlate.server.retention:start_retention",
 )
 
 

@@ -27,6 +27,12 @@ class ServeCounters:
                                      registry=r)
         self.prometheus_samples = Counter(m.SERVE_PROMETHEUS_SAMPLES, "Metric samples pulled from Prometheus.",
                                           registry=r)
+        self.spans_dropped = Counter(m.SERVE_SPANS_DROPPED, "Decoded spans refused without storing them, by reason "
+                                     "(the client is told to retry).", ("reason",), registry=r)
+        self.logs_dropped = Counter(m.SERVE_LOGS_DROPPED, "Decoded log records refused without storing them, by reason.",
+                                    ("reason",), registry=r)
+        self.retention_deleted = Counter(m.SERVE_RETENTION_DELETED, "Rows deleted for being older than --retention.",
+                                         ("table",), registry=r)
         self.queue_depth = Gauge(m.SERVE_QUEUE_DEPTH, "Write jobs waiting for the store writer.", registry=r)
         self.queue_depth.set_function(queue_depth)
         self.write_seconds = Histogram(

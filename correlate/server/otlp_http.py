@@ -46,6 +46,12 @@ class Signal:
             return store.ingest_trace_request(message)
         return store.ingest_logs_request(message)
 
+    def count(self, message: Any) -> int:
+        """Spans or log records in a decoded request."""
+        if self.name == "traces":
+            return sum(len(scope.spans) for rs in message.resource_spans for scope in rs.scope_spans)
+        return sum(len(scope.log_records) for rl in message.resource_logs for scope in rl.scope_logs)
+
     def is_empty(self, message: Any) -> bool:
         """True for a request with no resource entries (answered at once, as the spec allows)."""
         return len(message.resource_spans if self.name == "traces" else message.resource_logs) == 0
@@ -96,6 +102,9 @@ async def export(request: Request, signal: Signal) -> Response:
     try:
         result = await state.writer.submit(lambda store: signal.ingest(store, message))
     except (QueueFull, WriterClosed) as exc:
+        dropped = state.counters.spans_dropped if signal is TRACES else state.counters.logs_dropped
+        dropped.labels(reason="queue_full" if isinstance(exc, QueueFull) else "shutting_down").inc(
+            signal.count(message))
         return error_response(503, f"{exc}; retry later", content_type,
                               headers={"Retry-After": str(state.config.retry_after_s)})
     except GpuRcaError as exc:

@@ -21,6 +21,9 @@ class ServerConfig:
     retry_after_s: int = 1
     pull_interval_s: float = 30.0  # with prometheus_url: how often to pull windows around new failures
     pull_timeout_s: float = 10.0
+    retention_s: float | None = None  # delete rows older than this; None keeps everything
+    retention_interval_s: float = 60.0  # how often retention runs
+    retention_batch_rows: int = 10_000  # most rows one retention step deletes (one short write transaction)
 
 
 @dataclass(frozen=True)

@@ -32,8 +32,11 @@ _MIB = 1024 * 1024
               help="Largest request body accepted, after decompression.")
 @click.option("--queue-size", type=click.IntRange(1, 100_000), default=64, show_default=True,
               help="Requests that may wait for the store writer before the server answers 503.")
+@click.option("--retention", metavar="DURATION", default=None,
+              help="Delete spans, logs, samples, kernel events and digests older than this (e.g. 7d), "
+                   "in small steps every minute. Default: keep everything.")
 def serve(db_path: str | None, host: str, port: int, token_file: str | None, prometheus_url: str | None,
-          pull_interval: float, max_body_mib: int, queue_size: int) -> None:
+          pull_interval: float, max_body_mib: int, queue_size: int, retention: str | None) -> None:
     """Receive OTLP/HTTP traces and logs (POST /v1/traces, /v1/logs) into the DuckDB store."""
     import uvicorn
     from prometheus_client import disable_created_metrics
@@ -43,11 +46,19 @@ def serve(db_path: str | None, host: str, port: int, token_file: str | None, pro
     from correlate.server.access import load_token
     from correlate.store import Store
 
+    retention_s = None
+    if retention is not None:
+        from correlate.ranking.timefmt import parse_duration_ns
+
+        retention_s = parse_duration_ns(retention) / 1e9
+        if retention_s <= 0:
+            raise click.BadParameter("must be longer than 0", param_hint="--retention")
     token = load_token(token_file)
     if prometheus_url is not None:
         prometheus_url = check_prometheus_url(prometheus_url)
     config = ServerConfig(token=token, prometheus_url=prometheus_url, max_body_bytes=max_body_mib * _MIB,
-                          max_queue=queue_size, pull_interval_s=pull_interval)
+                          max_queue=queue_size, pull_interval_s=pull_interval,
+                          retention_s=retention_s)
     if token is None and not _is_loopback(host):
         click.echo(f"warning: listening on {host} without a token; anyone who can reach it can write the store "
                    "(use --token-file or $GPU_RCA_TOKEN)", err=True)
