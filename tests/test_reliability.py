@@ -220,3 +220,21 @@ def test_a_gpu_lost_while_the_background_sampler_runs_leaves_the_other_gpus_samp
     assert after[0] > seen[0] and after[2] > seen[2]  # still sampled, at 50 Hz
     assert after[1] == seen[1]  # the lost GPU is no longer asked
     assert [(e.gpu_index, e.kind) for e in sampler.events if e.kind == "gpu_lost"] == [(1, "gpu_lost")]
+
+
+def test_the_stack_alerts_when_gpu_rca_is_down_or_refusing_spans_and_tells_people_not_gpu_rca() -> None:
+    import yaml
+
+    from schemas import metrics as m
+    from tests.conftest import require_binary
+
+    rules = {rule["alert"]: rule for group in yaml.safe_load(
+        (REPO / "deploy/prometheus/rules/gpu-alerts.yml").read_text())["groups"] for rule in group["rules"]}
+    assert 'up{job="gpu-rca"} == 0' in rules["GpuRcaDown"]["expr"]
+    assert m.SERVE_SPANS_DROPPED in rules["GpuRcaDroppingSpans"]["expr"]  # the name /metrics serves
+    amtool = require_binary("amtool")  # promtool's tests of both rules run in test_deploy_prometheus
+    for alert in ("GpuRcaDown", "GpuRcaDroppingSpans"):
+        routed = subprocess.run([amtool, "config", "routes", "test",
+                                 f"--config.file={REPO / 'deploy/alertmanager/alertmanager.yml'}",
+                                 f"alertname={alert}", "severity=warning"], capture_output=True, text=True, timeout=30)
+        assert routed.stdout.strip() == "chat", routed.stderr  # a struggling gpu-rca is not sent its own alert
