@@ -14,12 +14,13 @@ from lab import cuda_errors
 from lab.device import Fleet, SimGpu
 from lab.kernel_log import xid_message
 from lab.scenario import Fault, Scenario
-from lab.workload import Request
+from lab.workload import WORKER_RESTART_NS, Request
 from schemas.xid import xid_info
 
 NS = 1_000_000_000
 GPU_RESET_NS = 60 * NS  # an uncontained error or a GPU-level XID: the GPU is reset before work resumes
 FOREIGN_PID_BASE = 31000
+_DRIVER_EVENTS = frozenset({63, 64, 92})  # row-remap and SBE-rate reports
 
 
 @dataclass(frozen=True)
@@ -164,7 +165,12 @@ def apply_event(event: HardwareEvent, worker_pid: int, rng: random.Random) -> tu
     gpu = event.gpu
     gpu.ecc_uncorrected += event.ecc_uncorrected
     gpu.ecc_corrected += event.ecc_corrected
-    pid, process = (worker_pid, "python3") if event.ours else (FOREIGN_PID_BASE + 7 + gpu.index, "python3")
+    if event.code in _DRIVER_EVENTS:
+        pid, process = None, None  # the driver's own bookkeeping: no process to name
+    elif event.ours:
+        pid, process = worker_pid, "python3"
+    else:
+        pid, process = FOREIGN_PID_BASE + 7 + gpu.index, "python3"
     gpu.record_xid(event.ts_ns, event.code, xid_message(event.code, rng), pid, process)
     info = xid_info(event.code)
     if not event.ours or not (info.kills_context or info.kills_gpu):
@@ -175,8 +181,6 @@ def apply_event(event: HardwareEvent, worker_pid: int, rng: random.Random) -> tu
         text = cuda_errors.ECC_UNCORRECTABLE
     else:
         text = cuda_errors.LAUNCH_FAILURE
-    from lab.workload import WORKER_RESTART_NS
-
     return text, GPU_RESET_NS if info.kills_gpu else WORKER_RESTART_NS
 
 

@@ -9,7 +9,6 @@ scenario's duration the workload keeps running (faults without an end stay in fo
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
