@@ -91,6 +91,15 @@ def _png(picture: Any) -> bytes:
     return out.getvalue()
 
 
+def metrics_registry(service: Service) -> Any:
+    """A Prometheus registry with the GPU's dcgm-exporter-compatible families and the advisor's gauge."""
+    sampler = service.collector.sampler
+    registry = collector.registry_for([collector.MetricsSource(sampler, service.config.hostname)] if sampler else [])
+    if service.advisor is not None:
+        registry.register(service.advisor.prometheus_collector())
+    return registry
+
+
 def create_app(service: Service) -> FastAPI:
     """The ASGI application for `service` (drive it with uvicorn, or in-process with httpx's ASGI transport)."""
 
@@ -169,11 +178,7 @@ def create_app(service: Service) -> FastAPI:
     @app.get("/metrics")
     def metrics() -> Response:
         """The GPU's dcgm-exporter-compatible metrics and `gpu_rca_advisor_max_input_size`."""
-        sources = [collector.MetricsSource(service.collector.sampler, config.hostname)] if service.collector.sampler else []
-        registry = collector.registry_for(sources)
-        if advisor is not None:
-            registry.register(advisor.prometheus_collector())
-        return Response(collector.exposition(registry), media_type="text/plain; version=0.0.4; charset=utf-8")
+        return Response(collector.exposition(metrics_registry(service)), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
@@ -184,4 +189,4 @@ def create_app(service: Service) -> FastAPI:
     return app
 
 
-__all__ = ["AdvisorMode", "Service", "ServiceConfig", "create_app"]
+__all__ = ["AdvisorMode", "Service", "ServiceConfig", "create_app", "metrics_registry"]

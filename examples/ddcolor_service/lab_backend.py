@@ -153,6 +153,7 @@ class LabBackend:
                 self.fleet.advance_to(t1)
                 if self.on_tick is not None:
                     self.on_tick(t1)
+            await settle()  # let requests submitted meanwhile reach the simulation before time moves on
 
     async def run_realtime(self, settle: Settle = _yield) -> None:
         """Follow the wall clock forever (a service under uvicorn): simulated time = wall time."""
