@@ -78,9 +78,11 @@ def _traffic(con: duckdb.DuckDBPyConnection, spans: SpanSet, slow: Group | None)
     before_minutes = (onset - lead - spans.window.start_ns) / MINUTE_NS
     if before_minutes < 2:
         return None
+    # rk_spans keeps one success in `success_stride`: weigh them back to estimate the request rate.
     during, before = con.execute(
-        "SELECT count(*) FILTER (WHERE start_ns >= ? AND start_ns < ?), count(*) FILTER (WHERE start_ns < ?)"
-        " FROM rk_spans",
-        [onset - lead, onset + lead, onset - lead],
+        "SELECT sum(CASE WHEN failed THEN 1 ELSE $stride END) FILTER (WHERE start_ns >= $lo AND start_ns < $hi),"
+        " sum(CASE WHEN failed THEN 1 ELSE $stride END) FILTER (WHERE start_ns < $lo) FROM rk_spans",
+        {"stride": spans.success_stride, "lo": onset - lead, "hi": onset + lead},
     ).fetchone()
+    during, before = during or 0, before or 0
     return during / 10.0, before / before_minutes

@@ -28,13 +28,10 @@ NUMBERS: dict[str, str] = {
     "util_pct": "util_pct",
     "power_w": "power_w",
     "power_limit_w": "power_limit_w",
-    "mem_used_bytes": "mem_used_bytes",
-    "mem_total_bytes": "mem_total_bytes",
     "mem_process_bytes": "mem_process_bytes",
     "other_bytes": "(mem_used_bytes - mem_process_bytes)",
     "queue_ms": "inference_queue_ms",
     "inflight": "gpu_inflight_max",
-    "duration_ms": "((end_ns - start_ns) / 1e6)",
 }
 FAMILIES = ("oom", "slow", "cuda", "lost", "app")
 

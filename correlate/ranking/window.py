@@ -24,10 +24,13 @@ SKEW_NS = MINUTE_NS
 #: Width of the time buckets that join spans to metric samples; wider than common scrape intervals.
 BUCKET_NS = 30_000_000_000
 MIB = 1024 * 1024
+#: Successes kept in rk_spans as the baseline (every failure is kept). Shares and medians need no more;
+#: beyond it only the cost grows.
+SUCCESS_SAMPLE = 100_000
 
 #: Store columns the ranking reads from `spans` besides the stamps; absent ones read as NULL.
 _BASE_COLUMNS = (
-    "trace_id", "span_id", "name", "service", "service_version", "host", "start_ns", "end_ns",
+    "trace_id", "span_id", "service_version", "host", "start_ns", "end_ns",
     "status", "status_message", "error_type", "is_inference", "attributes", "resource",
 )
 #: Canonical metrics joined onto spans, with the span column they back up.
@@ -80,6 +83,8 @@ class SpanSet:
     has_kernel_events: bool
     has_logs: bool
     warnings: list[str] = field(default_factory=list)
+    #: rk_spans keeps every failed span and one success in `success_stride` (all when 1).
+    success_stride: int = 1
 
 
 def table_columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
@@ -185,26 +190,32 @@ def load_spans(
     has_metrics = bool(table_columns(con, "metric_samples"))
     has_kernel = bool(table_columns(con, "kernel_events"))
     has_logs = bool(table_columns(con, "logs"))
-    _build_metric_buckets(con, window, has_metrics)
-    raw = (
-        f"SELECT row_number() OVER () AS idx, {base}, {_stamp_select(columns)}, {_failed_sql(filters)} AS failed"
-        f" FROM spans WHERE {where} AND end_ns BETWEEN ? AND ?"
-    )
-    _build_spans(con, raw, params + [window.start_ns, window.end_ns])
-    total, failed, first, last = con.execute(
-        "SELECT count(*), count(*) FILTER (WHERE failed), min(end_ns) FILTER (WHERE failed),"
-        " max(end_ns) FILTER (WHERE failed) FROM rk_spans"
+    _build_metric_buckets(con, window, has_metrics, _metric_gpus_sql(filters, columns), params)
+    bounds = params + [window.start_ns, window.end_ns]
+    total, failed = con.execute(
+        f"SELECT count(*), count(*) FILTER (WHERE {_failed_sql(filters)}) FROM spans"
+        f" WHERE {where} AND end_ns BETWEEN ? AND ?",
+        bounds,
     ).fetchone()
     if not total:
         raise InputError(_empty_message(window.start_ns, window.end_ns))
+    # A deterministic sample of successes: the same store and window always give the same answer.
+    stride = max(1, -(-(total - failed) // SUCCESS_SAMPLE))
+    keep = "" if stride == 1 else f" AND ({_failed_sql(filters)} OR hash(span_id) % {stride} = 0)"
+    raw = (
+        f"SELECT row_number() OVER () AS idx, {base}, {_stamp_select(columns)}, {_failed_sql(filters)} AS failed"
+        f" FROM spans WHERE {where} AND end_ns BETWEEN ? AND ?{keep}"
+    )
+    _build_spans(con, raw, bounds)
+    first, last = con.execute("SELECT min(end_ns), max(end_ns) FROM rk_spans WHERE failed").fetchone()
     warnings: list[str] = []
     n_metric = con.execute("SELECT count(*) FROM rk_gpu_buckets").fetchone()[0]
     if n_metric == 0:
         warnings.append("no GPU metric samples in the window; ranking uses the span stamps alone")
-    unstamped = con.execute(
-        "SELECT count(*) FROM rk_spans WHERE coalesce(gpu_telemetry_source, 'none') = 'none'"
+    stamped = con.execute(
+        "SELECT count(*) FROM rk_spans WHERE coalesce(gpu_telemetry_source, 'none') <> 'none'"
     ).fetchone()[0]
-    if unstamped == total:
+    if not stamped:
         warnings.append("no inference span carries GPU telemetry stamps (gpu.telemetry.source none or missing)")
     kernel_count = 0
     if has_kernel:
@@ -224,10 +235,29 @@ def load_spans(
         has_kernel_events=kernel_count > 0,
         has_logs=has_logs,
         warnings=warnings,
+        success_stride=stride,
     )
 
 
-def _build_metric_buckets(con: duckdb.DuckDBPyConnection, window: Window, has_metrics: bool) -> None:
+def _metric_gpus_sql(filters: Filters, columns: set[str]) -> str:
+    """SQL: the GPUs whose spans need their metric samples — those with failures, or with spans lacking stamps.
+
+    A GPU whose every span in the window succeeded with full stamps gains nothing from the join, and on a
+    big fleet its samples are most of the cost.
+    """
+    where, _ = _filter_sql(filters, columns)
+    stamps = [c for c in ("gpu_temperature_max", "gpu_clock_sm_min", "gpu_utilization_mean", "gpu_throttle_reasons",
+                          "gpu_memory_used_max") if c in columns]
+    unstamped = " OR ".join(f"{c} IS NULL" for c in stamps) or "true"
+    return (
+        f"SELECT DISTINCT gpu_uuid FROM spans WHERE {where} AND end_ns BETWEEN ? AND ?"
+        f" AND gpu_uuid IS NOT NULL AND ({_failed_sql(filters)} OR {unstamped})"
+    )
+
+
+def _build_metric_buckets(
+    con: duckdb.DuckDBPyConnection, window: Window, has_metrics: bool, gpus_sql: str, params: list[object]
+) -> None:
     """One row per (GPU, 30 s bucket) with each joined metric's worst value in that bucket."""
     names = ", ".join(f"'{name}'" for name in SPAN_METRICS)
     aggregates = ", ".join(
@@ -235,7 +265,8 @@ def _build_metric_buckets(con: duckdb.DuckDBPyConnection, window: Window, has_me
     )
     source = (
         f"SELECT gpu_uuid, ts_ns, metric, value FROM metric_samples WHERE metric IN ({names})"
-        f" AND gpu_uuid IS NOT NULL AND ts_ns BETWEEN {window.start_ns - 10 * MINUTE_NS} AND {window.end_ns + MINUTE_NS}"
+        f" AND ts_ns BETWEEN {window.start_ns - 10 * MINUTE_NS} AND {window.end_ns + MINUTE_NS}"
+        f" AND gpu_uuid IN ({gpus_sql})"
         if has_metrics
         else "SELECT NULL::VARCHAR AS gpu_uuid, NULL::BIGINT AS ts_ns, NULL::VARCHAR AS metric, NULL::DOUBLE AS value"
         " WHERE false"
@@ -245,7 +276,8 @@ def _build_metric_buckets(con: duckdb.DuckDBPyConnection, window: Window, has_me
         CREATE OR REPLACE TEMP TABLE rk_gpu_buckets AS
         SELECT gpu_uuid, ts_ns // {BUCKET_NS} AS bucket, {aggregates}
         FROM ({source}) GROUP BY ALL
-        """
+        """,
+        params + [window.start_ns, window.end_ns] if has_metrics else [],
     )
 
 
@@ -273,7 +305,7 @@ def _build_spans(con: duckdb.DuckDBPyConnection, raw_sql: str, params: list[obje
           LEFT JOIN rk_gpu_buckets b0 ON b0.gpu_uuid = s.gpu_uuid AND b0.bucket = s.end_ns // {BUCKET_NS}
           LEFT JOIN rk_gpu_buckets b1 ON b1.gpu_uuid = s.gpu_uuid AND b1.bucket = s.end_ns // {BUCKET_NS} - 1),
         derived AS (
-        SELECT idx, trace_id, span_id, service, service_version, host, start_ns, end_ns, status, error_type, failed,
+        SELECT idx, trace_id, span_id, service_version, host, start_ns, end_ns, status, error_type, failed,
           attributes, resource, gpu_uuid, gpu_name, gpu_telemetry_source, gpu_ecc_uncorrected_delta,
           gpu_inflight_max, inference_queue_ms,
           CASE WHEN NOT failed THEN NULL
