@@ -77,6 +77,10 @@ def test_sql_html_and_path_lookalikes_are_stored_and_shown_as_text(tmp_path: Pat
     values = {d["value"] for cause in document["causes"] for d in cause["drivers"]}
     assert XSS in values  # the exact string, not escaped or mangled, in the JSON
 
+    filtered = gpu_rca("analyze", "--db", str(db), "--service", SQL, "--host", PATH, "--json")
+    assert filtered.returncode == 0, filtered.stderr
+    assert json.loads(filtered.stdout)["spans"] == {"total": 40, "failed": 10}  # a filter is a value, not SQL
+
     table = gpu_rca("analyze", "--db", str(db))
     assert table.returncode == 0, table.stderr
     assert "<script>alert('gpu')</script>" in table.stdout  # a terminal shows text as it is
