@@ -8,7 +8,7 @@ import pytest
 
 from gpu_rca.cli import main
 from lab.engine import run_scenario
-from lab.generate import generate_scenarios
+from lab.generate import generate_scenario, generate_scenarios
 from lab.scenario import EXPECTED_ERROR_TYPES, load_scenario
 from schemas.causes import CAUSE_IDS
 
@@ -54,3 +54,24 @@ def _write(tmp_path):
     from lab.generate import write_generated
 
     return write_generated(3, 4, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("index", range(12))
+def test_generated_scenarios_fail_as_their_truth_says(index):
+    from collections import Counter
+
+    from lab.scenario import parse_scenario
+    from schemas import attributes as A
+
+    scenario = generate_scenario(7, index)
+    run = run_scenario(parse_scenario(scenario, scenario["name"]))
+    failures, cause = run.failures(), run.truth["cause"]
+    if cause is None:
+        assert not failures
+        return
+    assert max(failures, key=failures.get) in EXPECTED_ERROR_TYPES[cause]
+    uuid = run.truth["drivers"].get(A.GPU_UUID)
+    if uuid is not None:
+        on_gpu = Counter(s.attributes[A.GPU_UUID] for s in run.spans if s.attributes.get(A.ERROR_TYPE) in EXPECTED_ERROR_TYPES[cause])
+        assert on_gpu.most_common(1)[0][0] == uuid
