@@ -100,7 +100,7 @@ def windows_around_failures(
     connection: Any, *, after_ns: int | None = None, until_ns: int | None = None,
     before_s: float = BEFORE_S, after_s: float = AFTER_S,
 ) -> list[Window]:
-    """Merged windows [start − before_s, end + after_s] around failed inference spans ending in (after_ns, until_ns]."""
+    """Merged windows [start − before_s, end + after_s] around failed inference spans that ended in (after, until]."""
     sql = "SELECT start_ns, end_ns, gpu_uuid FROM spans WHERE is_inference AND status = 'ERROR'"
     params: list[int] = []
     if after_ns is not None:

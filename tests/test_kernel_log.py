@@ -82,7 +82,8 @@ def test_journal_short_iso_carries_its_offset_and_fraction() -> None:
 
 
 def test_syslog_copy_keeps_the_printk_seconds_which_are_ignored() -> None:
-    line = "May 18 19:02:39 gpu-07 kernel: [93297.027938] NVRM: Xid (PCI:0000:b1:00): 79, pid=901, name=python3, GPU has fallen off the bus."
+    line = ("May 18 19:02:39 gpu-07 kernel: [93297.027938] NVRM: Xid (PCI:0000:b1:00): 79, pid=901, name=python3, "
+            "GPU has fallen off the bus.")
     result = parse_kernel_log([line], reference_time=datetime(2026, 6, 1, tzinfo=timezone.utc))
     (event,) = result.events
     assert (event.ts_ns, event.host, event.pci_bus_id, event.xid) == (
@@ -165,7 +166,8 @@ def test_lines_without_a_time_are_counted_not_stored() -> None:
         (["Mar  2 10:00:00 node-a kernel: NVRM: loading NVIDIA UNIX x86_64 Kernel Module"], True),
         (["[    0.000000] Linux version 6.1.0"], True),
         (['{"resourceSpans": []}'], False),
-        (["# HELP DCGM_FI_DEV_GPU_TEMP GPU temperature (in C).", "DCGM_FI_DEV_GPU_TEMP{gpu=\"0\"} 41 1700000000000"], False),
+        (["# HELP DCGM_FI_DEV_GPU_TEMP GPU temperature (in C).",
+          "DCGM_FI_DEV_GPU_TEMP{gpu=\"0\"} 41 1700000000000"], False),
         (['{"text": "x", "record": {"level": {"name": "INFO"}}}'], False),
         (["Mar  2 10:00:00 node-a sshd[77]: Accepted publickey"], False),
         ([], False),
@@ -197,7 +199,8 @@ def test_catalog_agrees_with_nvidia_catalog() -> None:
         row = rows[xid.code]
         assert xid.mnemonic in [m.strip() for m in row["mnemonic"].split("/")], xid
         if row["description"] != "Unused":
-            assert row["description"].split(" / ")[0].replace("_", " ").lower().startswith(xid.meaning.lower()[:20]), xid
+            nvidia_meaning = row["description"].split(" / ")[0].replace("_", " ").lower()
+            assert nvidia_meaning.startswith(xid.meaning.lower()[:20]), xid
         if row["immediate_resolution"]:
             assert xid.action == row["immediate_resolution"], xid
 

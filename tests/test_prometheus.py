@@ -97,7 +97,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     config.write_text(yaml.safe_dump({
         "global": {"scrape_interval": "1s"},
         "scrape_configs": [
-            {"job_name": "gpu-rca-exporter", "static_configs": [{"targets": [f"127.0.0.1:{exporter.server_address[1]}"]}]},
+            {"job_name": "gpu-rca-exporter",
+             "static_configs": [{"targets": [f"127.0.0.1:{exporter.server_address[1]}"]}]},
             {"job_name": "old-dcgm", "static_configs": [{"targets": [f"127.0.0.1:{old_port}"]}]},
             {"job_name": "gpu-rca-exporter-cli", "static_configs": [{"targets": [cli_url.split("/")[2]]}]},
         ],

@@ -82,7 +82,9 @@ class ServeProcess:
         self.stop()
 
 
-def wait_for(predicate: Callable[[], object], *, timeout_s: float, interval_s: float = 0.05, what: str = "condition") -> None:
+def wait_for(
+    predicate: Callable[[], object], *, timeout_s: float, interval_s: float = 0.05, what: str = "condition"
+) -> None:
     """Poll `predicate()` until it is truthy, or raise TimeoutError after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     while not predicate():
