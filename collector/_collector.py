@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import threading
+import time
+from datetime import datetime, timezone
 from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
@@ -15,6 +17,7 @@ from opentelemetry.trace import SpanKind
 from collector._errors import classify
 from collector._gpu import GpuResolver, Target
 from collector._health import Health
+from collector._logs import OtlpLogSink, trace_patcher
 from collector._nvml import DROPPED, ERRORS, DeviceInfo
 from collector._sampler import Sampler, as_clock
 from collector._spans import InferenceSpan, InferenceSpanScope, record_failure, set_clean_attributes
@@ -59,10 +62,20 @@ class Collector:
         cuda_visible_devices: str | None = _UNSET,
         pid: int | None = None,
         health: Health | None = None,
+        source: str | None = None,
+        logger_provider: Any = None,
+        host: str | None = None,
     ) -> None:
         self.health = health or Health()
         self.clock = as_clock(clock)
-        self.source = telemetry_source(nvml) if nvml is not None else A.SOURCE_NONE
+        if nvml is None:
+            self.source = A.SOURCE_NONE
+        else:
+            self.source = source or telemetry_source(nvml)
+        #: Where `otlp_log_sink` sends loguru records (default: the global logger provider).
+        self.logger_provider = logger_provider
+        #: The host this collector runs on (the exporter's Hostname label; default: this machine's name).
+        self.host = host
         self.sampler: Sampler | None = None
         if nvml is not None:
             self.sampler = Sampler(nvml, clock=self.clock, sample_hz=sample_hz, history_s=history_s, health=self.health, pid=pid)
@@ -101,6 +114,29 @@ class Collector:
         self.processor.enabled = False
         if self.sampler is not None:
             self.sampler.stop()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Flush the tracer (and logger) provider this collector was given, where they can."""
+        ok = True
+        for provider in (self.tracer_provider, self.logger_provider):
+            flush = getattr(provider, "force_flush", None)
+            if flush is not None:
+                ok = bool(flush(timeout_millis)) and ok
+        return ok
+
+    def patch_record(self, record: dict[str, Any]) -> None:
+        """loguru patcher (`logger.patch(c.patch_record)`): the current span's ids in `extra`, and the
+        collector's time as the record's time when its clock is not wall time (the lab's virtual clock)."""
+        trace_patcher(record)
+        if self.clock is not time.time_ns:
+            record["time"] = datetime.fromtimestamp(self.clock() / 1e9, tz=timezone.utc)
+
+    @property
+    def otlp_log_sink(self) -> OtlpLogSink:
+        """A loguru sink exporting records as OTel logs through `logger_provider` (else the global one)."""
+        from opentelemetry._logs import get_logger_provider
+
+        return OtlpLogSink(self.logger_provider or get_logger_provider(), health=self.health)
 
     @property
     def devices(self) -> tuple[DeviceInfo, ...]:

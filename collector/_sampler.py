@@ -333,7 +333,14 @@ class Sampler:
         ring = self._rings.get(index)
         return ring.window_columns(start_ns, end_ns) if ring is not None else ([], [[] for _ in STAMP_COLUMN_NAMES])
 
-    def latest(self, index: int) -> Sample | None:
-        """The newest sample of GPU `index`."""
-        ring = self._rings.get(index)
+    @property
+    def gpus(self) -> tuple[DeviceInfo, ...]:
+        """The inventory (the same as `devices`)."""
+        return self._devices
+
+    def latest(self, gpu: int | str) -> Sample | None:
+        """The newest sample of a GPU, named by NVML index or UUID."""
+        if isinstance(gpu, str):
+            gpu = next((d.index for d in self._devices if d.uuid == gpu), -1)
+        ring = self._rings.get(gpu)
         return ring.latest() if ring is not None else None

@@ -43,6 +43,15 @@ class InferenceSpan:
         """Set several attributes."""
         self.otel_span.set_attributes(attributes)
 
+    @property
+    def span(self) -> Span:
+        """The OTel span."""
+        return self.otel_span
+
+    def gpu_work_started(self, ts_ns: int | None = None) -> None:
+        """The same as :meth:`gpu_started`."""
+        self.gpu_started(ts_ns)
+
     def gpu_started(self, ts_ns: int | None = None) -> None:
         """Mark when GPU work begins: `inference.queue_ms` is the time since the request was accepted."""
         try:
