@@ -228,3 +228,22 @@ def test_the_gauge_is_served_with_the_exporter_families(tmp_path) -> None:
     page.write_text(text)
     check = subprocess.run([require_binary("promtool"), "check", "metrics"], input=text, capture_output=True, text=True)
     assert "advisor" not in check.stdout + check.stderr  # promtool's remarks are about dcgm-exporter's own names
+
+
+def test_a_power_capped_gpu_is_slower_so_a_request_that_fitted_in_time_no_longer_does() -> None:
+    gpu = Gpu(timeout_s=3.5, max_concurrency=1)  # memory is never the limit here: time is
+    gpu.warm_up()
+    ahead = gpu.collector.start_inference_span("ddcolor.inference", gpu=0,
+                                               attributes={A.DDCOLOR_INPUT_SIZE: 1024, A.DDCOLOR_MODEL: MODEL})
+    assert gpu.advisor.advise(0, MODEL, 1024).accept  # ~1.25 s ahead + ~1.25 s within 2.8 s
+    gpu.device.load(1.0)
+    gpu.device.power_limit_w = 30.0  # the L4's limit cut from 72 W: sw_power_cap, SM clock down
+    for _ in range(30):
+        gpu.tick(0.1)
+    sample = gpu.collector.sampler.latest(0)
+    speed = sample.sm_clock_mhz / gpu.collector.sampler.device(0).max_sm_clock_mhz
+    advice = gpu.advisor.advise(0, MODEL, 1024)
+    assert not advice.accept and advice.reason.startswith("GPU time: 1024 would finish in ~")
+    assert f"clocks at {speed:.0%} (sw_power_cap)" in advice.reason
+    assert advice.max_input_size is not None and advice.max_input_size < 1024
+    ahead.end()

@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
     service = build_service(backend, config=config, otlp_endpoint=args.otlp_endpoint, timeout_s=args.timeout)
+    # The same records on stderr, with the trace id a user can hand to `gpu-rca explain`.
+    service.telemetry.logger.add(sys.stderr, level="INFO",
+                                 format="{time:YYYY-MM-DDTHH:mm:ss.SSS!UTC}Z {level} {message} trace_id={extra[trace_id]}")
     app = create_app(service)
     if args.metrics_port is not None:
         import collector
