@@ -7,6 +7,7 @@ import sys
 
 #: benchmark name -> module under `benchmarks`
 BENCHMARKS: dict[str, str] = {
+    "advisor": "advisor",
     "analyze": "analyze",
     "ingest": "ingest",
     "ingest-files": "ingest_files",
