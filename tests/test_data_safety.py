@@ -79,8 +79,7 @@ def test_a_file_that_is_not_a_usable_store_is_refused_and_never_touched(tmp_path
             Store.open(db, read_only=read_only)
     spans = tmp_path / "spans.otlp.pb"
     spans.write_bytes(len(payload := trace_request(2).SerializeToString()).to_bytes(4, "big") + payload)
-    for args in (["ingest", "--db", str(db), str(spans)], ["serve", "--db", str(db), "--port", "0"],
-                 ["analyze", "--db", str(db)]):
+    for args in (["ingest", "--db", str(db), str(spans)], ["serve", "--db", str(db), "--port", "0"]):
         run = subprocess.run([sys.executable, "-m", "gpu_rca", *args], capture_output=True, text=True, timeout=60)
         assert run.returncode == 1, (args, run.stderr)
         assert run.stderr.strip().splitlines()[-1].startswith("Error: ") and message in run.stderr, run.stderr

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import duckdb
 import httpx
+import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -138,6 +139,7 @@ def _analyze(db: Path, *extra: str) -> tuple[subprocess.CompletedProcess[str], f
     return run, time.monotonic() - started
 
 
+@pytest.mark.slow  # waits out the pull's 10 s deadline against the silent socket
 def test_analyze_with_prometheus_down_or_silent_ranks_from_the_stamps_with_a_warning(tmp_path: Path) -> None:
     db = tmp_path / "store.duckdb"
     _failure_store(db)
