@@ -212,7 +212,7 @@ def test_bad_configuration_fails_fast() -> None:
         collector.AdmissionAdvisor(gpu.collector, min_input_size=1024, max_input_size=512)
 
 
-def test_the_gauge_is_served_with_the_exporter_families(tmp_path) -> None:
+def test_the_gauge_is_served_with_the_exporter_families() -> None:
     gpu = Gpu()
     gpu.warm_up()
     registry = collector.registry_for([collector.MetricsSource(gpu.collector.sampler, "node-a")])
@@ -224,8 +224,6 @@ def test_the_gauge_is_served_with_the_exporter_families(tmp_path) -> None:
     gpu.device.set_process(9999, "foreign", 21 * GIB)  # nothing fits now: the gauge says 0
     gpu.tick(0.1)
     assert f'model="{MODEL}"}} 0\n' in collector.exposition(registry).decode()
-    page = tmp_path / "metrics.prom"
-    page.write_text(text)
     check = subprocess.run([require_binary("promtool"), "check", "metrics"], input=text, capture_output=True, text=True)
     assert "advisor" not in check.stdout + check.stderr  # promtool's remarks are about dcgm-exporter's own names
 
