@@ -19,3 +19,39 @@ def test_32_clients_overloading_a_small_queue_lose_nothing_and_store_nothing_twi
     assert report.acked and report.stored == report.acked and report.duplicates == 0
     assert set(report.statuses) <= {200, 503}
     assert report.statuses[503] > 0 and report.retry_after_missing == 0
+
+
+def test_a_queue_slower_than_the_wait_limit_answers_503_before_senders_would_time_out(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    from correlate.server import ServerConfig, create_app
+    from correlate.server.process import wait_for
+    from correlate.store import Store
+    from tests.test_serve_errors import PB, status_message, trace_request
+    from tests.test_serve_queue import running
+
+    store = Store(tmp_path / "store.duckdb")
+    app = create_app(store, ServerConfig(max_queue=64, max_queue_wait_s=0.5), close_store=False)
+    writer = app.state.gpu_rca.writer
+    payload = trace_request(3).SerializeToString()
+    with running(app) as client:
+        writer.call(lambda _: time.sleep(1.0))  # the writer now knows a write takes about a second
+        entered, gate = threading.Event(), threading.Event()
+        holder = threading.Thread(target=writer.call, args=(lambda _: (entered.set(), gate.wait(30)),))
+        holder.start()
+        assert entered.wait(10)
+        queued = threading.Thread(target=writer.call, args=(lambda _: None,))
+        queued.start()
+        wait_for(lambda: writer.depth == 1, timeout_s=10, what="one write queued")
+        busy = client.post("/v1/traces", content=payload, headers=PB)  # 1 of 64 slots used, but ~1 s ahead
+        gate.set()
+        holder.join()
+        queued.join()
+        metrics = client.get("/metrics").text
+        assert client.post("/v1/traces", content=payload, headers=PB).status_code == 200  # nothing ahead now
+    store.close()
+    assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
+    message = status_message(busy)
+    assert message.startswith("ingest queue busy (about ") and "s of writes ahead, limit 0.5 s); retry later" in message
+    assert 'gpu_rca_serve_spans_dropped_total{reason="queue_full"} 3.0' in metrics

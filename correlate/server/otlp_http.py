@@ -100,7 +100,8 @@ async def export(request: Request, signal: Signal) -> Response:
     if signal.is_empty(message):
         return _success(signal, content_type, None)
     try:
-        result = await state.writer.submit(lambda store: signal.ingest(store, message))
+        result = await state.writer.submit(lambda store: signal.ingest(store, message),
+                                           max_wait_s=state.config.max_queue_wait_s)
     except (QueueFull, WriterClosed) as exc:
         dropped = state.counters.spans_dropped if signal is TRACES else state.counters.logs_dropped
         dropped.labels(reason="queue_full" if isinstance(exc, QueueFull) else "shutting_down").inc(

@@ -18,6 +18,9 @@ class ServerConfig:
     prometheus_url: str | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_queue: int = 64
+    # 503 when the writes queued ahead would take longer than this: well under OTLP exporters' 10 s timeout,
+    # so a sender backs off instead of timing out and resending a request that is still queued.
+    max_queue_wait_s: float | None = 5.0
     retry_after_s: int = 1
     pull_interval_s: float = 30.0  # with prometheus_url: how often to pull windows around new failures
     pull_timeout_s: float = 10.0

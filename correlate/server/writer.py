@@ -51,6 +51,7 @@ class Writer:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._lock = threading.Lock()
+        self._job_s = 0.0  # moving average of the writer's time per committed job
 
     # --- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -81,9 +82,17 @@ class Writer:
         """Jobs waiting for the writer."""
         return self._queue.qsize()
 
+    @property
+    def expected_wait_s(self) -> float:
+        """About how long a job queued now waits for the jobs ahead of it (queue depth × time per job)."""
+        return self.depth * self._job_s
+
     # --- submitting ---------------------------------------------------------------------------
-    async def submit(self, run: Callable[[Store], T]) -> T:
-        """Queue `run` and wait for its result; raises QueueFull at once when the queue is full."""
+    async def submit(self, run: Callable[[Store], T], *, max_wait_s: float | None = None) -> T:
+        """Queue `run` and wait for its result; raises QueueFull at once when the queue is full, or when the
+        jobs ahead would take longer than `max_wait_s` (a sender would time out and resend meanwhile)."""
+        if max_wait_s is not None and (wait_s := self.expected_wait_s) > max_wait_s:
+            raise QueueFull(f"ingest queue busy (about {wait_s:.1f} s of writes ahead, limit {max_wait_s:g} s)")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
 
@@ -158,7 +167,7 @@ class Writer:
             except Exception:  # noqa: BLE001 - one bad job must not fail its neighbours: rerun them alone
                 pass
             else:
-                self._committed(started)
+                self._committed(started, len(group))
                 for job, result in zip(group, results):
                     job.deliver(result, None)
                 return
@@ -170,12 +179,15 @@ class Writer:
             except Exception as exc:  # noqa: BLE001 - handed to the waiting caller
                 job.deliver(None, exc)
             else:
-                self._committed(started)
+                self._committed(started, 1)
                 job.deliver(result, None)
 
-    def _committed(self, started: float) -> None:
+    def _committed(self, started: float, jobs: int) -> None:
+        elapsed = time.perf_counter() - started
+        per_job = elapsed / jobs
+        self._job_s = per_job if self._job_s == 0.0 else 0.8 * self._job_s + 0.2 * per_job
         if self._on_commit is not None:
-            self._on_commit(time.perf_counter() - started)
+            self._on_commit(elapsed)
 
 
 __all__ = ["MAX_GROUP", "QueueFull", "Writer", "WriterClosed"]

@@ -32,11 +32,14 @@ _MIB = 1024 * 1024
               help="Largest request body accepted, after decompression.")
 @click.option("--queue-size", type=click.IntRange(1, 100_000), default=64, show_default=True,
               help="Requests that may wait for the store writer before the server answers 503.")
+@click.option("--max-queue-wait", type=click.FloatRange(0.1, 3600), default=5.0, show_default=True,
+              metavar="SECONDS", help="Answer 503 when the writes queued ahead would take longer than this.")
 @click.option("--retention", metavar="DURATION", default=None,
               help="Delete spans, logs, samples, kernel events and digests older than this (e.g. 7d), "
                    "in small steps every minute. Default: keep everything.")
 def serve(db_path: str | None, host: str, port: int, token_file: str | None, prometheus_url: str | None,
-          pull_interval: float, max_body_mib: int, queue_size: int, retention: str | None) -> None:
+          pull_interval: float, max_body_mib: int, queue_size: int, max_queue_wait: float,
+          retention: str | None) -> None:
     """Receive OTLP/HTTP traces and logs (POST /v1/traces, /v1/logs) into the DuckDB store."""
     import uvicorn
     from prometheus_client import disable_created_metrics
@@ -58,7 +61,7 @@ def serve(db_path: str | None, host: str, port: int, token_file: str | None, pro
         prometheus_url = check_prometheus_url(prometheus_url)
     config = ServerConfig(token=token, prometheus_url=prometheus_url, max_body_bytes=max_body_mib * _MIB,
                           max_queue=queue_size, pull_interval_s=pull_interval,
-                          retention_s=retention_s)
+                          max_queue_wait_s=max_queue_wait, retention_s=retention_s)
     if token is None and not _is_loopback(host):
         click.echo(f"warning: listening on {host} without a token; anyone who can reach it can write the store "
                    "(use --token-file or $GPU_RCA_TOKEN)", err=True)
