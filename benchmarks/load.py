@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import tempfile
@@ -74,7 +75,7 @@ class LoadReport:
         if not values:
             return None
         ordered = sorted(values)
-        return round(1000 * ordered[min(len(ordered) - 1, max(0, int(q * len(ordered) + 0.999999) - 1))], 1)
+        return round(1000 * ordered[max(0, math.ceil(q * len(ordered)) - 1)], 1)
 
 
 class BatchSource:
