@@ -51,6 +51,7 @@ class SuiteResult:
             "cases": [
                 {"name": o.name, "truth": o.truth.get("cause"), "ours": o.ranked[:3],
                  "confidence": o.causes[0]["confidence"] if o.causes else None,
+                 "drivers_found": scoring.drivers_found(o),
                  "baro": b.ranked[:3], "contrast": c.ranked[:3]}
                 for o, b, c in zip(self.ours, self.baro, self.contrast)
             ],

@@ -36,3 +36,6 @@ def print_report(document: dict[str, Any]) -> None:
         misses = [c for c in suite["cases"] if (c["ours"][:1] or [None])[0] != c["truth"]]
         for case in misses:
             console.print(f"  miss {case['name']}: truth {case['truth']}, ranked {case['ours']}", highlight=False)
+        for case in suite["cases"]:
+            if case["drivers_found"] is False:
+                console.print(f"  truth drivers not all listed: {case['name']}", highlight=False)
