@@ -5,11 +5,14 @@ The rows themselves are built in `correlate.otlp_rows`, shared with the OTLP/JSO
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from correlate.otlp_rows import (
     EVENT_SCHEMA,
     SPAN_SCHEMA,
+    TYPED_SLOTS,
+    TYPED_WIDTH,
     LogBatch,
     LogRows,
     SpanBatch,
@@ -43,21 +46,93 @@ def key_values(pairs: Any) -> dict[str, Any]:
     return {kv.key: any_value(kv.value) for kv in pairs}
 
 
+# The protobuf fast path: per attribute key, (position among the typed values, the AnyValue field a value
+# of the right type arrives in, what to do with it). Built once; a span whose stamp arrives in any other
+# field (an int for a float stamp, a string for a number, an unset value) takes the dict path instead,
+# which coerces exactly as the OTLP/JSON reader does.
+_PLAIN, _FLOAT, _LIST, _WORKLOAD = range(4)
+_FIELD = {int: "int_value", float: "double_value", str: "string_value", bool: "bool_value", list: "array_value"}
+_DISPATCH: dict[str, tuple[int, str, int, str | None]] = {
+    attribute: (position, _FIELD[kind], _WORKLOAD if keep else _FLOAT if kind is float else
+                _LIST if kind is list else _PLAIN, _FIELD[element] if element is not None else None)
+    for attribute, (position, kind, element, keep) in TYPED_SLOTS.items()
+}
+_ZERO_TRACE_ID, _ZERO_SPAN_ID = bytes(16), bytes(8)
+
+
+def _split_attributes(pairs: Any) -> tuple[list[Any], dict[str, Any]] | None:
+    """(typed values, the rest as plain Python) in one pass over a span's attributes; None if a stamp or
+    workload attribute is not in its expected field (the caller then takes the dict path)."""
+    typed: list[Any] = [None] * TYPED_WIDTH
+    rest: dict[str, Any] = {}
+    dispatch = _DISPATCH.get
+    for kv in pairs:
+        key = kv.key
+        value = kv.value
+        which = value.WhichOneof("value")
+        slot = dispatch(key)
+        if slot is None:
+            rest[key] = _plain(value, which)
+            continue
+        position, expected, action, element = slot
+        if which != expected:
+            return None
+        if action == _PLAIN:
+            typed[position] = getattr(value, which)
+        elif action == _FLOAT:
+            number = value.double_value
+            typed[position] = number if math.isfinite(number) else None
+        elif action == _WORKLOAD:
+            typed[position] = rest[key] = getattr(value, which)
+        else:
+            items = []
+            for item in value.array_value.values:
+                if item.WhichOneof("value") != element:
+                    return None
+                items.append(getattr(item, element))
+            typed[position] = items
+    return typed, rest
+
+
+def _plain(value: Any, which: str | None) -> Any:
+    """`any_value(value)`, given the field that is set."""
+    if which == "string_value":
+        return value.string_value
+    if which == "int_value" or which == "bool_value":
+        return getattr(value, which)
+    if which == "double_value":
+        return finite(value.double_value)
+    return any_value(value)  # arrays, key-value lists, bytes, or nothing set
+
+
 def spans_from_request(request: Any, rows: SpanRows | None = None) -> SpanBatch:
     """An ExportTraceServiceRequest as Arrow rows for `spans` and `span_events`, plus the GPUs it names.
 
     With `rows`, the spans are added to it (the batch returned then holds everything in it so far).
     """
     rows = SpanRows() if rows is None else rows
+    add = rows.add_typed
     for resource_spans in request.resource_spans:
         ctx = resource_context(key_values(resource_spans.resource.attributes))
         for scope_spans in resource_spans.scope_spans:
             scope = scope_spans.scope.name or None
             for span in scope_spans.spans:
+                trace_id, span_id, parent_span_id = span.trace_id, span.span_id, span.parent_span_id
                 events = [(e.time_unix_nano, e.name, key_values(e.attributes)) for e in span.events]
-                rows.add(ctx, scope, span.trace_id.hex(), span.span_id.hex(), span.parent_span_id.hex(), span.name,
-                         span.kind, span.start_time_unix_nano, span.end_time_unix_nano, span.status.code,
-                         span.status.message, key_values(span.attributes), events)
+                status = span.status
+                split = None
+                if (len(trace_id) == 16 and trace_id != _ZERO_TRACE_ID and len(span_id) == 8
+                        and span_id != _ZERO_SPAN_ID and (not parent_span_id or len(parent_span_id) == 8
+                                                          and parent_span_id != _ZERO_SPAN_ID)):
+                    split = _split_attributes(span.attributes)
+                if split is None:  # bad ids (rejected there with the reason) or an unusual attribute
+                    rows.add(ctx, scope, trace_id.hex(), span_id.hex(), parent_span_id.hex(), span.name, span.kind,
+                             span.start_time_unix_nano, span.end_time_unix_nano, status.code, status.message,
+                             key_values(span.attributes), events)
+                    continue
+                add(ctx, scope, trace_id.hex(), span_id.hex(), parent_span_id.hex(), span.name, span.kind,
+                    span.start_time_unix_nano, span.end_time_unix_nano, status.code, status.message,
+                    split[0], split[1], events)
     return rows.batch()
 
 

@@ -48,15 +48,25 @@ _SEVERITIES = ((4, "TRACE"), (8, "DEBUG"), (12, "INFO"), (16, "WARN"), (20, "ERR
 _HEX = re.compile(r"[0-9a-f]*")
 _ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
 _MISMATCH = object()
-# (attribute, column, kind, element) per stamp, computed once: this runs for every span.
-_STAMPS = tuple((st.attribute, st.column, st.kind, st.element) for st in a.STAMPS)
-_WORKLOAD = tuple((w.attribute, w.column, int if w.sql_type == "BIGINT" else str) for w in s.WORKLOAD_COLUMNS)
-_COL = {st.attribute: st.column for st in a.STAMPS}
+# (attribute, kind, element) per stamp, computed once: this runs for every span.
+_STAMPS = tuple((st.attribute, st.kind, st.element) for st in a.STAMPS)
+_WORKLOAD = tuple((w.attribute, int if w.sql_type == "BIGINT" else str) for w in s.WORKLOAD_COLUMNS)
+#: How many typed values a span row carries between its base and tail columns: stamps, then workload.
+TYPED_WIDTH = len(_STAMPS) + len(_WORKLOAD)
+#: attribute -> (position among the typed values, Python type, list element type, also kept in the JSON).
+TYPED_SLOTS: dict[str, tuple[int, type, type | None, bool]] = {
+    **{attribute: (i, kind, element, False) for i, (attribute, kind, element) in enumerate(_STAMPS)},
+    **{attribute: (len(_STAMPS) + i, kind, None, True) for i, (attribute, kind) in enumerate(_WORKLOAD)},
+}
+
+
+# One encoder for every call: `json.dumps` with options builds a new JSONEncoder each time.
+_ENCODE = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=str).encode
 
 
 def to_json(value: Any) -> str:
     """Compact JSON for the store's JSON columns."""
-    return json.dumps(value, separators=(",", ":"), allow_nan=False, default=str)
+    return _ENCODE(value)
 
 
 def finite(value: Any) -> Any:
@@ -95,6 +105,8 @@ class SpanBatch:
     gpus: list[GpuRecord]
     rejected: int = 0
     errors: list[str] = field(default_factory=list)
+    #: Spans left out because the batch already held their (trace_id, span_id): valid, but stored once.
+    duplicates: int = 0
 
 
 @dataclass
@@ -136,15 +148,38 @@ def _id_problem(value: str, name: str, size: int, optional: bool = False) -> str
     return None
 
 
+def typed_attributes(attrs: dict[str, Any]) -> list[Any]:
+    """The stamp and workload values of `attrs` in column order (None where absent or mistyped).
+
+    Stamps that fit their type leave `attrs`; a mistyped one stays there so the JSON keeps it.
+    """
+    typed: list[Any] = [None] * TYPED_WIDTH
+    for attribute, (position, kind, element, keep) in TYPED_SLOTS.items():
+        value = attrs.get(attribute) if keep else attrs.pop(attribute, None)
+        if value is None:
+            continue
+        coerced = _coerce(value, kind, element)
+        if coerced is not _MISMATCH:
+            typed[position] = finite(coerced)
+        elif not keep:
+            attrs[attribute] = value  # a wrongly typed stamp stays visible in the JSON
+    return typed
+
+
 class SpanRows:
-    """Accumulates span and event rows column by column; `batch()` hands them over as Arrow."""
+    """Accumulates span and event rows; `batch()` hands them over as Arrow tables, one column at a time.
+
+    A span already added (same trace and span id) is counted as a duplicate and not added again, so a
+    batch never holds one key twice and the store can insert it with a plain anti-join.
+    """
 
     def __init__(self) -> None:
-        self._cols: dict[str, list[Any]] = {name: [] for name in SPAN_SCHEMA.names}
-        self._appends = [self._cols[name].append for name in SPAN_SCHEMA.names]
-        self._events: dict[str, list[Any]] = {name: [] for name in EVENT_SCHEMA.names}
+        self._rows: list[tuple[Any, ...]] = []
+        self._keys: set[str] = set()
+        self._events: list[tuple[Any, ...]] = []
         self._gpus: dict[str, GpuRecord] = {}
         self.rejected = 0
+        self.duplicates = 0
         self.errors: list[str] = []
 
     def reject(self, what: str, problem: str) -> None:
@@ -159,69 +194,75 @@ class SpanRows:
         """One span (lowercase hex ids, "" for no parent); `attrs` is consumed."""
         problem = (_id_problem(trace_id, "trace_id", 16) or _id_problem(span_id, "span_id", 8)
                    or _id_problem(parent_span_id, "parent_span_id", 8, optional=True))
-        if problem is None and start_ns <= 0:
-            problem = "start_time_unix_nano is not set"
-        if problem is None and end_ns < start_ns:
-            problem = "end_time_unix_nano is before start_time_unix_nano"
         if problem is not None:
             self.reject(f"span {span_id[:16] or '?'} ({name!r})", problem)
             return
-        stamps = []
-        for attribute, _column, stamp_kind, element in _STAMPS:
-            value = attrs.pop(attribute, None)
-            if value is None:
-                stamps.append(None)
-                continue
-            coerced = _coerce(value, stamp_kind, element)
-            if coerced is _MISMATCH:
-                attrs[attribute] = value  # a wrongly typed stamp stays visible in the JSON
-                stamps.append(None)
-            else:
-                stamps.append(finite(coerced))
-        workload = []
-        for attribute, _column, work_kind in _WORKLOAD:
-            value = _coerce(attrs.get(attribute), work_kind, None)
-            workload.append(None if value is _MISMATCH else value)
-        is_inference = stamps[_TELEMETRY_SOURCE_AT] is not None or a.TELEMETRY_SOURCE in attrs
-        row = (
+        typed = typed_attributes(attrs)
+        self.add_typed(ctx, scope, trace_id, span_id, parent_span_id, name, kind, start_ns, end_ns, status_code,
+                       status_message, typed, attrs, events)
+
+    def add_typed(self, ctx: ResourceContext, scope: str | None, trace_id: str, span_id: str,
+                  parent_span_id: str, name: str, kind: int, start_ns: int, end_ns: int, status_code: int,
+                  status_message: str, typed: list[Any], rest: dict[str, Any],
+                  events: list[tuple[int, str, dict[str, Any]]]) -> None:
+        """One span whose ids are valid and whose attributes are already split: `typed` as built by
+        `typed_attributes`, `rest` what goes to the `attributes` JSON."""
+        if start_ns <= 0:
+            self.reject(f"span {span_id} ({name!r})", "start_time_unix_nano is not set")
+            return
+        if end_ns < start_ns:
+            self.reject(f"span {span_id} ({name!r})", "end_time_unix_nano is before start_time_unix_nano")
+            return
+        key = trace_id + span_id
+        if key in self._keys:
+            self.duplicates += 1
+            return
+        self._keys.add(key)
+        self._rows.append((
             trace_id, span_id, parent_span_id or None, name,
             KINDS[kind] if 0 <= kind < len(KINDS) else str(kind),
             ctx.service, ctx.service_version, ctx.host, ctx.k8s_node, scope, start_ns, end_ns,
-            STATUSES[status_code] if 0 <= status_code < 3 else "UNSET", status_message or None, is_inference,
-            *stamps, *workload, to_json(attrs), ctx.resource_json,
-        )
-        for append, value in zip(self._appends, row):
-            append(value)
+            STATUSES[status_code] if 0 <= status_code < 3 else "UNSET", status_message or None,
+            typed[_TELEMETRY_SOURCE_AT] is not None or a.TELEMETRY_SOURCE in rest,
+            *typed, _ENCODE(rest), ctx.resource_json,
+        ))
         for seq, (ts_ns, event_name, event_attrs) in enumerate(events):
-            for column, value in (("trace_id", trace_id), ("span_id", span_id), ("seq", seq), ("ts_ns", ts_ns),
-                                  ("name", event_name), ("attributes", to_json(event_attrs))):
-                self._events[column].append(value)
-        uuid = stamps[_GPU_UUID_AT]
+            self._events.append((trace_id, span_id, seq, ts_ns, event_name, _ENCODE(event_attrs)))
+        uuid = typed[_GPU_UUID_AT]
         if uuid and ctx.host and uuid not in self._gpus:
-            self._learn_gpu(uuid, ctx.host, dict(zip((st[0] for st in _STAMPS), stamps)))
+            self._learn_gpu(uuid, ctx.host, typed)
 
-    def _learn_gpu(self, uuid: str, host: str, stamps: dict[str, Any]) -> None:
-        pci = stamps[a.GPU_PCI_BUS_ID]
+    def _learn_gpu(self, uuid: str, host: str, typed: list[Any]) -> None:
+        pci = typed[_STAMP_INDEX[a.GPU_PCI_BUS_ID]]
         try:
             pci = normalize_pci_bus_id(pci) if pci else None
         except ValueError:
             pci = None
-        self._gpus[uuid] = GpuRecord(uuid, host=host, gpu_index=stamps[a.GPU_INDEX], pci_bus_id=pci,
-                                     name=stamps[a.GPU_NAME], memory_total_bytes=stamps[a.MEMORY_TOTAL],
-                                     slowdown_temp_c=stamps[a.TEMPERATURE_SLOWDOWN], host_source="span")
+        self._gpus[uuid] = GpuRecord(uuid, host=host, gpu_index=typed[_STAMP_INDEX[a.GPU_INDEX]], pci_bus_id=pci,
+                                     name=typed[_STAMP_INDEX[a.GPU_NAME]],
+                                     memory_total_bytes=typed[_STAMP_INDEX[a.MEMORY_TOTAL]],
+                                     slowdown_temp_c=typed[_STAMP_INDEX[a.TEMPERATURE_SLOWDOWN]], host_source="span")
 
     def __len__(self) -> int:
-        return len(self._cols["trace_id"])
+        return len(self._rows)
 
     def batch(self) -> SpanBatch:
         """The rows so far as Arrow tables."""
         return SpanBatch(
-            spans=pa.Table.from_pydict(self._cols, schema=SPAN_SCHEMA),
-            events=pa.Table.from_pydict(self._events, schema=EVENT_SCHEMA),
+            spans=_columns_table(SPAN_SCHEMA, self._rows),
+            events=_columns_table(EVENT_SCHEMA, self._events),
             gpus=list(self._gpus.values()),
             rejected=self.rejected,
             errors=list(self.errors),
+            duplicates=self.duplicates,
         )
+
+
+def _columns_table(schema: pa.Schema, rows: list[tuple[Any, ...]]) -> pa.Table:
+    """Row tuples as an Arrow table (the transpose runs in C: `zip(*rows)`)."""
+    columns = zip(*rows) if rows else ([] for _ in schema.names)
+    return pa.Table.from_arrays([pa.array(column, type=f.type) for column, f in zip(columns, schema)],
+                                schema=schema)
 
 
 _STAMP_INDEX = {attribute: i for i, (attribute, *_rest) in enumerate(_STAMPS)}
@@ -281,9 +322,12 @@ __all__ = [
     "ResourceContext",
     "SpanBatch",
     "SpanRows",
+    "TYPED_SLOTS",
+    "TYPED_WIDTH",
     "arrow_schema",
     "finite",
     "resource_context",
     "severity_name",
     "to_json",
+    "typed_attributes",
 ]
