@@ -15,7 +15,7 @@ Everything is drawn from one `random.Random(f"generate/{seed}")`; the ranges (se
   thermal 0.9-0.97 at base utilisation 0.6-0.7; power_capping: power_cap 0.9-1.0 at 0.85-0.9 for 7-12 min;
   hw_slowdown: 0.7-0.9 at 0.45-0.6; ecc_memory_errors: ecc_uncorrectable 0.4-0.9 (an ECC GPU);
   gpu_fallen_off_bus: gpu_lost; cuda_kernel_fault: xid 13/31/43 at 0.3-0.7; application_error: app_bug
-  0.2-0.5 on one model (70 %) or all; other causes run at base utilisation 0.2-0.45;
+  0.2-0.5 on one model (70 %, when the mix has two) or all; other causes run at base utilisation 0.2-0.45;
   faults start 3-6 min in and last 5-10 min (a lost GPU stays lost);
 - distractors: 0-2 of a mild thermal fault (severity 0.1-0.3, never reaches slowdown) on another GPU and
   a benign traffic bump (+10-30 % for 1-3 min);
@@ -147,8 +147,10 @@ def generate_scenario(seed: int, index: int) -> dict[str, Any]:
     elif cause == "application_error":
         bug: dict[str, Any] = {"kind": "app_bug", **window, "severity": round(rng.uniform(0.2, 0.5), 2)}
         if rng.random() < 0.7:
-            bug["model"] = rng.choice(list(models))
-            drivers = {"ddcolor.model": bug["model"]}
+            model = rng.choice(list(models))
+            if len(models) > 1:  # with one model in the mix no failure-vs-success contrast could show it
+                bug["model"] = model
+                drivers = {"ddcolor.model": model}
         faults.append(bug)
     elif cause is not None:
         faults.append(_gpu_fault(rng, cause, target, window))

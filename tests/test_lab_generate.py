@@ -40,6 +40,10 @@ def test_draws_reach_every_cause_distractors_and_second_faults():
     assert any(s["truth"].get("also") for s in scenarios)
     assert any(f["kind"] == "thermal" and f["severity"] <= 0.3 for s in scenarios for f in s["faults"])
     assert len({tuple(e["model"] for e in s["fleet"]) for s in scenarios}) > 20
+    # A workload driver needs contrast: the mix must hold another value besides the one that fails.
+    for s in scenarios:
+        if "ddcolor.model" in s["truth"]["drivers"]:
+            assert len(s["workload"]["model"]) > 1, s["name"]
 
 
 def test_a_generated_scenario_produces_its_truth_failures(tmp_path):
