@@ -227,7 +227,8 @@ def test_compose_images_are_pinned(compose: dict[str, Any]) -> None:
         assert repository and "/" not in tag, f"{name}: {image} has no tag"
         assert tag != "latest" and "$" not in tag, f"{name}: {image} is not pinned"
         if "build" in service:
-            assert image == f"gpu-rca:{version}", name
+            # Images compose builds carry the project's version: gpu-rca itself, the reference service.
+            assert image in {f"gpu-rca:{version}", f"gpu-rca-ddcolor:{version}"}, name
 
 
 def test_compose_mounts_exist_and_volumes_are_declared(compose: dict[str, Any]) -> None:
@@ -278,12 +279,19 @@ def test_compose_gpu_and_simulate_profiles(compose: dict[str, Any]) -> None:
     (counters,) = [v for v in dcgm["volumes"] if v.startswith("./deploy/dcgm-exporter/counters.csv:")]
     assert counters.split(":")[1] == dcgm["command"][dcgm["command"].index("-f") + 1]
 
-    simulator = services["ddcolor"]
+    simulator = services["gpu-sim"]
     assert simulator["profiles"] == ["simulate"]
     assert simulator["command"][0] == "exporter"
     assert "--port=9400" in simulator["command"]
     assert any(arg.startswith("--simulate=") for arg in simulator["command"])
     assert _host_port(_command_option(simulator["command"], "--otlp-endpoint")) == ("otel-collector", 4318)
+
+    # The reference DDColor service, built from examples/, on the lab backend, exporting to the collector.
+    ddcolor = services["ddcolor"]
+    assert ddcolor["profiles"] == ["simulate"]
+    assert ddcolor["build"]["dockerfile"] == "examples/ddcolor_service/Dockerfile"
+    assert "--backend=lab" in ddcolor["command"]
+    assert _host_port(_command_option(ddcolor["command"], "--otlp-endpoint")) == ("otel-collector", 4318)
 
 
 def test_compose_simulate_command_matches_the_exporter_cli(compose: dict[str, Any]) -> None:
@@ -295,7 +303,7 @@ def test_compose_simulate_command_matches_the_exporter_cli(compose: dict[str, An
 
     command = cli.get_command(click.Context(cli), "exporter")
     options = {opt for param in command.params for opt in param.opts}
-    used = {arg.split("=", 1)[0] for arg in compose["services"]["ddcolor"]["command"][1:]}
+    used = {arg.split("=", 1)[0] for arg in compose["services"]["gpu-sim"]["command"][1:]}
     assert used <= options
 
 
@@ -303,7 +311,7 @@ def test_compose_default_scenario_is_shipped(compose: dict[str, Any]) -> None:
     shipped = {p.stem for p in (REPO / "scenarios").glob("*.yaml")}
     if not shipped:
         pytest.skip("no scenarios shipped yet")
-    simulate = _command_option(compose["services"]["ddcolor"]["command"], "--simulate")
+    simulate = _command_option(compose["services"]["gpu-sim"]["command"], "--simulate")
     default = re.fullmatch(r"\$\{GPU_RCA_SCENARIO:-([\w.-]+)\}", simulate)
     assert default and default.group(1) in shipped
 
