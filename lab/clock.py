@@ -34,15 +34,23 @@ class VirtualClock:
 
 
 class ScaledClock:
-    """Wall-clock time run `speed` times faster from `start_ns` (for the live fleet)."""
+    """Wall-clock time run `speed` times faster from `start_ns` (for the live fleet).
 
-    def __init__(self, start_ns: int, speed: float = 1.0, wall: Clock = time.time_ns) -> None:
+    Without `start_ns` simulated time starts at the wall clock's now, so at speed 1 it *is* wall time.
+    """
+
+    def __init__(self, start_ns: int | None = None, speed: float = 1.0, wall: Clock = time.time_ns) -> None:
         if speed <= 0:
             raise ValueError(f"speed must be positive, got {speed}")
-        self._start_ns = int(start_ns)
         self._speed = speed
         self._wall = wall
         self._wall_start_ns = wall()
+        self._start_ns = self._wall_start_ns if start_ns is None else int(start_ns)
+
+    @property
+    def start_ns(self) -> int:
+        """Simulated time at the moment the clock was made."""
+        return self._start_ns
 
     def now_ns(self) -> int:
         """Simulated time now."""

@@ -6,11 +6,13 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from lab import LiveFleet, gpu_uuid_for
 from lab.scenario import parse_scenario
+from schemas.errors import UsageError
 
 SCENARIO = {
     "name": "live",
@@ -65,3 +67,34 @@ def test_live_fleet_serves_samplers_and_sends_spans_and_logs_over_otlp():
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_live_fleet_runs_at_wall_clock_time_from_its_start():
+    fleet = LiveFleet(parse_scenario(SCENARIO), speed=1.0)
+    given_start_ns = fleet.scenario.start_ns
+    with pytest.raises(UsageError, match="not been started"):
+        fleet.samplers()
+    before_ns = time.time_ns()
+    with fleet:
+        after_ns = time.time_ns()
+        # The scenario's own start (a date in the past) is replaced by the moment of start().
+        assert before_ns <= fleet.scenario.start_ns <= after_ns
+        assert given_start_ns < before_ns - 86_400 * 10**9
+        deadline = time.monotonic() + 10
+        while fleet.now_ns < fleet.scenario.start_ns + 10**9:  # a second of simulated time
+            assert time.monotonic() < deadline and fleet.error is None
+            time.sleep(0.05)
+        # At speed 1 simulated time is wall time, to within the thread's catch-up tick.
+        assert abs(time.time_ns() - fleet.now_ns) < 0.5 * 10**9
+        for _, sampler in fleet.samplers():
+            (device,) = sampler.devices
+            assert abs(time.time_ns() - sampler.latest(device.index).ts_ns) < 2 * 10**9
+
+
+def test_live_fleet_faster_than_real_time_runs_ahead_of_the_wall_clock():
+    with LiveFleet(parse_scenario(SCENARIO), speed=60.0) as fleet:
+        deadline = time.monotonic() + 10
+        while fleet.now_ns < fleet.scenario.start_ns + 30 * 10**9:
+            assert time.monotonic() < deadline and fleet.error is None
+            time.sleep(0.05)
+        assert fleet.now_ns - time.time_ns() > 20 * 10**9

@@ -25,7 +25,7 @@ from schemas.errors import GpuRcaError, UsageError
 @click.option("--simulate", metavar="SCENARIO", default=None,
               help="Serve the lab's simulated fleet for a scenario (name or YAML file) instead of real GPUs.")
 @click.option("--speed", default=1.0, show_default=True, type=click.FloatRange(0, min_open=True),
-              help="With --simulate: simulated seconds per real second.")
+              help="With --simulate: simulated seconds per real second (only 1 keeps spans aligned with Prometheus).")
 @click.option("--otlp-endpoint", default=None, metavar="URL",
               help="With --simulate: also send the simulated service's spans and logs over OTLP/HTTP.")
 @click.option("--duration", default=None, type=click.FloatRange(0, min_open=True), metavar="SECONDS",
@@ -45,6 +45,10 @@ def exporter(
 
     if simulate is None and (otlp_endpoint is not None or speed != 1.0):
         raise UsageError("--speed and --otlp-endpoint need --simulate SCENARIO")
+    if otlp_endpoint is not None and speed != 1.0:
+        # The fleet starts at wall-clock now; faster, its spans are stamped ahead of what Prometheus scrapes.
+        click.echo(f"Warning: at --speed {speed:g} the simulated spans run ahead of the wall clock, so digests "
+                   "will not line them up with Prometheus's samples; use --speed 1 for that.", err=True)
     stop = threading.Event()
     if simulate is not None:
         fleet, sources = _simulated(simulate, speed, otlp_endpoint, sample_hz)

@@ -169,6 +169,7 @@ def test_cli_simulate_serves_the_lab_fleet_and_replays_spans_with_the_same_uuids
         receiver.server.shutdown()
         receiver.server.server_close()
     assert proc.returncode == 0, stderr
+    assert stderr.count("Warning: at --speed 30 the simulated spans run ahead of the wall clock") == 1
     temps = scrape_all(text, M.GPU_TEMP)
     assert {labels["Hostname"] for _, (labels, _) in temps} == {"node-a", "node-b"}
     check = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
