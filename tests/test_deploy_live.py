@@ -10,22 +10,13 @@ deploy/prometheus/rules in which every `for:` is shortened to 1 s. It scrapes tw
 
 from __future__ import annotations
 
-import json
-import re
-import socket
-import subprocess
 import threading
 import time
-import urllib.parse
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.metrics_core import Metric
 
@@ -33,48 +24,20 @@ import lab
 from collector import Collector
 from collector._exporter import Source, registry_for, serve
 from schemas import metrics as m
-from tests.conftest import REPO, require_binary
+from tests.conftest import require_binary
+from tests.prometheus_support import (
+    dashboard_expressions,
+    failing_expressions,
+    free_port,
+    get_json,
+    poll,
+    query,
+    shortened_rules,
+    start_prometheus,
+    unix_s,
+)
 
 pytestmark = pytest.mark.prometheus
-
-RULES_DIR = REPO / "deploy" / "prometheus" / "rules"
-DASHBOARDS_DIR = REPO / "deploy" / "grafana" / "dashboards"
-DATASOURCES = REPO / "deploy" / "grafana" / "provisioning" / "datasources" / "datasources.yaml"
-#: Grafana's built-in variables, replaced the way Grafana would for a 1 s scrape interval.
-GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "1h"}
-DEADLINE_S = 30.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return json.load(response)
-
-
-def _poll(check: Callable[[], Any], what: str, deadline_s: float = DEADLINE_S) -> Any:
-    """Call `check` until it returns something truthy; fail with `what` after the deadline."""
-    end = time.monotonic() + deadline_s
-    while True:
-        try:
-            result = check()
-        except OSError:
-            result = None
-        if result:
-            return result
-        if time.monotonic() > end:
-            pytest.fail(f"timed out after {deadline_s:.0f} s waiting for {what}")
-        time.sleep(0.2)
-
-
-def _unix_s(rfc3339: str) -> float:
-    """Seconds since the epoch of Prometheus's RFC 3339 timestamps (nanosecond fractions, any offset)."""
-    text = re.sub(r"(\.\d{6})\d+", r"\1", rfc3339).replace("Z", "+00:00")
-    return datetime.fromisoformat(text).timestamp()
 
 
 @dataclass
@@ -125,20 +88,6 @@ def _gpu_labels(index: int, uuid: str, host_label: str, host: str) -> dict[str, 
             m.LABEL_DEVICE: f"nvidia{index}", m.LABEL_MODEL_NAME: "NVIDIA L4", host_label: host}
 
 
-def _shortened_rules(tmp: Path) -> Path:
-    """A copy of every rule file with each `for:` cut to 1 s, so alerts fire within seconds."""
-    out = tmp / "rules"
-    out.mkdir()
-    for path in sorted(RULES_DIR.glob("*.yml")):
-        doc = yaml.safe_load(path.read_text())
-        for group in doc["groups"]:
-            for rule in group["rules"]:
-                if "for" in rule:
-                    rule["for"] = "1s"
-        (out / path.name).write_text(yaml.safe_dump(doc, sort_keys=False))
-    return out
-
-
 @dataclass
 class LivePrometheus:
     """A running Prometheus, the dcgm-style target and the simulated GPU behind gpu-rca's exporter."""
@@ -149,21 +98,17 @@ class LivePrometheus:
 
     def query(self, expr: str) -> dict[str, Any]:
         """GET /api/v1/query; the whole response, including an error's `status`."""
-        query = urllib.parse.urlencode({"query": expr})
-        try:
-            return _get_json(f"{self.url}/api/v1/query?{query}")
-        except urllib.error.HTTPError as exc:  # 400/422 carry the error as JSON
-            return json.load(exc)
+        return query(self.url, expr)
 
-    def evaluated_since(self, group: str, unix_s: float) -> bool:
-        """Whether rule group `group` has been evaluated after `unix_s`."""
-        groups = _get_json(f"{self.url}/api/v1/rules")["data"]["groups"]
+    def evaluated_since(self, group: str, since_s: float) -> bool:
+        """Whether rule group `group` has been evaluated after `since_s` (Unix seconds)."""
+        groups = get_json(f"{self.url}/api/v1/rules")["data"]["groups"]
         (last,) = [g["lastEvaluation"] for g in groups if g["name"] == group]
-        return _unix_s(last) > unix_s
+        return unix_s(last) > since_s
 
     def alerts(self, name: str, state: str = "firing") -> list[dict[str, Any]]:
         """Alerts named `name` in `state`, from /api/v1/alerts."""
-        alerts = _get_json(f"{self.url}/api/v1/alerts")["data"]["alerts"]
+        alerts = get_json(f"{self.url}/api/v1/alerts")["data"]["alerts"]
         return [a for a in alerts if a["labels"]["alertname"] == name and a["state"] == state]
 
 
@@ -177,7 +122,7 @@ def live_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LivePr
     ])
     registry = CollectorRegistry()
     registry.register(target)
-    target_port = _free_port()
+    target_port = free_port()
     exporter, exporter_thread = start_http_server(target_port, addr="127.0.0.1", registry=registry)
 
     nvml = lab.simulated_nvml(fleet=[{"host": "node-r", "gpus": 1, "model": "L4"}])
@@ -185,24 +130,15 @@ def live_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LivePr
     assert sampling.start()
     gpu_rca_exporter = serve(registry_for([Source(sampling.sampler, "node-r")]), "127.0.0.1", 0)
 
-    rules = _shortened_rules(tmp)
-    config = tmp / "prometheus.yml"
-    config.write_text(yaml.safe_dump({
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(rules / "*.yml")],
+    process, url = start_prometheus(binary, tmp, {
+        "rule_files": [str(shortened_rules(tmp) / "*.yml")],
         "scrape_configs": [
             {"job_name": "dcgm", "static_configs": [{"targets": [f"127.0.0.1:{target_port}"]}]},
             {"job_name": "gpu-rca-exporter",
              "static_configs": [{"targets": [f"127.0.0.1:{gpu_rca_exporter.server_address[1]}"]}]},
         ],
-    }))
-    port = _free_port()
-    process = subprocess.Popen(
-        [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    live = LivePrometheus(f"http://127.0.0.1:{port}", target, nvml.devices[0])
+    })
+    live = LivePrometheus(url, target, nvml.devices[0])
     try:
         def scraped() -> bool:
             if process.poll() is not None:
@@ -210,7 +146,7 @@ def live_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LivePr
             result = live.query(f"count by (job) ({m.FB_USED})")
             return result.get("status") == "success" and len(result["data"]["result"]) == 2
 
-        _poll(scraped, "the first scrape of both targets")
+        poll(scraped, "the first scrape of both targets")
         yield live
     finally:
         process.terminate()
@@ -228,7 +164,7 @@ def test_memory_exhaustion_fires_critical_alert_with_real_percentage(live_promet
     live = live_prometheus
     # Every GPU well below 85 %: after the memory rules have evaluated the scraped data, nothing fires.
     scraped_at = time.time()
-    _poll(lambda: live.evaluated_since("gpu-memory", scraped_at + 1.0), "two evaluations of the memory rules")
+    poll(lambda: live.evaluated_since("gpu-memory", scraped_at + 1.0), "two evaluations of the memory rules")
     assert live.alerts("GPUMemoryUsageCritical", state="pending") == []
     assert live.alerts("GPUMemoryUsageCritical") == []
 
@@ -244,7 +180,7 @@ def test_memory_exhaustion_fires_critical_alert_with_real_percentage(live_promet
         firing = live.alerts("GPUMemoryUsageCritical")
         return firing if len(firing) == 2 else []
 
-    firing = {a["labels"]["job"]: a for a in _poll(both_firing, "GPUMemoryUsageCritical on both GPUs")}
+    firing = {a["labels"]["job"]: a for a in poll(both_firing, "GPUMemoryUsageCritical on both GPUs")}
 
     dcgm = firing["dcgm"]
     assert dcgm["labels"][m.LABEL_UUID] == exhausted.labels[m.LABEL_UUID]
@@ -260,59 +196,17 @@ def test_memory_exhaustion_fires_critical_alert_with_real_percentage(live_promet
     assert float(own["value"]) == pytest.approx(0.97, abs=0.001)
     assert f"on node-r has used {float(own['value']) * 100:.4g}% of its memory" in own["annotations"]["description"]
     # The warning fires too; Alertmanager's inhibit rule keeps it quiet while the critical one fires.
-    _poll(lambda: len(live.alerts("GPUMemoryUsageHigh")) == 2, "GPUMemoryUsageHigh on both GPUs")
-
-
-def _rule_expressions() -> list[tuple[str, str]]:
-    exprs = []
-    for path in sorted(RULES_DIR.glob("*.yml")):
-        for group in yaml.safe_load(path.read_text())["groups"]:
-            for rule in group["rules"]:
-                exprs.append((rule.get("alert") or rule["record"], rule["expr"]))
-    return exprs
-
-
-def _dashboard_expressions() -> list[tuple[str, str]]:
-    exprs = []
-    for path in sorted(DASHBOARDS_DIR.glob("*.json")):
-        dashboard = json.loads(path.read_text())
-        variables = {f"${v['name']}": v.get("allValue") or ".*" for v in dashboard["templating"]["list"]}
-        for panel in dashboard["panels"]:
-            for target in panel.get("targets", []):
-                expr = target["expr"]
-                for name, value in sorted({**GRAFANA_VARIABLES, **variables}.items(), key=lambda kv: -len(kv[0])):
-                    expr = expr.replace(name, value)
-                exprs.append((f"{path.name}: {panel['title']} {target['refId']}", expr))
-        for variable in dashboard["templating"]["list"]:
-            query = variable["query"]["query"]
-            # label_values(METRIC, LABEL) is Grafana's; Prometheus answers the series part.
-            exprs.append((f"{path.name}: variable {variable['name']}", query[len("label_values("):query.rindex(",")]))
-    return exprs
-
-
-def _datasource_expressions() -> list[tuple[str, str]]:
-    """Tempo's traces-to-metrics queries, with `$__tags` as Grafana fills it from a span's gpu.uuid."""
-    exprs = []
-    for source in yaml.safe_load(DATASOURCES.read_text())["datasources"]:
-        for query in source.get("jsonData", {}).get("tracesToMetrics", {}).get("queries", []):
-            exprs.append((f"tracesToMetrics: {query['name']}", query["query"].replace("$$__tags", 'UUID="GPU-x"')))
-    return exprs
+    poll(lambda: len(live.alerts("GPUMemoryUsageHigh")) == 2, "GPUMemoryUsageHigh on both GPUs")
 
 
 def test_every_rule_dashboard_and_datasource_expression_runs(live_prometheus: LivePrometheus) -> None:
-    expressions = _rule_expressions() + _dashboard_expressions() + _datasource_expressions()
-    assert len(expressions) > 30
-    failures = {}
-    for name, expr in expressions:
-        assert "$" not in expr, f"{name}: unsubstituted variable in {expr!r}"
-        result = live_prometheus.query(expr)
-        if result.get("status") != "success":
-            failures[name] = f"{result.get('errorType')}: {result.get('error')}"
+    count, failures = failing_expressions(live_prometheus.url)
+    assert count > 30
     assert failures == {}
 
 
 def test_dashboard_gpu_panels_return_data_for_both_host_spellings(live_prometheus: LivePrometheus) -> None:
-    expr = dict(_dashboard_expressions())["gpu-rca-gpus.json: GPU memory used A"]
+    expr = dict(dashboard_expressions())["gpu-rca-gpus.json: GPU memory used A"]
     result = live_prometheus.query(expr)["data"]["result"]
     hosts = {r["metric"].get("Hostname") or r["metric"].get("hostname") for r in result}
     assert hosts == {"node-a", "node-b", "node-r"}
