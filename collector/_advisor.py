@@ -287,7 +287,7 @@ class AdmissionAdvisor:
         others = used - process if process is not None else used
         inflight = []
         for span in collector.inflight(target.index):
-            attrs = getattr(span.otel_span, "attributes", None) or {}
+            attrs = getattr(span.span, "attributes", None) or {}
             model, size = attrs.get(self.model_attribute), attrs.get(self.size_attribute)
             if isinstance(model, str) and isinstance(size, int):
                 inflight.append((model, size, span.start_ns))

@@ -212,8 +212,8 @@ class Collector:
         # GPU's identity is stamped at the end with the window, in one unchecked write.
         attrs: dict[str, Any] = dict(attributes) if attributes else {}
         attrs[A.TELEMETRY_SOURCE] = self.source if device is not None else A.SOURCE_NONE
-        otel_span = self.tracer.start_span(name, context=context, kind=kind, attributes=attrs, start_time=start)
-        span = InferenceSpan(self, otel_span, start, target)
+        otel = self.tracer.start_span(name, context=context, kind=kind, attributes=attrs, start_time=start)
+        span = InferenceSpan(self, otel, start, target)
         if target is not None:
             with self._inflight_lock:
                 spans = self._inflight.setdefault(target.index, set())
@@ -234,7 +234,7 @@ class Collector:
 
     def _finish(self, span: InferenceSpan, end_ns: int | None, exception: BaseException | None) -> None:
         end = self.clock() if end_ns is None else int(end_ns)
-        otel_span = span.otel_span
+        otel = span.span
         try:
             target = span.target
             if target is not None:
@@ -242,14 +242,14 @@ class Collector:
                     self._inflight[target.index].discard(span)
             else:
                 self.health.count(DROPPED, "span_without_telemetry")
-            if otel_span.is_recording():
+            if otel.is_recording():
                 self._stamp(span, end, exception)
         except Exception as exc:  # noqa: BLE001 - never harm the request
             self.health.failure(ERRORS, "stamp", "stamping an inference span failed", exc)
-        otel_span.end(end_time=end)
+        otel.end(end_time=end)
 
     def _stamp(self, span: InferenceSpan, end: int, exception: BaseException | None) -> None:
-        otel_span = span.otel_span
+        otel = span.span
         target = span.target
         device = self._device(target)
         lost = False
@@ -258,12 +258,12 @@ class Collector:
             attrs, events = aggregate(device, samples, end, self.sampler.period_ns, columns)
             attrs.update(identity(device, self.source, target.mig_instance_id if target else None))
             attrs[A.INFLIGHT_MAX] = span.inflight_max
-            set_clean_attributes(otel_span, attrs)
+            set_clean_attributes(otel, attrs)
             for name, event_attrs, ts in events:
-                otel_span.add_event(name, event_attrs, timestamp=ts)
+                otel.add_event(name, event_attrs, timestamp=ts)
             lost = self.sampler.is_lost(device.index)
         if exception is not None:
-            record_failure(otel_span, exception, classify(exception, gpu_lost=lost))
+            record_failure(otel, exception, classify(exception, gpu_lost=lost))
 
     def start_snapshot(self, target: Target, start_ns: int) -> dict[str, Any]:
         """Stamps for a span that names a GPU at its start: identity plus the sample at or before start."""

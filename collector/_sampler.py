@@ -333,11 +333,6 @@ class Sampler:
         ring = self._rings.get(index)
         return ring.window_columns(start_ns, end_ns) if ring is not None else ([], [[] for _ in STAMP_COLUMN_NAMES])
 
-    @property
-    def gpus(self) -> tuple[DeviceInfo, ...]:
-        """The inventory (the same as `devices`)."""
-        return self._devices
-
     def latest(self, gpu: int | str) -> Sample | None:
         """The newest sample of a GPU, named by NVML index or UUID."""
         if isinstance(gpu, str):

@@ -20,16 +20,16 @@ if TYPE_CHECKING:
 
 
 class InferenceSpan:
-    """One request's inference span. Set workload attributes on it; call `gpu_started()` when GPU work begins.
+    """One request's inference span. Set workload attributes on it; call `gpu_work_started()` when GPU work begins.
 
-    Everything else an OTel span offers is reachable through it (`span.otel_span`, or attribute access).
+    Everything else an OTel span offers is reachable through it (`.span`, or attribute access).
     """
 
-    __slots__ = ("otel_span", "start_ns", "target", "collector", "inflight_max", "_ended")
+    __slots__ = ("span", "start_ns", "target", "collector", "inflight_max", "_ended")
 
-    def __init__(self, collector: Collector, otel_span: Span, start_ns: int, target: Any) -> None:
+    def __init__(self, collector: Collector, span: Span, start_ns: int, target: Any) -> None:
         self.collector = collector
-        self.otel_span = otel_span
+        self.span = span
         self.start_ns = start_ns
         self.target = target
         self.inflight_max = 1
@@ -37,26 +37,17 @@ class InferenceSpan:
 
     def set_attribute(self, key: str, value: Any) -> None:
         """Set a workload attribute (`ddcolor.input_size`, `image.width`, …)."""
-        self.otel_span.set_attribute(key, value)
+        self.span.set_attribute(key, value)
 
     def set_attributes(self, attributes: Mapping[str, Any]) -> None:
         """Set several attributes."""
-        self.otel_span.set_attributes(attributes)
-
-    @property
-    def span(self) -> Span:
-        """The OTel span."""
-        return self.otel_span
+        self.span.set_attributes(attributes)
 
     def gpu_work_started(self, ts_ns: int | None = None) -> None:
-        """The same as :meth:`gpu_started`."""
-        self.gpu_started(ts_ns)
-
-    def gpu_started(self, ts_ns: int | None = None) -> None:
         """Mark when GPU work begins: `inference.queue_ms` is the time since the request was accepted."""
         try:
             now = self.collector.clock() if ts_ns is None else int(ts_ns)
-            self.otel_span.set_attribute(A.QUEUE_MS, (now - self.start_ns) / 1e6)
+            self.span.set_attribute(A.QUEUE_MS, (now - self.start_ns) / 1e6)
         except Exception as exc:  # noqa: BLE001 - never harm the request
             self.collector.health.failure("errors", "queue_ms", "setting inference.queue_ms failed", exc)
 
@@ -68,7 +59,7 @@ class InferenceSpan:
         self.collector._finish(self, end_ns, exception)
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self.otel_span, name)
+        return getattr(self.span, name)
 
 
 class InferenceSpanScope:
@@ -92,7 +83,7 @@ class InferenceSpanScope:
     def _open(self) -> tuple[InferenceSpan, object]:
         # Resolved per call: a function decorated at import time uses whatever configure() set up later.
         span = self._collector().start_inference_span(self._name, gpu=self._gpu, attributes=self._attributes, kind=self._kind)
-        token = otel_context.attach(trace.set_span_in_context(span.otel_span))
+        token = otel_context.attach(trace.set_span_in_context(span.span))
         return span, token
 
     @staticmethod

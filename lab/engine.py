@@ -189,12 +189,12 @@ class _Engine:
                     SPAN_NAME, gpu=gpu.uuid, attributes=request.attributes(), start_ns=ts
                 )
             elif kind == "start":
-                request.handle.gpu_started(ts)
+                request.handle.gpu_work_started(ts)
             elif kind == "end":
                 request.handle.end(end_ns=ts, exception=payload)
             else:
                 level, message = payload
-                span = request.handle.otel_span if request is not None and request.handle is not None else None
+                span = request.handle.span if request is not None and request.handle is not None else None
                 bound = host.logger.bind(lab_ts_ns=ts)
                 if span is not None:
                     with trace.use_span(span, end_on_exit=False):

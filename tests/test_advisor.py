@@ -82,7 +82,7 @@ class Gpu:
         """One request alone on the GPU: its memory shows in NVML while it runs."""
         span = self.collector.start_inference_span(
             "ddcolor.inference", gpu=0, attributes={A.DDCOLOR_INPUT_SIZE: size, A.DDCOLOR_MODEL: MODEL})
-        span.gpu_started()
+        span.gpu_work_started()
         need = int(BYTES_PER_PIXEL * size * size)
         self.device.set_process(PID, "python3", int(1.5 * GIB) + need)
         self.device.load(1.0)

@@ -162,7 +162,7 @@ def create_app(service: Service) -> FastAPI:
         try:
             with service.collector.inference_span(SPAN_INFERENCE, gpu=config.gpu, attributes=attributes) as span:
                 result = await backend.colorize(picture, input_size=input_size, model=model, task_type=task_type,
-                                                on_gpu_start=span.gpu_started)
+                                                on_gpu_start=span.gpu_work_started)
                 if result.peak_memory_bytes:
                     span.set_attribute(A.INFERENCE_MEMORY_PEAK, result.peak_memory_bytes)
                 log.info("colorized {}x{} at input_size={} with {}", picture.width, picture.height, input_size, model)

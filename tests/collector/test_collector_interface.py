@@ -17,12 +17,12 @@ from schemas import attributes as A
 def test_span_handle_sampler_inventory_and_flush(sim: Sim):
     sim.tick(3)
     gpu = sim.gpus[1]
-    assert [d.uuid for d in sim.collector.sampler.gpus] == [g.uuid for g in sim.gpus]
+    assert [d.uuid for d in sim.collector.sampler.devices] == [g.uuid for g in sim.gpus]
     assert sim.collector.sampler.latest(gpu.uuid) == sim.collector.sampler.latest(1) is not None
     assert sim.collector.sampler.latest("GPU-unknown") is None
     span = sim.collector.start_inference_span("inf", gpu=1, start_ns=sim.clock.now_ns())
     span.gpu_work_started(sim.clock.now_ns() + 2_000_000)
-    assert span.span is span.otel_span
+    assert span.span.is_recording()
     span.end(end_ns=sim.clock.now_ns() + 5_000_000, exception=RuntimeError("CUDA error: unspecified launch failure"))
     a = sim.spans()[0].attributes
     assert a[A.QUEUE_MS] == 2.0 and a[A.ERROR_TYPE] == "cuda_launch_failure"

@@ -57,7 +57,7 @@ APP = """
     result = colorize(21)
     try:
         with collector.inference_span("ddcolor.inference", gpu=0) as span:
-            span.gpu_started()
+            span.gpu_work_started()
             raise RuntimeError("CUDA out of memory. Tried to allocate 22.00 MiB. GPU 0 has a total capacity of "
                                "23.65 GiB of which 11.06 MiB is free.")
     except RuntimeError as exc:

@@ -28,7 +28,7 @@ def test_stamps_match_what_nvml_reported_in_the_window(sim: Sim):
     first_ts = sim.clock.now_ns()
     sim.tick(10)
     end = sim.clock.now_ns() + 20_000_000
-    span.gpu_started(start + 5_000_000)
+    span.gpu_work_started(start + 5_000_000)
     span.end(end_ns=end)
 
     (s,) = sim.spans()
