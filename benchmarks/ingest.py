@@ -6,6 +6,9 @@
 - `server`: POST the same payloads to a `gpu-rca serve` subprocess (fresh DuckDB file per repeat) from
   `--clients` keep-alive connections; a request counts once the server acknowledged it, i.e. after commit.
 
+Each kind is also reported per CPU-second (`*_cpu_spans_per_s`: spans over the CPU time the work took, for
+`server` the server process's own user+system time), which is what one core does when the machine is shared.
+
 Payloads are SDK-encoded requests of `--spans-per-request` inference spans carrying every Contract-1 stamp
 (the OTel SDK's own encoder), each request with its own trace and span ids.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import queue
 import statistics
 import sys
@@ -32,6 +36,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from schemas import attributes as A
 
+KINDS = ("parse_only", "store_direct", "server")
 RESOURCE = {A.SERVICE_NAME: "ddcolor", A.SERVICE_VERSION: "1.4.2", A.HOST_NAME: "bench-node"}
 
 
@@ -78,29 +83,37 @@ def make_payloads(requests: int, spans_per_request: int) -> list[bytes]:
     return payloads
 
 
-def time_parse_only(payloads: list[bytes]) -> float:
-    """Seconds to decode every payload and build its store rows."""
+def time_parse_only(payloads: list[bytes]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) to decode every payload and build its store rows."""
     from correlate.otlp import spans_from_request
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for payload in payloads:
         spans_from_request(ExportTraceServiceRequest.FromString(payload))
-    return time.perf_counter() - started
+    return time.perf_counter() - started, time.process_time() - cpu
 
 
-def time_store_direct(payloads: list[bytes], folder: Path) -> float:
-    """Seconds to decode and ingest every payload into a fresh store file, one transaction per request."""
+def time_store_direct(payloads: list[bytes], folder: Path) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) to decode and ingest every payload into a fresh store file, one transaction
+    per request."""
     from correlate.store import Store
 
     with Store(folder / "direct.duckdb") as store:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         for payload in payloads:
             store.ingest_trace_request(ExportTraceServiceRequest.FromString(payload))
-        return time.perf_counter() - started
+        return time.perf_counter() - started, time.process_time() - cpu
 
 
-def time_server(payloads: list[bytes], folder: Path, clients: int) -> tuple[float, int]:
-    """(seconds to get every payload acknowledged by a real `gpu-rca serve`, spans in its store afterwards)."""
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a live process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def time_server(payloads: list[bytes], folder: Path, clients: int) -> tuple[float, float, int]:
+    """(wall seconds to get every payload acknowledged by a real `gpu-rca serve`, the server's CPU seconds
+    meanwhile, spans in its store afterwards)."""
     import duckdb
     import httpx
 
@@ -126,35 +139,42 @@ def time_server(payloads: list[bytes], folder: Path, clients: int) -> tuple[floa
                         failures.append(f"{response.status_code}: {response.content[:200]!r}")
 
         threads = [threading.Thread(target=send) for _ in range(clients)]
-        started = time.perf_counter()
+        pid = server.process.pid
+        started, cpu = time.perf_counter(), _cpu_s(pid)
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, _cpu_s(pid) - cpu
         if server.stop() != 0:
             raise RuntimeError(f"gpu-rca serve did not stop cleanly: {server.stderr[-500:]}")
     if failures:
         raise RuntimeError(f"{len(failures)} requests failed, first: {failures[0]}")
     with duckdb.connect(str(db), read_only=True) as con:
         stored = con.execute("SELECT count(*) FROM spans").fetchone()[0]
-    return elapsed, stored
+    return elapsed, cpu, stored
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     payloads = make_payloads(args.requests, args.spans_per_request)
     spans = args.requests * args.spans_per_request
-    rates: dict[str, list[float]] = {"parse_only": [], "store_direct": [], "server": []}
+    rates: dict[str, list[float]] = {name: [] for name in KINDS}
+    cpu_rates: dict[str, list[float]] = {name: [] for name in KINDS}
+    time_parse_only(payloads[:1])  # warm-up: the first conversion imports pyarrow's compute modules
     for repeat in range(args.repeats):
         with tempfile.TemporaryDirectory(prefix="gpu-rca-bench-") as tmp:
             folder = Path(tmp)
-            rates["parse_only"].append(spans / time_parse_only(payloads))
-            rates["store_direct"].append(spans / time_store_direct(payloads, folder))
-            elapsed, stored = time_server(payloads, folder, args.clients)
+            for name, (wall_s, cpu_s) in (("parse_only", time_parse_only(payloads)),
+                                          ("store_direct", time_store_direct(payloads, folder))):
+                rates[name].append(spans / wall_s)
+                cpu_rates[name].append(spans / cpu_s)
+            elapsed, cpu_s, stored = time_server(payloads, folder, args.clients)
             if stored != spans:
                 raise RuntimeError(f"repeat {repeat}: the server stored {stored} of {spans} spans")
             rates["server"].append(spans / elapsed)
+            cpu_rates["server"].append(spans / cpu_s)
     medians = {name: statistics.median(values) for name, values in rates.items()}
+    cpu_medians = {name: statistics.median(values) for name, values in cpu_rates.items()}
     return {
         "name": "ingest",
         "results": {
@@ -165,7 +185,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "clients": args.clients,
             "repeats": args.repeats,
             **{f"{name}_spans_per_s": round(value) for name, value in medians.items()},
+            **{f"{name}_cpu_spans_per_s": round(value) for name, value in cpu_medians.items()},
             "server_spans_per_s_runs": [round(v) for v in rates["server"]],
+            "load_average_1m": round(os.getloadavg()[0], 2),
         },
         "ratios": {
             "server_vs_parse_only": round(medians["server"] / medians["parse_only"], 3),
@@ -196,8 +218,9 @@ def main(argv: list[str]) -> int:
     r, ratios = report["results"], report["ratios"]
     print(f"ingest: {r['requests']} requests x {r['spans_per_request']} stamped spans "
           f"({r['payload_bytes_per_request']} bytes each), {r['clients']} clients, median of {r['repeats']}")
-    for name in ("parse_only", "store_direct", "server"):
-        print(f"  {name:<13} {r[f'{name}_spans_per_s']:>9,} spans/s")
+    for name in KINDS:
+        print(f"  {name:<13} {r[f'{name}_spans_per_s']:>9,} spans/s  {r[f'{name}_cpu_spans_per_s']:>9,} per CPU-second")
+    print(f"  load average  {r['load_average_1m']}")
     print(f"  server / parse_only   = {ratios['server_vs_parse_only']:.3f}")
     print(f"  server / store_direct = {ratios['server_vs_store_direct']:.3f}")
     return 0

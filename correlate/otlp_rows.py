@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import pyarrow as pa
 
 from correlate.records import MAX_ERRORS, GpuRecord, LogRecord
@@ -60,13 +61,17 @@ TYPED_SLOTS: dict[str, tuple[int, type, type | None, bool]] = {
 }
 
 
-# One encoder for every call: `json.dumps` with options builds a new JSONEncoder each time.
-_ENCODE = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=str).encode
+# The fallback for what orjson refuses (lone surrogates from a JSON file, integers beyond 64 bits): built once,
+# since `json.dumps` with options builds a new JSONEncoder on every call.
+_STDLIB_ENCODE = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=str).encode
 
 
 def to_json(value: Any) -> str:
     """Compact JSON for the store's JSON columns."""
-    return _ENCODE(value)
+    try:
+        return orjson.dumps(value, default=str).decode()
+    except TypeError:
+        return _STDLIB_ENCODE(value)
 
 
 def finite(value: Any) -> Any:
@@ -224,10 +229,10 @@ class SpanRows:
             ctx.service, ctx.service_version, ctx.host, ctx.k8s_node, scope, start_ns, end_ns,
             STATUSES[status_code] if 0 <= status_code < 3 else "UNSET", status_message or None,
             typed[_TELEMETRY_SOURCE_AT] is not None or a.TELEMETRY_SOURCE in rest,
-            *typed, _ENCODE(rest), ctx.resource_json,
+            *typed, to_json(rest), ctx.resource_json,
         ))
         for seq, (ts_ns, event_name, event_attrs) in enumerate(events):
-            self._events.append((trace_id, span_id, seq, ts_ns, event_name, _ENCODE(event_attrs)))
+            self._events.append((trace_id, span_id, seq, ts_ns, event_name, to_json(event_attrs)))
         uuid = typed[_GPU_UUID_AT]
         if uuid and ctx.host and uuid not in self._gpus:
             self._learn_gpu(uuid, ctx.host, typed)
