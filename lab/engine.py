@@ -41,6 +41,7 @@ SERVICE_NAME = "ddcolor"
 SERVICE_VERSION = "1.4.2"
 SPAN_NAME = "ddcolor.inference"
 SERVICE_PID_BASE = 2100
+PROGRESS_EVERY_STEPS = 600  # one simulated minute of 100 ms steps
 
 
 @dataclass
@@ -251,8 +252,9 @@ class _Engine:
         for host in self.hosts.values():
             host.collector.sample_once(self.clock.now_ns() + host.skew_ns)
 
-    def advance(self, until_ns: int) -> None:
-        """Simulate in 100 ms steps up to `until_ns`."""
+    def advance(self, until_ns: int, progress: Callable[[int, int], None] | None = None) -> None:
+        """Simulate in 100 ms steps up to `until_ns`; `progress(done_ns, total_ns)` every simulated minute."""
+        begin_ns = self._t0
         while self._t0 + STEP_NS <= until_ns:
             t0, t1 = self._t0, self._t0 + STEP_NS
             self.faults.apply(t0)
@@ -270,6 +272,8 @@ class _Engine:
                     host.collector.sample_once(t1 + host.skew_ns)
                     self._flush(host, t1)
             self._t0 = t1
+            if progress is not None and self._step % PROGRESS_EVERY_STEPS == 0:
+                progress(t1 - begin_ns, until_ns - begin_ns)
 
     def close(self) -> None:
         """Stop the collectors and flush the providers."""
@@ -278,10 +282,10 @@ class _Engine:
             host.provider.shutdown()
             host.log_provider.shutdown()
 
-    def run(self) -> LabRun:
+    def run(self, progress: Callable[[int, int], None] | None = None) -> LabRun:
         scenario = self.scenario
         self.start()
-        self.advance(scenario.start_ns + scenario.duration_ns)
+        self.advance(scenario.start_ns + scenario.duration_ns, progress)
         self.close()
         spans = [_simulated_event_times(span) for span in self.spans.get_finished_spans()]
         logs = list(self.logs.get_finished_logs())
@@ -333,9 +337,14 @@ def resolve_truth(scenario: Scenario, fleet: Fleet) -> dict[str, Any]:
     }
 
 
-def run_scenario(scenario: Scenario, *, sample_hz: float = 2.0) -> LabRun:
-    """Simulate `scenario` and return its spans, logs, kernel log, metrics and truth."""
-    return _Engine(scenario, sample_hz).run()
+def run_scenario(
+    scenario: Scenario, *, sample_hz: float = 2.0, progress: Callable[[int, int], None] | None = None
+) -> LabRun:
+    """Simulate `scenario` and return its spans, logs, kernel log, metrics and truth.
+
+    `progress(done_ns, total_ns)`, when given, is called every simulated minute (for a progress bar).
+    """
+    return _Engine(scenario, sample_hz).run(progress)
 
 
 __all__ = ["LabRun", "SPAN_NAME", "resolve_truth", "run_scenario"]

@@ -190,3 +190,15 @@ def test_same_seed_same_bytes_from_another_directory_and_hash_seed(outputs, tmp_
     assert done.returncode == 0, done.stderr
     for path in outputs.iterdir():
         assert (tmp_path / "again" / path.name).read_bytes() == path.read_bytes(), path.name
+
+
+def test_run_scenario_reports_progress_every_simulated_minute():
+    from lab.engine import run_scenario
+    from lab.scenario import parse_scenario
+
+    scenario = parse_scenario({"name": "tiny", "duration": "3m", "fleet": [{"host": "h", "gpus": 1, "model": "T4"}],
+                               "workload": {"rate": "1/s"}})
+    calls: list[tuple[int, int]] = []
+    run_scenario(scenario, progress=lambda done, total: calls.append((done, total)))
+    assert [done for done, _ in calls] == [60 * 10**9, 120 * 10**9, 180 * 10**9]
+    assert {total for _, total in calls} == {180 * 10**9}

@@ -95,9 +95,16 @@ def run_demo(
 
     try:
         weight = stage()
+        shown = 0.0
+
+        def simulated(done_ns: int, total_ns: int) -> None:
+            nonlocal shown
+            bar.update(weight * done_ns / total_ns - shown)
+            shown = weight * done_ns / total_ns
+
         with _quiet_collector():
-            run = run_scenario(scenario)
-        bar.update(weight)
+            run = run_scenario(scenario, progress=simulated)
+        bar.update(weight - shown)
         weight = stage()
         write_run(run, lab_dir)
         bar.update(weight)
