@@ -76,17 +76,20 @@ def shortened_rules(tmp: Path) -> Path:
     return out
 
 
-def start_prometheus(binary: str, tmp: Path, config: dict[str, Any]) -> tuple[subprocess.Popen[bytes], str]:
-    """Run Prometheus with `config` (1 s scrape and evaluation unless it says otherwise) on a free port."""
+def prometheus_command(binary: str, tmp: Path, config: dict[str, Any], port: int) -> list[str]:
+    """Write `config` (1 s scrape and evaluation unless it says otherwise) under `tmp`; the command serving it on `port`."""
     config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"}, **config}
     path = tmp / "prometheus.yml"
     path.write_text(yaml.safe_dump(config))
+    return [binary, f"--config.file={path}", f"--storage.tsdb.path={tmp / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"]
+
+
+def start_prometheus(binary: str, tmp: Path, config: dict[str, Any]) -> tuple[subprocess.Popen[bytes], str]:
+    """Run Prometheus with `config` on a free port: the process (stderr piped) and its URL."""
     port = free_port()
-    process = subprocess.Popen(
-        [binary, f"--config.file={path}", f"--storage.tsdb.path={tmp / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
+    process = subprocess.Popen(prometheus_command(binary, tmp, config, port),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     return process, f"http://127.0.0.1:{port}"
 
 
