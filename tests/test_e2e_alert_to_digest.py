@@ -192,6 +192,8 @@ def test_memory_exhaustion_alert_reaches_serve_as_a_digest_naming_the_gpu_and_th
     top = document["causes"][0]
     assert top["cause"] == TRUTH, document["causes"]
     assert top["gpus"] == [EXHAUSTED_UUID]
+    # Every request on this GPU failed, so there is no "normally" to compare with; the summary says none.
+    assert "None" not in top["summary"]
     # The webhook pulled the GPU's metric window from Prometheus into serve's store: a failed request's
     # story shows the exhausted memory as Prometheus scraped it (MiB, as dcgm-exporter reports it).
     story = pipeline.serve_get(f"/api/explain/{top['example_traces'][0]}")

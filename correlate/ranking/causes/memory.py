@@ -15,6 +15,11 @@ from correlate.ranking.signals import GpuSignals, Signals
 from correlate.ranking.stats import saturate
 
 
+def _normally(ev: EvidenceList, unit: str) -> str:
+    # No successes to compare with (a digest scoped to a GPU where every request failed): say nothing.
+    return "" if ev.base() is None else f" (normally {ev.base()} {unit})"
+
+
 def oom_large_inputs(sig: Signals, family_drivers: dict[str, list[DriverRow]]) -> Hypothesis | None:
     """The workload's own memory: OOMs at full memory that concentrate on large inputs, no foreign memory."""
     oom = sig.fleet_failed.get("oom")
@@ -42,7 +47,7 @@ def oom_large_inputs(sig: Signals, family_drivers: dict[str, list[DriverRow]]) -
     if oom.medians.get("mem_process_bytes") is not None:
         pv = ev.add("stamp", a.MEMORY_PROCESS_MAX, gib(oom.medians["mem_process_bytes"]),
                     baseline=gib(sig.baseline.medians.get("mem_process_bytes")), unit="GiB")
-        parts.append(f"the service itself held {pv} GiB (normally {ev.base()} GiB)")
+        parts.append(f"the service itself held {pv} GiB" + _normally(ev, "GiB"))
     return Hypothesis(
         "gpu_oom_large_inputs", None, None, {"oom": 1.0}, strength, ev,
         lambda n, e: f"{count_sentence(n, e, 'requests')} ran out of GPU memory on their own: " + "; ".join(parts) + ".",
@@ -75,12 +80,12 @@ def foreign_process(g: GpuSignals, sig: Signals, family_drivers: dict[str, list[
     if other is not None:
         ov = ev.add("stamp", "gpu.memory.used.max - gpu.memory.process.max", gib(other), baseline=gib(other0),
                     unit="GiB", gpu_uuid=g.gpu_uuid, host=g.host)
-        parts.append(f"memory used by others {ov} GiB (normally {ev.base()} GiB)")
+        parts.append(f"memory used by others {ov} GiB" + _normally(ev, "GiB"))
     proc, proc0 = oom.medians.get("mem_process_bytes"), g.ok.medians.get("mem_process_bytes")
     if proc is not None:
         pv = ev.add("stamp", a.MEMORY_PROCESS_MAX, gib(proc), baseline=gib(proc0), unit="GiB",
                     gpu_uuid=g.gpu_uuid, host=g.host)
-        parts.append(f"the service's own memory {pv} GiB (normally {ev.base()} GiB)")
+        parts.append(f"the service's own memory {pv} GiB" + _normally(ev, "GiB"))
     metric_evidence(ev, g, m.FB_USED)
     return Hypothesis(
         "gpu_memory_foreign_process", g.gpu_uuid, g.host, {"oom": 1.0, "slow": 0.5}, strength, ev,
