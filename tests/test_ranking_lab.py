@@ -205,6 +205,15 @@ def test_summary_numbers_ignore_identifiers() -> None:
     assert summary_numbers(text) == [12, 97.5, 91, 79, 1.25]
 
 
+def test_quoted_driver_values_count_as_identifiers_only_when_they_are_evidence_names() -> None:
+    evidence = [{"kind": "driver", "name": "ddcolor.input_size=1280", "gpu_uuid": None, "host": None, "value": 48,
+                 "baseline": 8.3, "unit": "%", "start": None, "end": None}]
+    quoted = {"summary": "48 % of them had ddcolor.input_size=1280 against 8.3 % of successes.", "evidence": evidence}
+    assert numbers_missing_from_evidence(quoted) == []
+    invented = {"summary": "48 % of them had ddcolor.input_size=2048 against 8.3 %.", "evidence": evidence}
+    assert numbers_missing_from_evidence(invented) == [2048]
+
+
 def test_correlate_never_imports_lab() -> None:
     root = Path(correlate.__file__).parent
     offenders = [

@@ -95,4 +95,9 @@ def numbers_missing_from_evidence(cause: Mapping[str, Any]) -> list[float]:
         for number in (item["value"], item["baseline"])
         if isinstance(number, (int, float)) and not isinstance(number, bool)
     }
-    return [n for n in summary_numbers(cause["summary"]) if not any(math.isclose(n, s, abs_tol=1e-9) for s in shown)]
+    # An `attribute=value` the summary quotes is an identifier when it is the name of an evidence item.
+    text = cause["summary"]
+    for item in cause["evidence"]:
+        if "=" in item["name"]:
+            text = text.replace(item["name"], " ")
+    return [n for n in summary_numbers(text) if not any(math.isclose(n, s, abs_tol=1e-9) for s in shown)]
