@@ -9,8 +9,8 @@ from schemas.results import AnalyzeResult, ExplainResult
 
 from correlate.ranking.explain import explain_connection
 from correlate.ranking.run import DEFAULT_LOOKBACK_NS, analyze_connection
-from correlate.ranking.window import Filters, resolve_window
 from correlate.ranking.timefmt import parse_duration_ns, parse_time_ns
+from correlate.ranking.window import Filters, resolve_window
 from correlate.store import Store
 
 
@@ -35,6 +35,10 @@ def analyze(
     window's GPU metrics into the store first; unreachable means a warning, not an error).
     """
     options = resolve_options(since, until, slow, lookback)
+    if prometheus is not None:
+        from correlate.prometheus import check_prometheus_url
+
+        check_prometheus_url(prometheus)  # a bad URL is a usage error before the store is opened for writing
     notes = list(warnings or [])
     with Store.open(db_path, read_only=prometheus is None) as store:
         if prometheus is not None:
@@ -64,7 +68,9 @@ def explain(db_path: str | os.PathLike[str] | None, trace_id: str) -> ExplainRes
         return explain_connection(store.connection, trace_id)
 
 
-def pull_prometheus(store: Store, prometheus_url: str, options: dict[str, int | None], filters: dict[str, str | None]) -> list[str]:
+def pull_prometheus(
+    store: Store, prometheus_url: str, options: dict[str, int | None], filters: dict[str, str | None]
+) -> list[str]:
     """Pull the analysis window's GPU metrics from Prometheus into the store; warnings instead of failing."""
     from correlate import prometheus
 

@@ -209,7 +209,13 @@ def load_spans(
     _build_spans(con, raw, bounds)
     first, last = con.execute("SELECT min(end_ns), max(end_ns) FROM rk_spans WHERE failed").fetchone()
     warnings: list[str] = []
-    n_metric = con.execute("SELECT count(*) FROM rk_gpu_buckets").fetchone()[0]
+    # Any sample of any GPU in the window (the join itself reads only the GPUs that need it).
+    n_metric = 0
+    if has_metrics:
+        n_metric = con.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM metric_samples WHERE ts_ns BETWEEN ? AND ? LIMIT 1)",
+            [window.start_ns, window.end_ns],
+        ).fetchone()[0]
     if n_metric == 0:
         warnings.append("no GPU metric samples in the window; ranking uses the span stamps alone")
     stamped = con.execute(
