@@ -52,9 +52,17 @@ def key_values(pairs: Any) -> dict[str, Any]:
 # which coerces exactly as the OTLP/JSON reader does.
 _PLAIN, _FLOAT, _LIST, _WORKLOAD = range(4)
 _FIELD = {int: "int_value", float: "double_value", str: "string_value", bool: "bool_value", list: "array_value"}
+
+
+def _action(kind: type, keep: bool) -> int:
+    if keep:
+        return _WORKLOAD  # typed column and the JSON
+    return _FLOAT if kind is float else _LIST if kind is list else _PLAIN
+
+
+#: attribute -> (position among the typed values, expected AnyValue field, action, list element field).
 _DISPATCH: dict[str, tuple[int, str, int, str | None]] = {
-    attribute: (position, _FIELD[kind], _WORKLOAD if keep else _FLOAT if kind is float else
-                _LIST if kind is list else _PLAIN, _FIELD[element] if element is not None else None)
+    attribute: (position, _FIELD[kind], _action(kind, keep), _FIELD.get(element) if element else None)
     for attribute, (position, kind, element, keep) in TYPED_SLOTS.items()
 }
 _ZERO_TRACE_ID, _ZERO_SPAN_ID = bytes(16), bytes(8)
