@@ -7,11 +7,12 @@ the correlator and the lab can all depend on it.
 from __future__ import annotations
 
 from schemas import attributes, causes, metrics, throttle
-from schemas.errors import GpuRcaError, InputError, StoreError, UsageError
+from schemas.errors import EmptyWindowError, GpuRcaError, InputError, StoreError, UsageError
 from schemas.pci import normalize_pci_bus_id
 from schemas.throttle import THROTTLE_REASONS, decode_throttle_reasons, encode_throttle_reasons
 
 __all__ = [
+    "EmptyWindowError",
     "GpuRcaError",
     "InputError",
     "StoreError",

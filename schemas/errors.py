@@ -19,5 +19,9 @@ class InputError(GpuRcaError):
     """A file or payload could not be read as the telemetry it claims to be."""
 
 
+class EmptyWindowError(InputError):
+    """The window holds no inference spans (nothing to analyse yet, or the wrong window)."""
+
+
 class StoreError(GpuRcaError):
     """The database is missing, locked by another process, corrupted or not a gpu-rca store."""

@@ -86,6 +86,17 @@ def test_alertmanager_webhook_stores_a_digest_for_the_named_gpu_and_window(serve
     assert 'gpu_rca_serve_digests_total{trigger="alertmanager"}' in metrics
 
 
+def test_an_alert_before_any_span_arrived_is_retryable_and_creates_nothing(server):
+    before = digest_count(server.url)
+    payload = alert_payload(gpu="0", Hostname=HOST)
+    payload["alerts"][0]["startsAt"] = rfc3339(START_NS + 400 * MINUTE_NS)  # long after the stored incident
+    answer = httpx.post(f"{server.url}/alertmanager", json=payload, headers=AUTH, timeout=60)
+    assert answer.status_code == 503, answer.text
+    assert answer.headers["retry-after"].isdigit()
+    assert "no inference spans" in answer.json()["message"]
+    assert digest_count(server.url) == before
+
+
 @pytest.mark.parametrize(
     "body",
     [b"{not json", json.dumps({"version": "4", "alerts": []}).encode(),

@@ -13,7 +13,7 @@ import duckdb
 
 from schemas import metrics as m
 from schemas.attributes import STAMPS
-from schemas.errors import InputError
+from schemas.errors import EmptyWindowError, InputError
 
 from correlate.ranking.features import FEATURE_SQL
 from correlate.ranking.timefmt import rfc3339
@@ -145,7 +145,7 @@ def resolve_window(
         params + bound_params,
     ).fetchone()
     if latest is None:
-        raise InputError(_empty_message(since_ns, until_ns))
+        raise EmptyWindowError(_empty_message(since_ns, until_ns))
     if n_failed:
         start = since_ns if since_ns is not None else first - lookback_ns
         end = until_ns if until_ns is not None else last + MINUTE_NS
@@ -198,7 +198,7 @@ def load_spans(
         bounds,
     ).fetchone()
     if not total:
-        raise InputError(_empty_message(window.start_ns, window.end_ns))
+        raise EmptyWindowError(_empty_message(window.start_ns, window.end_ns))
     # A deterministic sample of successes: the same store and window always give the same answer.
     stride = max(1, -(-(total - failed) // SUCCESS_SAMPLE))
     keep = "" if stride == 1 else f" AND ({_failed_sql(filters)} OR hash(span_id) % {stride} = 0)"

@@ -34,7 +34,7 @@ from correlate.server.body import BodyError, read_body
 from correlate.server.responses import JSON, error_response
 from correlate.server.state import ServerState
 from correlate.server.writer import QueueFull, WriterClosed
-from schemas.errors import GpuRcaError, InputError
+from schemas.errors import EmptyWindowError, GpuRcaError, InputError
 from schemas.metrics import SERVE_DIGESTS
 
 log = logging.getLogger(__name__)
@@ -159,12 +159,15 @@ async def alertmanager(request: Request) -> Response:
     names = ", ".join(notification.alertnames) or "alert"
     detail = f"{names} ({notification.firing} firing)" + (f"; GPUs not in the store: {', '.join(missing)}" if missing else "")
     trigger = Trigger("alertmanager", detail, tuple(gpus) + tuple(missing))
-    return await _make_and_store(request, trigger, since_ns=notification.since_ns, until_ns=now_ns,
-                                 gpu=gpus[0] if len(gpus) == 1 else None)
+    # The whole fleet is analysed: the alerting GPUs' failures need the other GPUs' requests as a baseline,
+    # and the trigger names the GPUs the alert is about.
+    return await _make_and_store(request, trigger, since_ns=notification.since_ns, until_ns=now_ns, gpu=None,
+                                 retry_when_empty=True)
 
 
 async def _make_and_store(
-    request: Request, trigger: Trigger, *, since_ns: int | None, until_ns: int | None, gpu: str | None
+    request: Request, trigger: Trigger, *, since_ns: int | None, until_ns: int | None, gpu: str | None,
+    retry_when_empty: bool = False,
 ) -> Response:
     state = _state(request)
     settings = _settings(request.app)
@@ -172,6 +175,13 @@ async def _make_and_store(
         digest: Digest = await run_in_threadpool(
             _read, state, lambda con: pipeline.make_digest(con, trigger=trigger, settings=settings,
                                                            since_ns=since_ns, until_ns=until_ns, gpu=gpu))
+    except EmptyWindowError as exc:
+        if retry_when_empty:
+            # Metrics alert before the spans of the same failures arrive (the exporters batch them):
+            # a retryable answer makes Alertmanager send the notification again shortly.
+            return error_response(503, f"{exc}; retry once the spans have arrived", JSON,
+                                  headers={"Retry-After": str(state.config.retry_after_s)})
+        return error_response(422, str(exc), JSON)
     except (InputError, GpuRcaError) as exc:
         return error_response(422 if isinstance(exc, InputError) else 500, str(exc), JSON)
     try:
