@@ -162,7 +162,7 @@ def test_every_request_reaches_serve_over_otlp_and_explain_tells_its_story(tmp_p
             stories[name] = json.loads(run.stdout)
         text = _gpu_rca("explain", oom.trace_ids[-1], "--server", server.url)
         refused_once = next(o for o in on.outcomes if o.attempts > 1)
-        never_on_gpu = _gpu_rca("explain", refused_once.trace_ids[0], "--server", server.url)
+        never_on_gpu = _gpu_rca("explain", refused_once.trace_ids[0], "--server", server.url, "--json")
         assert server.stop() == 0, server.stderr
     ok, failed = stories["served"], stories["oom"]
     assert ok["span"]["status"] != "ERROR" and ok["span"]["gpu_uuid"].startswith("GPU-")
@@ -174,8 +174,12 @@ def test_every_request_reaches_serve_over_otlp_and_explain_tells_its_story(tmp_p
     assert any("colorize failed (cuda_oom)" in line["message"] for line in failed["logs"])
     assert failed["cause"]["cause"] == "gpu_oom_large_inputs"
     assert text.returncode == 0 and "cuda_oom" in text.stdout
-    # A refused request never reached the GPU: its trace has no inference span, and explain says so.
-    assert never_on_gpu.returncode == 1 and "has no inference span" in never_on_gpu.stderr
+    # A refused request never reached the GPU: explain tells the story of its server span and says so.
+    assert never_on_gpu.returncode == 0, never_on_gpu.stderr
+    refusal = json.loads(never_on_gpu.stdout)
+    assert refusal["span"]["name"] == "POST /colorize" and refusal["cause"] is None
+    assert any("never reached a GPU" in w for w in refusal["warnings"])
+    assert any("busy" in line["message"] or "429" in line["message"] for line in refusal["logs"]), refusal["logs"]
 
     every_trace = {t for run in (off, on) for o in run.outcomes for t in o.trace_ids}
     # Every attempt before an outcome's last was a 429, and the last too when the user gave up.

@@ -26,7 +26,11 @@ _TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 def explain_connection(con: duckdb.DuckDBPyConnection, trace_id: str) -> ExplainResult:
-    """The story of the inference request in trace `trace_id` (32 hex digits)."""
+    """The story of the request in trace `trace_id` (32 hex digits).
+
+    Its inference span when it has one; otherwise (a request refused or failed before it reached a GPU)
+    its first span, with a warning that says so, and no cause.
+    """
     trace_id = trace_id.strip().lower()
     if not _TRACE_ID.match(trace_id):
         raise UsageError(f"not a trace id: {trace_id!r} (expected 32 hex digits)")
@@ -37,13 +41,13 @@ def explain_connection(con: duckdb.DuckDBPyConnection, trace_id: str) -> Explain
     select = ", ".join(["trace_id", "span_id", "name", "service", "host", "start_ns", "end_ns", "status",
                         "is_inference", "attributes", "resource"] + [s.column for s in stamp_cols])
     rows = con.execute(
-        f"SELECT {select} FROM spans WHERE trace_id = ? ORDER BY is_inference DESC, start_ns LIMIT 1", [trace_id]
+        f"SELECT {select} FROM spans WHERE trace_id = ?"
+        " ORDER BY is_inference DESC, coalesce(parent_span_id, '') = '' DESC, start_ns LIMIT 1", [trace_id]
     ).fetchall()
     if not rows:
         raise InputError(f"unknown trace id {trace_id}: no span of it is in the store")
     row = dict(zip([c.strip() for c in select.split(",")], rows[0]))
-    if not row["is_inference"]:
-        raise InputError(f"trace {trace_id} has no inference span (no span carries gpu.telemetry.source)")
+    reached_gpu = bool(row["is_inference"])
     stamps = {s.attribute: _plain(row[s.column]) for s in stamp_cols if row[s.column] is not None}
     failed = row["status"] == "ERROR"
     span: SpanStory = {
@@ -63,11 +67,14 @@ def explain_connection(con: duckdb.DuckDBPyConnection, trace_id: str) -> Explain
         "attributes": _json(row["attributes"]) | _json(row["resource"]),
     }
     warnings: list[str] = []
+    if not reached_gpu:
+        warnings.append(f"the request never reached a GPU: trace {trace_id} has no inference span (no span"
+                        f" carries gpu.telemetry.source); this is its root span, {row['name']!r}")
     metrics = _metrics(con, row) if row.get("gpu_uuid") else []
     if row.get("gpu_uuid") and not metrics:
         warnings.append("no metric samples of this GPU around the request")
     logs = _logs(con, row)
-    cause = _cause(con, row, warnings) if failed else None
+    cause = _cause(con, row, warnings) if failed and reached_gpu else None
     return {"trace_id": trace_id, "span": span, "metrics": metrics, "logs": logs, "cause": cause,
             "warnings": warnings}
 
