@@ -263,7 +263,7 @@ class Collector:
                 otel.add_event(name, event_attrs, timestamp=ts)
             lost = self.sampler.is_lost(device.index)
         if exception is not None:
-            record_failure(otel, exception, classify(exception, gpu_lost=lost))
+            record_failure(otel, exception, classify(exception, gpu_lost=lost), end)
 
     def start_snapshot(self, target: Target, start_ns: int) -> dict[str, Any]:
         """Stamps for a span that names a GPU at its start: identity plus the sample at or before start."""

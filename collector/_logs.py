@@ -81,7 +81,9 @@ class OtlpLogSink:
             level = record["level"].name
             self._logger.emit(
                 LogRecord(
-                    timestamp=int(record["time"].timestamp() * 1e9),
+                    # The sink runs as the record is written: observed then, on the same (possibly virtual) clock.
+                    timestamp=(ts_ns := int(record["time"].timestamp() * 1e9)),
+                    observed_timestamp=ts_ns,
                     trace_id=int(trace_hex, 16) if trace_hex else None,
                     span_id=int(span_hex, 16) if span_hex else None,
                     trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED) if trace_hex else None,

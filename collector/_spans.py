@@ -158,10 +158,10 @@ def set_clean_attributes(span: Span, attributes: dict[str, Any]) -> None:
     span.set_attributes(attributes)
 
 
-def record_failure(span: Span, exc: BaseException, error_type: str) -> None:
-    """`error.type`, the exception event and status ERROR, as OTel's semantic conventions put them."""
+def record_failure(span: Span, exc: BaseException, error_type: str, timestamp_ns: int | None = None) -> None:
+    """`error.type`, the exception event (at `timestamp_ns`, the collector's clock) and status ERROR."""
     span.set_attribute(A.ERROR_TYPE, error_type)
-    span.record_exception(exc)
+    span.record_exception(exc, timestamp=timestamp_ns)
     span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:512]))
 
 

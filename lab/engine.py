@@ -21,7 +21,7 @@ from opentelemetry import trace
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Event, TracerProvider
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -287,11 +287,8 @@ class _Engine:
         self.start()
         self.advance(scenario.start_ns + scenario.duration_ns, progress)
         self.close()
-        spans = [_simulated_event_times(span) for span in self.spans.get_finished_spans()]
+        spans = list(self.spans.get_finished_spans())
         logs = list(self.logs.get_finished_logs())
-        for log in logs:
-            # The SDK stamps "observed" with wall-clock time; in simulated time the record is observed as written.
-            log.log_record.observed_timestamp = log.log_record.timestamp
         return LabRun(
             scenario=scenario,
             fleet=self.fleet,
@@ -301,22 +298,6 @@ class _Engine:
             metrics=self.scraper.documents(),
             truth=resolve_truth(scenario, self.fleet),
         )
-
-
-def _simulated_event_times(span: Any) -> Any:
-    # The SDK's record_exception stamps the exception event with wall-clock time; in simulated time the
-    # exception happens when the span ends (see "Needs from the collector" in docs/lab.md).
-    events = span.events
-    if not any(e.name == "exception" and not span.start_time <= e.timestamp <= span.end_time for e in events):
-        return span
-    fixed = tuple(
-        Event(e.name, e.attributes, timestamp=span.end_time)
-        if e.name == "exception" and not span.start_time <= e.timestamp <= span.end_time
-        else e
-        for e in events
-    )
-    span._events = fixed  # an ended ReadableSpan has no public setter; it is copied only for export
-    return span
 
 
 def resolve_truth(scenario: Scenario, fleet: Fleet) -> dict[str, Any]:
