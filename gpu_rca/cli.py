@@ -16,15 +16,15 @@ from schemas.errors import GpuRcaError
 
 #: verb -> "module:attribute" of its click command. The order is the order `--help` lists them.
 VERBS: dict[str, str] = {
-    "lab": "gpu_rca.commands.lab:lab",
     "demo": "gpu_rca.commands.demo:demo",
     "ingest": "gpu_rca.commands.ingest:ingest",
     "analyze": "gpu_rca.commands.analyze:analyze",
     "explain": "gpu_rca.commands.explain:explain",
-    "bench": "gpu_rca.commands.bench:bench",
     "digest": "gpu_rca.commands.digest:digest",
     "serve": "gpu_rca.commands.serve:serve",
     "exporter": "gpu_rca.commands.exporter:exporter",
+    "lab": "gpu_rca.commands.lab:lab",
+    "bench": "gpu_rca.commands.bench:bench",
 }
 
 
