@@ -17,7 +17,6 @@ Payloads are SDK-encoded requests of `--spans-per-request` inference spans carry
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import queue
 import statistics
@@ -36,6 +35,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from benchmarks._cli import emit, parse, parser_for
 from schemas import attributes as A
 
 KINDS = ("parse_only", "store_direct", "server")
@@ -215,24 +215,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks ingest", description=__doc__.splitlines()[0])
+    parser = parser_for("ingest", __doc__)
     parser.add_argument("--requests", type=int, default=24, help="requests per repeat (default 24)")
     parser.add_argument("--spans-per-request", type=int, default=512, help="inference spans per request (512)")
     parser.add_argument("--clients", type=int, default=2, help="concurrent keep-alive connections (default 2)")
-    parser.add_argument("--repeats", type=int, default=3, help="repeats; medians are reported (default 3)")
-    parser.add_argument("--json", action="store_true", help="print one JSON document")
-    args = parser.parse_args(argv)
-    if min(args.requests, args.spans_per_request, args.clients, args.repeats) < 1:
-        parser.error("sizes must be positive")
-    return args
+    return parse(parser, argv, "requests", "spans_per_request", "clients")
 
 
 def main(argv: list[str]) -> int:
     args = _parse(argv)
-    report = run(args)
-    if args.json:
-        print(json.dumps(report, allow_nan=False))
-        return 0
+    return emit(run(args), args.json, _render)
+
+
+def _render(report: dict[str, Any]) -> None:
     r, ratios = report["results"], report["ratios"]
     print(f"ingest: {r['requests']} requests x {r['spans_per_request']} stamped spans "
           f"({r['payload_bytes_per_request']} bytes each), {r['clients']} clients, median of {r['repeats']}")
@@ -241,7 +236,6 @@ def main(argv: list[str]) -> int:
     print(f"  load average  {r['load_average_1m']}")
     print(f"  server / parse_only   = {ratios['server_vs_parse_only']:.3f}")
     print(f"  server / store_direct = {ratios['server_vs_store_direct']:.3f}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks._cli import emit, parse, parser_for
 from benchmarks.ingest import make_payloads
 
 
@@ -117,28 +118,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks ingest-files", description=__doc__.splitlines()[0])
+    parser = parser_for("ingest-files", __doc__)
     # The baseline stores ~50 spans/s here, so the default file stays small.
     parser.add_argument("--requests", type=int, default=2, help="lines (requests) per file (default 2)")
     parser.add_argument("--spans-per-request", type=int, default=512, help="inference spans per line (512)")
-    parser.add_argument("--repeats", type=int, default=3, help="repeats; medians are reported (default 3)")
-    parser.add_argument("--json", action="store_true", help="print one JSON document")
-    args = parser.parse_args(argv)
-    if min(args.requests, args.spans_per_request, args.repeats) < 1:
-        parser.error("sizes must be positive")
-    return args
+    return parse(parser, argv, "requests", "spans_per_request")
 
 
 def main(argv: list[str]) -> int:
     args = _parse(argv)
-    report = run(args)
-    if args.json:
-        print(json.dumps(report, allow_nan=False))
-        return 0
+    return emit(run(args), args.json, _render)
+
+
+def _render(report: dict[str, Any]) -> None:
     r, ratios = report["results"], report["ratios"]
     print(f"ingest-files: {r['spans']} stamped spans per file (JSON {r['json_bytes']:,} B, "
           f"protobuf {r['proto_bytes']:,} B), median of {r['repeats']}")
     for name in ("files_json", "files_proto", "baseline_json"):
         print(f"  {name:<14} {r[f'{name}_spans_per_s']:>9,} spans/s")
     print(f"  files_json / baseline_json = {ratios['files_json_vs_baseline_json']}x")
-    return 0

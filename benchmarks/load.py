@@ -19,7 +19,6 @@ resident memory (VmHWM) against its memory when idle.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import sys
@@ -33,6 +32,7 @@ from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from benchmarks._cli import emit, parse, parser_for
 from benchmarks.ingest import make_payloads
 
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
@@ -238,28 +238,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks load", description=__doc__.splitlines()[0])
+    parser = parser_for("load", __doc__)
     parser.add_argument("--clients", type=int, default=32, help="concurrent OTLP clients (default 32)")
     parser.add_argument("--seconds", type=float, default=15.0, help="how long the clients send (default 15)")
     parser.add_argument("--spans-per-request", type=int, default=512,
                         help="stamped spans per request (default 512, the OTel SDK's batch size)")
     parser.add_argument("--queue-size", type=int, default=16, help="the server's --queue-size (default 16)")
-    parser.add_argument("--repeats", type=int, default=3, help="repeats; medians are reported (default 3)")
-    parser.add_argument("--json", action="store_true", help="print one JSON document")
-    args = parser.parse_args(argv)
-    if min(args.clients, args.spans_per_request, args.queue_size, args.repeats) < 1 or args.seconds <= 0:
+    args = parse(parser, argv, "clients", "spans_per_request", "queue_size")
+    if args.seconds <= 0:
         parser.error("sizes must be positive")
     return args
 
 
 def main(argv: list[str]) -> int:
     args = _parse(argv)
-    report = run(args)
-    if args.json:
-        print(json.dumps(report, allow_nan=False))
-        return 0
+    return emit(run(args), args.json, _render)
+
+
+def _render(report: dict[str, Any]) -> None:
     r, ratios = report["results"], report["ratios"]
-    print(f"load: {args.clients} clients vs 1, {r['spans_per_request']} stamped spans per request, "
+    clients = r["concurrent_runs"][-1]["clients"]
+    print(f"load: {clients} clients vs 1, {r['spans_per_request']} stamped spans per request, "
           f"{r['seconds']:g} s each, server queue {r['queue_size']}, median of {r['repeats']}")
     for name in ("concurrent", "single"):
         answers = ", ".join(f"{code}: {n}" for code, n in r[f"{name}_runs"][-1]["answers"].items())
@@ -269,7 +268,6 @@ def main(argv: list[str]) -> int:
     print("  every acknowledged span stored exactly once: yes")
     print(f"  throughput concurrent / single = {ratios['throughput_concurrent_vs_single']:.3f}")
     print(f"  ack p99 concurrent / single    = {ratios['ack_p99_concurrent_vs_single']:.3f}")
-    return 0
 
 
 if __name__ == "__main__":
