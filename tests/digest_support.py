@@ -68,7 +68,6 @@ def make_incident(*, hostile: bool = False, seed: int = 3, minutes: int = 30) ->
     tracer = provider.get_tracer("digest-tests")
     end_ns = START_NS + minutes * MINUTE_NS
     failed_traces: list[str] = []
-    used = {uuid: 2 * GIB for uuid, _, _ in GPUS}
     logs: list[LogRecord] = []
     t = START_NS
     total = 0

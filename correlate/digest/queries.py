@@ -72,7 +72,7 @@ def requests_per_bucket(
 ) -> list[tuple[int, int, int]]:
     """(bucket start ns, inference spans, failed ones) per bucket of `bucket_ns`, by span end."""
     rows = con.execute(
-        f"""
+        """
         SELECT (end_ns // ?) * ? AS bucket, count(*), count(*) FILTER (WHERE status = 'ERROR')
         FROM spans WHERE is_inference AND end_ns BETWEEN ? AND ?
         GROUP BY bucket ORDER BY bucket
