@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import functools
+
 from collections.abc import Sequence
 from typing import Any
 
 from collector._nvml import STAMP_COLUMN_NAMES, STAMP_COLUMNS, DeviceInfo, Sample
 from schemas import attributes as A
+from schemas.pci import normalize_pci_bus_id
 from schemas.throttle import decode_throttle_reasons
 
 #: Stale when the newest sample in the window is older than this many sampling periods at the span's end.
 STALE_PERIODS = 3
+
+
+@functools.lru_cache(maxsize=64)
+def _normal_pci(value: str) -> str:
+    """Contract 2's `dddd:bb:dd.f` for the span stamp (the exporter keeps NVML's form, as dcgm-exporter does)."""
+    try:
+        return normalize_pci_bus_id(value)
+    except ValueError:
+        return value
 
 
 def identity(device: DeviceInfo, source: str, mig_instance_id: int | None = None) -> dict[str, Any]:
@@ -19,7 +31,7 @@ def identity(device: DeviceInfo, source: str, mig_instance_id: int | None = None
         A.GPU_INDEX: device.index,
         A.GPU_UUID: device.uuid,
         A.GPU_NAME: device.name,
-        A.GPU_PCI_BUS_ID: device.pci_bus_id,
+        A.GPU_PCI_BUS_ID: _normal_pci(device.pci_bus_id),
         A.TELEMETRY_SOURCE: source,
     }
     if mig_instance_id is not None:

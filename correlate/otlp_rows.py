@@ -7,6 +7,8 @@ rejected alone, with a reason, so its valid neighbours are still stored (OTLP pa
 
 from __future__ import annotations
 
+import functools
+
 import json
 import math
 import re
@@ -223,6 +225,9 @@ class SpanRows:
             self.duplicates += 1
             return
         self._keys.add(key)
+        pci = typed[_PCI_AT]
+        if pci:  # Contract 2: PCI bus ids are normalised everywhere, also in the span's column
+            typed[_PCI_AT] = _normal_pci(pci)
         self._rows.append((
             trace_id, span_id, parent_span_id or None, name,
             KINDS[kind] if 0 <= kind < len(KINDS) else str(kind),
@@ -238,11 +243,9 @@ class SpanRows:
             self._learn_gpu(uuid, ctx.host, typed)
 
     def _learn_gpu(self, uuid: str, host: str, typed: list[Any]) -> None:
-        pci = typed[_STAMP_INDEX[a.GPU_PCI_BUS_ID]]
-        try:
-            pci = normalize_pci_bus_id(pci) if pci else None
-        except ValueError:
-            pci = None
+        pci = typed[_PCI_AT]
+        if pci is not None and _normal_pci(pci) != pci:
+            pci = None  # not a PCI bus id: the inventory keeps none rather than a wrong one
         self._gpus[uuid] = GpuRecord(uuid, host=host, gpu_index=typed[_STAMP_INDEX[a.GPU_INDEX]], pci_bus_id=pci,
                                      name=typed[_STAMP_INDEX[a.GPU_NAME]],
                                      memory_total_bytes=typed[_STAMP_INDEX[a.MEMORY_TOTAL]],
@@ -273,6 +276,16 @@ def _columns_table(schema: pa.Schema, rows: list[tuple[Any, ...]]) -> pa.Table:
 _STAMP_INDEX = {attribute: i for i, (attribute, *_rest) in enumerate(_STAMPS)}
 _TELEMETRY_SOURCE_AT = _STAMP_INDEX[a.TELEMETRY_SOURCE]
 _GPU_UUID_AT = _STAMP_INDEX[a.GPU_UUID]
+_PCI_AT = _STAMP_INDEX[a.GPU_PCI_BUS_ID]
+
+
+@functools.lru_cache(maxsize=4096)
+def _normal_pci(value: str) -> str:
+    """`value` as lowercase `dddd:bb:dd.f`; a value that is no PCI bus id is kept as it came."""
+    try:
+        return normalize_pci_bus_id(value)
+    except ValueError:
+        return value
 
 
 class LogRows:

@@ -40,7 +40,8 @@ def test_collector_stamps_spans_from_simulated_gpus():
     attrs = finished.attributes
     assert attrs[A.TELEMETRY_SOURCE] == A.SOURCE_SIMULATED
     assert (attrs[A.GPU_INDEX], attrs[A.GPU_UUID], attrs[A.GPU_NAME]) == (1, gpu.uuid, "NVIDIA L4")
-    assert attrs[A.GPU_PCI_BUS_ID].lower().endswith("3b:00.0")
+    assert attrs[A.GPU_PCI_BUS_ID].endswith(":00.0") and attrs[A.GPU_PCI_BUS_ID].count(":") == 2  # dddd:bb:dd.f
+    assert attrs[A.GPU_PCI_BUS_ID] == attrs[A.GPU_PCI_BUS_ID].lower() and len(attrs[A.GPU_PCI_BUS_ID]) == 12
     assert attrs[A.TELEMETRY_SAMPLES] == 7
     assert attrs[A.MEMORY_TOTAL] == 23034 * 1024 * 1024
     assert attrs[A.MEMORY_PROCESS_MAX] == 3 * GIB

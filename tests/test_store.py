@@ -80,7 +80,7 @@ def test_sdk_spans_land_in_typed_columns():
         assert row == (
             inference.trace_id.hex(), inference.span_id.hex(), inference.parent_span_id.hex(),
             "ddcolor", "1.4.0", "node-a", "ERROR", True,
-            UUID, 0, "00000000:3B:00.0", 83, 61.5, 24_152_899_584,
+            UUID, 0, "0000:3b:00.0", 83, 61.5, 24_152_899_584,  # PCI bus id normalised (Contract 2)
             ["sw_thermal", "hw_slowdown"], [79], 3.25, "gpu_lost", 1280,
             "ddcolor_paper_tiny", "/colorize", None, "ddcolor",
         )

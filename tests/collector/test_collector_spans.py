@@ -11,6 +11,7 @@ from collector_support import PERIOD_NS, SERVICE_PID, Sim
 from opentelemetry.trace import StatusCode
 
 from schemas import attributes as A
+from schemas.pci import normalize_pci_bus_id
 from tests.conftest import shared_sample
 
 
@@ -45,7 +46,7 @@ def test_stamps_match_what_nvml_reported_in_the_window(sim: Sim):
     assert a[A.TELEMETRY_SAMPLES] == 11
     assert a[A.TELEMETRY_STALE] is False
     assert a[A.GPU_INDEX] == 0 and a[A.GPU_UUID] == gpu.uuid and a[A.GPU_NAME] == "NVIDIA L4"
-    assert a[A.GPU_PCI_BUS_ID] == gpu.pci_bus_id
+    assert a[A.GPU_PCI_BUS_ID] == normalize_pci_bus_id(gpu.pci_bus_id)  # NVML's 00000000:18:00.0 -> 0000:18:00.0
     assert a[A.DDCOLOR_INPUT_SIZE] == 1280
     assert a[A.TEMPERATURE_MAX] == max(temps)
     assert a[A.TEMPERATURE_SLOWDOWN] == gpu.profile.slowdown_temp_c
