@@ -24,6 +24,17 @@ def _kernel(g: GpuSignals, codes: set[int]) -> list:
     return [k for k in g.kernel if k.xid in codes and k.last_ns >= start and k.first_ns <= end]
 
 
+def _kernel_evidence(g: GpuSignals, kernel: list, ev: EvidenceList) -> list[str]:
+    """Evidence rows for the GPU's kernel XIDs, oldest first, and the summary phrases quoting them."""
+    parts = []
+    for k in sorted(kernel, key=lambda k: k.first_ns):
+        code = ev.add("kernel", f"XID {k.xid} {x.xid_info(k.xid).meaning}", k.xid, gpu_uuid=g.gpu_uuid, host=k.host,
+                      start_ns=k.first_ns, end_ns=k.last_ns)
+        cnt = ev.add("count", f"kernel XID {k.xid} events", k.count, gpu_uuid=g.gpu_uuid, host=k.host)
+        parts.append(f"the kernel logged XID {code} ({x.xid_info(k.xid).meaning}) {cnt} times")
+    return parts
+
+
 def ecc(g: GpuSignals, sig: Signals) -> Hypothesis | None:
     """Uncorrectable memory errors on this GPU: ECC counters, XID 48/63/64/94/95."""
     failures = merge_groups([g.failed.get(f) for f in ("cuda", "app", "lost")])
@@ -42,12 +53,7 @@ def ecc(g: GpuSignals, sig: Signals) -> Hypothesis | None:
     if strength < MIN_STRENGTH:
         return None
     ev = EvidenceList()
-    parts = []
-    for k in sorted(kernel, key=lambda k: k.first_ns):
-        code = ev.add("kernel", f"XID {k.xid} {x.xid_info(k.xid).meaning}", k.xid, gpu_uuid=g.gpu_uuid, host=k.host,
-                      start_ns=k.first_ns, end_ns=k.last_ns)
-        cnt = ev.add("count", f"kernel XID {k.xid} events", k.count, gpu_uuid=g.gpu_uuid, host=k.host)
-        parts.append(f"the kernel logged XID {code} ({x.xid_info(k.xid).meaning}) {cnt} times")
+    parts = _kernel_evidence(g, kernel, ev)
     if c.failure_share > 0 or not kernel:
         sh = ev.add("share", "failed requests with uncorrected ECC errors or memory XIDs in their window",
                     pct(c.failure_share), baseline=pct(c.baseline_share), unit="%", gpu_uuid=g.gpu_uuid, host=g.host,
@@ -121,12 +127,7 @@ def kernel_fault(g: GpuSignals, sig: Signals) -> Hypothesis | None:
     if strength < MIN_STRENGTH:
         return None
     ev = EvidenceList()
-    parts = []
-    for k in sorted(kernel, key=lambda k: k.first_ns):
-        code = ev.add("kernel", f"XID {k.xid} {x.xid_info(k.xid).meaning}", k.xid, gpu_uuid=g.gpu_uuid, host=k.host,
-                      start_ns=k.first_ns, end_ns=k.last_ns)
-        cnt = ev.add("count", f"kernel XID {k.xid} events", k.count, gpu_uuid=g.gpu_uuid, host=k.host)
-        parts.append(f"the kernel logged XID {code} ({x.xid_info(k.xid).meaning}) {cnt} times")
+    parts = _kernel_evidence(g, kernel, ev)
     if c.failure_share > 0 or not kernel:
         sh = ev.add("share", "CUDA-error failures with a kernel-fault XID in their window", pct(c.failure_share),
                     baseline=pct(c.baseline_share), unit="%", gpu_uuid=g.gpu_uuid, host=g.host)
