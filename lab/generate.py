@@ -1,7 +1,7 @@
 """`lab generate`: random scenarios drawn from documented ranges, each with its truth.
 
 Ranking is measured on these as well as on the shipped scenarios, so nobody can tune it to a fixed list.
-Everything is drawn from one `random.Random(f"generate/{seed}")`; the ranges (see `RANGES`):
+Scenario `index` is drawn from `random.Random(f"generate/{seed}/{index}")`; the ranges (see `RANGES`):
 
 - fleet: 1-3 hosts, 1-4 GPUs each, each host one model of the six profiles;
 - workload: 12-20 min, arrivals Poisson, 1-3 input sizes from {256, 512, 768, 1024} (only sizes of which
@@ -17,10 +17,18 @@ Everything is drawn from one `random.Random(f"generate/{seed}")`; the ranges (se
   gpu_fallen_off_bus: gpu_lost; cuda_kernel_fault: xid 13/31/43 at 0.3-0.7; application_error: app_bug
   0.2-0.5 on one model (70 %, when the mix has two) or all; other causes run at base utilisation 0.2-0.45;
   faults start 3-6 min in and last 5-10 min (a lost GPU stays lost);
+- how far a fault reaches (`fault_scope`), for the causes that strike many GPUs at once in real incidents
+  (thermal_throttling: a rack's or a room's cooling fails; power_capping: a node's PSU budget or a facility's
+  DCGM power policy; hw_slowdown: a node's power brake; gpu_memory_foreign_process: a co-tenant job with a
+  replica on every GPU): one GPU 55 %, every GPU of the fault's host 30 %, every GPU of the fleet 15 %.
+  A wider fault has the same severity on every GPU it strikes (heat: ± 0.03 per GPU, as slots differ).
+  Truth drivers: `gpu.uuid` for one GPU, `host.name` for a host of a fleet of several hosts, none when the
+  fault covers the whole fleet (nothing is left to contrast with). The scope is drawn from its own stream,
+  `random.Random(f"generate/{seed}/{index}/scope")`, so every other draw is the same whatever it says;
 - distractors: 0-2 of a mild thermal fault (severity 0.1-0.3, never reaches slowdown) on another GPU and
   a benign traffic bump (+10-30 % for 1-3 min);
 - 15 % of scenarios add a smaller second fault (foreign process, kernel fault or ECC; 3 min, milder) on
-  another GPU, in `truth.also`.
+  another GPU (one the first fault spared), in `truth.also`.
 """
 
 from __future__ import annotations
@@ -53,7 +61,10 @@ RANGES: dict[str, Any] = {
     "quiet_share": 0.08,
     "second_fault_share": 0.15,
     "distractors": (0, 2),
+    "fault_scope": {"gpu": 0.55, "host": 0.30, "fleet": 0.15},
 }
+#: Causes whose fault may strike every GPU of a host or of the fleet (`fault_scope`).
+SCOPED_CAUSES = ("thermal_throttling", "power_capping", "hw_slowdown", "gpu_memory_foreign_process")
 MAX_RATE_PER_S = 10.0
 # A second fault must stay the smaller incident: a lost GPU fails everything to the end, so it is never second.
 _SECOND_CAUSES = ("gpu_memory_foreign_process", "cuda_kernel_fault", "ecc_memory_errors")
@@ -77,6 +88,7 @@ def _weights(rng: random.Random, values: list[Any]) -> dict[Any, float]:
 def generate_scenario(seed: int, index: int) -> dict[str, Any]:
     """One scenario (a Contract-5 mapping with truth), a pure function of (seed, index)."""
     rng = random.Random(f"generate/{seed}/{index}")
+    scope_rng = random.Random(f"generate/{seed}/{index}/scope")
     cause = None if rng.random() < RANGES["quiet_share"] else rng.choice(CAUSE_IDS)
     fleet = []
     for h in range(rng.randint(*RANGES["hosts"])):
@@ -131,6 +143,7 @@ def generate_scenario(seed: int, index: int) -> dict[str, Any]:
         target = rng.choice([r for r, p in gpus if p.ecc])
     faults: list[dict[str, Any]] = []
     drivers: dict[str, Any] = {}
+    struck = [target]
     window = {"start": f"{start_min}m", "end": f"{end_min}m"}
     if cause == "gpu_oom_large_inputs":
         usable = smallest_memory - CUDA_CONTEXT_BYTES - ddcolor.weights_bytes(set(models) | {"ddcolor_paper"})
@@ -153,9 +166,10 @@ def generate_scenario(seed: int, index: int) -> dict[str, Any]:
                 drivers = {"ddcolor.model": model}
         faults.append(bug)
     elif cause is not None:
-        faults.append(_gpu_fault(rng, cause, target, window))
-        drivers = {"gpu.uuid": target}
-    others = [r for r, _ in gpus if r != target]
+        fault = _gpu_fault(rng, cause, target, window)
+        struck, drivers = _scope(scope_rng, cause, target, fleet)
+        faults.extend(_on(fault, ref, scope_rng) for ref in struck)
+    others = [r for r, _ in gpus if r not in struck]
     also = []
     if cause is not None and others and rng.random() < RANGES["second_fault_share"]:
         second_cause = rng.choice(_SECOND_CAUSES)
@@ -194,6 +208,29 @@ def generate_scenario(seed: int, index: int) -> dict[str, Any]:
 def _model(fleet: list[dict[str, Any]], ref: str) -> str:
     host = ref.rpartition("/")[0]
     return next(e["model"] for e in fleet if e["host"] == host)
+
+
+def _scope(rng: random.Random, cause: str, target: str, fleet: list[dict[str, Any]]) -> tuple[list[str], dict[str, Any]]:
+    """The GPUs a fault of `cause` strikes (one, every GPU of `target`'s host, or the fleet) and its truth drivers."""
+    scopes = RANGES["fault_scope"]
+    scope = rng.choices(list(scopes), weights=list(scopes.values()))[0] if cause in SCOPED_CAUSES else "gpu"
+    host = target.rpartition("/")[0]
+    if scope == "gpu":
+        return [target], {"gpu.uuid": target}
+    entries = [e for e in fleet if scope == "fleet" or e["host"] == host]
+    struck = [f"{e['host']}/{i}" for e in entries for i in range(e["gpus"])]
+    # Only a fault on part of the fleet leaves healthy GPUs for the failures to stand out against.
+    return struck, ({"host.name": host} if scope == "host" and len(fleet) > 1 else {})
+
+
+def _on(fault: dict[str, Any], gpu: str, rng: random.Random) -> dict[str, Any]:
+    """`fault` moved to `gpu`; heat differs a little from slot to slot, policies and co-tenants do not."""
+    if gpu == fault["gpu"]:
+        return fault
+    moved = {**fault, "gpu": gpu}
+    if fault["kind"] == "thermal":
+        moved["severity"] = round(min(1.0, max(0.0, fault["severity"] + rng.uniform(-0.03, 0.03))), 2)
+    return moved
 
 
 def _gpu_fault(rng: random.Random, cause: str, gpu: str, window: dict[str, str], mild: bool = False) -> dict[str, Any]:
