@@ -92,6 +92,7 @@ class Collector:
         self._resolver: GpuResolver | None = None
         self._inflight_lock = threading.Lock()
         self._inflight: dict[int, set[InferenceSpan]] = {}
+        self._identities: dict[tuple[int, int | None], tuple[DeviceInfo, dict[str, Any]]] = {}
         self.processor = GpuSpanProcessor(self)
         if tracer_provider is not None and hasattr(tracer_provider, "add_span_processor"):
             tracer_provider.add_span_processor(self.processor)
@@ -251,29 +252,36 @@ class Collector:
     def _stamp(self, span: InferenceSpan, end: int, exception: BaseException | None) -> None:
         otel = span.span
         target = span.target
+        sampler = self.sampler
         device = self._device(target)
-        lost = False
-        if device is not None and self.sampler is not None:
-            samples, columns = self.sampler.window_columns(device.index, span.start_ns, end)
-            attrs, events = aggregate(device, samples, end, self.sampler.period_ns, columns)
-            attrs.update(identity(device, self.source, target.mig_instance_id if target else None))
+        if device is not None and sampler is not None:
+            window = sampler.window_stats(device.index, span.start_ns, end)
+            static = self._identity(device, target.mig_instance_id if target else None)
+            attrs, events = aggregate(device, window[0], end, sampler.period_ns, window, static)
             attrs[A.INFLIGHT_MAX] = span.inflight_max
             set_clean_attributes(otel, attrs)
             for name, event_attrs, ts in events:
                 otel.add_event(name, event_attrs, timestamp=ts)
-            lost = self.sampler.is_lost(device.index)
         if exception is not None:
+            lost = device is not None and sampler is not None and sampler.is_lost(device.index)
             record_failure(otel, exception, classify(exception, gpu_lost=lost), end)
+
+    def _identity(self, device: DeviceInfo, mig_instance_id: int | None) -> dict[str, Any]:
+        """The GPU's identity stamps, built once per GPU (and MIG slice); callers copy, never change them."""
+        key = (device.index, mig_instance_id)
+        cached = self._identities.get(key)
+        if cached is None or cached[0] is not device:  # a GPU rediscovered (after a fork) is stamped anew
+            cached = self._identities[key] = (device, identity(device, self.source, mig_instance_id))
+        return cached[1]
 
     def start_snapshot(self, target: Target, start_ns: int) -> dict[str, Any]:
         """Stamps for a span that names a GPU at its start: identity plus the sample at or before start."""
         device = self._device(target)
         if device is None or self.sampler is None:
             return {A.TELEMETRY_SOURCE: A.SOURCE_NONE}
-        attrs = identity(device, self.source, target.mig_instance_id)
-        window, _ = aggregate(device, self.sampler.window(device.index, start_ns, start_ns), start_ns, self.sampler.period_ns)
-        attrs.update(window)
-        return attrs
+        static = self._identity(device, target.mig_instance_id)
+        samples = self.sampler.window(device.index, start_ns, start_ns)
+        return aggregate(device, samples, start_ns, self.sampler.period_ns, static=static)[0]
 
 
 class GpuSpanProcessor(SpanProcessor):

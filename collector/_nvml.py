@@ -99,7 +99,6 @@ class Sample(NamedTuple):
 #: The Sample fields stamping reduces over a window, in this order (see `_stamp.aggregate`).
 STAMP_COLUMN_NAMES = (
     "temperature_c", "power_w", "memory_used_bytes", "process_memory_bytes", "utilization_pct", "sm_clock_mhz",
-    "throttle_mask", "xids",
 )
 #: Picks those fields from a Sample, in C.
 STAMP_COLUMNS = operator.itemgetter(*(Sample._fields.index(n) for n in STAMP_COLUMN_NAMES))

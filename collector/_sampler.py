@@ -7,7 +7,6 @@ after a fork, again lazily in the child on the next `ensure_started()`.
 
 from __future__ import annotations
 
-import bisect
 import os
 import threading
 import time
@@ -18,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from collector._health import Health
-from collector._nvml import DROPPED, ERRORS, SAMPLES, STAMP_COLUMN_NAMES, STAMP_COLUMNS, DeviceInfo, DeviceLost, DeviceReader, Sample
+from collector._nvml import DROPPED, ERRORS, SAMPLES, DeviceInfo, DeviceLost, DeviceReader, Sample
+from collector._ring import REDUCTIONS, Ring, Window
 
 Clock = Callable[[], int]
 
@@ -73,72 +73,6 @@ class SamplerEvent:
     gpu_index: int | None
     kind: str
     detail: str
-
-
-class Ring:
-    """A bounded, time-ordered buffer of one GPU's samples. Copies under its lock; callers work outside.
-
-    Besides the samples it keeps the columns stamping reduces (one list per field), so a window's columns
-    are plain list slices rather than a transpose on the request path.
-    """
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._lock = threading.Lock()
-        self._ts: list[int] = []
-        self._samples: list[Sample] = []
-        self._columns: tuple[list[Any], ...] = tuple([] for _ in STAMP_COLUMN_NAMES)
-
-    def append(self, sample: Sample) -> int:
-        """Add a sample; returns how many of the oldest samples aged out to stay bounded."""
-        with self._lock:
-            if self._ts and sample.ts_ns < self._ts[-1]:
-                return 0  # out of order (a clock stepped back): keep the buffer sorted
-            self._ts.append(sample.ts_ns)
-            self._samples.append(sample)
-            for column, value in zip(self._columns, STAMP_COLUMNS(sample)):
-                column.append(value)
-            excess = len(self._ts) - self.capacity
-            # Trim in chunks so appends stay amortised O(1); memory stays under 2x capacity.
-            if excess >= max(1, self.capacity // 4):
-                del self._ts[:excess]
-                del self._samples[:excess]
-                for column in self._columns:
-                    del column[:excess]
-                return excess
-            return 0
-
-    def _bounds(self, start_ns: int, end_ns: int) -> tuple[int, int]:
-        lo = bisect.bisect_right(self._ts, start_ns)
-        hi = bisect.bisect_right(self._ts, end_ns)
-        return max(lo - 1, 0), max(hi, lo)
-
-    def window(self, start_ns: int, end_ns: int) -> list[Sample]:
-        """Contract 1's window: the last sample at or before `start_ns` plus every sample in (start, end]."""
-        with self._lock:
-            lo, hi = self._bounds(start_ns, end_ns)
-            return self._samples[lo:hi]
-
-    def window_columns(self, start_ns: int, end_ns: int) -> tuple[list[Sample], list[list[Any]]]:
-        """The window's samples and its :data:`STAMP_COLUMNS`, each a list in time order."""
-        with self._lock:
-            ts = self._ts
-            lo = bisect.bisect_right(ts, start_ns)
-            hi = bisect.bisect_right(ts, end_ns)
-            if hi < lo:
-                hi = lo
-            if lo:
-                lo -= 1
-            return self._samples[lo:hi], [column[lo:hi] for column in self._columns]
-
-    def latest(self) -> Sample | None:
-        """The newest sample, if any."""
-        with self._lock:
-            return self._samples[-1] if self._samples else None
-
-    def reset_lock(self) -> None:
-        """A new lock (after a fork the old one may be held by a thread that no longer exists)."""
-        self._lock = threading.Lock()
 
 
 class Sampler:
@@ -328,10 +262,10 @@ class Sampler:
         ring = self._rings.get(index)
         return ring.window(start_ns, end_ns) if ring is not None else []
 
-    def window_columns(self, index: int, start_ns: int, end_ns: int) -> tuple[list[Sample], list[list[Any]]]:
-        """The window's samples and stamping columns for GPU `index` (empty when it has none)."""
+    def window_stats(self, index: int, start_ns: int, end_ns: int) -> Window:
+        """The window of GPU `index` with its reductions (see `Ring.window_stats`; empty when it has none)."""
         ring = self._rings.get(index)
-        return ring.window_columns(start_ns, end_ns) if ring is not None else ([], [[] for _ in STAMP_COLUMN_NAMES])
+        return ring.window_stats(start_ns, end_ns) if ring is not None else ([], (None,) * len(REDUCTIONS), True)
 
     def latest(self, gpu: int | str) -> Sample | None:
         """The newest sample of a GPU, named by NVML index or UUID."""

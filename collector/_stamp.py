@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import functools
 
-from collections.abc import Sequence
 from typing import Any
 
-from collector._nvml import STAMP_COLUMN_NAMES, STAMP_COLUMNS, DeviceInfo, Sample
+from collector._nvml import DeviceInfo, Sample
+from collector._ring import Window, reduce_samples, transition_between
 from schemas import attributes as A
 from schemas.pci import normalize_pci_bus_id
 from schemas.throttle import decode_throttle_reasons
@@ -26,7 +26,10 @@ def _normal_pci(value: str) -> str:
 
 
 def identity(device: DeviceInfo, source: str, mig_instance_id: int | None = None) -> dict[str, Any]:
-    """The GPU's identity stamps (a MIG slice stamps its parent GPU plus the instance id)."""
+    """The stamps that hold for every span on this GPU: its identity (a MIG slice stamps its parent GPU plus
+    the instance id), the telemetry source, and the GPU's constants (slowdown temperature, max SM clock).
+
+    Built once per GPU by the collector and merged into each span's window stamps; never changed after."""
     attrs: dict[str, Any] = {
         A.GPU_INDEX: device.index,
         A.GPU_UUID: device.uuid,
@@ -36,6 +39,8 @@ def identity(device: DeviceInfo, source: str, mig_instance_id: int | None = None
     }
     if mig_instance_id is not None:
         attrs[A.GPU_MIG_INSTANCE_ID] = mig_instance_id
+    _put(attrs, A.TEMPERATURE_SLOWDOWN, device.slowdown_temp_c)
+    _put(attrs, A.CLOCK_SM_MAX, device.max_sm_clock_mhz)
     return attrs
 
 
@@ -44,7 +49,10 @@ def _put(attrs: dict[str, Any], key: str, value: Any) -> None:
         attrs[key] = value
 
 
-_TEMP, _POWER, _USED, _PROC, _UTIL, _SM, _C_MASK, _C_XIDS = range(len(STAMP_COLUMN_NAMES))
+@functools.lru_cache(maxsize=256)
+def _reasons(mask: int) -> tuple[str, ...]:
+    """The reasons a clock-event mask names (a GPU shows a handful of distinct masks)."""
+    return tuple(decode_throttle_reasons(mask))
 
 
 def aggregate(
@@ -52,58 +60,61 @@ def aggregate(
     samples: list[Sample],
     end_ns: int,
     period_ns: int,
-    columns: Sequence[Sequence[Any]] | None = None,
+    window: Window | None = None,
+    static: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any], int]]]:
     """Window stamps and span events `(name, attributes, ts_ns)` for `samples` (the window, oldest first).
 
     Every value is a valid OTel attribute value as built (sequences are tuples), so it can be set unchecked.
     Counters (ECC) are deltas from the first sample; XIDs count only those read after the first sample,
     which precedes the span's start. Fields a GPU does not support are left out, never guessed.
-    `columns`: the window's STAMP_COLUMNS as the ring keeps them (computed from `samples` when absent).
+    `window`: the ring's `window_stats` for the same window (reduced as samples arrived); computed from
+    `samples` when absent. `static`: the GPU's `identity()` stamps, merged in (its constants alone when absent).
     """
     events: list[tuple[str, dict[str, Any], int]] = []
+    if static is None:
+        static = {}
+        _put(static, A.TEMPERATURE_SLOWDOWN, device.slowdown_temp_c)
+        _put(static, A.CLOCK_SM_MAX, device.max_sm_clock_mhz)
     if not samples:
-        attrs: dict[str, Any] = {A.TELEMETRY_SAMPLES: 0, A.TELEMETRY_STALE: True, A.THROTTLE_REASONS: (), A.XID: ()}
-        _put(attrs, A.TEMPERATURE_SLOWDOWN, device.slowdown_temp_c)
-        _put(attrs, A.CLOCK_SM_MAX, device.max_sm_clock_mhz)
-        return attrs, events
+        return {**static, _SAMPLES: 0, _STALE: True, _THROTTLE: (), _XID: ()}, events
+    if window is None:
+        window = samples, reduce_samples(samples), not any(map(transition_between, samples, samples[1:]))
+    samples, reductions, quiet = window
     first, last = samples[0], samples[-1]
-    cols = columns if columns is not None else tuple(zip(*map(STAMP_COLUMNS, samples)))
-    temps, powers, used, procs, utils, clocks, masks, xid_col = cols
-    attrs = {
-        _SAMPLES: len(samples),
-        _STALE: end_ns - last.ts_ns > STALE_PERIODS * period_ns,
-    }
-    # Built-ins over each column; a column holding a None (unsupported field, failed read) takes the slow path.
-    if None in temps or None in powers or None in used or None in procs or None in utils or None in clocks:
-        _reduce_sparse(attrs, cols)
+    stale = end_ns - last.ts_ns > STALE_PERIODS * period_ns
+    if None in reductions:  # a field some GPU or sample could not read: stamp what was read
+        attrs = {**static, _SAMPLES: len(samples), _STALE: stale}
+        for key, value in zip(_REDUCED, reductions):
+            _put(attrs, key, value)
+    else:  # the common case: one dict display
+        temp_max, power_max, power_mean, used_max, proc_max, util_mean, util_max, sm_min = reductions
+        attrs = {
+            **static,
+            _SAMPLES: len(samples),
+            _STALE: stale,
+            _TEMP_MAX: temp_max,
+            _POWER_MAX: power_max,
+            _POWER_MEAN: power_mean,
+            _USED_MAX: used_max,
+            _PROC_MAX: proc_max,
+            _UTIL_MEAN: util_mean,
+            _UTIL_MAX: util_max,
+            _SM_MIN: sm_min,
+        }
+    if quiet:  # every mask is the first one's, and nothing happened inside the window
+        mask = first.throttle_mask
+        attrs[_THROTTLE] = _reasons(mask) if mask else ()
+        attrs[_XID] = ()
     else:
-        attrs[_TEMP_MAX] = max(temps)
-        attrs[_POWER_MAX] = max(powers)
-        attrs[_POWER_MEAN] = sum(powers) / len(powers)
-        attrs[_USED_MAX] = max(used)
-        attrs[_PROC_MAX] = max(procs)
-        attrs[_UTIL_MEAN] = sum(utils) / len(utils)
-        attrs[_UTIL_MAX] = max(utils)
-        attrs[_SM_MIN] = min(clocks)
-    mask_union = 0
-    for mask in set(masks):
-        if mask is not None:
-            mask_union |= mask
-    attrs[_THROTTLE] = tuple(decode_throttle_reasons(mask_union)) if mask_union else ()
-    xids: list[int] = []
-    if len(samples) > 1 and (
-        masks.count(masks[0]) != len(masks)
-        or first.ecc_corrected != last.ecc_corrected
-        or first.ecc_uncorrected != last.ecc_uncorrected
-        or any(xid_col)
-    ):
+        mask_union = 0
+        for mask in {s.throttle_mask for s in samples}:
+            if mask is not None:
+                mask_union |= mask
+        attrs[_THROTTLE] = _reasons(mask_union) if mask_union else ()
+        xids: list[int] = []
         _transitions(samples, events, xids)
-    attrs[_XID] = tuple(xids)
-    if device.slowdown_temp_c is not None:
-        attrs[_SLOWDOWN] = device.slowdown_temp_c
-    if device.max_sm_clock_mhz is not None:
-        attrs[_SM_MAX] = device.max_sm_clock_mhz
+        attrs[_XID] = tuple(xids)
     power_limit = last.power_limit_w if last.power_limit_w is not None else _last(samples, "power_limit_w")
     if power_limit is not None:
         attrs[_POWER_LIMIT] = power_limit
@@ -132,33 +143,13 @@ def _last(samples: list[Sample], field: str) -> Any:
     return None
 
 
-def _reduce_sparse(attrs: dict[str, Any], cols: Sequence[Sequence[Any]]) -> None:
-    """The reductions over the values that were read; a column never read gives no stamp."""
-    for index, reducers in _REDUCERS:
-        column = [v for v in cols[index] if v is not None]
-        if column:
-            for key, fn in reducers:
-                attrs[key] = fn(column)
-
-
-def _mean(values: Sequence[Any]) -> float:
-    return sum(values) / len(values)
-
-
 _SAMPLES, _STALE, _THROTTLE, _XID = A.TELEMETRY_SAMPLES, A.TELEMETRY_STALE, A.THROTTLE_REASONS, A.XID
 _SLOWDOWN, _SM_MAX, _POWER_LIMIT, _USED_START = A.TEMPERATURE_SLOWDOWN, A.CLOCK_SM_MAX, A.POWER_LIMIT, A.MEMORY_USED_START
 _TOTAL, _ECC_C, _ECC_U = A.MEMORY_TOTAL, A.ECC_CORRECTED_DELTA, A.ECC_UNCORRECTED_DELTA
 _TEMP_MAX, _POWER_MAX, _POWER_MEAN, _USED_MAX = A.TEMPERATURE_MAX, A.POWER_MAX, A.POWER_MEAN, A.MEMORY_USED_MAX
 _PROC_MAX, _UTIL_MEAN, _UTIL_MAX, _SM_MIN = A.MEMORY_PROCESS_MAX, A.UTILIZATION_MEAN, A.UTILIZATION_MAX, A.CLOCK_SM_MIN
-#: column -> the stamps reduced from it (over the samples where it was read)
-_REDUCERS: tuple[tuple[int, tuple[tuple[str, Any], ...]], ...] = (
-    (_TEMP, ((A.TEMPERATURE_MAX, max),)),
-    (_POWER, ((A.POWER_MAX, max), (A.POWER_MEAN, _mean))),
-    (_USED, ((A.MEMORY_USED_MAX, max),)),
-    (_PROC, ((A.MEMORY_PROCESS_MAX, max),)),
-    (_UTIL, ((A.UTILIZATION_MEAN, _mean), (A.UTILIZATION_MAX, max))),
-    (_SM, ((A.CLOCK_SM_MIN, min),)),
-)
+#: The stamp each of REDUCTIONS' values goes to.
+_REDUCED = (_TEMP_MAX, _POWER_MAX, _POWER_MEAN, _USED_MAX, _PROC_MAX, _UTIL_MEAN, _UTIL_MAX, _SM_MIN)
 
 
 def _ecc(sample: Sample) -> tuple[int, int] | None:

@@ -8,6 +8,8 @@ import time
 
 import pynvml
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -15,7 +17,8 @@ from collector_support import FLEET, PERIOD_NS, Sim, make_sim
 
 import lab
 from collector import Collector, Ring, Sampler
-from collector._nvml import Sample
+from collector._nvml import DeviceInfo, Sample
+from collector._stamp import aggregate
 from schemas import attributes as A
 
 
@@ -196,3 +199,63 @@ def test_first_span_starts_the_thread_and_shutdown_keeps_it_stopped():
     with collector.inference_span("inf", gpu=0):
         pass
     assert collector.sampler._thread is None
+
+
+
+
+@st.composite
+def _samples(draw: st.DrawFn) -> list[Sample]:
+    """Time-ordered samples with unread fields, clock-event masks, ECC counts and XIDs."""
+    count = draw(st.integers(1, 60))
+    sparse = draw(st.booleans())  # most GPUs read every field; some lack one or fail now and then
+    out, ecc = [], 0
+    for i in range(count):
+        def field(values: st.SearchStrategy) -> object:
+            return draw(st.one_of(st.none(), values) if sparse else values)
+
+        ecc += draw(st.sampled_from([0, 0, 0, 1]))
+        out.append(
+            Sample(
+                (i + 1) * 100, field(st.integers(30, 95)), field(st.floats(20, 700, allow_nan=False)), 300.0, 0,
+                field(st.integers(200, 2100)), 6251, field(st.floats(0, 100, allow_nan=False)), 5.0,
+                field(st.integers(0, 80 * 2**30)), 80 * 2**30, field(st.integers(0, 80 * 2**30)), 0, ecc,
+                draw(st.sampled_from([0, 0, 0, 4, 64])), 0, draw(st.sampled_from([(), (), (), (), (79,)])),
+            )
+        )
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(samples=_samples(), capacity=st.integers(4, 24), bounds=st.tuples(st.integers(0, 6500), st.integers(0, 3000)))
+def test_ring_window_stats_match_the_window_reduced_directly(samples: list[Sample], capacity: int, bounds: tuple[int, int]):
+    ring = Ring(capacity=capacity)
+    for sample in samples:
+        ring.append(sample)  # old samples age out in chunks: the kept structures must still agree
+    start = bounds[0]
+    end = start + bounds[1]
+    window, reductions, quiet = ring.window_stats(start, end)
+    assert window == ring.window(start, end)
+    expected = []
+    for field, how in (("temperature_c", max), ("power_w", max), ("power_w", "mean"), ("memory_used_bytes", max),
+                       ("process_memory_bytes", max), ("utilization_pct", "mean"), ("utilization_pct", max),
+                       ("sm_clock_mhz", min)):
+        values = [getattr(s, field) for s in window if getattr(s, field) is not None]
+        if not values:
+            expected.append(None)
+        else:
+            expected.append(sum(values) / len(values) if how == "mean" else how(values))
+    assert [r is None for r in reductions] == [e is None for e in expected]
+    assert [r for r in reductions if r is not None] == pytest.approx([e for e in expected if e is not None], rel=1e-12)
+    changed = any(
+        b.xids or b.throttle_mask != a.throttle_mask or b.ecc_uncorrected != a.ecc_uncorrected
+        for a, b in zip(window, window[1:])
+    )
+    assert not (quiet and changed)  # quiet may be conservative (a change after the window), never wrong
+    device = DeviceInfo(0, "GPU-0", "NVIDIA A100", "00000000:3B:00.0", 88, 92, 1410, 1593, 80 * 2**30)
+    if window:
+        from_ring = aggregate(device, window, end, 100, (window, reductions, quiet))
+        direct = aggregate(device, window, end, 100)
+        assert from_ring[1] == direct[1]
+        assert from_ring[0].keys() == direct[0].keys()
+        for key, value in direct[0].items():
+            assert from_ring[0][key] == (pytest.approx(value, rel=1e-12) if isinstance(value, float) else value), key
