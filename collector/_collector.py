@@ -214,7 +214,7 @@ class Collector:
         attrs: dict[str, Any] = dict(attributes) if attributes else {}
         attrs[A.TELEMETRY_SOURCE] = self.source if device is not None else A.SOURCE_NONE
         otel = self.tracer.start_span(name, context=context, kind=kind, attributes=attrs, start_time=start)
-        span = InferenceSpan(self, otel, start, target)
+        span = InferenceSpan(self, otel, start, target, device)
         if target is not None:
             with self._inflight_lock:
                 spans = self._inflight.setdefault(target.index, set())
@@ -253,7 +253,7 @@ class Collector:
         otel = span.span
         target = span.target
         sampler = self.sampler
-        device = self._device(target)
+        device = span.device
         if device is not None and sampler is not None:
             window = sampler.window_stats(device.index, span.start_ns, end)
             static = self._identity(device, target.mig_instance_id if target else None)

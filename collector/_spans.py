@@ -25,13 +25,15 @@ class InferenceSpan:
     Everything else an OTel span offers is reachable through it (`.span`, or attribute access).
     """
 
-    __slots__ = ("span", "start_ns", "target", "collector", "inflight_max", "_ended")
+    __slots__ = ("span", "start_ns", "target", "device", "collector", "inflight_max", "_ended")
 
-    def __init__(self, collector: Collector, span: Span, start_ns: int, target: Any) -> None:
+    def __init__(self, collector: Collector, span: Span, start_ns: int, target: Any, device: Any = None) -> None:
         self.collector = collector
         self.span = span
         self.start_ns = start_ns
         self.target = target
+        #: the GPU's DeviceInfo when the span has telemetry (resolved once, at start)
+        self.device = device
         self.inflight_max = 1
         self._ended = False
 
