@@ -1,8 +1,11 @@
 """OTLP/HTTP protobuf ingest through a real `gpu-rca serve` into DuckDB, beside its limits, in one run.
 
 - `parse_only`: decode each protobuf payload and turn it into store rows (`correlate.otlp.spans_from_request`),
-  storing nothing: the floor of what any ingest of these payloads costs in this process;
-- `store_direct`: decode and `Store.ingest_trace_request` into a fresh DuckDB file, no HTTP;
+  storing nothing: the floor of what any ingest of these payloads costs in this process; the attribute cache
+  starts empty, and its hit rate over the pass is reported;
+- `parse_only_no_cache`: the same with a cache that keeps nothing: the worst case, traffic whose attribute
+  values never repeat;
+- `store_direct`: `Store.ingest_trace_request` of each payload's bytes into a fresh DuckDB file, no HTTP;
 - `server`: POST the same payloads to a `gpu-rca serve` subprocess (fresh DuckDB file per repeat) from
   `--clients` keep-alive connections; a request counts once the server acknowledged it, i.e. after commit.
   One log record is posted first, untimed, so the process's one-off imports are not counted.
@@ -11,7 +14,7 @@ Each kind is also reported per CPU-second (`*_cpu_spans_per_s`: spans over the C
 `server` the server process's own user+system time), which is what one core does when the machine is shared.
 
 Payloads are SDK-encoded requests of `--spans-per-request` inference spans carrying every Contract-1 stamp
-(the OTel SDK's own encoder), each request with its own trace and span ids.
+(the OTel SDK's own encoder), each span with its own ids and its own readings (`stamped_attributes`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import queue
+import random
 import statistics
 import sys
 import tempfile
@@ -36,47 +40,60 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from benchmarks._cli import emit, parse, parser_for
+from correlate.otlp_wire import DEFAULT_CACHE, AttributeCache
 from schemas import attributes as A
 
-KINDS = ("parse_only", "store_direct", "server")
+KINDS = ("parse_only", "parse_only_no_cache", "store_direct", "server")
 RESOURCE = {A.SERVICE_NAME: "ddcolor", A.SERVICE_VERSION: "1.4.2", A.HOST_NAME: "bench-node"}
 
 
-def stamped_attributes(index: int) -> dict[str, Any]:
-    """A plausible full Contract-1 stamp set plus the DDColor workload attributes."""
+def stamped_attributes(index: int, rng: random.Random | None = None) -> dict[str, Any]:
+    """A plausible full Contract-1 stamp set plus the DDColor workload attributes of span `index`.
+
+    Values vary from span to span as a real process's do: NVML's integer readings (temperature, utilization,
+    clocks in 15 MHz steps) repeat often, power (mW resolution) and its means, memory (2 MiB allocator
+    blocks), queue times and image sizes mostly do not; the GPU's identity and limits never change.
+    """
+    rng = rng or random.Random(index)
     failed = index % 10 == 0
+    samples = rng.randint(3, 25)
+    utilization = [rng.randint(60, 100) for _ in range(samples)]
+    power_max_w = round(rng.uniform(55.0, 72.0), 3)
+    used_start = 9 * 2**30 + rng.randrange(1024) * 2**21
     return {
         A.GPU_INDEX: index % 2, A.GPU_UUID: f"GPU-5b7a2d1e-0000-4000-8000-00000000000{index % 2}",
         A.GPU_NAME: "NVIDIA L4", A.GPU_PCI_BUS_ID: f"0000:{0x3b + index % 2:02x}:00.0", A.GPU_MIG_INSTANCE_ID: 0,
-        A.TELEMETRY_SOURCE: A.SOURCE_NVML, A.TELEMETRY_SAMPLES: 12, A.TELEMETRY_STALE: False,
-        A.TEMPERATURE_MAX: 71 + index % 9, A.TEMPERATURE_SLOWDOWN: 92,
-        A.POWER_MAX: 70.5 + index % 3, A.POWER_MEAN: 61.25, A.POWER_LIMIT: 72.0,
-        A.MEMORY_USED_START: 9_000_000_000, A.MEMORY_USED_MAX: 21_000_000_000 + index,
-        A.MEMORY_TOTAL: 24_152_899_584, A.MEMORY_PROCESS_MAX: 18_000_000_000,
-        A.UTILIZATION_MEAN: 87.5, A.UTILIZATION_MAX: 100.0, A.CLOCK_SM_MIN: 1410, A.CLOCK_SM_MAX: 2040,
-        A.THROTTLE_REASONS: ["sw_power_cap"] if index % 3 else [], A.ECC_CORRECTED_DELTA: 0,
-        A.ECC_UNCORRECTED_DELTA: 0, A.XID: [], A.INFLIGHT_MAX: 1 + index % 4, A.QUEUE_MS: 3.5 + index % 7,
+        A.TELEMETRY_SOURCE: A.SOURCE_NVML, A.TELEMETRY_SAMPLES: samples, A.TELEMETRY_STALE: False,
+        A.TEMPERATURE_MAX: rng.randint(62, 84), A.TEMPERATURE_SLOWDOWN: 92,
+        A.POWER_MAX: power_max_w, A.POWER_MEAN: rng.uniform(50.0, power_max_w), A.POWER_LIMIT: 72.0,
+        A.MEMORY_USED_START: used_start, A.MEMORY_USED_MAX: used_start + rng.randrange(1500) * 2**21,
+        A.MEMORY_TOTAL: 24_152_899_584, A.MEMORY_PROCESS_MAX: 8 * 2**30 + rng.randrange(1500) * 2**21,
+        A.UTILIZATION_MEAN: sum(utilization) / samples, A.UTILIZATION_MAX: float(max(utilization)),
+        A.CLOCK_SM_MIN: 1410 + 15 * rng.randrange(43), A.CLOCK_SM_MAX: 2040,
+        A.THROTTLE_REASONS: ["sw_power_cap"] if rng.random() < 0.3 else [], A.ECC_CORRECTED_DELTA: 0,
+        A.ECC_UNCORRECTED_DELTA: 0, A.XID: [], A.INFLIGHT_MAX: rng.randint(1, 4), A.QUEUE_MS: rng.expovariate(0.2),
         **({A.ERROR_TYPE: A.ERROR_CUDA_OOM} if failed else {}),
         A.DDCOLOR_INPUT_SIZE: 1280 if failed else 512, A.DDCOLOR_MODEL: "ddcolor_paper_tiny",
-        A.DDCOLOR_TASK_TYPE: "person", A.IMAGE_WIDTH: 1024, A.IMAGE_HEIGHT: 768,
+        A.DDCOLOR_TASK_TYPE: rng.choice(("person", "landscape", "object")),
+        A.IMAGE_WIDTH: rng.randint(320, 4032), A.IMAGE_HEIGHT: rng.randint(240, 3024),
     }
 
 
-def make_payloads(requests: int, spans_per_request: int) -> list[bytes]:
-    """`requests` serialized ExportTraceServiceRequests; ids are rewritten so every span is distinct."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider(resource=Resource.create(RESOURCE))
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracer = provider.get_tracer("benchmarks.ingest")
-    for index in range(spans_per_request):
-        with tracer.start_as_current_span("ddcolor.inference", attributes=stamped_attributes(index)):
-            pass
-    provider.shutdown()
-    template = encode_spans(exporter.get_finished_spans())
+def make_payloads(requests: int, spans_per_request: int, seed: int = 7) -> list[bytes]:
+    """`requests` serialized ExportTraceServiceRequests of distinct spans (ids and stamp values), encoded by
+    the OTel SDK's own OTLP encoder; the same seed gives the same payloads."""
+    rng = random.Random(seed)
     payloads = []
     for number in range(requests):
-        request = ExportTraceServiceRequest()
-        request.CopyFrom(template)
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider(resource=Resource.create(RESOURCE))
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        tracer = provider.get_tracer("benchmarks.ingest")
+        for index in range(spans_per_request):
+            with tracer.start_as_current_span("ddcolor.inference", attributes=stamped_attributes(index, rng)):
+                pass
+        provider.shutdown()
+        request = encode_spans(exporter.get_finished_spans())
         for position, span in enumerate(request.resource_spans[0].scope_spans[0].spans):
             serial = number * spans_per_request + position + 1
             span.trace_id = serial.to_bytes(16, "big")
@@ -85,25 +102,28 @@ def make_payloads(requests: int, spans_per_request: int) -> list[bytes]:
     return payloads
 
 
-def time_parse_only(payloads: list[bytes]) -> tuple[float, float]:
-    """(wall seconds, CPU seconds) to decode every payload and build its store rows."""
+def time_parse_only(payloads: list[bytes], cache: AttributeCache) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) to decode every payload and build its store rows, `cache` emptied first
+    (so no value is known from an earlier pass over the same payloads)."""
     from correlate.otlp import spans_from_request
 
+    cache.clear()
     started, cpu = time.perf_counter(), time.process_time()
     for payload in payloads:
-        spans_from_request(ExportTraceServiceRequest.FromString(payload))
+        spans_from_request(payload, cache=cache)
     return time.perf_counter() - started, time.process_time() - cpu
 
 
 def time_store_direct(payloads: list[bytes], folder: Path) -> tuple[float, float]:
     """(wall seconds, CPU seconds) to decode and ingest every payload into a fresh store file, one transaction
-    per request."""
+    per request (the process's attribute cache emptied first)."""
     from correlate.store import Store
 
+    DEFAULT_CACHE.clear()
     with Store(folder / "direct.duckdb") as store:
         started, cpu = time.perf_counter(), time.process_time()
         for payload in payloads:
-            store.ingest_trace_request(ExportTraceServiceRequest.FromString(payload))
+            store.ingest_trace_request(payload)
         return time.perf_counter() - started, time.process_time() - cpu
 
 
@@ -178,14 +198,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     spans = args.requests * args.spans_per_request
     rates: dict[str, list[float]] = {name: [] for name in KINDS}
     cpu_rates: dict[str, list[float]] = {name: [] for name in KINDS}
-    time_parse_only(payloads[:1])  # warm-up: the first conversion imports pyarrow's compute modules
+    hit_rates: list[float] = []
+    time_parse_only(payloads[:1], DEFAULT_CACHE)  # warm-up: the first conversion imports pyarrow's compute modules
     for repeat in range(args.repeats):
         with tempfile.TemporaryDirectory(prefix="gpu-rca-bench-") as tmp:
             folder = Path(tmp)
-            for name, (wall_s, cpu_s) in (("parse_only", time_parse_only(payloads)),
-                                          ("store_direct", time_store_direct(payloads, folder))):
+            for name, timer in (("parse_only", lambda: time_parse_only(payloads, DEFAULT_CACHE)),
+                                ("parse_only_no_cache", lambda: time_parse_only(payloads, AttributeCache(0))),
+                                ("store_direct", lambda: time_store_direct(payloads, folder))):
+                wall_s, cpu_s = timer()
                 rates[name].append(spans / wall_s)
                 cpu_rates[name].append(spans / cpu_s)
+                if name == "parse_only":
+                    hit_rates.append(DEFAULT_CACHE.hit_rate)
             elapsed, cpu_s, stored = time_server(payloads, folder, args.clients)
             if stored != spans:
                 raise RuntimeError(f"repeat {repeat}: the server stored {stored} of {spans} spans")
@@ -205,6 +230,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             **{f"{name}_spans_per_s": round(value) for name, value in medians.items()},
             **{f"{name}_cpu_spans_per_s": round(value) for name, value in cpu_medians.items()},
             "server_spans_per_s_runs": [round(v) for v in rates["server"]],
+            "attribute_cache_hit_rate": round(statistics.median(hit_rates), 3),
             "load_average_1m": round(os.getloadavg()[0], 2),
         },
         "ratios": {
@@ -232,7 +258,8 @@ def _render(report: dict[str, Any]) -> None:
     print(f"ingest: {r['requests']} requests x {r['spans_per_request']} stamped spans "
           f"({r['payload_bytes_per_request']} bytes each), {r['clients']} clients, median of {r['repeats']}")
     for name in KINDS:
-        print(f"  {name:<13} {r[f'{name}_spans_per_s']:>9,} spans/s  {r[f'{name}_cpu_spans_per_s']:>9,} per CPU-second")
+        print(f"  {name:<20} {r[f'{name}_spans_per_s']:>9,} spans/s  {r[f'{name}_cpu_spans_per_s']:>9,} per CPU-second")
+    print(f"  attribute cache hit rate {r['attribute_cache_hit_rate']:.1%} (parse_only, from an empty cache)")
     print(f"  load average  {r['load_average_1m']}")
     print(f"  server / parse_only   = {ratios['server_vs_parse_only']:.3f}")
     print(f"  server / store_direct = {ratios['server_vs_store_direct']:.3f}")
