@@ -1,8 +1,8 @@
 """The correlator's DuckDB store (Contract 7): open, migrate, and ingest in bulk, idempotently.
 
 Every ingest call is one transaction (a batch that fails stores nothing) unless it runs inside
-`Store.transaction()`, which makes several calls one. Rows go in as Arrow tables through
-`INSERT OR IGNORE` on the contract's keys, so a retried OTLP export or a file read twice stores nothing new.
+`Store.transaction()`, which makes several calls one. Rows go in as Arrow tables, and only those whose
+contract key is not stored yet, so a retried OTLP export or a file read twice stores nothing new.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +82,9 @@ class Store:
         self._reader_lock = threading.Lock()
         self._reader: duckdb.DuckDBPyConnection | None = None
         try:
+            # The writer's own connection only: the progress bar's bookkeeping costs about 0.1 ms per
+            # statement, a tenth of a small insert, and nobody watches it here.
+            self._con.execute("SET enable_progress_bar = false")
             self._prepare()
             self._reader = self._con.cursor()
         except duckdb.Error as exc:  # a truncated file opens, then fails on its first read
@@ -173,11 +176,25 @@ class Store:
 
     def ingest_span_batch(self, batch: SpanBatch) -> IngestResult:
         """Store rows built by `correlate.otlp_rows.SpanRows` (what `ingest_trace_request` does after decoding)."""
-        with self.transaction():
-            stored = self._insert(s.SPANS, batch.spans, unique_key=("trace_id", "span_id"))
-            self._insert(s.SPAN_EVENTS, batch.events)
-            self._upsert_gpus(batch.gpus)
-        return IngestResult(batch.spans.num_rows + batch.duplicates, batch.rejected, stored, tuple(batch.errors))
+        return self.ingest_span_batches([batch])[0]
+
+    def ingest_span_batches(self, batches: list[SpanBatch]) -> list[IngestResult]:
+        """Store several batches atomically, a result for each (the server's group commit).
+
+        Spans are new almost always (a key is stored twice only when an export is retried), so they first go
+        in with one plain `INSERT` per table: its cost does not grow with the table, unlike any statement
+        that looks the batch up in it. If a key is already stored, that statement fails, its transaction is
+        rolled back, and the batches are stored again looking each up (`_insert_new`). Inside a caller's
+        transaction, where a failed statement would abort the caller's work too, only the lookup is used.
+        """
+        with self._lock:
+            if self._depth:
+                return [self._insert_new(batch) for batch in batches]
+            try:
+                return self._insert_all(batches)
+            except _KeyAlreadyStored:
+                with self.transaction():
+                    return [self._insert_new(batch) for batch in batches]
 
     def ingest_logs_request(self, request: Any) -> IngestResult:
         """Store an ExportLogsServiceRequest's log records; invalid records are rejected alone."""
@@ -251,6 +268,49 @@ class Store:
         return IngestResult(len(records), 0, stored)
 
     # --- internals ------------------------------------------------------------------------------
+    def _insert_all(self, batches: list[SpanBatch]) -> list[IngestResult]:
+        """Insert every span and event of `batches` with one statement per table, or _KeyAlreadyStored (a key
+        stored already or shared by two batches) with nothing stored."""
+        spans = batches[0].spans if len(batches) == 1 else pa.concat_tables([b.spans for b in batches])
+        events = [b.events for b in batches if b.events.num_rows]
+        gpus = [gpu for b in batches for gpu in b.gpus]
+        if not events and not self._gpus_to_merge(gpus):
+            # The usual request: one statement, which commits alone (an explicit transaction around it
+            # measured 1 µs per span more).
+            try:
+                self._insert_plain(s.SPANS, spans)
+            except duckdb.Error as exc:
+                if isinstance(exc, duckdb.ConstraintException):
+                    raise _KeyAlreadyStored(str(exc)) from exc
+                raise StoreError(f"store {self.path}: {str(exc).splitlines()[0]}") from exc
+        else:
+            with self.transaction():
+                try:
+                    self._insert_plain(s.SPANS, spans)
+                    if events:
+                        self._insert_plain(s.SPAN_EVENTS, pa.concat_tables(events))
+                except duckdb.ConstraintException as exc:
+                    raise _KeyAlreadyStored(str(exc)) from exc
+                self._upsert_gpus(gpus)
+        return [_span_result(b, b.spans.num_rows) for b in batches]
+
+    def _insert_plain(self, name: str, rows: pa.Table) -> None:
+        """`INSERT` every row of `rows`; duckdb.ConstraintException (and an aborted transaction) on a stored key.
+
+        DuckDB finds `rows` by its Python name (a replacement scan): measured 0.6 ms per statement less than
+        registering and unregistering a view. The name is one no view ever has, so no stale view can win.
+        """
+        _new_rows = rows  # noqa: F841 - read by name from the SQL below
+        columns = ", ".join(rows.schema.names)
+        self.connection.execute(f"INSERT INTO {name} ({columns}) SELECT {columns} FROM _new_rows")
+
+    def _insert_new(self, batch: SpanBatch) -> IngestResult:
+        """Insert the spans of `batch` whose key is not stored yet, and their events."""
+        stored = self._insert(s.SPANS, batch.spans, unique_key=("trace_id", "span_id"))
+        self._insert(s.SPAN_EVENTS, batch.events)
+        self._upsert_gpus(batch.gpus)
+        return _span_result(batch, stored)
+
     def _register(self, table: pa.Table) -> duckdb.DuckDBPyConnection:
         con = self.connection
         con.register("_batch", table)
@@ -276,16 +336,21 @@ class Store:
         try:
             return con.execute(sql).fetchone()[0]
         finally:
-            con.unregister("_batch")
+            with suppress(duckdb.TransactionException):  # after a failed statement: the rollback drops it
+                con.unregister("_batch")
 
-    def _upsert_gpus(self, records: list[GpuRecord]) -> int:
-        if not records:
-            return 0
+    def _gpus_to_merge(self, records: list[GpuRecord]) -> dict[str, GpuRecord]:
+        """`records` merged per UUID, leaving out those that would change nothing in the inventory."""
         merged: dict[str, GpuRecord] = {}
         for record in records:  # ON CONFLICT cannot update one row twice in a statement: merge first
             merged[record.gpu_uuid] = _merge_gpu(merged.get(record.gpu_uuid), record)
         # Merging the very record merged last for a GPU changes nothing (and places no kernel event anew).
-        merged = {uuid: r for uuid, r in merged.items() if self._gpus_merged.get(uuid) != r}
+        return {uuid: r for uuid, r in merged.items() if self._gpus_merged.get(uuid) != r}
+
+    def _upsert_gpus(self, records: list[GpuRecord]) -> int:
+        if not records:
+            return 0
+        merged = self._gpus_to_merge(records)
         if not merged:
             return 0
         self._gpus_merged.update(merged)
@@ -353,6 +418,14 @@ class Store:
             self._con.execute(
                 f"UPDATE {s.SCHEMA_META} SET value = ? WHERE key = 'schema_version'", [str(target)]
             )
+
+
+class _KeyAlreadyStored(Exception):
+    """A plain insert met a stored key: the transaction is aborted and must be done again with lookups."""
+
+
+def _span_result(batch: SpanBatch, stored: int) -> IngestResult:
+    return IngestResult(batch.spans.num_rows + batch.duplicates, batch.rejected, stored, tuple(batch.errors))
 
 
 def _merge_gpu(old: GpuRecord | None, new: GpuRecord) -> GpuRecord:
