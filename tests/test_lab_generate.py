@@ -8,7 +8,7 @@ import pytest
 
 from gpu_rca.cli import main
 from lab.engine import run_scenario
-from lab.generate import generate_scenario, generate_scenarios
+from lab.generate import RANGES, SCOPED_CAUSES, generate_scenario, generate_scenarios
 from lab.scenario import EXPECTED_ERROR_TYPES, load_scenario
 from schemas.causes import CAUSE_IDS
 
@@ -46,6 +46,43 @@ def test_draws_reach_every_cause_distractors_and_second_faults():
             assert len(s["workload"]["model"]) > 1, s["name"]
 
 
+def _struck(scenario: dict) -> set[str]:
+    """The GPUs the primary fault strikes: the faults sharing the first fault's kind and window."""
+    first = scenario["faults"][0]
+    return {f["gpu"] for f in scenario["faults"]
+            if (f["kind"], f["start"], f.get("end")) == (first["kind"], first["start"], first.get("end"))}
+
+
+def test_heat_power_slowdown_and_co_tenants_strike_one_gpu_a_host_or_the_fleet_with_matching_truth():
+    scopes: Counter[str] = Counter()
+    for s in generate_scenarios(1, 400):
+        if s["truth"]["cause"] not in SCOPED_CAUSES:
+            continue
+        struck, drivers = _struck(s), s["truth"]["drivers"]
+        by_host = {e["host"]: {f"{e['host']}/{i}" for i in range(e["gpus"])} for e in s["fleet"]}
+        if "gpu.uuid" in drivers:
+            assert struck == {drivers["gpu.uuid"]}, s["name"]
+            scopes["gpu"] += 1
+        elif "host.name" in drivers:
+            assert struck == by_host[drivers["host.name"]] and len(by_host) > 1, s["name"]
+            scopes["host"] += 1
+        else:
+            assert drivers == {} and struck == set().union(*by_host.values()), s["name"]
+            scopes["fleet"] += 1
+    wide = (scopes["host"] + scopes["fleet"]) / sum(scopes.values())
+    assert scopes["host"] and scopes["fleet"] and 0.3 < wide < 0.6, scopes
+
+
+def test_a_fault_on_one_gpu_is_drawn_as_if_faults_never_spread(monkeypatch):
+    usual = generate_scenarios(5, 60)
+    monkeypatch.setitem(RANGES, "fault_scope", {"gpu": 1.0})
+    narrow = generate_scenarios(5, 60)
+    single = [u for u in usual if "gpu.uuid" in u["truth"]["drivers"] or u["truth"]["cause"] not in SCOPED_CAUSES]
+    assert len(single) < len(usual)
+    for scenario in single:
+        assert scenario == narrow[int(scenario["name"].rsplit("-", 1)[1])]
+
+
 def test_a_generated_scenario_produces_its_truth_failures(tmp_path):
     (path,) = [p for p in sorted(_write(tmp_path)) if "0002" in p.name]
     run = run_scenario(load_scenario(path))
@@ -75,7 +112,12 @@ def test_generated_scenarios_fail_as_their_truth_says(index):
         assert not failures
         return
     assert max(failures, key=failures.get) in EXPECTED_ERROR_TYPES[cause]
+    failed = [s for s in run.spans if s.attributes.get(A.ERROR_TYPE) in EXPECTED_ERROR_TYPES[cause]]
     uuid = run.truth["drivers"].get(A.GPU_UUID)
     if uuid is not None:
-        on_gpu = Counter(s.attributes[A.GPU_UUID] for s in run.spans if s.attributes.get(A.ERROR_TYPE) in EXPECTED_ERROR_TYPES[cause])
+        on_gpu = Counter(s.attributes[A.GPU_UUID] for s in failed)
         assert on_gpu.most_common(1)[0][0] == uuid
+    host = run.truth["drivers"].get(A.HOST_NAME)
+    if host is not None:
+        on_host = Counter(s.resource.attributes[A.HOST_NAME] for s in failed)
+        assert on_host.most_common(1)[0][0] == host

@@ -120,6 +120,11 @@ def _check_failures(name: str) -> None:
             on_gpu = Counter(s.attributes.get(A.GPU_UUID) for s in run.spans if s.attributes.get(A.ERROR_TYPE)
                              in EXPECTED_ERRORS[cause["cause"]])
             assert on_gpu.most_common(1)[0][0] == uuid, f"{name}: failures are not concentrated on {uuid}"
+        host = cause["drivers"].get(A.HOST_NAME)
+        if host is not None:
+            on_host = Counter(s.resource.attributes.get(A.HOST_NAME) for s in run.spans
+                              if s.attributes.get(A.ERROR_TYPE) in EXPECTED_ERRORS[cause["cause"]])
+            assert on_host.most_common(1)[0][0] == host, f"{name}: failures are not concentrated on {host}"
     main_types = EXPECTED_ERRORS[truth["cause"]]
     assert max(failures, key=failures.get) in main_types, f"{name}: truth cause is not the most failures: {failures}"
 

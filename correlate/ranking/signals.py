@@ -34,6 +34,8 @@ NUMBERS: dict[str, str] = {
     "inflight": "gpu_inflight_max",
 }
 FAMILIES = ("oom", "slow", "cuda", "lost", "app")
+#: The fewest successes before a GPU's failures that make its own baseline (else all its successes).
+MIN_GPU_BASELINE = 10
 
 
 @dataclass
@@ -89,6 +91,7 @@ class GpuSignals:
     name: str | None
     failed: dict[str, Group] = field(default_factory=dict)  # family -> failures
     ok: Group = field(default_factory=Group)
+    pre: Group = field(default_factory=Group)  # successes before this GPU's failures began
     first_seen_ns: dict[str, int] = field(default_factory=dict)  # feature -> first span start with it
     metrics: dict[str, MetricAnomaly] = field(default_factory=dict)
     kernel: list[KernelXid] = field(default_factory=list)
@@ -106,6 +109,13 @@ class GpuSignals:
         # The dominant failure mode's onset: a stray background failure of another kind does not move it.
         groups = [g for g in self.failed.values() if g.onset_ns is not None]
         return max(groups, key=lambda g: g.n).onset_ns if groups else None
+
+    @property
+    def baseline(self) -> Group:
+        """This GPU's successes to compare with: those before its failures began, if there are enough."""
+        # A fault that outlasts most of the window would otherwise set its own "normal" (a capped power
+        # limit, a co-tenant's memory): successes during the incident outnumber those before it.
+        return self.pre if self.pre.n >= MIN_GPU_BASELINE else self.ok
 
 
 def _group_select() -> str:
@@ -170,6 +180,7 @@ def gpu_signals(con: duckdb.DuckDBPyConnection, spans: SpanSet) -> Signals:
             fleet = _group(row[2:])
         else:
             gpus[row[1]].ok = _group(row[2:])
+    _gpu_pre_failure(con, gpus)
     row = con.execute(
         "SELECT quantile_disc(end_ns, 0.05) FROM rk_spans WHERE failed GROUP BY family ORDER BY count(*) DESC LIMIT 1"
     ).fetchone()
@@ -185,6 +196,21 @@ def gpu_signals(con: duckdb.DuckDBPyConnection, spans: SpanSet) -> Signals:
     if spans.has_kernel_events:
         _kernel_xids(con, spans, gpus)
     return Signals(gpus, fleet_failed, fleet, pre)
+
+
+def _gpu_pre_failure(con: duckdb.DuckDBPyConnection, gpus: dict[str, GpuSignals]) -> None:
+    """Each failing GPU's successes that ended before its failures began (its own pre-failure baseline)."""
+    onsets = [(uuid, g.onset_ns) for uuid, g in gpus.items() if g.onset_ns is not None]
+    if not onsets:
+        return
+    con.execute("CREATE OR REPLACE TEMP TABLE rk_gpu_onsets (gpu_key VARCHAR, onset_ns BIGINT)")
+    con.executemany("INSERT INTO rk_gpu_onsets VALUES (?, ?)", onsets)
+    for row in con.execute(
+        f"SELECT o.gpu_key, {_group_select()} FROM rk_spans s JOIN rk_gpu_onsets o"
+        f" ON coalesce(s.gpu_uuid, '') = o.gpu_key WHERE NOT s.failed AND s.end_ns < o.onset_ns - {SKEW_NS}"
+        " GROUP BY o.gpu_key"
+    ).fetchall():
+        gpus[row[0]].pre = _group(row[1:])
 
 
 #: Metrics scored per GPU, with the smallest spread that counts as a real change (BARO's IQR floor).

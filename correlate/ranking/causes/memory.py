@@ -76,12 +76,12 @@ def foreign_process(g: GpuSignals, sig: Signals, family_drivers: dict[str, list[
                 baseline=pct(c.baseline_share), unit="%", gpu_uuid=g.gpu_uuid, host=g.host,
                 start_ns=g.first_seen_ns.get("foreign_mem"), end_ns=oom.last_ns)
     parts = [f"{sh} % of them found other processes holding at least a fifth of the GPU's memory (baseline {ev.base()} %)"]
-    other, other0 = oom.medians.get("other_bytes"), g.ok.medians.get("other_bytes")
+    other, other0 = oom.medians.get("other_bytes"), g.baseline.medians.get("other_bytes")
     if other is not None:
         ov = ev.add("stamp", "gpu.memory.used.max - gpu.memory.process.max", gib(other), baseline=gib(other0),
                     unit="GiB", gpu_uuid=g.gpu_uuid, host=g.host)
         parts.append(f"memory used by others {ov} GiB" + _normally(ev, "GiB"))
-    proc, proc0 = oom.medians.get("mem_process_bytes"), g.ok.medians.get("mem_process_bytes")
+    proc, proc0 = oom.medians.get("mem_process_bytes"), g.baseline.medians.get("mem_process_bytes")
     if proc is not None:
         pv = ev.add("stamp", a.MEMORY_PROCESS_MAX, gib(proc), baseline=gib(proc0), unit="GiB",
                     gpu_uuid=g.gpu_uuid, host=g.host)

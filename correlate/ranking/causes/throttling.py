@@ -30,7 +30,7 @@ def throttle(cause: str, g: GpuSignals, sig: Signals) -> Hypothesis | None:
     clock_share = slow.share("clock_low")
     strength = c.strength * (0.7 + 0.3 * clock_share)
     ev = EvidenceList()
-    ok = g.ok.medians
+    ok = g.baseline.medians
     med = slow.medians
     first = g.first_seen_ns.get(feature)
     metric_first = None
@@ -70,7 +70,8 @@ def throttle(cause: str, g: GpuSignals, sig: Signals) -> Hypothesis | None:
     if cause == "power_capping" and med.get("power_limit_w") is not None:
         lim = ev.add("stamp", a.POWER_LIMIT, med["power_limit_w"], baseline=ok.get("power_limit_w"), unit="W",
                      gpu_uuid=g.gpu_uuid, host=g.host)
-        parts.append(f"power limit {lim} W (was {ev.base()} W)" if ev.base() is not None else f"power limit {lim} W")
+        was = ev.base()
+        parts.append(f"power limit {lim} W (was {was} W)" if was is not None and was != lim else f"power limit {lim} W")
         if med.get("power_w") is not None:
             pw = ev.add("stamp", a.POWER_MEAN, med["power_w"], baseline=ok.get("power_w"), unit="W",
                         gpu_uuid=g.gpu_uuid, host=g.host)
