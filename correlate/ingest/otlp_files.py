@@ -114,10 +114,14 @@ def read_otlp_proto(opened: Opened, store: Store, options: IngestOptions) -> Fil
         if batcher is None:
             message, kind = _first_message(payload)
             batcher = _Batcher(store, counts, kind)
+        elif batcher.kind == "traces":
+            message = payload  # spans_from_request decodes the bytes itself, span attributes left raw
         else:
-            message = _parse(payload, ExportTraceServiceRequest if batcher.kind == "traces"
-                             else ExportLogsServiceRequest, number)
-        batcher.add_message(message)
+            message = _parse(payload, ExportLogsServiceRequest, number)
+        try:
+            batcher.add_message(message)
+        except InputError as exc:
+            raise InputError(f"message {number}: {exc}") from exc
     if batcher is not None:
         batcher.flush()
     return counts

@@ -35,13 +35,14 @@ async def read_body(
             raise BodyError(413, _too_big(max_bytes, f"Content-Length {declared}"))
     inflater = zlib.decompressobj(_GZIP_WBITS) if encoding == "gzip" else None
     out = bytearray()
+    plain: list[bytes] = []  # an identity body's chunks, joined once at the end (one copy, not one per chunk)
     wire = 0
     async for chunk in chunks:
         wire += len(chunk)
         if wire > max_bytes:
             raise BodyError(413, _too_big(max_bytes, "the body"))
         if inflater is None:
-            out += chunk
+            plain.append(chunk)
             continue
         pending = chunk
         while pending:
@@ -56,7 +57,9 @@ async def read_body(
             pending = inflater.unconsumed_tail
             if inflater.eof:
                 break
-    if inflater is not None and not inflater.eof and wire:
+    if inflater is None:
+        return b"".join(plain), wire
+    if not inflater.eof and wire:
         raise BodyError(400, "gzip body is truncated")
     return bytes(out), wire
 

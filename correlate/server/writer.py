@@ -1,4 +1,5 @@
-"""The store's single writer: one thread runs write jobs from a bounded queue, committing them in groups.
+"""The store's single writer: one thread runs write jobs from a bounded queue, committing them in groups
+(span batches queued together go in with one insert per table).
 
 DuckDB lets one process write a file, and one connection is fastest written from one thread; the queue in
 front of it is what turns overload into a quick 503 instead of unbounded memory. A job's result is handed
@@ -8,6 +9,7 @@ back only after the transaction holding it has committed, so an acknowledged req
 from __future__ import annotations
 
 import asyncio
+import itertools
 import queue
 import threading
 import time
@@ -15,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from correlate.otlp_rows import SpanBatch
+from correlate.records import IngestResult
 from correlate.store import Store
 from schemas.errors import GpuRcaError
 
@@ -36,6 +40,8 @@ class WriterClosed(GpuRcaError):
 class _Job(Generic[T]):
     run: Callable[[Store], T]
     deliver: Callable[[T | None, BaseException | None], None]
+    #: Set for a span batch: queued span batches are stored together with one insert per table.
+    spans: SpanBatch | None = None
 
 
 class Writer:
@@ -88,7 +94,22 @@ class Writer:
         return self.depth * self._job_s
 
     # --- submitting ---------------------------------------------------------------------------
-    async def submit(self, run: Callable[[Store], T], *, max_wait_s: float | None = None) -> T:
+    def admit(self, max_wait_s: float | None = None) -> None:
+        """Raise QueueFull (or WriterClosed) now if a job queued now would be refused, so a caller can refuse
+        a request before the work of preparing it; `submit` checks again."""
+        if self._closed or self._thread is None:
+            raise WriterClosed("the server is shutting down" if self._closed else "the store writer is not running")
+        if self._queue.full():
+            raise QueueFull(f"ingest queue full ({self.max_queue} requests waiting for the store)")
+        if max_wait_s is not None and (wait_s := self.expected_wait_s) > max_wait_s:
+            raise QueueFull(f"ingest queue busy (about {wait_s:.1f} s of writes ahead, limit {max_wait_s:g} s)")
+
+    async def submit_spans(self, batch: SpanBatch, *, max_wait_s: float | None = None) -> IngestResult:
+        """`submit` storing a span batch; batches queued together are stored together (group commit)."""
+        return await self.submit(lambda store: store.ingest_span_batch(batch), max_wait_s=max_wait_s, spans=batch)
+
+    async def submit(self, run: Callable[[Store], T], *, max_wait_s: float | None = None,
+                     spans: SpanBatch | None = None) -> T:
         """Queue `run` and wait for its result; raises QueueFull at once when the queue is full, or when the
         jobs ahead would take longer than `max_wait_s` (a sender would time out and resend meanwhile)."""
         if max_wait_s is not None and (wait_s := self.expected_wait_s) > max_wait_s:
@@ -110,7 +131,7 @@ class Writer:
             except RuntimeError:
                 pass  # the event loop is gone (shutdown): nobody is waiting any more
 
-        self._put(_Job(run, deliver), block=False)
+        self._put(_Job(run, deliver, spans), block=False)
         return await future
 
     def call(self, run: Callable[[Store], T], *, timeout_s: float | None = None) -> T:
@@ -159,11 +180,33 @@ class Writer:
                 return
 
     def _run_group(self, group: list[_Job[Any]]) -> None:
+        """Run the jobs in queue order: each run of consecutive span batches as one store call, the others
+        together in one transaction."""
+        for is_spans, jobs in itertools.groupby(group, key=lambda job: job.spans is not None):
+            (self._run_spans if is_spans else self._run_jobs)(list(jobs))
+
+    def _run_spans(self, group: list[_Job[Any]]) -> None:
+        self._run(group, lambda: self.store.ingest_span_batches([job.spans for job in group]),  # type: ignore[misc]
+                  lambda job: job.run(self.store))
+
+    def _run_jobs(self, group: list[_Job[Any]]) -> None:
+        def together() -> list[Any]:
+            with self.store.transaction():
+                return [job.run(self.store) for job in group]
+
+        def alone(job: _Job[Any]) -> Any:
+            with self.store.transaction():
+                return job.run(self.store)
+
+        self._run(group, together, alone)
+
+    def _run(self, group: list[_Job[Any]], together: Callable[[], list[Any]],
+             alone: Callable[[_Job[Any]], Any]) -> None:
+        """Commit `group` at once (`together`, a result per job), or, when that fails, each job `alone`."""
         started = time.perf_counter()
         if len(group) > 1:
             try:
-                with self.store.transaction():
-                    results = [job.run(self.store) for job in group]
+                results = together()
             except Exception:  # noqa: BLE001 - one bad job must not fail its neighbours: rerun them alone
                 pass
             else:
@@ -174,8 +217,7 @@ class Writer:
         for job in group:
             started = time.perf_counter()
             try:
-                with self.store.transaction():
-                    result = job.run(self.store)
+                result = alone(job)
             except Exception as exc:  # noqa: BLE001 - handed to the waiting caller
                 job.deliver(None, exc)
             else:

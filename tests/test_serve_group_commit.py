@@ -1,0 +1,69 @@
+"""Group commit: OTLP requests queued behind a busy writer are stored together, each acknowledged with its own
+counts after the commit, a request sent twice stored once; span attribute bytes that are not a KeyValue are
+refused with a 400 before anything reaches the store."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+from prometheus_client.parser import text_string_to_metric_families
+
+from correlate.otlp_wire import RawTraces
+from correlate.server import ServerConfig, create_app
+from correlate.server.process import wait_for
+from correlate.store import Store
+from schemas import metrics as m
+from tests.test_serve_errors import PB, trace_request
+from tests.test_serve_queue import running
+
+
+def _commits(client: httpx.Client) -> float:
+    """Transactions the server's writer has committed (the count of its write-time histogram)."""
+    for family in text_string_to_metric_families(client.get("/metrics").text):
+        if family.name == m.SERVE_WRITE_SECONDS:
+            return next(s.value for s in family.samples if s.name.endswith("_count"))
+    raise AssertionError(f"no {m.SERVE_WRITE_SECONDS} on /metrics")
+
+
+def test_requests_queued_together_are_committed_together_and_each_answered(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.duckdb")
+    app = create_app(store, ServerConfig(max_queue=16), close_store=False)
+    writer = app.state.gpu_rca.writer
+    bodies = [trace_request(3).SerializeToString() for _ in range(4)]
+    bodies.append(bodies[1])  # an exporter's retry, queued beside the original
+    entered, gate = threading.Event(), threading.Event()
+    with running(app) as client:
+        threading.Thread(target=writer.call, args=(lambda s: (entered.set(), gate.wait(30)),)).start()
+        assert entered.wait(10)
+        with ThreadPoolExecutor(len(bodies)) as pool:
+            answers = [pool.submit(client.post, "/v1/traces", content=body, headers=PB)
+                       for body in bodies]
+            wait_for(lambda: writer.depth == len(bodies), timeout_s=20, what="every request queued")
+            assert not any(answer.done() for answer in answers)  # nobody is answered before the commit
+            commits = _commits(client)
+            gate.set()
+            responses = [answer.result() for answer in answers]
+        assert _commits(client) == commits + 2  # the job holding the writer, then every request at once
+    assert [r.status_code for r in responses] == [200] * len(bodies)
+    assert all(ExportTraceServiceResponse.FromString(r.content) == ExportTraceServiceResponse() for r in responses)
+    assert store.connection.execute("SELECT count(*) FROM spans").fetchone()[0] == 12
+    store.close()
+
+
+def test_span_attribute_bytes_that_are_no_key_value_are_refused_and_store_nothing(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.duckdb")
+    app = create_app(store, ServerConfig(), close_store=False)
+    message = RawTraces.FromString(trace_request(2).SerializeToString())
+    message.resource_spans[0].scope_spans[0].spans[1].attributes.append(b"\x0a\x20truncated")  # a 32-byte key, 9 sent
+    with running(app) as client:
+        response = client.post("/v1/traces", content=message.SerializeToString(), headers=PB)
+        assert response.status_code == 400
+        assert "KeyValue" in response.content.decode("utf-8", "replace")
+        assert client.post("/v1/traces", content=trace_request(2).SerializeToString(),
+                           headers=PB).status_code == 200
+    assert store.connection.execute("SELECT count(*) FROM spans").fetchone()[0] == 2
+    store.close()
