@@ -10,6 +10,7 @@ what the store row needs, kept in a bounded `AttributeCache`.
 from __future__ import annotations
 
 import math
+import struct
 import sys
 from typing import Any
 
@@ -135,6 +136,8 @@ def _entry(kv: common_pb2.KeyValue) -> Entry:
 # a third of decoding the KeyValue and reading its key. Any other form (a key or value of 128 bytes or more,
 # another field order, extra fields) matches no head and is decoded whole.
 _VALUE_TAG = 0x12  # KeyValue field 2, length-delimited
+_DOUBLE_TAG = 0x21  # AnyValue field 4 (double_value), 8 bytes little-endian: read without upb at all
+_DOUBLE = struct.Struct("<d")
 #: `0x0A, len(key), key` -> (key, position, expected AnyValue field, also in the JSON), for the scalar slots.
 _HEADS: dict[bytes, tuple[str, int, str, bool]] = {
     bytes((0x0A, len(key.encode()))) + key.encode(): (key, position, _FIELD[kind], keep)
@@ -150,6 +153,9 @@ def _scalar_entry(raw: bytes) -> Entry | None:
     if head is None or len(raw) < at + 2 or raw[at] != _VALUE_TAG or raw[at + 1] != len(raw) - at - 2:
         return None
     key, position, field, keep = head
+    if field == "double_value" and raw[at + 1] == 9 and raw[at + 2] == _DOUBLE_TAG:  # the value is 8 bytes
+        number = _DOUBLE.unpack_from(raw, at + 3)[0]
+        return key, position, number if math.isfinite(number) else None, keep
     try:
         value = common_pb2.AnyValue.FromString(raw[at + 2:])
     except (DecodeError, ValueError):

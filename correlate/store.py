@@ -11,7 +11,6 @@ import os
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
-from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -19,6 +18,7 @@ import pyarrow as pa
 
 from correlate import otlp
 from correlate.otlp_rows import LogBatch, SpanBatch
+from correlate.store_open import connect
 from correlate.records import (
     HOST_SOURCES,
     GpuRecord,
@@ -34,9 +34,6 @@ from schemas.errors import StoreError
 #: Environment variable naming the default database (Contract 3).
 DB_ENV = "GPU_RCA_DB"
 DEFAULT_DB = "gpu-rca.duckdb"
-_DUCKDB_MAGIC = b"DUCK"  # bytes 8..12 of every DuckDB database file
-# Never fetch extensions from the network (a SQLite file would otherwise trigger a download attempt).
-_CONFIG = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
 
 _LOG_SCHEMA = otlp.arrow_schema(
     (("log_id", "VARCHAR"), ("ts_ns", "BIGINT"), ("severity", "VARCHAR"), ("severity_number", "INTEGER"),
@@ -76,7 +73,7 @@ class Store:
         # GPU records as last merged into `gpus`, by UUID: merging the same record again changes nothing,
         # and every request of a busy server names the same few GPUs.
         self._gpus_merged: dict[str, GpuRecord] = {}
-        self._con = _connect(self.path, read_only)
+        self._con = connect(self.path, read_only)
         # Readers get their cursors from this connection, never from the writer's: DuckDB gives each
         # connection its own MVCC snapshot, so a read does not wait for a write transaction to end.
         self._reader_lock = threading.Lock()
@@ -294,15 +291,15 @@ class Store:
                 self._upsert_gpus(gpus)
         return [_span_result(b, b.spans.num_rows) for b in batches]
 
-    def _insert_plain(self, name: str, rows: pa.Table) -> None:
-        """`INSERT` every row of `rows`; duckdb.ConstraintException (and an aborted transaction) on a stored key.
+    def _insert_plain(self, name: str, new_rows: pa.Table) -> None:
+        """`INSERT` every row; duckdb.ConstraintException (and an aborted transaction) on a stored key.
 
-        DuckDB finds `rows` by its Python name (a replacement scan): measured 0.6 ms per statement less than
-        registering and unregistering a view. The name is one no view ever has, so no stale view can win.
+        DuckDB finds `new_rows` by its Python name, this argument's (a replacement scan): measured 0.6 ms per
+        statement less than registering and unregistering a view. No view is ever registered under that
+        name, so none can shadow it.
         """
-        _new_rows = rows  # noqa: F841 - read by name from the SQL below
-        columns = ", ".join(rows.schema.names)
-        self.connection.execute(f"INSERT INTO {name} ({columns}) SELECT {columns} FROM _new_rows")
+        columns = ", ".join(new_rows.schema.names)
+        self.connection.execute(f"INSERT INTO {name} ({columns}) SELECT {columns} FROM new_rows")
 
     def _insert_new(self, batch: SpanBatch) -> IngestResult:
         """Insert the spans of `batch` whose key is not stored yet, and their events."""
@@ -444,35 +441,6 @@ def _host_rank(source: str) -> int:
 def _table(schema: pa.Schema, rows: list[tuple[Any, ...]]) -> pa.Table:
     columns = list(zip(*rows)) if rows else [[] for _ in schema.names]
     return pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(columns, schema)], schema=schema)
-
-
-def _connect(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
-    """Open `path`, translating DuckDB's errors into one-line StoreErrors; a foreign file is never touched."""
-    if path != ":memory:":
-        file = Path(path)
-        if file.is_dir():
-            raise StoreError(f"{path} is a directory, not a database file")
-        if file.exists() and file.stat().st_size > 0:
-            with file.open("rb") as handle:
-                header = handle.read(12)
-            if header[8:12] != _DUCKDB_MAGIC:
-                raise StoreError(f"{path} is not a DuckDB database; refusing to open or overwrite it")
-        elif read_only:
-            raise StoreError(f"{path} does not exist or is empty; ingest something first (gpu-rca ingest --db {path} ...)")
-        elif file.exists():
-            file.unlink()  # an empty file (mktemp, touch) holds nothing to lose; DuckDB refuses to open it
-        if not file.parent.exists():
-            raise StoreError(f"cannot create {path}: folder {file.parent} does not exist")
-    try:
-        return duckdb.connect(path, read_only=read_only, config=_CONFIG)
-    except duckdb.Error as exc:
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if "could not set lock" in message.lower() or "conflicting lock" in message.lower():
-            raise StoreError(
-                f"database {path} is locked by another process (is `gpu-rca serve` running?); "
-                "use --server URL to query it through that process"
-            ) from exc
-        raise StoreError(f"cannot open {path}: it looks corrupted or unreadable ({message})") from exc
 
 
 __all__ = ["DB_ENV", "DEFAULT_DB", "IngestResult", "Store", "default_db_path"]

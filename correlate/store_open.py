@@ -1,0 +1,45 @@
+"""Opening a store file: refuse anything that is not a DuckDB database, and say why in one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+
+from schemas.errors import StoreError
+
+_DUCKDB_MAGIC = b"DUCK"  # bytes 8..12 of every DuckDB database file
+# Never fetch extensions from the network (a SQLite file would otherwise trigger a download attempt).
+_CONFIG = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+
+
+def connect(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
+    """Open `path`, translating DuckDB's errors into one-line StoreErrors; a foreign file is never touched."""
+    if path != ":memory:":
+        file = Path(path)
+        if file.is_dir():
+            raise StoreError(f"{path} is a directory, not a database file")
+        if file.exists() and file.stat().st_size > 0:
+            with file.open("rb") as handle:
+                header = handle.read(12)
+            if header[8:12] != _DUCKDB_MAGIC:
+                raise StoreError(f"{path} is not a DuckDB database; refusing to open or overwrite it")
+        elif read_only:
+            raise StoreError(f"{path} does not exist or is empty; ingest something first (gpu-rca ingest --db {path} ...)")
+        elif file.exists():
+            file.unlink()  # an empty file (mktemp, touch) holds nothing to lose; DuckDB refuses to open it
+        if not file.parent.exists():
+            raise StoreError(f"cannot create {path}: folder {file.parent} does not exist")
+    try:
+        return duckdb.connect(path, read_only=read_only, config=_CONFIG)
+    except duckdb.Error as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "could not set lock" in message.lower() or "conflicting lock" in message.lower():
+            raise StoreError(
+                f"database {path} is locked by another process (is `gpu-rca serve` running?); "
+                "use --server URL to query it through that process"
+            ) from exc
+        raise StoreError(f"cannot open {path}: it looks corrupted or unreadable ({message})") from exc
+
+
+__all__ = ["connect"]
