@@ -23,8 +23,9 @@ Scenario `index` is drawn from `random.Random(f"generate/{seed}/{index}")`; the 
   replica on every GPU): one GPU 55 %, every GPU of the fault's host 30 %, every GPU of the fleet 15 %.
   A wider fault has the same severity on every GPU it strikes (heat: ± 0.03 per GPU, as slots differ).
   Truth drivers: `gpu.uuid` for one GPU, `host.name` for a host of a fleet of several hosts, none when the
-  fault covers the whole fleet (nothing is left to contrast with). The scope is drawn from its own stream,
-  `random.Random(f"generate/{seed}/{index}/scope")`, so every other draw is the same whatever it says;
+  fault covers the whole fleet (nothing is left to contrast with; so too any GPU fault on a one-GPU fleet).
+  The scope is drawn from its own stream, `random.Random(f"generate/{seed}/{index}/scope")`, so a scenario
+  whose fault strikes one GPU is drawn exactly as it would be without scopes;
 - distractors: 0-2 of a mild thermal fault (severity 0.1-0.3, never reaches slowdown) on another GPU and
   a benign traffic bump (+10-30 % for 1-3 min);
 - 15 % of scenarios add a smaller second fault (foreign process, kernel fault or ECC; 3 min, milder) on
@@ -215,12 +216,12 @@ def _scope(rng: random.Random, cause: str, target: str, fleet: list[dict[str, An
     scopes = RANGES["fault_scope"]
     scope = rng.choices(list(scopes), weights=list(scopes.values()))[0] if cause in SCOPED_CAUSES else "gpu"
     host = target.rpartition("/")[0]
-    if scope == "gpu":
-        return [target], {"gpu.uuid": target}
     entries = [e for e in fleet if scope == "fleet" or e["host"] == host]
-    struck = [f"{e['host']}/{i}" for e in entries for i in range(e["gpus"])]
+    struck = [target] if scope == "gpu" else [f"{e['host']}/{i}" for e in entries for i in range(e["gpus"])]
     # Only a fault on part of the fleet leaves healthy GPUs for the failures to stand out against.
-    return struck, ({"host.name": host} if scope == "host" and len(fleet) > 1 else {})
+    if len(struck) == sum(e["gpus"] for e in fleet):
+        return struck, {}
+    return struck, ({"gpu.uuid": target} if scope == "gpu" else {"host.name": host})
 
 
 def _on(fault: dict[str, Any], gpu: str, rng: random.Random) -> dict[str, Any]:
