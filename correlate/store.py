@@ -296,10 +296,10 @@ class Store:
 
         DuckDB finds `new_rows` by its Python name, this argument's (a replacement scan): measured 0.6 ms per
         statement less than registering and unregistering a view. No view is ever registered under that
-        name, so none can shadow it.
+        name, so none can shadow it. `BY NAME` rather than a column list: DuckDB's parser takes 0.3 ms per
+        statement for the 50 names, twice.
         """
-        columns = ", ".join(new_rows.schema.names)
-        self.connection.execute(f"INSERT INTO {name} ({columns}) SELECT {columns} FROM new_rows")
+        self.connection.execute(f"INSERT INTO {name} BY NAME SELECT * FROM new_rows")
 
     def _insert_new(self, batch: SpanBatch) -> IngestResult:
         """Insert the spans of `batch` whose key is not stored yet, and their events."""
