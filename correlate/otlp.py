@@ -21,7 +21,7 @@ from correlate.otlp_rows import (
     severity_name,
     to_json,
 )
-from correlate.otlp_wire import DEFAULT_CACHE, AttributeCache, any_value, decode_traces, key_value
+from correlate.otlp_wire import DEFAULT_CACHE, AttributeCache, RawTraces, any_value, decode_traces, key_value
 
 
 def key_values(pairs: Any) -> dict[str, Any]:
@@ -34,21 +34,28 @@ _ZERO_TRACE_ID, _ZERO_SPAN_ID = bytes(16), bytes(8)
 
 def spans_from_request(request: Any, rows: SpanRows | None = None, *,
                        cache: AttributeCache = DEFAULT_CACHE) -> SpanBatch:
-    """An ExportTraceServiceRequest — its protobuf bytes, or a decoded message — as Arrow rows for `spans`
-    and `span_events`, plus the GPUs it names. InputError when the bytes are not a valid request.
+    """An ExportTraceServiceRequest — its protobuf bytes, a decoded message, or `RawTraces` — as Arrow rows
+    for `spans` and `span_events`, plus the GPUs it names. InputError when the bytes are not a valid request.
 
     With `rows`, the spans are added to it (the batch returned then holds everything in it so far).
     `cache` remembers what each distinct attribute's bytes decode to (see `correlate.otlp_wire`).
     """
-    # A decoded message goes back to bytes: one fast path reads every request, and serialising costs
-    # less than reading the attributes through upb's Python objects.
-    body = request if isinstance(request, (bytes, bytearray, memoryview)) else request.SerializeToString()
     rows = SpanRows() if rows is None else rows
-    for resource_spans in decode_traces(bytes(body)).resource_spans:
+    for resource_spans in _raw(request).resource_spans:
         ctx = resource_context(key_values(resource_spans.resource.attributes))
         for scope_spans in resource_spans.scope_spans:
             _add_spans(rows, ctx, scope_spans.scope.name or None, scope_spans.spans, cache)
     return rows.batch()
+
+
+def _raw(request: Any) -> Any:
+    """`request` as `RawTraces`. A decoded message goes back to bytes first: one fast path reads every
+    request, and serialising costs less than reading the attributes through upb's Python objects."""
+    if isinstance(request, RawTraces):
+        return request
+    if isinstance(request, (bytes, bytearray, memoryview)):
+        return decode_traces(bytes(request))
+    return decode_traces(request.SerializeToString())
 
 
 def _add_spans(rows: SpanRows, ctx: ResourceContext, scope: str | None, spans: Any, cache: AttributeCache) -> None:
