@@ -19,6 +19,7 @@ from starlette.routing import BaseRoute
 
 from correlate.server.access import AccessMiddleware
 from correlate.server.counters import ServeCounters
+from correlate.server.row_builder import RowBuilder
 from correlate.server.state import ServerConfig, ServerState
 from correlate.server.writer import Writer
 from correlate.store import Store
@@ -56,7 +57,8 @@ def create_app(store: Store, config: ServerConfig | None = None, *, close_store:
     config = config or ServerConfig()
     counters = ServeCounters(queue_depth=lambda: writer.depth)
     writer = Writer(store, max_queue=config.max_queue, on_commit=counters.write_seconds.observe)
-    state = ServerState(config=config, store=store, writer=writer, counters=counters)
+    rows = RowBuilder(max_pending=config.max_queue)
+    state = ServerState(config=config, store=store, writer=writer, counters=counters, rows=rows)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -76,6 +78,7 @@ def create_app(store: Store, config: ServerConfig | None = None, *, close_store:
                 await asyncio.to_thread(stop)  # a check in progress may still write through the writer
             if puller is not None:
                 await puller
+            await asyncio.to_thread(rows.close)  # requests being read still reach the writer, or get a 503
             writer.close()  # runs every queued write: an acknowledged request is committed
             if close_store:
                 store.close()

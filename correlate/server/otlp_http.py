@@ -8,8 +8,6 @@ changes nothing: it never reaches the store.
 
 from __future__ import annotations
 
-import asyncio
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,9 +31,6 @@ from schemas.otlp_json import message_from_json, message_to_json
 
 #: Error messages from one request echoed back in `partial_success.error_message`.
 _MESSAGES_SHOWN = 5
-#: Builds the store rows of one request at a time, off the event loop and the writer: row building is
-#: Python holding the GIL, so more threads would only take turns (measured slower with 8 senders).
-_ROW_BUILDER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpu-rca-rows")
 
 
 @dataclass(frozen=True)
@@ -113,11 +108,11 @@ async def export(request: Request, signal: Signal) -> Response:
         return _success(signal, content_type, None)
     max_wait_s = state.config.max_queue_wait_s
     try:
-        state.writer.admit(max_wait_s)  # refused before the rows are built, which is most of the work
-        # Rows are built here, off the writer thread: while the writer is inside DuckDB (which releases
-        # the GIL) the next request's rows are built, and the writer's time goes to the store alone.
+        # Refused before the rows are built, which is most of the work; the wait counts both queues.
+        state.writer.admit(max_wait_s)
+        state.rows.admit(None if max_wait_s is None else max_wait_s - state.writer.expected_wait_s)
         try:
-            rows = await asyncio.get_running_loop().run_in_executor(_ROW_BUILDER, signal.rows, message)
+            rows = await state.rows.build(signal.rows, message)
         except InputError as exc:
             return error_response(400, str(exc), content_type)
         if isinstance(rows, SpanBatch):

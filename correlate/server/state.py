@@ -1,4 +1,4 @@
-"""What every route of one server shares: its configuration, store, writer and counters."""
+"""What every route of one server shares: its configuration, store, row builder, writer and counters."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from correlate.server.body import DEFAULT_MAX_BODY_BYTES
 from correlate.server.counters import ServeCounters
+from correlate.server.row_builder import RowBuilder
 from correlate.server.writer import Writer
 from correlate.store import Store
 
@@ -37,6 +38,7 @@ class ServerState:
     store: Store
     writer: Writer
     counters: ServeCounters
+    rows: RowBuilder
 
 
 __all__ = ["ServerConfig", "ServerState"]
