@@ -54,7 +54,7 @@ def _window(con: duckdb.DuckDBPyConnection) -> tuple[int, int, int]:
     return parse_time_ns(result["window"]["start"]), parse_time_ns(result["window"]["end"]), first
 
 
-def test_baselines_name_what_their_own_signal_shows(incidents) -> None:
+def test_baselines_name_what_their_own_signal_shows(incidents, tmp_path: Path) -> None:
     thermal_db, _ = incidents["thermal"]
     con = duckdb.connect(str(thermal_db), read_only=True)
     start, end, first = _window(con)
@@ -64,6 +64,16 @@ def test_baselines_name_what_their_own_signal_shows(incidents) -> None:
     con = duckdb.connect(str(lost_db), read_only=True)
     _window(con)
     ranked = baselines.contrast_ranking(con)
+    con.close()
+    # The lost GPU's requests fail with "CUDA error: unspecified launch failure". The collector stamps them
+    # `gpu_lost` because NVML said so; without GPU telemetry that text reads as a kernel fault.
+    assert ranked[:2] == ["cuda_kernel_fault", "application_error"]
+    told = tmp_path / "told.duckdb"
+    told.write_bytes(lost_db.read_bytes())
+    con = duckdb.connect(str(told))
+    con.execute("UPDATE spans SET status_message = 'NVMLError_GpuIsLost: GPU is lost' WHERE error_type = 'gpu_lost'")
+    _window(con)
+    ranked = baselines.contrast_ranking(con)  # an application that saw the GPU lost itself says so
     con.close()
     assert ranked[:2] == ["gpu_fallen_off_bus", "application_error"]
     assert set(baselines.METRIC_CAUSES.values()) <= set(baselines.METRIC_VISIBLE)

@@ -311,7 +311,7 @@ def _build_spans(con: duckdb.DuckDBPyConnection, raw_sql: str, params: list[obje
           LEFT JOIN rk_gpu_buckets b0 ON b0.gpu_uuid = s.gpu_uuid AND b0.bucket = s.end_ns // {BUCKET_NS}
           LEFT JOIN rk_gpu_buckets b1 ON b1.gpu_uuid = s.gpu_uuid AND b1.bucket = s.end_ns // {BUCKET_NS} - 1),
         derived AS (
-        SELECT idx, trace_id, span_id, service_version, host, start_ns, end_ns, status, error_type, failed,
+        SELECT idx, trace_id, span_id, service_version, host, start_ns, end_ns, status, status_message, error_type, failed,
           attributes, resource, gpu_uuid, gpu_name, gpu_telemetry_source, gpu_ecc_uncorrected_delta,
           gpu_inflight_max, inference_queue_ms,
           CASE WHEN NOT failed THEN NULL

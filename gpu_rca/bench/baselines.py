@@ -5,8 +5,9 @@
   rank; the top series map to causes through `METRIC_CAUSES`. The clock-event bitmask and the XID gauge
   are scored raw and named by their peak value (thermal bits, power cap, slowdown; XID 79, memory, fault).
 - **attribute-contrast only (Elastic)**: failed-transaction correlations over span attributes, including
-  `error.type` but no GPU telemetry stamps; the most significant values map to causes through
-  `ATTRIBUTE_CAUSES`, which is what a person reading a BubbleUp-style breakdown would conclude.
+  `error.type` as the exception's text gives it but no GPU telemetry stamps; the most significant values map
+  to causes through `ATTRIBUTE_CAUSES`, which is what a person reading a BubbleUp-style breakdown would
+  conclude.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ ATTRIBUTE_CAUSES: dict[tuple[str, str], str] = {
 ATTRIBUTE_VISIBLE = frozenset(ATTRIBUTE_CAUSES.values())
 
 _WORKLOAD = ("ddcolor.", "image.")
+#: What an exception's text says when the application itself saw the GPU lost (the collector's patterns).
+_LOST_TEXT = "GPU is lost|fallen off the bus|cudaErrorDevicesUnavailable|GpuIsLost"
 _PLACEMENT = ("gpu.uuid", "gpu.name", "host.name", "k8s.node.name")
 _SERIES_SQL = f"""
     SELECT gpu_uuid, metric AS series, ts_ns, value FROM metric_samples
@@ -124,9 +127,14 @@ def contrast_ranking(con: duckdb.DuckDBPyConnection) -> list[str]:
 
     Reads `rk_spans` and `rk_kv` as the ranking left them on `con` (the same window and attribute values).
     """
+    # error.type as the exception's own text gives it: the collector calls a CUDA error on a GPU that NVML
+    # reported lost `gpu_lost`, which is GPU telemetry this baseline must not see. Such a span counts as the
+    # CUDA error its message names, unless the message itself says the GPU is lost.
     con.execute(
-        """CREATE OR REPLACE TEMP TABLE bl_groups AS
-           SELECT idx, CASE WHEN error_type IN ('gpu_lost', 'cuda_oom', 'timeout') THEN error_type
+        f"""CREATE OR REPLACE TEMP TABLE bl_groups AS
+           SELECT idx, CASE WHEN error_type = 'gpu_lost'
+                                 AND NOT regexp_matches(coalesce(status_message, ''), '{_LOST_TEXT}') THEN 'cuda'
+                            WHEN error_type IN ('gpu_lost', 'cuda_oom', 'timeout') THEN error_type
                             WHEN family = 'cuda' THEN 'cuda' WHEN status <> 'ERROR' THEN 'timeout'
                             ELSE 'other' END AS kind
            FROM rk_spans WHERE failed"""
