@@ -9,6 +9,7 @@ import sys
 BENCHMARKS: dict[str, str] = {
     "advisor": "advisor",
     "analyze": "analyze",
+    "duckdb-insert": "duckdb_insert",
     "ingest": "ingest",
     "ingest-files": "ingest_files",
     "lab": "lab",
