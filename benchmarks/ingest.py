@@ -6,6 +6,10 @@
 - `parse_only_no_cache`: the same with a cache that keeps nothing: the worst case, traffic whose attribute
   values never repeat;
 - `store_direct`: `Store.ingest_trace_request` of each payload's bytes into a fresh DuckDB file, no HTTP;
+- `store_only`: the rows of each payload built beforehand (untimed), then stored into a fresh DuckDB file with
+  `Store.ingest_span_batches`, one request per insert: what DuckDB alone costs, the ceiling for any decoder;
+- `store_only_grouped`: the same, `--group` requests per insert, as the server's group commit stores requests
+  that queued up together;
 - `server`: POST the same payloads to a `gpu-rca serve` subprocess (fresh DuckDB file per repeat) from
   `--clients` keep-alive connections; a request counts once the server acknowledged it, i.e. after commit.
   One log record is posted first, untimed, so the process's one-off imports are not counted.
@@ -42,7 +46,7 @@ from benchmarks._cli import emit, parse, parser_for
 from correlate.otlp_wire import DEFAULT_CACHE, AttributeCache
 from schemas import attributes as A
 
-KINDS = ("parse_only", "parse_only_no_cache", "store_direct", "server")
+KINDS = ("parse_only", "parse_only_no_cache", "store_direct", "store_only", "store_only_grouped", "server")
 RESOURCE = {A.SERVICE_NAME: "ddcolor", A.SERVICE_VERSION: "1.4.2", A.HOST_NAME: "bench-node"}
 
 
@@ -126,6 +130,21 @@ def time_store_direct(payloads: list[bytes], folder: Path) -> tuple[float, float
         return time.perf_counter() - started, time.process_time() - cpu
 
 
+def time_store_only(payloads: list[bytes], folder: Path, group: int) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) to store the rows of every payload, built beforehand and not timed, into a
+    fresh store file, `group` requests' rows per `Store.ingest_span_batches` call (one insert per table)."""
+    from correlate.otlp import spans_from_request
+    from correlate.store import Store
+
+    batches = [spans_from_request(payload, cache=AttributeCache()) for payload in payloads]
+    groups = [batches[at:at + group] for at in range(0, len(batches), group)]
+    with Store(folder / f"only-{group}.duckdb") as store:
+        started, cpu = time.perf_counter(), time.process_time()
+        for batch_group in groups:
+            store.ingest_span_batches(batch_group)
+        return time.perf_counter() - started, time.process_time() - cpu
+
+
 def _warm_up_logs() -> bytes:
     request = ExportLogsServiceRequest()
     record = request.resource_logs.add().scope_logs.add().log_records.add()
@@ -204,7 +223,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             folder = Path(tmp)
             for name, timer in (("parse_only", lambda: time_parse_only(payloads, DEFAULT_CACHE)),
                                 ("parse_only_no_cache", lambda: time_parse_only(payloads, AttributeCache(0))),
-                                ("store_direct", lambda: time_store_direct(payloads, folder))):
+                                ("store_direct", lambda: time_store_direct(payloads, folder)),
+                                ("store_only", lambda: time_store_only(payloads, folder, 1)),
+                                ("store_only_grouped", lambda: time_store_only(payloads, folder, args.group))):
                 wall_s, cpu_s = timer()
                 rates[name].append(spans / wall_s)
                 cpu_rates[name].append(spans / cpu_s)
@@ -225,6 +246,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "spans_per_request": args.spans_per_request,
             "payload_bytes_per_request": round(statistics.mean(len(p) for p in payloads)),
             "clients": args.clients,
+            "group": args.group,
             "repeats": args.repeats,
             **{f"{name}_spans_per_s": round(value) for name, value in medians.items()},
             **{f"{name}_cpu_spans_per_s": round(value) for name, value in cpu_medians.items()},
@@ -235,6 +257,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "ratios": {
             "server_vs_parse_only": round(medians["server"] / medians["parse_only"], 3),
             "server_vs_store_direct": round(medians["server"] / medians["store_direct"], 3),
+            # Per CPU-second: the share of the server's CPU that DuckDB's own insert would take at the same rate.
+            "server_vs_store_only_cpu": round(cpu_medians["server"] / cpu_medians["store_only"], 3),
         },
     }
 
@@ -244,7 +268,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--requests", type=int, default=24, help="requests per repeat (default 24)")
     parser.add_argument("--spans-per-request", type=int, default=512, help="inference spans per request (512)")
     parser.add_argument("--clients", type=int, default=2, help="concurrent keep-alive connections (default 2)")
-    return parse(parser, argv, "requests", "spans_per_request", "clients")
+    parser.add_argument("--group", type=int, default=8, help="requests per insert for store_only_grouped (default 8)")
+    return parse(parser, argv, "requests", "spans_per_request", "clients", "group")
 
 
 def main(argv: list[str]) -> int:
@@ -262,6 +287,8 @@ def _render(report: dict[str, Any]) -> None:
     print(f"  load average  {r['load_average_1m']}")
     print(f"  server / parse_only   = {ratios['server_vs_parse_only']:.3f}")
     print(f"  server / store_direct = {ratios['server_vs_store_direct']:.3f}")
+    print(f"  server / store_only   = {ratios['server_vs_store_only_cpu']:.3f} (per CPU-second; "
+          f"store_only_grouped: {r['group']} requests per insert)")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,48 @@
+"""The ingest benchmarks run from their command line at tiny sizes and print Contract 8's JSON.
+
+Only the shape and the bookkeeping are checked (every kind measured, every span stored, ratios finite and
+positive): how fast anything is belongs to the benchmarks themselves, never to a test.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench(*argv: str) -> dict:
+    done = subprocess.run([sys.executable, "-m", "benchmarks", *argv, "--repeats", "1", "--json"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout)
+
+
+def _positive_finite(values: dict) -> None:
+    for name, value in values.items():
+        assert isinstance(value, (int, float)) and math.isfinite(value) and value > 0, (name, value)
+
+
+def test_duckdb_insert_measures_every_variant_against_the_in_memory_baseline() -> None:
+    report = _bench("duckdb-insert", "--spans", "700")
+    assert report["name"] == "duckdb-insert"
+    results = report["results"]
+    assert results["spans"] == 700 and results["columns"] >= 50
+    variants = ("memory_key_4096", "file_key_4096", "file_key_512", "file_key_512_threads1", "file_nokey_512")
+    assert set(report["ratios"]) == {f"{name}_vs_memory_nokey_4096" for name in variants}
+    _positive_finite(report["ratios"])
+    _positive_finite({k: v for k, v in results.items() if k.endswith(("_us_per_row", "_rows_per_s"))})
+
+
+def test_ingest_reports_the_store_floor_beside_parsing_and_the_server() -> None:
+    report = _bench("ingest", "--requests", "3", "--spans-per-request", "40", "--group", "2")
+    results = report["results"]
+    assert results["spans"] == 120 and results["group"] == 2
+    for kind in ("parse_only", "parse_only_no_cache", "store_direct", "store_only", "store_only_grouped", "server"):
+        _positive_finite({kind: results[f"{kind}_spans_per_s"], f"{kind} cpu": results[f"{kind}_cpu_spans_per_s"]})
+    assert set(report["ratios"]) == {"server_vs_parse_only", "server_vs_store_direct", "server_vs_store_only_cpu"}
+    _positive_finite(report["ratios"])
