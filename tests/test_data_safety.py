@@ -7,7 +7,6 @@ from __future__ import annotations
 import random
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from correlate.store import Store
 from schemas import store as s
 from schemas.errors import StoreError
 from tests.test_serve_errors import PB, trace_request
-from tests.test_serve_queue import running
+from tests.test_serve_queue import running, writer_held
 
 NS = 1_000_000_000
 DAY_NS = 86_400 * NS
@@ -231,17 +230,8 @@ def test_metrics_count_ingested_rejected_and_dropped_spans(tmp_path: Path) -> No
         bad.resource_spans[0].scope_spans[0].spans[0].trace_id = b"\x00" * 16  # invalid: rejected alone
         assert client.post("/v1/traces", content=good.SerializeToString(), headers=PB).status_code == 200
         assert client.post("/v1/traces", content=bad.SerializeToString(), headers=PB).status_code == 200
-        entered, gate = threading.Event(), threading.Event()
-        holder = threading.Thread(target=writer.call, args=(lambda _: (entered.set(), gate.wait(30)),))
-        holder.start()
-        assert entered.wait(10)
-        waiting = threading.Thread(target=writer.call, args=(lambda _: None,))
-        waiting.start()
-        wait_for(lambda: writer.depth == 1, timeout_s=10, what="the queue full")
-        busy = client.post("/v1/traces", content=trace_request(4).SerializeToString(), headers=PB)
-        gate.set()
-        holder.join()
-        waiting.join()
+        with writer_held(writer):  # the queue is full
+            busy = client.post("/v1/traces", content=trace_request(4).SerializeToString(), headers=PB)
         metrics = client.get("/metrics").text
     store.close()
     assert busy.status_code == 503

@@ -22,14 +22,12 @@ def test_32_clients_overloading_a_small_queue_lose_nothing_and_store_nothing_twi
 
 
 def test_a_queue_slower_than_the_wait_limit_answers_503_before_senders_would_time_out(tmp_path: Path) -> None:
-    import threading
     import time
 
     from correlate.server import ServerConfig, create_app
-    from correlate.server.process import wait_for
     from correlate.store import Store
     from tests.test_serve_errors import PB, status_message, trace_request
-    from tests.test_serve_queue import running
+    from tests.test_serve_queue import running, writer_held
 
     store = Store(tmp_path / "store.duckdb")
     app = create_app(store, ServerConfig(max_queue=64, max_queue_wait_s=0.5), close_store=False)
@@ -37,17 +35,8 @@ def test_a_queue_slower_than_the_wait_limit_answers_503_before_senders_would_tim
     payload = trace_request(3).SerializeToString()
     with running(app) as client:
         writer.call(lambda _: time.sleep(1.0))  # the writer now knows a write takes about a second
-        entered, gate = threading.Event(), threading.Event()
-        holder = threading.Thread(target=writer.call, args=(lambda _: (entered.set(), gate.wait(30)),))
-        holder.start()
-        assert entered.wait(10)
-        queued = threading.Thread(target=writer.call, args=(lambda _: None,))
-        queued.start()
-        wait_for(lambda: writer.depth == 1, timeout_s=10, what="one write queued")
-        busy = client.post("/v1/traces", content=payload, headers=PB)  # 1 of 64 slots used, but ~1 s ahead
-        gate.set()
-        holder.join()
-        queued.join()
+        with writer_held(writer):  # one write queued behind a held one
+            busy = client.post("/v1/traces", content=payload, headers=PB)  # 1 of 64 slots used, but ~1 s ahead
         metrics = client.get("/metrics").text
         assert client.post("/v1/traces", content=payload, headers=PB).status_code == 200  # nothing ahead now
     store.close()

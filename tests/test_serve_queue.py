@@ -15,6 +15,7 @@ from google.rpc import status_pb2
 from starlette.applications import Starlette
 
 from correlate.server import ServerConfig, WriterClosed, create_app
+from correlate.server.writer import Writer
 from correlate.server.process import wait_for
 from correlate.store import Store
 from tests.test_serve_errors import PB, trace_request
@@ -39,30 +40,40 @@ def running(app: Starlette) -> Iterator[httpx.Client]:
         sock.close()
 
 
+@contextmanager
+def writer_held(writer: Writer) -> Iterator[None]:
+    """Hold the store writer inside a job and fill one queue slot behind it; both run once the block ends."""
+    entered, gate = threading.Event(), threading.Event()
+    holder = threading.Thread(target=writer.call, args=(lambda _: (entered.set(), gate.wait(30)),))
+    holder.start()
+    queued: threading.Thread | None = None
+    try:
+        assert entered.wait(10)
+        queued = threading.Thread(target=writer.call, args=(lambda _: None,))
+        queued.start()
+        wait_for(lambda: writer.depth == 1, timeout_s=10, what="one job queued")
+        yield
+    finally:
+        gate.set()
+        holder.join()
+        if queued is not None:
+            queued.join()
+
+
 def test_a_full_queue_answers_503_with_retry_after_and_stores_nothing(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.duckdb")
     app = create_app(store, ServerConfig(max_queue=1), close_store=False)
     writer = app.state.gpu_rca.writer
     payload = trace_request(3).SerializeToString()
-    entered, gate = threading.Event(), threading.Event()
     reader = store.cursor()  # taken before the writer is held: Store.cursor() waits for the store's lock
     with running(app) as client:
-        # Hold the writer inside a job, and fill the one queue slot behind it.
-        holder = threading.Thread(target=writer.call, args=(lambda s: (entered.set(), gate.wait(30)),))
-        holder.start()
-        assert entered.wait(10)
-        waiting = threading.Thread(target=writer.call, args=(lambda s: None,))
-        waiting.start()
-        wait_for(lambda: writer.depth == 1, timeout_s=10, what="one job queued")
-        assert "gpu_rca_serve_queue_depth 1.0" in client.get("/metrics").text
-        busy = client.post("/v1/traces", content=payload, headers=PB)
-        assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
-        assert "ingest queue full (1 requests waiting for the store); retry later" == (
-            status_pb2.Status.FromString(busy.content).message)
-        assert reader.execute("SELECT count(*) FROM spans").fetchone()[0] == 0
-        gate.set()
-        holder.join()
-        waiting.join()
+        with writer_held(writer):  # the one queue slot is taken
+            assert "gpu_rca_serve_queue_depth 1.0" in client.get("/metrics").text
+            busy = client.post("/v1/traces", content=payload, headers=PB)
+            assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
+            assert "ingest queue full (1 requests waiting for the store); retry later" == (
+                status_pb2.Status.FromString(busy.content).message)
+            assert reader.execute("SELECT count(*) FROM spans").fetchone()[0] == 0
         assert client.post("/v1/traces", content=payload, headers=PB).status_code == 200
     assert store.connection.execute("SELECT count(*) FROM spans").fetchone()[0] == 3
     reader.close()
