@@ -9,20 +9,11 @@ from typing import Any
 from collector._nvml import DeviceInfo, Sample
 from collector._ring import Window, reduce_samples, transition_between
 from schemas import attributes as A
-from schemas.pci import normalize_pci_bus_id
+from schemas.pci import normalize_pci_bus_id_or_keep as _normal_pci
 from schemas.throttle import decode_throttle_reasons
 
 #: Stale when the newest sample in the window is older than this many sampling periods at the span's end.
 STALE_PERIODS = 3
-
-
-@functools.lru_cache(maxsize=64)
-def _normal_pci(value: str) -> str:
-    """Contract 2's `dddd:bb:dd.f` for the span stamp (the exporter keeps NVML's form, as dcgm-exporter does)."""
-    try:
-        return normalize_pci_bus_id(value)
-    except ValueError:
-        return value
 
 
 def identity(device: DeviceInfo, source: str, mig_instance_id: int | None = None) -> dict[str, Any]:
@@ -34,7 +25,7 @@ def identity(device: DeviceInfo, source: str, mig_instance_id: int | None = None
         A.GPU_INDEX: device.index,
         A.GPU_UUID: device.uuid,
         A.GPU_NAME: device.name,
-        A.GPU_PCI_BUS_ID: _normal_pci(device.pci_bus_id),
+        A.GPU_PCI_BUS_ID: _normal_pci(device.pci_bus_id),  # Contract 2 (the exporter keeps NVML's form)
         A.TELEMETRY_SOURCE: source,
     }
     if mig_instance_id is not None:

@@ -7,8 +7,6 @@ rejected alone, with a reason, so its valid neighbours are still stored (OTLP pa
 
 from __future__ import annotations
 
-import functools
-
 import json
 import math
 import re
@@ -21,7 +19,7 @@ import pyarrow as pa
 from correlate.records import MAX_ERRORS, GpuRecord, LogRecord
 from schemas import attributes as a
 from schemas import store as s
-from schemas.pci import normalize_pci_bus_id
+from schemas.pci import normalize_pci_bus_id_or_keep as _normal_pci
 
 _SQL_TO_ARROW: dict[str, pa.DataType] = {
     "VARCHAR": pa.string(),
@@ -277,15 +275,6 @@ _STAMP_INDEX = {attribute: i for i, (attribute, *_rest) in enumerate(_STAMPS)}
 _TELEMETRY_SOURCE_AT = _STAMP_INDEX[a.TELEMETRY_SOURCE]
 _GPU_UUID_AT = _STAMP_INDEX[a.GPU_UUID]
 _PCI_AT = _STAMP_INDEX[a.GPU_PCI_BUS_ID]
-
-
-@functools.lru_cache(maxsize=4096)
-def _normal_pci(value: str) -> str:
-    """`value` as lowercase `dddd:bb:dd.f`; a value that is no PCI bus id is kept as it came."""
-    try:
-        return normalize_pci_bus_id(value)
-    except ValueError:
-        return value
 
 
 class LogRows:

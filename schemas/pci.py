@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 _PCI = re.compile(
@@ -26,3 +27,13 @@ def normalize_pci_bus_id(value: str) -> str:
     device = int(match["device"], 16)
     function = int(match["function"] or "0")
     return f"{domain:04x}:{bus:02x}:{device:02x}.{function}"
+
+
+@functools.lru_cache(maxsize=4096)
+def normalize_pci_bus_id_or_keep(value: str) -> str:
+    """`normalize_pci_bus_id(value)`, or `value` as it came when it is no PCI bus id (a stamp or label is
+    never dropped for its spelling). Cached: every span and sample of a GPU repeats the same few values."""
+    try:
+        return normalize_pci_bus_id(value)
+    except ValueError:
+        return value
