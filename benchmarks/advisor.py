@@ -19,9 +19,9 @@ def _advise_cost_us(calls: int) -> float:
     """Median microseconds per `advise()` on a simulated L4 with a learnt fit and three requests in flight."""
     from opentelemetry.sdk.trace import TracerProvider
 
-    import collector
-    import lab
-    from schemas import attributes as A
+    from gpu_rca import collector
+    from gpu_rca import lab
+    from gpu_rca.schemas import attributes as A
 
     clock = lab.VirtualClock(1_772_445_600_000_000_000)
     nvml = lab.simulated_nvml([{"host": "bench", "gpus": 1, "model": "L4"}], clock=clock.now_ns)

@@ -42,7 +42,7 @@ METRICS = (
 
 def generate(db: Path, spans: int, samples: int) -> None:
     """Write the synthetic store: one thermal incident on GPU 5 in the last hour, 1 % of spans failed."""
-    from correlate.store import Store
+    from gpu_rca.correlate.store import Store
 
     span_ns = SPAN_HOURS * HOUR_NS
     hot_from = START_NS + span_ns - HOUR_NS
@@ -99,7 +99,7 @@ def generate(db: Path, spans: int, samples: int) -> None:
 
 def run_gpu_rca(db: str) -> dict[str, Any]:
     """The project: the full `analyze` ranking over the whole data range."""
-    import correlate
+    from gpu_rca import correlate
 
     result = correlate.analyze(db, since=str(START_NS // 10**9), until=str((START_NS + SPAN_HOURS * HOUR_NS) // 10**9))
     top = result["causes"][0] if result["causes"] else None

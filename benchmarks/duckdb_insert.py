@@ -46,8 +46,8 @@ def span_rows(spans: int) -> Any:
     import pyarrow as pa
 
     from benchmarks.ingest import make_payloads
-    from correlate.otlp import spans_from_request
-    from correlate.otlp_wire import AttributeCache
+    from gpu_rca.correlate.otlp import spans_from_request
+    from gpu_rca.correlate.otlp_wire import AttributeCache
 
     per_request = 512
     payloads = make_payloads(-(-spans // per_request), per_request)
@@ -57,7 +57,7 @@ def span_rows(spans: int) -> Any:
 
 def spans_ddl(with_key: bool) -> str:
     """The store's `CREATE TABLE spans`, without its primary key when `with_key` is false."""
-    from schemas import store as s
+    from gpu_rca.schemas import store as s
 
     ddl = next(statement for statement in s.CREATE_V1 if statement.startswith(f"CREATE TABLE {s.SPANS} "))
     if with_key:

@@ -43,8 +43,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from benchmarks._cli import emit, parse, parser_for
-from correlate.otlp_wire import DEFAULT_CACHE, AttributeCache
-from schemas import attributes as A
+from gpu_rca.correlate.otlp_wire import DEFAULT_CACHE, AttributeCache
+from gpu_rca.schemas import attributes as A
 
 KINDS = ("parse_only", "parse_only_no_cache", "store_direct", "store_only", "store_only_grouped", "server")
 RESOURCE = {A.SERVICE_NAME: "ddcolor", A.SERVICE_VERSION: "1.4.2", A.HOST_NAME: "bench-node"}
@@ -108,7 +108,7 @@ def make_payloads(requests: int, spans_per_request: int, seed: int = 7) -> list[
 def time_parse_only(payloads: list[bytes], cache: AttributeCache) -> tuple[float, float]:
     """(wall seconds, CPU seconds) to decode every payload and build its store rows, `cache` emptied first
     (so no value is known from an earlier pass over the same payloads)."""
-    from correlate.otlp import spans_from_request
+    from gpu_rca.correlate.otlp import spans_from_request
 
     cache.clear()
     started, cpu = time.perf_counter(), time.process_time()
@@ -120,7 +120,7 @@ def time_parse_only(payloads: list[bytes], cache: AttributeCache) -> tuple[float
 def time_store_direct(payloads: list[bytes], folder: Path) -> tuple[float, float]:
     """(wall seconds, CPU seconds) to decode and ingest every payload into a fresh store file, one transaction
     per request (the process's attribute cache emptied first)."""
-    from correlate.store import Store
+    from gpu_rca.correlate.store import Store
 
     DEFAULT_CACHE.clear()
     with Store(folder / "direct.duckdb") as store:
@@ -133,8 +133,8 @@ def time_store_direct(payloads: list[bytes], folder: Path) -> tuple[float, float
 def time_store_only(payloads: list[bytes], folder: Path, group: int) -> tuple[float, float]:
     """(wall seconds, CPU seconds) to store the rows of every payload, built beforehand and not timed, into a
     fresh store file, `group` requests' rows per `Store.ingest_span_batches` call (one insert per table)."""
-    from correlate.otlp import spans_from_request
-    from correlate.store import Store
+    from gpu_rca.correlate.otlp import spans_from_request
+    from gpu_rca.correlate.store import Store
 
     batches = [spans_from_request(payload, cache=AttributeCache()) for payload in payloads]
     groups = [batches[at:at + group] for at in range(0, len(batches), group)]
@@ -168,7 +168,7 @@ def time_server(payloads: list[bytes], folder: Path, clients: int) -> tuple[floa
     import duckdb
     import httpx
 
-    from correlate.server.process import ServeProcess
+    from gpu_rca.correlate.server.process import ServeProcess
 
     db = folder / "served.duckdb"
     work: queue.Queue[bytes] = queue.Queue()

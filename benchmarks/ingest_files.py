@@ -26,7 +26,7 @@ def write_files(payloads: list[bytes], folder: Path) -> tuple[Path, Path]:
     """The payloads as an OTLP/JSON lines file and as a length-prefixed protobuf file."""
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-    from schemas.otlp_json import message_to_json
+    from gpu_rca.schemas.otlp_json import message_to_json
 
     json_path, proto_path = folder / "traces.otlp.jsonl", folder / "traces.otlp.pb"
     with json_path.open("w") as text, proto_path.open("wb") as binary:
@@ -38,8 +38,8 @@ def write_files(payloads: list[bytes], folder: Path) -> tuple[Path, Path]:
 
 def time_files(path: Path, db: Path) -> tuple[float, int]:
     """(seconds for `ingest_paths` of one file into a fresh store, spans stored)."""
-    from correlate.ingest import ingest_paths
-    from correlate.store import Store
+    from gpu_rca.correlate.ingest import ingest_paths
+    from gpu_rca.correlate.store import Store
 
     with Store(db) as store:
         started = time.perf_counter()
@@ -56,9 +56,9 @@ def time_baseline(path: Path, db: Path) -> tuple[float, int]:
     import duckdb
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-    from correlate.otlp import key_values
-    from schemas import attributes as a
-    from schemas.otlp_json import message_from_json
+    from gpu_rca.correlate.otlp import key_values
+    from gpu_rca.schemas import attributes as a
+    from gpu_rca.schemas.otlp_json import message_from_json
 
     stamps = [(st.attribute, st.column) for st in a.STAMPS]
     columns = ["trace_id", "span_id", "name", "start_ns", "end_ns", *(c for _, c in stamps), "attributes"]

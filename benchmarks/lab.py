@@ -16,9 +16,9 @@ import tempfile
 
 _CHILD = """
 import json, sys, time, tempfile
-from lab.engine import run_scenario
-from lab.outputs import write_run
-from lab.scenario import load_scenario
+from gpu_rca.lab.engine import run_scenario
+from gpu_rca.lab.outputs import write_run
+from gpu_rca.lab.scenario import load_scenario
 scenario = load_scenario(sys.argv[1])
 t0 = time.perf_counter()
 run = run_scenario(scenario)

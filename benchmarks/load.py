@@ -155,7 +155,7 @@ def drive_load(db: Path, *, clients: int, seconds: float, spans_per_request: int
     """Run `clients` OTLP clients against a fresh `gpu-rca serve` on `db` for `seconds`, then read the store."""
     import duckdb
 
-    from correlate.server.process import ServeProcess
+    from gpu_rca.correlate.server.process import ServeProcess
 
     report = LoadReport(clients=clients, seconds=seconds, spans_per_request=spans_per_request)
     source = BatchSource(spans_per_request)

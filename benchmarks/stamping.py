@@ -26,9 +26,9 @@ from typing import Any
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 
-import lab
-from collector import Collector
-from schemas import attributes as A
+from gpu_rca import lab
+from gpu_rca.collector import Collector
+from gpu_rca.schemas import attributes as A
 
 PERIOD_NS = 100_000_000  # 10 Hz
 START_NS = 1_767_225_600 * 10**9

@@ -5,15 +5,15 @@ Importing it starts nothing: no NVML call, no thread. `configure()` (or a `Colle
 
 from __future__ import annotations
 
-from collector._advisor import AdmissionAdvisor, Advice
-from collector._collector import Collector, GpuSpanProcessor, telemetry_source
-from collector._errors import classify as classify_error
-from collector._gpu import GpuResolver, Target
-from collector._health import Health
-from collector._logs import OtlpLogSink, install_patcher, trace_patcher
-from collector._nvml import DeviceInfo, Sample
-from collector._sampler import Ring, Sampler, SamplerEvent
-from collector._setup import (
+from gpu_rca.collector._advisor import AdmissionAdvisor, Advice
+from gpu_rca.collector._collector import Collector, GpuSpanProcessor, telemetry_source
+from gpu_rca.collector._errors import classify as classify_error
+from gpu_rca.collector._gpu import GpuResolver, Target
+from gpu_rca.collector._health import Health
+from gpu_rca.collector._logs import OtlpLogSink, install_patcher, trace_patcher
+from gpu_rca.collector._nvml import DeviceInfo, Sample
+from gpu_rca.collector._sampler import Ring, Sampler, SamplerEvent
+from gpu_rca.collector._setup import (
     CountingSpanExporter,
     build_resource,
     configure,
@@ -21,7 +21,7 @@ from collector._setup import (
     inference_span,
     shutdown,
 )
-from collector._spans import InferenceSpan, InferenceSpanScope
+from gpu_rca.collector._spans import InferenceSpan, InferenceSpanScope
 
 #: The exporter's names, imported on first use (prometheus_client is not needed to stamp spans).
 _EXPORTER_NAMES = ("DcgmCollector", "MetricsSource", "exposition", "registry_for", "serve_metrics")
@@ -29,7 +29,7 @@ _EXPORTER_NAMES = ("DcgmCollector", "MetricsSource", "exposition", "registry_for
 
 def __getattr__(name: str) -> object:
     if name in _EXPORTER_NAMES:
-        from collector import _exporter
+        from gpu_rca.collector import _exporter
 
         return getattr(_exporter, {"MetricsSource": "Source", "serve_metrics": "serve"}.get(name, name))
     raise AttributeError(f"module 'collector' has no attribute {name!r}")

@@ -20,11 +20,11 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 
-from collector._collector import Collector
-from collector._fit import Line, OnlineFit
-from collector._nvml import ERRORS
-from schemas import attributes as A
-from schemas import metrics as M
+from gpu_rca.collector._collector import Collector
+from gpu_rca.collector._fit import Line, OnlineFit
+from gpu_rca.collector._nvml import ERRORS
+from gpu_rca.schemas import attributes as A
+from gpu_rca.schemas import metrics as M
 
 GIB = 1024**3
 #: NVML's clock-event reasons that mean the GPU is slowed (idle and application clocks are not).

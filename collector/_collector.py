@@ -14,15 +14,15 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.trace import SpanKind
 
-from collector._errors import classify
-from collector._gpu import GpuResolver, Target
-from collector._health import Health
-from collector._logs import OtlpLogSink, trace_patcher
-from collector._nvml import DROPPED, ERRORS, DeviceInfo
-from collector._sampler import Sampler, as_clock
-from collector._spans import InferenceSpan, InferenceSpanScope, record_failure, set_clean_attributes
-from collector._stamp import aggregate, identity
-from schemas import attributes as A
+from gpu_rca.collector._errors import classify
+from gpu_rca.collector._gpu import GpuResolver, Target
+from gpu_rca.collector._health import Health
+from gpu_rca.collector._logs import OtlpLogSink, trace_patcher
+from gpu_rca.collector._nvml import DROPPED, ERRORS, DeviceInfo
+from gpu_rca.collector._sampler import Sampler, as_clock
+from gpu_rca.collector._spans import InferenceSpan, InferenceSpanScope, record_failure, set_clean_attributes
+from gpu_rca.collector._stamp import aggregate, identity
+from gpu_rca.schemas import attributes as A
 
 _UNSET: Any = object()
 #: Open inference spans tracked per GPU for `gpu.inflight.max`; past this, new spans are not tracked.

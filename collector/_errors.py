@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 
-from schemas import attributes as A
+from gpu_rca.schemas import attributes as A
 
 # Each pattern matches every variant in the real samples: current, torch-2.1 ("capacty") and legacy OOM
 # texts, CUDA runtime errors with or without "CUDA error:" and the native "CUDA failure 700:" form.

@@ -19,10 +19,10 @@ from prometheus_client.registry import Collector as PromCollector
 from prometheus_client.registry import CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
-from collector._nvml import DROPPED, ERRORS, SAMPLES, DeviceInfo, Sample
-from collector._sampler import Sampler
-from schemas import metrics as M
-from schemas.xid import xid_info
+from gpu_rca.collector._nvml import DROPPED, ERRORS, SAMPLES, DeviceInfo, Sample
+from gpu_rca.collector._sampler import Sampler
+from gpu_rca.schemas import metrics as M
+from gpu_rca.schemas.xid import xid_info
 
 MIB = 1024 * 1024
 

@@ -12,8 +12,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from collector._nvml import DeviceInfo
-from schemas.pci import normalize_pci_bus_id
+from gpu_rca.collector._nvml import DeviceInfo
+from gpu_rca.schemas.pci import normalize_pci_bus_id
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from collector._health import Health
+from gpu_rca.collector._health import Health
 
 # NVML return codes (pynvml's NVML_ERROR_*), so the module passed in needs no constants of its own for them.
 _NOT_SUPPORTED = 3

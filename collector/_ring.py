@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from collector._nvml import STAMP_COLUMN_NAMES, STAMP_COLUMNS, Sample
+from gpu_rca.collector._nvml import STAMP_COLUMN_NAMES, STAMP_COLUMNS, Sample
 
 #: `(samples, reductions, quiet)`, copies safe to read outside the ring's lock. `reductions`: REDUCTIONS'
 #: values in order, each over the samples that read its field (None when none did). `quiet`: no sample

@@ -16,9 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from collector._health import Health
-from collector._nvml import DROPPED, ERRORS, SAMPLES, DeviceInfo, DeviceLost, DeviceReader, Sample
-from collector._ring import REDUCTIONS, Ring, Window
+from gpu_rca.collector._health import Health
+from gpu_rca.collector._nvml import DROPPED, ERRORS, SAMPLES, DeviceInfo, DeviceLost, DeviceReader, Sample
+from gpu_rca.collector._ring import REDUCTIONS, Ring, Window
 
 Clock = Callable[[], int]
 

@@ -14,12 +14,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind
 
-from collector._collector import Collector
-from collector._health import Health
-from collector._logs import OtlpLogSink, install_patcher
-from collector._nvml import DROPPED, ERRORS
-from collector._spans import InferenceSpanScope
-from schemas import attributes as A
+from gpu_rca.collector._collector import Collector
+from gpu_rca.collector._health import Health
+from gpu_rca.collector._logs import OtlpLogSink, install_patcher
+from gpu_rca.collector._nvml import DROPPED, ERRORS
+from gpu_rca.collector._spans import InferenceSpanScope
+from gpu_rca.schemas import attributes as A
 
 _lock = threading.Lock()
 _default: Collector | None = None
@@ -111,10 +111,17 @@ def _exporter_wanted(signal: str) -> bool:
     return os.environ.get(f"OTEL_{signal}_EXPORTER", "otlp").strip().lower() != "none"
 
 
+#: What to install when a service asks for OTLP/gRPC (grpcio is not part of the collector's base install).
+GRPC_HINT = "OTEL_EXPORTER_OTLP_PROTOCOL=grpc needs the OTLP/gRPC exporter: pip install 'gpu-rca[otlp-grpc]'"
+
+
 def otlp_span_exporter() -> SpanExporter:
     """The OTLP span exporter for `OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL` (`grpc` or `http/protobuf`)."""
     if _protocol("TRACES") == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+        try:
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+        except ImportError as exc:
+            raise ImportError(GRPC_HINT) from exc
 
         return GrpcExporter()
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -125,7 +132,10 @@ def otlp_span_exporter() -> SpanExporter:
 def otlp_log_exporter() -> Any:
     """The OTLP log exporter for `OTEL_EXPORTER_OTLP_[LOGS_]PROTOCOL`."""
     if _protocol("LOGS") == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogExporter
+        try:
+            from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogExporter
+        except ImportError as exc:
+            raise ImportError(GRPC_HINT) from exc
 
         return GrpcLogExporter()
     from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter

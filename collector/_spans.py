@@ -12,11 +12,11 @@ from opentelemetry.attributes import BoundedAttributes
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from collector._errors import classify
-from schemas import attributes as A
+from gpu_rca.collector._errors import classify
+from gpu_rca.schemas import attributes as A
 
 if TYPE_CHECKING:
-    from collector._collector import Collector
+    from gpu_rca.collector._collector import Collector
 
 
 class InferenceSpan:

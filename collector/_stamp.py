@@ -6,11 +6,11 @@ import functools
 
 from typing import Any
 
-from collector._nvml import DeviceInfo, Sample
-from collector._ring import Window, reduce_samples, transition_between
-from schemas import attributes as A
-from schemas.pci import normalize_pci_bus_id_or_keep as _normal_pci
-from schemas.throttle import decode_throttle_reasons
+from gpu_rca.collector._nvml import DeviceInfo, Sample
+from gpu_rca.collector._ring import Window, reduce_samples, transition_between
+from gpu_rca.schemas import attributes as A
+from gpu_rca.schemas.pci import normalize_pci_bus_id_or_keep as _normal_pci
+from gpu_rca.schemas.throttle import decode_throttle_reasons
 
 #: Stale when the newest sample in the window is older than this many sampling periods at the span's end.
 STALE_PERIODS = 3

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from correlate.ranking.api import analyze
-from correlate.records import GpuRecord, IngestResult, KernelEvent, LogRecord, MetricSample
-from correlate.store import Store, default_db_path
+from gpu_rca.correlate.ranking.api import analyze
+from gpu_rca.correlate.records import GpuRecord, IngestResult, KernelEvent, LogRecord, MetricSample
+from gpu_rca.correlate.store import Store, default_db_path
 
 __all__ = [
     "GpuRecord",

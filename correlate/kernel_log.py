@@ -15,9 +15,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from schemas.errors import UsageError
-from schemas.pci import normalize_pci_bus_id
-from schemas.xid import XID_FALLEN_OFF_BUS
+from gpu_rca.schemas.errors import UsageError
+from gpu_rca.schemas.pci import normalize_pci_bus_id
+from gpu_rca.schemas.xid import XID_FALLEN_OFF_BUS
 
 _MONTHS = {m: i for i, m in enumerate(("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec").split(), start=1)}
 _NS = 1_000_000_000

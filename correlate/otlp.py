@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from correlate.otlp_rows import (
+from gpu_rca.correlate.otlp_rows import (
     EVENT_SCHEMA,
     SPAN_SCHEMA,
     LogBatch,
@@ -21,7 +21,7 @@ from correlate.otlp_rows import (
     severity_name,
     to_json,
 )
-from correlate.otlp_wire import DEFAULT_CACHE, AttributeCache, RawTraces, any_value, decode_traces, key_value
+from gpu_rca.correlate.otlp_wire import DEFAULT_CACHE, AttributeCache, RawTraces, any_value, decode_traces, key_value
 
 
 def key_values(pairs: Any) -> dict[str, Any]:

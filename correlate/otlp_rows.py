@@ -16,10 +16,10 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
-from correlate.records import MAX_ERRORS, GpuRecord, LogRecord
-from schemas import attributes as a
-from schemas import store as s
-from schemas.pci import normalize_pci_bus_id_or_keep as _normal_pci
+from gpu_rca.correlate.records import MAX_ERRORS, GpuRecord, LogRecord
+from gpu_rca.schemas import attributes as a
+from gpu_rca.schemas import store as s
+from gpu_rca.schemas.pci import normalize_pci_bus_id_or_keep as _normal_pci
 
 _SQL_TO_ARROW: dict[str, pa.DataType] = {
     "VARCHAR": pa.string(),

@@ -18,9 +18,9 @@ from datetime import datetime, timezone
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from correlate.records import GpuRecord, IngestResult, MetricSample
-from schemas import metrics as m
-from schemas.errors import GpuRcaError, InputError, UsageError
+from gpu_rca.correlate.records import GpuRecord, IngestResult, MetricSample
+from gpu_rca.schemas import metrics as m
+from gpu_rca.schemas.errors import GpuRcaError, InputError, UsageError
 
 DEFAULT_TIMEOUT_S = 10.0
 #: Points per series in one window: the step grows with the window so a query stays small.
@@ -129,7 +129,7 @@ def pull_windows(
     from requests import RequestException
     from urllib3.util.retry import Retry
 
-    from correlate.ingest.prometheus import samples_from_series
+    from gpu_rca.correlate.ingest.prometheus import samples_from_series
 
     url = check_prometheus_url(prometheus_url)
     # No retries: the caller's deadline is the whole budget, and a retry loop is how pulls hang.

@@ -16,10 +16,10 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from correlate import otlp
-from correlate.otlp_rows import LogBatch, SpanBatch
-from correlate.store_open import connect
-from correlate.records import (
+from gpu_rca.correlate import otlp
+from gpu_rca.correlate.otlp_rows import LogBatch, SpanBatch
+from gpu_rca.correlate.store_open import connect
+from gpu_rca.correlate.records import (
     HOST_SOURCES,
     GpuRecord,
     IngestResult,
@@ -28,8 +28,8 @@ from correlate.records import (
     MetricSample,
     kernel_event_id,
 )
-from schemas import store as s
-from schemas.errors import StoreError
+from gpu_rca.schemas import store as s
+from gpu_rca.schemas.errors import StoreError
 
 #: Environment variable naming the default database (Contract 3).
 DB_ENV = "GPU_RCA_DB"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import duckdb
 
-from schemas.errors import StoreError
+from gpu_rca.schemas.errors import StoreError
 
 _DUCKDB_MAGIC = b"DUCK"  # bytes 8..12 of every DuckDB database file
 # Never fetch extensions from the network (a SQLite file would otherwise trigger a download attempt).

@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from schemas.errors import GpuRcaError
+from gpu_rca.schemas.errors import GpuRcaError
 
 #: verb -> "module:attribute" of its click command. The order is the order `--help` lists them.
 VERBS: dict[str, str] = {

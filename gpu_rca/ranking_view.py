@@ -7,7 +7,7 @@ from typing import Any, TextIO
 from rich.console import Console
 from rich.table import Table
 
-from schemas.causes import CAUSES_BY_ID
+from gpu_rca.schemas.causes import CAUSES_BY_ID
 
 
 def _console(out: TextIO) -> Console:

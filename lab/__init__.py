@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from lab.clock import ScaledClock, VirtualClock
-from lab.device import Fleet, SimGpu
-from lab.device import gpu_uuid as gpu_uuid_for
-from lab.engine import LabRun, run_scenario
-from lab.generate import generate_scenarios, write_generated
-from lab.live import LiveFleet
-from lab.nvml import SimulatedNvml, simulated_nvml
-from lab.outputs import write_run
-from lab.profiles import PROFILES, GpuProfile, get_profile
-from lab.scenario import Scenario, load_scenario, parse_scenario, shipped_scenarios
+from gpu_rca.lab.clock import ScaledClock, VirtualClock
+from gpu_rca.lab.device import Fleet, SimGpu
+from gpu_rca.lab.device import gpu_uuid as gpu_uuid_for
+from gpu_rca.lab.engine import LabRun, run_scenario
+from gpu_rca.lab.generate import generate_scenarios, write_generated
+from gpu_rca.lab.live import LiveFleet
+from gpu_rca.lab.nvml import SimulatedNvml, simulated_nvml
+from gpu_rca.lab.outputs import write_run
+from gpu_rca.lab.profiles import PROFILES, GpuProfile, get_profile
+from gpu_rca.lab.scenario import Scenario, load_scenario, parse_scenario, shipped_scenarios
 
 __all__ = [
     "PROFILES",

@@ -9,9 +9,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from lab.physics import PhysicsInputs, PhysicsState, idle_state, step
-from lab.profiles import GpuProfile, get_profile
-from schemas.errors import InputError
+from gpu_rca.lab.physics import PhysicsInputs, PhysicsState, idle_state, step
+from gpu_rca.lab.profiles import GpuProfile, get_profile
+from gpu_rca.schemas.errors import InputError
 
 STEP_NS = 100_000_000  # physics resolution: 100 ms
 #: PCI bus ids of GPU slots on a typical 8-GPU server, in NVML index order.
@@ -212,7 +212,7 @@ class Fleet:
 
     def nvml(self, host: str | None = None):
         """A pynvml-compatible view of one host (the first unless named)."""
-        from lab.nvml import SimulatedNvml
+        from gpu_rca.lab.nvml import SimulatedNvml
 
         return SimulatedNvml(self, host or self.hosts[0])
 

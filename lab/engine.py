@@ -25,16 +25,16 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from lab import ddcolor
-from lab.clock import VirtualClock
-from lab.device import CUDA_CONTEXT_BYTES, STEP_NS, Fleet
-from lab.faults import FaultDriver, apply_event
-from lab.ids import SeededIdGenerator
-from lab.kernel_log import kernel_lines
-from lab.prometheus import Scraper
-from lab.scenario import Scenario
-from lab.workload import Request, Worker, draw
-from schemas import attributes as A
+from gpu_rca.lab import ddcolor
+from gpu_rca.lab.clock import VirtualClock
+from gpu_rca.lab.device import CUDA_CONTEXT_BYTES, STEP_NS, Fleet
+from gpu_rca.lab.faults import FaultDriver, apply_event
+from gpu_rca.lab.ids import SeededIdGenerator
+from gpu_rca.lab.kernel_log import kernel_lines
+from gpu_rca.lab.prometheus import Scraper
+from gpu_rca.lab.scenario import Scenario
+from gpu_rca.lab.workload import Request, Worker, draw
+from gpu_rca.schemas import attributes as A
 
 NS = 1_000_000_000
 SERVICE_NAME = "ddcolor"
@@ -98,7 +98,7 @@ class _Engine:
         log_processor: Callable[[], Any] | None = None,
         keep: bool = True,
     ) -> None:
-        from collector import Collector, OtlpLogSink, trace_patcher
+        from gpu_rca.collector import Collector, OtlpLogSink, trace_patcher
 
         self.scenario = scenario
         seed = f"{scenario.name}/{scenario.seed}"

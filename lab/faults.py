@@ -10,12 +10,12 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from lab import cuda_errors
-from lab.device import Fleet, SimGpu
-from lab.kernel_log import xid_message
-from lab.scenario import Fault, Scenario
-from lab.workload import WORKER_RESTART_NS, Request
-from schemas.xid import xid_info
+from gpu_rca.lab import cuda_errors
+from gpu_rca.lab.device import Fleet, SimGpu
+from gpu_rca.lab.kernel_log import xid_message
+from gpu_rca.lab.scenario import Fault, Scenario
+from gpu_rca.lab.workload import WORKER_RESTART_NS, Request
+from gpu_rca.schemas.xid import xid_info
 
 NS = 1_000_000_000
 GPU_RESET_NS = 60 * NS  # an uncontained error or a GPU-level XID: the GPU is reset before work resumes

@@ -41,13 +41,13 @@ from typing import Any
 
 import yaml
 
-from lab import ddcolor
-from lab.device import CUDA_CONTEXT_BYTES
-from lab.profiles import PROFILES
-from lab.scenario import MODELS, parse_scenario
-from lab.workload import MAX_CONCURRENCY
-from schemas.causes import CAUSE_IDS
-from schemas.errors import InputError
+from gpu_rca.lab import ddcolor
+from gpu_rca.lab.device import CUDA_CONTEXT_BYTES
+from gpu_rca.lab.profiles import PROFILES
+from gpu_rca.lab.scenario import MODELS, parse_scenario
+from gpu_rca.lab.workload import MAX_CONCURRENCY
+from gpu_rca.schemas.causes import CAUSE_IDS
+from gpu_rca.schemas.errors import InputError
 
 RANGES: dict[str, Any] = {
     "hosts": (1, 3),

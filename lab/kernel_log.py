@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 
-from lab.device import SimGpu, XidRecord
+from gpu_rca.lab.device import SimGpu, XidRecord
 
 #: XID code -> message text in the driver's style (fields that vary are filled from a seeded RNG).
 _MESSAGES = {

@@ -20,10 +20,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from lab.clock import ScaledClock
-from lab.engine import _Engine
-from lab.scenario import Scenario, load_scenario
-from schemas.errors import UsageError
+from gpu_rca.lab.clock import ScaledClock
+from gpu_rca.lab.engine import _Engine
+from gpu_rca.lab.scenario import Scenario, load_scenario
+from gpu_rca.schemas.errors import UsageError
 
 TICK_S = 0.05  # how often the thread catches up with the scaled clock
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pynvml
 
-from lab.device import Fleet, SimGpu
+from gpu_rca.lab.device import Fleet, SimGpu
 
 DRIVER_VERSION = "550.127.05"
 MIG_CAPABLE = frozenset({"A100-40GB", "A100-80GB", "H100-80GB"})

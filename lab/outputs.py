@@ -9,9 +9,9 @@ from typing import Any
 from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
-from lab.engine import LabRun
-from schemas.errors import InputError
-from schemas.otlp_json import message_to_json
+from gpu_rca.lab.engine import LabRun
+from gpu_rca.schemas.errors import InputError
+from gpu_rca.schemas.otlp_json import message_to_json
 
 BATCH = 256  # records per OTLP request line, like an exporter's batch
 FILES = ("traces.otlp.jsonl", "logs.otlp.jsonl", "metrics.prom.jsonl", "kernel.log", "truth.json")

@@ -18,8 +18,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from lab.profiles import GpuProfile
-from schemas.throttle import encode_throttle_reasons
+from gpu_rca.lab.profiles import GpuProfile
+from gpu_rca.schemas.throttle import encode_throttle_reasons
 
 CLOCK_POWER_EXPONENT = 2.5
 THERMAL_HYSTERESIS_C = 3.0

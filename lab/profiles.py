@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schemas.errors import InputError
+from gpu_rca.schemas.errors import InputError
 
 MIB = 1024 * 1024
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import pynvml
 
-from lab.device import Fleet, SimGpu
-from lab.scenario import Scenario
-from schemas import metrics as M
+from gpu_rca.lab.device import Fleet, SimGpu
+from gpu_rca.lab.scenario import Scenario
+from gpu_rca.schemas import metrics as M
 
 NS = 1_000_000_000
 MIB = 1024 * 1024

@@ -11,10 +11,10 @@ from typing import Any
 
 import yaml
 
-from lab.device import normalize_fleet
-from lab.profiles import get_profile
-from schemas.causes import CAUSE_IDS
-from schemas.errors import InputError
+from gpu_rca.lab.device import normalize_fleet
+from gpu_rca.lab.profiles import get_profile
+from gpu_rca.schemas.causes import CAUSE_IDS
+from gpu_rca.schemas.errors import InputError
 
 NS = 1_000_000_000
 DEFAULT_START = "2025-01-06T09:30:00Z"
@@ -302,7 +302,7 @@ def load_scenario(ref: str | Path) -> Scenario:
         except OSError as exc:
             raise InputError(f"cannot read scenario {text_ref}: {exc.strerror or exc}") from exc
         return _parse_text(text, text_ref, path.stem)
-    shipped = resources.files("scenarios") / f"{text_ref}.yaml"
+    shipped = resources.files("gpu_rca.scenarios") / f"{text_ref}.yaml"
     if not shipped.is_file():
         raise InputError(
             f"no scenario named {text_ref!r} (shipped: {', '.join(shipped_scenarios())}; or give a YAML file path)"
@@ -320,7 +320,7 @@ def _parse_text(text: str, source: str, stem: str) -> Scenario:
 
 def shipped_scenarios() -> list[str]:
     """Names of the scenarios shipped in the `scenarios` package, sorted."""
-    return sorted(p.name[:-5] for p in resources.files("scenarios").iterdir() if p.name.endswith(".yaml"))
+    return sorted(p.name[:-5] for p in resources.files("gpu_rca.scenarios").iterdir() if p.name.endswith(".yaml"))
 
 
 __all__ = [

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from lab import cuda_errors, ddcolor
-from lab.device import SimGpu
+from gpu_rca.lab import cuda_errors, ddcolor
+from gpu_rca.lab.device import SimGpu
 
 MAX_CONCURRENCY = 3  # requests a worker runs on its GPU at once (estimate of a typical DDColor service)
 WORKER_RESTART_NS = 15_000_000_000  # a crashed worker is back after 15 s

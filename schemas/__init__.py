@@ -6,10 +6,10 @@ the correlator and the lab can all depend on it.
 
 from __future__ import annotations
 
-from schemas import attributes, causes, metrics, throttle
-from schemas.errors import EmptyWindowError, GpuRcaError, InputError, StoreError, UsageError
-from schemas.pci import normalize_pci_bus_id
-from schemas.throttle import THROTTLE_REASONS, decode_throttle_reasons, encode_throttle_reasons
+from gpu_rca.schemas import attributes, causes, metrics, throttle
+from gpu_rca.schemas.errors import EmptyWindowError, GpuRcaError, InputError, StoreError, UsageError
+from gpu_rca.schemas.pci import normalize_pci_bus_id
+from gpu_rca.schemas.throttle import THROTTLE_REASONS, decode_throttle_reasons, encode_throttle_reasons
 
 __all__ = [
     "EmptyWindowError",

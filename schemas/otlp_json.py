@@ -11,7 +11,7 @@ import base64
 import json
 from typing import Any, TypeVar
 
-from schemas.errors import InputError
+from gpu_rca.schemas.errors import InputError
 
 #: JSON keys whose values are ids: hex in OTLP/JSON, bytes (base64) in proto3 JSON.
 ID_KEYS = frozenset({"traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"})

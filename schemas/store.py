@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schemas import attributes as a
+from gpu_rca.schemas import attributes as a
 
 #: Value of `schema_meta.app`: tells a gpu-rca store from any other DuckDB file.
 APP = "gpu-rca"

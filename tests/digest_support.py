@@ -18,9 +18,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Status, StatusCode
 
-from correlate import GpuRecord, KernelEvent, LogRecord, MetricSample, Store
-from schemas import attributes as A
-from schemas import metrics as M
+from gpu_rca.correlate import GpuRecord, KernelEvent, LogRecord, MetricSample, Store
+from gpu_rca.schemas import attributes as A
+from gpu_rca.schemas import metrics as M
 
 START_NS = 1_772_445_000 * 10**9  # 2026-03-02T09:50:00Z
 MINUTE_NS = 60 * 10**9
@@ -125,7 +125,7 @@ def make_incident(*, hostile: bool = False, seed: int = 3, minutes: int = 30) ->
 
 def analysis_for(incident: dict, *, hostile: bool = False) -> dict:
     """A Contract-3 analysis of the incident, shaped as `analyze --json` prints it (the digest's input)."""
-    from correlate.digest._time import rfc3339
+    from gpu_rca.correlate.digest._time import rfc3339
 
     value = XSS if hostile else 1280
     return {

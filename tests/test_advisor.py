@@ -11,11 +11,11 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-import collector
-import lab
-from collector._fit import OnlineFit, upper_quantile
-from schemas import attributes as A
-from schemas import metrics as M
+from gpu_rca import collector
+from gpu_rca import lab
+from gpu_rca.collector._fit import OnlineFit, upper_quantile
+from gpu_rca.schemas import attributes as A
+from gpu_rca.schemas import metrics as M
 from tests.conftest import require_binary
 
 START_NS = 1_772_445_600_000_000_000

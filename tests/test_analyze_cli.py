@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-import correlate
-from correlate.server.process import ServeProcess
-from correlate.store import Store
+from gpu_rca import correlate
+from gpu_rca.correlate.server.process import ServeProcess
+from gpu_rca.correlate.store import Store
 from test_ranking_lab import check_contract, incident_stores
 
 

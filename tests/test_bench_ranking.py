@@ -12,8 +12,8 @@ import duckdb
 import pytest
 import yaml
 
-from correlate.ranking.run import analyze_connection
-from correlate.ranking.timefmt import parse_time_ns
+from gpu_rca.correlate.ranking.run import analyze_connection
+from gpu_rca.correlate.ranking.timefmt import parse_time_ns
 from gpu_rca.bench import baselines, scoring
 from test_ranking_lab import incident_stores
 

@@ -13,12 +13,12 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from correlate.server import ServerConfig, create_app
-from correlate.server.process import wait_for
-from correlate.server.retention import RETENTION_TIMES
-from correlate.store import Store
-from schemas import store as s
-from schemas.errors import StoreError
+from gpu_rca.correlate.server import ServerConfig, create_app
+from gpu_rca.correlate.server.process import wait_for
+from gpu_rca.correlate.server.retention import RETENTION_TIMES
+from gpu_rca.correlate.store import Store
+from gpu_rca.schemas import store as s
+from gpu_rca.schemas.errors import StoreError
 from tests.test_serve_errors import PB, trace_request
 from tests.test_serve_queue import running, writer_held
 

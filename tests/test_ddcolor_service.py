@@ -14,15 +14,15 @@ import httpx
 import pytest
 from PIL import Image
 
-from correlate.server.process import ServeProcess
+from gpu_rca.correlate.server.process import ServeProcess
 from examples.ddcolor_service.app import AdvisorMode, ServiceConfig, create_app
 from examples.ddcolor_service.ddcolor_backend import DDColorBackend
 from examples.ddcolor_service.lab_backend import DEFAULT_START_NS, LabBackend
 from examples.ddcolor_service.loadgen import BurstPlan, Phase, compare, run_burst
 from examples.ddcolor_service.service import build_service
-from schemas import attributes as A
-from schemas import metrics as M
-from schemas.errors import InputError
+from gpu_rca.schemas import attributes as A
+from gpu_rca.schemas import metrics as M
+from gpu_rca.schemas.errors import InputError
 from tests.conftest import REPO
 
 GIB = 1024**3

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from schemas import attributes as A
+from gpu_rca.schemas import attributes as A
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -44,8 +44,8 @@ def test_demo_from_a_fresh_folder_ranks_oom_on_large_inputs_and_writes_the_diges
 
 
 def test_demo_prints_the_ranked_causes_and_stores_its_digest(tmp_path):
-    from correlate.digest import list_digests
-    from correlate.store import Store
+    from gpu_rca.correlate.digest import list_digests
+    from gpu_rca.correlate.store import Store
 
     done = subprocess.run([sys.executable, "-m", "gpu_rca", "demo", "--scenario", "quiet-night", "--out",
                            str(tmp_path / "q")], capture_output=True, text=True, timeout=240, check=False)

@@ -20,10 +20,10 @@ import pytest
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.metrics_core import Metric
 
-import lab
-from collector import Collector
-from collector._exporter import Source, registry_for, serve
-from schemas import metrics as m
+from gpu_rca import lab
+from gpu_rca.collector import Collector
+from gpu_rca.collector._exporter import Source, registry_for, serve
+from gpu_rca.schemas import metrics as m
 from tests.conftest import require_binary
 from tests.prometheus_support import (
     dashboard_expressions,

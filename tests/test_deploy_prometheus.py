@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from schemas import metrics as m
+from gpu_rca.schemas import metrics as m
 from tests.conftest import REPO, require_binary, shared_sample
 
 pytestmark = pytest.mark.prometheus

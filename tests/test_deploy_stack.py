@@ -19,8 +19,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from schemas import attributes as a
-from schemas import metrics as m
+from gpu_rca.schemas import attributes as a
+from gpu_rca.schemas import metrics as m
 from tests.conftest import REPO
 
 COLLECTOR_YAML = REPO / "otel-collector.yaml"

@@ -7,10 +7,10 @@ import json
 import pytest
 from tests.digest_support import GPUS, HOST, XSS, analysis_for, build_incident
 
-from correlate import Store
-from correlate.digest import Digest, Trigger, build_digest, fetch_digest, list_digests, render_markdown, save_digest
-from correlate.digest.actions import largest_fitting_size
-from correlate.digest.archive import fetch_rendering
+from gpu_rca.correlate import Store
+from gpu_rca.correlate.digest import Digest, Trigger, build_digest, fetch_digest, list_digests, render_markdown, save_digest
+from gpu_rca.correlate.digest.actions import largest_fitting_size
+from gpu_rca.correlate.digest.archive import fetch_rendering
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -9,9 +9,9 @@ import subprocess
 import httpx
 import pytest
 
-from correlate import Store
-from correlate.digest._time import rfc3339
-from correlate.server.process import ServeProcess, wait_for
+from gpu_rca.correlate import Store
+from gpu_rca.correlate.digest._time import rfc3339
+from gpu_rca.correlate.server.process import ServeProcess, wait_for
 from tests.conftest import require_binary
 from tests.digest_support import GPUS, HOST, MINUTE_NS, START_NS, build_incident
 

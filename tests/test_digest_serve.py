@@ -13,13 +13,13 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import httpx
 import pytest
 
-from correlate import Store
-from correlate.digest import list_digests
-from correlate.digest._time import rfc3339
-from correlate.server import ServerConfig, create_app
-from correlate.server.digests import BurstWatcher
-from correlate.server.process import ServeProcess
-from correlate.server.process import wait_for
+from gpu_rca.correlate import Store
+from gpu_rca.correlate.digest import list_digests
+from gpu_rca.correlate.digest._time import rfc3339
+from gpu_rca.correlate.server import ServerConfig, create_app
+from gpu_rca.correlate.server.digests import BurstWatcher
+from gpu_rca.correlate.server.process import ServeProcess
+from gpu_rca.correlate.server.process import wait_for
 from tests.digest_support import GPUS, HOST, MINUTE_NS, START_NS, build_incident, make_incident
 
 TOKEN = "s3cret-digest-token"

@@ -7,11 +7,11 @@ import json
 import pytest
 from tests.digest_support import GPUS, HOST, START_NS, build_incident
 
-from correlate import Store
-from correlate.digest import BurstDetector, parse_alertmanager
-from correlate.digest.alertmanager import LOOKBACK_NS, AlertedGpu
-from correlate.digest.pipeline import resolve_gpus
-from schemas.errors import InputError
+from gpu_rca.correlate import Store
+from gpu_rca.correlate.digest import BurstDetector, parse_alertmanager
+from gpu_rca.correlate.digest.alertmanager import LOOKBACK_NS, AlertedGpu
+from gpu_rca.correlate.digest.pipeline import resolve_gpus
+from gpu_rca.schemas.errors import InputError
 
 
 def payload(*alerts: dict, status: str = "firing", **extra) -> dict:

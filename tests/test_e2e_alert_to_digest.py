@@ -20,11 +20,11 @@ import httpx
 import pytest
 import yaml
 
-from correlate.server.process import ServeProcess
-from lab import gpu_uuid_for
-from schemas import attributes as A
-from schemas import metrics as m
-from schemas.causes import CAUSES_BY_ID
+from gpu_rca.correlate.server.process import ServeProcess
+from gpu_rca.lab import gpu_uuid_for
+from gpu_rca.schemas import attributes as A
+from gpu_rca.schemas import metrics as m
+from gpu_rca.schemas.causes import CAUSES_BY_ID
 from tests.conftest import REPO, require_binary
 from tests.prometheus_support import (
     failing_expressions,

@@ -17,13 +17,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 import httpx
 
-from correlate.ingest import ingest_file
-from correlate.server import ServerConfig, create_app
-from correlate.store import Store
-from lab.scenario import load_scenario, parse_scenario
-from schemas import store as s
-from schemas.errors import GpuRcaError
-from schemas.otlp_json import message_to_json
+from gpu_rca.correlate.ingest import ingest_file
+from gpu_rca.correlate.server import ServerConfig, create_app
+from gpu_rca.correlate.store import Store
+from gpu_rca.lab.scenario import load_scenario, parse_scenario
+from gpu_rca.schemas import store as s
+from gpu_rca.schemas.errors import GpuRcaError
+from gpu_rca.schemas.otlp_json import message_to_json
 from tests.test_ingest import KERNEL_LOG, loguru_lines, query_range
 from tests.test_serve_errors import trace_request
 from tests.test_serve_queue import running

@@ -24,9 +24,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Status, StatusCode
 
-from correlate.server.process import ServeProcess
-from correlate.store import Store
-from schemas import store as s
+from gpu_rca.correlate.server.process import ServeProcess
+from gpu_rca.correlate.store import Store
+from gpu_rca.schemas import store as s
 from tests.test_serve_errors import trace_request
 
 PB = {"Content-Type": "application/x-protobuf"}

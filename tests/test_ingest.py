@@ -23,11 +23,11 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from correlate import Store
-from correlate.ingest import ingest_paths
+from gpu_rca.correlate import Store
+from gpu_rca.correlate.ingest import ingest_paths
 from gpu_rca.cli import main
-from schemas import attributes as a
-from schemas.otlp_json import message_to_json
+from gpu_rca.schemas import attributes as a
+from gpu_rca.schemas.otlp_json import message_to_json
 from tests.test_store import RESOURCE, UUID, trace_request
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"

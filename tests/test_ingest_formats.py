@@ -11,11 +11,11 @@ import pytest
 import zstandard
 from loguru import logger
 
-from correlate import Store
-from correlate.ingest import Detection, Format, detect, ingest_file, ingest_paths, samples_from_series
-from correlate.ingest.loguru_files import log_record_from_loguru
-from schemas.errors import InputError
-from schemas.otlp_json import message_to_json
+from gpu_rca.correlate import Store
+from gpu_rca.correlate.ingest import Detection, Format, detect, ingest_file, ingest_paths, samples_from_series
+from gpu_rca.correlate.ingest.loguru_files import log_record_from_loguru
+from gpu_rca.schemas.errors import InputError
+from gpu_rca.schemas.otlp_json import message_to_json
 from tests.conftest import shared_sample
 from tests.test_ingest import KERNEL_LOG, logs_request, loguru_lines, proto_framed, query_range
 from tests.test_store import UUID, trace_request

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from correlate import Store
-from correlate.ingest import ingest_file, samples_from_series
+from gpu_rca.correlate import Store
+from gpu_rca.correlate.ingest import ingest_file, samples_from_series
 from tests.conftest import require_binary
 
 pytestmark = pytest.mark.prometheus

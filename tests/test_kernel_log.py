@@ -5,14 +5,14 @@ from datetime import datetime, timezone
 
 import pytest
 
-from correlate.kernel_log import (
+from gpu_rca.correlate.kernel_log import (
     SKIP_BOOT_RELATIVE,
     SKIP_NO_TIMESTAMP,
     looks_like_kernel_log,
     parse_kernel_log,
 )
-from schemas.errors import UsageError
-from schemas.xid import CATEGORIES, XIDS, XIDS_BY_CODE, xid_info
+from gpu_rca.schemas.errors import UsageError
+from gpu_rca.schemas.xid import CATEGORIES, XIDS, XIDS_BY_CODE, xid_info
 from tests.conftest import shared_sample
 
 UUID_A = "GPU-0a1b2c3d-0000-1111-2222-333344445555"

@@ -6,9 +6,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-import lab
-from collector import Collector
-from schemas import attributes as A
+from gpu_rca import lab
+from gpu_rca.collector import Collector
+from gpu_rca.schemas import attributes as A
 
 NS = 1_000_000_000
 GIB = 1024**3

@@ -6,9 +6,9 @@ from collections import Counter
 
 import pytest
 
-from lab.engine import run_scenario
-from lab.scenario import parse_scenario
-from schemas import attributes as A
+from gpu_rca.lab.engine import run_scenario
+from gpu_rca.lab.scenario import parse_scenario
+from gpu_rca.schemas import attributes as A
 
 NS = 1_000_000_000
 

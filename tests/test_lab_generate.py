@@ -7,10 +7,10 @@ from collections import Counter
 import pytest
 
 from gpu_rca.cli import main
-from lab.engine import run_scenario
-from lab.generate import RANGES, SCOPED_CAUSES, generate_scenario, generate_scenarios
-from lab.scenario import EXPECTED_ERROR_TYPES, load_scenario
-from schemas.causes import CAUSE_IDS
+from gpu_rca.lab.engine import run_scenario
+from gpu_rca.lab.generate import RANGES, SCOPED_CAUSES, generate_scenario, generate_scenarios
+from gpu_rca.lab.scenario import EXPECTED_ERROR_TYPES, load_scenario
+from gpu_rca.schemas.causes import CAUSE_IDS
 
 
 def _cli(args: list[str]) -> int:
@@ -92,7 +92,7 @@ def test_a_generated_scenario_produces_its_truth_failures(tmp_path):
 
 
 def _write(tmp_path):
-    from lab.generate import write_generated
+    from gpu_rca.lab.generate import write_generated
 
     return write_generated(3, 4, tmp_path)
 
@@ -102,8 +102,8 @@ def _write(tmp_path):
 def test_generated_scenarios_fail_as_their_truth_says(index):
     from collections import Counter
 
-    from lab.scenario import parse_scenario
-    from schemas import attributes as A
+    from gpu_rca.lab.scenario import parse_scenario
+    from gpu_rca.schemas import attributes as A
 
     scenario = generate_scenario(7, index)
     run = run_scenario(parse_scenario(scenario, scenario["name"]))

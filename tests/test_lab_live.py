@@ -10,9 +10,9 @@ import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from lab import LiveFleet, gpu_uuid_for
-from lab.scenario import parse_scenario
-from schemas.errors import UsageError
+from gpu_rca.lab import LiveFleet, gpu_uuid_for
+from gpu_rca.lab.scenario import parse_scenario
+from gpu_rca.schemas.errors import UsageError
 
 SCENARIO = {
     "name": "live",

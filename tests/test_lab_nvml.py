@@ -7,8 +7,8 @@ import time
 import pynvml
 import pytest
 
-import lab
-from schemas.pci import normalize_pci_bus_id
+from gpu_rca import lab
+from gpu_rca.schemas.pci import normalize_pci_bus_id
 
 SECOND_NS = 1_000_000_000
 FLEET = [{"host": "node-a", "gpus": 2, "model": "L4"}, {"host": "node-b", "gpus": 1, "model": "RTX-4090"}]

@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-import lab
-from lab.physics import THERMAL_HYSTERESIS_C, PhysicsInputs, idle_state, power_w, step
-from schemas.throttle import decode_throttle_reasons
+from gpu_rca import lab
+from gpu_rca.lab.physics import THERMAL_HYSTERESIS_C, PhysicsInputs, idle_state, power_w, step
+from gpu_rca.schemas.throttle import decode_throttle_reasons
 
 SECOND_NS = 1_000_000_000
 

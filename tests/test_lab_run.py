@@ -13,11 +13,11 @@ import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from correlate.kernel_log import parse_kernel_log
-from lab.device import gpu_uuid
-from lab.scenario import FAULT_KINDS
-from schemas.causes import CAUSE_IDS
-from schemas.otlp_json import message_from_json, message_to_dict
+from gpu_rca.correlate.kernel_log import parse_kernel_log
+from gpu_rca.lab.device import gpu_uuid
+from gpu_rca.lab.scenario import FAULT_KINDS
+from gpu_rca.schemas.causes import CAUSE_IDS
+from gpu_rca.schemas.otlp_json import message_from_json, message_to_dict
 
 SCENARIO = """\
 name: small-incident
@@ -193,8 +193,8 @@ def test_same_seed_same_bytes_from_another_directory_and_hash_seed(outputs, tmp_
 
 
 def test_run_scenario_reports_progress_every_simulated_minute():
-    from lab.engine import run_scenario
-    from lab.scenario import parse_scenario
+    from gpu_rca.lab.engine import run_scenario
+    from gpu_rca.lab.scenario import parse_scenario
 
     scenario = parse_scenario({"name": "tiny", "duration": "3m", "fleet": [{"host": "h", "gpus": 1, "model": "T4"}],
                                "workload": {"rate": "1/s"}})

@@ -8,11 +8,11 @@ from collections import Counter
 
 import pytest
 
-from lab.engine import run_scenario
-from lab.scenario import EXPECTED_ERROR_TYPES, load_scenario, parse_duration_ns, parse_rate_per_s, shipped_scenarios
-from schemas import attributes as A
-from schemas.causes import CAUSE_IDS
-from schemas.errors import InputError
+from gpu_rca.lab.engine import run_scenario
+from gpu_rca.lab.scenario import EXPECTED_ERROR_TYPES, load_scenario, parse_duration_ns, parse_rate_per_s, shipped_scenarios
+from gpu_rca.schemas import attributes as A
+from gpu_rca.schemas.causes import CAUSE_IDS
+from gpu_rca.schemas.errors import InputError
 
 EXPECTED_ERRORS = EXPECTED_ERROR_TYPES
 

@@ -24,8 +24,8 @@ def test_32_clients_overloading_a_small_queue_lose_nothing_and_store_nothing_twi
 def test_a_queue_slower_than_the_wait_limit_answers_503_before_senders_would_time_out(tmp_path: Path) -> None:
     import time
 
-    from correlate.server import ServerConfig, create_app
-    from correlate.store import Store
+    from gpu_rca.correlate.server import ServerConfig, create_app
+    from gpu_rca.correlate.store import Store
     from tests.test_serve_errors import PB, status_message, trace_request
     from tests.test_serve_queue import running, writer_held
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from correlate import Store
-from correlate.digest import Trigger, build_digest, render_html, render_list_html
-from correlate.digest.archive import DigestSummary
+from gpu_rca.correlate import Store
+from gpu_rca.correlate.digest import Trigger, build_digest, render_html, render_list_html
+from gpu_rca.correlate.digest.archive import DigestSummary
 from tests.conftest import REPO, require_binary
 from tests.digest_support import XSS, analysis_for, build_incident
 
@@ -94,8 +94,8 @@ def test_digest_list_page(tmp_path):
 def test_a_page_opened_with_token_in_the_link_renders_in_the_browser(tmp_path):
     import os
 
-    from correlate.digest import save_digest
-    from correlate.server.process import ServeProcess
+    from gpu_rca.correlate.digest import save_digest
+    from gpu_rca.correlate.server.process import ServeProcess
 
     db = tmp_path / "page.duckdb"
     with Store.open(db) as store:

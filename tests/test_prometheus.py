@@ -20,10 +20,10 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
-import lab
-from collector import Collector
-from collector._exporter import Source, registry_for, serve
-from correlate.prometheus import (
+from gpu_rca import lab
+from gpu_rca.collector import Collector
+from gpu_rca.collector._exporter import Source, registry_for, serve
+from gpu_rca.correlate.prometheus import (
     PrometheusUnavailable,
     Window,
     merge_windows,
@@ -31,9 +31,9 @@ from correlate.prometheus import (
     pull_windows,
     step_seconds,
 )
-from correlate.server.process import ServeProcess, wait_for
-from correlate.store import Store
-from schemas import metrics as m
+from gpu_rca.correlate.server.process import ServeProcess, wait_for
+from gpu_rca.correlate.store import Store
+from gpu_rca.schemas import metrics as m
 from tests.conftest import require_binary
 
 pytestmark = pytest.mark.prometheus

@@ -10,13 +10,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-import correlate
-from correlate.ingest import ingest_paths
-from correlate.ranking.evidence import numbers_missing_from_evidence
-from correlate.store import Store
-from lab.engine import run_scenario
-from lab.outputs import write_run
-from lab.scenario import parse_scenario
+from gpu_rca import correlate
+from gpu_rca.correlate.ingest import ingest_paths
+from gpu_rca.correlate.ranking.evidence import numbers_missing_from_evidence
+from gpu_rca.correlate.store import Store
+from gpu_rca.lab.engine import run_scenario
+from gpu_rca.lab.outputs import write_run
+from gpu_rca.lab.scenario import parse_scenario
 
 L4_DEFAULT_LIMIT_W = 72
 FLEET = [{"host": "node-a", "gpus": 2, "model": "L4"}, {"host": "node-b", "gpus": 2, "model": "L4"}]

@@ -14,15 +14,15 @@ from typing import Any
 import duckdb
 import pytest
 
-import correlate
-from correlate.ingest import ingest_paths
-from correlate.ranking.evidence import numbers_missing_from_evidence, summary_numbers
-from correlate.store import Store
-from lab.engine import run_scenario
-from lab.outputs import write_run
-from lab.scenario import parse_scenario
-from schemas.causes import CAUSE_IDS
-from schemas.errors import InputError
+from gpu_rca import correlate
+from gpu_rca.correlate.ingest import ingest_paths
+from gpu_rca.correlate.ranking.evidence import numbers_missing_from_evidence, summary_numbers
+from gpu_rca.correlate.store import Store
+from gpu_rca.lab.engine import run_scenario
+from gpu_rca.lab.outputs import write_run
+from gpu_rca.lab.scenario import parse_scenario
+from gpu_rca.schemas.causes import CAUSE_IDS
+from gpu_rca.schemas.errors import InputError
 
 FLEET = [{"host": "node-a", "gpus": 2, "model": "L4"}, {"host": "node-b", "gpus": 1, "model": "L4"}]
 

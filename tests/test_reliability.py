@@ -22,11 +22,11 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-import lab
+from gpu_rca import lab
 from benchmarks.load import PROTOBUF, BatchSource
-from collector import Collector
-from correlate.server.process import ServeProcess, wait_for
-from correlate.store import Store
+from gpu_rca.collector import Collector
+from gpu_rca.correlate.server.process import ServeProcess, wait_for
+from gpu_rca.correlate.store import Store
 from tests.test_serve_errors import trace_request
 
 SPANS_PER_BATCH = 64
@@ -165,7 +165,7 @@ def test_collector_with_its_otlp_endpoint_down_serves_requests_in_bounded_memory
     out = run_app(
         """
         import json, time
-        import collector, lab
+        from gpu_rca import collector, lab
 
         c = collector.configure(service_name="app", nvml=lab.simulated_nvml([{"host": "h", "gpus": 2, "model": "L4"}]))
 
@@ -228,7 +228,7 @@ def test_a_gpu_lost_while_the_background_sampler_runs_leaves_the_other_gpus_samp
 def test_the_stack_alerts_when_gpu_rca_is_down_or_refusing_spans_and_tells_people_not_gpu_rca() -> None:
     import yaml
 
-    from schemas import metrics as m
+    from gpu_rca.schemas import metrics as m
     from tests.conftest import require_binary
 
     rules = {rule["alert"]: rule for group in yaml.safe_load(

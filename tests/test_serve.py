@@ -17,8 +17,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Status, StatusCode, set_span_in_context
 
-from correlate.server.process import ServeProcess
-from schemas import attributes as a
+from gpu_rca.correlate.server.process import ServeProcess
+from gpu_rca.schemas import attributes as a
 
 RESOURCE = {a.SERVICE_NAME: "ddcolor", a.SERVICE_VERSION: "1.4.2", a.HOST_NAME: "node-a"}
 

@@ -19,8 +19,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from correlate.server.process import ServeProcess
-from schemas.otlp_json import message_to_json
+from gpu_rca.correlate.server.process import ServeProcess
+from gpu_rca.schemas.otlp_json import message_to_json
 from tests.test_serve import RESOURCE, full_stamps
 
 PB = {"Content-Type": "application/x-protobuf"}

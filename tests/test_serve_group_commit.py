@@ -12,11 +12,11 @@ import httpx
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from prometheus_client.parser import text_string_to_metric_families
 
-from correlate.otlp_wire import RawTraces
-from correlate.server import ServerConfig, create_app
-from correlate.server.process import wait_for
-from correlate.store import Store
-from schemas import metrics as m
+from gpu_rca.correlate.otlp_wire import RawTraces
+from gpu_rca.correlate.server import ServerConfig, create_app
+from gpu_rca.correlate.server.process import wait_for
+from gpu_rca.correlate.store import Store
+from gpu_rca.schemas import metrics as m
 from tests.test_serve_errors import PB, trace_request
 from tests.test_serve_queue import running
 

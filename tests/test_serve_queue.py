@@ -14,10 +14,10 @@ import uvicorn
 from google.rpc import status_pb2
 from starlette.applications import Starlette
 
-from correlate.server import ServerConfig, WriterClosed, create_app
-from correlate.server.writer import Writer
-from correlate.server.process import wait_for
-from correlate.store import Store
+from gpu_rca.correlate.server import ServerConfig, WriterClosed, create_app
+from gpu_rca.correlate.server.writer import Writer
+from gpu_rca.correlate.server.process import wait_for
+from gpu_rca.correlate.store import Store
 from tests.test_serve_errors import PB, trace_request
 
 

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from correlate.server.row_builder import RowBuilder
-from correlate.server.writer import QueueFull
+from gpu_rca.correlate.server.row_builder import RowBuilder
+from gpu_rca.correlate.server.writer import QueueFull
 
 
 def test_a_full_row_builder_refuses_until_a_build_ends() -> None:

@@ -19,10 +19,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Status, StatusCode
 
-from correlate import GpuRecord, KernelEvent, MetricSample, Store
-from schemas import attributes as a
-from schemas import store as schema
-from schemas.errors import StoreError
+from gpu_rca.correlate import GpuRecord, KernelEvent, MetricSample, Store
+from gpu_rca.schemas import attributes as a
+from gpu_rca.schemas import store as schema
+from gpu_rca.schemas.errors import StoreError
 
 UUID = "GPU-5e2b1c3a-0000-4000-8000-000000000001"
 RESOURCE = {a.SERVICE_NAME: "ddcolor", a.SERVICE_VERSION: "1.4.0", a.HOST_NAME: "node-a"}
@@ -209,7 +209,7 @@ def test_an_empty_file_becomes_a_new_store(tmp_path):
 
 
 def test_default_path_follows_the_environment(monkeypatch, tmp_path):
-    from correlate import default_db_path
+    from gpu_rca.correlate import default_db_path
 
     monkeypatch.delenv("GPU_RCA_DB", raising=False)
     assert default_db_path() == "gpu-rca.duckdb"

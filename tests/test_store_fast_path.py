@@ -12,8 +12,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from correlate import GpuRecord, Store
-from schemas import attributes as a
+from gpu_rca.correlate import GpuRecord, Store
+from gpu_rca.schemas import attributes as a
 
 UUID = "GPU-5e2b1c3a-0000-4000-8000-0000000000aa"
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from correlate.digest.alertmanager import AlertedGpu, AlertNotification, parse_alertmanager
-from correlate.digest.archive import DigestSummary, fetch_digest, fetch_rendering, list_digests, save_digest
-from correlate.digest.build import build_digest, new_digest_id
-from correlate.digest.burst import Burst, BurstDetector
-from correlate.digest.model import CauseSection, Digest, Headline, Plot, TraceLink, Trigger
-from correlate.digest.render_html import render_html, render_list_html
-from correlate.digest.render_md import render_markdown
+from gpu_rca.correlate.digest.alertmanager import AlertedGpu, AlertNotification, parse_alertmanager
+from gpu_rca.correlate.digest.archive import DigestSummary, fetch_digest, fetch_rendering, list_digests, save_digest
+from gpu_rca.correlate.digest.build import build_digest, new_digest_id
+from gpu_rca.correlate.digest.burst import Burst, BurstDetector
+from gpu_rca.correlate.digest.model import CauseSection, Digest, Headline, Plot, TraceLink, Trigger
+from gpu_rca.correlate.digest.render_html import render_html, render_list_html
+from gpu_rca.correlate.digest.render_md import render_markdown
 
 __all__ = [
     "AlertNotification",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from correlate.ranking.timefmt import rfc3339 as ranking_rfc3339
-from schemas.errors import InputError
+from gpu_rca.correlate.ranking.timefmt import rfc3339 as ranking_rfc3339
+from gpu_rca.schemas.errors import InputError
 
 _NS = 1_000_000_000
 

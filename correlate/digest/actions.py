@@ -11,12 +11,12 @@ from typing import Any
 
 import duckdb
 
-from correlate.digest import queries
-from correlate.digest.queries import GpuInfo
-from correlate.ranking.stats import proportion_p_value
-from schemas import attributes as A
-from schemas import metrics as M
-from schemas.causes import CAUSES_BY_ID
+from gpu_rca.correlate.digest import queries
+from gpu_rca.correlate.digest.queries import GpuInfo
+from gpu_rca.correlate.ranking.stats import proportion_p_value
+from gpu_rca.schemas import attributes as A
+from gpu_rca.schemas import metrics as M
+from gpu_rca.schemas.causes import CAUSES_BY_ID
 
 #: A size "fits" when at most this share of its requests ran out of memory (one stray OOM is noise)...
 FIT_OOM_SHARE = 0.01

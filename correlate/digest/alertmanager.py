@@ -11,8 +11,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from correlate.digest._time import parse_rfc3339
-from schemas.errors import InputError
+from gpu_rca.correlate.digest._time import parse_rfc3339
+from gpu_rca.schemas.errors import InputError
 
 #: How far before the earliest alert's start the digest looks (failures precede the alert's `for:`).
 LOOKBACK_NS = 15 * 60 * 10**9

@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 
 import duckdb
 
-from correlate.digest._time import parse_rfc3339
-from correlate.digest.model import Digest, Plot
-from correlate.digest.render_html import render_html
-from correlate.digest.render_md import render_markdown
-from schemas import store as s
+from gpu_rca.correlate.digest._time import parse_rfc3339
+from gpu_rca.correlate.digest.model import Digest, Plot
+from gpu_rca.correlate.digest.render_html import render_html
+from gpu_rca.correlate.digest.render_md import render_markdown
+from gpu_rca.schemas import store as s
 
 #: Ids are made by `new_digest_id`; anything else in a URL is refused before it reaches SQL.
 DIGEST_ID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_-]{0,63}$")

@@ -8,10 +8,10 @@ from typing import Any
 
 import duckdb
 
-from correlate.digest import actions, capacity, plots, queries
-from correlate.digest._time import parse_rfc3339, rfc3339, short_utc
-from correlate.digest.links import grafana_trace_url
-from correlate.digest.model import (
+from gpu_rca.correlate.digest import actions, capacity, plots, queries
+from gpu_rca.correlate.digest._time import parse_rfc3339, rfc3339, short_utc
+from gpu_rca.correlate.digest.links import grafana_trace_url
+from gpu_rca.correlate.digest.model import (
     CauseSection,
     Digest,
     Headline,
@@ -21,8 +21,8 @@ from correlate.digest.model import (
     TraceLink,
     Trigger,
 )
-from schemas import attributes as A
-from schemas.causes import CAUSES_BY_ID
+from gpu_rca.schemas import attributes as A
+from gpu_rca.schemas.causes import CAUSES_BY_ID
 
 #: Drivers that only say where failures happened (the headline names the GPUs already).
 _PLACE_ATTRIBUTES = frozenset({A.GPU_UUID, A.GPU_INDEX, A.GPU_PCI_BUS_ID, A.HOST_NAME, A.K8S_NODE_NAME})

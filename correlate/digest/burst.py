@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import duckdb
 
-from correlate.digest.queries import FAILED
+from gpu_rca.correlate.digest.queries import FAILED
 
 MIN_FAILED = 20
 MIN_SHARE = 0.05

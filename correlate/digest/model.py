@@ -12,7 +12,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from schemas.errors import InputError
+from gpu_rca.schemas.errors import InputError
 
 #: Keys the digest adds to each Contract-3 cause dict.
 _CAUSE_EXTRAS = ("title", "action", "trace_links", "log_lines", "kernel_events", "plots")

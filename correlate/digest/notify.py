@@ -7,8 +7,8 @@ import urllib.error
 import urllib.request
 from urllib.parse import urlsplit
 
-from correlate.digest.model import Digest
-from schemas.errors import GpuRcaError, UsageError
+from gpu_rca.correlate.digest.model import Digest
+from gpu_rca.schemas.errors import GpuRcaError, UsageError
 
 #: `--notify-url` (the CLI) or this variable (serve).
 NOTIFY_URL_ENV = "GPU_RCA_NOTIFY_URL"

@@ -13,10 +13,10 @@ from typing import Any
 
 import duckdb
 
-from correlate.digest import links, notify
-from correlate.digest.alertmanager import AlertedGpu
-from correlate.digest.build import build_digest
-from correlate.digest.model import Digest, Trigger
+from gpu_rca.correlate.digest import links, notify
+from gpu_rca.correlate.digest.alertmanager import AlertedGpu
+from gpu_rca.correlate.digest.build import build_digest
+from gpu_rca.correlate.digest.model import Digest, Trigger
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ def analyze_window(
     con: duckdb.DuckDBPyConnection, *, since_ns: int | None, until_ns: int | None, gpu: str | None = None
 ) -> dict[str, Any]:
     """The Contract-3 analysis of a window, ranked on an open connection."""
-    from correlate.ranking import analyze_connection
+    from gpu_rca.correlate.ranking import analyze_connection
 
     return analyze_connection(con, since_ns=since_ns, until_ns=until_ns, gpu=gpu)
 

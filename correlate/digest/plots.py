@@ -12,11 +12,11 @@ from datetime import UTC, datetime
 
 import duckdb
 
-from correlate.digest import queries
-from correlate.digest.actions import gpu_label
-from correlate.digest.model import Plot
-from correlate.digest.queries import GpuInfo
-from schemas import metrics as M
+from gpu_rca.correlate.digest import queries
+from gpu_rca.correlate.digest.actions import gpu_label
+from gpu_rca.correlate.digest.model import Plot
+from gpu_rca.correlate.digest.queries import GpuInfo
+from gpu_rca.schemas import metrics as M
 
 _MIB_PER_GIB = 1024.0
 #: Colours for up to four GPUs on one panel; failures are always red.

@@ -9,8 +9,8 @@ from functools import lru_cache
 from jinja2 import Environment, PackageLoader
 from markupsafe import Markup, escape
 
-from correlate.digest import fmt
-from correlate.digest.model import Digest
+from gpu_rca.correlate.digest import fmt
+from gpu_rca.correlate.digest.model import Digest
 
 _BACKTICKS = re.compile(r"`([^`]+)`")
 
@@ -24,7 +24,7 @@ def inline_code(text: str) -> Markup:
 def environment() -> Environment:
     """The template environment: package templates, autoescape everywhere."""
     env = Environment(
-        loader=PackageLoader("correlate.digest", "templates"),
+        loader=PackageLoader("gpu_rca.correlate.digest", "templates"),
         autoescape=True,
         trim_blocks=True,
         lstrip_blocks=True,

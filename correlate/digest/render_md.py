@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from correlate.digest import fmt
-from correlate.digest.model import CauseSection, Digest, Plot
+from gpu_rca.correlate.digest import fmt
+from gpu_rca.correlate.digest.model import CauseSection, Digest, Plot
 
 #: Characters that would start Markdown or HTML structure inside a table cell.
 _CELL_ESCAPES = str.maketrans({"|": "\\|", "<": "&lt;", ">": "&gt;", "&": "&amp;", "`": "'", "\n": " ", "\r": " "})

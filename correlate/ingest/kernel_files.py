@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import datetime, timezone
 
-from correlate.ingest.common import FileCounts, IngestOptions
-from correlate.ingest.sources import Opened
-from correlate.kernel_log import parse_kernel_log
-from correlate.records import GpuRecord
-from correlate.store import Store
+from gpu_rca.correlate.ingest.common import FileCounts, IngestOptions
+from gpu_rca.correlate.ingest.sources import Opened
+from gpu_rca.correlate.kernel_log import parse_kernel_log
+from gpu_rca.correlate.records import GpuRecord
+from gpu_rca.correlate.store import Store
 
 
 def _lines(opened: Opened) -> Iterator[str]:

@@ -6,12 +6,12 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from correlate.ingest.common import FileCounts, IngestOptions
-from correlate.ingest.sources import Opened, json_documents
-from correlate.records import LogRecord
-from correlate.store import Store
-from schemas import attributes as a
-from schemas.errors import InputError
+from gpu_rca.correlate.ingest.common import FileCounts, IngestOptions
+from gpu_rca.correlate.ingest.sources import Opened, json_documents
+from gpu_rca.correlate.records import LogRecord
+from gpu_rca.correlate.store import Store
+from gpu_rca.schemas import attributes as a
+from gpu_rca.schemas.errors import InputError
 
 BATCH_LINES = 20_000
 #: loguru's level names -> OTel severity numbers (loguru's SUCCESS sits between INFO and WARNING).

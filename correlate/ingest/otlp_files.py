@@ -7,14 +7,14 @@ from typing import Any
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from correlate.ingest.common import FileCounts, IngestOptions
-from correlate.ingest.otlp_json_rows import Unsupported, add_logs, add_spans
-from correlate.ingest.sources import ZSTD_MAGIC, Opened, json_documents
-from correlate.otlp import logs_from_request, spans_from_request
-from correlate.otlp_rows import LogRows, SpanRows
-from correlate.store import Store
-from schemas.errors import InputError
-from schemas.otlp_json import message_from_dict
+from gpu_rca.correlate.ingest.common import FileCounts, IngestOptions
+from gpu_rca.correlate.ingest.otlp_json_rows import Unsupported, add_logs, add_spans
+from gpu_rca.correlate.ingest.sources import ZSTD_MAGIC, Opened, json_documents
+from gpu_rca.correlate.otlp import logs_from_request, spans_from_request
+from gpu_rca.correlate.otlp_rows import LogRows, SpanRows
+from gpu_rca.correlate.store import Store
+from gpu_rca.schemas.errors import InputError
+from gpu_rca.schemas.otlp_json import message_from_dict
 
 #: Spans or log records gathered before one bulk insert: large enough to amortise a statement,
 #: small enough that a file of many small lines does not hold everything in memory.

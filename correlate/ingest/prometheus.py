@@ -14,13 +14,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from correlate.ingest.common import FileCounts, IngestOptions
-from correlate.ingest.sources import Opened, json_documents
-from correlate.records import GpuRecord, MetricSample
-from correlate.store import Store
-from schemas import metrics as m
-from schemas.errors import InputError
-from schemas.pci import normalize_pci_bus_id
+from gpu_rca.correlate.ingest.common import FileCounts, IngestOptions
+from gpu_rca.correlate.ingest.sources import Opened, json_documents
+from gpu_rca.correlate.records import GpuRecord, MetricSample
+from gpu_rca.correlate.store import Store
+from gpu_rca.schemas import metrics as m
+from gpu_rca.schemas.errors import InputError
+from gpu_rca.schemas.pci import normalize_pci_bus_id
 
 SKIP_NON_FINITE = "NaN/Inf samples"
 SKIP_UNKNOWN_METRIC = "samples of metrics gpu-rca does not use"

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from correlate.ranking.run import DEFAULT_LOOKBACK_NS, analyze_connection
+from gpu_rca.correlate.ranking.run import DEFAULT_LOOKBACK_NS, analyze_connection
 
 __all__ = ["DEFAULT_LOOKBACK_NS", "analyze_connection"]

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import os
 
-from schemas.errors import InputError, UsageError
-from schemas.results import AnalyzeResult, ExplainResult
+from gpu_rca.schemas.errors import InputError, UsageError
+from gpu_rca.schemas.results import AnalyzeResult, ExplainResult
 
-from correlate.ranking.explain import explain_connection
-from correlate.ranking.run import DEFAULT_LOOKBACK_NS, analyze_connection
-from correlate.ranking.timefmt import parse_duration_ns, parse_time_ns
-from correlate.ranking.window import Filters, resolve_window
-from correlate.store import Store
+from gpu_rca.correlate.ranking.explain import explain_connection
+from gpu_rca.correlate.ranking.run import DEFAULT_LOOKBACK_NS, analyze_connection
+from gpu_rca.correlate.ranking.timefmt import parse_duration_ns, parse_time_ns
+from gpu_rca.correlate.ranking.window import Filters, resolve_window
+from gpu_rca.correlate.store import Store
 
 
 def analyze(
@@ -36,7 +36,7 @@ def analyze(
     """
     options = resolve_options(since, until, slow, lookback)
     if prometheus is not None:
-        from correlate.prometheus import check_prometheus_url
+        from gpu_rca.correlate.prometheus import check_prometheus_url
 
         check_prometheus_url(prometheus)  # a bad URL is a usage error before the store is opened for writing
     notes = list(warnings or [])
@@ -72,7 +72,7 @@ def pull_prometheus(
     store: Store, prometheus_url: str, options: dict[str, int | None], filters: dict[str, str | None]
 ) -> list[str]:
     """Pull the analysis window's GPU metrics from Prometheus into the store; warnings instead of failing."""
-    from correlate import prometheus
+    from gpu_rca.correlate import prometheus
 
     url = prometheus.check_prometheus_url(prometheus_url)
     flt = Filters(service=filters.get("service"), host=filters.get("host"), gpu=filters.get("gpu"),

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import duckdb
 
-from schemas import attributes as a
-from schemas.results import Driver
+from gpu_rca.schemas import attributes as a
+from gpu_rca.schemas.results import Driver
 
-from correlate.ranking.stats import DRIVER_P_THRESHOLD, clean, normalized_score, proportion_p_value
+from gpu_rca.correlate.ranking.stats import DRIVER_P_THRESHOLD, clean, normalized_score, proportion_p_value
 
 #: A numeric attribute with at most this many distinct values is a category (Contract 3).
 MAX_CATEGORY_VALUES = 20

@@ -8,10 +8,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from schemas.results import Evidence
+from gpu_rca.schemas.results import Evidence
 
-from correlate.ranking.stats import tidy
-from correlate.ranking.timefmt import rfc3339
+from gpu_rca.correlate.ranking.stats import tidy
+from gpu_rca.correlate.ranking.timefmt import rfc3339
 
 GIB = 1024**3
 

@@ -7,15 +7,15 @@ import re
 
 import duckdb
 
-from schemas import metrics as m
-from schemas.attributes import STAMPS
-from schemas.errors import InputError, UsageError
-from schemas.results import CauseResult, ExplainResult, LogLine, MetricPoint, SpanStory
-from schemas.xid import xid_info
+from gpu_rca.schemas import metrics as m
+from gpu_rca.schemas.attributes import STAMPS
+from gpu_rca.schemas.errors import InputError, UsageError
+from gpu_rca.schemas.results import CauseResult, ExplainResult, LogLine, MetricPoint, SpanStory
+from gpu_rca.schemas.xid import xid_info
 
-from correlate.ranking.run import DEFAULT_LOOKBACK_NS, analyze_connection
-from correlate.ranking.timefmt import rfc3339
-from correlate.ranking.window import MINUTE_NS, table_columns
+from gpu_rca.correlate.ranking.run import DEFAULT_LOOKBACK_NS, analyze_connection
+from gpu_rca.correlate.ranking.timefmt import rfc3339
+from gpu_rca.correlate.ranking.window import MINUTE_NS, table_columns
 
 #: Metrics shown around the request, in the order a person reads them.
 STORY_METRICS = (m.GPU_UTIL, m.GPU_TEMP, m.SM_CLOCK, m.POWER_USAGE, m.ENFORCED_POWER_LIMIT, m.FB_USED,

@@ -13,13 +13,13 @@ from collections import defaultdict
 
 import duckdb
 
-from schemas.results import CauseResult, Confidence
+from gpu_rca.schemas.results import CauseResult, Confidence
 
-from correlate.ranking.drivers import driver_rows, significant
-from correlate.ranking.evidence import EvidenceList, short_uuid
-from correlate.ranking.causes import Hypothesis
-from correlate.ranking.signals import FEATURES
-from correlate.ranking.window import SpanSet
+from gpu_rca.correlate.ranking.drivers import driver_rows, significant
+from gpu_rca.correlate.ranking.evidence import EvidenceList, short_uuid
+from gpu_rca.correlate.ranking.causes import Hypothesis
+from gpu_rca.correlate.ranking.signals import FEATURES
+from gpu_rca.correlate.ranking.window import SpanSet
 
 EXAMPLE_TRACES = 5
 

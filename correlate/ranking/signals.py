@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 
 import duckdb
 
-from schemas import metrics as m
+from gpu_rca.schemas import metrics as m
 
-from correlate.ranking.features import FEATURE_SQL
-from correlate.ranking.window import MINUTE_NS, SKEW_NS, SpanSet
+from gpu_rca.correlate.ranking.features import FEATURE_SQL
+from gpu_rca.correlate.ranking.window import MINUTE_NS, SKEW_NS, SpanSet
 
 #: Per-span features, materialised as `f_<name>` columns of rk_spans (see features.py).
 FEATURES = {name: f"coalesce(f_{name}, false)" for name in FEATURE_SQL}

@@ -6,7 +6,7 @@ import re
 import time
 from datetime import UTC, datetime
 
-from schemas.errors import UsageError
+from gpu_rca.schemas.errors import UsageError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNIT_NS = {"ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000, "d": 86_400_000_000_000}

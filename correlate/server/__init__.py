@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from correlate.server.app import ROUTE_MODULES, create_app
-from correlate.server.state import ServerConfig, ServerState
-from correlate.server.writer import QueueFull, Writer, WriterClosed
+from gpu_rca.correlate.server.app import ROUTE_MODULES, create_app
+from gpu_rca.correlate.server.state import ServerConfig, ServerState
+from gpu_rca.correlate.server.writer import QueueFull, Writer, WriterClosed
 
 __all__ = ["ROUTE_MODULES", "QueueFull", "ServerConfig", "ServerState", "Writer", "WriterClosed", "create_app"]

@@ -11,9 +11,9 @@ from urllib.parse import parse_qs, quote, unquote
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from correlate.server.counters import ServeCounters
-from correlate.server.responses import error_response, media_type
-from schemas.errors import UsageError
+from gpu_rca.correlate.server.counters import ServeCounters
+from gpu_rca.correlate.server.responses import error_response, media_type
+from gpu_rca.schemas.errors import UsageError
 
 #: Environment variable holding the bearer token (never a command-line value: argv is world-readable).
 TOKEN_ENV = "GPU_RCA_TOKEN"

@@ -11,12 +11,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from schemas.errors import GpuRcaError, InputError, UsageError
+from gpu_rca.schemas.errors import GpuRcaError, InputError, UsageError
 
-from correlate.ranking.api import resolve_options
-from correlate.ranking.explain import explain_connection
-from correlate.ranking.run import analyze_connection
-from correlate.server.responses import JSON, error_response
+from gpu_rca.correlate.ranking.api import resolve_options
+from gpu_rca.correlate.ranking.explain import explain_connection
+from gpu_rca.correlate.ranking.run import analyze_connection
+from gpu_rca.correlate.server.responses import JSON, error_response
 
 _QUERY = ("since", "until", "lookback", "slow", "service", "host", "gpu")
 

@@ -17,25 +17,25 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
-from correlate.server.access import AccessMiddleware
-from correlate.server.counters import ServeCounters
-from correlate.server.row_builder import RowBuilder
-from correlate.server.state import ServerConfig, ServerState
-from correlate.server.writer import Writer
-from correlate.store import Store
+from gpu_rca.correlate.server.access import AccessMiddleware
+from gpu_rca.correlate.server.counters import ServeCounters
+from gpu_rca.correlate.server.row_builder import RowBuilder
+from gpu_rca.correlate.server.state import ServerConfig, ServerState
+from gpu_rca.correlate.server.writer import Writer
+from gpu_rca.correlate.store import Store
 
 #: Modules whose `ROUTES` make up the server, in matching order.
 ROUTE_MODULES: tuple[str, ...] = (
-    "correlate.server.ops",
-    "correlate.server.otlp_http",
-    "correlate.server.digests",
-    "correlate.server.analysis",
+    "gpu_rca.correlate.server.ops",
+    "gpu_rca.correlate.server.otlp_http",
+    "gpu_rca.correlate.server.digests",
+    "gpu_rca.correlate.server.analysis",
 )
 
 #: `module:function(app) -> stop()` hooks started with the app, stopped (in reverse) before the writer closes.
 BACKGROUND: tuple[str, ...] = (
-    "correlate.server.digests:start_burst_watcher",
-    "correlate.server.retention:start_retention",
+    "gpu_rca.correlate.server.digests:start_burst_watcher",
+    "gpu_rca.correlate.server.retention:start_retention",
 )
 
 
@@ -66,7 +66,7 @@ def create_app(store: Store, config: ServerConfig | None = None, *, close_store:
         stop_pull = asyncio.Event()
         puller = None
         if config.prometheus_url is not None:
-            from correlate.server.prometheus_pull import pull_loop
+            from gpu_rca.correlate.server.prometheus_pull import pull_loop
 
             puller = asyncio.create_task(pull_loop(state, stop_pull))
         stoppers = [_hook(spec)(app) for spec in BACKGROUND]

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from schemas import metrics as m
+from gpu_rca.schemas import metrics as m
 
 
 class ServeCounters:

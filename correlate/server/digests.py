@@ -24,18 +24,18 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from correlate.digest import archive, pipeline
-from correlate.digest.alertmanager import parse_alertmanager
-from correlate.digest.burst import BurstDetector
-from correlate.digest.model import Digest, Trigger
-from correlate.digest.notify import NotifyError
-from correlate.digest.render_html import render_list_html
-from correlate.server.body import BodyError, read_body
-from correlate.server.responses import JSON, error_response
-from correlate.server.state import ServerState
-from correlate.server.writer import QueueFull, WriterClosed
-from schemas.errors import EmptyWindowError, GpuRcaError, InputError
-from schemas.metrics import SERVE_DIGESTS
+from gpu_rca.correlate.digest import archive, pipeline
+from gpu_rca.correlate.digest.alertmanager import parse_alertmanager
+from gpu_rca.correlate.digest.burst import BurstDetector
+from gpu_rca.correlate.digest.model import Digest, Trigger
+from gpu_rca.correlate.digest.notify import NotifyError
+from gpu_rca.correlate.digest.render_html import render_list_html
+from gpu_rca.correlate.server.body import BodyError, read_body
+from gpu_rca.correlate.server.responses import JSON, error_response
+from gpu_rca.correlate.server.state import ServerState
+from gpu_rca.correlate.server.writer import QueueFull, WriterClosed
+from gpu_rca.schemas.errors import EmptyWindowError, GpuRcaError, InputError
+from gpu_rca.schemas.metrics import SERVE_DIGESTS
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ async def plot_png(request: Request) -> Response:
 # --- making digests ------------------------------------------------------------------------------------
 async def create(request: Request) -> Response:
     """POST /digests: `{"since", "until", "gpu", "trigger"}` (all optional) -> the stored digest's JSON."""
-    from correlate.ranking.timefmt import parse_time_ns
+    from gpu_rca.correlate.ranking.timefmt import parse_time_ns
 
     try:
         body = await _json_body(request)
@@ -211,8 +211,8 @@ def _notify(digest: Digest, settings: pipeline.DigestSettings) -> bool | None:
 
 def _pull_prometheus(app: Starlette, gpus: list[str], since_ns: int, until_ns: int) -> None:
     """Bring the alerting GPUs' metric windows (every GPU's, when the alert names none) in from `--prometheus`."""
-    from correlate.prometheus import Window, pull_windows
-    from correlate.server.prometheus_pull import WriterSink
+    from gpu_rca.correlate.prometheus import Window, pull_windows
+    from gpu_rca.correlate.server.prometheus_pull import WriterSink
 
     state: ServerState = app.state.gpu_rca
     config = state.config

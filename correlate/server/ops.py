@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from correlate.server.state import ServerState
+from gpu_rca.correlate.server.state import ServerState
 
 
 async def healthz(request: Request) -> Response:

@@ -18,16 +18,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from correlate.otlp import logs_from_request, spans_from_request
-from correlate.otlp_rows import LogBatch, SpanBatch
-from correlate.otlp_wire import decode_traces
-from correlate.records import IngestResult
-from correlate.server.body import BodyError, read_body
-from correlate.server.responses import JSON, PROTOBUF, error_response, media_type
-from correlate.server.state import ServerState
-from correlate.server.writer import QueueFull, WriterClosed
-from schemas.errors import GpuRcaError, InputError
-from schemas.otlp_json import message_from_json, message_to_json
+from gpu_rca.correlate.otlp import logs_from_request, spans_from_request
+from gpu_rca.correlate.otlp_rows import LogBatch, SpanBatch
+from gpu_rca.correlate.otlp_wire import decode_traces
+from gpu_rca.correlate.records import IngestResult
+from gpu_rca.correlate.server.body import BodyError, read_body
+from gpu_rca.correlate.server.responses import JSON, PROTOBUF, error_response, media_type
+from gpu_rca.correlate.server.state import ServerState
+from gpu_rca.correlate.server.writer import QueueFull, WriterClosed
+from gpu_rca.schemas.errors import GpuRcaError, InputError
+from gpu_rca.schemas.otlp_json import message_from_json, message_to_json
 
 #: Error messages from one request echoed back in `partial_success.error_message`.
 _MESSAGES_SHOWN = 5

@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from schemas.errors import GpuRcaError
+from gpu_rca.schemas.errors import GpuRcaError
 
 _LISTENING = re.compile(r"listening on (http://\S+)")
 

@@ -12,10 +12,10 @@ import logging
 import time
 from collections.abc import Iterable
 
-from correlate.prometheus import AFTER_S, PrometheusUnavailable, pull_windows, windows_around_failures
-from correlate.records import GpuRecord, IngestResult, MetricSample
-from correlate.server.state import ServerState
-from correlate.server.writer import Writer
+from gpu_rca.correlate.prometheus import AFTER_S, PrometheusUnavailable, pull_windows, windows_around_failures
+from gpu_rca.correlate.records import GpuRecord, IngestResult, MetricSample
+from gpu_rca.correlate.server.state import ServerState
+from gpu_rca.correlate.server.writer import Writer
 
 log = logging.getLogger("gpu_rca.serve")
 _NS = 1_000_000_000

@@ -14,9 +14,9 @@ from collections.abc import Callable
 
 from starlette.applications import Starlette
 
-from correlate.server.state import ServerState
-from correlate.store import Store
-from schemas import store as s
+from gpu_rca.correlate.server.state import ServerState
+from gpu_rca.correlate.store import Store
+from gpu_rca.schemas import store as s
 
 log = logging.getLogger("gpu_rca.serve")
 _NS = 1_000_000_000

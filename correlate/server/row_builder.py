@@ -13,7 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from correlate.server.writer import QueueFull
+from gpu_rca.correlate.server.writer import QueueFull
 
 T = TypeVar("T")
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from correlate.server.body import DEFAULT_MAX_BODY_BYTES
-from correlate.server.counters import ServeCounters
-from correlate.server.row_builder import RowBuilder
-from correlate.server.writer import Writer
-from correlate.store import Store
+from gpu_rca.correlate.server.body import DEFAULT_MAX_BODY_BYTES
+from gpu_rca.correlate.server.counters import ServeCounters
+from gpu_rca.correlate.server.row_builder import RowBuilder
+from gpu_rca.correlate.server.writer import Writer
+from gpu_rca.correlate.store import Store
 
 
 @dataclass(frozen=True)

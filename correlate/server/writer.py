@@ -17,10 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from correlate.otlp_rows import SpanBatch
-from correlate.records import IngestResult
-from correlate.store import Store
-from schemas.errors import GpuRcaError
+from gpu_rca.correlate.otlp_rows import SpanBatch
+from gpu_rca.correlate.records import IngestResult
+from gpu_rca.correlate.store import Store
+from gpu_rca.schemas.errors import GpuRcaError
 
 T = TypeVar("T")
 

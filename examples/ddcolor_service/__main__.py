@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from schemas.errors import InputError
+from gpu_rca.schemas.errors import InputError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
                                  format="{time:YYYY-MM-DDTHH:mm:ss.SSS!UTC}Z {level} {message} trace_id={extra[trace_id]}")
     app = create_app(service)
     if args.metrics_port is not None:
-        import collector
+        from gpu_rca import collector
         from examples.ddcolor_service.app import metrics_registry
 
         collector.serve_metrics(metrics_registry(service), args.host, args.metrics_port)

@@ -21,10 +21,10 @@ from fastapi import FastAPI, File, Form, UploadFile
 from fastapi.responses import JSONResponse, Response
 from opentelemetry import trace
 
-import collector
-from collector import AdmissionAdvisor, Collector, classify_error
-from schemas import attributes as A
-from schemas.errors import InputError
+from gpu_rca import collector
+from gpu_rca.collector import AdmissionAdvisor, Collector, classify_error
+from gpu_rca.schemas import attributes as A
+from gpu_rca.schemas.errors import InputError
 
 from examples.ddcolor_service.backend import Colorizer
 from examples.ddcolor_service.telemetry import ServerSpanMiddleware, Telemetry, clocked_span

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from schemas.errors import InputError
+from gpu_rca.schemas.errors import InputError
 
 from examples.ddcolor_service.backend import Colorized
 

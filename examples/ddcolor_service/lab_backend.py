@@ -19,11 +19,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from lab import ddcolor
-from lab.clock import VirtualClock
-from lab.device import CUDA_CONTEXT_BYTES, STEP_NS, Fleet
-from lab.workload import MAX_CONCURRENCY, Request, Worker
-from schemas.errors import InputError
+from gpu_rca.lab import ddcolor
+from gpu_rca.lab.clock import VirtualClock
+from gpu_rca.lab.device import CUDA_CONTEXT_BYTES, STEP_NS, Fleet
+from gpu_rca.lab.workload import MAX_CONCURRENCY, Request, Worker
+from gpu_rca.schemas.errors import InputError
 
 from examples.ddcolor_service.backend import Colorized
 

@@ -24,8 +24,8 @@ from typing import Any
 
 import httpx
 
-from lab.device import STEP_NS
-from schemas import attributes as A
+from gpu_rca.lab.device import STEP_NS
+from gpu_rca.schemas import attributes as A
 
 from examples.ddcolor_service.app import AdvisorMode, ServiceConfig, create_app
 from examples.ddcolor_service.lab_backend import DEFAULT_START_NS, LabBackend

@@ -6,7 +6,7 @@ import dataclasses
 import time
 from typing import Any
 
-from collector import AdmissionAdvisor, Collector, build_resource
+from gpu_rca.collector import AdmissionAdvisor, Collector, build_resource
 
 from examples.ddcolor_service.app import AdvisorMode, Service, ServiceConfig, create_app
 from examples.ddcolor_service.backend import Colorizer

@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from collector import OtlpLogSink, trace_patcher
+from gpu_rca.collector import OtlpLogSink, trace_patcher
 
 Clock = Callable[[], int]
 TRACE_ID_HEADER = "x-trace-id"

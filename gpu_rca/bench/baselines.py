@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import duckdb
 
-from schemas import metrics as m
+from gpu_rca.schemas import metrics as m
 
-from correlate.ranking.drivers import driver_rows, significant
-from correlate.ranking.signals import METRIC_FLOORS
+from gpu_rca.correlate.ranking.drivers import driver_rows, significant
+from gpu_rca.correlate.ranking.signals import METRIC_FLOORS
 
 #: (series, direction) -> cause. Series are canonical metric names; the two code-valued gauges (the clock-event
 #: bitmask and the last XID) are scored raw, as BARO scores any series, and named by their peak value.

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from correlate.ingest import ingest_paths
-from correlate.ranking.evidence import numbers_missing_from_evidence
-from correlate.ranking.run import analyze_connection
-from correlate.ranking.timefmt import parse_time_ns
-from correlate.store import Store
+from gpu_rca.correlate.ingest import ingest_paths
+from gpu_rca.correlate.ranking.evidence import numbers_missing_from_evidence
+from gpu_rca.correlate.ranking.run import analyze_connection
+from gpu_rca.correlate.ranking.timefmt import parse_time_ns
+from gpu_rca.correlate.store import Store
 from gpu_rca.bench import baselines, scoring
 
 #: The seed of `--generated N`: fixed, so the generated suite is the same for everyone.
@@ -60,9 +60,9 @@ class SuiteResult:
 
 def run_case(scenario_data: dict[str, Any] | str) -> dict[str, Any]:
     """Simulate one scenario (a YAML path or a mapping), ingest its files, rank with ours and both baselines."""
-    from lab.engine import run_scenario
-    from lab.outputs import write_run
-    from lab.scenario import load_scenario, parse_scenario
+    from gpu_rca.lab.engine import run_scenario
+    from gpu_rca.lab.outputs import write_run
+    from gpu_rca.lab.scenario import load_scenario, parse_scenario
 
     if isinstance(scenario_data, str):
         scenario = load_scenario(scenario_data)
@@ -119,7 +119,7 @@ def run_suite(name: str, scenarios: list[Any], jobs: int = 1, progress=None) -> 
 def public_scenarios(directory: str | Path | None) -> list[str]:
     """The YAML files of the public suite (the shipped `scenarios/`, or `directory`)."""
     if directory is None:
-        from lab.scenario import shipped_scenarios
+        from gpu_rca.lab.scenario import shipped_scenarios
 
         return [str(p) for p in _shipped_paths(shipped_scenarios())]
     paths = sorted(Path(directory).glob("*.yaml")) + sorted(Path(directory).glob("*.yml"))
@@ -129,13 +129,13 @@ def public_scenarios(directory: str | Path | None) -> list[str]:
 def _shipped_paths(names: list[str]) -> list[Path]:
     from importlib import resources
 
-    root = resources.files("scenarios")
+    root = resources.files("gpu_rca.scenarios")
     return [Path(str(root / f"{name}.yaml")) for name in names]
 
 
 def generated_scenarios(count: int, seed: int = GENERATED_SEED) -> list[dict[str, Any]]:
     """`count` scenarios from `lab generate` with the fixed seed."""
-    from lab.generate import generate_scenarios
+    from gpu_rca.lab.generate import generate_scenarios
 
     return generate_scenarios(seed, count)
 

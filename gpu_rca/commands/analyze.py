@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from schemas.errors import GpuRcaError, StoreError, UsageError
+from gpu_rca.schemas.errors import GpuRcaError, StoreError, UsageError
 
 #: Where `--server` reads its bearer token (never from the command line; Contract 9).
 TOKEN_ENV = "GPU_RCA_TOKEN"
@@ -83,7 +83,7 @@ def analyze(db_path: str | None, server: str | None, since: str | None, until: s
             as_json: bool) -> None:
     """Rank the likely root causes of failed GPU inference requests, with evidence."""
     check_source(db_path, server)
-    from correlate.ranking.api import resolve_options
+    from gpu_rca.correlate.ranking.api import resolve_options
 
     resolve_options(since, until, slow, lookback)  # usage errors before anything is opened or fetched
     if server is not None:
@@ -91,7 +91,7 @@ def analyze(db_path: str | None, server: str | None, since: str | None, until: s
                   "gpu": gpu, "slow": slow, "prometheus": prometheus}
         result = fetch_json(server, "/api/analyze", params)
     else:
-        from correlate.ranking.api import analyze as run
+        from gpu_rca.correlate.ranking.api import analyze as run
 
         result = run(db_path, since, until, service=service, host=host, gpu=gpu, slow=slow, lookback=lookback,
                      prometheus=prometheus)

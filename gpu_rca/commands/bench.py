@@ -7,7 +7,7 @@ import os
 
 import click
 
-from schemas.errors import UsageError
+from gpu_rca.schemas.errors import UsageError
 
 
 @click.group()

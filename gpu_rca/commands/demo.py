@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from schemas.errors import InputError
+from gpu_rca.schemas.errors import InputError
 
 if TYPE_CHECKING:
-    from correlate.digest import Digest
+    from gpu_rca.correlate.digest import Digest
 
 DEFAULT_SCENARIO = "large-uploads-10am"
 DEFAULT_OUT = "gpu-rca-demo"
@@ -69,13 +69,13 @@ def run_demo(
     """Simulate a scenario (name or file), write the lab's files, ingest them, rank, and write the digest files."""
     from tqdm import tqdm
 
-    from correlate.digest import archive, pipeline, render_html, render_markdown
-    from correlate.digest.model import Trigger
-    from correlate.ingest import ingest_paths
-    from correlate.store import Store
-    from lab.engine import run_scenario
-    from lab.outputs import write_run
-    from lab.scenario import load_scenario
+    from gpu_rca.correlate.digest import archive, pipeline, render_html, render_markdown
+    from gpu_rca.correlate.digest.model import Trigger
+    from gpu_rca.correlate.ingest import ingest_paths
+    from gpu_rca.correlate.store import Store
+    from gpu_rca.lab.engine import run_scenario
+    from gpu_rca.lab.outputs import write_run
+    from gpu_rca.lab.scenario import load_scenario
 
     scenario = load_scenario(scenario_ref)
     if seed is not None:

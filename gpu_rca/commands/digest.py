@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING
 
 import click
 
-from schemas.errors import GpuRcaError, InputError, StoreError, UsageError
+from gpu_rca.schemas.errors import GpuRcaError, InputError, StoreError, UsageError
 
 if TYPE_CHECKING:
-    from correlate.digest import Digest, Trigger
-    from correlate.digest.pipeline import DigestSettings
+    from gpu_rca.correlate.digest import Digest, Trigger
+    from gpu_rca.correlate.digest.pipeline import DigestSettings
 
 _FORMATS = ("md", "html", "json")
 
@@ -40,9 +40,9 @@ _FORMATS = ("md", "html", "json")
 def digest(db_path: str | None, server_url: str | None, since: str | None, until: str | None, gpu: str | None,
            fmt: str, out_path: str | None, grafana_url: str | None, notify_url: str | None, trigger: str) -> None:
     """Render the failure digest of a window and store it."""
-    from correlate.digest import pipeline
-    from correlate.digest.model import Trigger
-    from correlate.ranking.timefmt import parse_time_ns
+    from gpu_rca.correlate.digest import pipeline
+    from gpu_rca.correlate.digest.model import Trigger
+    from gpu_rca.correlate.ranking.timefmt import parse_time_ns
 
     if db_path and server_url:
         raise UsageError("use --db or --server, not both")
@@ -62,8 +62,8 @@ def digest(db_path: str | None, server_url: str | None, since: str | None, until
 def _from_db(db_path: str | None, trigger: Trigger, settings: DigestSettings, since_ns: int | None,
              until_ns: int | None, gpu: str | None) -> Digest:
     """Make the digest on the store itself and keep it in its `digests` table."""
-    from correlate.digest import archive, pipeline
-    from correlate.store import Store, default_db_path
+    from gpu_rca.correlate.digest import archive, pipeline
+    from gpu_rca.correlate.store import Store, default_db_path
 
     path = Path(db_path or default_db_path())
     if not path.exists():  # opening it writable would create an empty store as a side effect
@@ -80,7 +80,7 @@ def _from_server(server_url: str, *, since: str | None, until: str | None, gpu: 
     """Ask serve to make and store the digest (POST /digests), and rebuild it from the JSON it answers."""
     from urllib.parse import urlsplit
 
-    from correlate.digest.model import Digest
+    from gpu_rca.correlate.digest.model import Digest
 
     parts = urlsplit(server_url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -113,7 +113,7 @@ def _error_message(body: bytes) -> str:
 
 
 def _write(made: Digest, fmt: str, out_path: str | None) -> None:
-    from correlate.digest import render_html, render_markdown
+    from gpu_rca.correlate.digest import render_html, render_markdown
 
     if fmt == "json":
         text = made.to_json(indent=None) + "\n"

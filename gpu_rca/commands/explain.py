@@ -21,7 +21,7 @@ def explain(trace_id: str, db_path: str | None, server: str | None, as_json: boo
     if server is not None:
         result = fetch_json(server, f"/api/explain/{trace_id.strip().lower()}")
     else:
-        from correlate.ranking.api import explain as run
+        from gpu_rca.correlate.ranking.api import explain as run
 
         result = run(db_path, trace_id)
     for warning in result["warnings"]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from schemas.errors import GpuRcaError, UsageError
+from gpu_rca.schemas.errors import GpuRcaError, UsageError
 
 
 @click.command("exporter")
@@ -41,7 +41,7 @@ def exporter(
     duration: float | None,
 ) -> None:
     """Serve dcgm-exporter-compatible GPU metrics on http://HOST:PORT/metrics."""
-    from collector._exporter import registry_for, serve
+    from gpu_rca.collector._exporter import registry_for, serve
 
     if simulate is None and (otlp_endpoint is not None or speed != 1.0):
         raise UsageError("--speed and --otlp-endpoint need --simulate SCENARIO")
@@ -81,8 +81,8 @@ def exporter(
 def _real(sample_hz: float, hostname: str | None) -> tuple[Any, list[Any]]:
     import pynvml
 
-    from collector import Collector
-    from collector._exporter import Source
+    from gpu_rca.collector import Collector
+    from gpu_rca.collector._exporter import Source
 
     collector = Collector(pynvml, sample_hz=sample_hz, cuda_visible_devices=None)
     if not collector.start():
@@ -94,10 +94,10 @@ def _real(sample_hz: float, hostname: str | None) -> tuple[Any, list[Any]]:
 
 def _simulated(scenario: str, speed: float, otlp_endpoint: str | None, sample_hz: float) -> tuple[Any, Any]:
     try:
-        from lab import LiveFleet  # the lab extra
+        from gpu_rca.lab import LiveFleet  # the lab extra
     except ImportError as exc:
         raise GpuRcaError(f"--simulate needs the lab (pip install 'gpu-rca[lab]'): {exc}") from exc
-    from collector._exporter import Source
+    from gpu_rca.collector._exporter import Source
 
     fleet = LiveFleet(scenario, speed=speed, otlp_endpoint=otlp_endpoint, sample_hz=sample_hz)
     fleet.start()

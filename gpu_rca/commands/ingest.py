@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import click
 
-from schemas.errors import InputError, UsageError
+from gpu_rca.schemas.errors import InputError, UsageError
 
 
 def _boot_time(value: str | None) -> datetime | None:
@@ -38,10 +38,10 @@ def _boot_time(value: str | None) -> datetime | None:
 def ingest(paths: tuple[str, ...], db_path: str | None, host: str | None, boot_time: str | None, tz: str | None,
            max_bytes: int | None, progress: bool | None) -> None:
     """Store telemetry files (OTLP JSON/protobuf, Prometheus, loguru, kernel logs; .gz/.zst) in the store."""
-    from correlate.ingest import IngestOptions, ingest_paths
-    from correlate.ingest.sources import DEFAULT_MAX_BYTES
-    from correlate.kernel_log import resolve_tz
-    from correlate.store import Store
+    from gpu_rca.correlate.ingest import IngestOptions, ingest_paths
+    from gpu_rca.correlate.ingest.sources import DEFAULT_MAX_BYTES
+    from gpu_rca.correlate.kernel_log import resolve_tz
+    from gpu_rca.correlate.store import Store
 
     if tz is not None:
         resolve_tz(tz)  # a bad zone is a usage error before anything is read

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from schemas import attributes as A
+from gpu_rca.schemas import attributes as A
 
 
 @click.group("lab")
@@ -22,9 +22,9 @@ def lab() -> None:
               help="Collector sampling rate in simulated time.")
 def run(scenario: str, out_dir: Path, sample_hz: float) -> None:
     """Simulate SCENARIO (a shipped name or a YAML file) and write Contract 3's files into --out."""
-    from lab.engine import run_scenario
-    from lab.outputs import write_run
-    from lab.scenario import load_scenario
+    from gpu_rca.lab.engine import run_scenario
+    from gpu_rca.lab.outputs import write_run
+    from gpu_rca.lab.scenario import load_scenario
 
     result = run_scenario(load_scenario(scenario), sample_hz=sample_hz)
     paths = write_run(result, out_dir)
@@ -42,7 +42,7 @@ def run(scenario: str, out_dir: Path, sample_hz: float) -> None:
               help="Folder for the scenario YAML files (each with its truth).")
 def generate(seed: int, count: int, out_dir: Path) -> None:
     """Draw COUNT random scenarios from the documented ranges (lab/generate.py) and write them as YAML."""
-    from lab.generate import write_generated
+    from gpu_rca.lab.generate import write_generated
 
     paths = write_generated(seed, count, out_dir)
     click.echo(f"wrote {len(paths)} scenarios to {out_dir}", err=True)

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from schemas.errors import GpuRcaError
+from gpu_rca.schemas.errors import GpuRcaError
 
 _MIB = 1024 * 1024
 
@@ -44,14 +44,14 @@ def serve(db_path: str | None, host: str, port: int, token_file: str | None, pro
     import uvicorn
     from prometheus_client import disable_created_metrics
 
-    from correlate.prometheus import check_prometheus_url
-    from correlate.server import ServerConfig, create_app
-    from correlate.server.access import load_token
-    from correlate.store import Store
+    from gpu_rca.correlate.prometheus import check_prometheus_url
+    from gpu_rca.correlate.server import ServerConfig, create_app
+    from gpu_rca.correlate.server.access import load_token
+    from gpu_rca.correlate.store import Store
 
     retention_s = None
     if retention is not None:
-        from correlate.ranking.timefmt import parse_duration_ns
+        from gpu_rca.correlate.ranking.timefmt import parse_duration_ns
 
         retention_s = parse_duration_ns(retention) / 1e9
         if retention_s <= 0:

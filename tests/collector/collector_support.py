@@ -17,8 +17,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-import lab
-from collector import Collector
+from gpu_rca import lab
+from gpu_rca.collector import Collector
 
 START_NS = 1_767_225_600 * 10**9  # 2026-01-01T00:00:00Z
 PERIOD_NS = 100_000_000  # 10 Hz

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from collector_support import Receiver, Sim, free_port, span_attributes
 
-from collector._exporter import Source, registry_for, serve
-from schemas import metrics as M
+from gpu_rca.collector._exporter import Source, registry_for, serve
+from gpu_rca.schemas import metrics as M
 from tests.conftest import require_binary
 
 REPO = Path(__file__).resolve().parents[2]

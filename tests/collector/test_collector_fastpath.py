@@ -6,7 +6,7 @@ from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from collector._spans import set_clean_attributes
+from gpu_rca.collector._spans import set_clean_attributes
 
 STAMPS = {"gpu.index": 0, "gpu.power.mean": 51.5, "gpu.telemetry.stale": False, "gpu.throttle.reasons": ("sw_thermal",),
           "gpu.xid": (), "gpu.name": "NVIDIA L4"}

@@ -7,9 +7,9 @@ from types import SimpleNamespace
 import pytest
 from collector_support import make_sim
 
-from collector import GpuResolver, Target
-from collector._nvml import DeviceInfo, MigInfo
-from schemas import attributes as A
+from gpu_rca.collector import GpuResolver, Target
+from gpu_rca.collector._nvml import DeviceInfo, MigInfo
+from gpu_rca.schemas import attributes as A
 
 FLEET4 = [{"host": "node-a", "gpus": 4, "model": "L4"}]
 
@@ -75,7 +75,7 @@ def test_spans_stamp_the_gpu_cuda_visible_devices_names():
 
 def test_cuda_visible_devices_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2")
-    from collector import Collector
+    from gpu_rca.collector import Collector
 
     sim = make_sim(FLEET4, cuda_visible_devices=None)
     collector = Collector(sim.nvml, clock=sim.clock.now_ns, tracer_provider=sim.provider, background=False)

@@ -9,9 +9,9 @@ from loguru import logger
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 
-import lab
-from collector import Collector, classify_error
-from schemas import attributes as A
+from gpu_rca import lab
+from gpu_rca.collector import Collector, classify_error
+from gpu_rca.schemas import attributes as A
 
 
 def test_span_handle_sampler_inventory_and_flush(sim: Sim):

@@ -13,7 +13,7 @@ from loguru import logger
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 
-from collector import OtlpLogSink, install_patcher
+from gpu_rca.collector import OtlpLogSink, install_patcher
 
 
 @pytest.fixture

@@ -15,11 +15,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from collector_support import FLEET, PERIOD_NS, Sim, make_sim
 
-import lab
-from collector import Collector, Ring, Sampler
-from collector._nvml import DeviceInfo, Sample
-from collector._stamp import aggregate
-from schemas import attributes as A
+from gpu_rca import lab
+from gpu_rca.collector import Collector, Ring, Sampler
+from gpu_rca.collector._nvml import DeviceInfo, Sample
+from gpu_rca.collector._stamp import aggregate
+from gpu_rca.schemas import attributes as A
 
 
 def _sample(ts: int) -> Sample:
@@ -177,8 +177,8 @@ def test_importing_collector_starts_nothing():
     import sys
 
     code = (
-        "import sys, threading, collector\n"
-        "bad = [m for m in ('duckdb', 'correlate', 'lab', 'pandas', 'numpy', 'pynvml', 'torch') if m in sys.modules]\n"
+        "import sys, threading\nfrom gpu_rca import collector\n"
+        "bad = [m for m in ('duckdb', 'gpu_rca.correlate', 'gpu_rca.lab', 'pandas', 'numpy', 'pynvml', 'torch') if m in sys.modules]\n"
         "print(bad, threading.active_count())"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

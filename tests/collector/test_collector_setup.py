@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from collector_support import Receiver, free_port, span_attributes
 
-from schemas import attributes as A
+from gpu_rca.schemas import attributes as A
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -42,7 +42,7 @@ def run_app(code: str, **env: str) -> dict:
 APP = """
     import json, time
     from loguru import logger
-    import collector, lab
+    from gpu_rca import collector, lab
 
     nvml = lab.simulated_nvml([{"host": "node-a", "gpus": 1, "model": "L4"}])
     nvml.devices[0].load(0.9)
@@ -95,7 +95,7 @@ def test_adds_to_an_existing_sdk_provider_instead_of_replacing_it():
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import SimpleSpanProcessor
         from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-        import collector, lab
+        from gpu_rca import collector, lab
 
         exporter = InMemorySpanExporter()
         provider = TracerProvider()
@@ -119,7 +119,7 @@ def test_dead_otlp_endpoint_leaves_the_call_unchanged_and_counts_the_drop():
     out = run_app(
         """
         import json, time
-        import collector, lab
+        from gpu_rca import collector, lab
 
         c = collector.configure(service_name="app", nvml=lab.simulated_nvml([{"host": "h", "gpus": 1, "model": "L4"}]))
 
@@ -153,7 +153,7 @@ def test_grpc_protocol_selects_the_grpc_exporter():
     out = run_app(
         """
         import json
-        from collector._setup import otlp_span_exporter, otlp_log_exporter
+        from gpu_rca.collector._setup import otlp_span_exporter, otlp_log_exporter
         print(json.dumps([type(otlp_span_exporter()).__module__, type(otlp_log_exporter()).__module__]))
         """,
         OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
@@ -170,7 +170,7 @@ def test_unconfigured_spans_work_with_source_none():
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import SimpleSpanProcessor
         from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-        import collector
+        from gpu_rca import collector
 
         @collector.inference_span("inf", gpu=0)
         async def work():
@@ -216,7 +216,7 @@ def test_configure_again_replaces_the_default_collector(receiver: Receiver):
     out = run_app(
         """
         import json
-        import collector, lab
+        from gpu_rca import collector, lab
         first = collector.configure(service_name="app", nvml=lab.simulated_nvml([{"host": "h", "gpus": 1, "model": "T4"}]))
         second = collector.configure(service_name="app", nvml=lab.simulated_nvml([{"host": "h", "gpus": 2, "model": "L4"}]))
         with collector.inference_span("inf", gpu=1):

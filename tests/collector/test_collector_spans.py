@@ -10,8 +10,8 @@ import pytest
 from collector_support import PERIOD_NS, SERVICE_PID, Sim
 from opentelemetry.trace import StatusCode
 
-from schemas import attributes as A
-from schemas.pci import normalize_pci_bus_id
+from gpu_rca.schemas import attributes as A
+from gpu_rca.schemas.pci import normalize_pci_bus_id
 from tests.conftest import shared_sample
 
 

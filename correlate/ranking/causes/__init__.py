@@ -9,14 +9,14 @@ XIDs and, for workload causes, the drivers. `rank.py` then lets hypotheses compe
 
 from __future__ import annotations
 
-from correlate.ranking.causes.base import Hypothesis
-from correlate.ranking.causes.fleet import application, saturation
-from correlate.ranking.causes.hardware import ecc, fallen_off_bus, kernel_fault
-from correlate.ranking.causes.memory import foreign_process, oom_large_inputs
-from correlate.ranking.causes.throttling import THROTTLE_CAUSES, throttle
-from correlate.ranking.drivers import DriverRow
-from correlate.ranking.signals import Signals
-from correlate.ranking.window import SpanSet
+from gpu_rca.correlate.ranking.causes.base import Hypothesis
+from gpu_rca.correlate.ranking.causes.fleet import application, saturation
+from gpu_rca.correlate.ranking.causes.hardware import ecc, fallen_off_bus, kernel_fault
+from gpu_rca.correlate.ranking.causes.memory import foreign_process, oom_large_inputs
+from gpu_rca.correlate.ranking.causes.throttling import THROTTLE_CAUSES, throttle
+from gpu_rca.correlate.ranking.drivers import DriverRow
+from gpu_rca.correlate.ranking.signals import Signals
+from gpu_rca.correlate.ranking.window import SpanSet
 
 
 def build(sig: Signals, family_drivers: dict[str, list[DriverRow]], spans: SpanSet,

@@ -5,15 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from schemas import attributes as a
-from schemas import metrics as m
-from schemas import xid as x
+from gpu_rca.schemas import attributes as a
+from gpu_rca.schemas import metrics as m
+from gpu_rca.schemas import xid as x
 
-from correlate.ranking.drivers import DriverRow, significant
-from correlate.ranking.evidence import EvidenceList, short_uuid
-from correlate.ranking.signals import GpuSignals, Group
-from correlate.ranking.stats import normalized_score, proportion_p_value
-from correlate.ranking.window import SKEW_NS
+from gpu_rca.correlate.ranking.drivers import DriverRow, significant
+from gpu_rca.correlate.ranking.evidence import EvidenceList, short_uuid
+from gpu_rca.correlate.ranking.signals import GpuSignals, Group
+from gpu_rca.correlate.ranking.stats import normalized_score, proportion_p_value
+from gpu_rca.correlate.ranking.window import SKEW_NS
 
 #: A hypothesis weaker than this is not a cause.
 MIN_STRENGTH = 0.2

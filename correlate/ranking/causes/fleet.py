@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import math
 
-from schemas import attributes as a
+from gpu_rca.schemas import attributes as a
 
-from correlate.ranking.causes.base import MIN_STRENGTH, PLACEMENT_DRIVERS, Hypothesis, contrast, count_sentence
-from correlate.ranking.drivers import DriverRow, significant
-from correlate.ranking.evidence import EvidenceList, pct
-from correlate.ranking.signals import Signals
-from correlate.ranking.stats import DRIVER_P_THRESHOLD
-from correlate.ranking.window import SpanSet
+from gpu_rca.correlate.ranking.causes.base import MIN_STRENGTH, PLACEMENT_DRIVERS, Hypothesis, contrast, count_sentence
+from gpu_rca.correlate.ranking.drivers import DriverRow, significant
+from gpu_rca.correlate.ranking.evidence import EvidenceList, pct
+from gpu_rca.correlate.ranking.signals import Signals
+from gpu_rca.correlate.ranking.stats import DRIVER_P_THRESHOLD
+from gpu_rca.correlate.ranking.window import SpanSet
 
 def saturation(sig: Signals, traffic: tuple[float, float] | None) -> Hypothesis | None:
     """Busy GPUs, long queues and more requests in flight, with no memory or clock problem."""

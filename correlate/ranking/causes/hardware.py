@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from schemas import attributes as a
-from schemas import metrics as m
-from schemas import xid as x
+from gpu_rca.schemas import attributes as a
+from gpu_rca.schemas import metrics as m
+from gpu_rca.schemas import xid as x
 
-from correlate.ranking.causes.base import (
+from gpu_rca.correlate.ranking.causes.base import (
     ECC_XIDS, FAULT_XIDS, MIN_STRENGTH, Hypothesis, contrast, count_sentence, earliest, merge_groups,
     metric_evidence, precedes, where,
 )
-from correlate.ranking.evidence import EvidenceList, pct
-from correlate.ranking.signals import GpuSignals, Signals
-from correlate.ranking.window import MINUTE_NS, SKEW_NS
+from gpu_rca.correlate.ranking.evidence import EvidenceList, pct
+from gpu_rca.correlate.ranking.signals import GpuSignals, Signals
+from gpu_rca.correlate.ranking.window import MINUTE_NS, SKEW_NS
 
 def _kernel(g: GpuSignals, codes: set[int]) -> list:
     """Kernel XIDs of `codes` on this GPU that overlap its failures (from 10 min before to 1 min after)."""

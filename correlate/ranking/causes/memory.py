@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from schemas import attributes as a
-from schemas import metrics as m
+from gpu_rca.schemas import attributes as a
+from gpu_rca.schemas import metrics as m
 
-from correlate.ranking.causes.base import (
+from gpu_rca.correlate.ranking.causes.base import (
     MIN_STRENGTH, WORKLOAD_DRIVERS, Hypothesis, best_driver, contrast, count_sentence, earliest, metric_evidence,
     precedes, where,
 )
-from correlate.ranking.drivers import DriverRow
-from correlate.ranking.evidence import EvidenceList, gib, pct
-from correlate.ranking.signals import GpuSignals, Signals
-from correlate.ranking.stats import saturate
+from gpu_rca.correlate.ranking.drivers import DriverRow
+from gpu_rca.correlate.ranking.evidence import EvidenceList, gib, pct
+from gpu_rca.correlate.ranking.signals import GpuSignals, Signals
+from gpu_rca.correlate.ranking.stats import saturate
 
 
 def _normally(ev: EvidenceList, unit: str) -> str:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from schemas import attributes as a
-from schemas import metrics as m
+from gpu_rca.schemas import attributes as a
+from gpu_rca.schemas import metrics as m
 
-from correlate.ranking.causes.base import (
+from gpu_rca.correlate.ranking.causes.base import (
     MIN_STRENGTH, Hypothesis, contrast, count_sentence, earliest, metric_evidence, precedes, where,
 )
-from correlate.ranking.evidence import EvidenceList, pct
-from correlate.ranking.signals import GpuSignals, Signals
-from correlate.ranking.stats import saturate
+from gpu_rca.correlate.ranking.evidence import EvidenceList, pct
+from gpu_rca.correlate.ranking.signals import GpuSignals, Signals
+from gpu_rca.correlate.ranking.stats import saturate
 
 #: Throttling causes: the span feature that shows each, and how a summary names it.
 THROTTLE_CAUSES = {
