@@ -46,8 +46,8 @@ def span_rows(spans: int) -> Any:
     import pyarrow as pa
 
     from benchmarks.ingest import make_payloads
-    from gpu_rca.correlate.otlp import spans_from_request
-    from gpu_rca.correlate.otlp_wire import AttributeCache
+    from gpu_rca.correlate.otlp.decode import spans_from_request
+    from gpu_rca.correlate.otlp.wire import AttributeCache
 
     per_request = 512
     payloads = make_payloads(-(-spans // per_request), per_request)

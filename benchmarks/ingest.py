@@ -1,6 +1,6 @@
 """OTLP/HTTP protobuf ingest through a real `gpu-rca serve` into DuckDB, beside its limits, in one run.
 
-- `parse_only`: decode each protobuf payload and turn it into store rows (`correlate.otlp.spans_from_request`),
+- `parse_only`: decode each protobuf payload and turn it into store rows (`correlate.otlp.decode.spans_from_request`),
   storing nothing: the floor of what any ingest of these payloads costs in this process; the attribute cache
   starts empty, and its hit rate over the pass is reported;
 - `parse_only_no_cache`: the same with a cache that keeps nothing: the worst case, traffic whose attribute
@@ -43,7 +43,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from benchmarks._cli import emit, parse, parser_for
-from gpu_rca.correlate.otlp_wire import DEFAULT_CACHE, AttributeCache
+from gpu_rca.correlate.otlp.wire import DEFAULT_CACHE, AttributeCache
 from gpu_rca.schemas import attributes as A
 
 KINDS = ("parse_only", "parse_only_no_cache", "store_direct", "store_only", "store_only_grouped", "server")
@@ -108,7 +108,7 @@ def make_payloads(requests: int, spans_per_request: int, seed: int = 7) -> list[
 def time_parse_only(payloads: list[bytes], cache: AttributeCache) -> tuple[float, float]:
     """(wall seconds, CPU seconds) to decode every payload and build its store rows, `cache` emptied first
     (so no value is known from an earlier pass over the same payloads)."""
-    from gpu_rca.correlate.otlp import spans_from_request
+    from gpu_rca.correlate.otlp.decode import spans_from_request
 
     cache.clear()
     started, cpu = time.perf_counter(), time.process_time()
@@ -133,7 +133,7 @@ def time_store_direct(payloads: list[bytes], folder: Path) -> tuple[float, float
 def time_store_only(payloads: list[bytes], folder: Path, group: int) -> tuple[float, float]:
     """(wall seconds, CPU seconds) to store the rows of every payload, built beforehand and not timed, into a
     fresh store file, `group` requests' rows per `Store.ingest_span_batches` call (one insert per table)."""
-    from gpu_rca.correlate.otlp import spans_from_request
+    from gpu_rca.correlate.otlp.decode import spans_from_request
     from gpu_rca.correlate.store import Store
 
     batches = [spans_from_request(payload, cache=AttributeCache()) for payload in payloads]

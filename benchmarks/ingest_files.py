@@ -56,7 +56,7 @@ def time_baseline(path: Path, db: Path) -> tuple[float, int]:
     import duckdb
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-    from gpu_rca.correlate.otlp import key_values
+    from gpu_rca.correlate.otlp.decode import key_values
     from gpu_rca.schemas import attributes as a
     from gpu_rca.schemas.otlp_json import message_from_json
 

@@ -23,7 +23,7 @@ from gpu_rca.collector._nvml import STAMP_COLUMN_NAMES, STAMP_COLUMNS, Sample
 #: after the first changes the clock-event mask or the ECC counters or reports an XID, so nothing
 #: happened inside the window and its mask is the first sample's. (A plain tuple: a NamedTuple's
 #: constructor cost a measurable share of a stamp.)
-Window = tuple[list[Sample], tuple[Any, ...], bool]
+RingWindow = tuple[list[Sample], tuple[Any, ...], bool]
 
 _TEMP, _POWER, _USED, _PROC, _UTIL, _SM = range(len(STAMP_COLUMN_NAMES))
 #: What stamping reduces, in this order: (column, reduction) with reduction one of max, min, mean.
@@ -173,8 +173,8 @@ class Ring:
             lo, hi = self._bounds(start_ns, end_ns)
             return self._samples[lo:hi]
 
-    def window_stats(self, start_ns: int, end_ns: int) -> Window:
-        """Contract 1's window with its reductions and whether it is quiet (see `Window`)."""
+    def window_stats(self, start_ns: int, end_ns: int) -> RingWindow:
+        """Contract 1's window with its reductions and whether it is quiet (see `RingWindow`)."""
         with self._lock:
             ts = self._ts
             lo = bisect.bisect_right(ts, start_ns)
@@ -221,4 +221,4 @@ class Ring:
         self._lock = threading.Lock()
 
 
-__all__ = ["REDUCTIONS", "PrefixSum", "RangeExtreme", "Ring", "Window", "reduce_samples", "transition_between"]
+__all__ = ["REDUCTIONS", "PrefixSum", "RangeExtreme", "Ring", "RingWindow", "reduce_samples", "transition_between"]

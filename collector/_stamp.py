@@ -7,7 +7,7 @@ import functools
 from typing import Any
 
 from gpu_rca.collector._nvml import DeviceInfo, Sample
-from gpu_rca.collector._ring import Window, reduce_samples, transition_between
+from gpu_rca.collector._ring import RingWindow, reduce_samples, transition_between
 from gpu_rca.schemas import attributes as A
 from gpu_rca.schemas.pci import normalize_pci_bus_id_or_keep as _normal_pci
 from gpu_rca.schemas.throttle import decode_throttle_reasons
@@ -51,10 +51,10 @@ def aggregate(
     samples: list[Sample],
     end_ns: int,
     period_ns: int,
-    window: Window | None = None,
+    window: RingWindow | None = None,
     static: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any], int]]]:
-    """Window stamps and span events `(name, attributes, ts_ns)` for `samples` (the window, oldest first).
+    """RingWindow stamps and span events `(name, attributes, ts_ns)` for `samples` (the window, oldest first).
 
     Every value is a valid OTel attribute value as built (sequences are tuples), so it can be set unchecked.
     Counters (ECC) are deltas from the first sample; XIDs count only those read after the first sample,

@@ -31,7 +31,7 @@ from gpu_rca.lab.device import CUDA_CONTEXT_BYTES, STEP_NS, Fleet
 from gpu_rca.lab.faults import FaultDriver, apply_event
 from gpu_rca.lab.ids import SeededIdGenerator
 from gpu_rca.lab.kernel_log import kernel_lines
-from gpu_rca.lab.prometheus import Scraper
+from gpu_rca.lab.scrapes import Scraper
 from gpu_rca.lab.scenario import Scenario
 from gpu_rca.lab.workload import Request, Worker, draw
 from gpu_rca.schemas import attributes as A

@@ -103,7 +103,7 @@ def _ddl_v1() -> tuple[str, ...]:
     attributes JSON,
     PRIMARY KEY (trace_id, span_id, seq)
 )""",
-        # log_id: logs have no natural key; see correlate.store.log_id for what it hashes.
+        # log_id: logs have no natural key; see correlate.store.database.log_id for what it hashes.
         f"""CREATE TABLE {LOGS} (
     log_id VARCHAR PRIMARY KEY,
     ts_ns BIGINT NOT NULL,

@@ -16,7 +16,7 @@ from gpu_rca import lab
 from gpu_rca.collector._fit import OnlineFit, upper_quantile
 from gpu_rca.schemas import attributes as A
 from gpu_rca.schemas import metrics as M
-from tests.conftest import require_binary
+from tests.support import require_binary
 
 START_NS = 1_772_445_600_000_000_000
 GIB = 1024**3

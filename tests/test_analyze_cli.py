@@ -14,7 +14,7 @@ import pytest
 from gpu_rca import correlate
 from gpu_rca.correlate.server.process import ServeProcess
 from gpu_rca.correlate.store import Store
-from test_ranking_lab import check_contract, incident_stores
+from tests.support.ranking import check_contract, incident_stores
 
 
 @pytest.fixture(scope="module")

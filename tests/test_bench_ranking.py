@@ -15,7 +15,7 @@ import yaml
 from gpu_rca.correlate.ranking.run import analyze_connection
 from gpu_rca.correlate.ranking.timefmt import parse_time_ns
 from gpu_rca.bench import baselines, scoring
-from test_ranking_lab import incident_stores
+from tests.support.ranking import incident_stores
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from examples.ddcolor_service.service import build_service
 from gpu_rca.schemas import attributes as A
 from gpu_rca.schemas import metrics as M
 from gpu_rca.schemas.errors import InputError
-from tests.conftest import REPO
+from tests.support import REPO
 
 GIB = 1024**3
 #: A short plan for the OTLP test: a warm-up, a burst of 1280s, a drain.

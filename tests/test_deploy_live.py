@@ -24,8 +24,8 @@ from gpu_rca import lab
 from gpu_rca.collector import Collector
 from gpu_rca.collector._exporter import Source, registry_for, serve
 from gpu_rca.schemas import metrics as m
-from tests.conftest import require_binary
-from tests.prometheus_support import (
+from tests.support import require_binary
+from tests.support.prometheus import (
     dashboard_expressions,
     failing_expressions,
     free_port,

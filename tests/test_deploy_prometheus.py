@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from gpu_rca.schemas import metrics as m
-from tests.conftest import REPO, require_binary, shared_sample
+from tests.support import REPO, require_binary, shared_sample
 
 pytestmark = pytest.mark.prometheus
 

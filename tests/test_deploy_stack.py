@@ -21,7 +21,7 @@ import yaml
 
 from gpu_rca.schemas import attributes as a
 from gpu_rca.schemas import metrics as m
-from tests.conftest import REPO
+from tests.support import REPO
 
 COLLECTOR_YAML = REPO / "otel-collector.yaml"
 COMPOSE_YML = REPO / "docker-compose.yml"

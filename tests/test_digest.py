@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from tests.digest_support import GPUS, HOST, XSS, analysis_for, build_incident
+from tests.support.digest import GPUS, HOST, XSS, analysis_for, build_incident
 
 from gpu_rca.correlate import Store
 from gpu_rca.correlate.digest import Digest, Trigger, build_digest, fetch_digest, list_digests, render_markdown, save_digest

@@ -12,8 +12,8 @@ import pytest
 from gpu_rca.correlate import Store
 from gpu_rca.correlate.digest._time import rfc3339
 from gpu_rca.correlate.server.process import ServeProcess, wait_for
-from tests.conftest import require_binary
-from tests.digest_support import GPUS, HOST, MINUTE_NS, START_NS, build_incident
+from tests.support import require_binary
+from tests.support.digest import GPUS, HOST, MINUTE_NS, START_NS, build_incident
 
 pytestmark = pytest.mark.prometheus
 TOKEN = "alertmanager-to-gpu-rca"

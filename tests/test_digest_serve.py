@@ -20,7 +20,7 @@ from gpu_rca.correlate.server import ServerConfig, create_app
 from gpu_rca.correlate.server.digests import BurstWatcher
 from gpu_rca.correlate.server.process import ServeProcess
 from gpu_rca.correlate.server.process import wait_for
-from tests.digest_support import GPUS, HOST, MINUTE_NS, START_NS, build_incident, make_incident
+from tests.support.digest import GPUS, HOST, MINUTE_NS, START_NS, build_incident, make_incident
 
 TOKEN = "s3cret-digest-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from tests.digest_support import GPUS, HOST, START_NS, build_incident
+from tests.support.digest import GPUS, HOST, START_NS, build_incident
 
 from gpu_rca.correlate import Store
 from gpu_rca.correlate.digest import BurstDetector, parse_alertmanager

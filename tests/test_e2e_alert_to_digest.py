@@ -25,8 +25,8 @@ from gpu_rca.lab import gpu_uuid_for
 from gpu_rca.schemas import attributes as A
 from gpu_rca.schemas import metrics as m
 from gpu_rca.schemas.causes import CAUSES_BY_ID
-from tests.conftest import REPO, require_binary
-from tests.prometheus_support import (
+from tests.support import REPO, require_binary
+from tests.support.prometheus import (
     failing_expressions,
     free_port,
     get_json,

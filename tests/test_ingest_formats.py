@@ -16,7 +16,7 @@ from gpu_rca.correlate.ingest import Detection, Format, detect, ingest_file, ing
 from gpu_rca.correlate.ingest.loguru_files import log_record_from_loguru
 from gpu_rca.schemas.errors import InputError
 from gpu_rca.schemas.otlp_json import message_to_json
-from tests.conftest import shared_sample
+from tests.support import shared_sample
 from tests.test_ingest import KERNEL_LOG, logs_request, loguru_lines, proto_framed, query_range
 from tests.test_store import UUID, trace_request
 

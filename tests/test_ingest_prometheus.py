@@ -13,7 +13,7 @@ import pytest
 
 from gpu_rca.correlate import Store
 from gpu_rca.correlate.ingest import ingest_file, samples_from_series
-from tests.conftest import require_binary
+from tests.support import require_binary
 
 pytestmark = pytest.mark.prometheus
 

@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from gpu_rca.correlate.kernel_log import (
+from gpu_rca.correlate.kernel_log.parse import (
     SKIP_BOOT_RELATIVE,
     SKIP_NO_TIMESTAMP,
     looks_like_kernel_log,
@@ -13,7 +13,7 @@ from gpu_rca.correlate.kernel_log import (
 )
 from gpu_rca.schemas.errors import UsageError
 from gpu_rca.schemas.xid import CATEGORIES, XIDS, XIDS_BY_CODE, xid_info
-from tests.conftest import shared_sample
+from tests.support import shared_sample
 
 UUID_A = "GPU-0a1b2c3d-0000-1111-2222-333344445555"
 UUID_B = "GPU-9f8e7d6c-aaaa-bbbb-cccc-ddddeeeeffff"

@@ -13,7 +13,7 @@ import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from gpu_rca.correlate.kernel_log import parse_kernel_log
+from gpu_rca.correlate.kernel_log.parse import parse_kernel_log
 from gpu_rca.lab.device import gpu_uuid
 from gpu_rca.lab.scenario import FAULT_KINDS
 from gpu_rca.schemas.causes import CAUSE_IDS

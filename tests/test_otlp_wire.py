@@ -11,8 +11,8 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-from gpu_rca.correlate.otlp import spans_from_request
-from gpu_rca.correlate.otlp_wire import AttributeCache, RawTraces
+from gpu_rca.correlate.otlp.decode import spans_from_request
+from gpu_rca.correlate.otlp.wire import AttributeCache, RawTraces
 from gpu_rca.schemas import attributes as a
 from gpu_rca.schemas.errors import InputError
 from tests.test_store_fast_path import request, stamps

@@ -12,8 +12,8 @@ import pytest
 from gpu_rca.correlate import Store
 from gpu_rca.correlate.digest import Trigger, build_digest, render_html, render_list_html
 from gpu_rca.correlate.digest.archive import DigestSummary
-from tests.conftest import REPO, require_binary
-from tests.digest_support import XSS, analysis_for, build_incident
+from tests.support import REPO, require_binary
+from tests.support.digest import XSS, analysis_for, build_incident
 
 pytestmark = pytest.mark.chromium
 ARTIFACTS = REPO / "test-artifacts"

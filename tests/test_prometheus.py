@@ -23,9 +23,9 @@ from prometheus_client import CollectorRegistry, Gauge, start_http_server
 from gpu_rca import lab
 from gpu_rca.collector import Collector
 from gpu_rca.collector._exporter import Source, registry_for, serve
-from gpu_rca.correlate.prometheus import (
+from gpu_rca.correlate.prometheus.pull import (
     PrometheusUnavailable,
-    Window,
+    PullWindow,
     merge_windows,
     metric_selector,
     pull_windows,
@@ -34,7 +34,7 @@ from gpu_rca.correlate.prometheus import (
 from gpu_rca.correlate.server.process import ServeProcess, wait_for
 from gpu_rca.correlate.store import Store
 from gpu_rca.schemas import metrics as m
-from tests.conftest import require_binary
+from tests.support import require_binary
 
 pytestmark = pytest.mark.prometheus
 NS = 1_000_000_000
@@ -141,8 +141,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         sampling.shutdown()
 
 
-def recent(live: Live, gpus: frozenset[str] = frozenset()) -> Window:
-    return Window(live.started_ns - 60 * NS, time.time_ns() + NS, gpus)
+def recent(live: Live, gpus: frozenset[str] = frozenset()) -> PullWindow:
+    return PullWindow(live.started_ns - 60 * NS, time.time_ns() + NS, gpus)
 
 
 def test_pull_stores_canonical_samples_for_every_gpu(live: Live) -> None:
@@ -170,8 +170,8 @@ def test_pull_stores_canonical_samples_for_every_gpu(live: Live) -> None:
 def test_a_window_for_one_gpu_stores_only_that_gpu(live: Live) -> None:
     with Store(":memory:") as store:
         half = recent(live)
-        windows = [Window(half.start_ns, half.end_ns - 30 * NS, frozenset({live.uuids[0]})),
-                   Window(half.end_ns - 40 * NS, half.end_ns, frozenset({live.uuids[0]}))]
+        windows = [PullWindow(half.start_ns, half.end_ns - 30 * NS, frozenset({live.uuids[0]})),
+                   PullWindow(half.end_ns - 40 * NS, half.end_ns, frozenset({live.uuids[0]}))]
         summary = pull_windows(store, live.url, windows, timeout_s=10)
         assert summary.queries == 1  # overlapping windows are one query
         stored = store.connection.execute("SELECT DISTINCT gpu_uuid FROM metric_samples").fetchall()
@@ -214,7 +214,7 @@ def test_serve_pulls_around_failed_spans_as_they_arrive(live: Live, tmp_path: Pa
 
 def test_an_unreachable_prometheus_fails_fast_with_a_clear_error() -> None:
     with Store(":memory:") as store, pytest.raises(PrometheusUnavailable, match="did not answer within 2 s"):
-        pull_windows(store, f"http://127.0.0.1:{free_port()}", [Window(NS, 2 * NS)], timeout_s=2)
+        pull_windows(store, f"http://127.0.0.1:{free_port()}", [PullWindow(NS, 2 * NS)], timeout_s=2)
 
 
 def test_a_silent_prometheus_ends_the_pull_at_the_timeout() -> None:
@@ -223,16 +223,16 @@ def test_a_silent_prometheus_ends_the_pull_at_the_timeout() -> None:
         silent.listen()  # accepts connections into the backlog and never answers
         started = time.monotonic()
         with pytest.raises(PrometheusUnavailable, match="did not answer within 1 s"):
-            pull_windows(store, f"http://127.0.0.1:{silent.getsockname()[1]}", [Window(NS, 2 * NS)], timeout_s=1)
+            pull_windows(store, f"http://127.0.0.1:{silent.getsockname()[1]}", [PullWindow(NS, 2 * NS)], timeout_s=1)
         assert time.monotonic() - started < 5
 
 
 def test_windows_merge_and_choose_their_step() -> None:
-    a, b, c = (Window(0, 10 * NS, frozenset({"GPU-a"})), Window(5 * NS, 20 * NS, frozenset({"GPU-b"})),
-               Window(30 * NS, 40 * NS))
-    assert merge_windows([c, b, a]) == [Window(0, 20 * NS, frozenset({"GPU-a", "GPU-b"})), c]
-    assert merge_windows([a, Window(8 * NS, 9 * NS)]) == [Window(0, 10 * NS)]  # "every GPU" wins
-    assert step_seconds(Window(0, 60 * NS)) == 1
-    assert step_seconds(Window(0, 3600 * NS)) == 8  # at most 500 points per series
+    a, b, c = (PullWindow(0, 10 * NS, frozenset({"GPU-a"})), PullWindow(5 * NS, 20 * NS, frozenset({"GPU-b"})),
+               PullWindow(30 * NS, 40 * NS))
+    assert merge_windows([c, b, a]) == [PullWindow(0, 20 * NS, frozenset({"GPU-a", "GPU-b"})), c]
+    assert merge_windows([a, PullWindow(8 * NS, 9 * NS)]) == [PullWindow(0, 10 * NS)]  # "every GPU" wins
+    assert step_seconds(PullWindow(0, 60 * NS)) == 1
+    assert step_seconds(PullWindow(0, 3600 * NS)) == 8  # at most 500 points per series
     selector = metric_selector()
     assert m.GPU_TEMP in selector and "dcgm_temperature_gpu" in selector and selector.startswith('{__name__=~"')

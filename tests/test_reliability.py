@@ -229,7 +229,7 @@ def test_the_stack_alerts_when_gpu_rca_is_down_or_refusing_spans_and_tells_peopl
     import yaml
 
     from gpu_rca.schemas import metrics as m
-    from tests.conftest import require_binary
+    from tests.support import require_binary
 
     rules = {rule["alert"]: rule for group in yaml.safe_load(
         (REPO / "deploy/prometheus/rules/gpu-alerts.yml").read_text())["groups"] for rule in group["rules"]}

@@ -12,7 +12,7 @@ import httpx
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from prometheus_client.parser import text_string_to_metric_families
 
-from gpu_rca.correlate.otlp_wire import RawTraces
+from gpu_rca.correlate.otlp.wire import RawTraces
 from gpu_rca.correlate.server import ServerConfig, create_app
 from gpu_rca.correlate.server.process import wait_for
 from gpu_rca.correlate.store import Store

@@ -9,8 +9,8 @@ from pathlib import Path
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from gpu_rca.correlate import Store
-from gpu_rca.correlate.otlp import spans_from_request
-from gpu_rca.correlate.records import LogRecord
+from gpu_rca.correlate.otlp.decode import spans_from_request
+from gpu_rca.correlate.store.records import LogRecord
 from tests.test_store_fast_path import request, stamps
 
 

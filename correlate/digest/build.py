@@ -15,7 +15,7 @@ from gpu_rca.correlate.digest.model import (
     CauseSection,
     Digest,
     Headline,
-    KernelEvent,
+    KernelLogEntry,
     LogLine,
     Plot,
     TraceLink,
@@ -102,7 +102,7 @@ def _section(
             for t in traces
         ),
         log_lines=tuple(LogLine(rfc3339(ts), sev, host, tid, _cut(body)) for ts, sev, host, tid, body in logs),
-        kernel_events=tuple(KernelEvent(rfc3339(ts), host, uuid, xid, msg) for ts, host, uuid, xid, msg in kernel),
+        kernel_events=tuple(KernelLogEntry(rfc3339(ts), host, uuid, xid, msg) for ts, host, uuid, xid, msg in kernel),
         plot_ids=plot_ids,
     )
 

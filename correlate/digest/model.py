@@ -65,7 +65,7 @@ class LogLine:
 
 
 @dataclass(frozen=True)
-class KernelEvent:
+class KernelLogEntry:
     """A kernel `NVRM: Xid` line on one of a cause's GPUs or hosts."""
 
     ts: str
@@ -99,7 +99,7 @@ class CauseSection:
     action: str
     trace_links: tuple[TraceLink, ...] = ()
     log_lines: tuple[LogLine, ...] = ()
-    kernel_events: tuple[KernelEvent, ...] = ()
+    kernel_events: tuple[KernelLogEntry, ...] = ()
     plot_ids: tuple[str, ...] = ()
 
     @property
@@ -213,6 +213,6 @@ def _cause_from_dict(document: dict[str, Any]) -> CauseSection:
         action=str(document.get("action", "")),
         trace_links=tuple(TraceLink(**t) for t in document.get("trace_links", ())),
         log_lines=tuple(LogLine(**line) for line in document.get("log_lines", ())),
-        kernel_events=tuple(KernelEvent(**e) for e in document.get("kernel_events", ())),
+        kernel_events=tuple(KernelLogEntry(**e) for e in document.get("kernel_events", ())),
         plot_ids=tuple(document.get("plots", ())),
     )

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 
-from gpu_rca.correlate.kernel_log import looks_like_kernel_log
+from gpu_rca.correlate.kernel_log.parse import looks_like_kernel_log
 
 
 class Format(str, Enum):

@@ -10,13 +10,13 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gpu_rca.correlate.ingest.common import FileCounts, IngestOptions
+from gpu_rca.correlate.readers.common import FileCounts, IngestOptions
 from gpu_rca.correlate.ingest.detect import Format, detect
-from gpu_rca.correlate.ingest.kernel_files import read_kernel_log
+from gpu_rca.correlate.kernel_log.files import read_kernel_log
 from gpu_rca.correlate.ingest.loguru_files import read_loguru
-from gpu_rca.correlate.ingest.otlp_files import read_otlp_json, read_otlp_proto
-from gpu_rca.correlate.ingest.prometheus import read_exposition, read_query_range
-from gpu_rca.correlate.ingest.sources import Opened
+from gpu_rca.correlate.otlp.files import read_otlp_json, read_otlp_proto
+from gpu_rca.correlate.prometheus.files import read_exposition, read_query_range
+from gpu_rca.correlate.readers.opening import Opened
 from gpu_rca.correlate.store import Store
 from gpu_rca.schemas.errors import InputError, StoreError
 

@@ -6,9 +6,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from gpu_rca.correlate.ingest.common import FileCounts, IngestOptions
-from gpu_rca.correlate.ingest.sources import Opened, json_documents
-from gpu_rca.correlate.records import LogRecord
+from gpu_rca.correlate.readers.common import FileCounts, IngestOptions
+from gpu_rca.correlate.readers.opening import Opened, json_documents
+from gpu_rca.correlate.store.records import LogRecord
 from gpu_rca.correlate.store import Store
 from gpu_rca.schemas import attributes as a
 from gpu_rca.schemas.errors import InputError

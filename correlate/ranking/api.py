@@ -36,7 +36,7 @@ def analyze(
     """
     options = resolve_options(since, until, slow, lookback)
     if prometheus is not None:
-        from gpu_rca.correlate.prometheus import check_prometheus_url
+        from gpu_rca.correlate.prometheus.pull import check_prometheus_url
 
         check_prometheus_url(prometheus)  # a bad URL is a usage error before the store is opened for writing
     notes = list(warnings or [])
@@ -72,7 +72,7 @@ def pull_prometheus(
     store: Store, prometheus_url: str, options: dict[str, int | None], filters: dict[str, str | None]
 ) -> list[str]:
     """Pull the analysis window's GPU metrics from Prometheus into the store; warnings instead of failing."""
-    from gpu_rca.correlate import prometheus
+    from gpu_rca.correlate.prometheus import pull as prometheus
 
     url = prometheus.check_prometheus_url(prometheus_url)
     flt = Filters(service=filters.get("service"), host=filters.get("host"), gpu=filters.get("gpu"),
@@ -83,7 +83,7 @@ def pull_prometheus(
     except InputError:
         return []
     try:
-        summary = prometheus.pull_windows(store, url, [prometheus.Window(window.start_ns, window.end_ns)])
+        summary = prometheus.pull_windows(store, url, [prometheus.PullWindow(window.start_ns, window.end_ns)])
     except prometheus.PrometheusUnavailable as exc:
         return [f"Prometheus unreachable ({exc}); analysis continues on the span stamps and stored metrics"]
     return list(summary.warnings)

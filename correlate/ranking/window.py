@@ -59,7 +59,7 @@ class Filters:
 
 
 @dataclass(frozen=True)
-class Window:
+class AnalysisWindow:
     """The analysed time range, in Unix ns."""
 
     start_ns: int
@@ -74,7 +74,7 @@ class Window:
 class SpanSet:
     """What `load_spans` found: counts, the window, and which optional inputs exist."""
 
-    window: Window
+    window: AnalysisWindow
     total: int
     failed: int
     first_failure_ns: int | None
@@ -124,7 +124,7 @@ def resolve_window(
     until_ns: int | None,
     lookback_ns: int,
     filters: Filters,
-) -> tuple[Window, int | None]:
+) -> tuple[AnalysisWindow, int | None]:
     """Contract 3's window: [first failure − lookback, last failure + 1 min], clipped to --since/--until."""
     columns = table_columns(con, "spans")
     if not columns:
@@ -152,7 +152,7 @@ def resolve_window(
     else:
         end = until_ns if until_ns is not None else latest
         start = since_ns if since_ns is not None else end - lookback_ns
-    return Window(int(start), int(end)), (int(first) if n_failed else None)
+    return AnalysisWindow(int(start), int(end)), (int(first) if n_failed else None)
 
 
 def _empty_message(since_ns: int | None, until_ns: int | None) -> str:
@@ -181,7 +181,7 @@ def _stamp_select(columns: set[str]) -> str:
 
 
 def load_spans(
-    con: duckdb.DuckDBPyConnection, window: Window, filters: Filters
+    con: duckdb.DuckDBPyConnection, window: AnalysisWindow, filters: Filters
 ) -> SpanSet:
     """Create `rk_spans` (inference spans ending in the window) and `rk_gpu_buckets` (metrics per 30 s)."""
     columns = table_columns(con, "spans")
@@ -262,7 +262,7 @@ def _metric_gpus_sql(filters: Filters, columns: set[str]) -> str:
 
 
 def _build_metric_buckets(
-    con: duckdb.DuckDBPyConnection, window: Window, has_metrics: bool, gpus_sql: str, params: list[object]
+    con: duckdb.DuckDBPyConnection, window: AnalysisWindow, has_metrics: bool, gpus_sql: str, params: list[object]
 ) -> None:
     """One row per (GPU, 30 s bucket) with each joined metric's worst value in that bucket."""
     names = ", ".join(f"'{name}'" for name in SPAN_METRICS)

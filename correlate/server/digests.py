@@ -211,14 +211,14 @@ def _notify(digest: Digest, settings: pipeline.DigestSettings) -> bool | None:
 
 def _pull_prometheus(app: Starlette, gpus: list[str], since_ns: int, until_ns: int) -> None:
     """Bring the alerting GPUs' metric windows (every GPU's, when the alert names none) in from `--prometheus`."""
-    from gpu_rca.correlate.prometheus import Window, pull_windows
+    from gpu_rca.correlate.prometheus.pull import PullWindow, pull_windows
     from gpu_rca.correlate.server.prometheus_pull import WriterSink
 
     state: ServerState = app.state.gpu_rca
     config = state.config
     try:
         summary = pull_windows(WriterSink(state.writer, timeout_s=config.pull_timeout_s * 3), config.prometheus_url,
-                               [Window(since_ns, until_ns, frozenset(gpus))], timeout_s=config.pull_timeout_s)
+                               [PullWindow(since_ns, until_ns, frozenset(gpus))], timeout_s=config.pull_timeout_s)
     except GpuRcaError as exc:
         # A digest from the spans alone is still worth having; the log says why its metric windows are thin.
         log.warning("could not pull metric windows from Prometheus: %s", exc)

@@ -18,10 +18,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gpu_rca.correlate.otlp import logs_from_request, spans_from_request
-from gpu_rca.correlate.otlp_rows import LogBatch, SpanBatch
-from gpu_rca.correlate.otlp_wire import decode_traces
-from gpu_rca.correlate.records import IngestResult
+from gpu_rca.correlate.otlp.decode import logs_from_request, spans_from_request
+from gpu_rca.correlate.otlp.rows import LogBatch, SpanBatch
+from gpu_rca.correlate.otlp.wire import decode_traces
+from gpu_rca.correlate.store.records import IngestResult
 from gpu_rca.correlate.server.body import BodyError, read_body
 from gpu_rca.correlate.server.responses import JSON, PROTOBUF, error_response, media_type
 from gpu_rca.correlate.server.state import ServerState
@@ -68,7 +68,7 @@ LOGS = Signal("logs", logs_service_pb2.ExportLogsServiceRequest, logs_service_pb
 def decode(signal: Signal, body: bytes, content_type: str) -> Any:
     """The request message from a protobuf or OTLP/JSON body; InputError when it cannot be decoded.
 
-    Protobuf traces decode to `correlate.otlp_wire.RawTraces`, span attributes left as bytes for the rows.
+    Protobuf traces decode to `correlate.otlp.wire.RawTraces`, span attributes left as bytes for the rows.
     """
     if content_type == PROTOBUF:
         if signal is TRACES:

@@ -12,8 +12,8 @@ import logging
 import time
 from collections.abc import Iterable
 
-from gpu_rca.correlate.prometheus import AFTER_S, PrometheusUnavailable, pull_windows, windows_around_failures
-from gpu_rca.correlate.records import GpuRecord, IngestResult, MetricSample
+from gpu_rca.correlate.prometheus.pull import AFTER_S, PrometheusUnavailable, pull_windows, windows_around_failures
+from gpu_rca.correlate.store.records import GpuRecord, IngestResult, MetricSample
 from gpu_rca.correlate.server.state import ServerState
 from gpu_rca.correlate.server.writer import Writer
 

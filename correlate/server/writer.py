@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from gpu_rca.correlate.otlp_rows import SpanBatch
-from gpu_rca.correlate.records import IngestResult
+from gpu_rca.correlate.otlp.rows import SpanBatch
+from gpu_rca.correlate.store.records import IngestResult
 from gpu_rca.correlate.store import Store
 from gpu_rca.schemas.errors import GpuRcaError
 

@@ -39,8 +39,8 @@ def ingest(paths: tuple[str, ...], db_path: str | None, host: str | None, boot_t
            max_bytes: int | None, progress: bool | None) -> None:
     """Store telemetry files (OTLP JSON/protobuf, Prometheus, loguru, kernel logs; .gz/.zst) in the store."""
     from gpu_rca.correlate.ingest import IngestOptions, ingest_paths
-    from gpu_rca.correlate.ingest.sources import DEFAULT_MAX_BYTES
-    from gpu_rca.correlate.kernel_log import resolve_tz
+    from gpu_rca.correlate.readers.opening import DEFAULT_MAX_BYTES
+    from gpu_rca.correlate.kernel_log.parse import resolve_tz
     from gpu_rca.correlate.store import Store
 
     if tz is not None:

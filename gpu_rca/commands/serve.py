@@ -44,7 +44,7 @@ def serve(db_path: str | None, host: str, port: int, token_file: str | None, pro
     import uvicorn
     from prometheus_client import disable_created_metrics
 
-    from gpu_rca.correlate.prometheus import check_prometheus_url
+    from gpu_rca.correlate.prometheus.pull import check_prometheus_url
     from gpu_rca.correlate.server import ServerConfig, create_app
     from gpu_rca.correlate.server.access import load_token
     from gpu_rca.correlate.store import Store

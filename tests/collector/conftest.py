@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from collector_support import Sim, make_sim
+from tests.support.collector import Sim, make_sim
 
 
 @pytest.fixture

@@ -11,11 +11,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from collector_support import Receiver, Sim, free_port, span_attributes
+from tests.support.collector import Receiver, Sim, free_port, span_attributes
 
 from gpu_rca.collector._exporter import Source, registry_for, serve
 from gpu_rca.schemas import metrics as M
-from tests.conftest import require_binary
+from tests.support import require_binary
 
 REPO = Path(__file__).resolve().parents[2]
 #: promtool lint findings that dcgm-exporter's own names and labels trigger (its counters have no `_total`,

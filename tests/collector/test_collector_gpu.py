@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-from collector_support import make_sim
+from tests.support.collector import make_sim
 
 from gpu_rca.collector import GpuResolver, Target
 from gpu_rca.collector._nvml import DeviceInfo, MigInfo

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from collector_support import START_NS, Sim, make_sim
+from tests.support.collector import START_NS, Sim, make_sim
 from loguru import logger
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor

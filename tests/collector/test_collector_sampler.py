@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from collector_support import FLEET, PERIOD_NS, Sim, make_sim
+from tests.support.collector import FLEET, PERIOD_NS, Sim, make_sim
 
 from gpu_rca import lab
 from gpu_rca.collector import Collector, Ring, Sampler

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from collector_support import Receiver, free_port, span_attributes
+from tests.support.collector import Receiver, free_port, span_attributes
 
 from gpu_rca.schemas import attributes as A
 

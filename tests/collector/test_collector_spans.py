@@ -7,12 +7,12 @@ import re
 from types import SimpleNamespace
 
 import pytest
-from collector_support import PERIOD_NS, SERVICE_PID, Sim
+from tests.support.collector import PERIOD_NS, SERVICE_PID, Sim
 from opentelemetry.trace import StatusCode
 
 from gpu_rca.schemas import attributes as A
 from gpu_rca.schemas.pci import normalize_pci_bus_id
-from tests.conftest import shared_sample
+from tests.support import shared_sample
 
 
 _CLASS_PREFIX = re.compile(r"^[\w.]+Error: ?")

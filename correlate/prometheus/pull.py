@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from gpu_rca.correlate.records import GpuRecord, IngestResult, MetricSample
+from gpu_rca.correlate.store.records import GpuRecord, IngestResult, MetricSample
 from gpu_rca.schemas import metrics as m
 from gpu_rca.schemas.errors import GpuRcaError, InputError, UsageError
 
@@ -44,7 +44,7 @@ class SampleSink(Protocol):
 
 
 @dataclass(frozen=True)
-class Window:
+class PullWindow:
     """A time range to pull (Unix ns) and the GPUs it concerns (empty: every GPU Prometheus knows)."""
 
     start_ns: int
@@ -80,9 +80,9 @@ def metric_selector(names: Iterable[str] | None = None) -> str:
     return '{__name__=~"' + "|".join(wanted) + '"}'
 
 
-def merge_windows(windows: Iterable[Window]) -> list[Window]:
+def merge_windows(windows: Iterable[PullWindow]) -> list[PullWindow]:
     """Overlapping or touching windows as one (their GPU sets joined; an empty set means every GPU)."""
-    merged: list[Window] = []
+    merged: list[PullWindow] = []
     for window in sorted(windows, key=lambda w: (w.start_ns, w.end_ns)):
         if window.end_ns <= window.start_ns:
             continue
@@ -90,7 +90,7 @@ def merge_windows(windows: Iterable[Window]) -> list[Window]:
             last = merged[-1]
             every = not last.gpu_uuids or not window.gpu_uuids
             gpus = frozenset() if every else last.gpu_uuids | window.gpu_uuids
-            merged[-1] = Window(last.start_ns, max(last.end_ns, window.end_ns), gpus)
+            merged[-1] = PullWindow(last.start_ns, max(last.end_ns, window.end_ns), gpus)
         else:
             merged.append(window)
     return merged
@@ -99,7 +99,7 @@ def merge_windows(windows: Iterable[Window]) -> list[Window]:
 def windows_around_failures(
     connection: Any, *, after_ns: int | None = None, until_ns: int | None = None,
     before_s: float = BEFORE_S, after_s: float = AFTER_S,
-) -> list[Window]:
+) -> list[PullWindow]:
     """Merged windows [start − before_s, end + after_s] around failed inference spans that ended in (after, until]."""
     sql = "SELECT start_ns, end_ns, gpu_uuid FROM spans WHERE is_inference AND status = 'ERROR'"
     params: list[int] = []
@@ -111,25 +111,25 @@ def windows_around_failures(
         params.append(until_ns)
     rows = connection.execute(sql, params).fetchall()
     return merge_windows(
-        Window(start - int(before_s * _NS), end + int(after_s * _NS), frozenset({uuid}) if uuid else frozenset())
+        PullWindow(start - int(before_s * _NS), end + int(after_s * _NS), frozenset({uuid}) if uuid else frozenset())
         for start, end, uuid in rows
     )
 
 
-def step_seconds(window: Window) -> int:
+def step_seconds(window: PullWindow) -> int:
     """The query step for a window: whole seconds, at most MAX_POINTS_PER_SERIES points per series."""
     return max(1, math.ceil((window.end_ns - window.start_ns) / _NS / MAX_POINTS_PER_SERIES))
 
 
 def pull_windows(
-    store: SampleSink, prometheus_url: str, windows: Sequence[Window], timeout_s: float = DEFAULT_TIMEOUT_S,
+    store: SampleSink, prometheus_url: str, windows: Sequence[PullWindow], timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> PullSummary:
     """Pull every Contract-2 metric for each (merged) window and store the samples under canonical names."""
     from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
     from requests import RequestException
     from urllib3.util.retry import Retry
 
-    from gpu_rca.correlate.ingest.prometheus import samples_from_series
+    from gpu_rca.correlate.prometheus.files import samples_from_series
 
     url = check_prometheus_url(prometheus_url)
     # No retries: the caller's deadline is the whole budget, and a retry loop is how pulls hang.
@@ -180,7 +180,7 @@ def pull_windows(
     return PullSummary(len(merged), queries, series_count, samples, stored, rejected, dict(skipped), tuple(warnings))
 
 
-def _for_window(series: list[dict[str, Any]], window: Window) -> list[dict[str, Any]]:
+def _for_window(series: list[dict[str, Any]], window: PullWindow) -> list[dict[str, Any]]:
     """Series of the window's GPUs; series with no UUID label stay, for the store to place by PCI bus id + host."""
     if not window.gpu_uuids:
         return series
@@ -200,7 +200,7 @@ __all__ = [
     "PrometheusUnavailable",
     "PullSummary",
     "SampleSink",
-    "Window",
+    "PullWindow",
     "check_prometheus_url",
     "merge_windows",
     "metric_selector",

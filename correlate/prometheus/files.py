@@ -14,9 +14,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gpu_rca.correlate.ingest.common import FileCounts, IngestOptions
-from gpu_rca.correlate.ingest.sources import Opened, json_documents
-from gpu_rca.correlate.records import GpuRecord, MetricSample
+from gpu_rca.correlate.readers.common import FileCounts, IngestOptions
+from gpu_rca.correlate.readers.opening import Opened, json_documents
+from gpu_rca.correlate.store.records import GpuRecord, MetricSample
 from gpu_rca.correlate.store import Store
 from gpu_rca.schemas import metrics as m
 from gpu_rca.schemas.errors import InputError

@@ -16,10 +16,10 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from gpu_rca.correlate import otlp
-from gpu_rca.correlate.otlp_rows import LogBatch, SpanBatch
-from gpu_rca.correlate.store_open import connect
-from gpu_rca.correlate.records import (
+from gpu_rca.correlate.otlp import decode as otlp
+from gpu_rca.correlate.otlp.rows import LogBatch, SpanBatch
+from gpu_rca.correlate.store.open import connect
+from gpu_rca.correlate.store.records import (
     HOST_SOURCES,
     GpuRecord,
     IngestResult,
@@ -172,7 +172,7 @@ class Store:
         return self.ingest_span_batch(otlp.spans_from_request(request))
 
     def ingest_span_batch(self, batch: SpanBatch) -> IngestResult:
-        """Store rows built by `correlate.otlp_rows.SpanRows` (what `ingest_trace_request` does after decoding)."""
+        """Store rows built by `correlate.otlp.rows.SpanRows` (what `ingest_trace_request` does after decoding)."""
         return self.ingest_span_batches([batch])[0]
 
     def ingest_span_batches(self, batches: list[SpanBatch]) -> list[IngestResult]:
@@ -198,7 +198,7 @@ class Store:
         return self.ingest_log_batch(otlp.logs_from_request(request))
 
     def ingest_log_batch(self, batch: LogBatch) -> IngestResult:
-        """Store records built by `correlate.otlp_rows.LogRows`, counting its rejections."""
+        """Store records built by `correlate.otlp.rows.LogRows`, counting its rejections."""
         return self.ingest_log_records(batch.logs) + IngestResult(0, batch.rejected, 0, tuple(batch.errors))
 
     def ingest_log_records(self, records: Iterable[LogRecord]) -> IngestResult:

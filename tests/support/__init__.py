@@ -1,4 +1,6 @@
-"""Shared test helpers: where the repository and the (optional) shared facts live, and real binaries."""
+"""Test helpers shared by the test modules (`tests.support.*`): where the repository and the optional
+shared samples live, and the real binaries tests start. Test modules import helpers from here, never
+from each other."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 #: `../shared` beside the checkout holds real samples; tests that read it skip cleanly where it is absent.
 SHARED = REPO.parent / "shared"
 

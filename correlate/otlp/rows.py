@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
-from gpu_rca.correlate.records import MAX_ERRORS, GpuRecord, LogRecord
+from gpu_rca.correlate.store.records import MAX_ERRORS, GpuRecord, LogRecord
 from gpu_rca.schemas import attributes as a
 from gpu_rca.schemas import store as s
 from gpu_rca.schemas.pci import normalize_pci_bus_id_or_keep as _normal_pci

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.support import REPO
 
 RULES_DIR = REPO / "deploy" / "prometheus" / "rules"
 DASHBOARDS_DIR = REPO / "deploy" / "grafana" / "dashboards"

@@ -1,14 +1,14 @@
 """OTLP protobuf requests -> store rows (spans, span events, logs) and the GPUs the spans name.
 
-The rows themselves are built in `correlate.otlp_rows`, shared with the OTLP/JSON file reader; spans are read
-with their attributes as raw bytes, each distinct attribute decoded once (`correlate.otlp_wire`).
+The rows themselves are built in `correlate.otlp.rows`, shared with the OTLP/JSON file reader; spans are read
+with their attributes as raw bytes, each distinct attribute decoded once (`correlate.otlp.wire`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from gpu_rca.correlate.otlp_rows import (
+from gpu_rca.correlate.otlp.rows import (
     EVENT_SCHEMA,
     SPAN_SCHEMA,
     LogBatch,
@@ -21,7 +21,7 @@ from gpu_rca.correlate.otlp_rows import (
     severity_name,
     to_json,
 )
-from gpu_rca.correlate.otlp_wire import DEFAULT_CACHE, AttributeCache, RawTraces, any_value, decode_traces, key_value
+from gpu_rca.correlate.otlp.wire import DEFAULT_CACHE, AttributeCache, RawTraces, any_value, decode_traces, key_value
 
 
 def key_values(pairs: Any) -> dict[str, Any]:
@@ -38,7 +38,7 @@ def spans_from_request(request: Any, rows: SpanRows | None = None, *,
     for `spans` and `span_events`, plus the GPUs it names. InputError when the bytes are not a valid request.
 
     With `rows`, the spans are added to it (the batch returned then holds everything in it so far).
-    `cache` remembers what each distinct attribute's bytes decode to (see `correlate.otlp_wire`).
+    `cache` remembers what each distinct attribute's bytes decode to (see `correlate.otlp.wire`).
     """
     rows = SpanRows() if rows is None else rows
     for resource_spans in _raw(request).resource_spans:

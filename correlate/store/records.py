@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # One kernel-event record type for the whole correlator: the kernel-log parser's.
-from gpu_rca.correlate.kernel_log import KernelEvent
+from gpu_rca.correlate.kernel_log.parse import KernelEvent
 
 #: Who named a GPU's host, weakest first: a metric label may be an exporter pod's name, a span's
 #: `host.name` is the inference host itself.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from gpu_rca.correlate.otlp_rows import KINDS, STATUSES, LogRows, SpanRows, finite, resource_context
+from gpu_rca.correlate.otlp.rows import KINDS, STATUSES, LogRows, SpanRows, finite, resource_context
 
 _KIND_NAMES = {f"SPAN_KIND_{k.upper()}": i for i, k in enumerate(KINDS)}
 _STATUS_NAMES = {f"STATUS_CODE_{s}": i for i, s in enumerate(STATUSES)}

@@ -20,7 +20,7 @@ from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.resource.v1 import resource_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
-from gpu_rca.correlate.otlp_rows import TYPED_SLOTS, TYPED_WIDTH, finite
+from gpu_rca.correlate.otlp.rows import TYPED_SLOTS, TYPED_WIDTH, finite
 from gpu_rca.schemas.errors import InputError
 
 _TRACE_PACKAGE = "opentelemetry.proto.trace.v1"

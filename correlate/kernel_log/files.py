@@ -1,14 +1,14 @@
-"""Kernel logs (dmesg, journalctl, syslog) -> XID events and PCI -> UUID pairs, through `correlate.kernel_log`."""
+"""Kernel logs (dmesg, journalctl, syslog) -> XID events and PCI -> UUID pairs, through `correlate.kernel_log.parse`."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime, timezone
 
-from gpu_rca.correlate.ingest.common import FileCounts, IngestOptions
-from gpu_rca.correlate.ingest.sources import Opened
-from gpu_rca.correlate.kernel_log import parse_kernel_log
-from gpu_rca.correlate.records import GpuRecord
+from gpu_rca.correlate.readers.common import FileCounts, IngestOptions
+from gpu_rca.correlate.readers.opening import Opened
+from gpu_rca.correlate.kernel_log.parse import parse_kernel_log
+from gpu_rca.correlate.store.records import GpuRecord
 from gpu_rca.correlate.store import Store
 
 
