@@ -15,7 +15,9 @@ def parser_for(name: str, doc: str | None) -> argparse.ArgumentParser:
 
 def parse(parser: argparse.ArgumentParser, argv: list[str], *sizes: str, repeats: int = 3) -> argparse.Namespace:
     """Add `--repeats` and `--json`, parse, and refuse sizes (the named options and repeats) below 1."""
-    parser.add_argument("--repeats", type=int, default=repeats, help=f"repeats; medians are reported (default {repeats})")
+    parser.add_argument(
+        "--repeats", type=int, default=repeats, help=f"repeats; medians are reported (default {repeats})"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     args = parser.parse_args(argv)
     if min([getattr(args, size) for size in sizes] + [args.repeats]) < 1:

@@ -19,26 +19,43 @@ def _advise_cost_us(calls: int) -> float:
     """Median microseconds per `advise()` on a simulated L4 with a learnt fit and three requests in flight."""
     from opentelemetry.sdk.trace import TracerProvider
 
-    from gpu_rca import collector
-    from gpu_rca import lab
+    from gpu_rca import collector, lab
     from gpu_rca.schemas import attributes as A
 
     clock = lab.VirtualClock(1_772_445_600_000_000_000)
     nvml = lab.simulated_nvml([{"host": "bench", "gpus": 1, "model": "L4"}], clock=clock.now_ns)
-    c = collector.Collector(nvml=nvml, clock=clock.now_ns, tracer_provider=TracerProvider(), sample_hz=10,
-                            background=False, cuda_visible_devices=None, pid=1)
+    c = collector.Collector(
+        nvml=nvml,
+        clock=clock.now_ns,
+        tracer_provider=TracerProvider(),
+        sample_hz=10,
+        background=False,
+        cuda_visible_devices=None,
+        pid=1,
+    )
     c.start()
     advisor = collector.AdmissionAdvisor(c, models=["ddcolor_paper"], max_concurrency=3)
     for size in (512, 768, 1024) * 4:
         clock.advance(100_000_000)
         c.sample_once()
-        span = c.start_inference_span("ddcolor.inference", gpu=0, attributes={
-            A.DDCOLOR_INPUT_SIZE: size, A.DDCOLOR_MODEL: "ddcolor_paper", A.INFERENCE_MEMORY_PEAK: 7000 * size * size})
+        span = c.start_inference_span(
+            "ddcolor.inference",
+            gpu=0,
+            attributes={
+                A.DDCOLOR_INPUT_SIZE: size,
+                A.DDCOLOR_MODEL: "ddcolor_paper",
+                A.INFERENCE_MEMORY_PEAK: 7000 * size * size,
+            },
+        )
         clock.advance(300_000_000)
         c.sample_once()
         span.end()
-    open_spans = [c.start_inference_span("ddcolor.inference", gpu=0, attributes={
-        A.DDCOLOR_INPUT_SIZE: 1024, A.DDCOLOR_MODEL: "ddcolor_paper"}) for _ in range(3)]
+    open_spans = [
+        c.start_inference_span(
+            "ddcolor.inference", gpu=0, attributes={A.DDCOLOR_INPUT_SIZE: 1024, A.DDCOLOR_MODEL: "ddcolor_paper"}
+        )
+        for _ in range(3)
+    ]
     timings = []
     for _ in range(calls):
         t0 = time.perf_counter_ns()
@@ -60,8 +77,15 @@ def main(argv: list[str]) -> int:
     per_seed = {}
     for seed in (int(s) for s in args.seeds.split(",")):
         runs = compare(BurstPlan(seed=seed))
-        per_seed[seed] = {mode: {"succeeded": r.succeeded, "oom": r.failed.get("cuda_oom", 0), "refused": r.refused,
-                                 "goodput_per_min": r.goodput_per_min} for mode, r in runs.items()}
+        per_seed[seed] = {
+            mode: {
+                "succeeded": r.succeeded,
+                "oom": r.failed.get("cuda_oom", 0),
+                "refused": r.refused,
+                "goodput_per_min": r.goodput_per_min,
+            }
+            for mode, r in runs.items()
+        }
 
     def median(mode: str, key: str) -> float:
         return statistics.median(s[mode][key] for s in per_seed.values())
@@ -81,8 +105,10 @@ def main(argv: list[str]) -> int:
         return 0
     print(f"{'seed':>6} {'OOM off':>8} {'OOM on':>7} {'goodput off':>12} {'goodput on':>11}  (successful requests/min)")
     for seed, s in per_seed.items():
-        print(f"{seed:>6} {s['shadow']['oom']:>8} {s['enforce']['oom']:>7} {s['shadow']['goodput_per_min']:>12} "
-              f"{s['enforce']['goodput_per_min']:>11}")
+        print(
+            f"{seed:>6} {s['shadow']['oom']:>8} {s['enforce']['oom']:>7} {s['shadow']['goodput_per_min']:>12} "
+            f"{s['enforce']['goodput_per_min']:>11}"
+        )
     print(f"median goodput on/off: {ratios['goodput_on_over_off']}x; OOM on/off: {ratios['oom_on_over_off']}")
     print(f"advise(): {results['advise_us']} µs per call (median of {args.calls}, 3 requests in flight)")
     return 0

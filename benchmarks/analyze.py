@@ -34,9 +34,16 @@ SPAN_HOURS = 6
 GPUS = 16
 HOT_GPU = 5
 METRICS = (
-    "DCGM_FI_DEV_GPU_TEMP", "DCGM_FI_DEV_SM_CLOCK", "DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED",
-    "DCGM_FI_DEV_FB_FREE", "DCGM_FI_DEV_POWER_USAGE", "DCGM_FI_DEV_ENFORCED_POWER_LIMIT",
-    "DCGM_FI_DEV_SLOWDOWN_TEMP", "DCGM_FI_DEV_CLOCKS_EVENT_REASONS", "DCGM_FI_DEV_MAX_SM_CLOCK",
+    "DCGM_FI_DEV_GPU_TEMP",
+    "DCGM_FI_DEV_SM_CLOCK",
+    "DCGM_FI_DEV_GPU_UTIL",
+    "DCGM_FI_DEV_FB_USED",
+    "DCGM_FI_DEV_FB_FREE",
+    "DCGM_FI_DEV_POWER_USAGE",
+    "DCGM_FI_DEV_ENFORCED_POWER_LIMIT",
+    "DCGM_FI_DEV_SLOWDOWN_TEMP",
+    "DCGM_FI_DEV_CLOCKS_EVENT_REASONS",
+    "DCGM_FI_DEV_MAX_SM_CLOCK",
 )
 
 
@@ -120,21 +127,28 @@ def run_pandas(db: str) -> dict[str, Any]:
         " gpu_clock_sm_max, gpu_utilization_mean, gpu_power_mean, gpu_power_limit, gpu_memory_used_max,"
         " gpu_memory_total, gpu_memory_process_max, list_has_any(gpu_throttle_reasons, ['sw_thermal', 'hw_thermal'])"
         " AS thermal_flag, gpu_inflight_max, inference_queue_ms"
-        " FROM spans WHERE is_inference AND end_ns BETWEEN ? AND ?", [start, end]).df()
+        " FROM spans WHERE is_inference AND end_ns BETWEEN ? AND ?",
+        [start, end],
+    ).df()
     samples = con.execute(
-        "SELECT gpu_uuid, metric, ts_ns, value FROM metric_samples WHERE ts_ns BETWEEN ? AND ?", [start, end]).df()
+        "SELECT gpu_uuid, metric, ts_ns, value FROM metric_samples WHERE ts_ns BETWEEN ? AND ?", [start, end]
+    ).df()
     con.close()
     spans["failed"] = spans["status"].eq("ERROR")
-    spans["family"] = np.where(~spans["failed"], None,
-                               np.where(spans["error_type"].eq("timeout"), "slow",
-                                        np.where(spans["error_type"].eq("cuda_oom"), "oom", "app")))
+    spans["family"] = np.where(
+        ~spans["failed"],
+        None,
+        np.where(spans["error_type"].eq("timeout"), "slow", np.where(spans["error_type"].eq("cuda_oom"), "oom", "app")),
+    )
     # Window joins: the latest sample of each metric at or before each span's end, per GPU.
     spans = spans.sort_values("end_ns", kind="stable")
     for metric, group in samples.groupby("metric", sort=False):
-        right = group[["gpu_uuid", "ts_ns", "value"]].sort_values("ts_ns", kind="stable").rename(
-            columns={"value": metric})
-        spans = pd.merge_asof(spans, right, left_on="end_ns", right_on="ts_ns", by="gpu_uuid",
-                              direction="backward").drop(columns="ts_ns")
+        right = (
+            group[["gpu_uuid", "ts_ns", "value"]].sort_values("ts_ns", kind="stable").rename(columns={"value": metric})
+        )
+        spans = pd.merge_asof(
+            spans, right, left_on="end_ns", right_on="ts_ns", by="gpu_uuid", direction="backward"
+        ).drop(columns="ts_ns")
     spans["temp"] = spans["gpu_temperature_max"].fillna(spans["DCGM_FI_DEV_GPU_TEMP"])
     spans["clock"] = spans["gpu_clock_sm_min"].fillna(spans["DCGM_FI_DEV_SM_CLOCK"])
     spans["f_thermal"] = spans["thermal_flag"].fillna(False) | (spans["temp"] >= spans["gpu_temperature_slowdown"] - 1)
@@ -143,14 +157,28 @@ def run_pandas(db: str) -> dict[str, Any]:
     spans["f_util_high"] = spans["gpu_utilization_mean"] >= 90
     spans["other_bytes"] = spans["gpu_memory_used_max"] - spans["gpu_memory_process_max"]
     features = ["f_thermal", "f_clock_low", "f_mem_high", "f_util_high"]
-    numbers = ["temp", "clock", "gpu_utilization_mean", "gpu_power_mean", "other_bytes", "inference_queue_ms",
-               "gpu_inflight_max"]
+    numbers = [
+        "temp",
+        "clock",
+        "gpu_utilization_mean",
+        "gpu_power_mean",
+        "other_bytes",
+        "inference_queue_ms",
+        "gpu_inflight_max",
+    ]
     failed = spans[spans["failed"]]
     per_gpu = failed.groupby(["gpu_uuid", "family"]).agg(
-        n=("span_id", "size"), onset=("end_ns", lambda s: s.quantile(0.05)), last=("end_ns", "max"),
-        **{f: (f, "sum") for f in features}, **{f"med_{x}": (x, "median") for x in numbers})
-    ok = spans[~spans["failed"]].groupby("gpu_uuid").agg(
-        n=("span_id", "size"), **{f: (f, "sum") for f in features}, **{f"med_{x}": (x, "median") for x in numbers})
+        n=("span_id", "size"),
+        onset=("end_ns", lambda s: s.quantile(0.05)),
+        last=("end_ns", "max"),
+        **{f: (f, "sum") for f in features},
+        **{f"med_{x}": (x, "median") for x in numbers},
+    )
+    ok = (
+        spans[~spans["failed"]]
+        .groupby("gpu_uuid")
+        .agg(n=("span_id", "size"), **{f: (f, "sum") for f in features}, **{f"med_{x}": (x, "median") for x in numbers})
+    )
     # BARO: per GPU with failures and metric, median/IQR before its onset, max robust z after it.
     onsets = per_gpu.groupby(level="gpu_uuid")["onset"].min().rename("onset")
     joined = samples.merge(onsets, left_on="gpu_uuid", right_index=True)
@@ -158,7 +186,8 @@ def run_pandas(db: str) -> dict[str, Any]:
     stats = before.groupby(["gpu_uuid", "metric"])["value"].quantile([0.25, 0.5, 0.75]).unstack()
     stats["scale"] = (stats[0.75] - stats[0.25]).clip(lower=1.0)
     after = joined[joined["ts_ns"] >= joined["onset"] - 600_000_000_000].merge(
-        stats, left_on=["gpu_uuid", "metric"], right_index=True)
+        stats, left_on=["gpu_uuid", "metric"], right_index=True
+    )
     after["z"] = (after["value"] - after[0.5]).abs() / after["scale"]
     baro = after.groupby(["gpu_uuid", "metric"])["z"].max()
     # Drivers: failure share vs success share of every categorical attribute value.
@@ -168,8 +197,13 @@ def run_pandas(db: str) -> dict[str, Any]:
         drivers.append(shares.assign(attribute=column))
     drivers = pd.concat(drivers)
     hot = per_gpu["n"].groupby(level="gpu_uuid").sum().idxmax()
-    return {"spans": {"total": int(len(spans)), "failed": int(spans["failed"].sum())},
-            "top_gpu": hot, "baro_series": int(len(baro)), "driver_rows": int(len(drivers)), "ok_gpus": int(len(ok))}
+    return {
+        "spans": {"total": len(spans), "failed": int(spans["failed"].sum())},
+        "top_gpu": hot,
+        "baro_series": len(baro),
+        "driver_rows": len(drivers),
+        "ok_gpus": len(ok),
+    }
 
 
 def _child(kind: str, db: str) -> None:
@@ -184,8 +218,12 @@ def _child(kind: str, db: str) -> None:
 
 
 def _measure(kind: str, db: Path) -> dict[str, Any]:
-    run = subprocess.run([sys.executable, "-m", "benchmarks.analyze", "--child", kind, str(db)],
-                         capture_output=True, text=True, check=True)
+    run = subprocess.run(
+        [sys.executable, "-m", "benchmarks.analyze", "--child", kind, str(db)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
@@ -218,16 +256,24 @@ def main(argv: list[str]) -> int:
         for kind, rs in runs.items()
     }
     ratios = {"pandas_over_gpu_rca_wall": results["pandas"]["median_wall_s"] / results["gpu_rca"]["median_wall_s"]}
-    document = {"name": "analyze", "sizes": {"spans": args.spans, "samples": args.samples, "generate_s": generate_s},
-                "results": results, "ratios": ratios}
+    document = {
+        "name": "analyze",
+        "sizes": {"spans": args.spans, "samples": args.samples, "generate_s": generate_s},
+        "results": results,
+        "ratios": ratios,
+    }
     if args.json:
         print(json.dumps(document, indent=2))
     else:
-        print(f"analyze: {args.spans:,} spans, {args.samples:,} metric samples (generated in {generate_s:.1f} s), "
-              f"{args.repeats} runs each, each in its own process")
+        print(
+            f"analyze: {args.spans:,} spans, {args.samples:,} metric samples (generated in {generate_s:.1f} s), "
+            f"{args.repeats} runs each, each in its own process"
+        )
         for kind, r in results.items():
-            print(f"  {kind:8s} median {r['median_wall_s']:.2f} s, peak RSS {r['max_peak_rss_mib']:.0f} MiB, "
-                  f"answer {r['answer']}")
+            print(
+                f"  {kind:8s} median {r['median_wall_s']:.2f} s, peak RSS {r['max_peak_rss_mib']:.0f} MiB, "
+                f"answer {r['answer']}"
+            )
         print(f"  pandas / gpu_rca wall time: {ratios['pandas_over_gpu_rca_wall']:.2f}x")
     return 0
 

@@ -109,8 +109,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             **{f"{name}_cpu_us_per_row": round(value / rows.num_rows * 1e6, 2) for name, value in medians.items()},
             **{f"{name}_cpu_rows_per_s": round(rows.num_rows / value) for name, value in medians.items()},
         },
-        "ratios": {f"{name}_vs_{BASELINE}": round(value / medians[BASELINE], 3) for name, value in medians.items()
-                   if name != BASELINE},
+        "ratios": {
+            f"{name}_vs_{BASELINE}": round(value / medians[BASELINE], 3)
+            for name, value in medians.items()
+            if name != BASELINE
+        },
     }
 
 
@@ -130,8 +133,10 @@ def _render(report: dict[str, Any]) -> None:
     print(f"duckdb-insert: {r['spans']} span rows of {r['columns']} columns, median of {r['repeats']}, CPU time")
     for name in VARIANTS:
         ratio = "baseline" if name == BASELINE else f"{ratios[f'{name}_vs_{BASELINE}']:.2f}x baseline"
-        print(f"  {name:<24} {r[f'{name}_cpu_us_per_row']:>6.2f} us/row  "
-              f"{r[f'{name}_cpu_rows_per_s']:>9,} rows per CPU-second  ({ratio})")
+        print(
+            f"  {name:<24} {r[f'{name}_cpu_us_per_row']:>6.2f} us/row  "
+            f"{r[f'{name}_cpu_rows_per_s']:>9,} rows per CPU-second  ({ratio})"
+        )
 
 
 if __name__ == "__main__":

@@ -64,21 +64,39 @@ def stamped_attributes(index: int, rng: random.Random | None = None) -> dict[str
     power_max_w = round(rng.uniform(55.0, 72.0), 3)
     used_start = 9 * 2**30 + rng.randrange(1024) * 2**21
     return {
-        A.GPU_INDEX: index % 2, A.GPU_UUID: f"GPU-5b7a2d1e-0000-4000-8000-00000000000{index % 2}",
-        A.GPU_NAME: "NVIDIA L4", A.GPU_PCI_BUS_ID: f"0000:{0x3b + index % 2:02x}:00.0", A.GPU_MIG_INSTANCE_ID: 0,
-        A.TELEMETRY_SOURCE: A.SOURCE_NVML, A.TELEMETRY_SAMPLES: samples, A.TELEMETRY_STALE: False,
-        A.TEMPERATURE_MAX: rng.randint(62, 84), A.TEMPERATURE_SLOWDOWN: 92,
-        A.POWER_MAX: power_max_w, A.POWER_MEAN: rng.uniform(50.0, power_max_w), A.POWER_LIMIT: 72.0,
-        A.MEMORY_USED_START: used_start, A.MEMORY_USED_MAX: used_start + rng.randrange(1500) * 2**21,
-        A.MEMORY_TOTAL: 24_152_899_584, A.MEMORY_PROCESS_MAX: 8 * 2**30 + rng.randrange(1500) * 2**21,
-        A.UTILIZATION_MEAN: sum(utilization) / samples, A.UTILIZATION_MAX: float(max(utilization)),
-        A.CLOCK_SM_MIN: 1410 + 15 * rng.randrange(43), A.CLOCK_SM_MAX: 2040,
-        A.THROTTLE_REASONS: ["sw_power_cap"] if rng.random() < 0.3 else [], A.ECC_CORRECTED_DELTA: 0,
-        A.ECC_UNCORRECTED_DELTA: 0, A.XID: [], A.INFLIGHT_MAX: rng.randint(1, 4), A.QUEUE_MS: rng.expovariate(0.2),
+        A.GPU_INDEX: index % 2,
+        A.GPU_UUID: f"GPU-5b7a2d1e-0000-4000-8000-00000000000{index % 2}",
+        A.GPU_NAME: "NVIDIA L4",
+        A.GPU_PCI_BUS_ID: f"0000:{0x3B + index % 2:02x}:00.0",
+        A.GPU_MIG_INSTANCE_ID: 0,
+        A.TELEMETRY_SOURCE: A.SOURCE_NVML,
+        A.TELEMETRY_SAMPLES: samples,
+        A.TELEMETRY_STALE: False,
+        A.TEMPERATURE_MAX: rng.randint(62, 84),
+        A.TEMPERATURE_SLOWDOWN: 92,
+        A.POWER_MAX: power_max_w,
+        A.POWER_MEAN: rng.uniform(50.0, power_max_w),
+        A.POWER_LIMIT: 72.0,
+        A.MEMORY_USED_START: used_start,
+        A.MEMORY_USED_MAX: used_start + rng.randrange(1500) * 2**21,
+        A.MEMORY_TOTAL: 24_152_899_584,
+        A.MEMORY_PROCESS_MAX: 8 * 2**30 + rng.randrange(1500) * 2**21,
+        A.UTILIZATION_MEAN: sum(utilization) / samples,
+        A.UTILIZATION_MAX: float(max(utilization)),
+        A.CLOCK_SM_MIN: 1410 + 15 * rng.randrange(43),
+        A.CLOCK_SM_MAX: 2040,
+        A.THROTTLE_REASONS: ["sw_power_cap"] if rng.random() < 0.3 else [],
+        A.ECC_CORRECTED_DELTA: 0,
+        A.ECC_UNCORRECTED_DELTA: 0,
+        A.XID: [],
+        A.INFLIGHT_MAX: rng.randint(1, 4),
+        A.QUEUE_MS: rng.expovariate(0.2),
         **({A.ERROR_TYPE: A.ERROR_CUDA_OOM} if failed else {}),
-        A.DDCOLOR_INPUT_SIZE: 1280 if failed else 512, A.DDCOLOR_MODEL: "ddcolor_paper_tiny",
+        A.DDCOLOR_INPUT_SIZE: 1280 if failed else 512,
+        A.DDCOLOR_MODEL: "ddcolor_paper_tiny",
         A.DDCOLOR_TASK_TYPE: rng.choice(("person", "landscape", "object")),
-        A.IMAGE_WIDTH: rng.randint(320, 4032), A.IMAGE_HEIGHT: rng.randint(240, 3024),
+        A.IMAGE_WIDTH: rng.randint(320, 4032),
+        A.IMAGE_HEIGHT: rng.randint(240, 3024),
     }
 
 
@@ -137,7 +155,7 @@ def time_store_only(payloads: list[bytes], folder: Path, group: int) -> tuple[fl
     from gpu_rca.correlate.store import Store
 
     batches = [spans_from_request(payload, cache=AttributeCache()) for payload in payloads]
-    groups = [batches[at:at + group] for at in range(0, len(batches), group)]
+    groups = [batches[at : at + group] for at in range(0, len(batches), group)]
     with Store(folder / f"only-{group}.duckdb") as store:
         started, cpu = time.perf_counter(), time.process_time()
         for batch_group in groups:
@@ -191,8 +209,12 @@ def time_server(payloads: list[bytes], folder: Path, clients: int) -> tuple[floa
 
         # One log record first, untimed: the server's first Arrow conversion imports pandas (pyarrow
         # looks for it), a one-off 0.2 s of CPU per process that is not ingest throughput.
-        warm = httpx.post(f"{server.url}/v1/logs", content=_WARM_UP_LOGS,
-                          headers={"Content-Type": "application/x-protobuf"}, timeout=120)
+        warm = httpx.post(
+            f"{server.url}/v1/logs",
+            content=_WARM_UP_LOGS,
+            headers={"Content-Type": "application/x-protobuf"},
+            timeout=120,
+        )
         warm.raise_for_status()
         threads = [threading.Thread(target=send) for _ in range(clients)]
         pid = server.process.pid
@@ -221,11 +243,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for repeat in range(args.repeats):
         with tempfile.TemporaryDirectory(prefix="gpu-rca-bench-") as tmp:
             folder = Path(tmp)
-            for name, timer in (("parse_only", lambda: time_parse_only(payloads, DEFAULT_CACHE)),
-                                ("parse_only_no_cache", lambda: time_parse_only(payloads, AttributeCache(0))),
-                                ("store_direct", lambda: time_store_direct(payloads, folder)),
-                                ("store_only", lambda: time_store_only(payloads, folder, 1)),
-                                ("store_only_grouped", lambda: time_store_only(payloads, folder, args.group))):
+            for name, timer in (
+                ("parse_only", lambda: time_parse_only(payloads, DEFAULT_CACHE)),
+                ("parse_only_no_cache", lambda: time_parse_only(payloads, AttributeCache(0))),
+                ("store_direct", lambda: time_store_direct(payloads, folder)),
+                ("store_only", lambda: time_store_only(payloads, folder, 1)),
+                ("store_only_grouped", lambda: time_store_only(payloads, folder, args.group)),
+            ):
                 wall_s, cpu_s = timer()
                 rates[name].append(spans / wall_s)
                 cpu_rates[name].append(spans / cpu_s)
@@ -279,16 +303,20 @@ def main(argv: list[str]) -> int:
 
 def _render(report: dict[str, Any]) -> None:
     r, ratios = report["results"], report["ratios"]
-    print(f"ingest: {r['requests']} requests x {r['spans_per_request']} stamped spans "
-          f"({r['payload_bytes_per_request']} bytes each), {r['clients']} clients, median of {r['repeats']}")
+    print(
+        f"ingest: {r['requests']} requests x {r['spans_per_request']} stamped spans "
+        f"({r['payload_bytes_per_request']} bytes each), {r['clients']} clients, median of {r['repeats']}"
+    )
     for name in KINDS:
         print(f"  {name:<20} {r[f'{name}_spans_per_s']:>9,} spans/s  {r[f'{name}_cpu_spans_per_s']:>9,} per CPU-second")
     print(f"  attribute cache hit rate {r['attribute_cache_hit_rate']:.1%} (parse_only, from an empty cache)")
     print(f"  load average  {r['load_average_1m']}")
     print(f"  server / parse_only   = {ratios['server_vs_parse_only']:.3f}")
     print(f"  server / store_direct = {ratios['server_vs_store_direct']:.3f}")
-    print(f"  server / store_only   = {ratios['server_vs_store_only_cpu']:.3f} (per CPU-second; "
-          f"store_only_grouped: {r['group']} requests per insert)")
+    print(
+        f"  server / store_only   = {ratios['server_vs_store_only_cpu']:.3f} (per CPU-second; "
+        f"store_only_grouped: {r['group']} requests per insert)"
+    )
 
 
 if __name__ == "__main__":

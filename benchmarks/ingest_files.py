@@ -64,9 +64,11 @@ def time_baseline(path: Path, db: Path) -> tuple[float, int]:
     columns = ["trace_id", "span_id", "name", "start_ns", "end_ns", *(c for _, c in stamps), "attributes"]
     types = {c: st.sql_type for c, st in zip((c for _, c in stamps), a.STAMPS)}
     con = duckdb.connect(str(db))
-    con.execute("CREATE TABLE spans (trace_id VARCHAR, span_id VARCHAR, name VARCHAR, start_ns BIGINT, end_ns BIGINT, "
-                + ", ".join(f"{c} {types[c]}" for _, c in stamps)
-                + ", attributes JSON, PRIMARY KEY (trace_id, span_id))")
+    con.execute(
+        "CREATE TABLE spans (trace_id VARCHAR, span_id VARCHAR, name VARCHAR, start_ns BIGINT, end_ns BIGINT, "
+        + ", ".join(f"{c} {types[c]}" for _, c in stamps)
+        + ", attributes JSON, PRIMARY KEY (trace_id, span_id))"
+    )
     insert = f"INSERT OR IGNORE INTO spans ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
     started = time.perf_counter()
     con.begin()
@@ -78,9 +80,17 @@ def time_baseline(path: Path, db: Path) -> tuple[float, int]:
                 for scope_spans in resource_spans.scope_spans:
                     for span in scope_spans.spans:
                         attrs = key_values(span.attributes)
-                        rows.append([span.trace_id.hex(), span.span_id.hex(), span.name, span.start_time_unix_nano,
-                                     span.end_time_unix_nano, *(attrs.pop(attr, None) for attr, _ in stamps),
-                                     json.dumps(attrs)])
+                        rows.append(
+                            [
+                                span.trace_id.hex(),
+                                span.span_id.hex(),
+                                span.name,
+                                span.start_time_unix_nano,
+                                span.end_time_unix_nano,
+                                *(attrs.pop(attr, None) for attr, _ in stamps),
+                                json.dumps(attrs),
+                            ]
+                        )
             con.executemany(insert, rows)
     con.commit()
     elapsed = time.perf_counter() - started
@@ -99,8 +109,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             folder = Path(tmp)
             json_path, proto_path = write_files(payloads, folder)
             sizes = {"json_bytes": json_path.stat().st_size, "proto_bytes": proto_path.stat().st_size}
-            for name, runner, path in (("files_json", time_files, json_path), ("files_proto", time_files, proto_path),
-                                       ("baseline_json", time_baseline, json_path)):
+            for name, runner, path in (
+                ("files_json", time_files, json_path),
+                ("files_proto", time_files, proto_path),
+                ("baseline_json", time_baseline, json_path),
+            ):
                 elapsed, stored = runner(path, folder / f"{name}.duckdb")
                 if stored != spans:
                     raise RuntimeError(f"repeat {repeat}: {name} stored {stored} of {spans} spans")
@@ -108,8 +121,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     medians = {name: statistics.median(values) for name, values in rates.items()}
     return {
         "name": "ingest-files",
-        "results": {"spans": spans, "repeats": args.repeats, **sizes,
-                    **{f"{name}_spans_per_s": round(value) for name, value in medians.items()}},
+        "results": {
+            "spans": spans,
+            "repeats": args.repeats,
+            **sizes,
+            **{f"{name}_spans_per_s": round(value) for name, value in medians.items()},
+        },
         "ratios": {
             "files_json_vs_baseline_json": round(medians["files_json"] / medians["baseline_json"], 2),
             "files_proto_vs_files_json": round(medians["files_proto"] / medians["files_json"], 2),
@@ -132,8 +149,10 @@ def main(argv: list[str]) -> int:
 
 def _render(report: dict[str, Any]) -> None:
     r, ratios = report["results"], report["ratios"]
-    print(f"ingest-files: {r['spans']} stamped spans per file (JSON {r['json_bytes']:,} B, "
-          f"protobuf {r['proto_bytes']:,} B), median of {r['repeats']}")
+    print(
+        f"ingest-files: {r['spans']} stamped spans per file (JSON {r['json_bytes']:,} B, "
+        f"protobuf {r['proto_bytes']:,} B), median of {r['repeats']}"
+    )
     for name in ("files_json", "files_proto", "baseline_json"):
         print(f"  {name:<14} {r[f'{name}_spans_per_s']:>9,} spans/s")
     print(f"  files_json / baseline_json = {ratios['files_json_vs_baseline_json']}x")

@@ -39,15 +39,24 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     runs = []
     for _ in range(args.repeat):
-        done = subprocess.run([sys.executable, "-c", _CHILD, args.scenario], capture_output=True, text=True,
-                              check=True, cwd=tempfile.gettempdir())
+        done = subprocess.run(
+            [sys.executable, "-c", _CHILD, args.scenario],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=tempfile.gettempdir(),
+        )
         runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
     simulate = statistics.median(r["simulate_s"] for r in runs)
     write = statistics.median(r["write_s"] for r in runs)
     duration = runs[0]["duration_s"]
     results = {
-        "scenario": args.scenario, "gpus": runs[0]["gpus"], "spans": runs[0]["spans"],
-        "simulated_s": duration, "simulate_s": round(simulate, 3), "write_s": round(write, 3),
+        "scenario": args.scenario,
+        "gpus": runs[0]["gpus"],
+        "spans": runs[0]["spans"],
+        "simulated_s": duration,
+        "simulate_s": round(simulate, 3),
+        "write_s": round(write, 3),
         "total_s": round(simulate + write, 3),
     }
     ratios = {"speedup_over_real_time": round(duration / (simulate + write), 1)}

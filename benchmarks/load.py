@@ -150,8 +150,15 @@ def _rss_kib(pid: int, field_name: str) -> int:
     return 0
 
 
-def drive_load(db: Path, *, clients: int, seconds: float, spans_per_request: int, queue_size: int,
-               server_args: tuple[str, ...] = ()) -> LoadReport:
+def drive_load(
+    db: Path,
+    *,
+    clients: int,
+    seconds: float,
+    spans_per_request: int,
+    queue_size: int,
+    server_args: tuple[str, ...] = (),
+) -> LoadReport:
     """Run `clients` OTLP clients against a fresh `gpu-rca serve` on `db` for `seconds`, then read the store."""
     import duckdb
 
@@ -163,8 +170,10 @@ def drive_load(db: Path, *, clients: int, seconds: float, spans_per_request: int
     with ServeProcess(db, args=["--queue-size", str(queue_size), *server_args]) as server:
         report.idle_rss_kib = _rss_kib(server.process.pid, "VmRSS")
         stop_at = time.monotonic() + seconds
-        threads = [threading.Thread(target=_client, args=(f"{server.url}/v1/traces", source, stop_at, report, lock))
-                   for _ in range(clients)]
+        threads = [
+            threading.Thread(target=_client, args=(f"{server.url}/v1/traces", source, stop_at, report, lock))
+            for _ in range(clients)
+        ]
         started = time.monotonic()
         for thread in threads:
             thread.start()
@@ -177,8 +186,7 @@ def drive_load(db: Path, *, clients: int, seconds: float, spans_per_request: int
             report.errors.append(f"serve exited {report.server_exit}: {server.stderr[-500:]}")
     with duckdb.connect(str(db), read_only=True) as con:
         rows = con.execute("SELECT substr(trace_id, 1, 16), count(*) FROM spans GROUP BY 1").fetchall()
-        total, distinct = con.execute(
-            "SELECT count(*), count(DISTINCT (trace_id, span_id)) FROM spans").fetchone()
+        total, distinct = con.execute("SELECT count(*), count(DISTINCT (trace_id, span_id)) FROM spans").fetchone()
     report.stored = {int(prefix, 16): count for prefix, count in rows}
     report.duplicates = total - distinct
     return report
@@ -210,8 +218,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for _ in range(args.repeats):
         for name, clients in (("concurrent", args.clients), ("single", 1)):
             with tempfile.TemporaryDirectory(prefix="gpu-rca-load-") as tmp:
-                report = drive_load(Path(tmp) / "load.duckdb", clients=clients, seconds=args.seconds,
-                                    spans_per_request=args.spans_per_request, queue_size=args.queue_size)
+                report = drive_load(
+                    Path(tmp) / "load.duckdb",
+                    clients=clients,
+                    seconds=args.seconds,
+                    spans_per_request=args.spans_per_request,
+                    queue_size=args.queue_size,
+                )
             if not report.exactly_once or report.errors:
                 raise RuntimeError(f"{name}: exactly_once={report.exactly_once}, errors: {report.errors[:3]}")
             runs[name].append(summarize(report))
@@ -219,8 +232,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     def median(name: str, key: str) -> float:
         return statistics.median(r[key] for r in runs[name])
 
-    results: dict[str, Any] = {"spans_per_request": args.spans_per_request, "queue_size": args.queue_size,
-                               "seconds": args.seconds, "repeats": args.repeats}
+    results: dict[str, Any] = {
+        "spans_per_request": args.spans_per_request,
+        "queue_size": args.queue_size,
+        "seconds": args.seconds,
+        "repeats": args.repeats,
+    }
     for name in runs:
         for key in ("spans_per_s", "ack_p50_ms", "ack_p99_ms", "request_p99_ms", "server_peak_rss_mib"):
             results[f"{name}_{key}"] = median(name, key)
@@ -229,10 +246,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "name": "load",
         "results": results,
         "ratios": {
-            "throughput_concurrent_vs_single": round(median("concurrent", "spans_per_s")
-                                                     / median("single", "spans_per_s"), 3),
-            "ack_p99_concurrent_vs_single": round(median("concurrent", "ack_p99_ms")
-                                                  / median("single", "ack_p99_ms"), 3),
+            "throughput_concurrent_vs_single": round(
+                median("concurrent", "spans_per_s") / median("single", "spans_per_s"), 3
+            ),
+            "ack_p99_concurrent_vs_single": round(
+                median("concurrent", "ack_p99_ms") / median("single", "ack_p99_ms"), 3
+            ),
         },
     }
 
@@ -241,8 +260,12 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser = parser_for("load", __doc__)
     parser.add_argument("--clients", type=int, default=32, help="concurrent OTLP clients (default 32)")
     parser.add_argument("--seconds", type=float, default=15.0, help="how long the clients send (default 15)")
-    parser.add_argument("--spans-per-request", type=int, default=512,
-                        help="stamped spans per request (default 512, the OTel SDK's batch size)")
+    parser.add_argument(
+        "--spans-per-request",
+        type=int,
+        default=512,
+        help="stamped spans per request (default 512, the OTel SDK's batch size)",
+    )
     parser.add_argument("--queue-size", type=int, default=16, help="the server's --queue-size (default 16)")
     args = parse(parser, argv, "clients", "spans_per_request", "queue_size")
     if args.seconds <= 0:
@@ -258,13 +281,17 @@ def main(argv: list[str]) -> int:
 def _render(report: dict[str, Any]) -> None:
     r, ratios = report["results"], report["ratios"]
     clients = r["concurrent_runs"][-1]["clients"]
-    print(f"load: {clients} clients vs 1, {r['spans_per_request']} stamped spans per request, "
-          f"{r['seconds']:g} s each, server queue {r['queue_size']}, median of {r['repeats']}")
+    print(
+        f"load: {clients} clients vs 1, {r['spans_per_request']} stamped spans per request, "
+        f"{r['seconds']:g} s each, server queue {r['queue_size']}, median of {r['repeats']}"
+    )
     for name in ("concurrent", "single"):
         answers = ", ".join(f"{code}: {n}" for code, n in r[f"{name}_runs"][-1]["answers"].items())
-        print(f"  {name:<10} {r[f'{name}_spans_per_s']:>8,.0f} spans/s  ack p50 {r[f'{name}_ack_p50_ms']} ms  "
-              f"p99 {r[f'{name}_ack_p99_ms']} ms  (with retries p99 {r[f'{name}_request_p99_ms']} ms)  "
-              f"peak RSS {r[f'{name}_server_peak_rss_mib']} MiB  answers {{{answers}}}")
+        print(
+            f"  {name:<10} {r[f'{name}_spans_per_s']:>8,.0f} spans/s  ack p50 {r[f'{name}_ack_p50_ms']} ms  "
+            f"p99 {r[f'{name}_ack_p99_ms']} ms  (with retries p99 {r[f'{name}_request_p99_ms']} ms)  "
+            f"peak RSS {r[f'{name}_server_peak_rss_mib']} MiB  answers {{{answers}}}"
+        )
     print("  every acknowledged span stored exactly once: yes")
     print(f"  throughput concurrent / single = {ratios['throughput_concurrent_vs_single']:.3f}")
     print(f"  ack p99 concurrent / single    = {ratios['ack_p99_concurrent_vs_single']:.3f}")

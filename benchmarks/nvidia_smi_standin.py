@@ -36,7 +36,9 @@ def main(argv: list[str]) -> int:
     query = next((a.split("=", 1)[1] for a in argv if a.startswith("--query-gpu=")), None)
     fmt = next((a.split("=", 1)[1] for a in argv if a.startswith("--format=")), "")
     if query is None or "csv" not in fmt:
-        print("usage: nvidia_smi_standin.py --query-gpu=FIELD[,FIELD...] --format=csv,noheader,nounits", file=sys.stderr)
+        print(
+            "usage: nvidia_smi_standin.py --query-gpu=FIELD[,FIELD...] --format=csv,noheader,nounits", file=sys.stderr
+        )
         return 2
     fields = [f.strip() for f in query.split(",")]
     unknown = [f for f in fields if f not in VALUES]

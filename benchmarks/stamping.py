@@ -81,7 +81,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     nvml.devices[0].load(0.8)
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(NullExporter()))
-    collector = Collector(nvml, clock=clock.now_ns, tracer_provider=provider, background=False, cuda_visible_devices=None)
+    collector = Collector(
+        nvml, clock=clock.now_ns, tracer_provider=provider, background=False, cuda_visible_devices=None
+    )
     collector.start()
     history = collector.sampler.capacity - 1  # fill the ring: windows land anywhere in it
     for _ in range(history):

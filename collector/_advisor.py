@@ -29,7 +29,13 @@ from gpu_rca.schemas import metrics as M
 GIB = 1024**3
 #: NVML's clock-event reasons that mean the GPU is slowed (idle and application clocks are not).
 _SLOWING_MASK = 0x4 | 0x8 | 0x20 | 0x40 | 0x80
-_SLOWING_NAMES = {0x4: "sw_power_cap", 0x8: "hw_slowdown", 0x20: "sw_thermal", 0x40: "hw_thermal", 0x80: "hw_power_brake"}
+_SLOWING_NAMES = {
+    0x4: "sw_power_cap",
+    0x8: "hw_slowdown",
+    0x20: "sw_thermal",
+    0x40: "hw_thermal",
+    0x80: "hw_power_brake",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,8 +182,16 @@ class AdmissionAdvisor:
         """What has been learnt so far, per model and GPU type."""
         with self._lock:
             keys = sorted(set(self._memory) | set(self._time))
-            return [ModelFit(m, g, self._ready(self._memory.get((m, g))), self._ready(self._time.get((m, g))),
-                             self._ooms.get((m, g), 0)) for m, g in keys]
+            return [
+                ModelFit(
+                    m,
+                    g,
+                    self._ready(self._memory.get((m, g))),
+                    self._ready(self._time.get((m, g))),
+                    self._ooms.get((m, g), 0),
+                )
+                for m, g in keys
+            ]
 
     def _ready(self, fit: OnlineFit | None) -> Line | None:
         if fit is None or fit.count < self.min_spans or fit.distinct_x() < 2:
@@ -221,18 +235,24 @@ class AdmissionAdvisor:
         pixels = size * size
         need = self._memory_need(now.gpu_name, model, pixels)
         available = self._available(now)
-        busy = f"{len(now.inflight)} in flight" + (f", {now.utilization_pct:.0f}% busy" if now.utilization_pct is not None else "")
+        busy = f"{len(now.inflight)} in flight" + (
+            f", {now.utilization_pct:.0f}% busy" if now.utilization_pct is not None else ""
+        )
         slowed = f", clocks at {now.speed:.0%} ({', '.join(now.slowed_by)})" if now.slowed_by else ""
         if need > available:
-            return (f"GPU memory: {size} needs ~{_gib(need)} GiB, {_gib(available)} GiB available ({busy}{slowed})",
-                    self._retry_after(now))
+            return (
+                f"GPU memory: {size} needs ~{_gib(need)} GiB, {_gib(available)} GiB available ({busy}{slowed})",
+                self._retry_after(now),
+            )
         ahead_s = sum(self._service_s(now.gpu_name, m, s * s) for m, s, _ in now.inflight)
         finish_s = (ahead_s + self._service_s(now.gpu_name, model, pixels)) / now.speed
         budget_s = self.latency_budget * self.timeout_s
         if finish_s > budget_s:
-            return (f"GPU time: {size} would finish in ~{finish_s:.0f} s, over {budget_s:.0f} s "
-                    f"({self.latency_budget:.0%} of the {self.timeout_s:g} s timeout; {busy}{slowed})",
-                    max(1, math.ceil(finish_s - budget_s)))
+            return (
+                f"GPU time: {size} would finish in ~{finish_s:.0f} s, over {budget_s:.0f} s "
+                f"({self.latency_budget:.0%} of the {self.timeout_s:g} s timeout; {busy}{slowed})",
+                max(1, math.ceil(finish_s - budget_s)),
+            )
         return None
 
     def _available(self, now: _GpuNow) -> float:
@@ -258,8 +278,10 @@ class AdmissionAdvisor:
         """Seconds until the first admitted request should be done (memory frees then)."""
         if not now.inflight:
             return 5  # memory held by someone else: no estimate of when it frees
-        remaining = min(self._service_s(now.gpu_name, m, s * s) / now.speed - (now.now_ns - start) / 1e9
-                        for m, s, start in now.inflight)
+        remaining = min(
+            self._service_s(now.gpu_name, m, s * s) / now.speed - (now.now_ns - start) / 1e9
+            for m, s, start in now.inflight
+        )
         return max(1, math.ceil(remaining))
 
     def _gpu_now(self, gpu: Any) -> _GpuNow | None:
@@ -271,7 +293,7 @@ class AdmissionAdvisor:
                 return None
             device = sampler.device(target.index)
             sample = sampler.latest(target.index)
-        except Exception as exc:  # noqa: BLE001 - advice must never break the request
+        except Exception as exc:
             collector.health.failure(ERRORS, "advisor", "reading GPU state for advice failed", exc)
             return None
         if device is None or sample is None:
@@ -296,8 +318,18 @@ class AdmissionAdvisor:
         if mask & _SLOWING_MASK and sample.sm_clock_mhz and device.max_sm_clock_mhz:
             speed = min(max(sample.sm_clock_mhz / device.max_sm_clock_mhz, 0.05), 1.0)
             slowed = tuple(name for bit, name in _SLOWING_NAMES.items() if mask & bit)
-        return _GpuNow(device.uuid, device.name, total, max(others, 0), baseline, tuple(inflight), speed, slowed,
-                       sample.utilization_pct, collector.clock())
+        return _GpuNow(
+            device.uuid,
+            device.name,
+            total,
+            max(others, 0),
+            baseline,
+            tuple(inflight),
+            speed,
+            slowed,
+            sample.utilization_pct,
+            collector.clock(),
+        )
 
     # --- the gauge ---------------------------------------------------------------------------------
     def metric_families(self) -> Iterator[Any]:
@@ -305,8 +337,10 @@ class AdmissionAdvisor:
         from prometheus_client.core import GaugeMetricFamily
 
         family = GaugeMetricFamily(
-            M.ADVISOR_MAX_INPUT_SIZE, "Largest input size the admission advisor accepts now, per GPU and model "
-            "(0: none fits).", labels=[M.LABEL_UUID, "model"])
+            M.ADVISOR_MAX_INPUT_SIZE,
+            "Largest input size the admission advisor accepts now, per GPU and model (0: none fits).",
+            labels=[M.LABEL_UUID, "model"],
+        )
         sampler = self.collector.sampler
         with self._lock:
             models = list(self._models)
@@ -341,7 +375,7 @@ class AdvisorSpanProcessor(SpanProcessor):
     def on_end(self, span: ReadableSpan) -> None:
         try:
             self.advisor.observe(span)
-        except Exception as exc:  # noqa: BLE001 - telemetry never breaks the request
+        except Exception as exc:
             self.advisor.collector.health.failure(ERRORS, "advisor", "learning from a span failed", exc)
 
     def shutdown(self) -> None:

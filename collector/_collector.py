@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import threading
 import time
-from datetime import datetime, timezone
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from types import ModuleType
 from typing import Any
 
@@ -34,7 +34,7 @@ def telemetry_source(nvml: Any) -> str:
     simulated GPUs). A source may declare its own with a `TELEMETRY_SOURCE` string attribute."""
     try:
         declared = getattr(nvml, "TELEMETRY_SOURCE", None)
-    except Exception:  # noqa: BLE001 - NVML-shaped objects may raise anything from __getattr__
+    except Exception:
         declared = None
     if isinstance(declared, str):
         return declared
@@ -78,7 +78,9 @@ class Collector:
         self.host = host
         self.sampler: Sampler | None = None
         if nvml is not None:
-            self.sampler = Sampler(nvml, clock=self.clock, sample_hz=sample_hz, history_s=history_s, health=self.health, pid=pid)
+            self.sampler = Sampler(
+                nvml, clock=self.clock, sample_hz=sample_hz, history_s=history_s, health=self.health, pid=pid
+            )
         self.background = background
         if cuda_visible_devices is _UNSET:
             cuda_visible_devices = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -130,7 +132,7 @@ class Collector:
         collector's time as the record's time when its clock is not wall time (the lab's virtual clock)."""
         trace_patcher(record)
         if self.clock is not time.time_ns:
-            record["time"] = datetime.fromtimestamp(self.clock() / 1e9, tz=timezone.utc)
+            record["time"] = datetime.fromtimestamp(self.clock() / 1e9, tz=UTC)
 
     @property
     def otlp_log_sink(self) -> OtlpLogSink:
@@ -205,7 +207,7 @@ class Collector:
         try:
             target = self.resolve_gpu(gpu)
             device = self._device(target)
-        except Exception as exc:  # noqa: BLE001 - never harm the request
+        except Exception as exc:
             self.health.failure(ERRORS, "resolve_gpu", f"resolving gpu={gpu!r} failed", exc)
         if device is None:
             target = None
@@ -245,7 +247,7 @@ class Collector:
                 self.health.count(DROPPED, "span_without_telemetry")
             if otel.is_recording():
                 self._stamp(span, end, exception)
-        except Exception as exc:  # noqa: BLE001 - never harm the request
+        except Exception as exc:
             self.health.failure(ERRORS, "stamp", "stamping an inference span failed", exc)
         otel.end(end_time=end)
 
@@ -307,9 +309,13 @@ class GpuSpanProcessor(SpanProcessor):
                 sampler = self.collector._ready_sampler()
                 known = sampler is not None and isinstance(index, int) and sampler.device(index) is not None
                 target = Target(index) if known else None
-            stamps = self.collector.start_snapshot(target, span.start_time) if target else {A.TELEMETRY_SOURCE: A.SOURCE_NONE}
+            stamps = (
+                self.collector.start_snapshot(target, span.start_time)
+                if target
+                else {A.TELEMETRY_SOURCE: A.SOURCE_NONE}
+            )
             span.set_attributes(stamps)
-        except Exception as exc:  # noqa: BLE001 - never harm the request
+        except Exception as exc:
             self.collector.health.failure(ERRORS, "span_processor", "stamping a span at start failed", exc)
 
     def on_end(self, span: Any) -> None:

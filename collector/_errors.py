@@ -10,8 +10,16 @@ from gpu_rca.schemas import attributes as A
 # Each pattern matches every variant in the real samples: current, torch-2.1 ("capacty") and legacy OOM
 # texts, CUDA runtime errors with or without "CUDA error:" and the native "CUDA failure 700:" form.
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"CUDA out of memory|CUDA error: out of memory|CUBLAS_STATUS_ALLOC_FAILED|cudaErrorMemoryAllocation"), A.ERROR_CUDA_OOM),
-    (re.compile(r"illegal memory access|illegal address|cudaErrorIllegalAddress|CUDA failure 700\b"), A.ERROR_CUDA_ILLEGAL_ADDRESS),
+    (
+        re.compile(
+            r"CUDA out of memory|CUDA error: out of memory|CUBLAS_STATUS_ALLOC_FAILED|cudaErrorMemoryAllocation"
+        ),
+        A.ERROR_CUDA_OOM,
+    ),
+    (
+        re.compile(r"illegal memory access|illegal address|cudaErrorIllegalAddress|CUDA failure 700\b"),
+        A.ERROR_CUDA_ILLEGAL_ADDRESS,
+    ),
     (re.compile(r"unspecified launch failure|cudaErrorLaunchFailure|CUDA failure 719\b"), A.ERROR_CUDA_LAUNCH_FAILURE),
     (re.compile(r"GPU is lost|fallen off the bus|cudaErrorDevicesUnavailable"), A.ERROR_GPU_LOST),
 )

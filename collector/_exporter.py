@@ -43,9 +43,11 @@ _VALUES: dict[str, Callable[[DeviceInfo, Sample], float | int | None]] = {
     M.GPU_UTIL: lambda d, s: s.utilization_pct,
     M.MEM_COPY_UTIL: lambda d, s: s.memory_utilization_pct,
     M.FB_TOTAL: lambda d, s: s.memory_total_bytes // MIB if s.memory_total_bytes is not None else None,
-    M.FB_FREE: lambda d, s: (s.memory_total_bytes - s.memory_used_bytes) // MIB
-    if s.memory_total_bytes is not None and s.memory_used_bytes is not None
-    else None,
+    M.FB_FREE: lambda d, s: (
+        (s.memory_total_bytes - s.memory_used_bytes) // MIB
+        if s.memory_total_bytes is not None and s.memory_used_bytes is not None
+        else None
+    ),
     M.FB_USED: lambda d, s: s.memory_used_bytes // MIB if s.memory_used_bytes is not None else None,
     M.ECC_SBE_VOL_TOTAL: lambda d, s: s.ecc_corrected,
     M.ECC_DBE_VOL_TOTAL: lambda d, s: s.ecc_uncorrected,
@@ -152,7 +154,11 @@ class DcgmCollector(PromCollector):
         samples = _family(M.SAMPLER_SAMPLES, "GPU samples taken by gpu-rca's NVML sampler.", "counter")
         last = _family(M.SAMPLER_LAST_SAMPLE, "Unix time of the newest sample of each GPU.", "gauge")
         for row in rows:
-            key = {M.LABEL_GPU: row.labels[M.LABEL_GPU], M.LABEL_UUID: row.device.uuid, M.LABEL_HOSTNAME: row.labels[M.LABEL_HOSTNAME]}
+            key = {
+                M.LABEL_GPU: row.labels[M.LABEL_GPU],
+                M.LABEL_UUID: row.device.uuid,
+                M.LABEL_HOSTNAME: row.labels[M.LABEL_HOSTNAME],
+            }
             samples.add_sample(M.SAMPLER_SAMPLES, key, float(row.samples_taken))
             last.add_sample(M.SAMPLER_LAST_SAMPLE, key, row.sample.ts_ns / 1e9)
         yield samples
@@ -185,11 +191,17 @@ def exposition(registry: CollectorRegistry) -> bytes:
     """
     lines: list[str] = []
     for family in registry.collect():
-        lines.append(f"# HELP {family.name} {family.documentation.replace(chr(92), chr(92) * 2).replace(chr(10), chr(92) + 'n')}")
+        lines.append(
+            f"# HELP {family.name} {family.documentation.replace(chr(92), chr(92) * 2).replace(chr(10), chr(92) + 'n')}"
+        )
         lines.append(f"# TYPE {family.name} {family.type}")
         for sample in family.samples:
             labels = ",".join(f'{k}="{_escape(v)}"' for k, v in sample.labels.items())
-            lines.append(f"{sample.name}{{{labels}}} {_number(sample.value)}" if labels else f"{sample.name} {_number(sample.value)}")
+            lines.append(
+                f"{sample.name}{{{labels}}} {_number(sample.value)}"
+                if labels
+                else f"{sample.name} {_number(sample.value)}"
+            )
     return ("\n".join(lines) + "\n").encode()
 
 

@@ -37,7 +37,9 @@ class GpuResolver:
     def __init__(self, devices: tuple[DeviceInfo, ...], cuda_visible_devices: str | None) -> None:
         self.devices = devices
         self._by_pci = {_pci(d.pci_bus_id): d for d in devices if d.pci_bus_id}
-        self._pci_order = [d for _, d in sorted((p, d) for p, d in self._by_pci.items() if p is not None)] or list(devices)
+        self._pci_order = [d for _, d in sorted((p, d) for p, d in self._by_pci.items() if p is not None)] or list(
+            devices
+        )
         self.visible = self._visible(cuda_visible_devices)
         self._cache: dict[Any, Target | None] = {}
 
@@ -108,5 +110,5 @@ def _current_cuda_device() -> int:
     torch = sys.modules.get("torch")
     try:
         return int(torch.cuda.current_device()) if torch is not None and torch.cuda.is_initialized() else 0
-    except Exception:  # noqa: BLE001 - a broken torch must not break the request
+    except Exception:
         return 0

@@ -75,7 +75,9 @@ class OtlpLogSink:
             extra = record["extra"]
             trace_hex, span_hex = extra.get(TRACE_ID) or "", extra.get(SPAN_ID) or ""
             attributes = {
-                k: v for k, v in extra.items() if k not in (TRACE_ID, SPAN_ID) and isinstance(v, (str, bool, int, float))
+                k: v
+                for k, v in extra.items()
+                if k not in (TRACE_ID, SPAN_ID) and isinstance(v, (str, bool, int, float))
             }
             attributes.update({"code.function.name": record["function"], "code.line.number": record["line"]})
             level = record["level"].name
@@ -93,7 +95,7 @@ class OtlpLogSink:
                     attributes=attributes,
                 )
             )
-        except Exception as exc:  # noqa: BLE001 - a log sink must never raise into the caller
+        except Exception as exc:
             if self._health is not None:
                 self._health.failure("errors", "otlp_log_sink", "exporting a loguru record failed", exc)
             else:

@@ -98,7 +98,12 @@ class Sample(NamedTuple):
 
 #: The Sample fields stamping reduces over a window, in this order (see `_stamp.aggregate`).
 STAMP_COLUMN_NAMES = (
-    "temperature_c", "power_w", "memory_used_bytes", "process_memory_bytes", "utilization_pct", "sm_clock_mhz",
+    "temperature_c",
+    "power_w",
+    "memory_used_bytes",
+    "process_memory_bytes",
+    "utilization_pct",
+    "sm_clock_mhz",
 )
 #: Picks those fields from a Sample, in C.
 STAMP_COLUMNS = operator.itemgetter(*(Sample._fields.index(n) for n in STAMP_COLUMN_NAMES))
@@ -151,7 +156,7 @@ class DeviceReader:
             return None
         try:
             return fn(self.nvml, self.handle)
-        except Exception as exc:  # noqa: BLE001 - NVML errors become counts and events, never exceptions
+        except Exception as exc:
             code = nvml_code(exc)
             if code == _GPU_IS_LOST:
                 raise DeviceLost(str(exc)) from exc
@@ -192,7 +197,7 @@ class DeviceReader:
             try:
                 mig = nv.nvmlDeviceGetMigDeviceHandleByIndex(self.handle, i)
                 slices.append(MigInfo(text(nv.nvmlDeviceGetUUID(mig)), int(nv.nvmlDeviceGetGpuInstanceId(mig))))
-            except Exception:  # noqa: BLE001 - an unpopulated slot answers NotFound
+            except Exception:
                 continue
         return tuple(slices)
 
@@ -200,11 +205,15 @@ class DeviceReader:
         nv = self.nvml
         try:
             event_set = nv.nvmlEventSetCreate()
-            nv.nvmlDeviceRegisterEvents(self.handle, getattr(nv, "nvmlEventTypeXidCriticalError", _XID_EVENT), event_set)
+            nv.nvmlDeviceRegisterEvents(
+                self.handle, getattr(nv, "nvmlEventTypeXidCriticalError", _XID_EVENT), event_set
+            )
             self._event_set = event_set
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self.unsupported.add("xid_events")
-            self.health.failure(UNSUPPORTED, "xid_events", f"GPU {self.index}: XID events unavailable", exc, level=logging.INFO)
+            self.health.failure(
+                UNSUPPORTED, "xid_events", f"GPU {self.index}: XID events unavailable", exc, level=logging.INFO
+            )
 
     def _drain_xids(self) -> tuple[int, ...]:
         if self._event_set is None:
@@ -213,7 +222,7 @@ class DeviceReader:
         for _ in range(_MAX_EVENTS_PER_TICK):
             try:
                 data = self.nvml.nvmlEventSetWait(self._event_set, 0)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 code = nvml_code(exc)
                 if code == _GPU_IS_LOST:
                     raise DeviceLost(str(exc)) from exc
@@ -266,6 +275,6 @@ class DeviceReader:
         if self._event_set is not None:
             try:
                 self.nvml.nvmlEventSetFree(self._event_set)
-            except Exception:  # noqa: BLE001 - shutting down
+            except Exception:
                 pass
             self._event_set = None

@@ -68,7 +68,7 @@ class RangeExtreme:
     about ranges where every value was read.
     """
 
-    __slots__ = ("levels", "_pick")
+    __slots__ = ("_pick", "levels")
 
     def __init__(self, pick: Callable[[Any, Any], Any]) -> None:
         self.levels: list[list[Any]] = [[]]

@@ -142,7 +142,7 @@ class Sampler:
         try:
             nv.nvmlInit()
             count = int(nv.nvmlDeviceGetCount())
-        except Exception as exc:  # noqa: BLE001 - no driver, no library: run with source none
+        except Exception as exc:
             self.health.failure(ERRORS, "nvml_init", "NVML unavailable, running with gpu.telemetry.source=none", exc)
             self._record(None, "driver_error", f"{type(exc).__name__}: {exc}")
             return False
@@ -152,7 +152,7 @@ class Sampler:
             try:
                 handle = nv.nvmlDeviceGetHandleByIndex(index)
                 readers[index] = DeviceReader(nv, index, handle, self.health, own_pid)
-            except Exception as exc:  # noqa: BLE001 - one broken GPU must not hide the others
+            except Exception as exc:
                 self.health.failure(ERRORS, "nvml_discover", f"GPU {index}: discovery failed", exc)
                 self._record(index, "nvml_error", f"{type(exc).__name__}: {exc}")
         self._readers = readers
@@ -201,7 +201,7 @@ class Sampler:
         while not self._stop.is_set():
             try:
                 self.sample_once()
-            except Exception as exc:  # noqa: BLE001 - the thread must outlive any bug
+            except Exception as exc:
                 self.health.failure(ERRORS, "sampler", "sampler tick failed", exc)
             next_t += period_s
             delay = next_t - time.monotonic()

@@ -49,7 +49,7 @@ class CountingSpanExporter(SpanExporter):
             self._taken += len(spans)
         try:
             result = self.inner.export(spans)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self.health.failure(ERRORS, "otlp_spans", "exporting spans failed", exc)
             result = SpanExportResult.FAILURE
         if result is not SpanExportResult.SUCCESS:
@@ -89,8 +89,11 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
             if not full:
                 self._queued += 1
         if full:
-            self._health.failure(DROPPED, "otlp_queue_full",
-                                 f"span export queue full ({self._max_queue_size} spans waiting); dropping spans")
+            self._health.failure(
+                DROPPED,
+                "otlp_queue_full",
+                f"span export queue full ({self._max_queue_size} spans waiting); dropping spans",
+            )
             return
         super().on_end(span)
 
@@ -104,7 +107,11 @@ def _env_int(name: str, default: int) -> int:
 
 
 def _protocol(signal: str) -> str:
-    return (os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL") or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf").strip()
+    return (
+        os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL")
+        or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "http/protobuf"
+    ).strip()
 
 
 def _exporter_wanted(signal: str) -> bool:
@@ -143,7 +150,9 @@ def otlp_log_exporter() -> Any:
     return OTLPLogExporter()
 
 
-def build_resource(service_name: str, service_version: str | None = None, extra: Mapping[str, Any] | None = None) -> Resource:
+def build_resource(
+    service_name: str, service_version: str | None = None, extra: Mapping[str, Any] | None = None
+) -> Resource:
     """`service.name`, `service.version`, `host.name`, `k8s.node.name` (from `K8S_NODE_NAME`), merged with
     `OTEL_RESOURCE_ATTRIBUTES` (the explicit arguments win)."""
     attrs: dict[str, Any] = {
@@ -161,7 +170,7 @@ def build_resource(service_name: str, service_version: str | None = None, extra:
 def _load_pynvml(health: Health) -> Any:
     try:
         import pynvml
-    except Exception as exc:  # noqa: BLE001 - no nvidia-ml-py: run with source none
+    except Exception as exc:
         health.failure(ERRORS, "nvml_import", "pynvml not importable, running with gpu.telemetry.source=none", exc)
         return None
     return pynvml
@@ -194,7 +203,9 @@ def configure(
         if not isinstance(provider, TracerProvider):
             provider = TracerProvider(resource=resource)
             if _exporter_wanted("TRACES"):
-                provider.add_span_processor(CountingBatchSpanProcessor(CountingSpanExporter(otlp_span_exporter(), health), health))
+                provider.add_span_processor(
+                    CountingBatchSpanProcessor(CountingSpanExporter(otlp_span_exporter(), health), health)
+                )
             trace.set_tracer_provider(provider)
             _owned.append(provider)
         source = nvml if nvml is not None else _load_pynvml(health)
@@ -240,7 +251,7 @@ def _release(*, providers: bool) -> None:
     while providers and _owned:
         try:
             _owned.pop().shutdown()  # flushes what is queued
-        except Exception:  # noqa: BLE001 - shutting down must not raise
+        except Exception:
             pass
 
 

@@ -8,8 +8,8 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
-from opentelemetry.attributes import BoundedAttributes
 from opentelemetry import trace
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from gpu_rca.collector._errors import classify
@@ -25,7 +25,7 @@ class InferenceSpan:
     Everything else an OTel span offers is reachable through it (`.span`, or attribute access).
     """
 
-    __slots__ = ("span", "start_ns", "target", "device", "collector", "inflight_max", "_ended")
+    __slots__ = ("_ended", "collector", "device", "inflight_max", "span", "start_ns", "target")
 
     def __init__(self, collector: Collector, span: Span, start_ns: int, target: Any, device: Any = None) -> None:
         self.collector = collector
@@ -50,7 +50,7 @@ class InferenceSpan:
         try:
             now = self.collector.clock() if ts_ns is None else int(ts_ns)
             self.span.set_attribute(A.QUEUE_MS, (now - self.start_ns) / 1e6)
-        except Exception as exc:  # noqa: BLE001 - never harm the request
+        except Exception as exc:
             self.collector.health.failure("errors", "queue_ms", "setting inference.queue_ms failed", exc)
 
     def end(self, end_ns: int | None = None, exception: BaseException | None = None) -> None:
@@ -84,7 +84,9 @@ class InferenceSpanScope:
 
     def _open(self) -> tuple[InferenceSpan, object]:
         # Resolved per call: a function decorated at import time uses whatever configure() set up later.
-        span = self._collector().start_inference_span(self._name, gpu=self._gpu, attributes=self._attributes, kind=self._kind)
+        span = self._collector().start_inference_span(
+            self._name, gpu=self._gpu, attributes=self._attributes, kind=self._kind
+        )
         token = otel_context.attach(trace.set_span_in_context(span.span))
         return span, token
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from gpu_rca.correlate.ranking.api import analyze
-from gpu_rca.correlate.store.records import GpuRecord, IngestResult, KernelEvent, LogRecord, MetricSample
 from gpu_rca.correlate.store import Store, default_db_path
+from gpu_rca.correlate.store.records import GpuRecord, IngestResult, KernelEvent, LogRecord, MetricSample
 
 __all__ = [
     "GpuRecord",

@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("Error: interrupted", err=True)
         sys.exit(130)
-    except Exception as exc:  # noqa: BLE001 - the contract: one line, no traceback
+    except Exception as exc:
         if os.environ.get("GPU_RCA_DEBUG"):
             raise
         click.echo(f"Error: {type(exc).__name__}: {exc} (set GPU_RCA_DEBUG=1 for a traceback)", err=True)

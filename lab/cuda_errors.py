@@ -54,4 +54,12 @@ def cuda_error(message: str) -> RuntimeError:
     return RuntimeError(f"CUDA error: {message}{_ASYNC_HINT}")
 
 
-__all__ = ["ECC_UNCORRECTABLE", "ILLEGAL_ADDRESS", "LAUNCH_FAILURE", "OutOfMemoryError", "cuda_error", "cuda_oom", "format_size"]
+__all__ = [
+    "ECC_UNCORRECTABLE",
+    "ILLEGAL_ADDRESS",
+    "LAUNCH_FAILURE",
+    "OutOfMemoryError",
+    "cuda_error",
+    "cuda_oom",
+    "format_size",
+]

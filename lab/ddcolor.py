@@ -63,4 +63,12 @@ def image_dimensions(input_size: int, u: float) -> tuple[int, int]:
     return (long_side, short_side) if u < 0.6 else (short_side, long_side)
 
 
-__all__ = ["EARLY_ALLOCATION_SHARE", "MODEL_COSTS", "ModelCost", "image_dimensions", "peak_memory_bytes", "weights_bytes", "work_s"]
+__all__ = [
+    "EARLY_ALLOCATION_SHARE",
+    "MODEL_COSTS",
+    "ModelCost",
+    "image_dimensions",
+    "peak_memory_bytes",
+    "weights_bytes",
+    "work_s",
+]

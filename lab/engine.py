@@ -31,8 +31,8 @@ from gpu_rca.lab.device import CUDA_CONTEXT_BYTES, STEP_NS, Fleet
 from gpu_rca.lab.faults import FaultDriver, apply_event
 from gpu_rca.lab.ids import SeededIdGenerator
 from gpu_rca.lab.kernel_log import kernel_lines
-from gpu_rca.lab.scrapes import Scraper
 from gpu_rca.lab.scenario import Scenario
+from gpu_rca.lab.scrapes import Scraper
 from gpu_rca.lab.workload import Request, Worker, draw
 from gpu_rca.schemas import attributes as A
 
@@ -70,9 +70,7 @@ class LabRun:
 
     def failures(self) -> Counter[str]:
         """Failed inference spans by `error.type`."""
-        return Counter(
-            s.attributes.get(A.ERROR_TYPE) for s in self.spans if s.attributes.get(A.ERROR_TYPE) is not None
-        )
+        return Counter(s.attributes.get(A.ERROR_TYPE) for s in self.spans if s.attributes.get(A.ERROR_TYPE) is not None)
 
 
 def _independent_logger() -> Any:
@@ -86,7 +84,7 @@ def _independent_logger() -> Any:
 def _time_patcher(record: dict[str, Any]) -> None:
     ts_ns = record["extra"].pop("lab_ts_ns", None)
     if ts_ns is not None:
-        record["time"] = record["time"].__class__.fromtimestamp(ts_ns / 1e9, tz=dt.timezone.utc)
+        record["time"] = record["time"].__class__.fromtimestamp(ts_ns / 1e9, tz=dt.UTC)
 
 
 class _Engine:
@@ -113,7 +111,9 @@ class _Engine:
         self.logs = InMemoryLogRecordExporter()
         self.hosts: dict[str, _Host] = {}
         for position, host in enumerate(self.fleet.hosts):
-            skew = 0 if position == 0 else self.rng_noise.choice((-1, 1)) * self.rng_noise.randint(1000, 2000) * 1_000_000
+            skew = (
+                0 if position == 0 else self.rng_noise.choice((-1, 1)) * self.rng_noise.randint(1000, 2000) * 1_000_000
+            )
             resource = Resource({A.SERVICE_NAME: SERVICE_NAME, A.SERVICE_VERSION: SERVICE_VERSION, A.HOST_NAME: host})
             provider = TracerProvider(resource=resource, id_generator=SeededIdGenerator(f"ids/{seed}/{host}"))
             # `keep=False` (the live fleet) keeps nothing in memory: spans and logs go to the given processors.
@@ -179,7 +179,7 @@ class _Engine:
         # Only what has happened by the last sample: a later end would be stamped without its samples.
         ops = sorted(host.ops, key=lambda op: (op[0], op[1]))
         due = [op for op in ops if op[0] <= until_ns]
-        host.ops = ops[len(due):]
+        host.ops = ops[len(due) :]
         ops = due
         collector = host.collector
         for ts_ns, _, kind, request, payload in ops:
@@ -221,7 +221,13 @@ class _Engine:
             width, height = ddcolor.image_dimensions(size, rng.random())
             self._next_request_id += 1
             request = Request(
-                self._next_request_id, ts, size, str(draw(rng, models)), str(draw(rng, tasks)), width, height,
+                self._next_request_id,
+                ts,
+                size,
+                str(draw(rng, models)),
+                str(draw(rng, tasks)),
+                width,
+                height,
                 deadline_ns=ts + workload.timeout_ns,
             )
             # One replica per GPU behind a Kubernetes Service: kube-proxy picks a replica at random,
@@ -328,4 +334,4 @@ def run_scenario(
     return _Engine(scenario, sample_hz).run(progress)
 
 
-__all__ = ["LabRun", "SPAN_NAME", "resolve_truth", "run_scenario"]
+__all__ = ["SPAN_NAME", "LabRun", "resolve_truth", "run_scenario"]

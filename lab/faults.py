@@ -81,7 +81,9 @@ class FaultDriver:
                 times = _poisson_times(self.rng, rate, start, end) or [start + (end - start) // 10]
                 follow = 95 if fault.severity > 0.7 else 94
                 for n, ts in enumerate(times):
-                    events.append(HardwareEvent(ts, gpu, 48, True, ecc_uncorrected=1, ecc_corrected=self.rng.randint(2, 40)))
+                    events.append(
+                        HardwareEvent(ts, gpu, 48, True, ecc_uncorrected=1, ecc_corrected=self.rng.randint(2, 40))
+                    )
                     events.append(HardwareEvent(ts, gpu, 63, False))
                     events.append(HardwareEvent(ts, gpu, follow, True))
                     if fault.severity > 0.85 and n == 2:
@@ -108,7 +110,9 @@ class FaultDriver:
             if fault.kind == "thermal" and active:
                 gpu.cooling = min(gpu.cooling, 1.0 - 0.95 * fault.severity)
             elif fault.kind == "power_cap" and active:
-                gpu.power_limit_w = min(gpu.power_limit_w, gpu.profile.power_limit_default_w * (1 - 0.6 * fault.severity))
+                gpu.power_limit_w = min(
+                    gpu.power_limit_w, gpu.profile.power_limit_default_w * (1 - 0.6 * fault.severity)
+                )
             elif fault.kind == "hw_slowdown" and active:
                 gpu.slowdown = max(gpu.slowdown, fault.severity)
             elif fault.kind == "foreign_process":
@@ -139,7 +143,11 @@ class FaultDriver:
                 continue
             if fault.model is not None and request.model != fault.model:
                 continue
-            if fault.gpu is not None and request.worker is not None and request.worker.gpu is not self.fleet.gpu(fault.gpu):
+            if (
+                fault.gpu is not None
+                and request.worker is not None
+                and request.worker.gpu is not self.fleet.gpu(fault.gpu)
+            ):
                 continue
             if self.rng.random() < fault.severity:
                 return _app_exception(fault, request)

@@ -136,10 +136,14 @@ def generate_scenario(seed: int, index: int) -> dict[str, Any]:
     start_min = rng.randint(*RANGES["fault_start_min"])
     length_min = rng.randint(*RANGES["fault_length_min"]) + (2 if cause == "power_capping" else 0)
     end_min = min(start_min + length_min, duration_min - 1)
-    timeout_s = 60 if cause in ("gpu_oom_large_inputs", "gpu_memory_foreign_process") else rng.randint(*RANGES["timeout_s"])
+    timeout_s = (
+        60 if cause in ("gpu_oom_large_inputs", "gpu_memory_foreign_process") else rng.randint(*RANGES["timeout_s"])
+    )
     # The fault's GPU: the slowest kind for the clock-cutting causes (where load is measured), else any.
     slow_gpus = [ref for ref, p in gpus if p.relative_speed == slowest]
-    target = rng.choice(slow_gpus if cause in ("thermal_throttling", "power_capping", "hw_slowdown") else [r for r, _ in gpus])
+    target = rng.choice(
+        slow_gpus if cause in ("thermal_throttling", "power_capping", "hw_slowdown") else [r for r, _ in gpus]
+    )
     if cause == "ecc_memory_errors":
         target = rng.choice([r for r, p in gpus if p.ecc])
     faults: list[dict[str, Any]] = []
@@ -148,16 +152,32 @@ def generate_scenario(seed: int, index: int) -> dict[str, Any]:
     window = {"start": f"{start_min}m", "end": f"{end_min}m"}
     if cause == "gpu_oom_large_inputs":
         usable = smallest_memory - CUDA_CONTEXT_BYTES - ddcolor.weights_bytes(set(models) | {"ddcolor_paper"})
-        size = math.ceil(512 * math.sqrt(usable / 2 / ddcolor.MODEL_COSTS["ddcolor_paper"].activation_bytes_512) / 128) * 128 + 128
+        size = (
+            math.ceil(512 * math.sqrt(usable / 2 / ddcolor.MODEL_COSTS["ddcolor_paper"].activation_bytes_512) / 128)
+            * 128
+            + 128
+        )
         shift_sizes = {size: round(rng.uniform(0.5, 0.8), 2)}
         shift_sizes[512] = round(1 - shift_sizes[size], 2)
         shift_rate = round(0.6 * slowest / _mean_work_s(shift_sizes, {"ddcolor_paper": 1.0}) * len(gpus), 2)
-        faults.append({"kind": "traffic_shift", **window, "rate": f"{shift_rate}/s", "input_size": shift_sizes,
-                       "model": {"ddcolor_paper": 1}})
+        faults.append(
+            {
+                "kind": "traffic_shift",
+                **window,
+                "rate": f"{shift_rate}/s",
+                "input_size": shift_sizes,
+                "model": {"ddcolor_paper": 1},
+            }
+        )
         drivers = {"ddcolor.input_size": size}
     elif cause == "compute_saturation":
-        faults.append({"kind": "traffic_shift", **window,
-                       "rate": f"{round(rng.uniform(1.6, 2.6) * capacity_per_gpu * len(gpus), 2)}/s"})
+        faults.append(
+            {
+                "kind": "traffic_shift",
+                **window,
+                "rate": f"{round(rng.uniform(1.6, 2.6) * capacity_per_gpu * len(gpus), 2)}/s",
+            }
+        )
     elif cause == "application_error":
         bug: dict[str, Any] = {"kind": "app_bug", **window, "severity": round(rng.uniform(0.2, 0.5), 2)}
         if rng.random() < 0.7:
@@ -183,12 +203,25 @@ def generate_scenario(seed: int, index: int) -> dict[str, Any]:
             also.append({"cause": second_cause, "drivers": {"gpu.uuid": second}})
     for _ in range(rng.randint(*RANGES["distractors"])):
         if others and rng.random() < 0.5:
-            faults.append({"kind": "thermal", "gpu": rng.choice(others), "start": f"{rng.randint(1, 5)}m",
-                           "end": f"{rng.randint(6, duration_min)}m", "severity": round(rng.uniform(0.1, 0.3), 2)})
+            faults.append(
+                {
+                    "kind": "thermal",
+                    "gpu": rng.choice(others),
+                    "start": f"{rng.randint(1, 5)}m",
+                    "end": f"{rng.randint(6, duration_min)}m",
+                    "severity": round(rng.uniform(0.1, 0.3), 2),
+                }
+            )
         elif cause not in ("thermal_throttling", "power_capping", "hw_slowdown", "compute_saturation"):
             at = rng.randint(1, duration_min - 4)
-            faults.append({"kind": "traffic_shift", "start": f"{at}m", "end": f"{at + rng.randint(1, 3)}m",
-                           "rate": f"{round(rate * rng.uniform(1.1, 1.3), 2)}/s"})
+            faults.append(
+                {
+                    "kind": "traffic_shift",
+                    "start": f"{at}m",
+                    "end": f"{at + rng.randint(1, 3)}m",
+                    "rate": f"{round(rate * rng.uniform(1.1, 1.3), 2)}/s",
+                }
+            )
     truth: dict[str, Any] = {"cause": cause, "drivers": drivers}
     if also:
         truth["also"] = also
@@ -198,7 +231,13 @@ def generate_scenario(seed: int, index: int) -> dict[str, Any]:
         "start": f"2025-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T{rng.randint(0, 23):02d}:00:00Z",
         "duration": f"{duration_min}m",
         "fleet": fleet,
-        "workload": {"rate": f"{rate}/s", "input_size": sizes, "task_type": tasks, "model": models, "timeout": f"{timeout_s}s"},
+        "workload": {
+            "rate": f"{rate}/s",
+            "input_size": sizes,
+            "task_type": tasks,
+            "model": models,
+            "timeout": f"{timeout_s}s",
+        },
         "faults": faults,
         "truth": truth,
     }
@@ -211,7 +250,9 @@ def _model(fleet: list[dict[str, Any]], ref: str) -> str:
     return next(e["model"] for e in fleet if e["host"] == host)
 
 
-def _scope(rng: random.Random, cause: str, target: str, fleet: list[dict[str, Any]]) -> tuple[list[str], dict[str, Any]]:
+def _scope(
+    rng: random.Random, cause: str, target: str, fleet: list[dict[str, Any]]
+) -> tuple[list[str], dict[str, Any]]:
     """The GPUs a fault of `cause` strikes (one, every GPU of `target`'s host, or the fleet) and its truth drivers."""
     scopes = RANGES["fault_scope"]
     scope = rng.choices(list(scopes), weights=list(scopes.values()))[0] if cause in SCOPED_CAUSES else "gpu"
@@ -244,13 +285,23 @@ def _gpu_fault(rng: random.Random, cause: str, gpu: str, window: dict[str, str],
     if cause == "hw_slowdown":
         return {"kind": "hw_slowdown", "gpu": gpu, **window, "severity": round(rng.uniform(0.7, 0.9), 2)}
     if cause == "ecc_memory_errors":
-        return {"kind": "ecc_uncorrectable", "gpu": gpu, **window, "severity": round(rng.uniform(0.4, 0.5 if mild else 0.9), 2)}
+        return {
+            "kind": "ecc_uncorrectable",
+            "gpu": gpu,
+            **window,
+            "severity": round(rng.uniform(0.4, 0.5 if mild else 0.9), 2),
+        }
     if cause == "gpu_fallen_off_bus":
         start = window["end"] if mild else window["start"]
         return {"kind": "gpu_lost", "gpu": gpu, "start": start}
     if cause == "cuda_kernel_fault":
-        return {"kind": "xid", "gpu": gpu, "code": rng.choice((13, 31, 43)), **window,
-                "severity": round(rng.uniform(0.3, 0.4 if mild else 0.7), 2)}
+        return {
+            "kind": "xid",
+            "gpu": gpu,
+            "code": rng.choice((13, 31, 43)),
+            **window,
+            "severity": round(rng.uniform(0.3, 0.4 if mild else 0.7), 2),
+        }
     raise ValueError(f"no GPU fault for cause {cause!r}")
 
 
@@ -270,7 +321,9 @@ def write_generated(seed: int, count: int, out_dir: str | Path) -> list[Path]:
     for scenario in generate_scenarios(seed, count):
         path = out / f"{scenario['name']}.yaml"
         header = f"# Generated by `gpu-rca lab generate --seed {seed}`; ranges in lab/generate.py.\n"
-        path.write_text(header + yaml.safe_dump(scenario, sort_keys=False, default_flow_style=None, width=120), encoding="utf-8")
+        path.write_text(
+            header + yaml.safe_dump(scenario, sort_keys=False, default_flow_style=None, width=120), encoding="utf-8"
+        )
         paths.append(path)
     return paths
 

@@ -16,11 +16,11 @@ from gpu_rca.lab.device import SimGpu, XidRecord
 _MESSAGES = {
     13: "Graphics SM Warp Exception on (GPC {gpc}, TPC {tpc}, SM 0): Out Of Range Address",
     31: "Ch 000000{ch:02x}, intr 00000000. MMU Fault: ENGINE GRAPHICS GPC{gpc} GPCCLIENT_T1_{tpc} faulted @ "
-        "0x7f{addr:02x}_c0000000. Fault is of type FAULT_PDE ACCESS_TYPE_VIRT_READ",
+    "0x7f{addr:02x}_c0000000. Fault is of type FAULT_PDE ACCESS_TYPE_VIRT_READ",
     43: "Ch 000000{ch:02x}",
     45: "Ch 000000{ch:02x}",
     48: "An uncorrectable double bit error (DBE) has been detected on GPU in the framebuffer at partition {gpc}, "
-        "subpartition {tpc}.",
+    "subpartition {tpc}.",
     63: "Row Remapper: New row (0x00000000000{addr:02x}3c0) was marked for remapping, reset gpu to activate.",
     64: "Row Remapper Error: Failed to remap row (0x00000000000{addr:02x}3c0) for ECC error.",
     79: "GPU has fallen off the bus.",
@@ -38,7 +38,7 @@ def xid_message(code: int, rng: random.Random) -> str:
 
 def short_iso(ts_ns: int) -> str:
     """journalctl's short-iso timestamp in UTC (`2025-01-06T09:41:12+0000`)."""
-    moment = dt.datetime.fromtimestamp(ts_ns // 1_000_000_000, tz=dt.timezone.utc)
+    moment = dt.datetime.fromtimestamp(ts_ns // 1_000_000_000, tz=dt.UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 

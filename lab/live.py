@@ -100,7 +100,7 @@ class LiveFleet:
             while not self._stop.is_set():
                 self._engine.advance(self._clock.now_ns())
                 self._stop.wait(TICK_S)
-        except BaseException as exc:  # noqa: BLE001 - reported through .error; the exporter keeps serving
+        except BaseException as exc:
             self.error = exc
 
     def stop(self) -> None:

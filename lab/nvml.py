@@ -37,10 +37,10 @@ class XidEventData:
     """nvmlEventSetWait's answer, with c_nvmlEventData_t's field names."""
 
     device: DeviceHandle
-    eventType: int  # noqa: N815 - pynvml's field name
-    eventData: int  # noqa: N815
-    gpuInstanceId: int = 0xFFFFFFFF  # noqa: N815
-    computeInstanceId: int = 0xFFFFFFFF  # noqa: N815
+    eventType: int
+    eventData: int
+    gpuInstanceId: int = 0xFFFFFFFF
+    computeInstanceId: int = 0xFFFFFFFF
 
 
 @dataclass
@@ -80,31 +80,31 @@ class SimulatedNvml:
         if self._init_count <= 0:
             raise _error(pynvml.NVML_ERROR_UNINITIALIZED)
 
-    def nvmlInit(self) -> None:  # noqa: N802 - pynvml's names
+    def nvmlInit(self) -> None:
         """Initialise (counted, like NVML)."""
         self._init_count += 1
 
-    def nvmlInitWithFlags(self, flags: int) -> None:  # noqa: N802
+    def nvmlInitWithFlags(self, flags: int) -> None:
         """Initialise with flags (ignored)."""
         self.nvmlInit()
 
-    def nvmlShutdown(self) -> None:  # noqa: N802
+    def nvmlShutdown(self) -> None:
         """Release one initialisation."""
         self._check_init()
         self._init_count -= 1
 
-    def nvmlSystemGetDriverVersion(self) -> str:  # noqa: N802
+    def nvmlSystemGetDriverVersion(self) -> str:
         """The simulated driver's version."""
         self._check_init()
         return DRIVER_VERSION
 
     # --- devices ------------------------------------------------------------------------------
-    def nvmlDeviceGetCount(self) -> int:  # noqa: N802
+    def nvmlDeviceGetCount(self) -> int:
         """Number of GPUs on this host."""
         self._check_init()
         return len(self.devices)
 
-    def nvmlDeviceGetHandleByIndex(self, index: int) -> DeviceHandle:  # noqa: N802
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> DeviceHandle:
         """Handle of the GPU at NVML index `index`."""
         self._check_init()
         if not 0 <= index < len(self.devices):
@@ -112,7 +112,7 @@ class SimulatedNvml:
         gpu = self.devices[index]
         return DeviceHandle(gpu.host, gpu.index, gpu.uuid)
 
-    def nvmlDeviceGetHandleByUUID(self, uuid: str | bytes) -> DeviceHandle:  # noqa: N802
+    def nvmlDeviceGetHandleByUUID(self, uuid: str | bytes) -> DeviceHandle:
         """Handle of the GPU with this UUID."""
         self._check_init()
         text = uuid.decode() if isinstance(uuid, bytes) else uuid
@@ -131,19 +131,19 @@ class SimulatedNvml:
             raise _error(pynvml.NVML_ERROR_GPU_IS_LOST)
         return gpu
 
-    def nvmlDeviceGetUUID(self, handle: DeviceHandle) -> str:  # noqa: N802
+    def nvmlDeviceGetUUID(self, handle: DeviceHandle) -> str:
         """`GPU-…` UUID."""
         return self._gpu(handle, identity=True).uuid
 
-    def nvmlDeviceGetName(self, handle: DeviceHandle) -> str:  # noqa: N802
+    def nvmlDeviceGetName(self, handle: DeviceHandle) -> str:
         """Product name as NVML reports it."""
         return self._gpu(handle, identity=True).profile.nvml_name
 
-    def nvmlDeviceGetIndex(self, handle: DeviceHandle) -> int:  # noqa: N802
+    def nvmlDeviceGetIndex(self, handle: DeviceHandle) -> int:
         """NVML index."""
         return self._gpu(handle, identity=True).index
 
-    def nvmlDeviceGetPciInfo(self, handle: DeviceHandle) -> pynvml.nvmlPciInfo_t:  # noqa: N802
+    def nvmlDeviceGetPciInfo(self, handle: DeviceHandle) -> pynvml.nvmlPciInfo_t:
         """PCI info structure; `.busId` is `00000000:3B:00.0`."""
         gpu = self._gpu(handle, identity=True)
         info = pynvml.nvmlPciInfo_t()
@@ -155,17 +155,17 @@ class SimulatedNvml:
         info.pciDeviceId = 0x27B810DE
         return info
 
-    nvmlDeviceGetPciInfo_v3 = nvmlDeviceGetPciInfo  # noqa: N815
+    nvmlDeviceGetPciInfo_v3 = nvmlDeviceGetPciInfo
 
     # --- readings -----------------------------------------------------------------------------
-    def nvmlDeviceGetTemperature(self, handle: DeviceHandle, sensor: int) -> int:  # noqa: N802
+    def nvmlDeviceGetTemperature(self, handle: DeviceHandle, sensor: int) -> int:
         """Die temperature, °C."""
         gpu = self._gpu(handle)
         if sensor != pynvml.NVML_TEMPERATURE_GPU:
             raise _error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         return int(round(gpu.state.temperature_c))
 
-    def nvmlDeviceGetTemperatureThreshold(self, handle: DeviceHandle, threshold: int) -> int:  # noqa: N802
+    def nvmlDeviceGetTemperatureThreshold(self, handle: DeviceHandle, threshold: int) -> int:
         """Slowdown or shutdown threshold, °C."""
         gpu = self._gpu(handle)
         if threshold == pynvml.NVML_TEMPERATURE_THRESHOLD_SLOWDOWN:
@@ -174,30 +174,30 @@ class SimulatedNvml:
             return gpu.profile.shutdown_temp_c
         raise _error(pynvml.NVML_ERROR_NOT_SUPPORTED)
 
-    def nvmlDeviceGetPowerUsage(self, handle: DeviceHandle) -> int:  # noqa: N802
+    def nvmlDeviceGetPowerUsage(self, handle: DeviceHandle) -> int:
         """Board power, mW."""
         return int(round(self._gpu(handle).state.power_w * 1000))
 
-    def nvmlDeviceGetEnforcedPowerLimit(self, handle: DeviceHandle) -> int:  # noqa: N802
+    def nvmlDeviceGetEnforcedPowerLimit(self, handle: DeviceHandle) -> int:
         """Enforced power limit, mW."""
         return int(round(self._gpu(handle).power_limit_w * 1000))
 
-    nvmlDeviceGetPowerManagementLimit = nvmlDeviceGetEnforcedPowerLimit  # noqa: N815
+    nvmlDeviceGetPowerManagementLimit = nvmlDeviceGetEnforcedPowerLimit
 
-    def nvmlDeviceGetPowerManagementDefaultLimit(self, handle: DeviceHandle) -> int:  # noqa: N802
+    def nvmlDeviceGetPowerManagementDefaultLimit(self, handle: DeviceHandle) -> int:
         """Default power limit, mW."""
         return int(round(self._gpu(handle).profile.power_limit_default_w * 1000))
 
-    def nvmlDeviceGetPowerManagementLimitConstraints(self, handle: DeviceHandle) -> list[int]:  # noqa: N802
+    def nvmlDeviceGetPowerManagementLimitConstraints(self, handle: DeviceHandle) -> list[int]:
         """[min, max] settable power limit, mW."""
         profile = self._gpu(handle).profile
         return [int(profile.power_limit_min_w * 1000), int(profile.power_limit_default_w * 1000)]
 
-    def nvmlDeviceGetTotalEnergyConsumption(self, handle: DeviceHandle) -> int:  # noqa: N802
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle: DeviceHandle) -> int:
         """Energy since the driver loaded, mJ."""
         return int(self._gpu(handle).state.energy_mj)
 
-    def nvmlDeviceGetClockInfo(self, handle: DeviceHandle, clock_type: int) -> int:  # noqa: N802
+    def nvmlDeviceGetClockInfo(self, handle: DeviceHandle, clock_type: int) -> int:
         """Current clock, MHz."""
         gpu = self._gpu(handle)
         if clock_type in (pynvml.NVML_CLOCK_SM, pynvml.NVML_CLOCK_GRAPHICS):
@@ -207,7 +207,7 @@ class SimulatedNvml:
             return 405 if idle else gpu.profile.max_mem_clock_mhz
         raise _error(pynvml.NVML_ERROR_NOT_SUPPORTED)
 
-    def nvmlDeviceGetMaxClockInfo(self, handle: DeviceHandle, clock_type: int) -> int:  # noqa: N802
+    def nvmlDeviceGetMaxClockInfo(self, handle: DeviceHandle, clock_type: int) -> int:
         """Maximum clock, MHz."""
         gpu = self._gpu(handle)
         if clock_type in (pynvml.NVML_CLOCK_SM, pynvml.NVML_CLOCK_GRAPHICS):
@@ -216,33 +216,37 @@ class SimulatedNvml:
             return gpu.profile.max_mem_clock_mhz
         raise _error(pynvml.NVML_ERROR_NOT_SUPPORTED)
 
-    def nvmlDeviceGetUtilizationRates(self, handle: DeviceHandle) -> pynvml.c_nvmlUtilization_t:  # noqa: N802
+    def nvmlDeviceGetUtilizationRates(self, handle: DeviceHandle) -> pynvml.c_nvmlUtilization_t:
         """GPU and memory-controller utilisation, %."""
         state = self._gpu(handle).state
         gpu_pct = int(round(state.utilization_pct))
         return pynvml.c_nvmlUtilization_t(gpu=gpu_pct, memory=int(round(gpu_pct * 0.45)))
 
-    def nvmlDeviceGetMemoryInfo(self, handle: DeviceHandle, version: int | None = None) -> pynvml.c_nvmlMemory_t:  # noqa: N802
+    def nvmlDeviceGetMemoryInfo(self, handle: DeviceHandle, version: int | None = None) -> pynvml.c_nvmlMemory_t:
         """Device memory: total, free, used (bytes)."""
         gpu = self._gpu(handle)
         return pynvml.c_nvmlMemory_t(
             total=gpu.profile.memory_total_bytes, free=gpu.memory_free_bytes, used=gpu.memory_used_bytes
         )
 
-    def nvmlDeviceGetComputeRunningProcesses(self, handle: DeviceHandle) -> list[Any]:  # noqa: N802
+    def nvmlDeviceGetComputeRunningProcesses(self, handle: DeviceHandle) -> list[Any]:
         """Processes with a CUDA context: `.pid`, `.usedGpuMemory` (bytes)."""
         gpu = self._gpu(handle)
         return [
             pynvml.nvmlFriendlyObject(
-                {"pid": p.pid, "usedGpuMemory": p.memory_bytes, "gpuInstanceId": 0xFFFFFFFF,
-                 "computeInstanceId": 0xFFFFFFFF}
+                {
+                    "pid": p.pid,
+                    "usedGpuMemory": p.memory_bytes,
+                    "gpuInstanceId": 0xFFFFFFFF,
+                    "computeInstanceId": 0xFFFFFFFF,
+                }
             )
             for p in sorted(gpu.processes.values(), key=lambda p: p.pid)
         ]
 
-    nvmlDeviceGetComputeRunningProcesses_v3 = nvmlDeviceGetComputeRunningProcesses  # noqa: N815
+    nvmlDeviceGetComputeRunningProcesses_v3 = nvmlDeviceGetComputeRunningProcesses
 
-    def nvmlDeviceGetTotalEccErrors(self, handle: DeviceHandle, error_type: int, counter_type: int) -> int:  # noqa: N802
+    def nvmlDeviceGetTotalEccErrors(self, handle: DeviceHandle, error_type: int, counter_type: int) -> int:
         """ECC error count since driver load (volatile) or lifetime (aggregate)."""
         gpu = self._gpu(handle)
         if not gpu.profile.ecc:
@@ -253,17 +257,17 @@ class SimulatedNvml:
             return gpu.ecc_uncorrected
         raise _error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
 
-    def nvmlDeviceGetCurrentClocksEventReasons(self, handle: DeviceHandle) -> int:  # noqa: N802
+    def nvmlDeviceGetCurrentClocksEventReasons(self, handle: DeviceHandle) -> int:
         """Clock-event reason bitmask."""
         return self._gpu(handle).state.reasons_mask
 
-    nvmlDeviceGetCurrentClocksThrottleReasons = nvmlDeviceGetCurrentClocksEventReasons  # noqa: N815
+    nvmlDeviceGetCurrentClocksThrottleReasons = nvmlDeviceGetCurrentClocksEventReasons
 
-    def nvmlDeviceGetPcieReplayCounter(self, handle: DeviceHandle) -> int:  # noqa: N802
+    def nvmlDeviceGetPcieReplayCounter(self, handle: DeviceHandle) -> int:
         """PCIe replay count."""
         return self._gpu(handle).pcie_replays
 
-    def nvmlDeviceGetMigMode(self, handle: DeviceHandle) -> list[int]:  # noqa: N802
+    def nvmlDeviceGetMigMode(self, handle: DeviceHandle) -> list[int]:
         """[current, pending] MIG mode: disabled on A100/H100, NotSupported elsewhere (as on real cards)."""
         gpu = self._gpu(handle)
         if gpu.profile.key not in MIG_CAPABLE:
@@ -271,14 +275,14 @@ class SimulatedNvml:
         return [pynvml.NVML_DEVICE_MIG_DISABLE, pynvml.NVML_DEVICE_MIG_DISABLE]
 
     # --- XID events ---------------------------------------------------------------------------
-    def nvmlEventSetCreate(self) -> int:  # noqa: N802
+    def nvmlEventSetCreate(self) -> int:
         """A new event set (an opaque id)."""
         self._check_init()
         key = len(self._event_sets) + 1
         self._event_sets[key] = _EventSet()
         return key
 
-    def nvmlDeviceRegisterEvents(self, handle: DeviceHandle, event_types: int, event_set: int) -> None:  # noqa: N802
+    def nvmlDeviceRegisterEvents(self, handle: DeviceHandle, event_types: int, event_set: int) -> None:
         """Register for XID events; events already past are not delivered, as in NVML."""
         gpu = self._gpu(handle, identity=True)
         if not event_types & pynvml.nvmlEventTypeXidCriticalError:
@@ -288,7 +292,7 @@ class SimulatedNvml:
             events.devices.append(gpu)
             events.cursors[gpu.uuid] = len(gpu.xids)
 
-    def nvmlEventSetWait(self, event_set: int, timeout_ms: int) -> XidEventData:  # noqa: N802
+    def nvmlEventSetWait(self, event_set: int, timeout_ms: int) -> XidEventData:
         """The oldest undelivered XID up to now; NVMLError_Timeout when there is none.
 
         Simulated time does not pass while waiting: the wait answers at once.
@@ -306,11 +310,13 @@ class SimulatedNvml:
         gpu = best[1]
         record = gpu.xids[events.cursors[gpu.uuid]]
         events.cursors[gpu.uuid] += 1
-        return XidEventData(DeviceHandle(gpu.host, gpu.index, gpu.uuid), pynvml.nvmlEventTypeXidCriticalError, record.code)
+        return XidEventData(
+            DeviceHandle(gpu.host, gpu.index, gpu.uuid), pynvml.nvmlEventTypeXidCriticalError, record.code
+        )
 
-    nvmlEventSetWait_v2 = nvmlEventSetWait  # noqa: N815
+    nvmlEventSetWait_v2 = nvmlEventSetWait
 
-    def nvmlEventSetFree(self, event_set: int) -> None:  # noqa: N802
+    def nvmlEventSetFree(self, event_set: int) -> None:
         """Free an event set."""
         self._event_set(event_set).freed = True
 

@@ -96,8 +96,15 @@ def step(profile: GpuProfile, state: PhysicsState, inputs: PhysicsInputs, dt_s: 
         idle_c = steady_state_temperature_c(profile, profile.idle_power_w, inputs.ambient_c, inputs.cooling)
         if abs(state.temperature_c - idle_c) < 1e-3 and state.power_w == profile.idle_power_w:
             mask = _IDLE | (_POWER_CAP if inputs.idle_power_cap_noise else 0)
-            return PhysicsState(idle_c, state.power_w, profile.idle_sm_clock_mhz, mask, 0.0, False,
-                                state.energy_mj + state.power_w * dt_s * 1000.0)
+            return PhysicsState(
+                idle_c,
+                state.power_w,
+                profile.idle_sm_clock_mhz,
+                mask,
+                0.0,
+                False,
+                state.energy_mj + state.power_w * dt_s * 1000.0,
+            )
     mask = 0
     if busy > 0:
         clock = float(profile.max_sm_clock_mhz)

@@ -25,8 +25,15 @@ _RATE_PER_S = {"s": 1.0, "min": 1 / 60, "h": 1 / 3600}
 
 MODELS = ("ddcolor_paper_tiny", "ddcolor_paper", "ddcolor_modelscope", "ddcolor_artistic")
 FAULT_KINDS = (
-    "traffic_shift", "thermal", "power_cap", "hw_slowdown", "ecc_uncorrectable", "xid", "gpu_lost",
-    "foreign_process", "app_bug",
+    "traffic_shift",
+    "thermal",
+    "power_cap",
+    "hw_slowdown",
+    "ecc_uncorrectable",
+    "xid",
+    "gpu_lost",
+    "foreign_process",
+    "app_bug",
 )
 _TOP_KEYS = ("name", "seed", "start", "duration", "scrape_interval", "fleet", "workload", "faults", "truth")
 _WORKLOAD_KEYS = ("rate", "input_size", "task_type", "model", "timeout")
@@ -49,7 +56,9 @@ EXPECTED_ERROR_TYPES: dict[str, frozenset[str]] = {
     "cuda_kernel_fault": frozenset({"cuda_illegal_address", "cuda_launch_failure"}),
     "application_error": frozenset({"ValueError"}),
 }
-_NEEDS_GPU = frozenset({"thermal", "power_cap", "hw_slowdown", "ecc_uncorrectable", "xid", "gpu_lost", "foreign_process"})
+_NEEDS_GPU = frozenset(
+    {"thermal", "power_cap", "hw_slowdown", "ecc_uncorrectable", "xid", "gpu_lost", "foreign_process"}
+)
 
 
 @dataclass(frozen=True)
@@ -145,7 +154,7 @@ def _parse_start_ns(value: Any) -> int:
     else:
         raise ValueError(f"start must be an RFC 3339 time such as {DEFAULT_START}, got {value!r}")
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.timezone.utc)
+        moment = moment.replace(tzinfo=dt.UTC)
     return int(moment.timestamp()) * NS + moment.microsecond * 1000
 
 

@@ -111,10 +111,17 @@ class Worker:
         self.observer.finished(request, ts_ns, exception)
         if exception is not None:
             message = str(exception).splitlines()[0]
-            self.observer.log(self.gpu.host, ts_ns, "ERROR", f"colorize failed: {type(exception).__name__}: {message}", request)
+            self.observer.log(
+                self.gpu.host, ts_ns, "ERROR", f"colorize failed: {type(exception).__name__}: {message}", request
+            )
         else:
-            self.observer.log(self.gpu.host, ts_ns, "INFO", f"colorized {request.width}x{request.height} in "
-                              f"{(ts_ns - request.accept_ns) / 1e6:.0f} ms", request)
+            self.observer.log(
+                self.gpu.host,
+                ts_ns,
+                "INFO",
+                f"colorized {request.width}x{request.height} in {(ts_ns - request.accept_ns) / 1e6:.0f} ms",
+                request,
+            )
 
     def crash(self, ts_ns: int, error_text: str, until_ns: int, report_delay_ns: int) -> None:
         """A CUDA error killed this worker's context: running requests fail; it restarts at `until_ns`.
@@ -156,10 +163,19 @@ class Worker:
         if others + self.resident_bytes + self.allocated_bytes + need > total:
             reserved = max(self.reserved_bytes, self.allocated_bytes)
             free = total - others - self.resident_bytes - reserved
-            self._finish(request, ts_ns, cuda_errors.cuda_oom(
-                device=self.gpu.index, requested=need, total=total, free=free,
-                process_in_use=self.resident_bytes + reserved, allocated=self.allocated_bytes, reserved=reserved,
-            ))
+            self._finish(
+                request,
+                ts_ns,
+                cuda_errors.cuda_oom(
+                    device=self.gpu.index,
+                    requested=need,
+                    total=total,
+                    free=free,
+                    process_in_use=self.resident_bytes + reserved,
+                    allocated=self.allocated_bytes,
+                    reserved=reserved,
+                ),
+            )
             return False
         request.memory_bytes += need
         self.allocated_bytes += need

@@ -12,11 +12,11 @@ from gpu_rca.schemas.pci import normalize_pci_bus_id
 from gpu_rca.schemas.throttle import THROTTLE_REASONS, decode_throttle_reasons, encode_throttle_reasons
 
 __all__ = [
+    "THROTTLE_REASONS",
     "EmptyWindowError",
     "GpuRcaError",
     "InputError",
     "StoreError",
-    "THROTTLE_REASONS",
     "UsageError",
     "attributes",
     "causes",

@@ -94,4 +94,3 @@ def _hex_to_base64(text: str, key: str) -> str:
 
 
 __all__ = ["ID_KEYS", "message_from_dict", "message_from_json", "message_to_dict", "message_to_json"]
-

@@ -120,8 +120,8 @@ class ExplainResult(TypedDict):
 
 
 __all__ = [
-    "AnalyzeResult",
     "CONFIDENCES",
+    "AnalyzeResult",
     "CauseResult",
     "Confidence",
     "Driver",

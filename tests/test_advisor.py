@@ -11,8 +11,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from gpu_rca import collector
-from gpu_rca import lab
+from gpu_rca import collector, lab
 from gpu_rca.collector._fit import OnlineFit, upper_quantile
 from gpu_rca.schemas import attributes as A
 from gpu_rca.schemas import metrics as M
@@ -26,6 +25,7 @@ BYTES_PER_PIXEL = 7200.0  # what the spans below report: a request's peak is thi
 
 
 # --- the fit -------------------------------------------------------------------------------------
+
 
 def test_fit_recovers_a_line_and_adds_the_upper_quantile_of_residuals() -> None:
     fit = OnlineFit(capacity=64, quantile=0.9)
@@ -57,6 +57,7 @@ def test_fit_needs_two_sizes_never_slopes_down_and_forgets_old_points() -> None:
 
 # --- the advisor on a real collector over a simulated GPU ----------------------------------------------
 
+
 class Gpu:
     """A simulated L4 on a virtual clock, a real collector over it, and an advisor on that collector."""
 
@@ -68,8 +69,15 @@ class Gpu:
         self.spans = InMemorySpanExporter()
         provider = TracerProvider()
         provider.add_span_processor(SimpleSpanProcessor(self.spans))
-        self.collector = collector.Collector(nvml=self.nvml, clock=self.clock.now_ns, tracer_provider=provider,
-                                             sample_hz=10, background=False, cuda_visible_devices=None, pid=PID)
+        self.collector = collector.Collector(
+            nvml=self.nvml,
+            clock=self.clock.now_ns,
+            tracer_provider=provider,
+            sample_hz=10,
+            background=False,
+            cuda_visible_devices=None,
+            pid=PID,
+        )
         self.collector.start()
         self.advisor = collector.AdmissionAdvisor(self.collector, models=[MODEL], **advisor_options)
         self.tick(0.1)
@@ -81,7 +89,8 @@ class Gpu:
     def request(self, size: int, seconds: float, *, peak: bool = True, error: BaseException | None = None) -> None:
         """One request alone on the GPU: its memory shows in NVML while it runs."""
         span = self.collector.start_inference_span(
-            "ddcolor.inference", gpu=0, attributes={A.DDCOLOR_INPUT_SIZE: size, A.DDCOLOR_MODEL: MODEL})
+            "ddcolor.inference", gpu=0, attributes={A.DDCOLOR_INPUT_SIZE: size, A.DDCOLOR_MODEL: MODEL}
+        )
         span.gpu_work_started()
         need = int(BYTES_PER_PIXEL * size * size)
         self.device.set_process(PID, "python3", int(1.5 * GIB) + need)
@@ -107,8 +116,9 @@ def test_cold_start_uses_the_conservative_defaults() -> None:
     assert gpu.advisor.fits() == []
     # 8 KiB per pixel by default: 1280 needs 12.5 GiB, so two of them do not fit a 22.5 GiB L4 together.
     assert "1280 needs ~12.5 GiB" in advice.reason
-    span = gpu.collector.start_inference_span("ddcolor.inference", gpu=0,
-                                              attributes={A.DDCOLOR_INPUT_SIZE: 1280, A.DDCOLOR_MODEL: MODEL})
+    span = gpu.collector.start_inference_span(
+        "ddcolor.inference", gpu=0, attributes={A.DDCOLOR_INPUT_SIZE: 1280, A.DDCOLOR_MODEL: MODEL}
+    )
     second = gpu.advisor.advise(0, MODEL, 1280)
     span.end()
     assert not second.accept and second.max_input_size is not None and second.max_input_size < 1280
@@ -157,10 +167,12 @@ def test_advice_on_live_memory_names_the_largest_size_that_fits_and_why() -> Non
 def test_requests_in_flight_hold_their_predicted_memory_and_set_retry_after() -> None:
     gpu = Gpu(max_concurrency=2)
     gpu.warm_up()
-    first = gpu.collector.start_inference_span("ddcolor.inference", gpu=0,
-                                               attributes={A.DDCOLOR_INPUT_SIZE: 1280, A.DDCOLOR_MODEL: MODEL})
-    second = gpu.collector.start_inference_span("ddcolor.inference", gpu=0,
-                                                attributes={A.DDCOLOR_INPUT_SIZE: 1024, A.DDCOLOR_MODEL: MODEL})
+    first = gpu.collector.start_inference_span(
+        "ddcolor.inference", gpu=0, attributes={A.DDCOLOR_INPUT_SIZE: 1280, A.DDCOLOR_MODEL: MODEL}
+    )
+    second = gpu.collector.start_inference_span(
+        "ddcolor.inference", gpu=0, attributes={A.DDCOLOR_INPUT_SIZE: 1024, A.DDCOLOR_MODEL: MODEL}
+    )
     advice = gpu.advisor.advise(0, MODEL, 1280)
     # Two may run at once: the new request shares the GPU with the largest one in flight, 11 GiB.
     available = gpu.device.profile.memory_total_bytes * 0.95 - 1.5 * GIB - BYTES_PER_PIXEL * 1280 * 1280
@@ -175,9 +187,12 @@ def test_requests_in_flight_hold_their_predicted_memory_and_set_retry_after() ->
 def test_a_queue_longer_than_the_timeout_is_refused_on_gpu_time() -> None:
     gpu = Gpu(timeout_s=2.0, max_concurrency=1)  # one at a time: memory is never the limit
     gpu.warm_up()
-    spans = [gpu.collector.start_inference_span("ddcolor.inference", gpu=0,
-                                                attributes={A.DDCOLOR_INPUT_SIZE: 1024, A.DDCOLOR_MODEL: MODEL})
-             for _ in range(2)]
+    spans = [
+        gpu.collector.start_inference_span(
+            "ddcolor.inference", gpu=0, attributes={A.DDCOLOR_INPUT_SIZE: 1024, A.DDCOLOR_MODEL: MODEL}
+        )
+        for _ in range(2)
+    ]
     advice = gpu.advisor.advise(0, MODEL, 1024)
     assert not advice.accept and advice.reason.startswith("GPU time: 1024 would finish in ~")
     assert "of the 2 s timeout" in advice.reason and advice.retry_after_s >= 1
@@ -231,8 +246,9 @@ def test_the_gauge_is_served_with_the_exporter_families() -> None:
 def test_a_power_capped_gpu_is_slower_so_a_request_that_fitted_in_time_no_longer_does() -> None:
     gpu = Gpu(timeout_s=3.5, max_concurrency=1)  # memory is never the limit here: time is
     gpu.warm_up()
-    ahead = gpu.collector.start_inference_span("ddcolor.inference", gpu=0,
-                                               attributes={A.DDCOLOR_INPUT_SIZE: 1024, A.DDCOLOR_MODEL: MODEL})
+    ahead = gpu.collector.start_inference_span(
+        "ddcolor.inference", gpu=0, attributes={A.DDCOLOR_INPUT_SIZE: 1024, A.DDCOLOR_MODEL: MODEL}
+    )
     assert gpu.advisor.advise(0, MODEL, 1024).accept  # ~1.25 s ahead + ~1.25 s within 2.8 s
     gpu.device.load(1.0)
     gpu.device.power_limit_w = 30.0  # the L4's limit cut from 72 W: sw_power_cap, SM clock down

@@ -23,8 +23,9 @@ def incidents(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path,
 
 
 def gpu_rca(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gpu_rca", *args], capture_output=True, text=True, timeout=120,
-                          env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "gpu_rca", *args], capture_output=True, text=True, timeout=120, env=env
+    )
 
 
 def test_analyze_json_is_one_document_equal_to_the_python_api(incidents) -> None:
@@ -54,7 +55,11 @@ def test_analyze_prints_a_ranked_table_and_the_window(incidents) -> None:
         (["--db", "{db}", "--since", "2025-01-06T10:00:00Z", "--until", "2025-01-06T09:00:00Z"], 2, "before --until"),
         (["--db", "{db}", "--slow", "fast"], 2, "not a duration"),
         (["--db", "{db}", "--server", "http://127.0.0.1:9"], 2, "not both"),
-        (["--db", "{db}", "--since", "2020-01-01T00:00:00Z", "--until", "2020-01-02T00:00:00Z"], 1, "no inference spans"),
+        (
+            ["--db", "{db}", "--since", "2020-01-01T00:00:00Z", "--until", "2020-01-02T00:00:00Z"],
+            1,
+            "no inference spans",
+        ),
         (["--server", "http://127.0.0.1:9"], 1, "cannot reach gpu-rca serve"),
     ],
 )
@@ -105,10 +110,13 @@ def test_explain_tells_one_failed_request_and_its_cause(incidents) -> None:
     assert text.returncode == 0 and "cause: thermal_throttling" in text.stdout
 
 
-@pytest.mark.parametrize(("trace", "code", "message"), [
-    ("0" * 32, 1, "unknown trace id"),
-    ("not-a-trace", 2, "not a trace id"),
-])
+@pytest.mark.parametrize(
+    ("trace", "code", "message"),
+    [
+        ("0" * 32, 1, "unknown trace id"),
+        ("not-a-trace", 2, "not a trace id"),
+    ],
+)
 def test_explain_errors(incidents, trace, code, message) -> None:
     db, _ = incidents["quiet"]
     run = gpu_rca("explain", trace, "--db", str(db))
@@ -126,8 +134,9 @@ def test_server_answers_the_same_json_as_the_cli(incidents, tmp_path) -> None:
         remote = gpu_rca("analyze", "--server", server.url, "--json")
         remote_story = gpu_rca("explain", trace, "--server", server.url, "--json")
         missing = gpu_rca("explain", "f" * 32, "--server", server.url)
-        bad = gpu_rca("analyze", "--server", server.url, "--since", "2025-01-06T10:00:00Z",
-                      "--until", "2025-01-06T10:00:01Z")
+        bad = gpu_rca(
+            "analyze", "--server", server.url, "--since", "2025-01-06T10:00:00Z", "--until", "2025-01-06T10:00:01Z"
+        )
     assert remote.returncode == 0, remote.stderr
     assert json.loads(remote.stdout) == json.loads(local.stdout)
     assert json.loads(remote_story.stdout) == json.loads(local_story.stdout)

@@ -12,9 +12,9 @@ import duckdb
 import pytest
 import yaml
 
+from gpu_rca.bench import baselines, scoring
 from gpu_rca.correlate.ranking.run import analyze_connection
 from gpu_rca.correlate.ranking.timefmt import parse_time_ns
-from gpu_rca.bench import baselines, scoring
 from tests.support.ranking import incident_stores
 
 
@@ -38,8 +38,11 @@ def test_ac_and_avg_follow_rcaeval() -> None:
 
 
 def test_driver_accuracy_needs_every_truth_driver_on_the_truth_cause() -> None:
-    entry = {"cause": "a", "confidence": "high",
-             "drivers": [{"attribute": "ddcolor.input_size", "value": 1280}, {"attribute": "host.name", "value": "n"}]}
+    entry = {
+        "cause": "a",
+        "confidence": "high",
+        "drivers": [{"attribute": "ddcolor.input_size", "value": 1280}, {"attribute": "host.name", "value": "n"}],
+    }
     good = case("a", ["a"], {"ddcolor.input_size": 1280}, [entry])
     partial = case("a", ["a"], {"ddcolor.input_size": 1280, "gpu.uuid": "GPU-x"}, [entry])
     elsewhere = case("b", ["a"], {"ddcolor.input_size": 1280}, [entry])
@@ -84,16 +87,23 @@ def test_bench_ranking_runs_a_suite_end_to_end(tmp_path: Path) -> None:
     suite.mkdir()
     fleet = [{"host": "node-a", "gpus": 2, "model": "L4"}]
     scenarios = {
-        "tiny-app-bug": {"duration": "8m", "fleet": fleet,
-                         "workload": {"rate": "2/s", "model": {"ddcolor_paper_tiny": 0.6, "ddcolor_artistic": 0.4}},
-                         "faults": [{"kind": "app_bug", "model": "ddcolor_artistic", "start": "3m", "severity": 0.5}],
-                         "truth": {"cause": "application_error", "drivers": {"ddcolor.model": "ddcolor_artistic"}}},
+        "tiny-app-bug": {
+            "duration": "8m",
+            "fleet": fleet,
+            "workload": {"rate": "2/s", "model": {"ddcolor_paper_tiny": 0.6, "ddcolor_artistic": 0.4}},
+            "faults": [{"kind": "app_bug", "model": "ddcolor_artistic", "start": "3m", "severity": 0.5}],
+            "truth": {"cause": "application_error", "drivers": {"ddcolor.model": "ddcolor_artistic"}},
+        },
         "tiny-quiet": {"duration": "4m", "fleet": fleet, "workload": {"rate": "1/s"}},
     }
     for name, body in scenarios.items():
         (suite / f"{name}.yaml").write_text(yaml.safe_dump({"name": name, **body}))
-    run = subprocess.run([sys.executable, "-m", "gpu_rca", "bench", "ranking", "--scenarios", str(suite), "--json",
-                          "--jobs", "2"], capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-m", "gpu_rca", "bench", "ranking", "--scenarios", str(suite), "--json", "--jobs", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr
     document = json.loads(run.stdout)
     public = document["suites"]["public"]
@@ -107,6 +117,10 @@ def test_bench_ranking_runs_a_suite_end_to_end(tmp_path: Path) -> None:
 
 
 def test_bench_ranking_rejects_an_empty_folder(tmp_path: Path) -> None:
-    run = subprocess.run([sys.executable, "-m", "gpu_rca", "bench", "ranking", "--scenarios", str(tmp_path)],
-                         capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-m", "gpu_rca", "bench", "ranking", "--scenarios", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 2 and "no scenario YAML files" in run.stderr

@@ -134,8 +134,10 @@ V1_DDL = (
 
 
 def _schema(con: duckdb.DuckDBPyConnection) -> dict[str, list[tuple[str, str]]]:
-    rows = con.execute("SELECT table_name, column_name, data_type FROM information_schema.columns "
-                       "WHERE table_schema = 'main' ORDER BY table_name, ordinal_position").fetchall()
+    rows = con.execute(
+        "SELECT table_name, column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = 'main' ORDER BY table_name, ordinal_position"
+    ).fetchall()
     schema: dict[str, list[tuple[str, str]]] = {}
     for table, column, data_type in rows:
         schema.setdefault(table, []).append((column, data_type))
@@ -154,7 +156,8 @@ def test_a_v1_store_is_migrated_forward_with_its_rows(tmp_path: Path) -> None:
         assert _schema(store.connection) == fresh_schema  # the migrations lead exactly where CREATE_V1 + them lead
         con = store.connection
         assert con.execute("SELECT span_id, error_type, gpu_xid, duration_ms FROM spans").fetchall() == [
-            ("b7ad6b7169203331", "cuda_oom", [79], 500.0)]
+            ("b7ad6b7169203331", "cuda_oom", [79], 500.0)
+        ]
         assert con.execute("SELECT body FROM logs").fetchall() == [("CUDA out of memory",)]
         assert store.ingest_trace_request(trace_request(2)).stored == 2  # and it takes new rows
     with Store.open(old, read_only=True) as again:  # migrated once: a reader needs no write
@@ -191,19 +194,37 @@ def test_retention_deletes_old_rows_in_bounded_steps_while_ingest_goes_on(tmp_pa
     reader = store.cursor()
     with running(app) as client:
         # Ingest while retention runs: requests are committed between its steps.
-        posted = [client.post("/v1/traces", content=trace_request(2).SerializeToString(), headers=PB)
-                  for _ in range(3)]
-        wait_for(lambda: "gpu_rca_serve_retention_deleted_rows_total{table=\"metric_samples\"} 25000.0"
-                 in client.get("/metrics").text, timeout_s=60, what="retention finished")
+        posted = [client.post("/v1/traces", content=trace_request(2).SerializeToString(), headers=PB) for _ in range(3)]
+        wait_for(
+            lambda: (
+                'gpu_rca_serve_retention_deleted_rows_total{table="metric_samples"} 25000.0'
+                in client.get("/metrics").text
+            ),
+            timeout_s=60,
+            what="retention finished",
+        )
         metrics = client.get("/metrics").text
-    commits = int(float(next(line.split()[-1] for line in metrics.splitlines()
-                             if line.startswith("gpu_rca_serve_write_seconds_count"))))
+    commits = int(
+        float(
+            next(
+                line.split()[-1]
+                for line in metrics.splitlines()
+                if line.startswith("gpu_rca_serve_write_seconds_count")
+            )
+        )
+    )
     assert [r.status_code for r in posted] == [200] * 3
     counts = {table: reader.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table, _ in RETENTION_TIMES}
     reader.close()
     store.close()
-    assert counts == {s.SPANS: 3 + 3 * 2, s.SPAN_EVENTS: counts[s.SPAN_EVENTS], s.LOGS: 0, s.METRIC_SAMPLES: 0,
-                      s.KERNEL_EVENTS: 0, s.DIGESTS: 0}  # only the old rows went; fresh spans stay
+    assert counts == {
+        s.SPANS: 3 + 3 * 2,
+        s.SPAN_EVENTS: counts[s.SPAN_EVENTS],
+        s.LOGS: 0,
+        s.METRIC_SAMPLES: 0,
+        s.KERNEL_EVENTS: 0,
+        s.DIGESTS: 0,
+    }  # only the old rows went; fresh spans stay
     for table in (s.SPANS, s.LOGS, s.METRIC_SAMPLES):
         assert f'gpu_rca_serve_retention_deleted_rows_total{{table="{table}"}} 25000.0' in metrics
     # 25,000 rows in steps of at most 4,000: at least 7 transactions per table, never one giant delete.
@@ -211,8 +232,12 @@ def test_retention_deletes_old_rows_in_bounded_steps_while_ingest_goes_on(tmp_pa
 
 
 def test_retention_must_be_a_duration(tmp_path: Path) -> None:
-    run = subprocess.run([sys.executable, "-m", "gpu_rca", "serve", "--db", str(tmp_path / "s.duckdb"),
-                          "--retention", "a week"], capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-m", "gpu_rca", "serve", "--db", str(tmp_path / "s.duckdb"), "--retention", "a week"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 2 and "Error: not a duration: 'a week'" in run.stderr
     assert not (tmp_path / "s.duckdb").exists()
 

@@ -14,12 +14,12 @@ import httpx
 import pytest
 from PIL import Image
 
-from gpu_rca.correlate.server.process import ServeProcess
 from examples.ddcolor_service.app import AdvisorMode, ServiceConfig, create_app
 from examples.ddcolor_service.ddcolor_backend import DDColorBackend
 from examples.ddcolor_service.lab_backend import DEFAULT_START_NS, LabBackend
 from examples.ddcolor_service.loadgen import BurstPlan, Phase, compare, run_burst
 from examples.ddcolor_service.service import build_service
+from gpu_rca.correlate.server.process import ServeProcess
 from gpu_rca.schemas import attributes as A
 from gpu_rca.schemas import metrics as M
 from gpu_rca.schemas.errors import InputError
@@ -27,7 +27,9 @@ from tests.support import REPO
 
 GIB = 1024**3
 #: A short plan for the OTLP test: a warm-up, a burst of 1280s, a drain.
-SHORT = BurstPlan(phases=(Phase(40.0, 0.5, {512: 0.5, 1024: 0.5}), Phase(15.0, 1.5, {1280: 1.0}), Phase(30.0, 0.0, {512: 1.0})))
+SHORT = BurstPlan(
+    phases=(Phase(40.0, 0.5, {512: 0.5, 1024: 0.5}), Phase(15.0, 1.5, {1280: 1.0}), Phase(30.0, 0.0, {512: 1.0}))
+)
 
 
 def photo(width: int = 64, height: int = 48) -> bytes:
@@ -59,18 +61,23 @@ def test_under_a_burst_of_1280s_the_advisor_suggests_smaller_before_ooms_and_kee
 def test_same_seed_same_results() -> None:
     first, again = (asyncio.run(run_burst(SHORT, AdvisorMode.ENFORCE)) for _ in range(2))
     assert again.summary() == first.summary()
-    assert [(o.status, o.final_size, o.end_ns) for o in again.outcomes] == [(o.status, o.final_size, o.end_ns) for o in first.outcomes]
+    assert [(o.status, o.final_size, o.end_ns) for o in again.outcomes] == [
+        (o.status, o.final_size, o.end_ns) for o in first.outcomes
+    ]
 
 
 async def _post(app, **data: str) -> httpx.Response:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ddcolor") as client:
-        return await client.post("/colorize", files={"image": ("p.png", data.pop("_image", photo()), "image/png")}, data=data)
+        return await client.post(
+            "/colorize", files={"image": ("p.png", data.pop("_image", photo()), "image/png")}, data=data
+        )
 
 
 def _service(mode: AdvisorMode = AdvisorMode.ENFORCE):
     backend = LabBackend(models=("ddcolor_paper",), start_ns=DEFAULT_START_NS)
-    service = build_service(backend, config=ServiceConfig(advisor_mode=mode, default_model="ddcolor_paper"),
-                            export=False, realtime=False)
+    service = build_service(
+        backend, config=ServiceConfig(advisor_mode=mode, default_model="ddcolor_paper"), export=False, realtime=False
+    )
     return backend, service, create_app(service)
 
 
@@ -139,9 +146,26 @@ def test_the_real_backend_explains_missing_weights(tmp_path: Path) -> None:
     (tmp_path / "weights" / "configuration.json").write_text("{}")
     with pytest.raises(InputError, match="missing pytorch_model.pt"):
         DDColorBackend(tmp_path / "weights")
-    run = subprocess.run([sys.executable, "-m", "examples.ddcolor_service", "--backend", "ddcolor", "--weights",
-                          str(tmp_path / "absent")], cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert run.returncode == 1 and run.stderr.startswith("Error: DDColor weights not found") and "Traceback" not in run.stderr
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "examples.ddcolor_service",
+            "--backend",
+            "ddcolor",
+            "--weights",
+            str(tmp_path / "absent"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (
+        run.returncode == 1
+        and run.stderr.startswith("Error: DDColor weights not found")
+        and "Traceback" not in run.stderr
+    )
 
 
 def _gpu_rca(*args: str) -> subprocess.CompletedProcess[str]:
@@ -152,7 +176,9 @@ def test_every_request_reaches_serve_over_otlp_and_explain_tells_its_story(tmp_p
     db = tmp_path / "store.duckdb"
     with ServeProcess(db) as server:
         off = asyncio.run(run_burst(SHORT, AdvisorMode.SHADOW, otlp_endpoint=server.url))
-        on = asyncio.run(run_burst(BurstPlan(seed=8, phases=SHORT.phases), AdvisorMode.ENFORCE, otlp_endpoint=server.url))
+        on = asyncio.run(
+            run_burst(BurstPlan(seed=8, phases=SHORT.phases), AdvisorMode.ENFORCE, otlp_endpoint=server.url)
+        )
         served = next(o for o in off.outcomes if o.status == 200)
         oom = next(o for o in off.outcomes if o.error == A.ERROR_CUDA_OOM)
         stories = {}
@@ -186,11 +212,18 @@ def test_every_request_reaches_serve_over_otlp_and_explain_tells_its_story(tmp_p
     refused = {t for o in on.outcomes for t in (o.trace_ids if o.status == 429 else o.trace_ids[:-1])}
     assert refused
     with duckdb.connect(str(db), read_only=True) as con:
-        stored = {row[0] for row in con.execute("SELECT DISTINCT trace_id FROM spans WHERE name = 'POST /colorize'").fetchall()}
+        stored = {
+            row[0]
+            for row in con.execute("SELECT DISTINCT trace_id FROM spans WHERE name = 'POST /colorize'").fetchall()
+        }
         names = dict(con.execute("SELECT name, count(*) FROM spans GROUP BY name").fetchall())
-        decisions = dict(con.execute(
-            "SELECT json_extract_string(attributes, ?) AS d, count(*) FROM spans WHERE trace_id IN (SELECT unnest(?)) "
-            "AND name = 'POST /colorize' GROUP BY d", [f'$."{A.ADVISOR_DECISION}"', sorted(refused)]).fetchall())
+        decisions = dict(
+            con.execute(
+                "SELECT json_extract_string(attributes, ?) AS d, count(*) FROM spans WHERE trace_id IN (SELECT unnest(?)) "
+                "AND name = 'POST /colorize' GROUP BY d",
+                [f'$."{A.ADVISOR_DECISION}"', sorted(refused)],
+            ).fetchall()
+        )
         logs = con.execute("SELECT count(*) FROM logs WHERE body LIKE 'GPU busy, refused%'").fetchone()[0]
     assert every_trace <= stored  # every request's server span arrived
     assert names["ddcolor.preprocess"] == len(every_trace) and names["ddcolor.inference"] < len(every_trace)

@@ -20,8 +20,15 @@ def _drivers(cause: dict) -> dict:
 
 def test_demo_from_a_fresh_folder_ranks_oom_on_large_inputs_and_writes_the_digest(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("GPU_RCA_DB", "GPU_RCA_GRAFANA_URL")}
-    done = subprocess.run([sys.executable, "-m", "gpu_rca", "demo", "--json"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=240, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "gpu_rca", "demo", "--json"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     analysis = json.loads(done.stdout)  # exactly one JSON document on stdout
     top = analysis["causes"][0]
@@ -40,15 +47,25 @@ def test_demo_from_a_fresh_folder_ranks_oom_on_large_inputs_and_writes_the_diges
     assert all(f"](plots/{name})" in markdown for name in plots)
     assert "Cap `ddcolor.input_size` at 1024" in markdown  # the largest size that fitted, read from the spans
     assert sorted(p.name for p in (out / "lab").iterdir()) == [
-        "kernel.log", "logs.otlp.jsonl", "metrics.prom.jsonl", "traces.otlp.jsonl", "truth.json"]
+        "kernel.log",
+        "logs.otlp.jsonl",
+        "metrics.prom.jsonl",
+        "traces.otlp.jsonl",
+        "truth.json",
+    ]
 
 
 def test_demo_prints_the_ranked_causes_and_stores_its_digest(tmp_path):
     from gpu_rca.correlate.digest import list_digests
     from gpu_rca.correlate.store import Store
 
-    done = subprocess.run([sys.executable, "-m", "gpu_rca", "demo", "--scenario", "quiet-night", "--out",
-                           str(tmp_path / "q")], capture_output=True, text=True, timeout=240, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "gpu_rca", "demo", "--scenario", "quiet-night", "--out", str(tmp_path / "q")],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("Scenario quiet-night (seed ")
     assert "No cause ranked." in done.stdout
@@ -58,8 +75,13 @@ def test_demo_prints_the_ranked_causes_and_stores_its_digest(tmp_path):
 
 
 def test_unknown_scenario_is_a_one_line_error(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "gpu_rca", "demo", "--scenario", "no-such-thing", "--out",
-                           str(tmp_path)], capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "gpu_rca", "demo", "--scenario", "no-such-thing", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 1
     assert done.stderr.startswith("Error: no scenario named 'no-such-thing'")
     assert done.stdout == ""

@@ -75,17 +75,33 @@ class DcgmStyleTarget:
     @staticmethod
     def _values(gpu: Gpu) -> dict[str, float]:
         return {
-            m.FB_USED: gpu.fb_used_mib, m.FB_FREE: gpu.fb_total_mib - gpu.fb_used_mib, m.FB_TOTAL: gpu.fb_total_mib,
-            m.GPU_TEMP: gpu.temp_c, m.SLOWDOWN_TEMP: 95, m.GPU_UTIL: gpu.util_pct,
-            m.POWER_USAGE: 60.5, m.ENFORCED_POWER_LIMIT: 72.0, m.SM_CLOCK: 2040, m.MAX_SM_CLOCK: 2040,
-            m.CLOCKS_EVENT_REASONS: 0, m.XID_ERRORS: 0, m.ECC_DBE_VOL_TOTAL: 0, m.ECC_SBE_VOL_TOTAL: 0,
+            m.FB_USED: gpu.fb_used_mib,
+            m.FB_FREE: gpu.fb_total_mib - gpu.fb_used_mib,
+            m.FB_TOTAL: gpu.fb_total_mib,
+            m.GPU_TEMP: gpu.temp_c,
+            m.SLOWDOWN_TEMP: 95,
+            m.GPU_UTIL: gpu.util_pct,
+            m.POWER_USAGE: 60.5,
+            m.ENFORCED_POWER_LIMIT: 72.0,
+            m.SM_CLOCK: 2040,
+            m.MAX_SM_CLOCK: 2040,
+            m.CLOCKS_EVENT_REASONS: 0,
+            m.XID_ERRORS: 0,
+            m.ECC_DBE_VOL_TOTAL: 0,
+            m.ECC_SBE_VOL_TOTAL: 0,
             m.ROW_REMAP_FAILURE: 0,
         }
 
 
 def _gpu_labels(index: int, uuid: str, host_label: str, host: str) -> dict[str, str]:
-    return {m.LABEL_GPU: str(index), m.LABEL_UUID: uuid, m.LABEL_PCI_BUS_ID: f"00000000:{index + 1:02X}:00.0",
-            m.LABEL_DEVICE: f"nvidia{index}", m.LABEL_MODEL_NAME: "NVIDIA L4", host_label: host}
+    return {
+        m.LABEL_GPU: str(index),
+        m.LABEL_UUID: uuid,
+        m.LABEL_PCI_BUS_ID: f"00000000:{index + 1:02X}:00.0",
+        m.LABEL_DEVICE: f"nvidia{index}",
+        m.LABEL_MODEL_NAME: "NVIDIA L4",
+        host_label: host,
+    }
 
 
 @dataclass
@@ -116,10 +132,12 @@ class LivePrometheus:
 def live_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LivePrometheus]:
     binary = require_binary("prometheus")
     tmp = tmp_path_factory.mktemp("prometheus")
-    target = DcgmStyleTarget([
-        Gpu(_gpu_labels(0, "GPU-5b7a2d1e-0000-4000-8000-000000000001", "Hostname", "node-a")),
-        Gpu(_gpu_labels(1, "GPU-5b7a2d1e-0000-4000-8000-000000000002", "hostname", "node-b")),
-    ])
+    target = DcgmStyleTarget(
+        [
+            Gpu(_gpu_labels(0, "GPU-5b7a2d1e-0000-4000-8000-000000000001", "Hostname", "node-a")),
+            Gpu(_gpu_labels(1, "GPU-5b7a2d1e-0000-4000-8000-000000000002", "hostname", "node-b")),
+        ]
+    )
     registry = CollectorRegistry()
     registry.register(target)
     target_port = free_port()
@@ -130,16 +148,23 @@ def live_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LivePr
     assert sampling.start()
     gpu_rca_exporter = serve(registry_for([Source(sampling.sampler, "node-r")]), "127.0.0.1", 0)
 
-    process, url = start_prometheus(binary, tmp, {
-        "rule_files": [str(shortened_rules(tmp) / "*.yml")],
-        "scrape_configs": [
-            {"job_name": "dcgm", "static_configs": [{"targets": [f"127.0.0.1:{target_port}"]}]},
-            {"job_name": "gpu-rca-exporter",
-             "static_configs": [{"targets": [f"127.0.0.1:{gpu_rca_exporter.server_address[1]}"]}]},
-        ],
-    })
+    process, url = start_prometheus(
+        binary,
+        tmp,
+        {
+            "rule_files": [str(shortened_rules(tmp) / "*.yml")],
+            "scrape_configs": [
+                {"job_name": "dcgm", "static_configs": [{"targets": [f"127.0.0.1:{target_port}"]}]},
+                {
+                    "job_name": "gpu-rca-exporter",
+                    "static_configs": [{"targets": [f"127.0.0.1:{gpu_rca_exporter.server_address[1]}"]}],
+                },
+            ],
+        },
+    )
     live = LivePrometheus(url, target, nvml.devices[0])
     try:
+
         def scraped() -> bool:
             if process.poll() is not None:
                 pytest.fail(f"prometheus exited: {process.stderr.read().decode()[-2000:]}")
@@ -187,7 +212,8 @@ def test_memory_exhaustion_fires_critical_alert_with_real_percentage(live_promet
     assert dcgm["labels"]["severity"] == "critical"
     assert float(dcgm["value"]) == pytest.approx(22500 / 23034)
     assert dcgm["annotations"]["description"].startswith(
-        f"GPU 1 (NVIDIA L4, {exhausted.labels[m.LABEL_UUID]}) on node-b has used 97.68% of its memory")
+        f"GPU 1 (NVIDIA L4, {exhausted.labels[m.LABEL_UUID]}) on node-b has used 97.68% of its memory"
+    )
 
     own = firing["gpu-rca-exporter"]
     assert own["labels"][m.LABEL_UUID] == gpu.uuid

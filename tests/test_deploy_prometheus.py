@@ -33,8 +33,13 @@ def _run(*argv: str) -> subprocess.CompletedProcess[str]:
 
 
 def _alerts() -> list[dict]:
-    return [rule for path in RULE_FILES for group in yaml.safe_load(path.read_text())["groups"]
-            for rule in group["rules"] if "alert" in rule]
+    return [
+        rule
+        for path in RULE_FILES
+        for group in yaml.safe_load(path.read_text())["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    ]
 
 
 def _container_layout(tmp_path: Path) -> Path:
@@ -83,8 +88,12 @@ def test_every_alert_has_a_promtool_test_that_sees_it_fire() -> None:
 
 
 def test_host_label_spellings_are_both_tested_and_templated() -> None:
-    series = " ".join(s["series"] for path in RULE_TESTS
-                      for case in yaml.safe_load(path.read_text())["tests"] for s in case["input_series"])
+    series = " ".join(
+        s["series"]
+        for path in RULE_TESTS
+        for case in yaml.safe_load(path.read_text())["tests"]
+        for s in case["input_series"]
+    )
     assert 'Hostname="' in series and 'hostname="' in series
     for rule in _alerts():
         text = " ".join(rule["annotations"].values())
@@ -94,11 +103,12 @@ def test_host_label_spellings_are_both_tested_and_templated() -> None:
 
 def test_memory_alerts_keep_the_article_thresholds_and_show_a_percentage() -> None:
     alerts = {rule["alert"]: rule for rule in _alerts()}
-    for name, threshold, hold, severity in (("GPUMemoryUsageHigh", "0.85", "2m", "warning"),
-                                            ("GPUMemoryUsageCritical", "0.95", "1m", "critical")):
+    for name, threshold, hold, severity in (
+        ("GPUMemoryUsageHigh", "0.85", "2m", "warning"),
+        ("GPUMemoryUsageCritical", "0.95", "1m", "critical"),
+    ):
         rule = alerts[name]
-        assert re.sub(r"\s+", " ", rule["expr"]).strip() == (
-            f"{m.FB_USED} / ({m.FB_USED} + {m.FB_FREE}) > {threshold}")
+        assert re.sub(r"\s+", " ", rule["expr"]).strip() == (f"{m.FB_USED} / ({m.FB_USED} + {m.FB_FREE}) > {threshold}")
         assert (rule["for"], rule["labels"]["severity"]) == (hold, severity)
         assert "$value | humanizePercentage" in rule["annotations"]["description"]
 
@@ -116,13 +126,16 @@ def test_amtool_check_config() -> None:
     assert "SUCCESS" in result.stdout
 
 
-@pytest.mark.parametrize(("labels", "receivers"), [
-    # GPU alerts reach gpu-rca's webhook (and the chat placeholder).
-    (["alertname=GPUMemoryUsageCritical", "severity=critical", "UUID=GPU-0a0a"], "chat,gpu-rca"),
-    (["alertname=GPUThermalThrottling", "severity=warning", "UUID=GPU-0a0a"], "chat,gpu-rca"),
-    # A gpu-rca that is down cannot take its own alert.
-    (["alertname=GpuRcaDown", "severity=critical"], "chat"),
-])
+@pytest.mark.parametrize(
+    ("labels", "receivers"),
+    [
+        # GPU alerts reach gpu-rca's webhook (and the chat placeholder).
+        (["alertname=GPUMemoryUsageCritical", "severity=critical", "UUID=GPU-0a0a"], "chat,gpu-rca"),
+        (["alertname=GPUThermalThrottling", "severity=warning", "UUID=GPU-0a0a"], "chat,gpu-rca"),
+        # A gpu-rca that is down cannot take its own alert.
+        (["alertname=GpuRcaDown", "severity=critical"], "chat"),
+    ],
+)
 def test_alertmanager_routes(labels: list[str], receivers: str) -> None:
     amtool = require_binary("amtool")
     result = _run(amtool, "config", "routes", "test", f"--config.file={ALERTMANAGER_YML}", *labels)
@@ -144,7 +157,9 @@ def test_alertmanager_webhook_targets_gpu_rca_serve_with_the_token_file() -> Non
 
 def _counters(path: Path) -> dict[str, str]:
     """Enabled counters of a dcgm-exporter CSV: field name -> Prometheus type."""
-    rows = csv.reader(line for line in path.read_text().splitlines() if line.strip() and not line.lstrip().startswith("#"))
+    rows = csv.reader(
+        line for line in path.read_text().splitlines() if line.strip() and not line.lstrip().startswith("#")
+    )
     return {row[0].strip(): row[1].strip() for row in rows}
 
 
@@ -160,7 +175,8 @@ def test_counters_csv_is_dcgm_exporter_format() -> None:
 def test_counters_csv_enables_every_metric_gpu_rca_reads_with_its_type() -> None:
     counters = _counters(COUNTERS_CSV)
     assert {metric.name: metric.type for metric in m.METRICS} == {
-        name: counters.get(name) for name in m.METRICS_BY_NAME}
+        name: counters.get(name) for name in m.METRICS_BY_NAME
+    }
 
 
 def test_counters_csv_keeps_dcgm_exporter_defaults() -> None:

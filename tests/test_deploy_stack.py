@@ -39,8 +39,16 @@ COLLECTOR_IMAGE = "otel/opentelemetry-collector-contrib:0.159.0"
 #: snake_case rename; the others unchanged).
 VALID_COMPONENTS = {
     "receivers": {"otlp", "prometheus", "filelog", "hostmetrics"},
-    "processors": {"memory_limiter", "batch", "tail_sampling", "filter", "transform", "attributes", "resource",
-                   "probabilistic_sampler"},
+    "processors": {
+        "memory_limiter",
+        "batch",
+        "tail_sampling",
+        "filter",
+        "transform",
+        "attributes",
+        "resource",
+        "probabilistic_sampler",
+    },
     "exporters": {"otlp_grpc", "otlp_http", "prometheus", "prometheusremotewrite", "debug", "file"},
     "connectors": {"span_metrics", "forward"},
     "extensions": {"health_check", "file_storage", "pprof", "zpages"},
@@ -54,11 +62,16 @@ OUTDATED_COMPONENTS = {
     ("exporters", "loki"): "otlp_http to Loki's /otlp endpoint (loki exporter deprecated)",
 }
 #: Images with no shell or HTTP client inside, which Docker cannot healthcheck; probed from outside.
-NO_HEALTHCHECK = {"otel-collector": "distroless", "tempo": "distroless", "loki": "distroless",
-                  "init": "one-shot setup"}
+NO_HEALTHCHECK = {"otel-collector": "distroless", "tempo": "distroless", "loki": "distroless", "init": "one-shot setup"}
 #: Host ports the seed article uses, and gpu-rca serve's.
-ARTICLE_PORTS = {"dcgm-exporter": "9400:9400", "prometheus": "9090:9090", "grafana": "3000:3000",
-                 "tempo": "3200:3200", "alertmanager": "9093:9093", "gpu-rca": "4320:4318"}
+ARTICLE_PORTS = {
+    "dcgm-exporter": "9400:9400",
+    "prometheus": "9090:9090",
+    "grafana": "3000:3000",
+    "tempo": "3200:3200",
+    "alertmanager": "9093:9093",
+    "gpu-rca": "4320:4318",
+}
 
 
 def _load(path: Path) -> Any:
@@ -101,13 +114,16 @@ def _host_port(endpoint: str) -> tuple[str, int]:
 
 # --- otel-collector.yaml ------------------------------------------------------------------------
 
-def test_collector_component_names_are_valid_for_the_pinned_version(collector: dict[str, Any],
-                                                                     compose: dict[str, Any]) -> None:
+
+def test_collector_component_names_are_valid_for_the_pinned_version(
+    collector: dict[str, Any], compose: dict[str, Any]
+) -> None:
     assert compose["services"]["otel-collector"]["image"] == COLLECTOR_IMAGE
     for kind, valid in VALID_COMPONENTS.items():
         for name in collector.get(kind, {}):
             assert (kind, _kind(name)) not in OUTDATED_COMPONENTS, (
-                f"{kind}.{name}: use {OUTDATED_COMPONENTS[(kind, _kind(name))]}")
+                f"{kind}.{name}: use {OUTDATED_COMPONENTS[(kind, _kind(name))]}"
+            )
             assert _kind(name) in valid, f"{kind}.{name} is not a {kind[:-1]} of {COLLECTOR_IMAGE}"
 
 
@@ -201,8 +217,9 @@ def _command_option(command: list[str], option: str) -> str:
     return value
 
 
-def test_collector_gpu_rca_endpoint_matches_serve_port_and_token(collector: dict[str, Any],
-                                                                  compose: dict[str, Any]) -> None:
+def test_collector_gpu_rca_endpoint_matches_serve_port_and_token(
+    collector: dict[str, Any], compose: dict[str, Any]
+) -> None:
     serve = compose["services"]["gpu-rca"]
     assert serve["command"][0] == "serve"
     port = int(_command_option(serve["command"], "--port"))
@@ -218,6 +235,7 @@ def test_collector_gpu_rca_endpoint_matches_serve_port_and_token(collector: dict
 
 
 # --- docker-compose.yml -------------------------------------------------------------------------
+
 
 def test_compose_images_are_pinned(compose: dict[str, Any]) -> None:
     version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
@@ -318,6 +336,7 @@ def test_compose_default_scenario_is_shipped(compose: dict[str, Any]) -> None:
 
 # --- Prometheus, Alertmanager and Tempo endpoints -----------------------------------------------
 
+
 def test_prometheus_targets_are_compose_services(compose: dict[str, Any]) -> None:
     config = _load(PROMETHEUS_YML)
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
@@ -362,13 +381,15 @@ def test_tempo_config_is_tempo_3_single_binary(compose: dict[str, Any], collecto
 
 # --- Grafana ------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def datasources() -> dict[str, dict[str, Any]]:
     return {d["uid"]: d for d in _load(DATASOURCES_YAML)["datasources"]}
 
 
-def test_grafana_datasources_point_at_compose_services(datasources: dict[str, dict[str, Any]],
-                                                        compose: dict[str, Any]) -> None:
+def test_grafana_datasources_point_at_compose_services(
+    datasources: dict[str, dict[str, Any]], compose: dict[str, Any]
+) -> None:
     assert {d["type"] for d in datasources.values()} == {"prometheus", "tempo", "loki"}
     for uid, source in datasources.items():
         _assert_points_at_service(compose, f"datasource {uid}", *_host_port(source["url"]))
@@ -412,10 +433,19 @@ def test_dashboard_datasources_are_provisioned(datasources: dict[str, dict[str, 
 
 
 def test_dashboard_has_the_article_panels() -> None:
-    (_, dashboard), = [d for d in _dashboards() if d[1]["uid"] == "gpu-rca-gpus"]
+    ((_, dashboard),) = [d for d in _dashboards() if d[1]["uid"] == "gpu-rca-gpus"]
     exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p.get("targets", []))
-    for metric in (m.FB_USED, m.FB_FREE, m.GPU_UTIL, m.GPU_TEMP, m.POWER_USAGE, m.SM_CLOCK,
-                   m.CLOCKS_EVENT_REASONS, m.XID_ERRORS, m.ECC_DBE_VOL_TOTAL):
+    for metric in (
+        m.FB_USED,
+        m.FB_FREE,
+        m.GPU_UTIL,
+        m.GPU_TEMP,
+        m.POWER_USAGE,
+        m.SM_CLOCK,
+        m.CLOCKS_EVENT_REASONS,
+        m.XID_ERRORS,
+        m.ECC_DBE_VOL_TOTAL,
+    ):
         assert metric in exprs, metric
     # Request and failure rates by task type and input size, from the collector's span_metrics.
     for label in (a.DDCOLOR_TASK_TYPE, a.DDCOLOR_INPUT_SIZE, a.ERROR_TYPE):
@@ -434,6 +464,7 @@ def test_grafana_provisioning_is_mounted_where_grafana_reads_it(compose: dict[st
 
 # --- Dockerfile ---------------------------------------------------------------------------------
 
+
 def test_dockerfile_installs_the_package_and_runs_the_cli() -> None:
     dockerfile = (REPO / "Dockerfile").read_text()
     assert re.search(r'pip install "\.\[all\]"', dockerfile)
@@ -442,8 +473,11 @@ def test_dockerfile_installs_the_package_and_runs_the_cli() -> None:
 
 
 def test_dockerignore_keeps_what_the_install_needs() -> None:
-    ignored = {line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
-               if line.strip() and not line.startswith("#")}
+    ignored = {
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
     setuptools = pyproject["tool"]["setuptools"]
     packages = setuptools.get("packages")

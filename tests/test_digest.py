@@ -5,12 +5,20 @@ from __future__ import annotations
 import json
 
 import pytest
-from tests.support.digest import GPUS, HOST, XSS, analysis_for, build_incident
 
 from gpu_rca.correlate import Store
-from gpu_rca.correlate.digest import Digest, Trigger, build_digest, fetch_digest, list_digests, render_markdown, save_digest
+from gpu_rca.correlate.digest import (
+    Digest,
+    Trigger,
+    build_digest,
+    fetch_digest,
+    list_digests,
+    render_markdown,
+    save_digest,
+)
 from gpu_rca.correlate.digest.actions import largest_fitting_size
 from gpu_rca.correlate.digest.archive import fetch_rendering
+from tests.support.digest import GPUS, HOST, XSS, analysis_for, build_incident
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -26,8 +34,12 @@ def incident_store():
 @pytest.fixture(scope="module")
 def digest(incident_store) -> Digest:
     store, incident = incident_store
-    return build_digest(store.connection, analysis_for(incident, hostile=True), trigger=Trigger("manual"),
-                        grafana_url="http://grafana.example:3000/")
+    return build_digest(
+        store.connection,
+        analysis_for(incident, hostile=True),
+        trigger=Trigger("manual"),
+        grafana_url="http://grafana.example:3000/",
+    )
 
 
 def test_headline_names_counts_first_failure_and_gpu(digest, incident_store):
@@ -128,8 +140,11 @@ def test_archive_saves_lists_and_serves_every_rendering(digest, incident_store):
     with store.transaction():
         save_digest(store.connection, digest)
     [row] = [r for r in list_digests(store.connection) if r.id == digest.id]
-    assert (row.trigger, row.top_cause, row.failed_spans) == ("manual", "gpu_oom_large_inputs",
-                                                              digest.headline.failed_spans)
+    assert (row.trigger, row.top_cause, row.failed_spans) == (
+        "manual",
+        "gpu_oom_large_inputs",
+        digest.headline.failed_spans,
+    )
     assert fetch_digest(store.connection, digest.id).to_json() == digest.to_json()
     assert "<html" in fetch_rendering(store.connection, digest.id, "html")
     assert fetch_rendering(store.connection, digest.id, "md").startswith("# GPU failure digest")

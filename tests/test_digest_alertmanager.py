@@ -50,16 +50,31 @@ receivers:
         port = _free_port()
         log = (tmp_path / "alertmanager.log").open("w")
         manager = subprocess.Popen(
-            [binary, f"--config.file={config}", f"--storage.path={tmp_path / 'am'}",
-             f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
-            stdout=subprocess.DEVNULL, stderr=log)
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.path={tmp_path / 'am'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--cluster.listen-address=",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
         base = f"http://127.0.0.1:{port}"
         try:
             wait_for(lambda: _ready(base), timeout_s=30, what="Alertmanager ready")
             starts = START_NS + 16 * MINUTE_NS
-            alert = {"labels": {"alertname": "GPUMemoryUsageCritical", "severity": "critical", "UUID": GPUS[0][0],
-                                "gpu": "0", "Hostname": HOST},
-                     "annotations": {"summary": "GPU memory above 95 %"}, "startsAt": rfc3339(starts)}
+            alert = {
+                "labels": {
+                    "alertname": "GPUMemoryUsageCritical",
+                    "severity": "critical",
+                    "UUID": GPUS[0][0],
+                    "gpu": "0",
+                    "Hostname": HOST,
+                },
+                "annotations": {"summary": "GPU memory above 95 %"},
+                "startsAt": rfc3339(starts),
+            }
             httpx.post(f"{base}/api/v2/alerts", json=[alert], timeout=10).raise_for_status()
             found: list[dict] = []
             wait_for(lambda: found.extend(_digests(serve.url)) or found, timeout_s=60, what="a digest from the alert")

@@ -18,8 +18,7 @@ from gpu_rca.correlate.digest import list_digests
 from gpu_rca.correlate.digest._time import rfc3339
 from gpu_rca.correlate.server import ServerConfig, create_app
 from gpu_rca.correlate.server.digests import BurstWatcher
-from gpu_rca.correlate.server.process import ServeProcess
-from gpu_rca.correlate.server.process import wait_for
+from gpu_rca.correlate.server.process import ServeProcess, wait_for
 from tests.support.digest import GPUS, HOST, MINUTE_NS, START_NS, build_incident, make_incident
 
 TOKEN = "s3cret-digest-token"
@@ -44,11 +43,28 @@ def server(incident_db):
 
 def alert_payload(**labels: str) -> dict:
     starts = rfc3339(START_NS + 16 * MINUTE_NS)
-    return {"version": "4", "groupKey": "{}:{alertname=\"GpuMemoryHigh\"}", "truncatedAlerts": 0, "status": "firing",
-            "receiver": "gpu-rca", "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
-            "externalURL": "http://alertmanager:9093",
-            "alerts": [{"status": "firing", "labels": {"alertname": "GpuMemoryHigh", **labels}, "annotations": {},
-                        "startsAt": starts, "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "", "fingerprint": "f"}]}
+    return {
+        "version": "4",
+        "groupKey": '{}:{alertname="GpuMemoryHigh"}',
+        "truncatedAlerts": 0,
+        "status": "firing",
+        "receiver": "gpu-rca",
+        "groupLabels": {},
+        "commonLabels": {},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager:9093",
+        "alerts": [
+            {
+                "status": "firing",
+                "labels": {"alertname": "GpuMemoryHigh", **labels},
+                "annotations": {},
+                "startsAt": starts,
+                "endsAt": "0001-01-01T00:00:00Z",
+                "generatorURL": "",
+                "fingerprint": "f",
+            }
+        ],
+    }
 
 
 def digest_count(url: str) -> int:
@@ -58,8 +74,9 @@ def digest_count(url: str) -> int:
 
 
 def test_alertmanager_webhook_stores_a_digest_for_the_named_gpu_and_window(server):
-    answer = httpx.post(f"{server.url}/alertmanager", json=alert_payload(gpu="0", Hostname=HOST), headers=AUTH,
-                        timeout=120)
+    answer = httpx.post(
+        f"{server.url}/alertmanager", json=alert_payload(gpu="0", Hostname=HOST), headers=AUTH, timeout=120
+    )
     assert answer.status_code == 201, answer.text
     document = answer.json()
     assert document["trigger"]["kind"] == "alertmanager"
@@ -99,14 +116,18 @@ def test_an_alert_before_any_span_arrived_is_retryable_and_creates_nothing(serve
 
 @pytest.mark.parametrize(
     "body",
-    [b"{not json", json.dumps({"version": "4", "alerts": []}).encode(),
-     json.dumps(alert_payload() | {"version": "2"}).encode(),
-     json.dumps({**alert_payload(), "alerts": [{"labels": {"UUID": 1}, "startsAt": "x"}]}).encode()],
+    [
+        b"{not json",
+        json.dumps({"version": "4", "alerts": []}).encode(),
+        json.dumps(alert_payload() | {"version": "2"}).encode(),
+        json.dumps({**alert_payload(), "alerts": [{"labels": {"UUID": 1}, "startsAt": "x"}]}).encode(),
+    ],
 )
 def test_a_malformed_payload_gets_400_and_creates_nothing(server, body):
     before = digest_count(server.url)
-    answer = httpx.post(f"{server.url}/alertmanager", content=body,
-                        headers={**AUTH, "Content-Type": "application/json"}, timeout=30)
+    answer = httpx.post(
+        f"{server.url}/alertmanager", content=body, headers={**AUTH, "Content-Type": "application/json"}, timeout=30
+    )
     assert answer.status_code == 400
     assert answer.json()["message"]
     assert digest_count(server.url) == before
@@ -125,16 +146,42 @@ def test_unknown_digests_and_formats_are_404(server):
 def test_digest_command_asks_serve_while_it_holds_the_store(server, incident_db, tmp_path):
     path, incident = incident_db
     env = dict(os.environ, GPU_RCA_TOKEN=TOKEN)
-    done = subprocess.run([sys.executable, "-m", "gpu_rca", "digest", "--server", server.url, "--since",
-                           rfc3339(START_NS), "--until", rfc3339(incident["end_ns"]), "--trigger", "schedule",
-                           "--format", "json"], env=env, capture_output=True, text=True, timeout=180, check=False)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gpu_rca",
+            "digest",
+            "--server",
+            server.url,
+            "--since",
+            rfc3339(START_NS),
+            "--until",
+            rfc3339(incident["end_ns"]),
+            "--trigger",
+            "schedule",
+            "--format",
+            "json",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     document = json.loads(done.stdout)
     assert document["trigger"]["kind"] == "schedule"
     assert document["spans"] == {"total": incident["total"], "failed": incident["failed"]}
     assert httpx.get(f"{server.url}/digests/{document['id']}.json", headers=AUTH, timeout=30).status_code == 200
-    locked = subprocess.run([sys.executable, "-m", "gpu_rca", "digest", "--db", str(path)], env=env,
-                            capture_output=True, text=True, timeout=60, check=False)
+    locked = subprocess.run(
+        [sys.executable, "-m", "gpu_rca", "digest", "--db", str(path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert locked.returncode == 1
     assert locked.stderr.startswith("Error: ") and "--server" in locked.stderr
 
@@ -142,7 +189,7 @@ def test_digest_command_asks_serve_while_it_holds_the_store(server, incident_db,
 class _Hook(BaseHTTPRequestHandler):
     received: list[dict] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - the http.server API
+    def do_POST(self) -> None:
         length = int(self.headers["Content-Length"])
         _Hook.received.append(json.loads(self.rfile.read(length)))
         self.send_response(200)
@@ -170,9 +217,27 @@ def test_digest_command_on_a_store_writes_markdown_with_plots_stores_it_and_noti
         incident = build_incident(store)
     out = tmp_path / "report" / "digest.md"
     env = {k: v for k, v in os.environ.items() if not k.startswith("GPU_RCA_")}
-    done = subprocess.run([sys.executable, "-m", "gpu_rca", "digest", "--db", str(db), "--out", str(out),
-                           "--notify-url", hook_url, "--grafana-url", "http://grafana.example:3000"],
-                          env=env, capture_output=True, text=True, timeout=180, check=False)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gpu_rca",
+            "digest",
+            "--db",
+            str(db),
+            "--out",
+            str(out),
+            "--notify-url",
+            hook_url,
+            "--grafana-url",
+            "http://grafana.example:3000",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     markdown = out.read_text()
     assert markdown.startswith("# GPU failure digest")
@@ -242,14 +307,29 @@ def test_digest_command_errors_are_one_line(tmp_path, capsys, args, code, messag
 def test_serve_makes_a_burst_digest_from_spans_it_receives(tmp_path):
     incident = make_incident()
     with ServeProcess(tmp_path / "live.duckdb") as serve:
-        answer = httpx.post(f"{serve.url}/v1/traces", content=incident.trace_request.SerializeToString(),
-                            headers={"Content-Type": "application/x-protobuf"}, timeout=60)
+        answer = httpx.post(
+            f"{serve.url}/v1/traces",
+            content=incident.trace_request.SerializeToString(),
+            headers={"Content-Type": "application/x-protobuf"},
+            timeout=60,
+        )
         assert answer.status_code == 200
         found: list[dict] = []
-        wait_for(lambda: found.extend(
-            d for d in httpx.get(f"{serve.url}/digests", headers={"Accept": "application/json"}, timeout=10)
-            .json()["digests"] if d["trigger"] == "burst") or found, timeout_s=60, interval_s=0.5,
-            what="a burst digest")
+        wait_for(
+            lambda: (
+                found.extend(
+                    d
+                    for d in httpx.get(
+                        f"{serve.url}/digests", headers={"Accept": "application/json"}, timeout=10
+                    ).json()["digests"]
+                    if d["trigger"] == "burst"
+                )
+                or found
+            ),
+            timeout_s=60,
+            interval_s=0.5,
+            what="a burst digest",
+        )
         document = httpx.get(f"{serve.url}/digests/{found[0]['id']}.json", timeout=10).json()
     assert document["trigger"]["gpus"] == [GPUS[0][0]]
     assert document["trigger"]["detail"].endswith("failed within 5 min on 1 GPU(s)")

@@ -5,26 +5,41 @@ from __future__ import annotations
 import json
 
 import pytest
-from tests.support.digest import GPUS, HOST, START_NS, build_incident
 
 from gpu_rca.correlate import Store
 from gpu_rca.correlate.digest import BurstDetector, parse_alertmanager
 from gpu_rca.correlate.digest.alertmanager import LOOKBACK_NS, AlertedGpu
 from gpu_rca.correlate.digest.pipeline import resolve_gpus
 from gpu_rca.schemas.errors import InputError
+from tests.support.digest import GPUS, HOST, START_NS, build_incident
 
 
 def payload(*alerts: dict, status: str = "firing", **extra) -> dict:
     """A webhook body as Alertmanager 0.25 posts it."""
-    return {"version": "4", "groupKey": '{}:{alertname="GpuMemoryHigh"}', "truncatedAlerts": 0, "status": status,
-            "receiver": "gpu-rca", "groupLabels": {"alertname": "GpuMemoryHigh"}, "commonLabels": {},
-            "commonAnnotations": {}, "externalURL": "http://alertmanager:9093", "alerts": list(alerts)} | extra
+    return {
+        "version": "4",
+        "groupKey": '{}:{alertname="GpuMemoryHigh"}',
+        "truncatedAlerts": 0,
+        "status": status,
+        "receiver": "gpu-rca",
+        "groupLabels": {"alertname": "GpuMemoryHigh"},
+        "commonLabels": {},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager:9093",
+        "alerts": list(alerts),
+    } | extra
 
 
 def alert(labels: dict, starts: str = "2026-03-02T10:06:00.123456789Z", status: str = "firing") -> dict:
-    return {"status": status, "labels": {"alertname": "GpuMemoryHigh", **labels}, "annotations": {},
-            "startsAt": starts, "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "http://prometheus/graph",
-            "fingerprint": "c0ffee"}
+    return {
+        "status": status,
+        "labels": {"alertname": "GpuMemoryHigh", **labels},
+        "annotations": {},
+        "startsAt": starts,
+        "endsAt": "0001-01-01T00:00:00Z",
+        "generatorURL": "http://prometheus/graph",
+        "fingerprint": "c0ffee",
+    }
 
 
 def test_parses_gpus_by_uuid_or_index_and_host_and_the_window_start():
@@ -54,7 +69,12 @@ def test_resolved_alerts_do_not_count():
         (b"[1, 2]", "JSON object"),
         (json.dumps(payload(alert({"UUID": "GPU-x"})) | {"version": "3"}).encode(), "version"),
         (json.dumps(payload()).encode(), "no `alerts`"),
-        (json.dumps(payload({"labels": {}, "startsAt": "2026-03-02T10:00:00Z", "status": "firing"}) | {"alerts": "x"}).encode(), "no `alerts`"),
+        (
+            json.dumps(
+                payload({"labels": {}, "startsAt": "2026-03-02T10:00:00Z", "status": "firing"}) | {"alerts": "x"}
+            ).encode(),
+            "no `alerts`",
+        ),
         (json.dumps(payload("alert")).encode(), "not an object"),
         (json.dumps(payload(alert({"UUID": 7}))).encode(), "string labels"),
         (json.dumps(payload(alert({}, starts="yesterday"))).encode(), "RFC 3339"),
@@ -72,8 +92,9 @@ def test_malformed_payloads_are_input_errors(body, message):
 def test_alerted_gpus_resolve_through_the_inventory():
     with Store(":memory:") as store:
         build_incident(store, minutes=5)
-        found, missing = resolve_gpus(store.connection, [AlertedGpu(None, 1, HOST), AlertedGpu(None, 7, HOST),
-                                                         AlertedGpu(GPUS[0][0], None, None)])
+        found, missing = resolve_gpus(
+            store.connection, [AlertedGpu(None, 1, HOST), AlertedGpu(None, 7, HOST), AlertedGpu(GPUS[0][0], None, None)]
+        )
     assert found == [GPUS[1][0], GPUS[0][0]]
     assert missing == [f"{HOST}/7"]
 

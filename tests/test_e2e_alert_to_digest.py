@@ -65,8 +65,12 @@ class Pipeline:
 
     def serve_get(self, path: str, **params: Any) -> Any:
         """GET a JSON document from serve, with the token."""
-        answer = httpx.get(f"{self.serve.url}{path}", params=params, timeout=10,
-                           headers={"Authorization": f"Bearer {TOKEN}", "Accept": "application/json"})
+        answer = httpx.get(
+            f"{self.serve.url}{path}",
+            params=params,
+            timeout=10,
+            headers={"Authorization": f"Bearer {TOKEN}", "Accept": "application/json"},
+        )
         answer.raise_for_status()
         return answer.json()
 
@@ -123,35 +127,98 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     processes = Processes()
     serve = ServeProcess(tmp / "gpu-rca.duckdb", args=["--prometheus", prometheus_url, "--token-file", str(token)])
     try:
-        (tmp / "alertmanager.yml").write_text(yaml.safe_dump({
-            "route": {"receiver": "gpu-rca", "group_by": ["UUID"], "group_wait": "1s", "group_interval": "1s",
-                      "repeat_interval": "1h"},
-            "receivers": [{"name": "gpu-rca", "webhook_configs": [{
-                "url": f"{serve.url}/alertmanager", "send_resolved": False,
-                "http_config": {"authorization": {"type": "Bearer", "credentials_file": str(token)}},
-            }]}],
-        }))
-        processes.start("alertmanager", [
-            alertmanager, f"--config.file={tmp / 'alertmanager.yml'}", f"--storage.path={tmp / 'am'}",
-            f"--web.listen-address=127.0.0.1:{alertmanager_port}", "--cluster.listen-address=",
-        ], tmp / "alertmanager.log")
+        (tmp / "alertmanager.yml").write_text(
+            yaml.safe_dump(
+                {
+                    "route": {
+                        "receiver": "gpu-rca",
+                        "group_by": ["UUID"],
+                        "group_wait": "1s",
+                        "group_interval": "1s",
+                        "repeat_interval": "1h",
+                    },
+                    "receivers": [
+                        {
+                            "name": "gpu-rca",
+                            "webhook_configs": [
+                                {
+                                    "url": f"{serve.url}/alertmanager",
+                                    "send_resolved": False,
+                                    "http_config": {
+                                        "authorization": {"type": "Bearer", "credentials_file": str(token)}
+                                    },
+                                }
+                            ],
+                        }
+                    ],
+                }
+            )
+        )
+        processes.start(
+            "alertmanager",
+            [
+                alertmanager,
+                f"--config.file={tmp / 'alertmanager.yml'}",
+                f"--storage.path={tmp / 'am'}",
+                f"--web.listen-address=127.0.0.1:{alertmanager_port}",
+                "--cluster.listen-address=",
+            ],
+            tmp / "alertmanager.log",
+        )
         alertmanager_url = f"http://127.0.0.1:{alertmanager_port}"
         poll(lambda: processes.check_alive(tmp) or _ready(f"{alertmanager_url}/-/ready"), "Alertmanager ready")
         # The token rides on the OTel SDK's standard header variable. Spans leave the exporter every 200 ms
         # rather than the SDK's 5 s, so the first failures are in serve before the alert reaches it.
-        env = {**os.environ, "PYTHONPATH": str(REPO), "OTEL_EXPORTER_OTLP_HEADERS": f"Authorization=Bearer%20{TOKEN}",
-               "OTEL_BSP_SCHEDULE_DELAY": "200", "OTEL_BLRP_SCHEDULE_DELAY": "200"}
-        processes.start("exporter", [
-            sys.executable, "-m", "gpu_rca", "exporter", "--simulate", str(scenario), "--speed", "1",
-            "--host", "127.0.0.1", "--port", str(exporter_port), "--otlp-endpoint", serve.url,
-        ], tmp / "exporter.log", env=env, cwd=REPO)
-        processes.start("prometheus", prometheus_command(prometheus, tmp, {
-            "rule_files": [str(shortened_rules(tmp) / "*.yml")],
-            "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{alertmanager_port}"]}]}]},
-            "scrape_configs": [
-                {"job_name": "gpu-rca-exporter", "static_configs": [{"targets": [f"127.0.0.1:{exporter_port}"]}]},
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "OTEL_EXPORTER_OTLP_HEADERS": f"Authorization=Bearer%20{TOKEN}",
+            "OTEL_BSP_SCHEDULE_DELAY": "200",
+            "OTEL_BLRP_SCHEDULE_DELAY": "200",
+        }
+        processes.start(
+            "exporter",
+            [
+                sys.executable,
+                "-m",
+                "gpu_rca",
+                "exporter",
+                "--simulate",
+                str(scenario),
+                "--speed",
+                "1",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(exporter_port),
+                "--otlp-endpoint",
+                serve.url,
             ],
-        }, prometheus_port), tmp / "prometheus.log")
+            tmp / "exporter.log",
+            env=env,
+            cwd=REPO,
+        )
+        processes.start(
+            "prometheus",
+            prometheus_command(
+                prometheus,
+                tmp,
+                {
+                    "rule_files": [str(shortened_rules(tmp) / "*.yml")],
+                    "alerting": {
+                        "alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{alertmanager_port}"]}]}]
+                    },
+                    "scrape_configs": [
+                        {
+                            "job_name": "gpu-rca-exporter",
+                            "static_configs": [{"targets": [f"127.0.0.1:{exporter_port}"]}],
+                        },
+                    ],
+                },
+                prometheus_port,
+            ),
+            tmp / "prometheus.log",
+        )
         poll(lambda: processes.check_alive(tmp) or _ready(f"{prometheus_url}/-/ready"), "Prometheus ready")
         yield Pipeline(serve, prometheus_url, alertmanager_url, f"http://127.0.0.1:{exporter_port}")
     finally:
@@ -176,12 +243,17 @@ def test_memory_exhaustion_alert_reaches_serve_as_a_digest_naming_the_gpu_and_th
     assert [a["labels"]["UUID"] for a in firing] == [EXHAUSTED_UUID]
     assert firing[0]["labels"]["Hostname"] == "node-a" and float(firing[0]["value"]) > 0.95
     # Alertmanager holds it with the GPU's labels intact, then posts it to serve, which stores a digest.
-    held = poll(lambda: [a for a in _delivered(pipeline) if a["labels"]["alertname"] == "GPUMemoryUsageCritical"],
-                "the alert in Alertmanager")
+    held = poll(
+        lambda: [a for a in _delivered(pipeline) if a["labels"]["alertname"] == "GPUMemoryUsageCritical"],
+        "the alert in Alertmanager",
+    )
     assert held[0]["labels"]["UUID"] == EXHAUSTED_UUID
     # serve also writes digests of its own when failures burst; the alert's is the one with its trigger.
-    digests = poll(lambda: [d for d in pipeline.serve_get("/digests")["digests"] if d["trigger"] == "alertmanager"],
-                   "a digest from the alert", DEADLINE_S)
+    digests = poll(
+        lambda: [d for d in pipeline.serve_get("/digests")["digests"] if d["trigger"] == "alertmanager"],
+        "a digest from the alert",
+        DEADLINE_S,
+    )
     document = pipeline.serve_get(f"/digests/{digests[-1]['id']}.json")
 
     assert document["trigger"]["kind"] == "alertmanager"
@@ -202,8 +274,11 @@ def test_memory_exhaustion_alert_reaches_serve_as_a_digest_naming_the_gpu_and_th
 
 
 def test_the_simulated_service_spans_are_in_serve_at_wall_clock_time(pipeline: Pipeline) -> None:
-    analysis = poll(lambda: (a := pipeline.serve_get("/api/analyze", lookback="10m"))["spans"]["failed"] > 0 and a,
-                    "failed spans in serve", DEADLINE_S)
+    analysis = poll(
+        lambda: (a := pipeline.serve_get("/api/analyze", lookback="10m"))["spans"]["failed"] > 0 and a,
+        "failed spans in serve",
+        DEADLINE_S,
+    )
     assert analysis["spans"]["total"] > analysis["spans"]["failed"] > 0
     assert analysis["causes"][0]["cause"] == TRUTH
     assert analysis["causes"][0]["gpus"] == [EXHAUSTED_UUID]

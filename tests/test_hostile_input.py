@@ -11,11 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-import httpx
 
 from gpu_rca.correlate.ingest import ingest_file
 from gpu_rca.correlate.server import ServerConfig, create_app
@@ -29,17 +29,45 @@ from tests.test_serve_errors import trace_request
 from tests.test_serve_queue import running
 
 #: Derandomized: the same examples on every run, so a failure here is reproducible, never flaky.
-SETTINGS = settings(derandomize=True, deadline=None, max_examples=40, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SETTINGS = settings(
+    derandomize=True,
+    deadline=None,
+    max_examples=40,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 #: Strings that mean something to SQL, HTML, a shell or a file system; they must stay plain text.
-HOSTILE = ("'); DROP TABLE spans; --", "<script>alert(1)</script>", "../../../../etc/passwd", "\x00", "%s%n",
-           "${jndi:ldap://x}", "\u202e\ufeff", "0" * 300, "-1", "NaN", "1e309", "\\", '"', "{{7*7}}")
+HOSTILE = (
+    "'); DROP TABLE spans; --",
+    "<script>alert(1)</script>",
+    "../../../../etc/passwd",
+    "\x00",
+    "%s%n",
+    "${jndi:ldap://x}",
+    "\u202e\ufeff",
+    "0" * 300,
+    "-1",
+    "NaN",
+    "1e309",
+    "\\",
+    '"',
+    "{{7*7}}",
+)
 
-JSON_SCALARS = (st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) | st.floats()
-                | st.text(max_size=24) | st.sampled_from(HOSTILE))
-JSON_VALUES = st.recursive(JSON_SCALARS, lambda inner: st.lists(inner, max_size=3)
-                           | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=8)
+JSON_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats()
+    | st.text(max_size=24)
+    | st.sampled_from(HOSTILE)
+)
+JSON_VALUES = st.recursive(
+    JSON_SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
 
 
 def _paths(document: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
@@ -121,8 +149,11 @@ def _post_and_check(client: httpx.Client, store: Store, body: bytes, content_typ
         assert response.status_code in (200, 400), response.content[:300]
         if response.status_code == 400:
             assert row_counts(reader) == before  # a refused request writes nothing
-            message = (response.json()["message"] if content_type == "application/json"
-                       else response.content.decode("utf-8", "replace"))
+            message = (
+                response.json()["message"]
+                if content_type == "application/json"
+                else response.content.decode("utf-8", "replace")
+            )
             assert message.strip()  # says why
         else:
             after = row_counts(reader)
@@ -155,8 +186,12 @@ def test_arbitrary_json_bodies_are_refused_cleanly(server, body: bytes) -> None:
 def test_the_server_is_healthy_after_the_hostile_requests(server) -> None:
     client, _ = server
     assert client.get("/healthz").json() == {"status": "ok"}
-    assert client.post("/v1/traces", content=VALID_PROTOBUF,
-                       headers={"Content-Type": "application/x-protobuf"}).status_code == 200
+    assert (
+        client.post(
+            "/v1/traces", content=VALID_PROTOBUF, headers={"Content-Type": "application/x-protobuf"}
+        ).status_code
+        == 200
+    )
 
 
 # --- files ----------------------------------------------------------------------------------------
@@ -190,8 +225,15 @@ def test_mangled_prometheus_answers_are_stored_or_refused_whole(file_store, docu
     _ingest_and_check(file_store, (json.dumps(document) + "\n").encode())
 
 
-METRIC_NAMES = st.sampled_from(["DCGM_FI_DEV_GPU_TEMP", "DCGM_FI_DEV_FB_USED", "dcgm_gpu_temp",
-                                "nvidia_gpu_memory_used_mb", "DCGM_FI_DEV_POWER_USAGE"]) | st.text(max_size=12)
+METRIC_NAMES = st.sampled_from(
+    [
+        "DCGM_FI_DEV_GPU_TEMP",
+        "DCGM_FI_DEV_FB_USED",
+        "dcgm_gpu_temp",
+        "nvidia_gpu_memory_used_mb",
+        "DCGM_FI_DEV_POWER_USAGE",
+    ]
+) | st.text(max_size=12)
 LABEL_VALUES = st.sampled_from(HOSTILE) | st.text(max_size=16)
 SAMPLE_VALUES = st.sampled_from(["71", "NaN", "+Inf", "-Inf", "1e309", "0x10", ""]) | st.text(max_size=8)
 
@@ -203,8 +245,13 @@ def exposition_lines(draw: st.DrawFn) -> str:
         if draw(st.integers(0, 4)) == 0:
             lines.append(draw(st.text(max_size=60)))
             continue
-        labels = draw(st.dictionaries(st.sampled_from(["gpu", "UUID", "pci_bus_id", "Hostname", "modelName"])
-                                      | st.text(max_size=6), LABEL_VALUES, max_size=4))
+        labels = draw(
+            st.dictionaries(
+                st.sampled_from(["gpu", "UUID", "pci_bus_id", "Hostname", "modelName"]) | st.text(max_size=6),
+                LABEL_VALUES,
+                max_size=4,
+            )
+        )
         rendered = ",".join(f'{k}="{v}"' for k, v in labels.items())
         timestamp = draw(st.sampled_from(["", " 1700000000000", " -5", " 99999999999999999999", " x"]))
         lines.append(f"{draw(METRIC_NAMES)}{{{rendered}}} {draw(SAMPLE_VALUES)}{timestamp}")
@@ -219,8 +266,13 @@ def test_hostile_prometheus_text_is_stored_or_refused_whole(file_store, text: st
 
 @st.composite
 def kernel_lines(draw: st.DrawFn) -> str:
-    prefixes = ["2026-03-02T10:00:02+0000 node-a kernel: ", "[Sun Feb 23 16:24:18 2025] ", "[  100.5] ",
-                "Mar  2 10:00:02 node-a kernel: ", ""]
+    prefixes = [
+        "2026-03-02T10:00:02+0000 node-a kernel: ",
+        "[Sun Feb 23 16:24:18 2025] ",
+        "[  100.5] ",
+        "Mar  2 10:00:02 node-a kernel: ",
+        "",
+    ]
     lines = [KERNEL_LOG.splitlines()[0]]
     for _ in range(draw(st.integers(1, 5))):
         pci = draw(st.sampled_from(["0000:3b:00", "3b:00.0", "zz:zz", ""]) | st.text(max_size=12))
@@ -248,7 +300,9 @@ def test_mangled_loguru_lines_are_stored_or_refused_whole(file_store, documents:
 
 
 VALID_SCENARIO = {
-    "name": "hostile", "seed": 7, "duration": "2m",
+    "name": "hostile",
+    "seed": 7,
+    "duration": "2m",
     "fleet": [{"host": "node-a", "gpus": 1, "model": "L4"}],
     "workload": {"rate": "1/s", "input_size": {512: 0.8, 1280: 0.2}, "model": {"ddcolor_paper_tiny": 1}},
     "faults": [{"kind": "thermal", "gpu": "node-a/0", "start": "30s", "end": "1m", "severity": 0.3}],
@@ -280,7 +334,9 @@ def test_scenario_files_that_are_not_yaml_scenarios_are_refused_with_a_clear_err
 
 
 def test_the_valid_scenario_used_above_parses() -> None:
-    assert parse_scenario(yaml.safe_load(yaml.safe_dump(VALID_SCENARIO)), "hostile.yaml", stem="hostile").name == "hostile"
+    assert (
+        parse_scenario(yaml.safe_load(yaml.safe_dump(VALID_SCENARIO)), "hostile.yaml", stem="hostile").name == "hostile"
+    )
 
 
 # --- what the properties above found (kept as plain examples, so they stay covered at 40 examples) --------
@@ -299,10 +355,34 @@ _LOGURU_BASE = VALID_LOGURU[0]
         (json.dumps({**_LOGURU_BASE, "record": {**_LOGURU_BASE["record"], "extra": [1]}}), "failed"),
         (json.dumps({**_LOGURU_BASE, "record": {**_LOGURU_BASE["record"], "time": {"timestamp": 1e300}}}), "failed"),
         # a Prometheus series with a list as a label value, and one with an infinite timestamp
-        (json.dumps({"status": "success", "data": {"resultType": "matrix", "result": [
-            {"metric": {"__name__": "DCGM_FI_DEV_GPU_TEMP", "UUID": ["GPU-x"]}, "values": [[1, "2"]]}]}}), "failed"),
-        (json.dumps({"status": "success", "data": {"resultType": "matrix", "result": [
-            {"metric": {"__name__": "DCGM_FI_DEV_GPU_TEMP", "UUID": "GPU-x"}, "values": [[1e309, "2"]]}]}}), "failed"),
+        (
+            json.dumps(
+                {
+                    "status": "success",
+                    "data": {
+                        "resultType": "matrix",
+                        "result": [
+                            {"metric": {"__name__": "DCGM_FI_DEV_GPU_TEMP", "UUID": ["GPU-x"]}, "values": [[1, "2"]]}
+                        ],
+                    },
+                }
+            ),
+            "failed",
+        ),
+        (
+            json.dumps(
+                {
+                    "status": "success",
+                    "data": {
+                        "resultType": "matrix",
+                        "result": [
+                            {"metric": {"__name__": "DCGM_FI_DEV_GPU_TEMP", "UUID": "GPU-x"}, "values": [[1e309, "2"]]}
+                        ],
+                    },
+                }
+            ),
+            "failed",
+        ),
     ],
 )
 def test_inputs_that_once_crashed_ingest_are_read_or_refused(file_store, content: str, status: str) -> None:

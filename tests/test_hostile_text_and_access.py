@@ -44,9 +44,16 @@ def hostile_request() -> ExportTraceServiceRequest:
     tracer = provider.get_tracer("hostile")
     for index in range(40):
         failed = index % 4 == 0
-        attributes = {"gpu.telemetry.source": "simulated", "gpu.uuid": "GPU-0a0a0a0a-1111-2222-3333-444455556666",
-                      "gpu.index": 0, "ddcolor.input_size": 512, "ddcolor.model": XSS if failed else "ddcolor_paper_tiny",
-                      SQL: PATH, XSS: SQL, **({"error.type": "ValueError"} if failed else {})}
+        attributes = {
+            "gpu.telemetry.source": "simulated",
+            "gpu.uuid": "GPU-0a0a0a0a-1111-2222-3333-444455556666",
+            "gpu.index": 0,
+            "ddcolor.input_size": 512,
+            "ddcolor.model": XSS if failed else "ddcolor_paper_tiny",
+            SQL: PATH,
+            XSS: SQL,
+            **({"error.type": "ValueError"} if failed else {}),
+        }
         span = tracer.start_span("ddcolor.inference", attributes=attributes, start_time=START_NS + index * 10**9)
         if failed:
             span.set_status(Status(StatusCode.ERROR, XSS))
@@ -56,8 +63,9 @@ def hostile_request() -> ExportTraceServiceRequest:
 
 
 def gpu_rca(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gpu_rca", *args], capture_output=True, text=True, timeout=120,
-                          env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "gpu_rca", *args], capture_output=True, text=True, timeout=120, env=env
+    )
 
 
 def test_sql_html_and_path_lookalikes_are_stored_and_shown_as_text(tmp_path: Path) -> None:
@@ -67,7 +75,8 @@ def test_sql_html_and_path_lookalikes_are_stored_and_shown_as_text(tmp_path: Pat
         con = store.connection
         assert {r[0] for r in con.execute("SHOW TABLES").fetchall()} == set(s.TABLES)  # nothing was dropped
         service, model, attributes = con.execute(
-            "SELECT service, ddcolor_model, attributes FROM spans WHERE status = 'ERROR' LIMIT 1").fetchone()
+            "SELECT service, ddcolor_model, attributes FROM spans WHERE status = 'ERROR' LIMIT 1"
+        ).fetchone()
         assert (service, model) == (SQL, XSS)
         assert json.loads(attributes)[SQL] == PATH and json.loads(attributes)[XSS] == SQL
 
@@ -86,8 +95,19 @@ def test_sql_html_and_path_lookalikes_are_stored_and_shown_as_text(tmp_path: Pat
     assert "<script>alert('gpu')</script>" in table.stdout  # a terminal shows text as it is
 
     page = tmp_path / "digest.html"
-    digest = gpu_rca("digest", "--db", str(db), "--since", str(START_NS // 10**9 - 60), "--until",
-                     str(START_NS // 10**9 + 120), "--format", "html", "--out", str(page))
+    digest = gpu_rca(
+        "digest",
+        "--db",
+        str(db),
+        "--since",
+        str(START_NS // 10**9 - 60),
+        "--until",
+        str(START_NS // 10**9 + 120),
+        "--format",
+        "html",
+        "--out",
+        str(page),
+    )
     assert digest.returncode == 0, digest.stderr
     text = page.read_text(encoding="utf-8")
     assert f"ddcolor.model={html.escape(XSS).replace('&#x27;', '&#39;')}" in text  # escaped, shown as text
@@ -101,8 +121,10 @@ def _stream_until_answered(url: str, chunks: int, chunk_bytes: int) -> tuple[byt
     host, port = url.removeprefix("http://").split(":")
     sent = 0
     with socket.create_connection((host, int(port)), timeout=30) as sock:
-        sock.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
-                     b"Transfer-Encoding: chunked\r\n\r\n")
+        sock.sendall(
+            b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
         chunk = f"{chunk_bytes:x}\r\n".encode() + bytes(chunk_bytes) + b"\r\n"
         for _ in range(chunks):
             if select.select([sock], [], [], 0)[0]:
@@ -125,8 +147,13 @@ def test_a_body_past_the_cap_is_refused_early_and_a_gzip_bomb_is_never_inflated(
         bomb = gzip.compress(bytes(256 * 1024 * 1024), compresslevel=9)  # 256 MiB of zeros in ~250 KiB
         response = client.post(f"{server.url}/v1/traces", content=bomb, headers={**PB, "Content-Encoding": "gzip"})
         assert response.status_code == 413
-        peak_kib = int(next(line for line in Path(f"/proc/{server.process.pid}/status").read_text().splitlines()
-                            if line.startswith("VmHWM:")).split()[1])
+        peak_kib = int(
+            next(
+                line
+                for line in Path(f"/proc/{server.process.pid}/status").read_text().splitlines()
+                if line.startswith("VmHWM:")
+            ).split()[1]
+        )
         assert peak_kib < 512 * 1024  # never inflated: the server's peak memory stays far below the bomb
         assert client.get(f"{server.url}/healthz").status_code == 200
         assert server.stop() == 0
@@ -149,8 +176,7 @@ def test_the_token_guards_writes_and_never_shows_in_ps_or_the_logs(tmp_path: Pat
         refused = [
             client.post(f"{server.url}/v1/traces", content=payload, headers=PB),
             client.post(f"{server.url}/v1/traces", content=payload, headers={**PB, "Authorization": "Bearer wrong"}),
-            client.post(f"{server.url}/v1/traces", content=payload,
-                        headers={**PB, "Authorization": f"Basic {TOKEN}"}),
+            client.post(f"{server.url}/v1/traces", content=payload, headers={**PB, "Authorization": f"Basic {TOKEN}"}),
             client.post(f"{server.url}/v1/logs", content=b"", headers=PB),
             client.post(f"{server.url}/alertmanager", json={"alerts": []}),
             client.get(f"{server.url}/api/analyze"),

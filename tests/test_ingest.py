@@ -23,9 +23,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from gpu_rca.cli import main
 from gpu_rca.correlate import Store
 from gpu_rca.correlate.ingest import ingest_paths
-from gpu_rca.cli import main
 from gpu_rca.schemas import attributes as a
 from gpu_rca.schemas.otlp_json import message_to_json
 from tests.test_store import RESOURCE, UUID, trace_request
@@ -62,8 +62,11 @@ def logs_request():
     exporter = InMemoryLogRecordExporter()
     provider = LoggerProvider(resource=Resource.create(RESOURCE))
     provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
-    provider.get_logger("ddcolor").emit(timestamp=1_700_000_000_000_000_000, severity_text="ERROR",
-                                        body="CUDA out of memory. Tried to allocate 2.00 GiB")
+    provider.get_logger("ddcolor").emit(
+        timestamp=1_700_000_000_000_000_000,
+        severity_text="ERROR",
+        body="CUDA out of memory. Tried to allocate 2.00 GiB",
+    )
     provider.shutdown()
     return encode_logs(exporter.get_finished_logs())
 
@@ -72,7 +75,9 @@ def loguru_lines() -> str:
     sink = io.StringIO()
     handler = logger.add(sink, serialize=True)
     try:
-        logger.bind(trace_id=TRACE_ID, span_id=SPAN_ID, service="ddcolor").error("CUDA error: unspecified launch failure")
+        logger.bind(trace_id=TRACE_ID, span_id=SPAN_ID, service="ddcolor").error(
+            "CUDA error: unspecified launch failure"
+        )
         logger.info("request accepted")
     finally:
         logger.remove(handler)
@@ -80,14 +85,28 @@ def loguru_lines() -> str:
 
 
 def query_range() -> str:
-    labels = {"gpu": "0", "UUID": UUID, "pci_bus_id": "00000000:3B:00.0", "device": "nvidia0",
-              "modelName": "NVIDIA L4", "Hostname": "node-a"}
-    answer = {"status": "success", "data": {"resultType": "matrix", "result": [
-        {"metric": {"__name__": "DCGM_FI_DEV_GPU_TEMP", **labels},
-         "values": [[1700000000, "71"], [1700000015, "NaN"], [1700000030, "+Inf"], [1700000045, "88"]]},
-        {"metric": {"__name__": "dcgm_power_violation", **labels}, "values": [[1700000000.5, "7"]]},
-        {"metric": {"__name__": "DCGM_FI_DEV_DEC_UTIL", **labels}, "values": [[1700000000, "3"]]},
-    ]}}
+    labels = {
+        "gpu": "0",
+        "UUID": UUID,
+        "pci_bus_id": "00000000:3B:00.0",
+        "device": "nvidia0",
+        "modelName": "NVIDIA L4",
+        "Hostname": "node-a",
+    }
+    answer = {
+        "status": "success",
+        "data": {
+            "resultType": "matrix",
+            "result": [
+                {
+                    "metric": {"__name__": "DCGM_FI_DEV_GPU_TEMP", **labels},
+                    "values": [[1700000000, "71"], [1700000015, "NaN"], [1700000030, "+Inf"], [1700000045, "88"]],
+                },
+                {"metric": {"__name__": "dcgm_power_violation", **labels}, "values": [[1700000000.5, "7"]]},
+                {"metric": {"__name__": "DCGM_FI_DEV_DEC_UTIL", **labels}, "values": [[1700000000, "3"]]},
+            ],
+        },
+    }
     return json.dumps(answer) + "\n"
 
 
@@ -102,7 +121,9 @@ def incident(tmp_path):
     """A folder as an operator collects it after an incident; names say nothing reliable about content."""
     folder = tmp_path / "incident"
     (folder / "nested").mkdir(parents=True)
-    (folder / "spans.txt").write_text(message_to_json(trace_request(2)) + "\n" + message_to_json(trace_request(1)) + "\n")
+    (folder / "spans.txt").write_text(
+        message_to_json(trace_request(2)) + "\n" + message_to_json(trace_request(1)) + "\n"
+    )
     (folder / "nested" / "dump").write_bytes(gzip.compress(proto_framed(trace_request(3))))
     (folder / "logs.otlp.jsonl").write_text(message_to_json(logs_request()) + "\n")
     (folder / "app.log").write_bytes(zstandard.ZstdCompressor().compress(loguru_lines().encode()))
@@ -165,24 +186,59 @@ def test_sdk_spans_from_json_and_protobuf_files_are_typed(tmp_path):
     (tmp_path / "b.bin").write_bytes(proto_framed(trace_request(1)))
     db = tmp_path / "rca.duckdb"
     assert run("--db", str(db), str(tmp_path / "a.jsonl"), str(tmp_path / "b.bin")) == 0
-    rows = query(db, """SELECT trace_id, span_id, service, service_version, host, gpu_uuid, gpu_index,
+    rows = query(
+        db,
+        """SELECT trace_id, span_id, service, service_version, host, gpu_uuid, gpu_index,
                                gpu_throttle_reasons, gpu_xid, gpu_power_mean, error_type, ddcolor_input_size
-                        FROM spans WHERE is_inference ORDER BY start_ns""")
+                        FROM spans WHERE is_inference ORDER BY start_ns""",
+    )
     assert len(rows) == 2
     sent = next(sp for sp in request.resource_spans[0].scope_spans[0].spans if sp.name == "ddcolor.inference")
-    assert rows[0] == (sent.trace_id.hex(), sent.span_id.hex(), "ddcolor", "1.4.0", "node-a", UUID, 0,
-                       ["sw_thermal", "hw_slowdown"], [79], 61.5, "gpu_lost", 1280)
+    assert rows[0] == (
+        sent.trace_id.hex(),
+        sent.span_id.hex(),
+        "ddcolor",
+        "1.4.0",
+        "node-a",
+        UUID,
+        0,
+        ["sw_thermal", "hw_slowdown"],
+        [79],
+        61.5,
+        "gpu_lost",
+        1280,
+    )
     assert rows[1][2:] == rows[0][2:] and rows[1][0] != rows[0][0]
 
 
 ALL_STAMPS = {
-    a.GPU_INDEX: 3, a.GPU_UUID: UUID, a.GPU_NAME: "NVIDIA A100-SXM4-40GB", a.GPU_PCI_BUS_ID: "00000000:3B:00.0",
-    a.GPU_MIG_INSTANCE_ID: 5, a.TELEMETRY_SOURCE: "nvml", a.TELEMETRY_SAMPLES: 17, a.TELEMETRY_STALE: True,
-    a.TEMPERATURE_MAX: 86, a.TEMPERATURE_SLOWDOWN: 87, a.POWER_MAX: 399.5, a.POWER_MEAN: 310.25, a.POWER_LIMIT: 400.0,
-    a.MEMORY_USED_START: 1_000, a.MEMORY_USED_MAX: 42_000_000_000, a.MEMORY_TOTAL: 42_949_672_960,
-    a.MEMORY_PROCESS_MAX: 39_000_000_000, a.UTILIZATION_MEAN: 97.5, a.UTILIZATION_MAX: 100.0,
-    a.CLOCK_SM_MIN: 705, a.CLOCK_SM_MAX: 1410, a.THROTTLE_REASONS: ["sw_thermal", "hw_thermal"],
-    a.ECC_CORRECTED_DELTA: 2, a.ECC_UNCORRECTED_DELTA: 1, a.XID: [48, 63], a.INFLIGHT_MAX: 6, a.QUEUE_MS: 12.5,
+    a.GPU_INDEX: 3,
+    a.GPU_UUID: UUID,
+    a.GPU_NAME: "NVIDIA A100-SXM4-40GB",
+    a.GPU_PCI_BUS_ID: "00000000:3B:00.0",
+    a.GPU_MIG_INSTANCE_ID: 5,
+    a.TELEMETRY_SOURCE: "nvml",
+    a.TELEMETRY_SAMPLES: 17,
+    a.TELEMETRY_STALE: True,
+    a.TEMPERATURE_MAX: 86,
+    a.TEMPERATURE_SLOWDOWN: 87,
+    a.POWER_MAX: 399.5,
+    a.POWER_MEAN: 310.25,
+    a.POWER_LIMIT: 400.0,
+    a.MEMORY_USED_START: 1_000,
+    a.MEMORY_USED_MAX: 42_000_000_000,
+    a.MEMORY_TOTAL: 42_949_672_960,
+    a.MEMORY_PROCESS_MAX: 39_000_000_000,
+    a.UTILIZATION_MEAN: 97.5,
+    a.UTILIZATION_MAX: 100.0,
+    a.CLOCK_SM_MIN: 705,
+    a.CLOCK_SM_MAX: 1410,
+    a.THROTTLE_REASONS: ["sw_thermal", "hw_thermal"],
+    a.ECC_CORRECTED_DELTA: 2,
+    a.ECC_UNCORRECTED_DELTA: 1,
+    a.XID: [48, 63],
+    a.INFLIGHT_MAX: 6,
+    a.QUEUE_MS: 12.5,
     a.ERROR_TYPE: "cuda_illegal_address",
 }
 
@@ -226,12 +282,19 @@ def test_the_same_files_twice_store_nothing_new(incident, tmp_path, capsys):
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [
-        ("bad.jsonl", lambda: message_to_json(trace_request(1)) + "\n{\"resourceSpans\": [\n", "line 2: invalid JSON"),
+        ("bad.jsonl", lambda: message_to_json(trace_request(1)) + '\n{"resourceSpans": [\n', "line 2: invalid JSON"),
         ("cut.bin", lambda: proto_framed(trace_request(2))[:-9], "message 1: truncated"),
         ("cut.gz", lambda: gzip.compress((message_to_json(trace_request(1)) + "\n").encode() * 3)[:-30], "gzip"),
-        ("err.json", lambda: '{"status":"error","errorType":"bad_data","error":"parse error"}\n', "Prometheus answered"),
-        ("shape.jsonl", lambda: message_to_json(trace_request(1)) + '\n{"resourceSpans": "none"}\n',
-         "line 2: not a valid ExportTraceServiceRequest"),
+        (
+            "err.json",
+            lambda: '{"status":"error","errorType":"bad_data","error":"parse error"}\n',
+            "Prometheus answered",
+        ),
+        (
+            "shape.jsonl",
+            lambda: message_to_json(trace_request(1)) + '\n{"resourceSpans": "none"}\n',
+            "line 2: not a valid ExportTraceServiceRequest",
+        ),
     ],
 )
 def test_a_broken_file_stores_nothing_and_fails_the_run(tmp_path, capsys, name, content, message):
@@ -257,8 +320,10 @@ def test_invalid_spans_in_a_file_are_rejected_alone_and_reported(tmp_path):
     with Store() as store:
         report = ingest_paths(store, [path]).files[0]
         assert (report.status, report.accepted, report.stored, report.rejected) == ("ingested", 1, 1, 1)
-        assert report.notes == (f"span ab{first_span_id[:14]} ('ddcolor.inference'): span_id is 'ab{first_span_id}', "
-                                "expected 8 non-zero bytes of hex",)
+        assert report.notes == (
+            f"span ab{first_span_id[:14]} ('ddcolor.inference'): span_id is 'ab{first_span_id}', "
+            "expected 8 non-zero bytes of hex",
+        )
 
 
 def test_a_decompression_bomb_is_refused(tmp_path, capsys):
@@ -283,7 +348,9 @@ def test_boot_time_without_host_is_a_usage_error(tmp_path, capsys):
     log = tmp_path / "dmesg.txt"
     log.write_text("[  1.0] NVRM: hello\n")
     assert run("--db", str(tmp_path / "x.duckdb"), "--boot-time", "1700000000", str(log)) == 2
-    assert capsys.readouterr().err.strip() == "Error: --boot-time needs --host (raw dmesg lines do not name their machine)"
+    assert (
+        capsys.readouterr().err.strip() == "Error: --boot-time needs --host (raw dmesg lines do not name their machine)"
+    )
 
 
 def test_db_defaults_to_the_environment(tmp_path, monkeypatch):
@@ -299,13 +366,23 @@ def test_a_locked_db_gives_one_line_and_exit_1(tmp_path):
     spans = tmp_path / "spans.jsonl"
     spans.write_text(message_to_json(trace_request(1)) + "\n")
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"import sys, duckdb; c = duckdb.connect({str(db)!r}); print('held', flush=True); sys.stdin.read()"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            f"import sys, duckdb; c = duckdb.connect({str(db)!r}); print('held', flush=True); sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "held"
-        done = subprocess.run([sys.executable, "-m", "gpu_rca", "ingest", "--db", str(db), str(spans)],
-                              capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [sys.executable, "-m", "gpu_rca", "ingest", "--db", str(db), str(spans)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     finally:
         holder.stdin.close()
         holder.wait(timeout=30)

@@ -31,7 +31,10 @@ from tests.test_store import UUID, trace_request
         (lambda: query_range().encode(), Format.PROMETHEUS_QUERY_RANGE),
         (lambda: json.dumps(json.loads(query_range()), indent=2).encode(), Format.PROMETHEUS_QUERY_RANGE),
         (lambda: json.dumps(json.loads(query_range())["data"]["result"]).encode(), Format.PROMETHEUS_QUERY_RANGE),
-        (lambda: b'# HELP DCGM_FI_DEV_GPU_TEMP GPU temperature.\n# TYPE DCGM_FI_DEV_GPU_TEMP gauge\n', Format.PROMETHEUS_TEXT),
+        (
+            lambda: b"# HELP DCGM_FI_DEV_GPU_TEMP GPU temperature.\n# TYPE DCGM_FI_DEV_GPU_TEMP gauge\n",
+            Format.PROMETHEUS_TEXT,
+        ),
         (lambda: b'DCGM_FI_DEV_GPU_TEMP{gpu="0"} 41 1700000000000\n', Format.PROMETHEUS_TEXT),
         (lambda: loguru_lines().encode(), Format.LOGURU_JSON),
         (lambda: KERNEL_LOG.encode(), Format.KERNEL_LOG),
@@ -51,7 +54,10 @@ def test_formats_are_detected_by_content(content, expected):
         (b'{\n  "cause": "gpu_oom_large_inputs"\n}\n', "JSON that is not telemetry"),
         (b"# Incident notes\n\nThe GPU got hot.\n", "text that is neither Prometheus exposition nor a kernel log"),
         (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary file that is not length-prefixed OTLP protobuf"),
-        (b'{"resourceMetrics": []}\n', "OTLP metrics are not read: give Prometheus query_range JSON or exposition text"),
+        (
+            b'{"resourceMetrics": []}\n',
+            "OTLP metrics are not read: give Prometheus query_range JSON or exposition text",
+        ),
     ],
 )
 def test_what_is_not_telemetry_is_named(content, reason):
@@ -62,10 +68,14 @@ def test_what_is_not_telemetry_is_named(content, reason):
 def test_prometheus_api_client_series_become_canonical_samples():
     # The shape PrometheusConnect.custom_query_range returns: the `result` list of a matrix answer.
     series = [
-        {"metric": {"__name__": "dcgm_fb_used", "uuid": UUID, "hostname": "node-a", "gpu": "1"},
-         "values": [[1700000000.123, "1024"], [1700000015.123, "2048"]]},
-        {"metric": {"__name__": "nvidia_gpu_utilization_percent", "device": "nvidia3", "instance": "10.0.0.7:9835"},
-         "values": [[1700000000, "97.5"]]},
+        {
+            "metric": {"__name__": "dcgm_fb_used", "uuid": UUID, "hostname": "node-a", "gpu": "1"},
+            "values": [[1700000000.123, "1024"], [1700000015.123, "2048"]],
+        },
+        {
+            "metric": {"__name__": "nvidia_gpu_utilization_percent", "device": "nvidia3", "instance": "10.0.0.7:9835"},
+            "values": [[1700000000, "97.5"]],
+        },
         {"metric": {"__name__": "DCGM_FI_DEV_GPU_TEMP", "UUID": UUID}, "values": [[1700000000, "-Inf"]]},
         {"metric": {"__name__": "DCGM_FI_DEV_GPU_TEMP"}, "values": [[1700000000, "40"]]},
         {"metric": {"__name__": "up", "instance": "x"}, "values": [[1700000000, "1"]]},
@@ -87,8 +97,15 @@ def test_prometheus_api_client_series_become_canonical_samples():
 def test_a_whole_answer_and_a_vector_are_read_too():
     answer = json.loads(query_range())
     assert len(samples_from_series(answer).samples) == 3
-    vector = {"status": "success", "data": {"resultType": "vector", "result": [
-        {"metric": {"__name__": "DCGM_FI_DEV_POWER_USAGE", "UUID": UUID}, "value": [1700000000, "151.25"]}]}}
+    vector = {
+        "status": "success",
+        "data": {
+            "resultType": "vector",
+            "result": [
+                {"metric": {"__name__": "DCGM_FI_DEV_POWER_USAGE", "UUID": UUID}, "value": [1700000000, "151.25"]}
+            ],
+        },
+    }
     assert [(s.metric, s.value) for s in samples_from_series(vector).samples] == [("DCGM_FI_DEV_POWER_USAGE", 151.25)]
     with pytest.raises(InputError, match="Prometheus answered 'error': bad query"):
         samples_from_series({"status": "error", "errorType": "bad_data", "error": "bad query"})
@@ -106,9 +123,14 @@ def test_exposition_with_timestamps_keeps_them(tmp_path):
     with Store() as store:
         report = ingest_file(store, path)
         assert (report.format, report.stored, report.skipped, report.notes) == (
-            "prometheus-text", 1, {"NaN/Inf samples": 1}, ())
+            "prometheus-text",
+            1,
+            {"NaN/Inf samples": 1},
+            (),
+        )
         assert store.connection.execute("SELECT ts_ns, host, value FROM metric_samples").fetchall() == [
-            (1_700_000_000_250_000_000, "node-a", 77.0)]
+            (1_700_000_000_250_000_000, "node-a", 77.0)
+        ]
         assert store.connection.execute("SELECT pci_bus_id, host FROM gpus").fetchall() == [("0000:3b:00.0", "node-a")]
 
 
@@ -116,8 +138,15 @@ def test_exposition_with_timestamps_keeps_them(tmp_path):
     ("sample", "expected"),
     [
         ("dcgm-exporter-metrics.txt", {"DCGM_FI_DEV_FB_FREE": 2, "DCGM_FI_DEV_FB_USED": 1, "DCGM_FI_DEV_GPU_TEMP": 3}),
-        ("dcgm-exporter-1x-metrics.txt", {"DCGM_FI_DEV_GPU_TEMP": 2, "DCGM_FI_DEV_GPU_UTIL": 2,
-                                          "DCGM_FI_DEV_MEM_CLOCK": 2, "DCGM_FI_DEV_MEM_COPY_UTIL": 2}),
+        (
+            "dcgm-exporter-1x-metrics.txt",
+            {
+                "DCGM_FI_DEV_GPU_TEMP": 2,
+                "DCGM_FI_DEV_GPU_UTIL": 2,
+                "DCGM_FI_DEV_MEM_CLOCK": 2,
+                "DCGM_FI_DEV_MEM_COPY_UTIL": 2,
+            },
+        ),
     ],
 )
 def test_real_exporter_scrapes_are_read(sample, expected):

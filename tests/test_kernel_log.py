@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import csv
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -61,7 +61,7 @@ def test_journal_short_takes_the_year_from_the_reference_across_new_year() -> No
         "Dec 31 23:59:58 node-b kernel: NVRM: Xid (PCI:0000:41:00): 31, pid=77, name=python, MMU Fault",
         "Jan  1 00:00:03 node-b kernel: NVRM: Xid (PCI:0000:41:00): 43, pid=77, name=python, Ch 00000010",
     ]
-    result = parse_kernel_log(lines, reference_time=datetime(2026, 1, 2, 8, 0, tzinfo=timezone.utc))
+    result = parse_kernel_log(lines, reference_time=datetime(2026, 1, 2, 8, 0, tzinfo=UTC))
     assert [(e.ts_ns, e.host, e.xid) for e in result.events] == [
         (ns("2025-12-31T23:59:58+00:00"), "node-b", 31),
         (ns("2026-01-01T00:00:03+00:00"), "node-b", 43),
@@ -82,12 +82,18 @@ def test_journal_short_iso_carries_its_offset_and_fraction() -> None:
 
 
 def test_syslog_copy_keeps_the_printk_seconds_which_are_ignored() -> None:
-    line = ("May 18 19:02:39 gpu-07 kernel: [93297.027938] NVRM: Xid (PCI:0000:b1:00): 79, pid=901, name=python3, "
-            "GPU has fallen off the bus.")
-    result = parse_kernel_log([line], reference_time=datetime(2026, 6, 1, tzinfo=timezone.utc))
+    line = (
+        "May 18 19:02:39 gpu-07 kernel: [93297.027938] NVRM: Xid (PCI:0000:b1:00): 79, pid=901, name=python3, "
+        "GPU has fallen off the bus."
+    )
+    result = parse_kernel_log([line], reference_time=datetime(2026, 6, 1, tzinfo=UTC))
     (event,) = result.events
     assert (event.ts_ns, event.host, event.pci_bus_id, event.xid) == (
-        ns("2026-05-18T19:02:39+00:00"), "gpu-07", "0000:b1:00.0", 79)
+        ns("2026-05-18T19:02:39+00:00"),
+        "gpu-07",
+        "0000:b1:00.0",
+        79,
+    )
     assert event.message == "GPU has fallen off the bus."
 
 
@@ -95,26 +101,67 @@ def test_syslog_copy_keeps_the_printk_seconds_which_are_ignored() -> None:
     ("body", "pci", "xid", "pid", "process", "gi", "message"),
     [
         # Older drivers: no pid/name.
-        ("NVRM: Xid (PCI:0000:41:00): 13, Graphics Exception: ESR 0x1", "0000:41:00.0", 13, None, None, None,
-         "Graphics Exception: ESR 0x1"),
+        (
+            "NVRM: Xid (PCI:0000:41:00): 13, Graphics Exception: ESR 0x1",
+            "0000:41:00.0",
+            13,
+            None,
+            None,
+            None,
+            "Graphics Exception: ESR 0x1",
+        ),
         # Very old drivers: no `PCI:` prefix.
-        ("NVRM: Xid (0000:01:00): 62, Internal micro-controller halt", "0000:01:00.0", 62, None, None, None,
-         "Internal micro-controller halt"),
+        (
+            "NVRM: Xid (0000:01:00): 62, Internal micro-controller halt",
+            "0000:01:00.0",
+            62,
+            None,
+            None,
+            None,
+            "Internal micro-controller halt",
+        ),
         # MIG instance.
-        ("NVRM: Xid (PCI:0000:01:00 GPU-I:05): 94, pid=7194, Contained: CE User Channel (0x9). RST: No",
-         "0000:01:00.0", 94, 7194, None, 5, "Contained: CE User Channel (0x9). RST: No"),
+        (
+            "NVRM: Xid (PCI:0000:01:00 GPU-I:05): 94, pid=7194, Contained: CE User Channel (0x9). RST: No",
+            "0000:01:00.0",
+            94,
+            7194,
+            None,
+            5,
+            "Contained: CE User Channel (0x9). RST: No",
+        ),
         # The driver could not tell which process.
-        ("NVRM: Xid (PCI:0000:cb:00): 13, pid='<unknown>', name=<unknown>, Graphics SM Warp Exception",
-         "0000:cb:00.0", 13, None, None, None, "Graphics SM Warp Exception"),
+        (
+            "NVRM: Xid (PCI:0000:cb:00): 13, pid='<unknown>', name=<unknown>, Graphics SM Warp Exception",
+            "0000:cb:00.0",
+            13,
+            None,
+            None,
+            None,
+            "Graphics SM Warp Exception",
+        ),
         # Grace systems: 4-digit domains other than 0000.
-        ("NVRM: Xid (PCI:0018:01:00): 145, RLW_SRC_TRACK Nonfatal XC1 i0 Link 12", "0018:01:00.0", 145, None,
-         None, None, "RLW_SRC_TRACK Nonfatal XC1 i0 Link 12"),
+        (
+            "NVRM: Xid (PCI:0018:01:00): 145, RLW_SRC_TRACK Nonfatal XC1 i0 Link 12",
+            "0018:01:00.0",
+            145,
+            None,
+            None,
+            None,
+            "RLW_SRC_TRACK Nonfatal XC1 i0 Link 12",
+        ),
     ],
 )
 def test_driver_spellings(body, pci, xid, pid, process, gi, message) -> None:
     (event,) = parse_kernel_log([f"[Mon Mar  2 10:00:00 2026] {body}"], host="h").events
     assert (event.pci_bus_id, event.xid, event.pid, event.process, event.gpu_instance_id, event.message) == (
-        pci, xid, pid, process, gi, message)
+        pci,
+        xid,
+        pid,
+        process,
+        gi,
+        message,
+    )
 
 
 def test_fallen_off_the_bus_without_an_xid_line_is_xid_79() -> None:
@@ -126,7 +173,12 @@ def test_fallen_off_the_bus_without_an_xid_line_is_xid_79() -> None:
     ]
     (event,) = parse_kernel_log(lines, host="node-d").events
     assert (event.ts_ns, event.pci_bus_id, event.gpu_uuid, event.xid, event.synthetic) == (
-        ns("2024-01-23T10:30:09+00:00"), "0000:a8:00.0", UUID_B, 79, True)
+        ns("2024-01-23T10:30:09+00:00"),
+        "0000:a8:00.0",
+        UUID_B,
+        79,
+        True,
+    )
 
 
 def test_fallen_off_text_beside_a_printed_xid_79_is_one_event() -> None:
@@ -140,21 +192,27 @@ def test_fallen_off_text_beside_a_printed_xid_79_is_one_event() -> None:
 
 
 def test_raw_dmesg_needs_boot_time_and_host() -> None:
-    lines = [f"[  365.969676] NVRM: GPU at PCI:0000:01:00: {UUID_A}",
-             "[  365.969681] NVRM: Xid (PCI:0000:01:00): 31, pid=13705, name=app, MMU Fault"]
-    skipped = parse_kernel_log(lines, boot_time=datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc))
+    lines = [
+        f"[  365.969676] NVRM: GPU at PCI:0000:01:00: {UUID_A}",
+        "[  365.969681] NVRM: Xid (PCI:0000:01:00): 31, pid=13705, name=app, MMU Fault",
+    ]
+    skipped = parse_kernel_log(lines, boot_time=datetime(2026, 3, 2, 9, 0, tzinfo=UTC))
     assert skipped.events == () and skipped.skipped == {SKIP_BOOT_RELATIVE: 1}
     assert skipped.warnings == (f"1 XID line(s) skipped: {SKIP_BOOT_RELATIVE}",)
     assert [g.gpu_uuid for g in skipped.gpus] == [UUID_A]  # identity needs no time
-    placed = parse_kernel_log(lines, host="node-a", boot_time=datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc))
+    placed = parse_kernel_log(lines, host="node-a", boot_time=datetime(2026, 3, 2, 9, 0, tzinfo=UTC))
     (event,) = placed.events
     assert event.ts_ns == ns("2026-03-02T09:06:05+00:00") + 969_681_000
     assert (event.host, event.gpu_uuid) == ("node-a", UUID_A)
 
 
 def test_lines_without_a_time_are_counted_not_stored() -> None:
-    result = parse_kernel_log(["kernel: NVRM: Xid (PCI:0000:dc:00): 45, pid=1, name=python3, Ch 00000001",
-                               "NVRM: Xid (PCI:0000:08:00): 31, pid=2, name=chrome, Ch 00000023"])
+    result = parse_kernel_log(
+        [
+            "kernel: NVRM: Xid (PCI:0000:dc:00): 45, pid=1, name=python3, Ch 00000001",
+            "NVRM: Xid (PCI:0000:08:00): 31, pid=2, name=chrome, Ch 00000023",
+        ]
+    )
     assert result.events == () and result.skipped == {SKIP_NO_TIMESTAMP: 2} and result.skipped_total == 2
 
 
@@ -166,8 +224,10 @@ def test_lines_without_a_time_are_counted_not_stored() -> None:
         (["Mar  2 10:00:00 node-a kernel: NVRM: loading NVIDIA UNIX x86_64 Kernel Module"], True),
         (["[    0.000000] Linux version 6.1.0"], True),
         (['{"resourceSpans": []}'], False),
-        (["# HELP DCGM_FI_DEV_GPU_TEMP GPU temperature (in C).",
-          "DCGM_FI_DEV_GPU_TEMP{gpu=\"0\"} 41 1700000000000"], False),
+        (
+            ["# HELP DCGM_FI_DEV_GPU_TEMP GPU temperature (in C).", 'DCGM_FI_DEV_GPU_TEMP{gpu="0"} 41 1700000000000'],
+            False,
+        ),
         (['{"text": "x", "record": {"level": {"name": "INFO"}}}'], False),
         (["Mar  2 10:00:00 node-a sshd[77]: Accepted publickey"], False),
         ([], False),
@@ -182,7 +242,7 @@ def test_real_kernel_lines_from_the_shared_samples() -> None:
     with path.open(encoding="utf-8") as handle:
         text = [line for line in handle if not line.startswith("#")]
     assert looks_like_kernel_log(text[:5])
-    result = parse_kernel_log(text, reference_time=datetime(2026, 11, 1, tzinfo=timezone.utc))
+    result = parse_kernel_log(text, reference_time=datetime(2026, 11, 1, tzinfo=UTC))
     dated = [line for line in text if line.startswith("[") and not line.startswith("[ ")]
     assert len(result.events) == sum("NVRM: Xid" in line for line in dated)
     assert result.skipped_total == sum("NVRM: Xid" in line for line in text) - len(result.events)

@@ -20,13 +20,21 @@ def test_collector_stamps_spans_from_simulated_gpus():
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    collector = Collector(nvml=nvml, clock=clock.now_ns, tracer_provider=provider, sample_hz=2.0, background=False,
-                          cuda_visible_devices=None, pid=4242)
+    collector = Collector(
+        nvml=nvml,
+        clock=clock.now_ns,
+        tracer_provider=provider,
+        sample_hz=2.0,
+        background=False,
+        cuda_visible_devices=None,
+        pid=4242,
+    )
     gpu = nvml.devices[1]
     gpu.set_process(4242, "python3", 3 * GIB)
     collector.sample_once(clock.now_ns())
-    span = collector.start_inference_span("ddcolor.inference", gpu=gpu.uuid, start_ns=clock.now_ns(),
-                                          attributes={A.DDCOLOR_INPUT_SIZE: 512})
+    span = collector.start_inference_span(
+        "ddcolor.inference", gpu=gpu.uuid, start_ns=clock.now_ns(), attributes={A.DDCOLOR_INPUT_SIZE: 512}
+    )
     gpu.load(1.0)
     gpu.power_limit_w = 40.0
     for _ in range(6):

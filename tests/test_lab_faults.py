@@ -14,14 +14,16 @@ NS = 1_000_000_000
 
 
 def _run(faults, *, fleet=None, workload=None, duration="4m"):
-    scenario = parse_scenario({
-        "name": "t",
-        "seed": 5,
-        "duration": duration,
-        "fleet": fleet or [{"host": "node-a", "gpus": 2, "model": "L4"}],
-        "workload": workload or {"rate": "2/s", "input_size": {512: 1}},
-        "faults": faults,
-    })
+    scenario = parse_scenario(
+        {
+            "name": "t",
+            "seed": 5,
+            "duration": duration,
+            "fleet": fleet or [{"host": "node-a", "gpus": 2, "model": "L4"}],
+            "workload": workload or {"rate": "2/s", "input_size": {512: 1}},
+            "faults": faults,
+        }
+    )
     run = run_scenario(scenario)
     return run, scenario.start_ns
 
@@ -61,10 +63,17 @@ def test_memory_taken_by_another_process_fails_requests_of_every_size_with_the_r
 def test_large_inputs_overflow_memory_and_a_small_request_can_be_the_victim():
     run, _ = _run(
         [],
-        workload={"rate": "1.6/s", "input_size": {1280: 0.6, 512: 0.4}, "model": {"ddcolor_paper": 1}, "timeout": "60s"},
+        workload={
+            "rate": "1.6/s",
+            "input_size": {1280: 0.6, 512: 0.4},
+            "model": {"ddcolor_paper": 1},
+            "timeout": "60s",
+        },
         duration="6m",
     )
-    oom = Counter(s.attributes[A.DDCOLOR_INPUT_SIZE] for s in run.spans if s.attributes.get(A.ERROR_TYPE) == A.ERROR_CUDA_OOM)
+    oom = Counter(
+        s.attributes[A.DDCOLOR_INPUT_SIZE] for s in run.spans if s.attributes.get(A.ERROR_TYPE) == A.ERROR_CUDA_OOM
+    )
     assert oom[1280] > oom[512] > 0
 
 
@@ -84,8 +93,10 @@ def test_a_lowered_power_limit_sets_sw_power_cap_and_slows_requests_until_they_t
 
 def test_lost_cooling_throttles_for_heat_and_a_mild_one_is_harmless():
     run, start = _run(
-        [{"kind": "thermal", "gpu": "node-a/0", "start": "10s", "severity": 0.95},
-         {"kind": "thermal", "gpu": "node-a/1", "start": "10s", "severity": 0.25}],
+        [
+            {"kind": "thermal", "gpu": "node-a/0", "start": "10s", "severity": 0.95},
+            {"kind": "thermal", "gpu": "node-a/1", "start": "10s", "severity": 0.25},
+        ],
         workload={"rate": "4/s", "input_size": {512: 1}, "model": {"ddcolor_paper": 1}, "timeout": "20s"},
         duration="6m",
     )
@@ -105,8 +116,10 @@ def test_external_slowdown_sets_the_hw_slowdown_and_power_brake_bits():
 
 
 def test_an_illegal_address_poisons_the_worker_until_it_restarts():
-    run, start = _run([{"kind": "xid", "gpu": "node-a/0", "code": 13, "start": "1m", "end": "3m", "severity": 0.0}],
-                      workload={"rate": "4/s", "input_size": {512: 1}})
+    run, start = _run(
+        [{"kind": "xid", "gpu": "node-a/0", "code": 13, "start": "1m", "end": "3m", "severity": 0.0}],
+        workload={"rate": "4/s", "input_size": {512: 1}},
+    )
     xid_at = run.fleet.gpu("node-a/0").xids[0].ts_ns
     spans = _on(run, "node-a/0")
     during = [s for s in spans if xid_at + 2 * NS < s.start_time < xid_at + 14 * NS]
@@ -117,8 +130,10 @@ def test_an_illegal_address_poisons_the_worker_until_it_restarts():
 
 
 def test_an_application_bug_fails_only_its_model_with_an_application_exception():
-    run, _ = _run([{"kind": "app_bug", "model": "ddcolor_artistic", "start": "1m", "severity": 0.5}],
-                  workload={"rate": "3/s", "input_size": {512: 1}, "model": {"ddcolor_paper_tiny": 0.5, "ddcolor_artistic": 0.5}})
+    run, _ = _run(
+        [{"kind": "app_bug", "model": "ddcolor_artistic", "start": "1m", "severity": 0.5}],
+        workload={"rate": "3/s", "input_size": {512: 1}, "model": {"ddcolor_paper_tiny": 0.5, "ddcolor_artistic": 0.5}},
+    )
     failed = Counter((s.attributes[A.DDCOLOR_MODEL], s.attributes.get(A.ERROR_TYPE)) for s in run.spans)
     assert failed[("ddcolor_artistic", "ValueError")] > 20
     assert not any(e for (m, e) in failed if m == "ddcolor_paper_tiny" and e)

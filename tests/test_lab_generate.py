@@ -49,8 +49,11 @@ def test_draws_reach_every_cause_distractors_and_second_faults():
 def _struck(scenario: dict) -> set[str]:
     """The GPUs the primary fault strikes: the faults sharing the first fault's kind and window."""
     first = scenario["faults"][0]
-    return {f["gpu"] for f in scenario["faults"]
-            if (f["kind"], f["start"], f.get("end")) == (first["kind"], first["start"], first.get("end"))}
+    return {
+        f["gpu"]
+        for f in scenario["faults"]
+        if (f["kind"], f["start"], f.get("end")) == (first["kind"], first["start"], first.get("end"))
+    }
 
 
 def test_heat_power_slowdown_and_co_tenants_strike_one_gpu_a_host_or_the_fleet_with_matching_truth():

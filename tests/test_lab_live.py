@@ -27,7 +27,7 @@ def _receiver():
     received: dict[str, list[bytes]] = {"/v1/traces": [], "/v1/logs": []}
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
+        def do_POST(self):
             body = self.rfile.read(int(self.headers["Content-Length"]))
             received.setdefault(self.path, []).append(body)
             self.send_response(200)
@@ -57,10 +57,20 @@ def test_live_fleet_serves_samplers_and_sends_spans_and_logs_over_otlp():
                 (device,) = sampler.devices
                 assert device.uuid == gpu_uuid_for(4, host, 0)
                 assert sampler.latest(device.index) is not None
-        spans = [s for body in received["/v1/traces"] for rs in ExportTraceServiceRequest.FromString(body).resource_spans
-                 for ss in rs.scope_spans for s in ss.spans]
-        logs = [r for body in received["/v1/logs"] for rl in ExportLogsServiceRequest.FromString(body).resource_logs
-                for sl in rl.scope_logs for r in sl.log_records]
+        spans = [
+            s
+            for body in received["/v1/traces"]
+            for rs in ExportTraceServiceRequest.FromString(body).resource_spans
+            for ss in rs.scope_spans
+            for s in ss.spans
+        ]
+        logs = [
+            r
+            for body in received["/v1/logs"]
+            for rl in ExportLogsServiceRequest.FromString(body).resource_logs
+            for sl in rl.scope_logs
+            for r in sl.log_records
+        ]
         assert len(spans) > 50 and len(logs) > 50
         assert {s.name for s in spans} == {"ddcolor.inference"}
         fleet.stop()  # safe twice

@@ -45,9 +45,12 @@ def test_identity_and_return_shapes_match_pynvml():
         assert 10_000 <= nvml.nvmlDeviceGetPowerUsage(handle) <= 72_000  # mW
         assert nvml.nvmlDeviceGetPowerManagementDefaultLimit(handle) == 72_000
         assert nvml.nvmlDeviceGetMaxClockInfo(handle, pynvml.NVML_CLOCK_SM) == 2040
-        assert nvml.nvmlDeviceGetTotalEccErrors(
-            handle, pynvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, pynvml.NVML_VOLATILE_ECC
-        ) == 0
+        assert (
+            nvml.nvmlDeviceGetTotalEccErrors(
+                handle, pynvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, pynvml.NVML_VOLATILE_ECC
+            )
+            == 0
+        )
     assert len(uuids) == 2
     assert nvml.NVML_CLOCK_SM == pynvml.NVML_CLOCK_SM
     assert nvml.NVMLError_GpuIsLost is pynvml.NVMLError_GpuIsLost

@@ -45,7 +45,11 @@ def _run(scenario: Path, out: Path, cwd: Path, hash_seed: str) -> subprocess.Com
     env = {**os.environ, "PYTHONHASHSEED": hash_seed}
     return subprocess.run(
         [sys.executable, "-m", "gpu_rca", "lab", "run", str(scenario), "--out", str(out)],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=120,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -73,7 +77,9 @@ def test_trace_lines_parse_as_export_requests_and_ids_round_trip(outputs):
         assert isinstance(request, ExportTraceServiceRequest)
         original = json.loads(line)
         again = message_to_dict(request)
-        ids = lambda doc: [(s["traceId"], s["spanId"]) for rs in doc["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]]  # noqa: E731
+        ids = lambda doc: [
+            (s["traceId"], s["spanId"]) for rs in doc["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]
+        ]
         assert ids(again) == ids(original)
         for trace_id, span_id in ids(original):
             assert re.fullmatch(r"[0-9a-f]{32}", trace_id) and re.fullmatch(r"[0-9a-f]{16}", span_id)
@@ -104,7 +110,9 @@ def test_spans_carry_collector_stamps_and_the_mechanism_s_failures(outputs):
     lost_start = 1772445600 * 10**9 + 120 * 10**9
     after = [a for h, a in spans if a["gpu.uuid"] == lost and int(a["_span"]["startTimeUnixNano"]) > lost_start + 10**9]
     assert after and all(a.get("error.type") == "gpu_lost" for a in after)
-    others = [a for h, a in spans if a["gpu.uuid"] not in (lost, ecc) and int(a["_span"]["startTimeUnixNano"]) > lost_start]
+    others = [
+        a for h, a in spans if a["gpu.uuid"] not in (lost, ecc) and int(a["_span"]["startTimeUnixNano"]) > lost_start
+    ]
     assert others and all("error.type" not in a for a in others)
     ecc_failed = [a for h, a in spans if a["gpu.uuid"] == ecc and a.get("error.type")]
     assert ecc_failed and {a["error.type"] for a in ecc_failed} == {"RuntimeError"}
@@ -196,8 +204,14 @@ def test_run_scenario_reports_progress_every_simulated_minute():
     from gpu_rca.lab.engine import run_scenario
     from gpu_rca.lab.scenario import parse_scenario
 
-    scenario = parse_scenario({"name": "tiny", "duration": "3m", "fleet": [{"host": "h", "gpus": 1, "model": "T4"}],
-                               "workload": {"rate": "1/s"}})
+    scenario = parse_scenario(
+        {
+            "name": "tiny",
+            "duration": "3m",
+            "fleet": [{"host": "h", "gpus": 1, "model": "T4"}],
+            "workload": {"rate": "1/s"},
+        }
+    )
     calls: list[tuple[int, int]] = []
     run_scenario(scenario, progress=lambda done, total: calls.append((done, total)))
     assert [done for done, _ in calls] == [60 * 10**9, 120 * 10**9, 180 * 10**9]

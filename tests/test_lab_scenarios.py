@@ -9,7 +9,13 @@ from collections import Counter
 import pytest
 
 from gpu_rca.lab.engine import run_scenario
-from gpu_rca.lab.scenario import EXPECTED_ERROR_TYPES, load_scenario, parse_duration_ns, parse_rate_per_s, shipped_scenarios
+from gpu_rca.lab.scenario import (
+    EXPECTED_ERROR_TYPES,
+    load_scenario,
+    parse_duration_ns,
+    parse_rate_per_s,
+    shipped_scenarios,
+)
 from gpu_rca.schemas import attributes as A
 from gpu_rca.schemas.causes import CAUSE_IDS
 from gpu_rca.schemas.errors import InputError
@@ -76,7 +82,9 @@ def test_cli_reports_a_bad_scenario_in_one_line(tmp_path):
     path = _write(tmp_path, extra="colour: red")
     done = subprocess.run(
         [sys.executable, "-m", "gpu_rca", "lab", "run", str(path), "--out", str(tmp_path / "out")],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 1
     assert done.stderr.startswith("Error: scenario ") and "unknown key 'colour'" in done.stderr
@@ -117,13 +125,19 @@ def _check_failures(name: str) -> None:
         assert set(failures) & EXPECTED_ERRORS[cause["cause"]], f"{name}: no {cause['cause']} failures in {failures}"
         uuid = cause["drivers"].get(A.GPU_UUID)
         if uuid is not None:
-            on_gpu = Counter(s.attributes.get(A.GPU_UUID) for s in run.spans if s.attributes.get(A.ERROR_TYPE)
-                             in EXPECTED_ERRORS[cause["cause"]])
+            on_gpu = Counter(
+                s.attributes.get(A.GPU_UUID)
+                for s in run.spans
+                if s.attributes.get(A.ERROR_TYPE) in EXPECTED_ERRORS[cause["cause"]]
+            )
             assert on_gpu.most_common(1)[0][0] == uuid, f"{name}: failures are not concentrated on {uuid}"
         host = cause["drivers"].get(A.HOST_NAME)
         if host is not None:
-            on_host = Counter(s.resource.attributes.get(A.HOST_NAME) for s in run.spans
-                              if s.attributes.get(A.ERROR_TYPE) in EXPECTED_ERRORS[cause["cause"]])
+            on_host = Counter(
+                s.resource.attributes.get(A.HOST_NAME)
+                for s in run.spans
+                if s.attributes.get(A.ERROR_TYPE) in EXPECTED_ERRORS[cause["cause"]]
+            )
             assert on_host.most_common(1)[0][0] == host, f"{name}: failures are not concentrated on {host}"
     main_types = EXPECTED_ERRORS[truth["cause"]]
     assert max(failures, key=failures.get) in main_types, f"{name}: truth cause is not the most failures: {failures}"

@@ -35,8 +35,9 @@ def _field(number: int, wire_type: int, payload: bytes) -> bytes:
 
 
 def test_repeated_values_hit_the_cache_and_give_the_rows_decoding_everything_gives():
-    body = request(*((serial, stamps(POWER_MEAN=60.0 + serial % 3, MEMORY_USED_MAX=2**34 + serial))
-                     for serial in range(1, 41))).SerializeToString()
+    body = request(
+        *((serial, stamps(POWER_MEAN=60.0 + serial % 3, MEMORY_USED_MAX=2**34 + serial)) for serial in range(1, 41))
+    ).SerializeToString()
     cache = AttributeCache()
     first, again = _rows(body, cache), _rows(body, cache)
     assert first == again == _rows(body, AttributeCache(max_entries=0))
@@ -68,15 +69,22 @@ def test_unusual_encodings_of_a_stamp_read_as_the_canonical_one():
         assert row["gpu_power_mean"] == 61.5, name
 
 
-@pytest.mark.parametrize(("value", "column", "expected"), [
-    (AnyValue(int_value=-3), "gpu_ecc_corrected_delta", -3),
-    (AnyValue(int_value=2**63 - 1), "gpu_memory_used_max", 2**63 - 1),
-    (AnyValue(double_value=math.nan), "gpu_power_mean", None),
-    (AnyValue(double_value=-math.inf), "inference_queue_ms", None),
-])
+@pytest.mark.parametrize(
+    ("value", "column", "expected"),
+    [
+        (AnyValue(int_value=-3), "gpu_ecc_corrected_delta", -3),
+        (AnyValue(int_value=2**63 - 1), "gpu_memory_used_max", 2**63 - 1),
+        (AnyValue(double_value=math.nan), "gpu_power_mean", None),
+        (AnyValue(double_value=-math.inf), "inference_queue_ms", None),
+    ],
+)
 def test_edge_values_are_read_as_upb_reads_them(value: AnyValue, column: str, expected: object):
-    attribute = {"gpu_ecc_corrected_delta": a.ECC_CORRECTED_DELTA, "gpu_memory_used_max": a.MEMORY_USED_MAX,
-                 "gpu_power_mean": a.POWER_MEAN, "inference_queue_ms": a.QUEUE_MS}[column]
+    attribute = {
+        "gpu_ecc_corrected_delta": a.ECC_CORRECTED_DELTA,
+        "gpu_memory_used_max": a.MEMORY_USED_MAX,
+        "gpu_power_mean": a.POWER_MEAN,
+        "inference_queue_ms": a.QUEUE_MS,
+    }[column]
     raw = KeyValue(key=attribute, value=value).SerializeToString()
     for cache in (AttributeCache(), AttributeCache(max_entries=0)):
         (row,) = _rows(_with_raw_attributes(raw), cache)
@@ -112,5 +120,7 @@ def test_attribute_bytes_that_are_no_key_value_are_refused_and_never_cached(raw:
 def test_a_decoded_message_and_its_bytes_give_the_same_rows():
     message = request((1, stamps()), (2, stamps(XID=[13, 79])))
     assert isinstance(message, ExportTraceServiceRequest)
-    assert _rows(message.SerializeToString(), AttributeCache()) == \
-        spans_from_request(message, cache=AttributeCache()).spans.to_pylist()
+    assert (
+        _rows(message.SerializeToString(), AttributeCache())
+        == spans_from_request(message, cache=AttributeCache()).spans.to_pylist()
+    )

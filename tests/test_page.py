@@ -17,15 +17,27 @@ from tests.support.digest import XSS, analysis_for, build_incident
 
 pytestmark = pytest.mark.chromium
 ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
-                  "--disable-component-update", "--disable-sync")
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--no-first-run",
+    "--disable-component-update",
+    "--disable-sync",
+)
 
 
 def chromium(url: str, profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """Run headless Chromium once on `url` with a fresh profile folder."""
     binary = require_binary("chromium")
-    return subprocess.run([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args, url],
-                          capture_output=True, text=True, timeout=120, check=True)
+    return subprocess.run(
+        [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args, url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
 
 
 def dump_dom(url: str, tmp_path: Path) -> str:
@@ -37,8 +49,9 @@ def screenshot(url: str, tmp_path: Path, name: str, height: int = 2600) -> Path:
     """A PNG of the page, kept under test-artifacts/ for people to look at."""
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / name
-    chromium(url, tmp_path / "profile-shot", f"--screenshot={path}", f"--window-size=1280,{height}",
-             "--hide-scrollbars")
+    chromium(
+        url, tmp_path / "profile-shot", f"--screenshot={path}", f"--window-size=1280,{height}", "--hide-scrollbars"
+    )
     return path
 
 
@@ -48,8 +61,12 @@ def page(tmp_path_factory) -> tuple[Path, dict]:
     folder = tmp_path_factory.mktemp("page")
     with Store(":memory:") as store:
         incident = build_incident(store, hostile=True)
-        made = build_digest(store.connection, analysis_for(incident, hostile=True), trigger=Trigger("manual"),
-                            grafana_url="http://grafana.example:3000")
+        made = build_digest(
+            store.connection,
+            analysis_for(incident, hostile=True),
+            trigger=Trigger("manual"),
+            grafana_url="http://grafana.example:3000",
+        )
     path = folder / "digest.html"
     path.write_text(render_html(made), encoding="utf-8")
     return path, incident
@@ -82,8 +99,16 @@ def test_html_in_span_attributes_and_log_lines_shows_as_text(page, tmp_path):
 
 
 def test_digest_list_page(tmp_path):
-    rows = [DigestSummary("20260302T101500Z-abc123", "2026-03-02T10:15:00.000Z", "alertmanager",
-                          f"12 of 90 failed on {XSS}", "gpu_oom_large_inputs", 12)]
+    rows = [
+        DigestSummary(
+            "20260302T101500Z-abc123",
+            "2026-03-02T10:15:00.000Z",
+            "alertmanager",
+            f"12 of 90 failed on {XSS}",
+            "gpu_oom_large_inputs",
+            12,
+        )
+    ]
     path = tmp_path / "list.html"
     path.write_text(render_list_html(rows), encoding="utf-8")
     dom = dump_dom(path.as_uri(), tmp_path)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import socket
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -52,8 +52,23 @@ class Live:
 def start_cli_exporter() -> tuple[subprocess.Popen[str], str, threading.Thread]:
     """`gpu-rca exporter --simulate SCENARIO` on a free loopback port, and its /metrics URL."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "gpu_rca", "exporter", "--simulate", "thermal-fan-failure-l4", "--host", "127.0.0.1",
-         "--port", "0"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "gpu_rca",
+            "exporter",
+            "--simulate",
+            "thermal-fan-failure-l4",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     found: list[str] = []
 
     def read() -> None:
@@ -87,28 +102,41 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     # A second target that speaks the 1.x names with a lowercase host label, as old exporters did.
     registry = CollectorRegistry()
     Gauge("dcgm_gpu_temp", "GPU temperature (in C).", ["gpu", "UUID", "hostname"], registry=registry).labels(
-        "0", ALIAS_UUID, "node-old").set(57)
+        "0", ALIAS_UUID, "node-old"
+    ).set(57)
     old_port = free_port()
     old_server, old_thread = start_http_server(old_port, addr="127.0.0.1", registry=registry)
     cli, cli_url, cli_reader = start_cli_exporter()
     with urllib.request.urlopen(cli_url, timeout=10) as response:
         cli_gpus = dict(re.findall(r'UUID="([^"]+)".*?Hostname="([^"]+)"', response.read().decode()))
     config = tmp / "prometheus.yml"
-    config.write_text(yaml.safe_dump({
-        "global": {"scrape_interval": "1s"},
-        "scrape_configs": [
-            {"job_name": "gpu-rca-exporter",
-             "static_configs": [{"targets": [f"127.0.0.1:{exporter.server_address[1]}"]}]},
-            {"job_name": "old-dcgm", "static_configs": [{"targets": [f"127.0.0.1:{old_port}"]}]},
-            {"job_name": "gpu-rca-exporter-cli", "static_configs": [{"targets": [cli_url.split("/")[2]]}]},
-        ],
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "global": {"scrape_interval": "1s"},
+                "scrape_configs": [
+                    {
+                        "job_name": "gpu-rca-exporter",
+                        "static_configs": [{"targets": [f"127.0.0.1:{exporter.server_address[1]}"]}],
+                    },
+                    {"job_name": "old-dcgm", "static_configs": [{"targets": [f"127.0.0.1:{old_port}"]}]},
+                    {"job_name": "gpu-rca-exporter-cli", "static_configs": [{"targets": [cli_url.split("/")[2]]}]},
+                ],
+            }
+        )
+    )
     port = free_port()
     started_ns = time.time_ns()
     process = subprocess.Popen(
-        [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     url = f"http://127.0.0.1:{port}"
 
@@ -155,12 +183,13 @@ def test_pull_stores_canonical_samples_for_every_gpu(live: Live) -> None:
         assert {m.GPU_TEMP, m.POWER_USAGE, m.FB_USED, m.SM_CLOCK, m.GPU_UTIL} <= metrics
         assert metrics <= set(m.METRICS_BY_NAME)  # canonical names only, aliases mapped
         per_gpu = dict(con.execute("SELECT gpu_uuid, any_value(host) FROM metric_samples GROUP BY 1").fetchall())
-        assert per_gpu == {**{uuid: "node-r" for uuid in live.uuids}, ALIAS_UUID: "node-old", **live.cli_gpus}
+        assert per_gpu == {**dict.fromkeys(live.uuids, "node-r"), ALIAS_UUID: "node-old", **live.cli_gpus}
         assert len(live.cli_gpus) >= 2
         alias = con.execute("SELECT DISTINCT value FROM metric_samples WHERE gpu_uuid = ?", [ALIAS_UUID]).fetchall()
         assert alias == [(57.0,)]
-        inventory = con.execute("SELECT gpu_uuid, host, pci_bus_id FROM gpus WHERE host = 'node-r' "
-                                "ORDER BY gpu_index").fetchall()
+        inventory = con.execute(
+            "SELECT gpu_uuid, host, pci_bus_id FROM gpus WHERE host = 'node-r' ORDER BY gpu_index"
+        ).fetchall()
         assert [row[0] for row in inventory] == list(live.uuids)
         assert all(len(row[2]) == 12 and row[2] == row[2].lower() for row in inventory)  # 0000:bb:dd.f
         again = pull_windows(store, live.url, [recent(live)], timeout_s=10)
@@ -170,8 +199,10 @@ def test_pull_stores_canonical_samples_for_every_gpu(live: Live) -> None:
 def test_a_window_for_one_gpu_stores_only_that_gpu(live: Live) -> None:
     with Store(":memory:") as store:
         half = recent(live)
-        windows = [PullWindow(half.start_ns, half.end_ns - 30 * NS, frozenset({live.uuids[0]})),
-                   PullWindow(half.end_ns - 40 * NS, half.end_ns, frozenset({live.uuids[0]}))]
+        windows = [
+            PullWindow(half.start_ns, half.end_ns - 30 * NS, frozenset({live.uuids[0]})),
+            PullWindow(half.end_ns - 40 * NS, half.end_ns, frozenset({live.uuids[0]})),
+        ]
         summary = pull_windows(store, live.url, windows, timeout_s=10)
         assert summary.queries == 1  # overlapping windows are one query
         stored = store.connection.execute("SELECT DISTINCT gpu_uuid FROM metric_samples").fetchall()
@@ -192,8 +223,10 @@ def test_serve_pulls_around_failed_spans_as_they_arrive(live: Live, tmp_path: Pa
         if attribute.key == "gpu.uuid":
             attribute.value.string_value = live.uuids[1]
     db = tmp_path / "store.duckdb"
-    with ServeProcess(db, args=["--prometheus", live.url, "--pull-interval", "0.5"]) as process, \
-            httpx.Client(base_url=process.url, timeout=30) as client:
+    with (
+        ServeProcess(db, args=["--prometheus", live.url, "--pull-interval", "0.5"]) as process,
+        httpx.Client(base_url=process.url, timeout=30) as client,
+    ):
         assert client.post("/v1/traces", content=request.SerializeToString(), headers=PB).status_code == 200
 
         def pulled() -> bool:
@@ -228,8 +261,11 @@ def test_a_silent_prometheus_ends_the_pull_at_the_timeout() -> None:
 
 
 def test_windows_merge_and_choose_their_step() -> None:
-    a, b, c = (PullWindow(0, 10 * NS, frozenset({"GPU-a"})), PullWindow(5 * NS, 20 * NS, frozenset({"GPU-b"})),
-               PullWindow(30 * NS, 40 * NS))
+    a, b, c = (
+        PullWindow(0, 10 * NS, frozenset({"GPU-a"})),
+        PullWindow(5 * NS, 20 * NS, frozenset({"GPU-b"})),
+        PullWindow(30 * NS, 40 * NS),
+    )
     assert merge_windows([c, b, a]) == [PullWindow(0, 20 * NS, frozenset({"GPU-a", "GPU-b"})), c]
     assert merge_windows([a, PullWindow(8 * NS, 9 * NS)]) == [PullWindow(0, 10 * NS)]  # "every GPU" wins
     assert step_seconds(PullWindow(0, 60 * NS)) == 1

@@ -23,16 +23,27 @@ FLEET = [{"host": "node-a", "gpus": 2, "model": "L4"}, {"host": "node-b", "gpus"
 SCENARIOS: dict[str, dict[str, Any]] = {
     # Capped from minute 3 to the end of a 12-minute run: most of its successes ran under the cap.
     "long-cap": {
-        "seed": 5, "duration": "12m", "fleet": FLEET,
-        "workload": {"rate": "5.2/s", "input_size": {512: 0.3, 768: 0.7}, "model": {"ddcolor_paper": 1},
-                     "timeout": "20s"},
+        "seed": 5,
+        "duration": "12m",
+        "fleet": FLEET,
+        "workload": {
+            "rate": "5.2/s",
+            "input_size": {512: 0.3, 768: 0.7},
+            "model": {"ddcolor_paper": 1},
+            "timeout": "20s",
+        },
         "faults": [{"kind": "power_cap", "gpu": "node-b/0", "start": "3m", "severity": 0.7}],
     },
     # A co-tenant on every GPU of node-b from minute 3 to the end; requests that fit beside it still succeed.
     "long-co-tenant": {
-        "seed": 6, "duration": "12m", "fleet": FLEET,
-        "workload": {"rate": "2/s", "input_size": {512: 0.6, 768: 0.4},
-                     "model": {"ddcolor_paper_tiny": 0.7, "ddcolor_paper": 0.3}},
+        "seed": 6,
+        "duration": "12m",
+        "fleet": FLEET,
+        "workload": {
+            "rate": "2/s",
+            "input_size": {512: 0.6, 768: 0.4},
+            "model": {"ddcolor_paper_tiny": 0.7, "ddcolor_paper": 0.3},
+        },
         "faults": [{"kind": "foreign_process", "gpu": f"node-b/{i}", "start": "3m", "severity": 0.8} for i in (0, 1)],
     },
 }

@@ -13,11 +13,11 @@ from typing import Any
 import duckdb
 import pytest
 
-from tests.support.ranking import check_contract, incident_stores
-
 from gpu_rca import correlate
 from gpu_rca.correlate.ranking.evidence import numbers_missing_from_evidence, summary_numbers
 from gpu_rca.schemas.errors import InputError
+from tests.support.ranking import check_contract, incident_stores
+
 
 @pytest.fixture(scope="module")
 def incidents(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, dict[str, Any]]]:
@@ -89,9 +89,13 @@ def test_background_noise_and_a_skewed_host_clock_change_nothing(incidents, tmp_
     copy = tmp_path / "noisy.duckdb"
     shutil.copy(db, copy)
     con = duckdb.connect(str(copy))
-    con.execute("UPDATE spans SET status = 'ERROR', error_type = 'ValueError'"
-                " WHERE is_inference AND status <> 'ERROR' AND hash(span_id) % 200 = 0")
-    con.execute("UPDATE spans SET start_ns = start_ns + 60000000000, end_ns = end_ns + 60000000000 WHERE host = 'node-a'")
+    con.execute(
+        "UPDATE spans SET status = 'ERROR', error_type = 'ValueError'"
+        " WHERE is_inference AND status <> 'ERROR' AND hash(span_id) % 200 = 0"
+    )
+    con.execute(
+        "UPDATE spans SET start_ns = start_ns + 60000000000, end_ns = end_ns + 60000000000 WHERE host = 'node-a'"
+    )
     con.close()
     result = correlate.analyze(copy)
     check_contract(result)
@@ -121,8 +125,19 @@ def test_summary_numbers_ignore_identifiers() -> None:
 
 
 def test_quoted_driver_values_count_as_identifiers_only_when_they_are_evidence_names() -> None:
-    evidence = [{"kind": "driver", "name": "ddcolor.input_size=1280", "gpu_uuid": None, "host": None, "value": 48,
-                 "baseline": 8.3, "unit": "%", "start": None, "end": None}]
+    evidence = [
+        {
+            "kind": "driver",
+            "name": "ddcolor.input_size=1280",
+            "gpu_uuid": None,
+            "host": None,
+            "value": 48,
+            "baseline": 8.3,
+            "unit": "%",
+            "start": None,
+            "end": None,
+        }
+    ]
     quoted = {"summary": "48 % of them had ddcolor.input_size=1280 against 8.3 % of successes.", "evidence": evidence}
     assert numbers_missing_from_evidence(quoted) == []
     invented = {"summary": "48 % of them had ddcolor.input_size=2048 against 8.3 %.", "evidence": evidence}

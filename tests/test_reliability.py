@@ -9,8 +9,8 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -22,8 +22,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from gpu_rca import lab
 from benchmarks.load import PROTOBUF, BatchSource
+from gpu_rca import lab
 from gpu_rca.collector import Collector
 from gpu_rca.correlate.server.process import ServeProcess, wait_for
 from gpu_rca.correlate.store import Store
@@ -44,8 +44,14 @@ def run_app(code: str, **env: str) -> dict:
     """Run `code` as an application would, in a fresh interpreter; it prints one JSON line last."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CUDA_VISIBLE"))}
     full_env.update(env, PYTHONPATH=str(REPO))
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                          env=full_env, timeout=120, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=120,
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -68,8 +74,10 @@ def test_sigkill_mid_ingest_loses_no_acknowledged_span_and_keeps_no_partial_batc
     acked: list[int] = []
     stop = threading.Event()
     server = ServeProcess(db)
-    clients = [threading.Thread(target=_send_until_killed, args=(f"{server.url}/v1/traces", source, acked, stop))
-               for _ in range(8)]
+    clients = [
+        threading.Thread(target=_send_until_killed, args=(f"{server.url}/v1/traces", source, acked, stop))
+        for _ in range(8)
+    ]
     for client in clients:
         client.start()
     wait_for(lambda: len(acked) >= 20, timeout_s=60, what="20 batches acknowledged")
@@ -84,12 +92,19 @@ def test_sigkill_mid_ingest_loses_no_acknowledged_span_and_keeps_no_partial_batc
 
     # Restarting replays DuckDB's write-ahead log; the store opens and takes writes again.
     with ServeProcess(db) as again, httpx.Client(timeout=30) as client:
-        assert client.post(f"{again.url}/v1/traces", content=trace_request(2).SerializeToString(),
-                           headers=PROTOBUF).status_code == 200
+        assert (
+            client.post(
+                f"{again.url}/v1/traces", content=trace_request(2).SerializeToString(), headers=PROTOBUF
+            ).status_code
+            == 200
+        )
         assert again.stop() == 0
     with duckdb.connect(str(db), read_only=True) as con:
-        per_batch = dict(con.execute(
-            "SELECT substr(trace_id, 1, 16), count(*) FROM spans WHERE trace_id LIKE '0000%' GROUP BY 1").fetchall())
+        per_batch = dict(
+            con.execute(
+                "SELECT substr(trace_id, 1, 16), count(*) FROM spans WHERE trace_id LIKE '0000%' GROUP BY 1"
+            ).fetchall()
+        )
     stored = {int(prefix, 16): count for prefix, count in per_batch.items()}
     assert set(acked) <= set(stored)  # every acknowledged batch survived the kill
     assert set(stored.values()) == {SPANS_PER_BATCH}  # and no batch is there in part
@@ -115,9 +130,15 @@ def _failure_store(path: Path) -> None:
     start_ns = 1_767_225_600 * 10**9
     for index in range(40):
         failed = index % 4 == 0
-        attributes = {"gpu.telemetry.source": "simulated", "gpu.uuid": "GPU-0a0a0a0a-1111-2222-3333-444455556666",
-                      "gpu.index": 0, "ddcolor.input_size": 1280 if failed else 512, "gpu.memory.used.max": 23_000_000_000,
-                      "gpu.memory.total": 24_000_000_000, **({"error.type": "cuda_oom"} if failed else {})}
+        attributes = {
+            "gpu.telemetry.source": "simulated",
+            "gpu.uuid": "GPU-0a0a0a0a-1111-2222-3333-444455556666",
+            "gpu.index": 0,
+            "ddcolor.input_size": 1280 if failed else 512,
+            "gpu.memory.used.max": 23_000_000_000,
+            "gpu.memory.total": 24_000_000_000,
+            **({"error.type": "cuda_oom"} if failed else {}),
+        }
         span = tracer.start_span("ddcolor.inference", attributes=attributes, start_time=start_ns + index * 10**9)
         if failed:
             from opentelemetry.trace import Status, StatusCode
@@ -128,14 +149,19 @@ def _failure_store(path: Path) -> None:
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
     with Store(path) as store:
-        store.ingest_trace_request(ExportTraceServiceRequest.FromString(
-            encode_spans(exporter.get_finished_spans()).SerializeToString()))
+        store.ingest_trace_request(
+            ExportTraceServiceRequest.FromString(encode_spans(exporter.get_finished_spans()).SerializeToString())
+        )
 
 
 def _analyze(db: Path, *extra: str) -> tuple[subprocess.CompletedProcess[str], float]:
     started = time.monotonic()
-    run = subprocess.run([sys.executable, "-m", "gpu_rca", "analyze", "--db", str(db), "--json", *extra],
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-m", "gpu_rca", "analyze", "--db", str(db), "--json", *extra],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     return run, time.monotonic() - started
 
 
@@ -231,13 +257,27 @@ def test_the_stack_alerts_when_gpu_rca_is_down_or_refusing_spans_and_tells_peopl
     from gpu_rca.schemas import metrics as m
     from tests.support import require_binary
 
-    rules = {rule["alert"]: rule for group in yaml.safe_load(
-        (REPO / "deploy/prometheus/rules/gpu-alerts.yml").read_text())["groups"] for rule in group["rules"]}
+    rules = {
+        rule["alert"]: rule
+        for group in yaml.safe_load((REPO / "deploy/prometheus/rules/gpu-alerts.yml").read_text())["groups"]
+        for rule in group["rules"]
+    }
     assert 'up{job="gpu-rca"} == 0' in rules["GpuRcaDown"]["expr"]
     assert m.SERVE_SPANS_DROPPED in rules["GpuRcaDroppingSpans"]["expr"]  # the name /metrics serves
     amtool = require_binary("amtool")  # promtool's tests of both rules run in test_deploy_prometheus
     for alert in ("GpuRcaDown", "GpuRcaDroppingSpans"):
-        routed = subprocess.run([amtool, "config", "routes", "test",
-                                 f"--config.file={REPO / 'deploy/alertmanager/alertmanager.yml'}",
-                                 f"alertname={alert}", "severity=warning"], capture_output=True, text=True, timeout=30)
+        routed = subprocess.run(
+            [
+                amtool,
+                "config",
+                "routes",
+                "test",
+                f"--config.file={REPO / 'deploy/alertmanager/alertmanager.yml'}",
+                f"alertname={alert}",
+                "severity=warning",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert routed.stdout.strip() == "chat", routed.stderr  # a struggling gpu-rca is not sent its own alert

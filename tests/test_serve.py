@@ -65,8 +65,12 @@ def test_sdk_spans_and_logs_arrive_with_every_stamp_typed(server: ServeProcess, 
         with tracer.start_as_current_span("ddcolor.inference", attributes=stamps) as span:
             span.add_event("gpu.xid", {"gpu.xid": 79})
             span.set_status(Status(StatusCode.ERROR, "CUDA out of memory"))
-            logger.emit(body=f"request {index} failed", severity_number=SeverityNumber.ERROR,
-                        context=set_span_in_context(span), attributes={"request": index})
+            logger.emit(
+                body=f"request {index} failed",
+                severity_number=SeverityNumber.ERROR,
+                context=set_span_in_context(span),
+                attributes={"request": index},
+            )
             expected[format(span.get_span_context().span_id, "016x")] = stamps
     with tracer.start_as_current_span("http.request"):
         pass  # a plain span: stored, not an inference span
@@ -76,10 +80,14 @@ def test_sdk_spans_and_logs_arrive_with_every_stamp_typed(server: ServeProcess, 
 
     columns = ", ".join(s.column for s in a.STAMPS)
     with duckdb.connect(str(tmp_path / "store.duckdb"), read_only=True) as con:
-        rows = con.execute(f"SELECT span_id, service, service_version, host, status, is_inference, {columns} "
-                           "FROM spans").fetchall()
-        types = dict(con.execute("SELECT column_name, data_type FROM information_schema.columns "
-                                 "WHERE table_name = 'spans'").fetchall())
+        rows = con.execute(
+            f"SELECT span_id, service, service_version, host, status, is_inference, {columns} FROM spans"
+        ).fetchall()
+        types = dict(
+            con.execute(
+                "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'spans'"
+            ).fetchall()
+        )
         events = con.execute("SELECT name, attributes FROM span_events").fetchall()
         logs = con.execute("SELECT body, severity, trace_id, span_id, service, host FROM logs ORDER BY body").fetchall()
     by_span = {row[0]: row for row in rows}

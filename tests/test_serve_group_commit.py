@@ -40,8 +40,7 @@ def test_requests_queued_together_are_committed_together_and_each_answered(tmp_p
         threading.Thread(target=writer.call, args=(lambda s: (entered.set(), gate.wait(30)),)).start()
         assert entered.wait(10)
         with ThreadPoolExecutor(len(bodies)) as pool:
-            answers = [pool.submit(client.post, "/v1/traces", content=body, headers=PB)
-                       for body in bodies]
+            answers = [pool.submit(client.post, "/v1/traces", content=body, headers=PB) for body in bodies]
             wait_for(lambda: writer.depth == len(bodies), timeout_s=20, what="every request queued")
             assert not any(answer.done() for answer in answers)  # nobody is answered before the commit
             commits = _commits(client)
@@ -63,7 +62,6 @@ def test_span_attribute_bytes_that_are_no_key_value_are_refused_and_store_nothin
         response = client.post("/v1/traces", content=message.SerializeToString(), headers=PB)
         assert response.status_code == 400
         assert "KeyValue" in response.content.decode("utf-8", "replace")
-        assert client.post("/v1/traces", content=trace_request(2).SerializeToString(),
-                           headers=PB).status_code == 200
+        assert client.post("/v1/traces", content=trace_request(2).SerializeToString(), headers=PB).status_code == 200
     assert store.connection.execute("SELECT count(*) FROM spans").fetchone()[0] == 2
     store.close()

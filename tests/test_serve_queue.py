@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import threading
-from pathlib import Path
-
 import socket
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import uvicorn
@@ -15,8 +14,8 @@ from google.rpc import status_pb2
 from starlette.applications import Starlette
 
 from gpu_rca.correlate.server import ServerConfig, WriterClosed, create_app
-from gpu_rca.correlate.server.writer import Writer
 from gpu_rca.correlate.server.process import wait_for
+from gpu_rca.correlate.server.writer import Writer
 from gpu_rca.correlate.store import Store
 from tests.test_serve_errors import PB, trace_request
 
@@ -71,8 +70,9 @@ def test_a_full_queue_answers_503_with_retry_after_and_stores_nothing(tmp_path: 
             assert "gpu_rca_serve_queue_depth 1.0" in client.get("/metrics").text
             busy = client.post("/v1/traces", content=payload, headers=PB)
             assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
-            assert "ingest queue full (1 requests waiting for the store); retry later" == (
-                status_pb2.Status.FromString(busy.content).message)
+            assert (
+                status_pb2.Status.FromString(busy.content).message
+            ) == "ingest queue full (1 requests waiting for the store); retry later"
             assert reader.execute("SELECT count(*) FROM spans").fetchone()[0] == 0
         assert client.post("/v1/traces", content=payload, headers=PB).status_code == 200
     assert store.connection.execute("SELECT count(*) FROM spans").fetchone()[0] == 3
@@ -90,8 +90,10 @@ def test_shutdown_runs_every_queued_write_before_the_store_closes(tmp_path: Path
     with running(app):
         threading.Thread(target=writer.call, args=(lambda s: (entered.set(), gate.wait(30)),)).start()
         assert entered.wait(10)
-        workers = [threading.Thread(target=lambda r=r: results.append(writer.call(lambda s: s.ingest_trace_request(r))))
-                   for r in requests]
+        workers = [
+            threading.Thread(target=lambda r=r: results.append(writer.call(lambda s: s.ingest_trace_request(r))))
+            for r in requests
+        ]
         for worker in workers:
             worker.start()
         wait_for(lambda: writer.depth == len(requests), timeout_s=10, what="all writes queued")

@@ -78,11 +78,29 @@ def test_sdk_spans_land_in_typed_columns():
         span = request.resource_spans[0].scope_spans[0].spans
         inference = next(sp for sp in span if sp.name == "ddcolor.inference")
         assert row == (
-            inference.trace_id.hex(), inference.span_id.hex(), inference.parent_span_id.hex(),
-            "ddcolor", "1.4.0", "node-a", "ERROR", True,
-            UUID, 0, "0000:3b:00.0", 83, 61.5, 24_152_899_584,  # PCI bus id normalised (Contract 2)
-            ["sw_thermal", "hw_slowdown"], [79], 3.25, "gpu_lost", 1280,
-            "ddcolor_paper_tiny", "/colorize", None, "ddcolor",
+            inference.trace_id.hex(),
+            inference.span_id.hex(),
+            inference.parent_span_id.hex(),
+            "ddcolor",
+            "1.4.0",
+            "node-a",
+            "ERROR",
+            True,
+            UUID,
+            0,
+            "0000:3b:00.0",
+            83,
+            61.5,
+            24_152_899_584,  # PCI bus id normalised (Contract 2)
+            ["sw_thermal", "hw_slowdown"],
+            [79],
+            3.25,
+            "gpu_lost",
+            1280,
+            "ddcolor_paper_tiny",
+            "/colorize",
+            None,
+            "ddcolor",
         )
         assert len(row[0]) == 32 and row[0] == row[0].lower()
         server = store.connection.execute("SELECT is_inference, status, gpu_uuid FROM spans WHERE NOT is_inference")
@@ -93,9 +111,11 @@ def test_sdk_spans_land_in_typed_columns():
 
 def test_every_stamp_has_its_typed_column():
     with Store() as store:
-        types = dict(store.connection.execute(
-            "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = 'spans'"
-        ).fetchall())
+        types = dict(
+            store.connection.execute(
+                "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = 'spans'"
+            ).fetchall()
+        )
     for stamp in a.STAMPS:
         assert types[stamp.column] == stamp.sql_type, stamp.attribute
 
@@ -130,8 +150,12 @@ def test_sdk_logs_are_stored_once_with_trace_ids():
     provider = LoggerProvider(resource=Resource.create(RESOURCE))
     provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
     logger = provider.get_logger("ddcolor")
-    logger.emit(timestamp=1_700_000_000_123_456_789, severity_number=SeverityNumber.ERROR,
-                body="CUDA error: an illegal memory access was encountered", attributes={"code.function": "run"})
+    logger.emit(
+        timestamp=1_700_000_000_123_456_789,
+        severity_number=SeverityNumber.ERROR,
+        body="CUDA error: an illegal memory access was encountered",
+        attributes={"code.function": "run"},
+    )
     logger.emit(timestamp=1_700_000_000_223_456_789, severity_number=SeverityNumber.INFO, body={"k": [1, 2]})
     provider.shutdown()
     request = encode_logs(exporter.get_finished_logs())
@@ -142,8 +166,14 @@ def test_sdk_logs_are_stored_once_with_trace_ids():
             "SELECT ts_ns, severity, body, service, host, attributes->>'$.\"code.function\"' FROM logs ORDER BY ts_ns"
         ).fetchall()
     assert rows == [
-        (1_700_000_000_123_456_789, "ERROR", "CUDA error: an illegal memory access was encountered",
-         "ddcolor", "node-a", "run"),
+        (
+            1_700_000_000_123_456_789,
+            "ERROR",
+            "CUDA error: an illegal memory access was encountered",
+            "ddcolor",
+            "node-a",
+            "run",
+        ),
         (1_700_000_000_223_456_789, "INFO", '{"k":[1,2]}', "ddcolor", "node-a", None),
     ]
 
@@ -151,15 +181,19 @@ def test_sdk_logs_are_stored_once_with_trace_ids():
 def test_samples_without_uuid_are_placed_through_the_inventory():
     with Store() as store:
         store.upsert_gpus([GpuRecord(UUID, host="node-a", gpu_index=0, pci_bus_id="0000:3b:00.0")])
-        result = store.ingest_metric_samples([
-            MetricSample(1_000, "DCGM_FI_DEV_GPU_TEMP", 70.0, host="node-a", pci_bus_id="0000:3b:00.0"),
-            MetricSample(2_000, "DCGM_FI_DEV_GPU_TEMP", 71.0, host="node-a", gpu_index=0),
-            MetricSample(3_000, "DCGM_FI_DEV_GPU_TEMP", 72.0, host="node-b", gpu_index=0),
-            MetricSample(1_000, "DCGM_FI_DEV_GPU_TEMP", 70.0, gpu_uuid=UUID, host="node-a"),
-            MetricSample(4_000, "DCGM_FI_DEV_GPU_TEMP", 73.0, gpu_uuid=UUID),  # 1.x: no host label
-        ])
+        result = store.ingest_metric_samples(
+            [
+                MetricSample(1_000, "DCGM_FI_DEV_GPU_TEMP", 70.0, host="node-a", pci_bus_id="0000:3b:00.0"),
+                MetricSample(2_000, "DCGM_FI_DEV_GPU_TEMP", 71.0, host="node-a", gpu_index=0),
+                MetricSample(3_000, "DCGM_FI_DEV_GPU_TEMP", 72.0, host="node-b", gpu_index=0),
+                MetricSample(1_000, "DCGM_FI_DEV_GPU_TEMP", 70.0, gpu_uuid=UUID, host="node-a"),
+                MetricSample(4_000, "DCGM_FI_DEV_GPU_TEMP", 73.0, gpu_uuid=UUID),  # 1.x: no host label
+            ]
+        )
         assert (result.accepted, result.rejected, result.stored) == (4, 1, 3)
-        rows = store.connection.execute("SELECT ts_ns, gpu_uuid, host, value FROM metric_samples ORDER BY ts_ns").fetchall()
+        rows = store.connection.execute(
+            "SELECT ts_ns, gpu_uuid, host, value FROM metric_samples ORDER BY ts_ns"
+        ).fetchall()
     assert rows == [(1_000, UUID, "node-a", 70.0), (2_000, UUID, "node-a", 71.0), (4_000, UUID, "node-a", 73.0)]
 
 
@@ -221,13 +255,19 @@ def test_a_store_held_by_another_process_gives_one_line(tmp_path):
     path = tmp_path / "held.duckdb"
     Store.open(path).close()
     holder = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(f"""
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
             import sys, duckdb
             con = duckdb.connect({str(path)!r})
             print("held", flush=True)
             sys.stdin.read()
-        """)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        """),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "held"

@@ -41,13 +41,19 @@ def request(*spans: tuple[int, list[tuple[str, object]]], host: str = "node-a") 
     message = ExportTraceServiceRequest()
     resource_spans = message.resource_spans.add()
     resource_spans.resource.attributes.extend(
-        [KeyValue(key=a.SERVICE_NAME, value=_value("ddcolor")), KeyValue(key=a.HOST_NAME, value=_value(host))])
+        [KeyValue(key=a.SERVICE_NAME, value=_value("ddcolor")), KeyValue(key=a.HOST_NAME, value=_value(host))]
+    )
     scope_spans = resource_spans.scope_spans.add()
     scope_spans.scope.name = "tests"
     for serial, pairs in spans:
-        span = Span(trace_id=serial.to_bytes(16, "big"), span_id=serial.to_bytes(8, "big"), name="ddcolor.inference",
-                    kind=Span.SPAN_KIND_INTERNAL, start_time_unix_nano=1_700_000_000_000_000_000,
-                    end_time_unix_nano=1_700_000_000_250_000_000)
+        span = Span(
+            trace_id=serial.to_bytes(16, "big"),
+            span_id=serial.to_bytes(8, "big"),
+            name="ddcolor.inference",
+            kind=Span.SPAN_KIND_INTERNAL,
+            start_time_unix_nano=1_700_000_000_000_000_000,
+            end_time_unix_nano=1_700_000_000_250_000_000,
+        )
         span.attributes.extend(KeyValue(key=k, value=_value(v)) for k, v in pairs)
         scope_spans.spans.append(span)
     return message
@@ -55,41 +61,86 @@ def request(*spans: tuple[int, list[tuple[str, object]]], host: str = "node-a") 
 
 def stamps(**overrides: object) -> list[tuple[str, object]]:
     """A well-typed stamp set, with some attributes replaced."""
-    values = {a.TELEMETRY_SOURCE: "nvml", a.GPU_UUID: UUID, a.GPU_NAME: "NVIDIA L4", a.GPU_INDEX: 0,
-              a.TEMPERATURE_MAX: 83, a.POWER_MEAN: 61.5, a.XID: [79], a.THROTTLE_REASONS: ["sw_thermal"],
-              a.TELEMETRY_STALE: False, a.DDCOLOR_INPUT_SIZE: 512, a.DDCOLOR_MODEL: "tiny"}
+    values = {
+        a.TELEMETRY_SOURCE: "nvml",
+        a.GPU_UUID: UUID,
+        a.GPU_NAME: "NVIDIA L4",
+        a.GPU_INDEX: 0,
+        a.TEMPERATURE_MAX: 83,
+        a.POWER_MEAN: 61.5,
+        a.XID: [79],
+        a.THROTTLE_REASONS: ["sw_thermal"],
+        a.TELEMETRY_STALE: False,
+        a.DDCOLOR_INPUT_SIZE: 512,
+        a.DDCOLOR_MODEL: "tiny",
+    }
     values.update({getattr(a, name): value for name, value in overrides.items()})
     return list(values.items())
 
 
 def row(store: Store, serial: int, *columns: str) -> tuple:
     return store.connection.execute(
-        f"SELECT {', '.join(columns)} FROM spans WHERE span_id = ?", [serial.to_bytes(8, "big").hex()]).fetchone()
+        f"SELECT {', '.join(columns)} FROM spans WHERE span_id = ?", [serial.to_bytes(8, "big").hex()]
+    ).fetchone()
 
 
 def test_well_typed_stamps_land_typed_and_leave_only_workload_in_the_json():
     with Store() as store:
         result = store.ingest_trace_request(request((1, stamps())))
         assert (result.accepted, result.stored, result.rejected) == (1, 1, 0)
-        got = row(store, 1, "is_inference", "gpu_uuid", "gpu_index", "gpu_temperature_max", "gpu_power_mean",
-                  "gpu_xid", "gpu_throttle_reasons", "gpu_telemetry_stale", "ddcolor_input_size", "attributes")
+        got = row(
+            store,
+            1,
+            "is_inference",
+            "gpu_uuid",
+            "gpu_index",
+            "gpu_temperature_max",
+            "gpu_power_mean",
+            "gpu_xid",
+            "gpu_throttle_reasons",
+            "gpu_telemetry_stale",
+            "ddcolor_input_size",
+            "attributes",
+        )
         assert got[:-1] == (True, UUID, 0, 83, 61.5, [79], ["sw_thermal"], False, 512)
         assert json.loads(got[-1]) == {a.DDCOLOR_INPUT_SIZE: 512, a.DDCOLOR_MODEL: "tiny"}
 
 
 def test_odd_values_are_coerced_or_kept_in_the_json_as_the_json_reader_does():
-    pairs = stamps(POWER_MEAN=61, TEMPERATURE_MAX=83.0, GPU_INDEX="0", XID=[79.0, 13],
-                   THROTTLE_REASONS=["sw_thermal", 7], UTILIZATION_MEAN=math.nan, DDCOLOR_INPUT_SIZE=512.0)
+    pairs = stamps(
+        POWER_MEAN=61,
+        TEMPERATURE_MAX=83.0,
+        GPU_INDEX="0",
+        XID=[79.0, 13],
+        THROTTLE_REASONS=["sw_thermal", 7],
+        UTILIZATION_MEAN=math.nan,
+        DDCOLOR_INPUT_SIZE=512.0,
+    )
     pairs += [("blob", b"\x01\xff"), ("http.route", "/colorize"), ("http.route", "/v2/colorize")]
     with Store() as store:
         store.ingest_trace_request(request((2, pairs)))
-        got = row(store, 2, "gpu_power_mean", "gpu_temperature_max", "gpu_index", "gpu_xid", "gpu_throttle_reasons",
-                  "gpu_utilization_mean", "ddcolor_input_size", "attributes")
+        got = row(
+            store,
+            2,
+            "gpu_power_mean",
+            "gpu_temperature_max",
+            "gpu_index",
+            "gpu_xid",
+            "gpu_throttle_reasons",
+            "gpu_utilization_mean",
+            "ddcolor_input_size",
+            "attributes",
+        )
     assert got[:-1] == (61.0, 83, None, [79, 13], None, None, 512)
     # mistyped stamps stay visible; a later duplicate key wins; bytes as hex; a NaN stamp is just undefined
-    assert json.loads(got[-1]) == {a.GPU_INDEX: "0", a.THROTTLE_REASONS: ["sw_thermal", 7], "blob": "01ff",
-                                   "http.route": "/v2/colorize", a.DDCOLOR_INPUT_SIZE: 512.0,
-                                   a.DDCOLOR_MODEL: "tiny"}
+    assert json.loads(got[-1]) == {
+        a.GPU_INDEX: "0",
+        a.THROTTLE_REASONS: ["sw_thermal", 7],
+        "blob": "01ff",
+        "http.route": "/v2/colorize",
+        a.DDCOLOR_INPUT_SIZE: 512.0,
+        a.DDCOLOR_MODEL: "tiny",
+    }
 
 
 def test_a_span_twice_in_one_request_is_stored_once_and_counted_twice():
@@ -115,8 +166,7 @@ def test_the_inventory_takes_the_latest_record_even_when_a_span_repeats_an_earli
         store.ingest_trace_request(request((7, stamps())))
         store.upsert_gpus([GpuRecord(UUID, name="L4 (exporter label)", host="node-a", host_source="metric")])
         store.ingest_trace_request(request((8, stamps())))  # the same GPU record as the first span's
-        assert store.connection.execute("SELECT name FROM gpus WHERE gpu_uuid = ?", [UUID]).fetchone() == (
-            "NVIDIA L4",)
+        assert store.connection.execute("SELECT name FROM gpus WHERE gpu_uuid = ?", [UUID]).fetchone() == ("NVIDIA L4",)
 
 
 def test_a_gpu_first_seen_in_a_rolled_back_transaction_is_learnt_later():
@@ -126,7 +176,9 @@ def test_a_gpu_first_seen_in_a_rolled_back_transaction_is_learnt_later():
             raise RuntimeError("the batch failed")
         store.ingest_trace_request(request((10, stamps())))
         assert store.connection.execute("SELECT host, name FROM gpus WHERE gpu_uuid = ?", [UUID]).fetchone() == (
-            "node-a", "NVIDIA L4")
+            "node-a",
+            "NVIDIA L4",
+        )
 
 
 def test_a_read_completes_while_a_write_transaction_is_open(tmp_path):

@@ -23,7 +23,8 @@ def _with_event(message: ExportTraceServiceRequest) -> ExportTraceServiceRequest
 
 def _counts(store: Store) -> tuple[int, int]:
     return store.connection.execute(
-        "SELECT (SELECT count(*) FROM spans), (SELECT count(*) FROM span_events)").fetchone()
+        "SELECT (SELECT count(*) FROM spans), (SELECT count(*) FROM span_events)"
+    ).fetchone()
 
 
 def test_a_retried_and_an_overlapping_request_store_only_the_new_spans(tmp_path: Path):
@@ -41,9 +42,11 @@ def test_a_retried_and_an_overlapping_request_store_only_the_new_spans(tmp_path:
 def test_a_group_whose_batches_share_a_span_stores_it_once_and_answers_each_batch(tmp_path: Path):
     with Store(tmp_path / "s.duckdb") as store:
         store.ingest_trace_request(request((1, stamps())))
-        batches = [spans_from_request(request((2, stamps()), (3, stamps()))),
-                   spans_from_request(request((3, stamps()), (4, stamps()))),
-                   spans_from_request(request((1, stamps()), (5, stamps())))]
+        batches = [
+            spans_from_request(request((2, stamps()), (3, stamps()))),
+            spans_from_request(request((3, stamps()), (4, stamps()))),
+            spans_from_request(request((1, stamps()), (5, stamps()))),
+        ]
         assert [(r.accepted, r.stored) for r in store.ingest_span_batches(batches)] == [(2, 2), (2, 1), (2, 1)]
         assert _counts(store) == (5, 0)
         new = [spans_from_request(request((n, stamps()))) for n in (6, 7)]

@@ -89,8 +89,11 @@ def largest_fitting_size(rows: Sequence[tuple[str, int, int]]) -> tuple[float, i
 
 def _input_cap(con: duckdb.DuckDBPyConnection, cause: dict[str, Any], start_ns: int, end_ns: int) -> str | None:
     attribute = next(
-        (d["attribute"] for d in cause.get("drivers", ()) if d["attribute"] in A.WORKLOAD_ATTRIBUTES
-         and isinstance(d["value"], int | float)),
+        (
+            d["attribute"]
+            for d in cause.get("drivers", ())
+            if d["attribute"] in A.WORKLOAD_ATTRIBUTES and isinstance(d["value"], int | float)
+        ),
         A.DDCOLOR_INPUT_SIZE,
     )
     rows = queries.attribute_outcomes(con, attribute, start_ns, end_ns, error_type=A.ERROR_CUDA_OOM)
@@ -111,10 +114,13 @@ def _input_cap(con: duckdb.DuckDBPyConnection, cause: dict[str, Any], start_ns: 
     if ooms == 0:
         why = f"the largest size that fitted (0 OOM in {total} requests)"
     else:
-        why = (f"the largest size that ran out of memory no more often than the smallest ({ooms} of {total}; "
-               f"{_num(smallest)}: {small_ooms} of {small_total}, when larger requests had filled the GPU)")
+        why = (
+            f"the largest size that ran out of memory no more often than the smallest ({ooms} of {total}; "
+            f"{_num(smallest)}: {small_ooms} of {small_total}, when larger requests had filled the GPU)"
+        )
     return (
-        f"Cap `{attribute}` at {_num(size)}, {why}" + (f"; {worst}." if worst else ".")
+        f"Cap `{attribute}` at {_num(size)}, {why}"
+        + (f"; {worst}." if worst else ".")
         + " Resize larger inputs down to it, or lower per-GPU concurrency for large inputs."
     )
 

@@ -65,7 +65,7 @@ def parse_alertmanager(body: bytes | str | dict[str, Any]) -> AlertNotification:
     if not isinstance(payload, dict):
         raise InputError("Alertmanager payload must be a JSON object")
     if str(payload.get("version")) != "4":
-        raise InputError(f"unsupported Alertmanager webhook version {payload.get('version')!r} (expected \"4\")")
+        raise InputError(f'unsupported Alertmanager webhook version {payload.get("version")!r} (expected "4")')
     alerts = payload.get("alerts")
     if not isinstance(alerts, list) or not alerts:
         raise InputError("Alertmanager payload has no `alerts` list")

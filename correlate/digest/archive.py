@@ -43,8 +43,13 @@ def save_digest(con: duckdb.DuckDBPyConnection, digest: Digest) -> None:
         f"INSERT INTO {s.DIGESTS} (id, created_at, trigger, window_start_ns, window_end_ns, json, markdown, html) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         [
-            digest.id, created, digest.trigger.kind, parse_rfc3339(window["start"]), parse_rfc3339(window["end"]),
-            digest.to_json(), render_markdown(digest, plot_href=lambda p: plot_path(digest.id, p)),
+            digest.id,
+            created,
+            digest.trigger.kind,
+            parse_rfc3339(window["start"]),
+            parse_rfc3339(window["end"]),
+            digest.to_json(),
+            render_markdown(digest, plot_href=lambda p: plot_path(digest.id, p)),
             render_html(digest),
         ],
     )
@@ -61,10 +66,7 @@ def list_digests(con: duckdb.DuckDBPyConnection, limit: int = 200) -> list[Diges
         """,
         [limit],
     ).fetchall()
-    return [
-        DigestSummary(r[0], r[1] or "", r[2] or "", r[3] or "", r[4], int(r[5] or 0))
-        for r in rows
-    ]
+    return [DigestSummary(r[0], r[1] or "", r[2] or "", r[3] or "", r[4], int(r[5] or 0)) for r in rows]
 
 
 def fetch_rendering(con: duckdb.DuckDBPyConnection, digest_id: str, fmt: str) -> str | None:

@@ -58,12 +58,12 @@ def build_digest(
     if with_plots and (overview := plots.overview_plot(con, start_ns=start_ns, end_ns=end_ns)):
         made.append(overview)
     for cause in analysis.get("causes", ()):
-        plot = plots.cause_plot(con, cause, start_ns=start_ns, end_ns=end_ns, inventory=inventory) if with_plots else None
+        plot = (
+            plots.cause_plot(con, cause, start_ns=start_ns, end_ns=end_ns, inventory=inventory) if with_plots else None
+        )
         if plot is not None:
             made.append(plot)
-        sections.append(
-            _section(con, cause, start_ns, end_ns, inventory, grafana_url, (plot.id,) if plot else ())
-        )
+        sections.append(_section(con, cause, start_ns, end_ns, inventory, grafana_url, (plot.id,) if plot else ()))
     return Digest(
         id=new_digest_id(now_ns),
         created_at=rfc3339(now_ns),
@@ -89,10 +89,12 @@ def _section(
     traces = list(cause.get("example_traces", ()))[:EXAMPLES_PER_CAUSE]
     hosts = list(cause.get("hosts", ()))
     gpus = list(cause.get("gpus", ()))
-    logs = queries.log_lines(con, trace_ids=traces, hosts=hosts, start_ns=start_ns, end_ns=end_ns,
-                             limit=LOG_LINES_PER_CAUSE)
-    kernel = queries.kernel_events(con, gpus=gpus, hosts=hosts, start_ns=start_ns, end_ns=end_ns,
-                                   limit=LOG_LINES_PER_CAUSE)
+    logs = queries.log_lines(
+        con, trace_ids=traces, hosts=hosts, start_ns=start_ns, end_ns=end_ns, limit=LOG_LINES_PER_CAUSE
+    )
+    kernel = queries.kernel_events(
+        con, gpus=gpus, hosts=hosts, start_ns=start_ns, end_ns=end_ns, limit=LOG_LINES_PER_CAUSE
+    )
     return CauseSection(
         cause=cause,
         title=catalog.title if catalog else cause["cause"],
@@ -130,16 +132,23 @@ def _headline(
         text = f"No inference request failed between {short_utc(start_ns)} and {short_utc(end_ns)} ({total} requests)."
     else:
         where = ", ".join(actions.gpu_label(u, inventory, brief=True) for u in gpus[:3]) + (
-            f" and {len(gpus) - 3} more" if len(gpus) > 3 else "")
+            f" and {len(gpus) - 3} more" if len(gpus) > 3 else ""
+        )
         since = short_utc(first) if first is not None else short_utc(start_ns)
         text = f"{n_failed} of {total} inference requests failed since {since}" + (f" on {where}" if where else "")
         if top is not None:
             catalog = CAUSES_BY_ID.get(top["cause"])
             # Where the failures are is already said; the headline names what else concentrates them.
-            drivers = ", ".join([f"{d['attribute']}={d['value']}" for d in top.get("drivers", ())
-                                 if d["attribute"] not in _PLACE_ATTRIBUTES][:2])
+            drivers = ", ".join(
+                [
+                    f"{d['attribute']}={d['value']}"
+                    for d in top.get("drivers", ())
+                    if d["attribute"] not in _PLACE_ATTRIBUTES
+                ][:2]
+            )
             text += f". Most likely cause: {catalog.title if catalog else top['cause']}" + (
-                f" ({drivers})" if drivers else "")
+                f" ({drivers})" if drivers else ""
+            )
         text += "."
     return Headline(
         text=text,

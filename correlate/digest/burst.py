@@ -39,7 +39,11 @@ class BurstDetector:
     """Decides when a burst deserves a digest; remembers, per GPU, when the last one was made."""
 
     def __init__(
-        self, *, min_failed: int = MIN_FAILED, min_share: float = MIN_SHARE, window_ns: int = WINDOW_NS,
+        self,
+        *,
+        min_failed: int = MIN_FAILED,
+        min_share: float = MIN_SHARE,
+        window_ns: int = WINDOW_NS,
         cooldown_ns: int = COOLDOWN_NS,
     ) -> None:
         self.min_failed = min_failed
@@ -63,7 +67,8 @@ class BurstDetector:
         if failed < self.min_failed or failed < self.min_share * total:
             return None
         hit = [
-            r[0] for r in con.execute(
+            r[0]
+            for r in con.execute(
                 f"SELECT gpu_uuid FROM spans WHERE {FAILED} AND end_ns > ? AND gpu_uuid IS NOT NULL "
                 "GROUP BY gpu_uuid ORDER BY count(*) DESC, gpu_uuid",
                 [start_ns],

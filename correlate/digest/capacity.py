@@ -48,8 +48,13 @@ def busiest_hours(con: duckdb.DuckDBPyConnection, start_ns: int, end_ns: int, to
         [_HOUR_NS, _HOUR_NS, start_ns, end_ns, top],
     ).fetchall()
     return [
-        {"hour": rfc3339(int(h)), "requests": int(n), "failed": int(f),
-         "p95_latency_ms": None if p95 is None else round(float(p95), 1), "peak_per_minute": int(peak or 0)}
+        {
+            "hour": rfc3339(int(h)),
+            "requests": int(n),
+            "failed": int(f),
+            "p95_latency_ms": None if p95 is None else round(float(p95), 1),
+            "peak_per_minute": int(peak or 0),
+        }
         for h, n, f, p95, peak in rows
     ]
 
@@ -71,9 +76,15 @@ def memory_by_workload(con: duckdb.DuckDBPyConnection, start_ns: int, end_ns: in
         [f'$."{A.DDCOLOR_TASK_TYPE}"', f'$."{A.DDCOLOR_INPUT_SIZE}"', start_ns, end_ns, A.ERROR_CUDA_OOM],
     ).fetchall()
     return [
-        {"task_type": task, "input_size": None if size is None else _int_if_whole(size), "requests": int(n),
-         "memory_median_mib": _round(med), "memory_p95_mib": _round(p95), "memory_max_mib": _round(top),
-         "oom": int(oom)}
+        {
+            "task_type": task,
+            "input_size": None if size is None else _int_if_whole(size),
+            "requests": int(n),
+            "memory_median_mib": _round(med),
+            "memory_p95_mib": _round(p95),
+            "memory_max_mib": _round(top),
+            "oom": int(oom),
+        }
         for task, size, n, med, p95, top, oom in rows
     ]
 
@@ -99,10 +110,14 @@ def gpu_usage(
         util = utilization.get(uuid)
         served = int(requests.get(uuid, 0))
         result.append(
-            {"gpu_uuid": uuid, "gpu": gpu_label(uuid, inventory),
-             "host": inventory[uuid].host if uuid in inventory else None,
-             "requests": served, "utilization_mean_pct": _round(util),
-             "idle": served == 0 or (util is not None and util < IDLE_UTILIZATION_PCT)}
+            {
+                "gpu_uuid": uuid,
+                "gpu": gpu_label(uuid, inventory),
+                "host": inventory[uuid].host if uuid in inventory else None,
+                "requests": served,
+                "utilization_mean_pct": _round(util),
+                "idle": served == 0 or (util is not None and util < IDLE_UTILIZATION_PCT),
+            }
         )
     return result
 

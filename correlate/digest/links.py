@@ -21,15 +21,20 @@ def grafana_url_from_env(explicit: str | None = None) -> str | None:
 
 
 def grafana_trace_url(
-    grafana_url: str, trace_id: str, *, start_ns: int | None = None, end_ns: int | None = None,
+    grafana_url: str,
+    trace_id: str,
+    *,
+    start_ns: int | None = None,
+    end_ns: int | None = None,
     tempo_uid: str | None = None,
 ) -> str:
     """A Grafana Explore link (the `panes` format of Grafana 10+) that opens one trace in Tempo."""
     uid = tempo_uid or os.environ.get(TEMPO_UID_ENV) or "tempo"
     pane: dict[str, object] = {
         "datasource": uid,
-        "queries": [{"refId": "A", "datasource": {"type": "tempo", "uid": uid}, "queryType": "traceql",
-                     "query": trace_id}],
+        "queries": [
+            {"refId": "A", "datasource": {"type": "tempo", "uid": uid}, "queryType": "traceql", "query": trace_id}
+        ],
     }
     if start_ns is not None and end_ns is not None:
         # Tempo finds a trace id faster inside a range; pad it so clock skew does not hide the trace.

@@ -32,8 +32,11 @@ def summary_text(digest: Digest, page_url: str | None) -> str:
     lines = [f"*GPU failure digest* ({digest.trigger.kind}): {digest.headline.text}"]
     for i, section in enumerate(digest.causes[:3], 1):
         score = section.cause.get("score")
-        lines.append(f"{i}. {section.title} (`{section.id}`, score {score:.2f}) — {section.action}"
-                     if isinstance(score, int | float) else f"{i}. {section.title} — {section.action}")
+        lines.append(
+            f"{i}. {section.title} (`{section.id}`, score {score:.2f}) — {section.action}"
+            if isinstance(score, int | float)
+            else f"{i}. {section.title} — {section.action}"
+        )
     if page_url:
         lines.append(page_url)
     return "\n".join(lines)
@@ -44,7 +47,7 @@ def post_summary(url: str, digest: Digest, page_url: str | None, *, timeout_s: f
     body = json.dumps({"text": summary_text(digest, page_url)}).encode("utf-8")
     request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310 - http(s) checked
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
             status = response.status
     except urllib.error.HTTPError as exc:
         raise NotifyError(f"notify URL answered HTTP {exc.code}") from exc

@@ -30,6 +30,7 @@ class DigestSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ, **explicit: str | None) -> DigestSettings:
         """Settings from explicit values (CLI options), else `$GPU_RCA_GRAFANA_URL`, `…_NOTIFY_URL`, `…_PUBLIC_URL`."""
+
         def pick(key: str, env: str) -> str | None:
             value = explicit.get(key) or environ.get(env) or None
             return value.rstrip("/") if value else None

@@ -73,8 +73,11 @@ def cause_plot(
         gpus = _most_failed(failed)
         failed = [f for f in failed if f.gpu_uuid in gpus]
     drawn = [
-        (panel, queries.metric_series(con, panel.metric, gpus, start_ns, end_ns),
-         queries.metric_series(con, panel.reference, gpus, start_ns, end_ns) if panel.reference else {})
+        (
+            panel,
+            queries.metric_series(con, panel.metric, gpus, start_ns, end_ns),
+            queries.metric_series(con, panel.reference, gpus, start_ns, end_ns) if panel.reference else {},
+        )
         for panel in panels
     ]
     drawn = [d for d in drawn if d[1]]
@@ -88,12 +91,23 @@ def cause_plot(
         for colour, uuid in zip(_COLOURS, gpus, strict=False):
             if uuid in series:
                 times, values = series[uuid]
-                ax.plot(_dates(times), [v * panel.scale for v in values], color=colour, linewidth=1.4,
-                        label=gpu_label(uuid, inventory))
+                ax.plot(
+                    _dates(times),
+                    [v * panel.scale for v in values],
+                    color=colour,
+                    linewidth=1.4,
+                    label=gpu_label(uuid, inventory),
+                )
             if uuid in reference:
                 times, values = reference[uuid]
-                ax.plot(_dates(times), [v * panel.scale for v in values], color=colour, linewidth=1,
-                        linestyle="--", alpha=0.7)
+                ax.plot(
+                    _dates(times),
+                    [v * panel.scale for v in values],
+                    color=colour,
+                    linewidth=1,
+                    linestyle="--",
+                    alpha=0.7,
+                )
         if panel.metric == M.FB_USED and not reference:
             # dcgm-exporter's default counters carry used and free, not total: draw the inventory's total.
             totals = {inventory[u].memory_total_bytes for u in gpus if u in inventory} - {None}
@@ -101,15 +115,22 @@ def cause_plot(
                 ax.axhline(total_bytes / 2**30, color="#555555", linewidth=1, linestyle="--", alpha=0.7)
         _mark_failures(ax, [f.end_ns for f in failed])
         if panel.reference_label and (reference or panel.metric == M.FB_USED):
-            ax.text(0.995, 0.97, panel.reference_label, transform=ax.transAxes, ha="right", va="top", fontsize=7,
-                    color="#444444", bbox={"facecolor": "white", "alpha": 0.7, "edgecolor": "none", "pad": 1})
+            ax.text(
+                0.995,
+                0.97,
+                panel.reference_label,
+                transform=ax.transAxes,
+                ha="right",
+                va="top",
+                fontsize=7,
+                color="#444444",
+                bbox={"facecolor": "white", "alpha": 0.7, "edgecolor": "none", "pad": 1},
+            )
         ax.set_ylabel(panel.label, fontsize=9)
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=8)
     axes[0].legend(fontsize=8, loc="best", framealpha=0.85)
-    axes[0].set_title(
-        f"{cause['cause']}: {len(failed)} failed requests on these GPUs (red ticks)", fontsize=10
-    )
+    axes[0].set_title(f"{cause['cause']}: {len(failed)} failed requests on these GPUs (red ticks)", fontsize=10)
     _format_time_axis(axes[-1], start_ns, end_ns)
     return Plot(f"{cause['cause']}-metrics", f"Metric windows for {cause['cause']}", cause["cause"], _png(figure))
 
@@ -151,8 +172,16 @@ def _most_failed(failed: Sequence[queries.Failure]) -> list[str]:
 def _mark_failures(ax, end_ns: Sequence[int]) -> None:
     if end_ns:
         # A rug along the bottom: density of failures is visible without hiding the metric lines.
-        ax.plot(_dates(end_ns), [0.02] * len(end_ns), transform=ax.get_xaxis_transform(), linestyle="none",
-                marker="|", markersize=9, color=_FAILURE, alpha=0.6)
+        ax.plot(
+            _dates(end_ns),
+            [0.02] * len(end_ns),
+            transform=ax.get_xaxis_transform(),
+            linestyle="none",
+            marker="|",
+            markersize=9,
+            color=_FAILURE,
+            alpha=0.6,
+        )
 
 
 def _format_time_axis(ax, start_ns: int, end_ns: int) -> None:

@@ -54,9 +54,7 @@ def gpu_inventory(con: duckdb.DuckDBPyConnection) -> dict[str, GpuInfo]:
     return {r[0]: GpuInfo(r[0], r[1], None if r[2] is None else int(r[2]), r[3], r[4]) for r in rows}
 
 
-def failures(
-    con: duckdb.DuckDBPyConnection, start_ns: int, end_ns: int, gpus: Sequence[str] = ()
-) -> list[Failure]:
+def failures(con: duckdb.DuckDBPyConnection, start_ns: int, end_ns: int, gpus: Sequence[str] = ()) -> list[Failure]:
     """Failed inference spans ending in [start_ns, end_ns], oldest first, optionally on given GPUs only."""
     sql = f"SELECT end_ns, gpu_uuid, host, error_type, trace_id FROM spans WHERE {FAILED} AND end_ns BETWEEN ? AND ?"
     params: list[object] = [start_ns, end_ns]

@@ -30,8 +30,14 @@ def environment() -> Environment:
         lstrip_blocks=True,
     )
     env.filters.update(
-        share=fmt.share, pvalue=fmt.pvalue, number=fmt.number, score=fmt.score, time_of=fmt.time_of,
-        day_time=fmt.day_time, short_id=fmt.short_id, inline_code=inline_code,
+        share=fmt.share,
+        pvalue=fmt.pvalue,
+        number=fmt.number,
+        score=fmt.score,
+        time_of=fmt.time_of,
+        day_time=fmt.day_time,
+        short_id=fmt.short_id,
+        inline_code=inline_code,
     )
     return env
 

@@ -33,9 +33,15 @@ def render_markdown(digest: Digest, *, plot_href: Callable[[Plot], str] | None =
         out += _table(
             ("#", "cause", "score", "confidence", "failed", "GPUs", "top drivers"),
             [
-                (str(i), f"{s.title} ({s.id})", fmt.score(s.cause.get("score")), s.cause.get("confidence", ""),
-                 str(s.cause.get("failed_spans", "")), str(len(s.cause.get("gpus", ()))),
-                 ", ".join(f"{d['attribute']}={d['value']}" for d in s.cause.get("drivers", ())[:3]))
+                (
+                    str(i),
+                    f"{s.title} ({s.id})",
+                    fmt.score(s.cause.get("score")),
+                    s.cause.get("confidence", ""),
+                    str(s.cause.get("failed_spans", "")),
+                    str(len(s.cause.get("gpus", ()))),
+                    ", ".join(f"{d['attribute']}={d['value']}" for d in s.cause.get("drivers", ())[:3]),
+                )
                 for i, s in enumerate(digest.causes, 1)
             ],
         )
@@ -50,23 +56,45 @@ def render_markdown(digest: Digest, *, plot_href: Callable[[Plot], str] | None =
 
 def _cause(i: int, section: CauseSection, digest: Digest, plot_href: Callable[[Plot], str] | None) -> list[str]:
     c = section.cause
-    out = [f"## {i}. {_text(section.title)} (`{section.id}`) — score {fmt.score(c.get('score'))}, "
-           f"{c.get('confidence', '')} confidence", ""]
+    out = [
+        f"## {i}. {_text(section.title)} (`{section.id}`) — score {fmt.score(c.get('score'))}, "
+        f"{c.get('confidence', '')} confidence",
+        "",
+    ]
     if c.get("summary"):
         out += [_text(c["summary"]), ""]
     out += [f"**Action:** {_text(section.action)}", ""]
     if c.get("drivers"):
         out += ["**Drivers**", ""] + _table(
             ("attribute", "value", "failure share", "baseline share", "lift", "p-value"),
-            [(d["attribute"], str(d["value"]), fmt.share(d.get("failure_share")), fmt.share(d.get("baseline_share")),
-              fmt.number(d.get("lift")), fmt.pvalue(d.get("p_value"))) for d in c["drivers"]],
+            [
+                (
+                    d["attribute"],
+                    str(d["value"]),
+                    fmt.share(d.get("failure_share")),
+                    fmt.share(d.get("baseline_share")),
+                    fmt.number(d.get("lift")),
+                    fmt.pvalue(d.get("p_value")),
+                )
+                for d in c["drivers"]
+            ],
         )
     if c.get("evidence"):
         out += ["**Evidence**", ""] + _table(
             ("kind", "name", "GPU", "host", "value", "baseline", "from", "to"),
-            [(e.get("kind", ""), e.get("name", ""), fmt.short_id(e.get("gpu_uuid")), e.get("host") or "–",
-              fmt.number(e.get("value"), e.get("unit")), fmt.number(e.get("baseline"), e.get("unit")),
-              fmt.time_of(e.get("start")), fmt.time_of(e.get("end"))) for e in c["evidence"]],
+            [
+                (
+                    e.get("kind", ""),
+                    e.get("name", ""),
+                    fmt.short_id(e.get("gpu_uuid")),
+                    e.get("host") or "–",
+                    fmt.number(e.get("value"), e.get("unit")),
+                    fmt.number(e.get("baseline"), e.get("unit")),
+                    fmt.time_of(e.get("start")),
+                    fmt.time_of(e.get("end")),
+                )
+                for e in c["evidence"]
+            ],
         )
     for plot_id in section.plot_ids:
         plot = digest.plot(plot_id)
@@ -78,7 +106,8 @@ def _cause(i: int, section: CauseSection, digest: Digest, plot_href: Callable[[P
         out += [""]
     if section.log_lines:
         out += ["**Log lines**", ""] + _code(
-            f"{line.ts} {line.severity:<7} {line.host or '-'} {line.body}" for line in section.log_lines)
+            f"{line.ts} {line.severity:<7} {line.host or '-'} {line.body}" for line in section.log_lines
+        )
     if section.kernel_events:
         out += ["**Kernel events**", ""] + _code(f"{e.ts} {e.host or '-'} {e.message}" for e in section.kernel_events)
     return out
@@ -94,22 +123,41 @@ def _capacity(cap: dict[str, Any]) -> list[str]:
     if cap.get("busiest_hours"):
         out += ["**Busiest hours**", ""] + _table(
             ("hour", "requests", "failed", "peak per minute", "p95 latency"),
-            [(fmt.day_time(h["hour"]), str(h["requests"]), str(h["failed"]), str(h["peak_per_minute"]),
-              fmt.number(h["p95_latency_ms"], "ms")) for h in cap["busiest_hours"]],
+            [
+                (
+                    fmt.day_time(h["hour"]),
+                    str(h["requests"]),
+                    str(h["failed"]),
+                    str(h["peak_per_minute"]),
+                    fmt.number(h["p95_latency_ms"], "ms"),
+                )
+                for h in cap["busiest_hours"]
+            ],
         )
     if cap.get("memory_by_workload"):
         out += ["**GPU memory per request by task type and input size** (the process's own peak)", ""] + _table(
             ("task type", "input size", "requests", "median", "p95", "max", "OOM"),
-            [(str(m["task_type"] or "–"), "–" if m["input_size"] is None else str(m["input_size"]), str(m["requests"]),
-              fmt.number(m["memory_median_mib"], "MiB"), fmt.number(m["memory_p95_mib"], "MiB"),
-              fmt.number(m["memory_max_mib"], "MiB"), str(m["oom"])) for m in cap["memory_by_workload"]],
+            [
+                (
+                    str(m["task_type"] or "–"),
+                    "–" if m["input_size"] is None else str(m["input_size"]),
+                    str(m["requests"]),
+                    fmt.number(m["memory_median_mib"], "MiB"),
+                    fmt.number(m["memory_p95_mib"], "MiB"),
+                    fmt.number(m["memory_max_mib"], "MiB"),
+                    str(m["oom"]),
+                )
+                for m in cap["memory_by_workload"]
+            ],
         )
     if cap.get("gpus"):
         idle = [g for g in cap["gpus"] if g["idle"]]
         out += [f"**GPUs** — {len(idle)} of {len(cap['gpus'])} sat idle", ""] + _table(
             ("GPU", "requests", "mean utilization", "idle"),
-            [(g["gpu"], str(g["requests"]), fmt.number(g["utilization_mean_pct"], "%"), "yes" if g["idle"] else "")
-             for g in cap["gpus"]],
+            [
+                (g["gpu"], str(g["requests"]), fmt.number(g["utilization_mean_pct"], "%"), "yes" if g["idle"] else "")
+                for g in cap["gpus"]
+            ],
         )
     return out
 

@@ -92,8 +92,9 @@ def _detect_json(text: str) -> Detection:
     if isinstance(document, dict):
         keys = set(document)
         for key, fmt, reason in _JSON_KEYS:
-            if key in keys or (key == "resultType" and isinstance(document.get("data"), dict)
-                               and "resultType" in document["data"]):
+            if key in keys or (
+                key == "resultType" and isinstance(document.get("data"), dict) and "resultType" in document["data"]
+            ):
                 return Detection(fmt, reason)
         if "status" in keys and ("data" in keys or "errorType" in keys):
             return Detection(Format.PROMETHEUS_QUERY_RANGE)  # an API answer; an error answer fails clearly

@@ -10,12 +10,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gpu_rca.correlate.readers.common import FileCounts, IngestOptions
 from gpu_rca.correlate.ingest.detect import Format, detect
-from gpu_rca.correlate.kernel_log.files import read_kernel_log
 from gpu_rca.correlate.ingest.loguru_files import read_loguru
+from gpu_rca.correlate.kernel_log.files import read_kernel_log
 from gpu_rca.correlate.otlp.files import read_otlp_json, read_otlp_proto
 from gpu_rca.correlate.prometheus.files import read_exposition, read_query_range
+from gpu_rca.correlate.readers.common import FileCounts, IngestOptions
 from gpu_rca.correlate.readers.opening import Opened
 from gpu_rca.correlate.store import Store
 from gpu_rca.schemas.errors import InputError, StoreError
@@ -90,8 +90,9 @@ def iter_files(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
             raise InputError(f"{path}: no such file or folder")
 
 
-def ingest_file(store: Store, path: Path, options: IngestOptions = IngestOptions(),
-                on_bytes: Callable[[int], None] | None = None) -> FileReport:
+def ingest_file(
+    store: Store, path: Path, options: IngestOptions = IngestOptions(), on_bytes: Callable[[int], None] | None = None
+) -> FileReport:
     """Detect and store one file in one transaction: a malformed file stores nothing and reports why."""
     name = str(path)
     fmt: Format | None = None
@@ -115,8 +116,16 @@ def ingest_file(store: Store, path: Path, options: IngestOptions = IngestOptions
         reason = f"truncated or corrupt zstd data ({exc})"
     else:
         return FileReport(
-            name, INGESTED, fmt.value, opened.compression, counts.kind, counts.accepted, counts.stored,
-            counts.rejected, dict(counts.skipped), notes=tuple(counts.notes),
+            name,
+            INGESTED,
+            fmt.value,
+            opened.compression,
+            counts.kind,
+            counts.accepted,
+            counts.stored,
+            counts.rejected,
+            dict(counts.skipped),
+            notes=tuple(counts.notes),
         )
     return FileReport(name, FAILED, fmt.value if fmt else None, reason=reason)
 
@@ -129,8 +138,13 @@ def _store_files(store: Store) -> set[Path]:
     return {path, path.with_name(path.name + ".wal")}
 
 
-def ingest_paths(store: Store, paths: Iterable[str | os.PathLike[str]], options: IngestOptions = IngestOptions(),
-                 *, progress: bool | None = None) -> IngestSummary:
+def ingest_paths(
+    store: Store,
+    paths: Iterable[str | os.PathLike[str]],
+    options: IngestOptions = IngestOptions(),
+    *,
+    progress: bool | None = None,
+) -> IngestSummary:
     """Ingest every file under `paths`; `progress` None shows a bar on a terminal for large inputs."""
     own = _store_files(store)
     files = [f for f in iter_files(paths) if f.resolve() not in own]
@@ -146,4 +160,4 @@ def ingest_paths(store: Store, paths: Iterable[str | os.PathLike[str]], options:
     return IngestSummary(tuple(reports))
 
 
-__all__ = ["FileReport", "IngestSummary", "READERS", "ingest_file", "ingest_paths", "iter_files"]
+__all__ = ["READERS", "FileReport", "IngestSummary", "ingest_file", "ingest_paths", "iter_files"]

@@ -8,8 +8,8 @@ from typing import Any
 
 from gpu_rca.correlate.readers.common import FileCounts, IngestOptions
 from gpu_rca.correlate.readers.opening import Opened, json_documents
-from gpu_rca.correlate.store.records import LogRecord
 from gpu_rca.correlate.store import Store
+from gpu_rca.correlate.store.records import LogRecord
 from gpu_rca.schemas import attributes as a
 from gpu_rca.schemas.errors import InputError
 
@@ -56,8 +56,12 @@ def log_record_from_loguru(document: Any) -> LogRecord:
     service = next((extra.pop(k) for k in _SERVICE_KEYS if isinstance(extra.get(k), str)), None)
     host = next((extra.pop(k) for k in _HOST_KEYS if isinstance(extra.get(k), str)), None)
     attributes: dict[str, Any] = dict(extra)
-    for key, value in (("code.function", record.get("function")), ("code.filepath", (record.get("file") or {}).get("path")),
-                       ("code.lineno", record.get("line")), ("logger.name", record.get("name"))):
+    for key, value in (
+        ("code.function", record.get("function")),
+        ("code.filepath", (record.get("file") or {}).get("path")),
+        ("code.lineno", record.get("line")),
+        ("logger.name", record.get("name")),
+    ):
         if value is not None:
             attributes[key] = value
     exception = record.get("exception")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
+from gpu_rca.correlate.kernel_log.parse import parse_kernel_log
 from gpu_rca.correlate.readers.common import FileCounts, IngestOptions
 from gpu_rca.correlate.readers.opening import Opened
-from gpu_rca.correlate.kernel_log.parse import parse_kernel_log
-from gpu_rca.correlate.store.records import GpuRecord
 from gpu_rca.correlate.store import Store
+from gpu_rca.correlate.store.records import GpuRecord
 
 
 def _lines(opened: Opened) -> Iterator[str]:
@@ -21,7 +21,7 @@ def _lines(opened: Opened) -> Iterator[str]:
 def read_kernel_log(opened: Opened, store: Store, options: IngestOptions) -> FileCounts:
     """Store the XID events of a kernel log; lines without a usable time are counted as skipped."""
     counts = FileCounts(kind="kernel events")
-    modified = datetime.fromtimestamp(opened.path.stat().st_mtime, tz=timezone.utc)
+    modified = datetime.fromtimestamp(opened.path.stat().st_mtime, tz=UTC)
     result = parse_kernel_log(
         _lines(opened), host=options.host, reference_time=modified, tz=options.tz, boot_time=options.boot_time
     )

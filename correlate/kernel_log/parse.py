@@ -12,14 +12,14 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gpu_rca.schemas.errors import UsageError
 from gpu_rca.schemas.pci import normalize_pci_bus_id
 from gpu_rca.schemas.xid import XID_FALLEN_OFF_BUS
 
-_MONTHS = {m: i for i, m in enumerate(("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec").split(), start=1)}
+_MONTHS = {m: i for i, m in enumerate(["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"], start=1)}
 _NS = 1_000_000_000
 
 # --- line prefixes ---------------------------------------------------------------------------------
@@ -127,11 +127,11 @@ class _Stamp:
 def resolve_tz(tz: str | tzinfo | None) -> tzinfo:
     """A tzinfo from an IANA name (`Europe/Berlin`), `UTC`, a tzinfo, or None (UTC)."""
     if tz is None:
-        return timezone.utc
+        return UTC
     if isinstance(tz, tzinfo):
         return tz
     if tz.upper() in {"UTC", "Z"}:
-        return timezone.utc
+        return UTC
     try:
         return ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError) as exc:
@@ -167,7 +167,7 @@ def parse_kernel_log(
     `boot_time` turns raw dmesg seconds into wall time (it needs `host` too).
     """
     zone = resolve_tz(tz)
-    reference = _aware(reference_time, zone) if reference_time else datetime.now(timezone.utc)
+    reference = _aware(reference_time, zone) if reference_time else datetime.now(UTC)
     boot_ns = _to_ns(_aware(boot_time, zone)) if boot_time is not None and host else None
     events: list[KernelEvent] = []
     identities: dict[tuple[str | None, str], str] = {}
@@ -201,8 +201,19 @@ def parse_kernel_log(
                 skipped[first.skip_reason or SKIP_NO_TIMESTAMP] += 1
                 continue
             events.append(
-                KernelEvent(first.ts_ns, first.host, pci, None, XID_FALLEN_OFF_BUS, None, None,
-                            "GPU has fallen off the bus and is not responding to commands", None, first_line, True)
+                KernelEvent(
+                    first.ts_ns,
+                    first.host,
+                    pci,
+                    None,
+                    XID_FALLEN_OFF_BUS,
+                    None,
+                    None,
+                    "GPU has fallen off the bus and is not responding to commands",
+                    None,
+                    first_line,
+                    True,
+                )
             )
         elif pending_fallen is not None and count - pending_fallen[2] >= _FALLEN_SPAN_LINES:
             pending_fallen = None
@@ -272,7 +283,7 @@ def _iso_ns(text: str, zone: tzinfo) -> int:
         end = dot + 1
         while end < len(text) and text[end].isdigit():
             end += 1
-        frac_ns = int((text[dot + 1:end] + "000000000")[:9])
+        frac_ns = int((text[dot + 1 : end] + "000000000")[:9])
         text = text[:dot] + text[end:]
     when = datetime.fromisoformat(text.replace("Z", "+00:00"))
     return _to_ns(_aware(when, zone)) + frac_ns
@@ -305,7 +316,7 @@ def _aware(when: datetime, zone: tzinfo) -> datetime:
 
 
 def _to_ns(when: datetime) -> int:
-    delta = when - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    delta = when - datetime(1970, 1, 1, tzinfo=UTC)
     return (delta.days * 86_400 + delta.seconds) * _NS + delta.microseconds * 1_000
 
 
@@ -335,21 +346,22 @@ def _drop_duplicate_fallen(events: list[KernelEvent]) -> list[KernelEvent]:
     if not printed:
         return events
     return [
-        e for e in events
+        e
+        for e in events
         if not e.synthetic
         or not any(h == e.host and p == e.pci_bus_id and abs(t - e.ts_ns) <= _FALLEN_DEDUP_NS for h, p, t in printed)
     ]
 
 
 __all__ = [
+    "SKIP_BAD_PCI",
+    "SKIP_BAD_TIMESTAMP",
+    "SKIP_BAD_XID",
+    "SKIP_BOOT_RELATIVE",
+    "SKIP_NO_TIMESTAMP",
     "GpuIdentity",
     "KernelEvent",
     "KernelLogResult",
-    "SKIP_BAD_PCI",
-    "SKIP_BAD_XID",
-    "SKIP_BAD_TIMESTAMP",
-    "SKIP_BOOT_RELATIVE",
-    "SKIP_NO_TIMESTAMP",
     "looks_like_kernel_log",
     "parse_kernel_log",
     "resolve_tz",

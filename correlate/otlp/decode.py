@@ -32,8 +32,9 @@ def key_values(pairs: Any) -> dict[str, Any]:
 _ZERO_TRACE_ID, _ZERO_SPAN_ID = bytes(16), bytes(8)
 
 
-def spans_from_request(request: Any, rows: SpanRows | None = None, *,
-                       cache: AttributeCache = DEFAULT_CACHE) -> SpanBatch:
+def spans_from_request(
+    request: Any, rows: SpanRows | None = None, *, cache: AttributeCache = DEFAULT_CACHE
+) -> SpanBatch:
     """An ExportTraceServiceRequest — its protobuf bytes, a decoded message, or `RawTraces` — as Arrow rows
     for `spans` and `span_events`, plus the GPUs it names. InputError when the bytes are not a valid request.
 
@@ -67,18 +68,48 @@ def _add_spans(rows: SpanRows, ctx: ResourceContext, scope: str | None, spans: A
         events = [(e.time_unix_nano, e.name, key_values(e.attributes)) for e in span.events] if span.events else []
         status = span.status
         parts = None
-        if (len(trace_id) == 16 and trace_id != _ZERO_TRACE_ID and len(span_id) == 8 and span_id != _ZERO_SPAN_ID
-                and (not parent_span_id or len(parent_span_id) == 8 and parent_span_id != _ZERO_SPAN_ID)):
+        if (
+            len(trace_id) == 16
+            and trace_id != _ZERO_TRACE_ID
+            and len(span_id) == 8
+            and span_id != _ZERO_SPAN_ID
+            and (not parent_span_id or (len(parent_span_id) == 8 and parent_span_id != _ZERO_SPAN_ID))
+        ):
             parts = split(span.attributes)
         if parts is None:
             attributes = key_values(key_value(raw) for raw in span.attributes)
-            rows.add(ctx, scope, trace_id.hex(), span_id.hex(), parent_span_id.hex(), span.name, span.kind,
-                     span.start_time_unix_nano, span.end_time_unix_nano, status.code, status.message,
-                     attributes, events)
+            rows.add(
+                ctx,
+                scope,
+                trace_id.hex(),
+                span_id.hex(),
+                parent_span_id.hex(),
+                span.name,
+                span.kind,
+                span.start_time_unix_nano,
+                span.end_time_unix_nano,
+                status.code,
+                status.message,
+                attributes,
+                events,
+            )
             continue
-        add_typed(ctx, scope, trace_id.hex(), span_id.hex(), parent_span_id.hex(), span.name, span.kind,
-                  span.start_time_unix_nano, span.end_time_unix_nano, status.code, status.message,
-                  parts[0], parts[1], events)
+        add_typed(
+            ctx,
+            scope,
+            trace_id.hex(),
+            span_id.hex(),
+            parent_span_id.hex(),
+            span.name,
+            span.kind,
+            span.start_time_unix_nano,
+            span.end_time_unix_nano,
+            status.code,
+            status.message,
+            parts[0],
+            parts[1],
+            events,
+        )
 
 
 def logs_from_request(request: Any, rows: LogRows | None = None) -> LogBatch:
@@ -88,9 +119,17 @@ def logs_from_request(request: Any, rows: LogRows | None = None) -> LogBatch:
         ctx = resource_context(key_values(resource_logs.resource.attributes))
         for scope_logs in resource_logs.scope_logs:
             for record in scope_logs.log_records:
-                rows.add(ctx, record.time_unix_nano, record.observed_time_unix_nano, record.severity_text,
-                         record.severity_number, any_value(record.body), record.trace_id.hex(),
-                         record.span_id.hex(), key_values(record.attributes))
+                rows.add(
+                    ctx,
+                    record.time_unix_nano,
+                    record.observed_time_unix_nano,
+                    record.severity_text,
+                    record.severity_number,
+                    any_value(record.body),
+                    record.trace_id.hex(),
+                    record.span_id.hex(),
+                    key_values(record.attributes),
+                )
     return rows.batch()
 
 

@@ -7,11 +7,11 @@ from typing import Any
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from gpu_rca.correlate.readers.common import FileCounts, IngestOptions
-from gpu_rca.correlate.otlp.json_rows import Unsupported, add_logs, add_spans
-from gpu_rca.correlate.readers.opening import ZSTD_MAGIC, Opened, json_documents
 from gpu_rca.correlate.otlp.decode import logs_from_request, spans_from_request
+from gpu_rca.correlate.otlp.json_rows import Unsupported, add_logs, add_spans
 from gpu_rca.correlate.otlp.rows import LogRows, SpanRows
+from gpu_rca.correlate.readers.common import FileCounts, IngestOptions
+from gpu_rca.correlate.readers.opening import ZSTD_MAGIC, Opened, json_documents
 from gpu_rca.correlate.store import Store
 from gpu_rca.schemas.errors import InputError
 from gpu_rca.schemas.otlp_json import message_from_dict

@@ -79,13 +79,27 @@ def add_spans(document: dict[str, Any], rows: SpanRows) -> None:
                 scope = (scope_spans.get("scope") or {}).get("name") or None
                 for span in scope_spans.get("spans") or ():
                     status = span.get("status") or {}
-                    events = [(_int(e.get("timeUnixNano")), e.get("name", ""), _kv(e.get("attributes")))
-                              for e in span.get("events") or ()]
-                    spans.append((ctx, scope, _hex(span.get("traceId")), _hex(span.get("spanId")),
-                                  _hex(span.get("parentSpanId")), span.get("name", ""),
-                                  _enum(span.get("kind"), _KIND_NAMES), _int(span.get("startTimeUnixNano")),
-                                  _int(span.get("endTimeUnixNano")), _enum(status.get("code"), _STATUS_NAMES),
-                                  status.get("message", ""), _kv(span.get("attributes")), events))
+                    events = [
+                        (_int(e.get("timeUnixNano")), e.get("name", ""), _kv(e.get("attributes")))
+                        for e in span.get("events") or ()
+                    ]
+                    spans.append(
+                        (
+                            ctx,
+                            scope,
+                            _hex(span.get("traceId")),
+                            _hex(span.get("spanId")),
+                            _hex(span.get("parentSpanId")),
+                            span.get("name", ""),
+                            _enum(span.get("kind"), _KIND_NAMES),
+                            _int(span.get("startTimeUnixNano")),
+                            _int(span.get("endTimeUnixNano")),
+                            _enum(status.get("code"), _STATUS_NAMES),
+                            status.get("message", ""),
+                            _kv(span.get("attributes")),
+                            events,
+                        )
+                    )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise Unsupported(str(exc)) from exc
     for args in spans:
@@ -103,10 +117,19 @@ def add_logs(document: dict[str, Any], rows: LogRows) -> None:
                     severity = record.get("severityNumber")
                     if isinstance(severity, str):
                         raise Unsupported("severityNumber by name")
-                    records.append((ctx, _int(record.get("timeUnixNano")), _int(record.get("observedTimeUnixNano")),
-                                    record.get("severityText", ""), severity or 0, _any(record.get("body")),
-                                    _hex(record.get("traceId")), _hex(record.get("spanId")),
-                                    _kv(record.get("attributes"))))
+                    records.append(
+                        (
+                            ctx,
+                            _int(record.get("timeUnixNano")),
+                            _int(record.get("observedTimeUnixNano")),
+                            record.get("severityText", ""),
+                            severity or 0,
+                            _any(record.get("body")),
+                            _hex(record.get("traceId")),
+                            _hex(record.get("spanId")),
+                            _kv(record.get("attributes")),
+                        )
+                    )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise Unsupported(str(exc)) from exc
     for args in records:

@@ -40,8 +40,14 @@ def arrow_schema(columns: tuple[tuple[str, str], ...]) -> pa.Schema:
 
 SPAN_SCHEMA = arrow_schema(s.span_columns())
 EVENT_SCHEMA = arrow_schema(
-    (("trace_id", "VARCHAR"), ("span_id", "VARCHAR"), ("seq", "INTEGER"), ("ts_ns", "BIGINT"),
-     ("name", "VARCHAR"), ("attributes", "JSON"))
+    (
+        ("trace_id", "VARCHAR"),
+        ("span_id", "VARCHAR"),
+        ("seq", "INTEGER"),
+        ("ts_ns", "BIGINT"),
+        ("name", "VARCHAR"),
+        ("attributes", "JSON"),
+    )
 )
 KINDS = ("unspecified", "internal", "server", "client", "producer", "consumer")
 STATUSES = ("UNSET", "OK", "ERROR")
@@ -137,12 +143,19 @@ class ResourceContext:
 
 def resource_context(resource: dict[str, Any]) -> ResourceContext:
     """The resource's service, version, host and node (strings only), and its JSON."""
+
     def text(key: str) -> str | None:
         value = resource.get(key)
         return value if isinstance(value, str) else None
 
-    return ResourceContext(text(a.SERVICE_NAME), text(a.SERVICE_VERSION), text(a.HOST_NAME),
-                           text(a.K8S_NODE_NAME), resource, to_json(resource))
+    return ResourceContext(
+        text(a.SERVICE_NAME),
+        text(a.SERVICE_VERSION),
+        text(a.HOST_NAME),
+        text(a.K8S_NODE_NAME),
+        resource,
+        to_json(resource),
+    )
 
 
 def _id_problem(value: str, name: str, size: int, optional: bool = False) -> str | None:
@@ -193,23 +206,66 @@ class SpanRows:
         if len(self.errors) < MAX_ERRORS:
             self.errors.append(f"{what}: {problem}")
 
-    def add(self, ctx: ResourceContext, scope: str | None, trace_id: str, span_id: str, parent_span_id: str,
-            name: str, kind: int, start_ns: int, end_ns: int, status_code: int, status_message: str,
-            attrs: dict[str, Any], events: list[tuple[int, str, dict[str, Any]]]) -> None:
+    def add(
+        self,
+        ctx: ResourceContext,
+        scope: str | None,
+        trace_id: str,
+        span_id: str,
+        parent_span_id: str,
+        name: str,
+        kind: int,
+        start_ns: int,
+        end_ns: int,
+        status_code: int,
+        status_message: str,
+        attrs: dict[str, Any],
+        events: list[tuple[int, str, dict[str, Any]]],
+    ) -> None:
         """One span (lowercase hex ids, "" for no parent); `attrs` is consumed."""
-        problem = (_id_problem(trace_id, "trace_id", 16) or _id_problem(span_id, "span_id", 8)
-                   or _id_problem(parent_span_id, "parent_span_id", 8, optional=True))
+        problem = (
+            _id_problem(trace_id, "trace_id", 16)
+            or _id_problem(span_id, "span_id", 8)
+            or _id_problem(parent_span_id, "parent_span_id", 8, optional=True)
+        )
         if problem is not None:
             self.reject(f"span {span_id[:16] or '?'} ({name!r})", problem)
             return
         typed = typed_attributes(attrs)
-        self.add_typed(ctx, scope, trace_id, span_id, parent_span_id, name, kind, start_ns, end_ns, status_code,
-                       status_message, typed, attrs, events)
+        self.add_typed(
+            ctx,
+            scope,
+            trace_id,
+            span_id,
+            parent_span_id,
+            name,
+            kind,
+            start_ns,
+            end_ns,
+            status_code,
+            status_message,
+            typed,
+            attrs,
+            events,
+        )
 
-    def add_typed(self, ctx: ResourceContext, scope: str | None, trace_id: str, span_id: str,
-                  parent_span_id: str, name: str, kind: int, start_ns: int, end_ns: int, status_code: int,
-                  status_message: str, typed: list[Any], rest: dict[str, Any],
-                  events: list[tuple[int, str, dict[str, Any]]]) -> None:
+    def add_typed(
+        self,
+        ctx: ResourceContext,
+        scope: str | None,
+        trace_id: str,
+        span_id: str,
+        parent_span_id: str,
+        name: str,
+        kind: int,
+        start_ns: int,
+        end_ns: int,
+        status_code: int,
+        status_message: str,
+        typed: list[Any],
+        rest: dict[str, Any],
+        events: list[tuple[int, str, dict[str, Any]]],
+    ) -> None:
         """One span whose ids are valid and whose attributes are already split: `typed` as built by
         `typed_attributes`, `rest` what goes to the `attributes` JSON."""
         if start_ns <= 0:
@@ -226,14 +282,28 @@ class SpanRows:
         pci = typed[_PCI_AT]
         if pci:  # Contract 2: PCI bus ids are normalised everywhere, also in the span's column
             typed[_PCI_AT] = _normal_pci(pci)
-        self._rows.append((
-            trace_id, span_id, parent_span_id or None, name,
-            KINDS[kind] if 0 <= kind < len(KINDS) else str(kind),
-            ctx.service, ctx.service_version, ctx.host, ctx.k8s_node, scope, start_ns, end_ns,
-            STATUSES[status_code] if 0 <= status_code < 3 else "UNSET", status_message or None,
-            typed[_TELEMETRY_SOURCE_AT] is not None or a.TELEMETRY_SOURCE in rest,
-            *typed, to_json(rest), ctx.resource_json,
-        ))
+        self._rows.append(
+            (
+                trace_id,
+                span_id,
+                parent_span_id or None,
+                name,
+                KINDS[kind] if 0 <= kind < len(KINDS) else str(kind),
+                ctx.service,
+                ctx.service_version,
+                ctx.host,
+                ctx.k8s_node,
+                scope,
+                start_ns,
+                end_ns,
+                STATUSES[status_code] if 0 <= status_code < 3 else "UNSET",
+                status_message or None,
+                typed[_TELEMETRY_SOURCE_AT] is not None or a.TELEMETRY_SOURCE in rest,
+                *typed,
+                to_json(rest),
+                ctx.resource_json,
+            )
+        )
         for seq, (ts_ns, event_name, event_attrs) in enumerate(events):
             self._events.append((trace_id, span_id, seq, ts_ns, event_name, to_json(event_attrs)))
         uuid = typed[_GPU_UUID_AT]
@@ -244,10 +314,16 @@ class SpanRows:
         pci = typed[_PCI_AT]
         if pci is not None and _normal_pci(pci) != pci:
             pci = None  # not a PCI bus id: the inventory keeps none rather than a wrong one
-        self._gpus[uuid] = GpuRecord(uuid, host=host, gpu_index=typed[_STAMP_INDEX[a.GPU_INDEX]], pci_bus_id=pci,
-                                     name=typed[_STAMP_INDEX[a.GPU_NAME]],
-                                     memory_total_bytes=typed[_STAMP_INDEX[a.MEMORY_TOTAL]],
-                                     slowdown_temp_c=typed[_STAMP_INDEX[a.TEMPERATURE_SLOWDOWN]], host_source="span")
+        self._gpus[uuid] = GpuRecord(
+            uuid,
+            host=host,
+            gpu_index=typed[_STAMP_INDEX[a.GPU_INDEX]],
+            pci_bus_id=pci,
+            name=typed[_STAMP_INDEX[a.GPU_NAME]],
+            memory_total_bytes=typed[_STAMP_INDEX[a.MEMORY_TOTAL]],
+            slowdown_temp_c=typed[_STAMP_INDEX[a.TEMPERATURE_SLOWDOWN]],
+            host_source="span",
+        )
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -267,8 +343,7 @@ class SpanRows:
 def _columns_table(schema: pa.Schema, rows: list[tuple[Any, ...]]) -> pa.Table:
     """Row tuples as an Arrow table (the transpose runs in C: `zip(*rows)`)."""
     columns = zip(*rows) if rows else ([] for _ in schema.names)
-    return pa.Table.from_arrays([pa.array(column, type=f.type) for column, f in zip(columns, schema)],
-                                schema=schema)
+    return pa.Table.from_arrays([pa.array(column, type=f.type) for column, f in zip(columns, schema)], schema=schema)
 
 
 _STAMP_INDEX = {attribute: i for i, (attribute, *_rest) in enumerate(_STAMPS)}
@@ -285,8 +360,18 @@ class LogRows:
         self.rejected = 0
         self.errors: list[str] = []
 
-    def add(self, ctx: ResourceContext, ts_ns: int, observed_ns: int, severity_text: str, severity_number: int,
-            body: Any, trace_id: str, span_id: str, attrs: dict[str, Any]) -> None:
+    def add(
+        self,
+        ctx: ResourceContext,
+        ts_ns: int,
+        observed_ns: int,
+        severity_text: str,
+        severity_number: int,
+        body: Any,
+        trace_id: str,
+        span_id: str,
+        attrs: dict[str, Any],
+    ) -> None:
         """One log record (lowercase hex ids, "" when absent)."""
         problem = None
         if not (ts_ns or observed_ns):
@@ -300,19 +385,21 @@ class LogRows:
             if len(self.errors) < MAX_ERRORS:
                 self.errors.append(f"log record: {problem}")
             return
-        self.logs.append(LogRecord(
-            ts_ns=ts_ns or observed_ns,
-            body=body if isinstance(body, str) else to_json(body),
-            severity=severity_text or severity_name(severity_number),
-            severity_number=severity_number or None,
-            trace_id=trace_id if trace_id and trace_id != _ZERO_TRACE else None,
-            span_id=span_id if span_id and span_id != _ZERO_SPAN else None,
-            service=ctx.service,
-            host=ctx.host,
-            source="otlp",
-            attributes=attrs,
-            resource=ctx.resource,
-        ))
+        self.logs.append(
+            LogRecord(
+                ts_ns=ts_ns or observed_ns,
+                body=body if isinstance(body, str) else to_json(body),
+                severity=severity_text or severity_name(severity_number),
+                severity_number=severity_number or None,
+                trace_id=trace_id if trace_id and trace_id != _ZERO_TRACE else None,
+                span_id=span_id if span_id and span_id != _ZERO_SPAN else None,
+                service=ctx.service,
+                host=ctx.host,
+                source="otlp",
+                attributes=attrs,
+                resource=ctx.resource,
+            )
+        )
 
     def batch(self) -> LogBatch:
         """The records so far."""
@@ -324,13 +411,13 @@ __all__ = [
     "KINDS",
     "SPAN_SCHEMA",
     "STATUSES",
+    "TYPED_SLOTS",
+    "TYPED_WIDTH",
     "LogBatch",
     "LogRows",
     "ResourceContext",
     "SpanBatch",
     "SpanRows",
-    "TYPED_SLOTS",
-    "TYPED_WIDTH",
     "arrow_schema",
     "finite",
     "resource_context",

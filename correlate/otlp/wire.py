@@ -37,7 +37,7 @@ def _raw_attributes(message: descriptor_pb2.DescriptorProto) -> None:
     """Rename references into the copied package and make `Span.attributes` (field 9) `repeated bytes`."""
     for field in message.field:
         if field.type_name.startswith(f".{_TRACE_PACKAGE}."):
-            field.type_name = f".{_RAW_PACKAGE}." + field.type_name[len(_TRACE_PACKAGE) + 2:]
+            field.type_name = f".{_RAW_PACKAGE}." + field.type_name[len(_TRACE_PACKAGE) + 2 :]
         if message.name == "Span" and field.name == "attributes":
             field.type = descriptor_pb2.FieldDescriptorProto.TYPE_BYTES
             field.ClearField("type_name")
@@ -157,7 +157,7 @@ def _scalar_entry(raw: bytes) -> Entry | None:
         number = _DOUBLE.unpack_from(raw, at + 3)[0]
         return key, position, number if math.isfinite(number) else None, keep
     try:
-        value = common_pb2.AnyValue.FromString(raw[at + 2:])
+        value = common_pb2.AnyValue.FromString(raw[at + 2 :])
     except (DecodeError, ValueError):
         return None  # decoded whole, the error then names the attribute
     if value.WhichOneof("value") != field:
@@ -231,4 +231,13 @@ class AttributeCache:
 DEFAULT_CACHE = AttributeCache()
 
 
-__all__ = ["DEFAULT_CACHE", "MISMATCH", "AttributeCache", "Entry", "RawTraces", "any_value", "decode_traces", "key_value"]
+__all__ = [
+    "DEFAULT_CACHE",
+    "MISMATCH",
+    "AttributeCache",
+    "Entry",
+    "RawTraces",
+    "any_value",
+    "decode_traces",
+    "key_value",
+]

@@ -16,8 +16,8 @@ from typing import Any
 
 from gpu_rca.correlate.readers.common import FileCounts, IngestOptions
 from gpu_rca.correlate.readers.opening import Opened, json_documents
-from gpu_rca.correlate.store.records import GpuRecord, MetricSample
 from gpu_rca.correlate.store import Store
+from gpu_rca.correlate.store.records import GpuRecord, MetricSample
 from gpu_rca.schemas import metrics as m
 from gpu_rca.schemas.errors import InputError
 from gpu_rca.schemas.pci import normalize_pci_bus_id
@@ -66,8 +66,13 @@ def _gpu_of(labels: Mapping[str, str]) -> _Gpu:
         pci = None
     index_text = labels.get(m.LABEL_GPU) or labels.get(m.LABEL_DEVICE) or ""
     match = _DEVICE_INDEX.match(index_text)
-    return _Gpu(_first(labels, m.UUID_LABELS), host, pci, int(match[1]) if match else None,
-                labels.get(m.LABEL_MODEL_NAME) or None)
+    return _Gpu(
+        _first(labels, m.UUID_LABELS),
+        host,
+        pci,
+        int(match[1]) if match else None,
+        labels.get(m.LABEL_MODEL_NAME) or None,
+    )
 
 
 class _Converter:
@@ -95,8 +100,14 @@ class _Converter:
             else:
                 result = (canonical[0], canonical[1], gpu)
                 if gpu.uuid is not None and gpu.uuid not in self._gpus:
-                    self._gpus[gpu.uuid] = GpuRecord(gpu.uuid, host=gpu.host, gpu_index=gpu.index,
-                                                     pci_bus_id=gpu.pci_bus_id, name=gpu.name, host_source="metric")
+                    self._gpus[gpu.uuid] = GpuRecord(
+                        gpu.uuid,
+                        host=gpu.host,
+                        gpu_index=gpu.index,
+                        pci_bus_id=gpu.pci_bus_id,
+                        name=gpu.name,
+                        host_source="metric",
+                    )
         self._label_cache[key] = result
         return result
 

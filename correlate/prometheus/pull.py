@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -97,8 +97,12 @@ def merge_windows(windows: Iterable[PullWindow]) -> list[PullWindow]:
 
 
 def windows_around_failures(
-    connection: Any, *, after_ns: int | None = None, until_ns: int | None = None,
-    before_s: float = BEFORE_S, after_s: float = AFTER_S,
+    connection: Any,
+    *,
+    after_ns: int | None = None,
+    until_ns: int | None = None,
+    before_s: float = BEFORE_S,
+    after_s: float = AFTER_S,
 ) -> list[PullWindow]:
     """Merged windows [start − before_s, end + after_s] around failed inference spans that ended in (after, until]."""
     sql = "SELECT start_ns, end_ns, gpu_uuid FROM spans WHERE is_inference AND status = 'ERROR'"
@@ -122,7 +126,10 @@ def step_seconds(window: PullWindow) -> int:
 
 
 def pull_windows(
-    store: SampleSink, prometheus_url: str, windows: Sequence[PullWindow], timeout_s: float = DEFAULT_TIMEOUT_S,
+    store: SampleSink,
+    prometheus_url: str,
+    windows: Sequence[PullWindow],
+    timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> PullSummary:
     """Pull every Contract-2 metric for each (merged) window and store the samples under canonical names."""
     from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
@@ -144,15 +151,18 @@ def pull_windows(
     for position, window in enumerate(merged):
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            warnings.append(f"Prometheus pull stopped at its {timeout_s:g} s limit: "
-                            f"{len(merged) - position} of {len(merged)} windows not pulled")
+            warnings.append(
+                f"Prometheus pull stopped at its {timeout_s:g} s limit: "
+                f"{len(merged) - position} of {len(merged)} windows not pulled"
+            )
             break
-        start = datetime.fromtimestamp(window.start_ns // _NS, tz=timezone.utc)
-        end = datetime.fromtimestamp(-(-window.end_ns // _NS), tz=timezone.utc)
+        start = datetime.fromtimestamp(window.start_ns // _NS, tz=UTC)
+        end = datetime.fromtimestamp(-(-window.end_ns // _NS), tz=UTC)
         queries += 1
         try:
-            series = prom.custom_query_range(selector, start_time=start, end_time=end,
-                                             step=f"{step_seconds(window)}s", timeout=remaining)
+            series = prom.custom_query_range(
+                selector, start_time=start, end_time=end, step=f"{step_seconds(window)}s", timeout=remaining
+            )
         except RequestException as exc:
             problem = f"Prometheus at {url} did not answer within {timeout_s:g} s ({type(exc).__name__})"
             if answered == 0:
@@ -199,8 +209,8 @@ __all__ = [
     "DEFAULT_TIMEOUT_S",
     "PrometheusUnavailable",
     "PullSummary",
-    "SampleSink",
     "PullWindow",
+    "SampleSink",
     "check_prometheus_url",
     "merge_windows",
     "metric_selector",

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 
-from gpu_rca.schemas.errors import InputError, UsageError
-from gpu_rca.schemas.results import AnalyzeResult, ExplainResult
-
 from gpu_rca.correlate.ranking.explain import explain_connection
 from gpu_rca.correlate.ranking.run import DEFAULT_LOOKBACK_NS, analyze_connection
 from gpu_rca.correlate.ranking.timefmt import parse_duration_ns, parse_time_ns
 from gpu_rca.correlate.ranking.window import Filters, resolve_window
 from gpu_rca.correlate.store import Store
+from gpu_rca.schemas.errors import InputError, UsageError
+from gpu_rca.schemas.results import AnalyzeResult, ExplainResult
 
 
 def analyze(
@@ -75,11 +74,17 @@ def pull_prometheus(
     from gpu_rca.correlate.prometheus import pull as prometheus
 
     url = prometheus.check_prometheus_url(prometheus_url)
-    flt = Filters(service=filters.get("service"), host=filters.get("host"), gpu=filters.get("gpu"),
-                  slow_ns=options.get("slow_ns"))
+    flt = Filters(
+        service=filters.get("service"), host=filters.get("host"), gpu=filters.get("gpu"), slow_ns=options.get("slow_ns")
+    )
     try:
-        window, _ = resolve_window(store.connection, options.get("since_ns"), options.get("until_ns"),
-                                   options.get("lookback_ns") or DEFAULT_LOOKBACK_NS, flt)
+        window, _ = resolve_window(
+            store.connection,
+            options.get("since_ns"),
+            options.get("until_ns"),
+            options.get("lookback_ns") or DEFAULT_LOOKBACK_NS,
+            flt,
+        )
     except InputError:
         return []
     try:

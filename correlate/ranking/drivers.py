@@ -12,10 +12,9 @@ from dataclasses import dataclass
 
 import duckdb
 
+from gpu_rca.correlate.ranking.stats import DRIVER_P_THRESHOLD, clean, normalized_score, proportion_p_value
 from gpu_rca.schemas import attributes as a
 from gpu_rca.schemas.results import Driver
-
-from gpu_rca.correlate.ranking.stats import DRIVER_P_THRESHOLD, clean, normalized_score, proportion_p_value
 
 #: A numeric attribute with at most this many distinct values is a category (Contract 3).
 MAX_CATEGORY_VALUES = 20
@@ -24,8 +23,17 @@ BASELINE_SAMPLE = 20_000
 #: Span attributes that identify or measure rather than describe a request: never drivers.
 EXCLUDED = frozenset(
     {s.attribute for s in a.STAMPS if s.attribute not in (a.GPU_UUID, a.GPU_NAME)}
-    | {a.GPU_INDEX, a.GPU_PCI_BUS_ID, "telemetry.sdk.name", "telemetry.sdk.version", "telemetry.sdk.language",
-       "exception.message", "exception.stacktrace", "exception.type", "otel.status_description"}
+    | {
+        a.GPU_INDEX,
+        a.GPU_PCI_BUS_ID,
+        "telemetry.sdk.name",
+        "telemetry.sdk.version",
+        "telemetry.sdk.language",
+        "exception.message",
+        "exception.stacktrace",
+        "exception.type",
+        "otel.status_description",
+    }
 )
 _NUMERIC = ("UBIGINT", "BIGINT", "DOUBLE", "INTEGER", "HUGEINT")
 
@@ -122,7 +130,7 @@ def build_attribute_values(con: duckdb.DuckDBPyConnection) -> None:
         WHERE NOT kinds.is_numeric OR kinds.n_values <= {MAX_CATEGORY_VALUES}
         UNION ALL
         SELECT r.idx, r.failed, r.attribute, 'range',
-               printf('%s..%s', {_number_text('b.lo')}, {_number_text('b.hi')}), NULL
+               printf('%s..%s', {_number_text("b.lo")}, {_number_text("b.hi")}), NULL
         FROM ranged r JOIN bins b USING (attribute, bin)
         """
     )

@@ -7,19 +7,25 @@ import re
 
 import duckdb
 
+from gpu_rca.correlate.ranking.run import DEFAULT_LOOKBACK_NS, analyze_connection
+from gpu_rca.correlate.ranking.timefmt import rfc3339
+from gpu_rca.correlate.ranking.window import MINUTE_NS, table_columns
 from gpu_rca.schemas import metrics as m
 from gpu_rca.schemas.attributes import STAMPS
 from gpu_rca.schemas.errors import InputError, UsageError
 from gpu_rca.schemas.results import CauseResult, ExplainResult, LogLine, MetricPoint, SpanStory
 from gpu_rca.schemas.xid import xid_info
 
-from gpu_rca.correlate.ranking.run import DEFAULT_LOOKBACK_NS, analyze_connection
-from gpu_rca.correlate.ranking.timefmt import rfc3339
-from gpu_rca.correlate.ranking.window import MINUTE_NS, table_columns
-
 #: Metrics shown around the request, in the order a person reads them.
-STORY_METRICS = (m.GPU_UTIL, m.GPU_TEMP, m.SM_CLOCK, m.POWER_USAGE, m.ENFORCED_POWER_LIMIT, m.FB_USED,
-                 m.CLOCKS_EVENT_REASONS)
+STORY_METRICS = (
+    m.GPU_UTIL,
+    m.GPU_TEMP,
+    m.SM_CLOCK,
+    m.POWER_USAGE,
+    m.ENFORCED_POWER_LIMIT,
+    m.FB_USED,
+    m.CLOCKS_EVENT_REASONS,
+)
 BEFORE_NS = 5 * MINUTE_NS
 AFTER_NS = MINUTE_NS
 _TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -38,11 +44,26 @@ def explain_connection(con: duckdb.DuckDBPyConnection, trace_id: str) -> Explain
     if not columns:
         raise InputError("the store has no spans table; run `gpu-rca ingest` first")
     stamp_cols = [s for s in STAMPS if s.column in columns]
-    select = ", ".join(["trace_id", "span_id", "name", "service", "host", "start_ns", "end_ns", "status",
-                        "is_inference", "attributes", "resource"] + [s.column for s in stamp_cols])
+    select = ", ".join(
+        [
+            "trace_id",
+            "span_id",
+            "name",
+            "service",
+            "host",
+            "start_ns",
+            "end_ns",
+            "status",
+            "is_inference",
+            "attributes",
+            "resource",
+        ]
+        + [s.column for s in stamp_cols]
+    )
     rows = con.execute(
         f"SELECT {select} FROM spans WHERE trace_id = ?"
-        " ORDER BY is_inference DESC, coalesce(parent_span_id, '') = '' DESC, start_ns LIMIT 1", [trace_id]
+        " ORDER BY is_inference DESC, coalesce(parent_span_id, '') = '' DESC, start_ns LIMIT 1",
+        [trace_id],
     ).fetchall()
     if not rows:
         raise InputError(f"unknown trace id {trace_id}: no span of it is in the store")
@@ -68,15 +89,16 @@ def explain_connection(con: duckdb.DuckDBPyConnection, trace_id: str) -> Explain
     }
     warnings: list[str] = []
     if not reached_gpu:
-        warnings.append(f"the request never reached a GPU: trace {trace_id} has no inference span (no span"
-                        f" carries gpu.telemetry.source); this is its root span, {row['name']!r}")
+        warnings.append(
+            f"the request never reached a GPU: trace {trace_id} has no inference span (no span"
+            f" carries gpu.telemetry.source); this is its root span, {row['name']!r}"
+        )
     metrics = _metrics(con, row) if row.get("gpu_uuid") else []
     if row.get("gpu_uuid") and not metrics:
         warnings.append("no metric samples of this GPU around the request")
     logs = _logs(con, row)
     cause = _cause(con, row, warnings) if failed and reached_gpu else None
-    return {"trace_id": trace_id, "span": span, "metrics": metrics, "logs": logs, "cause": cause,
-            "warnings": warnings}
+    return {"trace_id": trace_id, "span": span, "metrics": metrics, "logs": logs, "cause": cause, "warnings": warnings}
 
 
 def _plain(value: object) -> object:
@@ -130,10 +152,14 @@ def _cause(con: duckdb.DuckDBPyConnection, row: dict, warnings: list[str]) -> Ca
     result = analyze_connection(
         con, since_ns=row["end_ns"] - 2 * DEFAULT_LOOKBACK_NS, until_ns=row["end_ns"] + DEFAULT_LOOKBACK_NS
     )
-    hit = con.execute(
-        "SELECT a.cause FROM rk_assign a JOIN rk_spans s USING (idx) WHERE s.trace_id = ? AND s.span_id = ?",
-        [row["trace_id"], row["span_id"]],
-    ).fetchone() if result["causes"] else None
+    hit = (
+        con.execute(
+            "SELECT a.cause FROM rk_assign a JOIN rk_spans s USING (idx) WHERE s.trace_id = ? AND s.span_id = ?",
+            [row["trace_id"], row["span_id"]],
+        ).fetchone()
+        if result["causes"]
+        else None
+    )
     if hit is None:
         warnings.append("no ranked cause explains this request (a background error?)")
         return None

@@ -13,13 +13,12 @@ from collections import defaultdict
 
 import duckdb
 
-from gpu_rca.schemas.results import CauseResult, Confidence
-
+from gpu_rca.correlate.ranking.causes import Hypothesis
 from gpu_rca.correlate.ranking.drivers import driver_rows, significant
 from gpu_rca.correlate.ranking.evidence import EvidenceList, short_uuid
-from gpu_rca.correlate.ranking.causes import Hypothesis
 from gpu_rca.correlate.ranking.signals import FEATURES
 from gpu_rca.correlate.ranking.window import SpanSet
+from gpu_rca.schemas.results import CauseResult, Confidence
 
 EXAMPLE_TRACES = 5
 
@@ -110,11 +109,23 @@ def rank(con: duckdb.DuckDBPyConnection, spans: SpanSet, hyps: list[Hypothesis])
         for i in members[1:]:
             other = hyps[i]
             k = ev.add("count", "failed_spans", assigned[i], gpu_uuid=other.gpu_uuid, host=other.host)
-            summary += f" Also on GPU {short_uuid(other.gpu_uuid)} on {other.host or 'an unknown host'} ({k} failed requests)."
+            summary += (
+                f" Also on GPU {short_uuid(other.gpu_uuid)} on {other.host or 'an unknown host'} ({k} failed requests)."
+            )
             ev.extend(other.evidence)
         results.append(
-            _result(con, cause, score, confidence, summary, ev, n,
-                    significant(drivers_by_slot[slots[cause]]), "rk_assign", cause)
+            _result(
+                con,
+                cause,
+                score,
+                confidence,
+                summary,
+                ev,
+                n,
+                significant(drivers_by_slot[slots[cause]]),
+                "rk_assign",
+                cause,
+            )
         )
     for cause, members in alternatives:
         lead = hyps[members[0]]
@@ -139,18 +150,41 @@ def _confidence(lead: Hypothesis, share: float, ambiguity: float) -> Confidence:
 
 
 def _result(
-    con: duckdb.DuckDBPyConnection, cause: str, score: float, confidence: Confidence, summary: str,
-    ev: EvidenceList, n: int, drivers: list, table: str, key: str,
+    con: duckdb.DuckDBPyConnection,
+    cause: str,
+    score: float,
+    confidence: Confidence,
+    summary: str,
+    ev: EvidenceList,
+    n: int,
+    drivers: list,
+    table: str,
+    key: str,
 ) -> CauseResult:
-    gpus = [r[0] for r in con.execute(
-        f"SELECT s.gpu_uuid FROM {table} a JOIN rk_spans s USING (idx) WHERE a.cause = ? AND s.gpu_uuid IS NOT NULL"
-        " GROUP BY ALL ORDER BY count(*) DESC, s.gpu_uuid", [key]).fetchall()]
-    hosts = [r[0] for r in con.execute(
-        f"SELECT s.host FROM {table} a JOIN rk_spans s USING (idx) WHERE a.cause = ? AND s.host IS NOT NULL"
-        " GROUP BY ALL ORDER BY count(*) DESC, s.host", [key]).fetchall()]
-    traces = [r[0] for r in con.execute(
-        f"SELECT s.trace_id FROM {table} a JOIN rk_spans s USING (idx) WHERE a.cause = ?"
-        f" GROUP BY s.trace_id ORDER BY min(s.end_ns), s.trace_id LIMIT {EXAMPLE_TRACES}", [key]).fetchall()]
+    gpus = [
+        r[0]
+        for r in con.execute(
+            f"SELECT s.gpu_uuid FROM {table} a JOIN rk_spans s USING (idx) WHERE a.cause = ? AND s.gpu_uuid IS NOT NULL"
+            " GROUP BY ALL ORDER BY count(*) DESC, s.gpu_uuid",
+            [key],
+        ).fetchall()
+    ]
+    hosts = [
+        r[0]
+        for r in con.execute(
+            f"SELECT s.host FROM {table} a JOIN rk_spans s USING (idx) WHERE a.cause = ? AND s.host IS NOT NULL"
+            " GROUP BY ALL ORDER BY count(*) DESC, s.host",
+            [key],
+        ).fetchall()
+    ]
+    traces = [
+        r[0]
+        for r in con.execute(
+            f"SELECT s.trace_id FROM {table} a JOIN rk_spans s USING (idx) WHERE a.cause = ?"
+            f" GROUP BY s.trace_id ORDER BY min(s.end_ns), s.trace_id LIMIT {EXAMPLE_TRACES}",
+            [key],
+        ).fetchall()
+    ]
     return {
         "cause": cause,
         "score": round(min(1.0, max(0.0, score)), 3),

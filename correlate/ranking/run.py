@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import duckdb
 
-from gpu_rca.schemas.results import AnalyzeResult
-
-from gpu_rca.correlate.ranking import drivers as drv
 from gpu_rca.correlate.ranking import causes
+from gpu_rca.correlate.ranking import drivers as drv
 from gpu_rca.correlate.ranking.rank import rank
 from gpu_rca.correlate.ranking.signals import Group, gpu_signals
 from gpu_rca.correlate.ranking.window import MINUTE_NS, Filters, SpanSet, load_spans, resolve_window
+from gpu_rca.schemas.results import AnalyzeResult
 
 DEFAULT_LOOKBACK_NS = 15 * MINUTE_NS
 

@@ -10,10 +10,9 @@ from dataclasses import dataclass, field
 
 import duckdb
 
-from gpu_rca.schemas import metrics as m
-
 from gpu_rca.correlate.ranking.features import FEATURE_SQL
 from gpu_rca.correlate.ranking.window import MINUTE_NS, SKEW_NS, SpanSet
+from gpu_rca.schemas import metrics as m
 
 #: Per-span features, materialised as `f_<name>` columns of rk_spans (see features.py).
 FEATURES = {name: f"coalesce(f_{name}, false)" for name in FEATURE_SQL}
@@ -229,7 +228,7 @@ def _metric_anomalies(con: duckdb.DuckDBPyConnection, spans: SpanSet, gpus: dict
     onsets = [(uuid, g.onset_ns) for uuid, g in gpus.items() if uuid and g.onset_ns is not None]
     start = spans.window.start_ns - 10 * MINUTE_NS
     end = spans.window.end_ns + MINUTE_NS
-    for (uuid, last) in con.execute(
+    for uuid, last in con.execute(
         "SELECT gpu_uuid, max(ts_ns) FROM metric_samples WHERE ts_ns BETWEEN ? AND ? GROUP BY gpu_uuid", [start, end]
     ).fetchall():
         if uuid in gpus:

@@ -35,11 +35,7 @@ def normalized_score(p_value: float) -> float:
     def clip(x: float) -> float:
         return min(1.0, max(0.0, x))
 
-    return (
-        0.5 * clip((s - 3.912) / 2.995)
-        + 0.25 * clip((s - 6.908) / 6.908)
-        + 0.25 * clip((s - 13.816) / 101.314)
-    )
+    return 0.5 * clip((s - 3.912) / 2.995) + 0.25 * clip((s - 6.908) / 6.908) + 0.25 * clip((s - 13.816) / 101.314)
 
 
 def saturate(z: float | None, scale: float = 6.0) -> float:

@@ -11,12 +11,11 @@ from dataclasses import dataclass, field
 
 import duckdb
 
+from gpu_rca.correlate.ranking.features import FEATURE_SQL
+from gpu_rca.correlate.ranking.timefmt import rfc3339
 from gpu_rca.schemas import metrics as m
 from gpu_rca.schemas.attributes import STAMPS
 from gpu_rca.schemas.errors import EmptyWindowError, InputError
-
-from gpu_rca.correlate.ranking.features import FEATURE_SQL
-from gpu_rca.correlate.ranking.timefmt import rfc3339
 
 MINUTE_NS = 60_000_000_000
 #: Clock skew tolerated between hosts (spans, kernel logs and scrapes come from different clocks).
@@ -30,8 +29,18 @@ SUCCESS_SAMPLE = 100_000
 
 #: Store columns the ranking reads from `spans` besides the stamps; absent ones read as NULL.
 _BASE_COLUMNS = (
-    "trace_id", "span_id", "service_version", "host", "start_ns", "end_ns",
-    "status", "status_message", "error_type", "is_inference", "attributes", "resource",
+    "trace_id",
+    "span_id",
+    "service_version",
+    "host",
+    "start_ns",
+    "end_ns",
+    "status",
+    "status_message",
+    "error_type",
+    "is_inference",
+    "attributes",
+    "resource",
 )
 #: Canonical metrics joined onto spans, with the span column they back up.
 SPAN_METRICS: dict[str, str] = {
@@ -166,10 +175,24 @@ def _empty_message(since_ns: int | None, until_ns: int | None) -> str:
 
 #: The stamps ranking reads (the rest stay in the store).
 _STAMPS_USED = (
-    "gpu_uuid", "gpu_name", "gpu_telemetry_source", "gpu_temperature_max", "gpu_temperature_slowdown",
-    "gpu_clock_sm_min", "gpu_clock_sm_max", "gpu_utilization_mean", "gpu_power_mean", "gpu_power_limit",
-    "gpu_memory_used_max", "gpu_memory_total", "gpu_memory_process_max", "gpu_throttle_reasons", "gpu_xid",
-    "gpu_ecc_uncorrected_delta", "gpu_inflight_max", "inference_queue_ms",
+    "gpu_uuid",
+    "gpu_name",
+    "gpu_telemetry_source",
+    "gpu_temperature_max",
+    "gpu_temperature_slowdown",
+    "gpu_clock_sm_min",
+    "gpu_clock_sm_max",
+    "gpu_utilization_mean",
+    "gpu_power_mean",
+    "gpu_power_limit",
+    "gpu_memory_used_max",
+    "gpu_memory_total",
+    "gpu_memory_process_max",
+    "gpu_throttle_reasons",
+    "gpu_xid",
+    "gpu_ecc_uncorrected_delta",
+    "gpu_inflight_max",
+    "inference_queue_ms",
 )
 
 
@@ -180,9 +203,7 @@ def _stamp_select(columns: set[str]) -> str:
     )
 
 
-def load_spans(
-    con: duckdb.DuckDBPyConnection, window: AnalysisWindow, filters: Filters
-) -> SpanSet:
+def load_spans(con: duckdb.DuckDBPyConnection, window: AnalysisWindow, filters: Filters) -> SpanSet:
     """Create `rk_spans` (inference spans ending in the window) and `rk_gpu_buckets` (metrics per 30 s)."""
     columns = table_columns(con, "spans")
     where, params = _filter_sql(filters, columns)
@@ -252,8 +273,17 @@ def _metric_gpus_sql(filters: Filters, columns: set[str]) -> str:
     big fleet its samples are most of the cost.
     """
     where, _ = _filter_sql(filters, columns)
-    stamps = [c for c in ("gpu_temperature_max", "gpu_clock_sm_min", "gpu_utilization_mean", "gpu_throttle_reasons",
-                          "gpu_memory_used_max") if c in columns]
+    stamps = [
+        c
+        for c in (
+            "gpu_temperature_max",
+            "gpu_clock_sm_min",
+            "gpu_utilization_mean",
+            "gpu_throttle_reasons",
+            "gpu_memory_used_max",
+        )
+        if c in columns
+    ]
     unstamped = " OR ".join(f"{c} IS NULL" for c in stamps) or "true"
     return (
         f"SELECT DISTINCT gpu_uuid FROM spans WHERE {where} AND end_ns BETWEEN ? AND ?"

@@ -6,8 +6,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from gpu_rca.correlate.store.records import MAX_ERRORS, IngestResult
 from gpu_rca.correlate.readers.opening import DEFAULT_MAX_BYTES
+from gpu_rca.correlate.store.records import MAX_ERRORS, IngestResult
 
 
 @dataclass(frozen=True)

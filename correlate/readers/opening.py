@@ -87,8 +87,9 @@ class _Prefixed(io.RawIOBase):
 class Opened:
     """A telemetry file opened for reading: `stream` yields decompressed bytes; close it when done."""
 
-    def __init__(self, path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES,
-                 on_bytes: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self, path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES, on_bytes: Callable[[int], None] | None = None
+    ) -> None:
         self.path = path
         raw = io.BufferedReader(_Progress(path.open("rb"), on_bytes), buffer_size=1 << 20)
         magic = raw.peek(4)[:4]
@@ -122,7 +123,7 @@ class Opened:
         for layer in (self.stream, self._inner, self._raw):
             try:
                 layer.close()
-            except Exception:  # noqa: BLE001 - closing a truncated stream may complain; the read already failed
+            except Exception:
                 pass
 
     def __enter__(self) -> Opened:
@@ -170,7 +171,9 @@ def json_documents(stream: BinaryIO) -> Iterator[tuple[int, Any]]:
         try:
             yield number, json.loads(raw)
         except json.JSONDecodeError as exc:
-            raise InputError(f"line {number}: invalid JSON ({exc.msg} at column {exc.colno}); truncated file?") from None
+            raise InputError(
+                f"line {number}: invalid JSON ({exc.msg} at column {exc.colno}); truncated file?"
+            ) from None
         except UnicodeDecodeError as exc:
             raise InputError(f"line {number} is not UTF-8 text ({exc.reason})") from exc
 

@@ -56,11 +56,19 @@ class AccessMiddleware:
             await send(message)
 
         try:
-            if (self._token is not None and scope["path"] not in OPEN_PATHS and not grant
-                    and not self._authorized(scope)):
+            if (
+                self._token is not None
+                and scope["path"] not in OPEN_PATHS
+                and not grant
+                and not self._authorized(scope)
+            ):
                 content_type = media_type(_header(scope, b"content-type"))
-                response = error_response(401, "missing or wrong bearer token (send Authorization: Bearer <token>)",
-                                          content_type, headers={"WWW-Authenticate": 'Bearer realm="gpu-rca"'})
+                response = error_response(
+                    401,
+                    "missing or wrong bearer token (send Authorization: Bearer <token>)",
+                    content_type,
+                    headers={"WWW-Authenticate": 'Bearer realm="gpu-rca"'},
+                )
                 await response(scope, receive, counting_send)
             else:
                 await self.app(scope, receive, counting_send)
@@ -116,4 +124,4 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-__all__ = ["COOKIE", "AccessMiddleware", "OPEN_PATHS", "TOKEN_ENV", "load_token"]
+__all__ = ["COOKIE", "OPEN_PATHS", "TOKEN_ENV", "AccessMiddleware", "load_token"]

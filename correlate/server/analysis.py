@@ -11,12 +11,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gpu_rca.schemas.errors import GpuRcaError, InputError, UsageError
-
 from gpu_rca.correlate.ranking.api import resolve_options
 from gpu_rca.correlate.ranking.explain import explain_connection
 from gpu_rca.correlate.ranking.run import analyze_connection
 from gpu_rca.correlate.server.responses import JSON, error_response
+from gpu_rca.schemas.errors import GpuRcaError, InputError, UsageError
 
 _QUERY = ("since", "until", "lookback", "slow", "service", "host", "gpu")
 
@@ -51,9 +50,11 @@ async def analyze(request: Request) -> Response:
     try:
         options = resolve_options(params["since"], params["until"], params["slow"], params["lookback"])
         result = await run_in_threadpool(
-            _on_cursor, request,
-            lambda con: analyze_connection(con, service=params["service"], host=params["host"], gpu=params["gpu"],
-                                           warnings=warnings, **options),
+            _on_cursor,
+            request,
+            lambda con: analyze_connection(
+                con, service=params["service"], host=params["host"], gpu=params["gpu"], warnings=warnings, **options
+            ),
         )
     except GpuRcaError as exc:
         return _error(exc)

@@ -68,4 +68,4 @@ def _too_big(max_bytes: int, what: str) -> str:
     return f"{what} exceeds the limit of {max_bytes} bytes ({max_bytes / 1048576:g} MiB)"
 
 
-__all__ = ["BodyError", "DEFAULT_MAX_BODY_BYTES", "read_body"]
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "BodyError", "read_body"]

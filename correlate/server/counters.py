@@ -15,28 +15,44 @@ class ServeCounters:
     def __init__(self, queue_depth: Callable[[], float]) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter(m.SERVE_REQUESTS, "HTTP requests answered, by route and status code.",
-                                ("route", "code"), registry=r)
-        self.request_bytes = Counter(m.SERVE_REQUEST_BYTES, "Request body bytes received on the wire, by route.",
-                                     ("route",), registry=r)
+        self.requests = Counter(
+            m.SERVE_REQUESTS, "HTTP requests answered, by route and status code.", ("route", "code"), registry=r
+        )
+        self.request_bytes = Counter(
+            m.SERVE_REQUEST_BYTES, "Request body bytes received on the wire, by route.", ("route",), registry=r
+        )
         self.spans_ingested = Counter(m.SERVE_SPANS_INGESTED, "Valid spans committed to the store.", registry=r)
-        self.spans_rejected = Counter(m.SERVE_SPANS_REJECTED, "Spans rejected as invalid (partial success).",
-                                      registry=r)
+        self.spans_rejected = Counter(
+            m.SERVE_SPANS_REJECTED, "Spans rejected as invalid (partial success).", registry=r
+        )
         self.logs_ingested = Counter(m.SERVE_LOGS_INGESTED, "Valid log records committed to the store.", registry=r)
-        self.logs_rejected = Counter(m.SERVE_LOGS_REJECTED, "Log records rejected as invalid (partial success).",
-                                     registry=r)
-        self.prometheus_samples = Counter(m.SERVE_PROMETHEUS_SAMPLES, "Metric samples pulled from Prometheus.",
-                                          registry=r)
-        self.spans_dropped = Counter(m.SERVE_SPANS_DROPPED, "Decoded spans refused without storing them, by reason "
-                                     "(the client is told to retry).", ("reason",), registry=r)
-        self.logs_dropped = Counter(m.SERVE_LOGS_DROPPED, "Decoded log records refused without storing them, by reason.",
-                                    ("reason",), registry=r)
-        self.retention_deleted = Counter(m.SERVE_RETENTION_DELETED, "Rows deleted for being older than --retention.",
-                                         ("table",), registry=r)
+        self.logs_rejected = Counter(
+            m.SERVE_LOGS_REJECTED, "Log records rejected as invalid (partial success).", registry=r
+        )
+        self.prometheus_samples = Counter(
+            m.SERVE_PROMETHEUS_SAMPLES, "Metric samples pulled from Prometheus.", registry=r
+        )
+        self.spans_dropped = Counter(
+            m.SERVE_SPANS_DROPPED,
+            "Decoded spans refused without storing them, by reason (the client is told to retry).",
+            ("reason",),
+            registry=r,
+        )
+        self.logs_dropped = Counter(
+            m.SERVE_LOGS_DROPPED,
+            "Decoded log records refused without storing them, by reason.",
+            ("reason",),
+            registry=r,
+        )
+        self.retention_deleted = Counter(
+            m.SERVE_RETENTION_DELETED, "Rows deleted for being older than --retention.", ("table",), registry=r
+        )
         self.queue_depth = Gauge(m.SERVE_QUEUE_DEPTH, "Write jobs waiting for the store writer.", registry=r)
         self.queue_depth.set_function(queue_depth)
         self.write_seconds = Histogram(
-            m.SERVE_WRITE_SECONDS, "Time the writer spent per committed transaction.", registry=r,
+            m.SERVE_WRITE_SECONDS,
+            "Time the writer spent per committed transaction.",
+            registry=r,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
         )
 

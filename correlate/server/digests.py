@@ -46,7 +46,7 @@ _PLOT_ID = re.compile(r"^[0-9A-Za-z_.-]{1,80}$")
 #: Pages run no script and load nothing but inline styles and images: a second wall behind autoescape.
 _PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; "
-                               "base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
@@ -76,8 +76,12 @@ def _count_digest(app: Starlette, trigger: str) -> None:
     with _COUNTER_LOCK:  # registered once per app, on first use: a registry refuses a name twice
         counter = getattr(app.state, "gpu_rca_digests_counter", None)
         if counter is None:
-            counter = Counter(SERVE_DIGESTS, "Digests made and stored, by trigger.", ("trigger",),
-                              registry=app.state.gpu_rca.counters.registry)
+            counter = Counter(
+                SERVE_DIGESTS,
+                "Digests made and stored, by trigger.",
+                ("trigger",),
+                registry=app.state.gpu_rca.counters.registry,
+            )
             app.state.gpu_rca_digests_counter = counter
     counter.labels(trigger=trigger).inc()
 
@@ -157,44 +161,66 @@ async def alertmanager(request: Request) -> Response:
     if state.config.prometheus_url:
         await run_in_threadpool(_pull_prometheus, request.app, gpus, notification.since_ns, now_ns)
     names = ", ".join(notification.alertnames) or "alert"
-    detail = f"{names} ({notification.firing} firing)" + (f"; GPUs not in the store: {', '.join(missing)}" if missing else "")
+    detail = f"{names} ({notification.firing} firing)" + (
+        f"; GPUs not in the store: {', '.join(missing)}" if missing else ""
+    )
     trigger = Trigger("alertmanager", detail, tuple(gpus) + tuple(missing))
     # The whole fleet is analysed: the alerting GPUs' failures need the other GPUs' requests as a baseline,
     # and the trigger names the GPUs the alert is about.
-    return await _make_and_store(request, trigger, since_ns=notification.since_ns, until_ns=now_ns, gpu=None,
-                                 retry_when_empty=True)
+    return await _make_and_store(
+        request, trigger, since_ns=notification.since_ns, until_ns=now_ns, gpu=None, retry_when_empty=True
+    )
 
 
 async def _make_and_store(
-    request: Request, trigger: Trigger, *, since_ns: int | None, until_ns: int | None, gpu: str | None,
+    request: Request,
+    trigger: Trigger,
+    *,
+    since_ns: int | None,
+    until_ns: int | None,
+    gpu: str | None,
     retry_when_empty: bool = False,
 ) -> Response:
     state = _state(request)
     settings = _settings(request.app)
     try:
         digest: Digest = await run_in_threadpool(
-            _read, state, lambda con: pipeline.make_digest(con, trigger=trigger, settings=settings,
-                                                           since_ns=since_ns, until_ns=until_ns, gpu=gpu))
+            _read,
+            state,
+            lambda con: pipeline.make_digest(
+                con, trigger=trigger, settings=settings, since_ns=since_ns, until_ns=until_ns, gpu=gpu
+            ),
+        )
     except EmptyWindowError as exc:
         if retry_when_empty:
             # Metrics alert before the spans of the same failures arrive (the exporters batch them):
             # a retryable answer makes Alertmanager send the notification again shortly.
-            return error_response(503, f"{exc}; retry once the spans have arrived", JSON,
-                                  headers={"Retry-After": str(state.config.retry_after_s)})
+            return error_response(
+                503,
+                f"{exc}; retry once the spans have arrived",
+                JSON,
+                headers={"Retry-After": str(state.config.retry_after_s)},
+            )
         return error_response(422, str(exc), JSON)
     except (InputError, GpuRcaError) as exc:
         return error_response(422 if isinstance(exc, InputError) else 500, str(exc), JSON)
     try:
         await state.writer.submit(lambda store: archive.save_digest(store.connection, digest))
     except (QueueFull, WriterClosed) as exc:
-        return error_response(503, f"{exc}; retry later", JSON, headers={"Retry-After": str(state.config.retry_after_s)})
+        return error_response(
+            503, f"{exc}; retry later", JSON, headers={"Retry-After": str(state.config.retry_after_s)}
+        )
     _count_digest(request.app, trigger.kind)
     notified = await run_in_threadpool(_notify, digest, settings)
     document = digest.to_dict()
     document["stored"] = True
     document["notified"] = notified
-    return Response(json.dumps(document, allow_nan=False), status_code=201, media_type=JSON,
-                    headers={"Location": f"/digests/{digest.id}.html"})
+    return Response(
+        json.dumps(document, allow_nan=False),
+        status_code=201,
+        media_type=JSON,
+        headers={"Location": f"/digests/{digest.id}.html"},
+    )
 
 
 def _notify(digest: Digest, settings: pipeline.DigestSettings) -> bool | None:
@@ -217,8 +243,12 @@ def _pull_prometheus(app: Starlette, gpus: list[str], since_ns: int, until_ns: i
     state: ServerState = app.state.gpu_rca
     config = state.config
     try:
-        summary = pull_windows(WriterSink(state.writer, timeout_s=config.pull_timeout_s * 3), config.prometheus_url,
-                               [PullWindow(since_ns, until_ns, frozenset(gpus))], timeout_s=config.pull_timeout_s)
+        summary = pull_windows(
+            WriterSink(state.writer, timeout_s=config.pull_timeout_s * 3),
+            config.prometheus_url,
+            [PullWindow(since_ns, until_ns, frozenset(gpus))],
+            timeout_s=config.pull_timeout_s,
+        )
     except GpuRcaError as exc:
         # A digest from the spans alone is still worth having; the log says why its metric windows are thin.
         log.warning("could not pull metric windows from Prometheus: %s", exc)
@@ -230,9 +260,12 @@ def _pull_prometheus(app: Starlette, gpus: list[str], since_ns: int, until_ns: i
 async def _raw_body(request: Request) -> bytes:
     state = _state(request)
     try:
-        body, _ = await read_body(request.stream(), content_length=request.headers.get("content-length"),
-                                  content_encoding=request.headers.get("content-encoding"),
-                                  max_bytes=min(MAX_REQUEST_BYTES, state.config.max_body_bytes))
+        body, _ = await read_body(
+            request.stream(),
+            content_length=request.headers.get("content-length"),
+            content_encoding=request.headers.get("content-encoding"),
+            max_bytes=min(MAX_REQUEST_BYTES, state.config.max_body_bytes),
+        )
     except BodyError as exc:
         raise InputError(exc.message) from exc
     return body
@@ -252,8 +285,9 @@ async def _json_body(request: Request) -> Any:
 class BurstWatcher:
     """Checks the store every few seconds and makes a digest for each new failure burst."""
 
-    def __init__(self, app: Starlette, *, interval_s: float = BURST_INTERVAL_S,
-                 detector: BurstDetector | None = None) -> None:
+    def __init__(
+        self, app: Starlette, *, interval_s: float = BURST_INTERVAL_S, detector: BurstDetector | None = None
+    ) -> None:
         self.app = app
         self.interval_s = interval_s
         self.detector = detector or BurstDetector()
@@ -280,9 +314,17 @@ class BurstWatcher:
         if burst is None:
             return None
         trigger = Trigger("burst", burst.describe(), burst.gpus)
-        digest = _read(state, lambda con: pipeline.make_digest(
-            con, trigger=trigger, settings=_settings(self.app), since_ns=burst.start_ns - 15 * _MINUTE_NS,
-            until_ns=burst.end_ns + _MINUTE_NS, gpu=burst.gpus[0] if len(burst.gpus) == 1 else None))
+        digest = _read(
+            state,
+            lambda con: pipeline.make_digest(
+                con,
+                trigger=trigger,
+                settings=_settings(self.app),
+                since_ns=burst.start_ns - 15 * _MINUTE_NS,
+                until_ns=burst.end_ns + _MINUTE_NS,
+                gpu=burst.gpus[0] if len(burst.gpus) == 1 else None,
+            ),
+        )
         state.writer.call(lambda store: archive.save_digest(store.connection, digest), timeout_s=60)
         self.detector.mark(burst)
         self.digests_made += 1

@@ -21,11 +21,11 @@ from starlette.routing import Route
 from gpu_rca.correlate.otlp.decode import logs_from_request, spans_from_request
 from gpu_rca.correlate.otlp.rows import LogBatch, SpanBatch
 from gpu_rca.correlate.otlp.wire import decode_traces
-from gpu_rca.correlate.store.records import IngestResult
 from gpu_rca.correlate.server.body import BodyError, read_body
 from gpu_rca.correlate.server.responses import JSON, PROTOBUF, error_response, media_type
 from gpu_rca.correlate.server.state import ServerState
 from gpu_rca.correlate.server.writer import QueueFull, WriterClosed
+from gpu_rca.correlate.store.records import IngestResult
 from gpu_rca.schemas.errors import GpuRcaError, InputError
 from gpu_rca.schemas.otlp_json import message_from_json, message_to_json
 
@@ -59,10 +59,18 @@ class Signal:
         return len(message.resource_spans if self.name == "traces" else message.resource_logs) == 0
 
 
-TRACES = Signal("traces", trace_service_pb2.ExportTraceServiceRequest, trace_service_pb2.ExportTraceServiceResponse,
-                "rejected_spans")
-LOGS = Signal("logs", logs_service_pb2.ExportLogsServiceRequest, logs_service_pb2.ExportLogsServiceResponse,
-              "rejected_log_records")
+TRACES = Signal(
+    "traces",
+    trace_service_pb2.ExportTraceServiceRequest,
+    trace_service_pb2.ExportTraceServiceResponse,
+    "rejected_spans",
+)
+LOGS = Signal(
+    "logs",
+    logs_service_pb2.ExportLogsServiceRequest,
+    logs_service_pb2.ExportLogsServiceResponse,
+    "rejected_log_records",
+)
 
 
 def decode(signal: Signal, body: bytes, content_type: str) -> Any:
@@ -89,7 +97,8 @@ async def export(request: Request, signal: Signal) -> Response:
     content_type = media_type(request.headers.get("content-type"))
     if content_type not in (PROTOBUF, JSON):
         return error_response(
-            415, f"unsupported Content-Type {content_type or '(none)'!r}; use {PROTOBUF} or {JSON}", content_type)
+            415, f"unsupported Content-Type {content_type or '(none)'!r}; use {PROTOBUF} or {JSON}", content_type
+        )
     try:
         body, wire_bytes = await read_body(
             request.stream(),
@@ -122,9 +131,11 @@ async def export(request: Request, signal: Signal) -> Response:
     except (QueueFull, WriterClosed) as exc:
         dropped = state.counters.spans_dropped if signal is TRACES else state.counters.logs_dropped
         dropped.labels(reason="queue_full" if isinstance(exc, QueueFull) else "shutting_down").inc(
-            signal.count(message))
-        return error_response(503, f"{exc}; retry later", content_type,
-                              headers={"Retry-After": str(state.config.retry_after_s)})
+            signal.count(message)
+        )
+        return error_response(
+            503, f"{exc}; retry later", content_type, headers={"Retry-After": str(state.config.retry_after_s)}
+        )
     except GpuRcaError as exc:
         return error_response(500, f"the store could not write this request: {exc}", content_type)
     _count(state, signal, result)
@@ -133,8 +144,11 @@ async def export(request: Request, signal: Signal) -> Response:
 
 def _count(state: ServerState, signal: Signal, result: IngestResult) -> None:
     counters = state.counters
-    ingested, rejected = ((counters.spans_ingested, counters.spans_rejected) if signal is TRACES
-                          else (counters.logs_ingested, counters.logs_rejected))
+    ingested, rejected = (
+        (counters.spans_ingested, counters.spans_rejected)
+        if signal is TRACES
+        else (counters.logs_ingested, counters.logs_rejected)
+    )
     ingested.inc(result.accepted)
     rejected.inc(result.rejected)
 
@@ -167,4 +181,4 @@ ROUTES = [
     Route("/v1/logs", logs, methods=["POST"]),
 ]
 
-__all__ = ["LOGS", "ROUTES", "Signal", "TRACES", "decode", "export"]
+__all__ = ["LOGS", "ROUTES", "TRACES", "Signal", "decode", "export"]

@@ -29,7 +29,11 @@ class ServeProcess:
     ) -> None:
         command = [sys.executable, "-m", "gpu_rca", "serve", "--db", str(db_path), "--port", "0", *args]
         self.process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
             env=dict(os.environ if env is None else env),
         )
         self.stderr_lines: list[str] = []

@@ -13,9 +13,9 @@ import time
 from collections.abc import Iterable
 
 from gpu_rca.correlate.prometheus.pull import AFTER_S, PrometheusUnavailable, pull_windows, windows_around_failures
-from gpu_rca.correlate.store.records import GpuRecord, IngestResult, MetricSample
 from gpu_rca.correlate.server.state import ServerState
 from gpu_rca.correlate.server.writer import Writer
+from gpu_rca.correlate.store.records import GpuRecord, IngestResult, MetricSample
 
 log = logging.getLogger("gpu_rca.serve")
 _NS = 1_000_000_000
@@ -55,14 +55,15 @@ async def pull_loop(state: ServerState, stop: asyncio.Event) -> None:
         try:
             await asyncio.wait_for(stop.wait(), timeout=config.pull_interval_s)
             return
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         until_ns = time.time_ns() - int(AFTER_S * _NS)
         try:
             windows = await asyncio.to_thread(_failure_windows, state, watermark_ns, until_ns)
             if windows:
-                summary = await asyncio.to_thread(pull_windows, sink, config.prometheus_url, windows,
-                                                  config.pull_timeout_s)
+                summary = await asyncio.to_thread(
+                    pull_windows, sink, config.prometheus_url, windows, config.pull_timeout_s
+                )
                 state.counters.prometheus_samples.inc(summary.samples)
                 for warning in summary.warnings:
                     log.warning("prometheus pull: %s", warning)
@@ -71,7 +72,7 @@ async def pull_loop(state: ServerState, stop: asyncio.Event) -> None:
                 log.warning("prometheus pull: %s; retrying every %g s", exc, config.pull_interval_s)
                 last_problem = str(exc)
             continue  # keep the watermark: these failures are pulled once Prometheus answers
-        except Exception as exc:  # noqa: BLE001 - a pull problem must never take the receiver down
+        except Exception as exc:
             log.warning("prometheus pull failed: %s: %s", type(exc).__name__, exc)
             continue
         last_problem = ""

@@ -41,8 +41,9 @@ def delete_step(store: Store, table: str, time_sql: str, cutoff_ns: int, max_row
     return int(row[0]) if row else 0
 
 
-def trim(run: Callable[[Callable[[Store], int]], int], cutoff_ns: int, max_rows: int,
-         stop: threading.Event | None = None) -> dict[str, int]:
+def trim(
+    run: Callable[[Callable[[Store], int]], int], cutoff_ns: int, max_rows: int, stop: threading.Event | None = None
+) -> dict[str, int]:
     """Delete everything older than `cutoff_ns`, one bounded step at a time through `run` (the writer)."""
     deleted: dict[str, int] = {}
     for table, time_sql in RETENTION_TIMES:
@@ -70,7 +71,7 @@ def start_retention(app: Starlette) -> Callable[[], None]:
         while not stop.is_set():
             try:
                 deleted = trim(through_writer, time.time_ns() - retention_ns, config.retention_batch_rows, stop)
-            except Exception as exc:  # noqa: BLE001 - retention must never take the receiver down; retried later
+            except Exception as exc:
                 log.warning("retention: %s: %s", type(exc).__name__, exc)
             else:
                 for table, count in deleted.items():

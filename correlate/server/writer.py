@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from gpu_rca.correlate.otlp.rows import SpanBatch
-from gpu_rca.correlate.store.records import IngestResult
 from gpu_rca.correlate.store import Store
+from gpu_rca.correlate.store.records import IngestResult
 from gpu_rca.schemas.errors import GpuRcaError
 
 T = TypeVar("T")
@@ -108,8 +108,9 @@ class Writer:
         """`submit` storing a span batch; batches queued together are stored together (group commit)."""
         return await self.submit(lambda store: store.ingest_span_batch(batch), max_wait_s=max_wait_s, spans=batch)
 
-    async def submit(self, run: Callable[[Store], T], *, max_wait_s: float | None = None,
-                     spans: SpanBatch | None = None) -> T:
+    async def submit(
+        self, run: Callable[[Store], T], *, max_wait_s: float | None = None, spans: SpanBatch | None = None
+    ) -> T:
         """Queue `run` and wait for its result; raises QueueFull at once when the queue is full, or when the
         jobs ahead would take longer than `max_wait_s` (a sender would time out and resend meanwhile)."""
         if max_wait_s is not None and (wait_s := self.expected_wait_s) > max_wait_s:
@@ -186,8 +187,11 @@ class Writer:
             (self._run_spans if is_spans else self._run_jobs)(list(jobs))
 
     def _run_spans(self, group: list[_Job[Any]]) -> None:
-        self._run(group, lambda: self.store.ingest_span_batches([job.spans for job in group]),  # type: ignore[misc]
-                  lambda job: job.run(self.store))
+        self._run(
+            group,
+            lambda: self.store.ingest_span_batches([job.spans for job in group]),  # type: ignore[misc]
+            lambda job: job.run(self.store),
+        )
 
     def _run_jobs(self, group: list[_Job[Any]]) -> None:
         def together() -> list[Any]:
@@ -200,14 +204,15 @@ class Writer:
 
         self._run(group, together, alone)
 
-    def _run(self, group: list[_Job[Any]], together: Callable[[], list[Any]],
-             alone: Callable[[_Job[Any]], Any]) -> None:
+    def _run(
+        self, group: list[_Job[Any]], together: Callable[[], list[Any]], alone: Callable[[_Job[Any]], Any]
+    ) -> None:
         """Commit `group` at once (`together`, a result per job), or, when that fails, each job `alone`."""
         started = time.perf_counter()
         if len(group) > 1:
             try:
                 results = together()
-            except Exception:  # noqa: BLE001 - one bad job must not fail its neighbours: rerun them alone
+            except Exception:
                 pass
             else:
                 self._committed(started, len(group))
@@ -218,7 +223,7 @@ class Writer:
             started = time.perf_counter()
             try:
                 result = alone(job)
-            except Exception as exc:  # noqa: BLE001 - handed to the waiting caller
+            except Exception as exc:
                 job.deliver(None, exc)
             else:
                 self._committed(started, 1)

@@ -36,20 +36,56 @@ DB_ENV = "GPU_RCA_DB"
 DEFAULT_DB = "gpu-rca.duckdb"
 
 _LOG_SCHEMA = otlp.arrow_schema(
-    (("log_id", "VARCHAR"), ("ts_ns", "BIGINT"), ("severity", "VARCHAR"), ("severity_number", "INTEGER"),
-     ("body", "VARCHAR"), ("trace_id", "VARCHAR"), ("span_id", "VARCHAR"), ("service", "VARCHAR"),
-     ("host", "VARCHAR"), ("source", "VARCHAR"), ("attributes", "JSON"), ("resource", "JSON"))
+    (
+        ("log_id", "VARCHAR"),
+        ("ts_ns", "BIGINT"),
+        ("severity", "VARCHAR"),
+        ("severity_number", "INTEGER"),
+        ("body", "VARCHAR"),
+        ("trace_id", "VARCHAR"),
+        ("span_id", "VARCHAR"),
+        ("service", "VARCHAR"),
+        ("host", "VARCHAR"),
+        ("source", "VARCHAR"),
+        ("attributes", "JSON"),
+        ("resource", "JSON"),
+    )
 )
 _SAMPLE_SCHEMA = otlp.arrow_schema(
-    (("ts_ns", "BIGINT"), ("metric", "VARCHAR"), ("value", "DOUBLE"), ("gpu_uuid", "VARCHAR"),
-     ("host", "VARCHAR"), ("pci_bus_id", "VARCHAR"), ("gpu_index", "INTEGER"), ("source", "VARCHAR"))
+    (
+        ("ts_ns", "BIGINT"),
+        ("metric", "VARCHAR"),
+        ("value", "DOUBLE"),
+        ("gpu_uuid", "VARCHAR"),
+        ("host", "VARCHAR"),
+        ("pci_bus_id", "VARCHAR"),
+        ("gpu_index", "INTEGER"),
+        ("source", "VARCHAR"),
+    )
 )
 _KERNEL_SCHEMA = otlp.arrow_schema(
-    (("event_id", "VARCHAR"), ("ts_ns", "BIGINT"), ("host", "VARCHAR"), ("pci_bus_id", "VARCHAR"),
-     ("gpu_uuid", "VARCHAR"), ("xid", "INTEGER"), ("pid", "BIGINT"), ("process", "VARCHAR"), ("message", "VARCHAR"))
+    (
+        ("event_id", "VARCHAR"),
+        ("ts_ns", "BIGINT"),
+        ("host", "VARCHAR"),
+        ("pci_bus_id", "VARCHAR"),
+        ("gpu_uuid", "VARCHAR"),
+        ("xid", "INTEGER"),
+        ("pid", "BIGINT"),
+        ("process", "VARCHAR"),
+        ("message", "VARCHAR"),
+    )
 )
-_GPU_FIELDS = ("gpu_uuid", "host", "gpu_index", "pci_bus_id", "name", "memory_total_bytes", "slowdown_temp_c",
-               "host_source")
+_GPU_FIELDS = (
+    "gpu_uuid",
+    "host",
+    "gpu_index",
+    "pci_bus_id",
+    "name",
+    "memory_total_bytes",
+    "slowdown_temp_c",
+    "host_source",
+)
 _GPU_SCHEMA = otlp.arrow_schema(
     tuple(zip(_GPU_FIELDS, ("VARCHAR", "VARCHAR", "INTEGER", "VARCHAR", "VARCHAR", "BIGINT", "INTEGER", "VARCHAR")))
 )
@@ -204,8 +240,20 @@ class Store:
     def ingest_log_records(self, records: Iterable[LogRecord]) -> IngestResult:
         """Store log records (OTLP or loguru); the same line twice is stored once (see `LogRecord.log_id`)."""
         rows = [
-            (r.log_id, r.ts_ns, r.severity, r.severity_number, r.body, r.trace_id, r.span_id, r.service, r.host,
-             r.source, otlp.to_json(r.attributes), otlp.to_json(r.resource))
+            (
+                r.log_id,
+                r.ts_ns,
+                r.severity,
+                r.severity_number,
+                r.body,
+                r.trace_id,
+                r.span_id,
+                r.service,
+                r.host,
+                r.source,
+                otlp.to_json(r.attributes),
+                otlp.to_json(r.resource),
+            )
             for r in records
         ]
         table = _table(_LOG_SCHEMA, rows)
@@ -213,9 +261,7 @@ class Store:
             stored = self._insert(s.LOGS, table)
         return IngestResult(table.num_rows, 0, stored)
 
-    def ingest_metric_samples(
-        self, samples: Iterable[MetricSample], gpus: Iterable[GpuRecord] = ()
-    ) -> IngestResult:
+    def ingest_metric_samples(self, samples: Iterable[MetricSample], gpus: Iterable[GpuRecord] = ()) -> IngestResult:
         """Store samples (after merging `gpus` into the inventory); a sample whose GPU is unknown is rejected."""
         rows = [(m.ts_ns, m.metric, m.value, m.gpu_uuid, m.host, m.pci_bus_id, m.gpu_index, m.source) for m in samples]
         table = _table(_SAMPLE_SCHEMA, rows)
@@ -244,13 +290,17 @@ class Store:
                 con.execute("DROP TABLE _placed")
             finally:
                 con.unregister("_batch")
-        errors = (f"{unplaced} samples name no GPU UUID and match no known GPU by PCI bus id or index",) if unplaced else ()
+        errors = (
+            (f"{unplaced} samples name no GPU UUID and match no known GPU by PCI bus id or index",) if unplaced else ()
+        )
         return IngestResult(table.num_rows - unplaced, unplaced, stored, errors)
 
     def ingest_kernel_events(self, events: Iterable[KernelEvent]) -> IngestResult:
         """Store kernel XID events; those without a UUID are placed by PCI bus id now or when the inventory learns it."""
-        rows = [(kernel_event_id(e), e.ts_ns, e.host, e.pci_bus_id, e.gpu_uuid, e.xid, e.pid, e.process, e.message)
-                for e in events]
+        rows = [
+            (kernel_event_id(e), e.ts_ns, e.host, e.pci_bus_id, e.gpu_uuid, e.xid, e.pid, e.process, e.message)
+            for e in events
+        ]
         table = _table(_KERNEL_SCHEMA, rows)
         with self.transaction():
             stored = self._insert(s.KERNEL_EVENTS, table)
@@ -325,8 +375,10 @@ class Store:
         columns = ", ".join(table.schema.names)
         if unique_key:
             match = " AND ".join(f"t.{c} = b.{c}" for c in unique_key)
-            sql = (f"INSERT INTO {name} ({columns}) SELECT {columns} FROM _batch b "
-                   f"WHERE NOT EXISTS (SELECT 1 FROM {name} t WHERE {match})")
+            sql = (
+                f"INSERT INTO {name} ({columns}) SELECT {columns} FROM _batch b "
+                f"WHERE NOT EXISTS (SELECT 1 FROM {name} t WHERE {match})"
+            )
         else:
             sql = f"INSERT OR IGNORE INTO {name} ({columns}) SELECT {columns} FROM _batch"
         con = self._register(table)
@@ -357,7 +409,7 @@ class Store:
         con = self._register(table)
         try:
             count = con.execute(
-                f"""INSERT INTO {s.GPUS} ({', '.join(_GPU_FIELDS)}) SELECT {', '.join(_GPU_FIELDS)} FROM _batch
+                f"""INSERT INTO {s.GPUS} ({", ".join(_GPU_FIELDS)}) SELECT {", ".join(_GPU_FIELDS)} FROM _batch
                 ON CONFLICT (gpu_uuid) DO UPDATE SET {keep},
                   host = CASE WHEN excluded.host IS NOT NULL AND {new_wins} THEN excluded.host ELSE {s.GPUS}.host END,
                   host_source = CASE WHEN excluded.host IS NOT NULL AND {new_wins}
@@ -380,16 +432,16 @@ class Store:
 
     def _prepare(self) -> None:
         con = self._con
-        tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'").fetchall()}
+        tables = {
+            r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'").fetchall()
+        }
         if not tables:
             if self.read_only:
                 raise StoreError(f"{self.path} is an empty database; ingest something first")
             with self.transaction():
                 for statement in s.CREATE_V1:
                     con.execute(statement)
-                con.executemany(
-                    f"INSERT INTO {s.SCHEMA_META} VALUES (?, ?)", [("app", s.APP), ("schema_version", "1")]
-                )
+                con.executemany(f"INSERT INTO {s.SCHEMA_META} VALUES (?, ?)", [("app", s.APP), ("schema_version", "1")])
                 self._migrate(1)
             return
         if s.SCHEMA_META not in tables:
@@ -412,9 +464,7 @@ class Store:
         for target, statements in s.migrations_from(version):
             for statement in statements:
                 self._con.execute(statement)
-            self._con.execute(
-                f"UPDATE {s.SCHEMA_META} SET value = ? WHERE key = 'schema_version'", [str(target)]
-            )
+            self._con.execute(f"UPDATE {s.SCHEMA_META} SET value = ? WHERE key = 'schema_version'", [str(target)])
 
 
 class _KeyAlreadyStored(Exception):

@@ -25,7 +25,9 @@ def connect(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
             if header[8:12] != _DUCKDB_MAGIC:
                 raise StoreError(f"{path} is not a DuckDB database; refusing to open or overwrite it")
         elif read_only:
-            raise StoreError(f"{path} does not exist or is empty; ingest something first (gpu-rca ingest --db {path} ...)")
+            raise StoreError(
+                f"{path} does not exist or is empty; ingest something first (gpu-rca ingest --db {path} ...)"
+            )
         elif file.exists():
             file.unlink()  # an empty file (mktemp, touch) holds nothing to lose; DuckDB refuses to open it
         if not file.parent.exists():

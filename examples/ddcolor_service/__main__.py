@@ -44,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
             if not args.weights:
                 raise InputError("--backend ddcolor needs --weights DIR (ModelScope's DDColor folder on disk)")
             backend = DDColorBackend(args.weights, device=args.device)
-            config = ServiceConfig(gpu=args.device, advisor_mode=AdvisorMode(args.advisor), default_model=backend.models[0])
+            config = ServiceConfig(
+                gpu=args.device, advisor_mode=AdvisorMode(args.advisor), default_model=backend.models[0]
+            )
         else:
             from examples.ddcolor_service.lab_backend import LabBackend
 
@@ -55,12 +57,15 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     service = build_service(backend, config=config, otlp_endpoint=args.otlp_endpoint, timeout_s=args.timeout)
     # The same records on stderr, with the trace id a user can hand to `gpu-rca explain`.
-    service.telemetry.logger.add(sys.stderr, level="INFO",
-                                 format="{time:YYYY-MM-DDTHH:mm:ss.SSS!UTC}Z {level} {message} trace_id={extra[trace_id]}")
+    service.telemetry.logger.add(
+        sys.stderr,
+        level="INFO",
+        format="{time:YYYY-MM-DDTHH:mm:ss.SSS!UTC}Z {level} {message} trace_id={extra[trace_id]}",
+    )
     app = create_app(service)
     if args.metrics_port is not None:
-        from gpu_rca import collector
         from examples.ddcolor_service.app import metrics_registry
+        from gpu_rca import collector
 
         collector.serve_metrics(metrics_registry(service), args.host, args.metrics_port)
     import uvicorn

@@ -21,19 +21,23 @@ from fastapi import FastAPI, File, Form, UploadFile
 from fastapi.responses import JSONResponse, Response
 from opentelemetry import trace
 
+from examples.ddcolor_service.backend import Colorizer
+from examples.ddcolor_service.telemetry import ServerSpanMiddleware, Telemetry, clocked_span
 from gpu_rca import collector
 from gpu_rca.collector import AdmissionAdvisor, Collector, classify_error
 from gpu_rca.schemas import attributes as A
 from gpu_rca.schemas.errors import InputError
 
-from examples.ddcolor_service.backend import Colorizer
-from examples.ddcolor_service.telemetry import ServerSpanMiddleware, Telemetry, clocked_span
-
 SPAN_INFERENCE = "ddcolor.inference"
 SPAN_PREPROCESS = "ddcolor.preprocess"
 #: HTTP status per failure: the GPU could not serve it (503), it ran out of time (504), else a bug (500).
-_STATUS = {A.ERROR_CUDA_OOM: 503, A.ERROR_GPU_LOST: 503, A.ERROR_CUDA_ILLEGAL_ADDRESS: 503,
-           A.ERROR_CUDA_LAUNCH_FAILURE: 503, A.ERROR_TIMEOUT: 504}
+_STATUS = {
+    A.ERROR_CUDA_OOM: 503,
+    A.ERROR_GPU_LOST: 503,
+    A.ERROR_CUDA_ILLEGAL_ADDRESS: 503,
+    A.ERROR_CUDA_LAUNCH_FAILURE: 503,
+    A.ERROR_TIMEOUT: 504,
+}
 
 
 class AdvisorMode(str, Enum):
@@ -128,17 +132,25 @@ def create_app(service: Service) -> FastAPI:
     ) -> Response:
         server_span = trace.get_current_span()
         if input_size % config.size_step or not config.min_input_size <= input_size <= config.max_input_size:
-            return _json_error(422, "bad_input_size", f"input_size must be a multiple of {config.size_step} in "
-                               f"[{config.min_input_size}, {config.max_input_size}], got {input_size}")
+            return _json_error(
+                422,
+                "bad_input_size",
+                f"input_size must be a multiple of {config.size_step} in "
+                f"[{config.min_input_size}, {config.max_input_size}], got {input_size}",
+            )
         if model not in backend.models:
-            return _json_error(422, "unknown_model", f"model {model!r} is not served (served: {', '.join(backend.models)})")
+            return _json_error(
+                422, "unknown_model", f"model {model!r} is not served (served: {', '.join(backend.models)})"
+            )
         try:
             with clocked_span(telemetry.tracer, SPAN_PREPROCESS, telemetry.clock) as span:
                 data = await image.read(config.max_upload_bytes + 1)
                 if len(data) > config.max_upload_bytes:
                     raise InputError(f"the upload is larger than {config.max_upload_bytes} bytes")
                 picture = _decode(data)
-                span.set_attributes({A.IMAGE_WIDTH: picture.width, A.IMAGE_HEIGHT: picture.height, "image.bytes": len(data)})
+                span.set_attributes(
+                    {A.IMAGE_WIDTH: picture.width, A.IMAGE_HEIGHT: picture.height, "image.bytes": len(data)}
+                )
         except InputError as exc:
             log.warning("rejected upload {}: {}", image.filename, exc)
             return _json_error(400, "bad_image", str(exc))
@@ -147,28 +159,41 @@ def create_app(service: Service) -> FastAPI:
             advice = advisor.advise(config.gpu, model, input_size)
             refuse = not advice.accept and config.advisor_mode is AdvisorMode.ENFORCE
             decision = "accept" if advice.accept else ("refuse" if refuse else "shadow_refuse")
-            server_span.set_attributes({A.ADVISOR_DECISION: decision, A.ADVISOR_MAX_INPUT_SIZE: advice.max_input_size or 0,
-                                        A.ADVISOR_REASON: advice.reason})
+            server_span.set_attributes(
+                {
+                    A.ADVISOR_DECISION: decision,
+                    A.ADVISOR_MAX_INPUT_SIZE: advice.max_input_size or 0,
+                    A.ADVISOR_REASON: advice.reason,
+                }
+            )
             if refuse:
                 log.warning("GPU busy, refused input_size={} model={}: {}", input_size, model, advice.reason)
                 return JSONResponse(
                     {"error": "gpu_busy", "suggested_input_size": advice.max_input_size, "reason": advice.reason},
-                    status_code=429, headers={"Retry-After": str(advice.retry_after_s)})
+                    status_code=429,
+                    headers={"Retry-After": str(advice.retry_after_s)},
+                )
             if not advice.accept:
                 log.info("advisor (shadow) would refuse input_size={}: {}", input_size, advice.reason)
 
-        attributes = {A.DDCOLOR_INPUT_SIZE: input_size, A.DDCOLOR_MODEL: model, A.DDCOLOR_TASK_TYPE: task_type,
-                      A.IMAGE_WIDTH: picture.width, A.IMAGE_HEIGHT: picture.height}
+        attributes = {
+            A.DDCOLOR_INPUT_SIZE: input_size,
+            A.DDCOLOR_MODEL: model,
+            A.DDCOLOR_TASK_TYPE: task_type,
+            A.IMAGE_WIDTH: picture.width,
+            A.IMAGE_HEIGHT: picture.height,
+        }
         try:
             with service.collector.inference_span(SPAN_INFERENCE, gpu=config.gpu, attributes=attributes) as span:
-                result = await backend.colorize(picture, input_size=input_size, model=model, task_type=task_type,
-                                                on_gpu_start=span.gpu_work_started)
+                result = await backend.colorize(
+                    picture, input_size=input_size, model=model, task_type=task_type, on_gpu_start=span.gpu_work_started
+                )
                 if result.peak_memory_bytes:
                     span.set_attribute(A.INFERENCE_MEMORY_PEAK, result.peak_memory_bytes)
                 log.info("colorized {}x{} at input_size={} with {}", picture.width, picture.height, input_size, model)
         except InputError as exc:
             return _json_error(422, "bad_request", str(exc))
-        except Exception as exc:  # noqa: BLE001 - the span recorded it; the client gets a clean answer
+        except Exception as exc:
             error_type = classify_error(exc)
             first_line = (str(exc).splitlines() or [""])[0]
             log.error("colorize failed ({}): {}: {}", error_type, type(exc).__name__, first_line)
@@ -178,7 +203,9 @@ def create_app(service: Service) -> FastAPI:
     @app.get("/metrics")
     def metrics() -> Response:
         """The GPU's dcgm-exporter-compatible metrics and `gpu_rca_advisor_max_input_size`."""
-        return Response(collector.exposition(metrics_registry(service)), media_type="text/plain; version=0.0.4; charset=utf-8")
+        return Response(
+            collector.exposition(metrics_registry(service)), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:

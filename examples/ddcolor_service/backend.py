@@ -22,8 +22,9 @@ class Colorizer(Protocol):
     models: tuple[str, ...]
     max_concurrency: int
 
-    async def colorize(self, image: Any, *, input_size: int, model: str, task_type: str,
-                       on_gpu_start: Callable[[int], None]) -> Colorized:
+    async def colorize(
+        self, image: Any, *, input_size: int, model: str, task_type: str, on_gpu_start: Callable[[int], None]
+    ) -> Colorized:
         """Colorize `image` at `input_size`; call `on_gpu_start(ts_ns)` when its GPU work begins."""
         ...
 

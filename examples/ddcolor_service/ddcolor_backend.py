@@ -18,9 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gpu_rca.schemas.errors import InputError
-
 from examples.ddcolor_service.backend import Colorized
+from gpu_rca.schemas.errors import InputError
 
 REQUIRED_FILES = ("configuration.json", "pytorch_model.pt")
 MODELSCOPE_MODEL = "damo/cv_ddcolor_image-colorization"
@@ -30,12 +29,16 @@ def check_weights(weights_dir: str | Path) -> Path:
     """The weights folder, or InputError naming what is missing and how to get it."""
     path = Path(weights_dir).expanduser()
     if not path.is_dir():
-        raise InputError(f"DDColor weights not found: {path} is not a directory (download {MODELSCOPE_MODEL} "
-                         f"there first; the service never downloads at run time)")
+        raise InputError(
+            f"DDColor weights not found: {path} is not a directory (download {MODELSCOPE_MODEL} "
+            f"there first; the service never downloads at run time)"
+        )
     missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]
     if missing:
-        raise InputError(f"DDColor weights incomplete in {path}: missing {', '.join(missing)} "
-                         f"(expected ModelScope's {MODELSCOPE_MODEL} folder)")
+        raise InputError(
+            f"DDColor weights incomplete in {path}: missing {', '.join(missing)} "
+            f"(expected ModelScope's {MODELSCOPE_MODEL} folder)"
+        )
     return path
 
 
@@ -45,15 +48,19 @@ class DDColorBackend:
     name = "ddcolor"
     max_concurrency = 1
 
-    def __init__(self, weights_dir: str | Path, *, device: str = "cuda:0", model_name: str = "ddcolor_modelscope") -> None:
+    def __init__(
+        self, weights_dir: str | Path, *, device: str = "cuda:0", model_name: str = "ddcolor_modelscope"
+    ) -> None:
         path = check_weights(weights_dir)
         try:
             import torch
             from modelscope.pipelines import pipeline
             from modelscope.utils.constant import Tasks
         except ImportError as exc:
-            raise InputError(f"the DDColor backend needs torch and modelscope ({exc.name} is missing): "
-                             "pip install 'gpu-rca[ddcolor]'") from exc
+            raise InputError(
+                f"the DDColor backend needs torch and modelscope ({exc.name} is missing): "
+                "pip install 'gpu-rca[ddcolor]'"
+            ) from exc
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise InputError(f"the DDColor backend needs a CUDA GPU for device {device!r}; none is visible")
         self.models = (model_name,)
@@ -62,8 +69,9 @@ class DDColorBackend:
         self._pipeline = pipeline(Tasks.image_colorization, model=str(path), device=device.replace("cuda:", "gpu:"))
         self._lock = threading.Lock()
 
-    async def colorize(self, image: Any, *, input_size: int, model: str, task_type: str,
-                       on_gpu_start: Callable[[int], None]) -> Colorized:
+    async def colorize(
+        self, image: Any, *, input_size: int, model: str, task_type: str, on_gpu_start: Callable[[int], None]
+    ) -> Colorized:
         """Run the pipeline in a worker thread at `input_size`; report torch's peak memory for the request."""
         return await asyncio.to_thread(self._run, image, input_size, on_gpu_start)
 
@@ -84,4 +92,4 @@ class DDColorBackend:
         return Colorized(Image.fromarray(output[:, :, ::-1].astype("uint8")), int(peak))
 
 
-__all__ = ["DDColorBackend", "MODELSCOPE_MODEL", "REQUIRED_FILES", "check_weights"]
+__all__ = ["MODELSCOPE_MODEL", "REQUIRED_FILES", "DDColorBackend", "check_weights"]

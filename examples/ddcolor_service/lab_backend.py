@@ -19,13 +19,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from examples.ddcolor_service.backend import Colorized
 from gpu_rca.lab import ddcolor
 from gpu_rca.lab.clock import VirtualClock
 from gpu_rca.lab.device import CUDA_CONTEXT_BYTES, STEP_NS, Fleet
 from gpu_rca.lab.workload import MAX_CONCURRENCY, Request, Worker
 from gpu_rca.schemas.errors import InputError
-
-from examples.ddcolor_service.backend import Colorized
 
 #: 2026-03-02T10:00:00Z: simulated time starts here unless told otherwise (on the 100 ms grid).
 DEFAULT_START_NS = 1_772_445_600_000_000_000
@@ -88,15 +87,24 @@ class LabBackend:
         """Requests blocked on the simulation (their handlers wait for a GPU start or completion)."""
         return sum(1 for w in self._waiting.values() if not w.future.done())
 
-    async def colorize(self, image: Any, *, input_size: int, model: str, task_type: str,
-                       on_gpu_start: Callable[[int], None]) -> Colorized:
+    async def colorize(
+        self, image: Any, *, input_size: int, model: str, task_type: str, on_gpu_start: Callable[[int], None]
+    ) -> Colorized:
         """Queue the request on the simulated worker and wait, in simulated time, for its outcome."""
         if model not in self.models:
             raise InputError(f"model {model!r} is not loaded (loaded: {', '.join(self.models)})")
         now = self.clock.now_ns()
         self._next_id += 1
-        request = Request(self._next_id, now, input_size, model, task_type, image.width, image.height,
-                          deadline_ns=now + self.timeout_ns)
+        request = Request(
+            self._next_id,
+            now,
+            input_size,
+            model,
+            task_type,
+            image.width,
+            image.height,
+            deadline_ns=now + self.timeout_ns,
+        )
         waiting = _Waiting(asyncio.get_running_loop().create_future(), on_gpu_start, request)
         self._waiting[request.id] = waiting
         self._arrivals.append((now, request))

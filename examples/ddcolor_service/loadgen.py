@@ -24,13 +24,12 @@ from typing import Any
 
 import httpx
 
-from gpu_rca.lab.device import STEP_NS
-from gpu_rca.schemas import attributes as A
-
 from examples.ddcolor_service.app import AdvisorMode, ServiceConfig, create_app
 from examples.ddcolor_service.lab_backend import DEFAULT_START_NS, LabBackend
 from examples.ddcolor_service.service import build_service
 from examples.ddcolor_service.telemetry import TRACE_ID_HEADER
+from gpu_rca.lab.device import STEP_NS
+from gpu_rca.schemas import attributes as A
 
 NS = 1_000_000_000
 
@@ -134,10 +133,20 @@ def arrivals(plan: BurstPlan) -> list[tuple[int, int]]:
 
 async def run_burst(plan: BurstPlan, mode: AdvisorMode, *, otlp_endpoint: str | None = None) -> RunResult:
     """Drive the service in-process through the whole plan and measure it."""
-    backend = LabBackend(gpu_model=plan.gpu_model, models=(plan.model,), seed=plan.seed, start_ns=DEFAULT_START_NS,
-                         timeout_s=plan.timeout_s)
-    service = build_service(backend, config=ServiceConfig(advisor_mode=mode, default_model=plan.model),
-                            otlp_endpoint=otlp_endpoint, export=otlp_endpoint is not None, realtime=False)
+    backend = LabBackend(
+        gpu_model=plan.gpu_model,
+        models=(plan.model,),
+        seed=plan.seed,
+        start_ns=DEFAULT_START_NS,
+        timeout_s=plan.timeout_s,
+    )
+    service = build_service(
+        backend,
+        config=ServiceConfig(advisor_mode=mode, default_model=plan.model),
+        otlp_endpoint=otlp_endpoint,
+        export=otlp_endpoint is not None,
+        realtime=False,
+    )
     app = create_app(service)
     advisor = service.advisor
     burst_start, window_end = plan.burst_window_ns()
@@ -161,10 +170,17 @@ async def run_burst(plan: BurstPlan, mode: AdvisorMode, *, otlp_endpoint: str | 
         outcome = outcomes[index]
         while outcome.attempts < plan.max_attempts:
             outcome.attempts += 1
-            if advisor is not None and mode is AdvisorMode.SHADOW and not advisor.advise(0, plan.model, outcome.final_size).accept:
+            if (
+                advisor is not None
+                and mode is AdvisorMode.SHADOW
+                and not advisor.advise(0, plan.model, outcome.final_size).accept
+            ):
                 marks.setdefault("suggestion", backend.clock.now_ns())
-            response = await client.post("/colorize", files={"image": ("photo.png", photo, "image/png")},
-                                         data={"input_size": str(outcome.final_size), "model": plan.model})
+            response = await client.post(
+                "/colorize",
+                files={"image": ("photo.png", photo, "image/png")},
+                data={"input_size": str(outcome.final_size), "model": plan.model},
+            )
             outcome.trace_ids.append(response.headers[TRACE_ID_HEADER])
             outcome.status, outcome.end_ns = response.status_code, backend.clock.now_ns()
             if response.status_code != 429:
@@ -189,7 +205,9 @@ async def run_burst(plan: BurstPlan, mode: AdvisorMode, *, otlp_endpoint: str | 
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ddcolor") as client:
         async with app.router.lifespan_context(app):
             while queue or backend.waiting:
-                target = min(queue[0][0], backend.clock.now_ns() + STEP_NS) if queue else backend.clock.now_ns() + STEP_NS
+                target = (
+                    min(queue[0][0], backend.clock.now_ns() + STEP_NS) if queue else backend.clock.now_ns() + STEP_NS
+                )
                 await backend.run_until(target, settle)
                 now = backend.clock.now_ns()
                 if advisor is not None and burst_start <= now and "gauge" not in marks:
@@ -203,8 +221,14 @@ async def run_burst(plan: BurstPlan, mode: AdvisorMode, *, otlp_endpoint: str | 
     return _result(plan, mode, outcomes, marks, burst_start, window_end)
 
 
-def _result(plan: BurstPlan, mode: AdvisorMode, outcomes: list[Outcome], marks: dict[str, int],
-            burst_start: int, window_end: int) -> RunResult:
+def _result(
+    plan: BurstPlan,
+    mode: AdvisorMode,
+    outcomes: list[Outcome],
+    marks: dict[str, int],
+    burst_start: int,
+    window_end: int,
+) -> RunResult:
     def since_burst(key: str) -> float | None:
         return round((marks[key] - burst_start) / NS, 3) if key in marks else None
 
@@ -232,13 +256,17 @@ def _result(plan: BurstPlan, mode: AdvisorMode, outcomes: list[Outcome], marks: 
 def compare(plan: BurstPlan | None = None, *, otlp_endpoint: str | None = None) -> dict[str, RunResult]:
     """The same plan with the advisor in shadow (advising, never refusing: as if off) and enforcing."""
     plan = plan or BurstPlan()
-    return {mode.value: asyncio.run(run_burst(plan, mode, otlp_endpoint=otlp_endpoint))
-            for mode in (AdvisorMode.SHADOW, AdvisorMode.ENFORCE)}
+    return {
+        mode.value: asyncio.run(run_burst(plan, mode, otlp_endpoint=otlp_endpoint))
+        for mode in (AdvisorMode.SHADOW, AdvisorMode.ENFORCE)
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     """Print the side-by-side comparison (a table, or one JSON document with --json)."""
-    parser = argparse.ArgumentParser(prog="python -m examples.ddcolor_service.loadgen", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m examples.ddcolor_service.loadgen", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     args = parser.parse_args(argv)

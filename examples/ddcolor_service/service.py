@@ -6,12 +6,11 @@ import dataclasses
 import time
 from typing import Any
 
-from gpu_rca.collector import AdmissionAdvisor, Collector, build_resource
-
 from examples.ddcolor_service.app import AdvisorMode, Service, ServiceConfig, create_app
 from examples.ddcolor_service.backend import Colorizer
 from examples.ddcolor_service.lab_backend import LabBackend
 from examples.ddcolor_service.telemetry import build_telemetry
+from gpu_rca.collector import AdmissionAdvisor, Collector, build_resource
 
 SERVICE_NAME = "ddcolor"
 SERVICE_VERSION = "1.4.2"
@@ -40,8 +39,15 @@ def build_service(
     telemetry = build_telemetry(resource, clock, otlp_endpoint=otlp_endpoint, export=export)
     background: list[Any] = []
     if isinstance(backend, LabBackend):
-        gpu_collector = Collector(nvml=backend.nvml, clock=clock, tracer_provider=telemetry.tracer_provider,
-                                  sample_hz=10, background=False, cuda_visible_devices=None, pid=backend.pid)
+        gpu_collector = Collector(
+            nvml=backend.nvml,
+            clock=clock,
+            tracer_provider=telemetry.tracer_provider,
+            sample_hz=10,
+            background=False,
+            cuda_visible_devices=None,
+            pid=backend.pid,
+        )
         gpu_collector.start()
         gpu_collector.sample_once(clock())
         backend.on_tick = gpu_collector.sample_once
@@ -53,9 +59,13 @@ def build_service(
     advisor = None
     if config.advisor_mode is not AdvisorMode.OFF:
         advisor = AdmissionAdvisor(
-            gpu_collector, models=backend.models, max_concurrency=backend.max_concurrency,
+            gpu_collector,
+            models=backend.models,
+            max_concurrency=backend.max_concurrency,
             timeout_s=getattr(backend, "timeout_s", timeout_s),
-            size_step=config.size_step, min_input_size=config.min_input_size, max_input_size=config.max_input_size,
+            size_step=config.size_step,
+            min_input_size=config.min_input_size,
+            max_input_size=config.max_input_size,
         )
     return Service(config, backend, gpu_collector, telemetry, advisor, background)
 
@@ -65,7 +75,7 @@ def _pynvml() -> Any:
         import pynvml
 
         pynvml.nvmlInit()
-    except Exception:  # noqa: BLE001 - no driver here: spans say gpu.telemetry.source=none
+    except Exception:
         return None
     return pynvml
 

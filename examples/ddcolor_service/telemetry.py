@@ -53,8 +53,9 @@ class Telemetry:
         self.logger_provider.shutdown()
 
 
-def build_telemetry(resource: Resource, clock: Clock, *, otlp_endpoint: str | None = None,
-                    export: bool = True) -> Telemetry:
+def build_telemetry(
+    resource: Resource, clock: Clock, *, otlp_endpoint: str | None = None, export: bool = True
+) -> Telemetry:
     """Providers exporting over OTLP/HTTP (`otlp_endpoint`, else the `OTEL_EXPORTER_OTLP_*` variables)."""
     tracer_provider = TracerProvider(resource=resource)
     logger_provider = LoggerProvider(resource=resource)
@@ -76,7 +77,7 @@ def service_logger(logger_provider: LoggerProvider, clock: Clock) -> Any:
     from loguru._logger import Core, Logger
 
     def clock_time(record: dict[str, Any]) -> None:
-        record["time"] = record["time"].__class__.fromtimestamp(clock() / 1e9, tz=dt.timezone.utc)
+        record["time"] = record["time"].__class__.fromtimestamp(clock() / 1e9, tz=dt.UTC)
 
     # A core of its own: the service's records go to its sinks only, not to the process-wide logger's.
     logger = Logger(Core(), None, 0, False, False, False, False, True, [], {})
@@ -86,8 +87,15 @@ def service_logger(logger_provider: LoggerProvider, clock: Clock) -> Any:
 
 
 @contextlib.contextmanager
-def clocked_span(tracer: trace.Tracer, name: str, clock: Clock, *, kind: SpanKind = SpanKind.INTERNAL,
-                 attributes: Mapping[str, Any] | None = None, context: Any = None) -> Iterator[trace.Span]:
+def clocked_span(
+    tracer: trace.Tracer,
+    name: str,
+    clock: Clock,
+    *,
+    kind: SpanKind = SpanKind.INTERNAL,
+    attributes: Mapping[str, Any] | None = None,
+    context: Any = None,
+) -> Iterator[trace.Span]:
     """A current span that starts and ends on `clock`; an exception marks it ERROR and propagates."""
     span = tracer.start_span(name, context=context, kind=kind, attributes=attributes, start_time=clock())
     try:
@@ -117,14 +125,23 @@ class ServerSpanMiddleware:
         method, path = scope["method"], scope["path"]
         attributes = {"http.request.method": method, "url.path": path, "url.scheme": scope.get("scheme", "http")}
         status: dict[str, int] = {}
-        with clocked_span(self.telemetry.tracer, f"{method} {path}", self.telemetry.clock, kind=SpanKind.SERVER,
-                          attributes=attributes, context=propagate.extract(headers)) as span:
+        with clocked_span(
+            self.telemetry.tracer,
+            f"{method} {path}",
+            self.telemetry.clock,
+            kind=SpanKind.SERVER,
+            attributes=attributes,
+            context=propagate.extract(headers),
+        ) as span:
             trace_id = format(span.get_span_context().trace_id, "032x").encode()
 
             async def send_with_trace_id(message: dict[str, Any]) -> None:
                 if message["type"] == "http.response.start":
                     status["code"] = message["status"]
-                    message = {**message, "headers": [*message.get("headers", []), (TRACE_ID_HEADER.encode(), trace_id)]}
+                    message = {
+                        **message,
+                        "headers": [*message.get("headers", []), (TRACE_ID_HEADER.encode(), trace_id)],
+                    }
                 await send(message)
 
             await self.app(scope, receive, send_with_trace_id)

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import duckdb
 
-from gpu_rca.schemas import metrics as m
-
 from gpu_rca.correlate.ranking.drivers import driver_rows, significant
 from gpu_rca.correlate.ranking.signals import METRIC_FLOORS
+from gpu_rca.schemas import metrics as m
 
 #: (series, direction) -> cause. Series are canonical metric names; the two code-valued gauges (the clock-event
 #: bitmask and the last XID) are scored raw, as BARO scores any series, and named by their peak value.
@@ -139,10 +138,16 @@ def contrast_ranking(con: duckdb.DuckDBPyConnection) -> list[str]:
                             ELSE 'other' END AS kind
            FROM rk_spans WHERE failed"""
     )
-    kinds = [k for k, _ in con.execute("SELECT kind, count(*) AS n FROM bl_groups GROUP BY kind ORDER BY n DESC, kind")
-             .fetchall()]
-    con.execute("CREATE OR REPLACE TEMP TABLE bl_kind_groups AS SELECT idx, list_position(?, kind) AS grp FROM bl_groups",
-                [kinds])
+    kinds = [
+        k
+        for k, _ in con.execute(
+            "SELECT kind, count(*) AS n FROM bl_groups GROUP BY kind ORDER BY n DESC, kind"
+        ).fetchall()
+    ]
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE bl_kind_groups AS SELECT idx, list_position(?, kind) AS grp FROM bl_groups",
+        [kinds],
+    )
     by_kind: dict[str, list] = {k: [] for k in kinds}
     for row in driver_rows(con, "bl_kind_groups"):
         by_kind[kinds[row.group - 1]].append(row)

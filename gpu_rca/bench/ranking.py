@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gpu_rca.bench import baselines, scoring
 from gpu_rca.correlate.ingest import ingest_paths
 from gpu_rca.correlate.ranking.evidence import numbers_missing_from_evidence
 from gpu_rca.correlate.ranking.run import analyze_connection
 from gpu_rca.correlate.ranking.timefmt import parse_time_ns
 from gpu_rca.correlate.store import Store
-from gpu_rca.bench import baselines, scoring
 
 #: The seed of `--generated N`: fixed, so the generated suite is the same for everyone.
 GENERATED_SEED = 20260302
@@ -49,10 +49,15 @@ class SuiteResult:
             "ac1_margin_over_best_baseline": None if ours["ac1"] is None else ours["ac1"] - best,
             "summaries_with_numbers_outside_evidence": self.unchecked_summaries,
             "cases": [
-                {"name": o.name, "truth": o.truth.get("cause"), "ours": o.ranked[:3],
-                 "confidence": o.causes[0]["confidence"] if o.causes else None,
-                 "drivers_found": scoring.drivers_found(o),
-                 "baro": b.ranked[:3], "contrast": c.ranked[:3]}
+                {
+                    "name": o.name,
+                    "truth": o.truth.get("cause"),
+                    "ours": o.ranked[:3],
+                    "confidence": o.causes[0]["confidence"] if o.causes else None,
+                    "drivers_found": scoring.drivers_found(o),
+                    "baro": b.ranked[:3],
+                    "contrast": c.ranked[:3],
+                }
                 for o, b, c in zip(self.ours, self.baro, self.contrast)
             ],
         }
@@ -87,8 +92,14 @@ def run_case(scenario_data: dict[str, Any] | str) -> dict[str, Any]:
                 contrast = baselines.contrast_ranking(con) if _has_kv(con) else []
             baro = baselines.baro_ranking(con, start, end, detect)
     unchecked = [c["cause"] for c in ours["causes"] if numbers_missing_from_evidence(c)]
-    return {"name": scenario.name, "truth": run.truth, "ours": ours["causes"], "baro": baro, "contrast": contrast,
-            "summaries_with_numbers_outside_evidence": unchecked}
+    return {
+        "name": scenario.name,
+        "truth": run.truth,
+        "ours": ours["causes"],
+        "baro": baro,
+        "contrast": contrast,
+        "summaries_with_numbers_outside_evidence": unchecked,
+    }
 
 
 def _has_kv(con) -> bool:
@@ -143,8 +154,11 @@ def generated_scenarios(count: int, seed: int = GENERATED_SEED) -> list[dict[str
 def baseline_tables() -> dict[str, dict[str, str]]:
     """The published mapping tables of both baselines, as printed in the report."""
     return {
-        "baro_metrics_only": {f"{series} {direction}": cause for (series, direction), cause in
-                              baselines.METRIC_CAUSES.items()},
-        "attribute_contrast_only": {f"error {kind}, concentrated on {where}": cause for (kind, where), cause in
-                                    baselines.ATTRIBUTE_CAUSES.items()},
+        "baro_metrics_only": {
+            f"{series} {direction}": cause for (series, direction), cause in baselines.METRIC_CAUSES.items()
+        },
+        "attribute_contrast_only": {
+            f"error {kind}, concentrated on {where}": cause
+            for (kind, where), cause in baselines.ATTRIBUTE_CAUSES.items()
+        },
     }

@@ -20,19 +20,41 @@ def print_report(document: dict[str, Any]) -> None:
         table = Table(title=f"{name} suite ({ours['cases']} scenarios)")
         for column in ("method", "AC@1", "AC@3", "Avg@5", "AC@1 on its visible causes", "driver acc.", "also in top 3"):
             table.add_column(column, justify="left" if column == "method" else "right")
-        table.add_row("gpu-rca", _f(ours["ac1"]), _f(ours["ac3"]), _f(ours["avg5"]), "", _f(ours["driver_accuracy"]),
-                      _f(ours["also_recall_top3"]))
-        table.add_row("BARO (metrics only)", _f(baro["ac1"]), _f(baro["ac3"]), _f(baro["avg5"]),
-                      f"{_f(baro['ac1_visible'])} of {baro['visible_cases']}", "", "")
-        table.add_row("attribute contrast only", _f(contrast["ac1"]), _f(contrast["ac3"]), _f(contrast["avg5"]),
-                      f"{_f(contrast['ac1_visible'])} of {contrast['visible_cases']}", "", "")
+        table.add_row(
+            "gpu-rca",
+            _f(ours["ac1"]),
+            _f(ours["ac3"]),
+            _f(ours["avg5"]),
+            "",
+            _f(ours["driver_accuracy"]),
+            _f(ours["also_recall_top3"]),
+        )
+        table.add_row(
+            "BARO (metrics only)",
+            _f(baro["ac1"]),
+            _f(baro["ac3"]),
+            _f(baro["avg5"]),
+            f"{_f(baro['ac1_visible'])} of {baro['visible_cases']}",
+            "",
+            "",
+        )
+        table.add_row(
+            "attribute contrast only",
+            _f(contrast["ac1"]),
+            _f(contrast["ac3"]),
+            _f(contrast["avg5"]),
+            f"{_f(contrast['ac1_visible'])} of {contrast['visible_cases']}",
+            "",
+            "",
+        )
         console.print(table)
         console.print(f"AC@1 margin over the better baseline: {_f(suite['ac1_margin_over_best_baseline'])}")
         unchecked = suite["summaries_with_numbers_outside_evidence"]
         console.print(f"summaries quoting a number not in their evidence: {len(unchecked)} {unchecked or ''}")
         for label, numbers in ours["by_confidence"].items():
-            console.print(f"  confidence {label}: {numbers['right']} of {numbers['cases']} right "
-                          f"({numbers['accuracy']:.2f})")
+            console.print(
+                f"  confidence {label}: {numbers['right']} of {numbers['cases']} right ({numbers['accuracy']:.2f})"
+            )
         misses = [c for c in suite["cases"] if (c["ours"][:1] or [None])[0] != c["truth"]]
         for case in misses:
             console.print(f"  miss {case['name']}: truth {case['truth']}, ranked {case['ours']}", highlight=False)

@@ -62,7 +62,9 @@ def drivers_found(case: Case) -> bool | None:
     if entry is None:
         return False
     listed = entry["drivers"]
-    return all(any(d["attribute"] == attr and _same(d["value"], value) for d in listed) for attr, value in wanted.items())
+    return all(
+        any(d["attribute"] == attr and _same(d["value"], value) for d in listed) for attr, value in wanted.items()
+    )
 
 
 def driver_accuracy(cases: list[Case]) -> float | None:

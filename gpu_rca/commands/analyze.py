@@ -25,8 +25,9 @@ def fetch_json(server: str, path: str, params: dict[str, str | None] | None = No
     if not base.startswith(("http://", "https://")):
         raise UsageError(f"--server must be an http(s) URL such as http://127.0.0.1:4318, got {server!r}")
     query = urllib.parse.urlencode({k: v for k, v in (params or {}).items() if v is not None})
-    request = urllib.request.Request(f"{base}{path}" + (f"?{query}" if query else ""),
-                                     headers={"Accept": "application/json"})
+    request = urllib.request.Request(
+        f"{base}{path}" + (f"?{query}" if query else ""), headers={"Accept": "application/json"}
+    )
     token = os.environ.get(TOKEN_ENV)
     if token:
         request.add_header("Authorization", f"Bearer {token.strip()}")
@@ -65,36 +66,74 @@ def dump(document: Any) -> None:
 
 
 @click.command()
-@click.option("--db", "db_path", metavar="PATH", default=None,
-              help="Store to read (default: $GPU_RCA_DB, else ./gpu-rca.duckdb).")
+@click.option(
+    "--db", "db_path", metavar="PATH", default=None, help="Store to read (default: $GPU_RCA_DB, else ./gpu-rca.duckdb)."
+)
 @click.option("--server", metavar="URL", default=None, help="Ask a running `gpu-rca serve` instead of opening --db.")
-@click.option("--since", metavar="T", default=None, help="Window start: RFC 3339, epoch seconds, or a duration back (2h).")
+@click.option(
+    "--since", metavar="T", default=None, help="Window start: RFC 3339, epoch seconds, or a duration back (2h)."
+)
 @click.option("--until", metavar="T", default=None, help="Window end (same forms as --since).")
-@click.option("--lookback", metavar="D", default=None,
-              help="With no --since: start this long before the first failure (default 15m).")
-@click.option("--prometheus", metavar="URL", default=None, help="Pull the window's GPU metrics from this Prometheus first.")
+@click.option(
+    "--lookback",
+    metavar="D",
+    default=None,
+    help="With no --since: start this long before the first failure (default 15m).",
+)
+@click.option(
+    "--prometheus", metavar="URL", default=None, help="Pull the window's GPU metrics from this Prometheus first."
+)
 @click.option("--service", default=None, help="Only this service.name.")
 @click.option("--host", default=None, help="Only this host.name.")
 @click.option("--gpu", metavar="UUID", default=None, help="Only this GPU.")
-@click.option("--slow", metavar="DURATION", default=None, help="Also count inference spans slower than this as failed (5s).")
+@click.option(
+    "--slow", metavar="DURATION", default=None, help="Also count inference spans slower than this as failed (5s)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (Contract 3) instead of a table.")
-def analyze(db_path: str | None, server: str | None, since: str | None, until: str | None, lookback: str | None,
-            prometheus: str | None, service: str | None, host: str | None, gpu: str | None, slow: str | None,
-            as_json: bool) -> None:
+def analyze(
+    db_path: str | None,
+    server: str | None,
+    since: str | None,
+    until: str | None,
+    lookback: str | None,
+    prometheus: str | None,
+    service: str | None,
+    host: str | None,
+    gpu: str | None,
+    slow: str | None,
+    as_json: bool,
+) -> None:
     """Rank the likely root causes of failed GPU inference requests, with evidence."""
     check_source(db_path, server)
     from gpu_rca.correlate.ranking.api import resolve_options
 
     resolve_options(since, until, slow, lookback)  # usage errors before anything is opened or fetched
     if server is not None:
-        params = {"since": since, "until": until, "lookback": lookback, "service": service, "host": host,
-                  "gpu": gpu, "slow": slow, "prometheus": prometheus}
+        params = {
+            "since": since,
+            "until": until,
+            "lookback": lookback,
+            "service": service,
+            "host": host,
+            "gpu": gpu,
+            "slow": slow,
+            "prometheus": prometheus,
+        }
         result = fetch_json(server, "/api/analyze", params)
     else:
         from gpu_rca.correlate.ranking.api import analyze as run
 
-        result = run(db_path, since, until, service=service, host=host, gpu=gpu, slow=slow, lookback=lookback,
-                     prometheus=prometheus)
+        result = run(
+            db_path,
+            since,
+            until,
+            service=service,
+            host=host,
+            gpu=gpu,
+            slow=slow,
+            lookback=lookback,
+            prometheus=prometheus,
+        )
     window = result["window"]
     click.echo(f"window: {window['start']} .. {window['end']}", err=True)
     for warning in result["warnings"]:

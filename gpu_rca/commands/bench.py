@@ -16,13 +16,30 @@ def bench() -> None:
 
 
 @bench.command()
-@click.option("--scenarios", "scenarios_dir", metavar="DIR", default=None, type=click.Path(file_okay=False),
-              help="Folder of scenario YAML files (default: the shipped public suite).")
-@click.option("--generated", metavar="N", default=0, show_default=True, type=click.IntRange(0, 10000),
-              help="Also run N scenarios from `lab generate` with the fixed seed.")
+@click.option(
+    "--scenarios",
+    "scenarios_dir",
+    metavar="DIR",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Folder of scenario YAML files (default: the shipped public suite).",
+)
+@click.option(
+    "--generated",
+    metavar="N",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 10000),
+    help="Also run N scenarios from `lab generate` with the fixed seed.",
+)
 @click.option("--seed", default=None, type=int, help="Seed for --generated (default: the fixed published seed).")
-@click.option("--jobs", default=min(2, os.cpu_count() or 1), show_default=True, type=click.IntRange(1, 64),
-              help="Scenarios run at once, each in its own process.")
+@click.option(
+    "--jobs",
+    default=min(2, os.cpu_count() or 1),
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Scenarios run at once, each in its own process.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of tables.")
 def ranking(scenarios_dir: str | None, generated: int, seed: int | None, jobs: int, as_json: bool) -> None:
     """AC@1, AC@3, Avg@5, driver accuracy and calibration, ours vs metrics-only and attribute-only baselines."""

@@ -25,22 +25,45 @@ if TYPE_CHECKING:
 DEFAULT_SCENARIO = "large-uploads-10am"
 DEFAULT_OUT = "gpu-rca-demo"
 #: The stages the progress bar walks through; simulating is most of the time.
-_STAGES = (("simulating", 6), ("writing the lab's files", 2), ("ingesting", 3), ("ranking", 1), ("writing the digest", 1))
+_STAGES = (
+    ("simulating", 6),
+    ("writing the lab's files", 2),
+    ("ingesting", 3),
+    ("ranking", 1),
+    ("writing the digest", 1),
+)
 
 
 @click.command("demo")
-@click.option("--scenario", default=DEFAULT_SCENARIO, show_default=True, metavar="NAME|FILE",
-              help="A shipped scenario name or a scenario YAML file.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path(DEFAULT_OUT),
-              show_default=True, help="Folder for analysis.json, digest.md, digest.html, plots/, the store and the lab's files.")
+@click.option(
+    "--scenario",
+    default=DEFAULT_SCENARIO,
+    show_default=True,
+    metavar="NAME|FILE",
+    help="A shipped scenario name or a scenario YAML file.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(DEFAULT_OUT),
+    show_default=True,
+    help="Folder for analysis.json, digest.md, digest.html, plots/, the store and the lab's files.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the analysis as one JSON document on stdout.")
 @click.option("--seed", type=int, default=None, help="Run the scenario with this seed instead of its own.")
-@click.option("--grafana-url", default=None, metavar="URL", help="Link example traces to this Grafana (else $GPU_RCA_GRAFANA_URL).")
+@click.option(
+    "--grafana-url",
+    default=None,
+    metavar="URL",
+    help="Link example traces to this Grafana (else $GPU_RCA_GRAFANA_URL).",
+)
 def demo(scenario: str, out_dir: Path, as_json: bool, seed: int | None, grafana_url: str | None) -> None:
     """Simulate SCENARIO on a virtual GPU fleet, then ingest, rank and write the failure digest."""
     started = time.perf_counter()
-    result = run_demo(scenario, out_dir, seed=seed, grafana_url=grafana_url,
-                      progress=sys.stderr.isatty() and not as_json)
+    result = run_demo(
+        scenario, out_dir, seed=seed, grafana_url=grafana_url, progress=sys.stderr.isatty() and not as_json
+    )
     elapsed_s = time.perf_counter() - started
     if as_json:
         click.echo(json.dumps(result.analysis, allow_nan=False))
@@ -63,7 +86,11 @@ class DemoResult:
 
 
 def run_demo(
-    scenario_ref: str, out_dir: Path, *, seed: int | None = None, grafana_url: str | None = None,
+    scenario_ref: str,
+    out_dir: Path,
+    *,
+    seed: int | None = None,
+    grafana_url: str | None = None,
     progress: bool = False,
 ) -> DemoResult:
     """Simulate a scenario (name or file), write the lab's files, ingest them, rank, and write the digest files."""
@@ -84,8 +111,13 @@ def run_demo(
     lab_dir = out_dir / "lab"
     db_path = out_dir / "gpu-rca.duckdb"
     _prepare(out_dir, db_path)
-    bar = tqdm(total=sum(w for _, w in _STAGES), file=sys.stderr, disable=not progress, leave=False,
-               bar_format="{desc:<26}{bar}| {elapsed}")
+    bar = tqdm(
+        total=sum(w for _, w in _STAGES),
+        file=sys.stderr,
+        disable=not progress,
+        leave=False,
+        bar_format="{desc:<26}{bar}| {elapsed}",
+    )
     stages = iter(_STAGES)
 
     def stage() -> int:
@@ -120,8 +152,12 @@ def run_demo(
             analysis = pipeline.analyze_window(store.connection, since_ns=None, until_ns=None)
             bar.update(weight)
             weight = stage()
-            made = pipeline.make_digest(store.connection, analysis=analysis, settings=settings,
-                                        trigger=Trigger("demo", f"lab scenario {scenario.name}, seed {scenario.seed}"))
+            made = pipeline.make_digest(
+                store.connection,
+                analysis=analysis,
+                settings=settings,
+                trigger=Trigger("demo", f"lab scenario {scenario.name}, seed {scenario.seed}"),
+            )
             with store.transaction():
                 archive.save_digest(store.connection, made)
         files = [_write(out_dir / "analysis.json", json.dumps(analysis, indent=2, allow_nan=False) + "\n")]
@@ -174,22 +210,28 @@ def _write(path: Path, data: str | bytes) -> Path:
 def _print_causes(result: DemoResult, elapsed_s: float, *, err: bool) -> None:
     analysis = result.analysis
     echo = lambda text="": click.echo(text, err=err)  # noqa: E731 - one sink for the whole report
-    echo(f"Scenario {result.scenario} (seed {result.seed}): {analysis['spans']['failed']} of "
-         f"{analysis['spans']['total']} inference requests failed, "
-         f"{analysis['window']['start']} – {analysis['window']['end']}")
+    echo(
+        f"Scenario {result.scenario} (seed {result.seed}): {analysis['spans']['failed']} of "
+        f"{analysis['spans']['total']} inference requests failed, "
+        f"{analysis['window']['start']} – {analysis['window']['end']}"
+    )
     echo(result.digest.headline.text)
     echo()
     if not analysis["causes"]:
         echo("No cause ranked.")
     for i, cause in enumerate(analysis["causes"], 1):
         drivers = ", ".join(f"{d['attribute']}={d['value']}" for d in cause["drivers"][:3]) or "–"
-        echo(f"{i:>2}. {cause['cause']:<28} score {cause['score']:.2f}  {cause['confidence']:<6}  "
-             f"{cause['failed_spans']:>5} failed  drivers: {drivers}")
+        echo(
+            f"{i:>2}. {cause['cause']:<28} score {cause['score']:.2f}  {cause['confidence']:<6}  "
+            f"{cause['failed_spans']:>5} failed  drivers: {drivers}"
+        )
     truth = result.truth or {}
     if truth.get("cause"):
         drivers = ", ".join(f"{k}={v}" for k, v in (truth.get("drivers") or {}).items())
         echo(f"\nThe lab injected: {truth['cause']}" + (f" ({drivers})" if drivers else ""))
     if result.digest.causes:
         echo(f"\nAction: {result.digest.causes[0].action}")
-    echo(f"\nWrote {result.out_dir / 'digest.html'}, digest.md, analysis.json, plots/ and the store "
-         f"gpu-rca.duckdb in {elapsed_s:.1f} s.")
+    echo(
+        f"\nWrote {result.out_dir / 'digest.html'}, digest.md, analysis.json, plots/ and the store "
+        f"gpu-rca.duckdb in {elapsed_s:.1f} s."
+    )

@@ -21,24 +21,61 @@ _FORMATS = ("md", "html", "json")
 
 
 @click.command("digest")
-@click.option("--db", "db_path", type=click.Path(dir_okay=False), default=None,
-              help="DuckDB store (default: $GPU_RCA_DB, else ./gpu-rca.duckdb).")
-@click.option("--server", "server_url", default=None, metavar="URL",
-              help="A running `gpu-rca serve` to make the digest (use while serve holds the store).")
-@click.option("--since", default=None, metavar="T", help="Window start: RFC 3339, epoch seconds, or a duration like 24h.")
+@click.option(
+    "--db",
+    "db_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="DuckDB store (default: $GPU_RCA_DB, else ./gpu-rca.duckdb).",
+)
+@click.option(
+    "--server",
+    "server_url",
+    default=None,
+    metavar="URL",
+    help="A running `gpu-rca serve` to make the digest (use while serve holds the store).",
+)
+@click.option(
+    "--since", default=None, metavar="T", help="Window start: RFC 3339, epoch seconds, or a duration like 24h."
+)
 @click.option("--until", default=None, metavar="T", help="Window end (default: now, or just after the last failure).")
 @click.option("--gpu", default=None, metavar="UUID", help="Only requests served by this GPU.")
 @click.option("--format", "fmt", type=click.Choice(_FORMATS), default="md", show_default=True)
-@click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None,
-              help="Write here (Markdown plots go beside it under plots/); default stdout.")
-@click.option("--grafana-url", default=None, metavar="URL",
-              help="Grafana to link example traces to (else $GPU_RCA_GRAFANA_URL).")
-@click.option("--notify-url", default=None, metavar="URL",
-              help='POST a Slack-compatible {"text": …} summary here (else $GPU_RCA_NOTIFY_URL).')
-@click.option("--trigger", type=click.Choice(("manual", "schedule")), default="manual", show_default=True,
-              help="Recorded with the digest; cron jobs pass `schedule`.")
-def digest(db_path: str | None, server_url: str | None, since: str | None, until: str | None, gpu: str | None,
-           fmt: str, out_path: str | None, grafana_url: str | None, notify_url: str | None, trigger: str) -> None:
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write here (Markdown plots go beside it under plots/); default stdout.",
+)
+@click.option(
+    "--grafana-url", default=None, metavar="URL", help="Grafana to link example traces to (else $GPU_RCA_GRAFANA_URL)."
+)
+@click.option(
+    "--notify-url",
+    default=None,
+    metavar="URL",
+    help='POST a Slack-compatible {"text": …} summary here (else $GPU_RCA_NOTIFY_URL).',
+)
+@click.option(
+    "--trigger",
+    type=click.Choice(("manual", "schedule")),
+    default="manual",
+    show_default=True,
+    help="Recorded with the digest; cron jobs pass `schedule`.",
+)
+def digest(
+    db_path: str | None,
+    server_url: str | None,
+    since: str | None,
+    until: str | None,
+    gpu: str | None,
+    fmt: str,
+    out_path: str | None,
+    grafana_url: str | None,
+    notify_url: str | None,
+    trigger: str,
+) -> None:
     """Render the failure digest of a window and store it."""
     from gpu_rca.correlate.digest import pipeline
     from gpu_rca.correlate.digest.model import Trigger
@@ -46,8 +83,7 @@ def digest(db_path: str | None, server_url: str | None, since: str | None, until
 
     if db_path and server_url:
         raise UsageError("use --db or --server, not both")
-    settings = pipeline.DigestSettings.from_env(grafana_url=grafana_url, notify_url=notify_url,
-                                                public_url=server_url)
+    settings = pipeline.DigestSettings.from_env(grafana_url=grafana_url, notify_url=notify_url, public_url=server_url)
     since_ns = parse_time_ns(since) if since else None
     until_ns = parse_time_ns(until) if until else None
     if server_url:
@@ -59,8 +95,14 @@ def digest(db_path: str | None, server_url: str | None, since: str | None, until
     pipeline.deliver(made, settings)
 
 
-def _from_db(db_path: str | None, trigger: Trigger, settings: DigestSettings, since_ns: int | None,
-             until_ns: int | None, gpu: str | None) -> Digest:
+def _from_db(
+    db_path: str | None,
+    trigger: Trigger,
+    settings: DigestSettings,
+    since_ns: int | None,
+    until_ns: int | None,
+    gpu: str | None,
+) -> Digest:
     """Make the digest on the store itself and keep it in its `digests` table."""
     from gpu_rca.correlate.digest import archive, pipeline
     from gpu_rca.correlate.store import Store, default_db_path
@@ -69,8 +111,9 @@ def _from_db(db_path: str | None, trigger: Trigger, settings: DigestSettings, si
     if not path.exists():  # opening it writable would create an empty store as a side effect
         raise StoreError(f"{path} does not exist; ingest something first (gpu-rca ingest --db {path} ...)")
     with Store.open(path) as store:
-        made = pipeline.make_digest(store.connection, trigger=trigger, settings=settings, since_ns=since_ns,
-                                    until_ns=until_ns, gpu=gpu)
+        made = pipeline.make_digest(
+            store.connection, trigger=trigger, settings=settings, since_ns=since_ns, until_ns=until_ns, gpu=gpu
+        )
         with store.transaction():
             archive.save_digest(store.connection, made)
     return made
@@ -93,7 +136,7 @@ def _from_server(server_url: str, *, since: str | None, until: str | None, gpu: 
         headers["Authorization"] = f"Bearer {token}"
     request = urllib.request.Request(f"{base}/digests", data=body, method="POST", headers=headers)
     try:
-        with urllib.request.urlopen(request, timeout=300) as response:  # noqa: S310 - http(s) checked
+        with urllib.request.urlopen(request, timeout=300) as response:
             payload = response.read()
     except urllib.error.HTTPError as exc:
         detail = _error_message(exc.read())

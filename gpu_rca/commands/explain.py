@@ -11,8 +11,9 @@ from gpu_rca.commands.analyze import check_source, dump, fetch_json
 
 @click.command()
 @click.argument("trace_id")
-@click.option("--db", "db_path", metavar="PATH", default=None,
-              help="Store to read (default: $GPU_RCA_DB, else ./gpu-rca.duckdb).")
+@click.option(
+    "--db", "db_path", metavar="PATH", default=None, help="Store to read (default: $GPU_RCA_DB, else ./gpu-rca.duckdb)."
+)
 @click.option("--server", metavar="URL", default=None, help="Ask a running `gpu-rca serve` instead of opening --db.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of text.")
 def explain(trace_id: str, db_path: str | None, server: str | None, as_json: bool) -> None:

@@ -19,17 +19,40 @@ from gpu_rca.schemas.errors import GpuRcaError, UsageError
 @click.command("exporter")
 @click.option("--port", default=9400, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
 @click.option("--host", default="0.0.0.0", show_default=True, help="Address to bind (127.0.0.1: this machine only).")
-@click.option("--sample-hz", default=10.0, show_default=True, type=click.FloatRange(0, 100, min_open=True),
-              help="NVML sampling rate.")
+@click.option(
+    "--sample-hz",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0, 100, min_open=True),
+    help="NVML sampling rate.",
+)
 @click.option("--hostname", default=None, help="Value of the Hostname label (default: this machine's name).")
-@click.option("--simulate", metavar="SCENARIO", default=None,
-              help="Serve the lab's simulated fleet for a scenario (name or YAML file) instead of real GPUs.")
-@click.option("--speed", default=1.0, show_default=True, type=click.FloatRange(0, min_open=True),
-              help="With --simulate: simulated seconds per real second (only 1 keeps spans aligned with Prometheus).")
-@click.option("--otlp-endpoint", default=None, metavar="URL",
-              help="With --simulate: also send the simulated service's spans and logs over OTLP/HTTP.")
-@click.option("--duration", default=None, type=click.FloatRange(0, min_open=True), metavar="SECONDS",
-              help="Stop after this many seconds (default: run until interrupted).")
+@click.option(
+    "--simulate",
+    metavar="SCENARIO",
+    default=None,
+    help="Serve the lab's simulated fleet for a scenario (name or YAML file) instead of real GPUs.",
+)
+@click.option(
+    "--speed",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(0, min_open=True),
+    help="With --simulate: simulated seconds per real second (only 1 keeps spans aligned with Prometheus).",
+)
+@click.option(
+    "--otlp-endpoint",
+    default=None,
+    metavar="URL",
+    help="With --simulate: also send the simulated service's spans and logs over OTLP/HTTP.",
+)
+@click.option(
+    "--duration",
+    default=None,
+    type=click.FloatRange(0, min_open=True),
+    metavar="SECONDS",
+    help="Stop after this many seconds (default: run until interrupted).",
+)
 def exporter(
     port: int,
     host: str,
@@ -47,8 +70,11 @@ def exporter(
         raise UsageError("--speed and --otlp-endpoint need --simulate SCENARIO")
     if otlp_endpoint is not None and speed != 1.0:
         # The fleet starts at wall-clock now; faster, its spans are stamped ahead of what Prometheus scrapes.
-        click.echo(f"Warning: at --speed {speed:g} the simulated spans run ahead of the wall clock, so digests "
-                   "will not line them up with Prometheus's samples; use --speed 1 for that.", err=True)
+        click.echo(
+            f"Warning: at --speed {speed:g} the simulated spans run ahead of the wall clock, so digests "
+            "will not line them up with Prometheus's samples; use --speed 1 for that.",
+            err=True,
+        )
     stop = threading.Event()
     if simulate is not None:
         fleet, sources = _simulated(simulate, speed, otlp_endpoint, sample_hz)
@@ -63,8 +89,11 @@ def exporter(
             close()
         raise GpuRcaError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     bound = server.server_address[1]
-    click.echo(f"gpu-rca exporter: serving http://{host}:{bound}/metrics"
-               + (f" (simulated: {simulate}, x{speed:g})" if simulate else ""), err=True)
+    click.echo(
+        f"gpu-rca exporter: serving http://{host}:{bound}/metrics"
+        + (f" (simulated: {simulate}, x{speed:g})" if simulate else ""),
+        err=True,
+    )
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         stop.wait(duration)

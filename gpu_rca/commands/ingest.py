@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import click
 
@@ -15,7 +15,7 @@ def _boot_time(value: str | None) -> datetime | None:
     text = value.strip()
     try:
         if text.replace(".", "", 1).isdigit():
-            return datetime.fromtimestamp(float(text), tz=timezone.utc)
+            return datetime.fromtimestamp(float(text), tz=UTC)
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     except (ValueError, OverflowError) as exc:
         raise UsageError(f"--boot-time {value!r} is not RFC 3339 or epoch seconds") from exc
@@ -26,36 +26,64 @@ def _boot_time(value: str | None) -> datetime | None:
 
 @click.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("--db", "db_path", metavar="PATH", default=None,
-              help="Store to write (default: $GPU_RCA_DB, else ./gpu-rca.duckdb).")
-@click.option("--host", default=None, help="Host of raw/`dmesg -T` kernel logs (journal and syslog lines name their own).")
-@click.option("--boot-time", default=None, metavar="T",
-              help="Boot time (RFC 3339 or epoch seconds) for raw dmesg seconds-since-boot; needs --host.")
-@click.option("--tz", default=None, metavar="ZONE", help="IANA zone of kernel log times printed without one (default UTC).")
-@click.option("--max-bytes", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Refuse a file that decompresses to more than N bytes (default 16 GiB).")
-@click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: on a terminal, for large inputs).")
-def ingest(paths: tuple[str, ...], db_path: str | None, host: str | None, boot_time: str | None, tz: str | None,
-           max_bytes: int | None, progress: bool | None) -> None:
+@click.option(
+    "--db",
+    "db_path",
+    metavar="PATH",
+    default=None,
+    help="Store to write (default: $GPU_RCA_DB, else ./gpu-rca.duckdb).",
+)
+@click.option(
+    "--host", default=None, help="Host of raw/`dmesg -T` kernel logs (journal and syslog lines name their own)."
+)
+@click.option(
+    "--boot-time",
+    default=None,
+    metavar="T",
+    help="Boot time (RFC 3339 or epoch seconds) for raw dmesg seconds-since-boot; needs --host.",
+)
+@click.option(
+    "--tz", default=None, metavar="ZONE", help="IANA zone of kernel log times printed without one (default UTC)."
+)
+@click.option(
+    "--max-bytes",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Refuse a file that decompresses to more than N bytes (default 16 GiB).",
+)
+@click.option(
+    "--progress/--no-progress", default=None, help="Progress bar on stderr (default: on a terminal, for large inputs)."
+)
+def ingest(
+    paths: tuple[str, ...],
+    db_path: str | None,
+    host: str | None,
+    boot_time: str | None,
+    tz: str | None,
+    max_bytes: int | None,
+    progress: bool | None,
+) -> None:
     """Store telemetry files (OTLP JSON/protobuf, Prometheus, loguru, kernel logs; .gz/.zst) in the store."""
     from gpu_rca.correlate.ingest import IngestOptions, ingest_paths
-    from gpu_rca.correlate.readers.opening import DEFAULT_MAX_BYTES
     from gpu_rca.correlate.kernel_log.parse import resolve_tz
+    from gpu_rca.correlate.readers.opening import DEFAULT_MAX_BYTES
     from gpu_rca.correlate.store import Store
 
     if tz is not None:
         resolve_tz(tz)  # a bad zone is a usage error before anything is read
     if boot_time is not None and host is None:
         raise UsageError("--boot-time needs --host (raw dmesg lines do not name their machine)")
-    options = IngestOptions(host=host, boot_time=_boot_time(boot_time), tz=tz,
-                            max_bytes=max_bytes or DEFAULT_MAX_BYTES)
+    options = IngestOptions(host=host, boot_time=_boot_time(boot_time), tz=tz, max_bytes=max_bytes or DEFAULT_MAX_BYTES)
     with Store.open(db_path) as store:
         summary = ingest_paths(store, paths, options, progress=progress)
     _print_summary(summary, store.path)
     if summary.failed:
         count = len(summary.failed)
-        raise InputError(f"{count} file{'s' if count > 1 else ''} could not be read; nothing of {'them' if count > 1 else 'it'} "
-                         "was stored (the other files were)")
+        raise InputError(
+            f"{count} file{'s' if count > 1 else ''} could not be read; nothing of {'them' if count > 1 else 'it'} "
+            "was stored (the other files were)"
+        )
 
 
 def _print_summary(summary, db_path: str) -> None:
@@ -86,14 +114,17 @@ def _print_summary(summary, db_path: str) -> None:
         # Text cells: paths and reasons may hold brackets that rich would read as markup.
         table.add_row(*(Text(cell) for cell in (report.path, fmt, result, detail)), style=style)
     console.print(table)
-    totals: dict[str, int] = {kind: 0 for kind in ("spans", "logs", "samples", "kernel events")
-                              if any(r.kind == kind for r in summary.files)}
+    totals: dict[str, int] = {
+        kind: 0 for kind in ("spans", "logs", "samples", "kernel events") if any(r.kind == kind for r in summary.files)
+    }
     for report in summary.files:
         if report.status == "ingested":
             totals[report.kind] = totals.get(report.kind, 0) + report.stored
     by_status = {s: sum(1 for f in summary.files if f.status == s) for s in ("ingested", "skipped", "failed")}
     stored = ", ".join(f"{n} {kind}" for kind, n in totals.items()) or "nothing new"
-    console.print(f"{by_status['ingested']} ingested ({stored}), {by_status['skipped']} skipped, "
-                  f"{by_status['failed']} failed", markup=False)
+    console.print(
+        f"{by_status['ingested']} ingested ({stored}), {by_status['skipped']} skipped, {by_status['failed']} failed",
+        markup=False,
+    )
     for report in summary.failed:
         console.print(f"{report.path}: {report.reason}", markup=False, soft_wrap=True)

@@ -16,10 +16,20 @@ def lab() -> None:
 
 @lab.command("run")
 @click.argument("scenario")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for traces, logs, metrics, kernel log and truth.json.")
-@click.option("--sample-hz", default=2.0, show_default=True, type=click.FloatRange(0.1, 10.0),
-              help="Collector sampling rate in simulated time.")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for traces, logs, metrics, kernel log and truth.json.",
+)
+@click.option(
+    "--sample-hz",
+    default=2.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 10.0),
+    help="Collector sampling rate in simulated time.",
+)
 def run(scenario: str, out_dir: Path, sample_hz: float) -> None:
     """Simulate SCENARIO (a shipped name or a YAML file) and write Contract 3's files into --out."""
     from gpu_rca.lab.engine import run_scenario
@@ -31,15 +41,23 @@ def run(scenario: str, out_dir: Path, sample_hz: float) -> None:
     failures = result.failures()
     inference = [s for s in result.spans if s.attributes.get(A.TELEMETRY_SOURCE)]
     summary = ", ".join(f"{kind}: {n}" for kind, n in sorted(failures.items())) or "none"
-    click.echo(f"{result.scenario.name}: {len(inference)} inference spans, {sum(failures.values())} failed ({summary})", err=True)
+    click.echo(
+        f"{result.scenario.name}: {len(inference)} inference spans, {sum(failures.values())} failed ({summary})",
+        err=True,
+    )
     click.echo(f"wrote {', '.join(p.name for p in paths)} to {out_dir}", err=True)
 
 
 @lab.command("generate")
 @click.option("--seed", required=True, type=int, help="Seed of the draw: same seed, same scenarios.")
 @click.option("--count", required=True, type=click.IntRange(1, 10000), help="How many scenarios.")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for the scenario YAML files (each with its truth).")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for the scenario YAML files (each with its truth).",
+)
 def generate(seed: int, count: int, out_dir: Path) -> None:
     """Draw COUNT random scenarios from the documented ranges (lab/generate.py) and write them as YAML."""
     from gpu_rca.lab.generate import write_generated

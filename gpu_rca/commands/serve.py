@@ -17,29 +17,83 @@ _MIB = 1024 * 1024
 
 
 @click.command("serve")
-@click.option("--db", "db_path", type=click.Path(dir_okay=False), default=None,
-              help="DuckDB store (default: $GPU_RCA_DB, else ./gpu-rca.duckdb). serve owns it while it runs.")
+@click.option(
+    "--db",
+    "db_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="DuckDB store (default: $GPU_RCA_DB, else ./gpu-rca.duckdb). serve owns it while it runs.",
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", type=click.IntRange(0, 65535), default=4318, show_default=True,
-              help="Port to listen on (OTLP/HTTP's 4318; 0 picks a free one, printed on stderr).")
-@click.option("--token-file", type=click.Path(dir_okay=False), default=None,
-              help="File holding the bearer token every route but /healthz requires (else $GPU_RCA_TOKEN).")
-@click.option("--prometheus", "prometheus_url", default=None, metavar="URL",
-              help="Prometheus to pull GPU metrics from around failed spans.")
-@click.option("--pull-interval", type=click.FloatRange(0.1, 3600), default=30.0, show_default=True,
-              metavar="SECONDS", help="With --prometheus: how often to pull metrics around new failed spans.")
-@click.option("--max-body-mib", type=click.IntRange(1, 1024), default=64, show_default=True,
-              help="Largest request body accepted, after decompression.")
-@click.option("--queue-size", type=click.IntRange(1, 100_000), default=64, show_default=True,
-              help="Requests that may wait for the store writer before the server answers 503.")
-@click.option("--max-queue-wait", type=click.FloatRange(0.1, 3600), default=5.0, show_default=True,
-              metavar="SECONDS", help="Answer 503 when the writes queued ahead would take longer than this.")
-@click.option("--retention", metavar="DURATION", default=None,
-              help="Delete spans, logs, samples, kernel events and digests older than this (e.g. 7d), "
-                   "in small steps every minute. Default: keep everything.")
-def serve(db_path: str | None, host: str, port: int, token_file: str | None, prometheus_url: str | None,
-          pull_interval: float, max_body_mib: int, queue_size: int, max_queue_wait: float,
-          retention: str | None) -> None:
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=4318,
+    show_default=True,
+    help="Port to listen on (OTLP/HTTP's 4318; 0 picks a free one, printed on stderr).",
+)
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="File holding the bearer token every route but /healthz requires (else $GPU_RCA_TOKEN).",
+)
+@click.option(
+    "--prometheus",
+    "prometheus_url",
+    default=None,
+    metavar="URL",
+    help="Prometheus to pull GPU metrics from around failed spans.",
+)
+@click.option(
+    "--pull-interval",
+    type=click.FloatRange(0.1, 3600),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="With --prometheus: how often to pull metrics around new failed spans.",
+)
+@click.option(
+    "--max-body-mib",
+    type=click.IntRange(1, 1024),
+    default=64,
+    show_default=True,
+    help="Largest request body accepted, after decompression.",
+)
+@click.option(
+    "--queue-size",
+    type=click.IntRange(1, 100_000),
+    default=64,
+    show_default=True,
+    help="Requests that may wait for the store writer before the server answers 503.",
+)
+@click.option(
+    "--max-queue-wait",
+    type=click.FloatRange(0.1, 3600),
+    default=5.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Answer 503 when the writes queued ahead would take longer than this.",
+)
+@click.option(
+    "--retention",
+    metavar="DURATION",
+    default=None,
+    help="Delete spans, logs, samples, kernel events and digests older than this (e.g. 7d), "
+    "in small steps every minute. Default: keep everything.",
+)
+def serve(
+    db_path: str | None,
+    host: str,
+    port: int,
+    token_file: str | None,
+    prometheus_url: str | None,
+    pull_interval: float,
+    max_body_mib: int,
+    queue_size: int,
+    max_queue_wait: float,
+    retention: str | None,
+) -> None:
     """Receive OTLP/HTTP traces and logs (POST /v1/traces, /v1/logs) into the DuckDB store."""
     import uvicorn
     from prometheus_client import disable_created_metrics
@@ -59,27 +113,45 @@ def serve(db_path: str | None, host: str, port: int, token_file: str | None, pro
     token = load_token(token_file)
     if prometheus_url is not None:
         prometheus_url = check_prometheus_url(prometheus_url)
-    config = ServerConfig(token=token, prometheus_url=prometheus_url, max_body_bytes=max_body_mib * _MIB,
-                          max_queue=queue_size, pull_interval_s=pull_interval,
-                          max_queue_wait_s=max_queue_wait, retention_s=retention_s)
+    config = ServerConfig(
+        token=token,
+        prometheus_url=prometheus_url,
+        max_body_bytes=max_body_mib * _MIB,
+        max_queue=queue_size,
+        pull_interval_s=pull_interval,
+        max_queue_wait_s=max_queue_wait,
+        retention_s=retention_s,
+    )
     if token is None and not _is_loopback(host):
-        click.echo(f"warning: listening on {host} without a token; anyone who can reach it can write the store "
-                   "(use --token-file or $GPU_RCA_TOKEN)", err=True)
+        click.echo(
+            f"warning: listening on {host} without a token; anyone who can reach it can write the store "
+            "(use --token-file or $GPU_RCA_TOKEN)",
+            err=True,
+        )
     disable_created_metrics()  # this process only: `_created` series are noise on a scrape
     store = Store.open(db_path)
     try:
         listener = _listen(host, port)
         app = create_app(store, config)
-        server = uvicorn.Server(uvicorn.Config(
-            app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=30,
-            server_header=False,
-        ))
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                log_level="warning",
+                access_log=False,
+                lifespan="on",
+                timeout_graceful_shutdown=30,
+                server_header=False,
+            )
+        )
         bound_port = listener.getsockname()[1]
         shown_host = f"[{host}]" if ":" in host else host
         with _signals_end_cleanly(server):
             # Announced only once a signal is handled: a SIGTERM right after this line must stop it cleanly.
-            click.echo(f"gpu-rca serve: listening on http://{shown_host}:{bound_port} (store {store.path}"
-                       f"{', token required' if token else ''})", err=True)
+            click.echo(
+                f"gpu-rca serve: listening on http://{shown_host}:{bound_port} (store {store.path}"
+                f"{', token required' if token else ''})",
+                err=True,
+            )
             server.run(sockets=[listener])
     finally:
         store.close()  # after the app's shutdown drained the writer; safe twice

@@ -11,11 +11,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from tests.support.collector import Receiver, Sim, free_port, span_attributes
 
 from gpu_rca.collector._exporter import Source, registry_for, serve
 from gpu_rca.schemas import metrics as M
 from tests.support import require_binary
+from tests.support.collector import Receiver, Sim, free_port, span_attributes
 
 REPO = Path(__file__).resolve().parents[2]
 #: promtool lint findings that dcgm-exporter's own names and labels trigger (its counters have no `_total`,
@@ -24,7 +24,7 @@ DCGM_LINT = re.compile(
     r"^DCGM_FI_\w+ (label names should be written in 'snake_case' not 'camelCase'"
     r"|counter metrics should have \"_total\" suffix|metric name should not include type 'counter')$"
 )
-SERIES = re.compile(r'^(\w+)\{(.*)\} (\S+)$')
+SERIES = re.compile(r"^(\w+)\{(.*)\} (\S+)$")
 
 
 def scrape(sim: Sim, hostname: str = "node-a") -> str:
@@ -65,8 +65,12 @@ def test_scrape_has_dcgm_names_types_units_and_labels(sim: Sim):
     labels, temp = got[(M.GPU_TEMP, "1")]
     assert list(labels) == list(M.GPU_LABELS)
     assert labels == {
-        "gpu": "1", "UUID": gpu.uuid, "pci_bus_id": gpu.pci_bus_id, "device": "nvidia1",
-        "modelName": "NVIDIA L4", "Hostname": "node-a",
+        "gpu": "1",
+        "UUID": gpu.uuid,
+        "pci_bus_id": gpu.pci_bus_id,
+        "device": "nvidia1",
+        "modelName": "NVIDIA L4",
+        "Hostname": "node-a",
     }
     assert re.fullmatch(r"0{8}:[0-9A-F]{2}:00\.0", labels["pci_bus_id"])  # NVML's form, as dcgm-exporter writes it
     assert temp == latest.temperature_c
@@ -119,7 +123,12 @@ def test_a_lost_gpu_drops_out_and_errors_are_counted(sim: Sim):
 def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.run(
-        [sys.executable, "-m", "gpu_rca", "exporter", *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO
+        [sys.executable, "-m", "gpu_rca", "exporter", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=REPO,
     )
 
 
@@ -150,9 +159,29 @@ def test_cli_simulate_serves_the_lab_fleet_and_replays_spans_with_the_same_uuids
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gpu_rca", "exporter", "--simulate", "foreign-process-l4", "--speed", "30",
-         "--host", "127.0.0.1", "--port", str(port), "--otlp-endpoint", receiver.endpoint, "--duration", "6"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
+        [
+            sys.executable,
+            "-m",
+            "gpu_rca",
+            "exporter",
+            "--simulate",
+            "foreign-process-l4",
+            "--speed",
+            "30",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--otlp-endpoint",
+            receiver.endpoint,
+            "--duration",
+            "6",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=REPO,
     )
     try:
         text = ""

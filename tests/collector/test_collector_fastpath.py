@@ -8,8 +8,14 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from gpu_rca.collector._spans import set_clean_attributes
 
-STAMPS = {"gpu.index": 0, "gpu.power.mean": 51.5, "gpu.telemetry.stale": False, "gpu.throttle.reasons": ("sw_thermal",),
-          "gpu.xid": (), "gpu.name": "NVIDIA L4"}
+STAMPS = {
+    "gpu.index": 0,
+    "gpu.power.mean": 51.5,
+    "gpu.telemetry.stale": False,
+    "gpu.throttle.reasons": ("sw_thermal",),
+    "gpu.xid": (),
+    "gpu.name": "NVIDIA L4",
+}
 
 
 def _spans(limits: SpanLimits | None = None) -> tuple[TracerProvider, InMemorySpanExporter]:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-from tests.support.collector import make_sim
 
 from gpu_rca.collector import GpuResolver, Target
 from gpu_rca.collector._nvml import DeviceInfo, MigInfo
 from gpu_rca.schemas import attributes as A
+from tests.support.collector import make_sim
 
 FLEET4 = [{"host": "node-a", "gpus": 4, "model": "L4"}]
 
@@ -22,7 +22,12 @@ def _device(index: int, uuid: str, pci: str, mig: tuple[MigInfo, ...] = ()) -> D
 DEVICES = (
     _device(0, "GPU-aaaa0000-0000-0000-0000-000000000000", "00000000:3B:00.0"),
     _device(1, "GPU-bbbb0000-0000-0000-0000-000000000000", "00000000:18:00.0"),
-    _device(2, "GPU-cccc0000-0000-0000-0000-000000000000", "00000000:86:00.0", (MigInfo("MIG-1234abcd-0000-0000-0000-000000000000", 3),)),
+    _device(
+        2,
+        "GPU-cccc0000-0000-0000-0000-000000000000",
+        "00000000:86:00.0",
+        (MigInfo("MIG-1234abcd-0000-0000-0000-000000000000", 3),),
+    ),
 )
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-from tests.support.collector import START_NS, Sim, make_sim
 from loguru import logger
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
@@ -12,6 +11,7 @@ from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogR
 from gpu_rca import lab
 from gpu_rca.collector import Collector, classify_error
 from gpu_rca.schemas import attributes as A
+from tests.support.collector import START_NS, Sim, make_sim
 
 
 def test_span_handle_sampler_inventory_and_flush(sim: Sim):
@@ -37,8 +37,13 @@ def test_source_override_and_logs_on_the_virtual_clock():
     logs.add_log_record_processor(SimpleLogRecordProcessor(exporter))
     sim = make_sim()
     collector = Collector(
-        lab.simulated_nvml([{"host": "h", "gpus": 1, "model": "T4"}], clock=clock.now_ns), clock=clock.now_ns,
-        tracer_provider=sim.provider, logger_provider=logs, background=False, source="simulated", host="h",
+        lab.simulated_nvml([{"host": "h", "gpus": 1, "model": "T4"}], clock=clock.now_ns),
+        clock=clock.now_ns,
+        tracer_provider=sim.provider,
+        logger_provider=logs,
+        background=False,
+        source="simulated",
+        host="h",
     )
     collector.start()
     collector.sample_once()
@@ -54,4 +59,4 @@ def test_source_override_and_logs_on_the_virtual_clock():
     span = sim.spans()[-1]
     assert record.log_record.trace_id == span.context.trace_id
     assert record.log_record.timestamp == START_NS
-    assert dt.datetime.fromtimestamp(record.log_record.timestamp / 1e9, tz=dt.timezone.utc).year == 2026
+    assert dt.datetime.fromtimestamp(record.log_record.timestamp / 1e9, tz=dt.UTC).year == 2026

@@ -8,12 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.support.collector import Sim
 from loguru import logger
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 
 from gpu_rca.collector import OtlpLogSink, install_patcher
+from tests.support.collector import Sim
 
 
 @pytest.fixture
@@ -39,7 +39,10 @@ def test_enqueued_and_serialized_sinks_keep_trace_ids(sim: Sim, loguru_sinks: li
     span_id = format(span.context.span_id, "016x")
     assert seen == [{"trace_id": "", "span_id": ""}, {"trace_id": trace_id, "span_id": span_id}]
     lines = [json.loads(line) for line in path.read_text().splitlines()]
-    assert [(r["record"]["message"], r["record"]["extra"]["trace_id"]) for r in lines] == [("outside", ""), ("inside", trace_id)]
+    assert [(r["record"]["message"], r["record"]["extra"]["trace_id"]) for r in lines] == [
+        ("outside", ""),
+        ("inside", trace_id),
+    ]
 
 
 def test_otlp_log_sink_exports_records_with_the_span_ids(sim: Sim, loguru_sinks: list[int]):

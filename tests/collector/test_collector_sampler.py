@@ -13,13 +13,13 @@ from hypothesis import strategies as st
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from tests.support.collector import FLEET, PERIOD_NS, Sim, make_sim
 
 from gpu_rca import lab
 from gpu_rca.collector import Collector, Ring, Sampler
 from gpu_rca.collector._nvml import DeviceInfo, Sample
 from gpu_rca.collector._stamp import aggregate
 from gpu_rca.schemas import attributes as A
+from tests.support.collector import FLEET, PERIOD_NS, Sim, make_sim
 
 
 def _sample(ts: int) -> Sample:
@@ -201,8 +201,6 @@ def test_first_span_starts_the_thread_and_shutdown_keeps_it_stopped():
     assert collector.sampler._thread is None
 
 
-
-
 @st.composite
 def _samples(draw: st.DrawFn) -> list[Sample]:
     """Time-ordered samples with unread fields, clock-event masks, ECC counts and XIDs."""
@@ -210,16 +208,30 @@ def _samples(draw: st.DrawFn) -> list[Sample]:
     sparse = draw(st.booleans())  # most GPUs read every field; some lack one or fail now and then
     out, ecc = [], 0
     for i in range(count):
+
         def field(values: st.SearchStrategy) -> object:
             return draw(st.one_of(st.none(), values) if sparse else values)
 
         ecc += draw(st.sampled_from([0, 0, 0, 1]))
         out.append(
             Sample(
-                (i + 1) * 100, field(st.integers(30, 95)), field(st.floats(20, 700, allow_nan=False)), 300.0, 0,
-                field(st.integers(200, 2100)), 6251, field(st.floats(0, 100, allow_nan=False)), 5.0,
-                field(st.integers(0, 80 * 2**30)), 80 * 2**30, field(st.integers(0, 80 * 2**30)), 0, ecc,
-                draw(st.sampled_from([0, 0, 0, 4, 64])), 0, draw(st.sampled_from([(), (), (), (), (79,)])),
+                (i + 1) * 100,
+                field(st.integers(30, 95)),
+                field(st.floats(20, 700, allow_nan=False)),
+                300.0,
+                0,
+                field(st.integers(200, 2100)),
+                6251,
+                field(st.floats(0, 100, allow_nan=False)),
+                5.0,
+                field(st.integers(0, 80 * 2**30)),
+                80 * 2**30,
+                field(st.integers(0, 80 * 2**30)),
+                0,
+                ecc,
+                draw(st.sampled_from([0, 0, 0, 4, 64])),
+                0,
+                draw(st.sampled_from([(), (), (), (), (79,)])),
             )
         )
     return out
@@ -227,7 +239,9 @@ def _samples(draw: st.DrawFn) -> list[Sample]:
 
 @settings(max_examples=150, deadline=None)
 @given(samples=_samples(), capacity=st.integers(4, 24), bounds=st.tuples(st.integers(0, 6500), st.integers(0, 3000)))
-def test_ring_window_stats_match_the_window_reduced_directly(samples: list[Sample], capacity: int, bounds: tuple[int, int]):
+def test_ring_window_stats_match_the_window_reduced_directly(
+    samples: list[Sample], capacity: int, bounds: tuple[int, int]
+):
     ring = Ring(capacity=capacity)
     for sample in samples:
         ring.append(sample)  # old samples age out in chunks: the kept structures must still agree
@@ -236,9 +250,16 @@ def test_ring_window_stats_match_the_window_reduced_directly(samples: list[Sampl
     window, reductions, quiet = ring.window_stats(start, end)
     assert window == ring.window(start, end)
     expected = []
-    for field, how in (("temperature_c", max), ("power_w", max), ("power_w", "mean"), ("memory_used_bytes", max),
-                       ("process_memory_bytes", max), ("utilization_pct", "mean"), ("utilization_pct", max),
-                       ("sm_clock_mhz", min)):
+    for field, how in (
+        ("temperature_c", max),
+        ("power_w", max),
+        ("power_w", "mean"),
+        ("memory_used_bytes", max),
+        ("process_memory_bytes", max),
+        ("utilization_pct", "mean"),
+        ("utilization_pct", max),
+        ("sm_clock_mhz", min),
+    ):
         values = [getattr(s, field) for s in window if getattr(s, field) is not None]
         if not values:
             expected.append(None)

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.support.collector import Receiver, free_port, span_attributes
 
 from gpu_rca.schemas import attributes as A
+from tests.support.collector import Receiver, free_port, span_attributes
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -33,7 +33,12 @@ def run_app(code: str, **env: str) -> dict:
     full_env.update(env)
     full_env["PYTHONPATH"] = str(REPO)
     proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=full_env, timeout=120, cwd=REPO
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=120,
+        cwd=REPO,
     )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -158,8 +163,10 @@ def test_grpc_protocol_selects_the_grpc_exporter():
         """,
         OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
     )
-    assert out == ["opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
-                   "opentelemetry.exporter.otlp.proto.grpc._log_exporter"]
+    assert out == [
+        "opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
+        "opentelemetry.exporter.otlp.proto.grpc._log_exporter",
+    ]
 
 
 def test_unconfigured_spans_work_with_source_none():

@@ -7,13 +7,12 @@ import re
 from types import SimpleNamespace
 
 import pytest
-from tests.support.collector import PERIOD_NS, SERVICE_PID, Sim
 from opentelemetry.trace import StatusCode
 
 from gpu_rca.schemas import attributes as A
 from gpu_rca.schemas.pci import normalize_pci_bus_id
 from tests.support import shared_sample
-
+from tests.support.collector import PERIOD_NS, SERVICE_PID, Sim
 
 _CLASS_PREFIX = re.compile(r"^[\w.]+Error: ?")
 
@@ -25,7 +24,9 @@ def test_stamps_match_what_nvml_reported_in_the_window(sim: Sim):
     gpu.set_process(777, "other", 2 * 2**30)
     sim.tick(30)
     start = sim.clock.now_ns() + 30_000_000
-    span = sim.collector.start_inference_span("ddcolor.inference", gpu=0, attributes={A.DDCOLOR_INPUT_SIZE: 1280}, start_ns=start)
+    span = sim.collector.start_inference_span(
+        "ddcolor.inference", gpu=0, attributes={A.DDCOLOR_INPUT_SIZE: 1280}, start_ns=start
+    )
     first_ts = sim.clock.now_ns()
     sim.tick(10)
     end = sim.clock.now_ns() + 20_000_000
@@ -191,7 +192,7 @@ def test_failure_from_a_real_oom_message_records_exception_and_status(sim: Sim):
     [
         (ValueError("bad image"), "ValueError"),
         (TimeoutError(), A.ERROR_TIMEOUT),
-        (asyncio.TimeoutError(), A.ERROR_TIMEOUT),
+        (TimeoutError(), A.ERROR_TIMEOUT),
         (KeyError("x"), "KeyError"),
     ],
 )

@@ -58,7 +58,9 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
     build = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(REPO)],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert build.returncode == 0, build.stderr[-3000:]
     (path,) = out.glob("gpu_rca-*.whl")
@@ -82,7 +84,10 @@ def test_collector_extra_alone_beside_user_modules(wheel: Path, tmp_path: Path) 
     python = env_dir / "bin" / "python"
     install = subprocess.run(
         [str(python), "-m", "pip", "install", "-q", f"gpu-rca[collector] @ {wheel.as_uri()}"],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
     )
     assert install.returncode == 0, install.stderr[-3000:]
     service = tmp_path / "service"
@@ -99,7 +104,12 @@ def test_collector_extra_alone_beside_user_modules(wheel: Path, tmp_path: Path) 
         "heavy": [],
         "clashing": [],
     }
-    cli = subprocess.run([str(env_dir / "bin" / "gpu-rca"), "exporter", "--help"], capture_output=True, text=True,
-                         timeout=120, cwd=service)
+    cli = subprocess.run(
+        [str(env_dir / "bin" / "gpu-rca"), "exporter", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=service,
+    )
     assert cli.returncode == 0 and "--port" in cli.stdout, cli.stderr
     assert sys.executable != str(python)

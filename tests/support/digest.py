@@ -62,8 +62,9 @@ def make_incident(*, hostile: bool = False, seed: int = 3, minutes: int = 30) ->
     """The incident's spans, samples, logs and kernel events (see the module docstring)."""
     rng = random.Random(seed)
     exporter = InMemorySpanExporter()
-    provider = TracerProvider(resource=Resource.create(
-        {A.SERVICE_NAME: "ddcolor", A.SERVICE_VERSION: "1.4.0", A.HOST_NAME: HOST}))
+    provider = TracerProvider(
+        resource=Resource.create({A.SERVICE_NAME: "ddcolor", A.SERVICE_VERSION: "1.4.0", A.HOST_NAME: HOST})
+    )
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracer = provider.get_tracer("digest-tests")
     end_ns = START_NS + minutes * MINUTE_NS
@@ -80,12 +81,23 @@ def make_incident(*, hostile: bool = False, seed: int = 3, minutes: int = 30) ->
         model = XSS if hostile and size == 1280 else "ddcolor_paper_tiny"
         fails = size == 1280 and index == 0 and t > START_NS + 15 * MINUTE_NS
         process = (15 if size == 1280 else 3) * GIB
-        span = tracer.start_span("ddcolor.inference", start_time=t, attributes={
-            A.TELEMETRY_SOURCE: "simulated", A.GPU_UUID: uuid, A.GPU_INDEX: index, A.GPU_PCI_BUS_ID: bus,
-            A.GPU_NAME: "NVIDIA L4", A.MEMORY_TOTAL: 24 * GIB, A.MEMORY_PROCESS_MAX: process,
-            A.MEMORY_USED_MAX: min(24 * GIB, 2 * GIB + process), A.DDCOLOR_INPUT_SIZE: size,
-            A.DDCOLOR_MODEL: model, A.DDCOLOR_TASK_TYPE: rng.choice(["person", "building"]),
-        })
+        span = tracer.start_span(
+            "ddcolor.inference",
+            start_time=t,
+            attributes={
+                A.TELEMETRY_SOURCE: "simulated",
+                A.GPU_UUID: uuid,
+                A.GPU_INDEX: index,
+                A.GPU_PCI_BUS_ID: bus,
+                A.GPU_NAME: "NVIDIA L4",
+                A.MEMORY_TOTAL: 24 * GIB,
+                A.MEMORY_PROCESS_MAX: process,
+                A.MEMORY_USED_MAX: min(24 * GIB, 2 * GIB + process),
+                A.DDCOLOR_INPUT_SIZE: size,
+                A.DDCOLOR_MODEL: model,
+                A.DDCOLOR_TASK_TYPE: rng.choice(["person", "building"]),
+            },
+        )
         duration_ns = (900 if size == 1280 else 300) * 10**6
         if fails:
             span.set_attribute(A.ERROR_TYPE, A.ERROR_CUDA_OOM)
@@ -93,9 +105,18 @@ def make_incident(*, hostile: bool = False, seed: int = 3, minutes: int = 30) ->
             trace_id = format(span.get_span_context().trace_id, "032x")
             failed_traces.append(trace_id)
             body = "CUDA out of memory. Tried to allocate 3.50 GiB" + (f" for {XSS}" if hostile else "")
-            logs.append(LogRecord(ts_ns=t + duration_ns, body=body, severity="ERROR", trace_id=trace_id,
-                                  span_id=format(span.get_span_context().span_id, "016x"), service="ddcolor",
-                                  host=HOST, source="loguru"))
+            logs.append(
+                LogRecord(
+                    ts_ns=t + duration_ns,
+                    body=body,
+                    severity="ERROR",
+                    trace_id=trace_id,
+                    span_id=format(span.get_span_context().span_id, "016x"),
+                    service="ddcolor",
+                    host=HOST,
+                    source="loguru",
+                )
+            )
         span.end(end_time=t + duration_ns)
         total += 1
     samples = []
@@ -103,23 +124,38 @@ def make_incident(*, hostile: bool = False, seed: int = 3, minutes: int = 30) ->
         ts = START_NS - 10 * MINUTE_NS
         while ts <= end_ns:
             late = ts > START_NS + 15 * MINUTE_NS
-            fb_mib = (23_900 if late and index == 0 else 9_000 + rng.randint(-500, 500))
+            fb_mib = 23_900 if late and index == 0 else 9_000 + rng.randint(-500, 500)
             samples += [
                 MetricSample(ts, M.FB_USED, float(fb_mib), uuid, HOST),
                 MetricSample(ts, M.FB_TOTAL, 24_576.0, uuid, HOST),
                 MetricSample(ts, M.GPU_UTIL, float(rng.randint(55, 95)), uuid, HOST),
             ]
             ts += 15 * 10**9
-    kernel = [KernelEvent(START_NS + 20 * MINUTE_NS, HOST, GPUS[0][2], None, 31, 4242, "python3",
-                          "NVRM: Xid (PCI:0000:3b:00): 31, pid=4242, name=python3, MMU Fault")]
+    kernel = [
+        KernelEvent(
+            START_NS + 20 * MINUTE_NS,
+            HOST,
+            GPUS[0][2],
+            None,
+            31,
+            4242,
+            "python3",
+            "NVRM: Xid (PCI:0000:3b:00): 31, pid=4242, name=python3, MMU Fault",
+        )
+    ]
     return Incident(
         trace_request=encode_spans(exporter.get_finished_spans()),
         samples=samples,
         gpus=[GpuRecord(u, HOST, i, b, "NVIDIA L4", 24 * GIB) for u, i, b in GPUS],
         logs=logs,
         kernel=kernel,
-        summary={"failed_traces": failed_traces, "start_ns": START_NS, "end_ns": end_ns, "total": total,
-                 "failed": len(failed_traces)},
+        summary={
+            "failed_traces": failed_traces,
+            "start_ns": START_NS,
+            "end_ns": end_ns,
+            "total": total,
+            "failed": len(failed_traces),
+        },
     )
 
 
@@ -132,15 +168,39 @@ def analysis_for(incident: dict, *, hostile: bool = False) -> dict:
         "window": {"start": rfc3339(incident["start_ns"]), "end": rfc3339(incident["end_ns"])},
         "spans": {"total": incident["total"], "failed": incident["failed"]},
         "warnings": [f"a warning with {XSS}"] if hostile else [],
-        "causes": [{
-            "cause": "gpu_oom_large_inputs", "score": 0.92, "confidence": "high",
-            "summary": f"{incident['failed']} requests ran out of GPU memory; 100 % had input size 1280.",
-            "drivers": [{"attribute": A.DDCOLOR_MODEL if hostile else A.DDCOLOR_INPUT_SIZE, "value": value,
-                         "failure_share": 1.0, "baseline_share": 0.3, "lift": 3.3, "p_value": 1e-12}],
-            "evidence": [{"kind": "metric", "name": M.FB_USED, "gpu_uuid": GPUS[0][0], "host": HOST,
-                          "value": 23900.0, "baseline": 9000.0, "unit": "MiB",
-                          "start": rfc3339(incident["start_ns"] + 15 * MINUTE_NS), "end": rfc3339(incident["end_ns"])}],
-            "failed_spans": incident["failed"], "gpus": [GPUS[0][0]], "hosts": [HOST],
-            "example_traces": incident["failed_traces"][:3],
-        }],
+        "causes": [
+            {
+                "cause": "gpu_oom_large_inputs",
+                "score": 0.92,
+                "confidence": "high",
+                "summary": f"{incident['failed']} requests ran out of GPU memory; 100 % had input size 1280.",
+                "drivers": [
+                    {
+                        "attribute": A.DDCOLOR_MODEL if hostile else A.DDCOLOR_INPUT_SIZE,
+                        "value": value,
+                        "failure_share": 1.0,
+                        "baseline_share": 0.3,
+                        "lift": 3.3,
+                        "p_value": 1e-12,
+                    }
+                ],
+                "evidence": [
+                    {
+                        "kind": "metric",
+                        "name": M.FB_USED,
+                        "gpu_uuid": GPUS[0][0],
+                        "host": HOST,
+                        "value": 23900.0,
+                        "baseline": 9000.0,
+                        "unit": "MiB",
+                        "start": rfc3339(incident["start_ns"] + 15 * MINUTE_NS),
+                        "end": rfc3339(incident["end_ns"]),
+                    }
+                ],
+                "failed_spans": incident["failed"],
+                "gpus": [GPUS[0][0]],
+                "hosts": [HOST],
+                "example_traces": incident["failed_traces"][:3],
+            }
+        ],
     }

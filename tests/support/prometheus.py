@@ -81,15 +81,21 @@ def prometheus_command(binary: str, tmp: Path, config: dict[str, Any], port: int
     config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"}, **config}
     path = tmp / "prometheus.yml"
     path.write_text(yaml.safe_dump(config))
-    return [binary, f"--config.file={path}", f"--storage.tsdb.path={tmp / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"]
+    return [
+        binary,
+        f"--config.file={path}",
+        f"--storage.tsdb.path={tmp / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--log.level=warn",
+    ]
 
 
 def start_prometheus(binary: str, tmp: Path, config: dict[str, Any]) -> tuple[subprocess.Popen[bytes], str]:
     """Run Prometheus with `config` on a free port: the process (stderr piped) and its URL."""
     port = free_port()
-    process = subprocess.Popen(prometheus_command(binary, tmp, config, port),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        prometheus_command(binary, tmp, config, port), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     return process, f"http://127.0.0.1:{port}"
 
 
@@ -127,8 +133,9 @@ def dashboard_expressions() -> list[tuple[str, str]]:
         for variable in dashboard["templating"]["list"]:
             query_text = variable["query"]["query"]
             # label_values(METRIC, LABEL) is Grafana's; Prometheus answers the series part.
-            exprs.append((f"{path.name}: variable {variable['name']}",
-                          query_text[len("label_values("):query_text.rindex(",")]))
+            exprs.append(
+                (f"{path.name}: variable {variable['name']}", query_text[len("label_values(") : query_text.rindex(",")])
+            )
     return exprs
 
 

@@ -22,7 +22,9 @@ FLEET = [{"host": "node-a", "gpus": 2, "model": "L4"}, {"host": "node-b", "gpus"
 
 SCENARIOS: dict[str, dict[str, Any]] = {
     "thermal": {
-        "seed": 3, "duration": "14m", "fleet": FLEET,
+        "seed": 3,
+        "duration": "14m",
+        "fleet": FLEET,
         "workload": {"rate": "2/s", "input_size": {512: 0.8, 1024: 0.2}},
         "faults": [
             {"kind": "thermal", "gpu": "node-b/0", "start": "7m", "end": "13m", "severity": 0.9},
@@ -31,7 +33,8 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "truth": {"cause": "thermal_throttling", "drivers": {"gpu.uuid": "node-b/0"}},
     },
     "lost-and-bug": {
-        "seed": 27, "duration": "14m",
+        "seed": 27,
+        "duration": "14m",
         "fleet": [{"host": "node-a", "gpus": 2, "model": "L4"}, {"host": "node-b", "gpus": 2, "model": "L4"}],
         "workload": {"rate": "2/s", "model": {"ddcolor_paper_tiny": 0.7, "ddcolor_artistic": 0.3}},
         "faults": [
@@ -39,12 +42,16 @@ SCENARIOS: dict[str, dict[str, Any]] = {
             {"kind": "app_bug", "model": "ddcolor_artistic", "start": "8m", "end": "13m", "severity": 0.3},
         ],
         "truth": {
-            "cause": "gpu_fallen_off_bus", "drivers": {"gpu.uuid": "node-b/1"},
+            "cause": "gpu_fallen_off_bus",
+            "drivers": {"gpu.uuid": "node-b/1"},
             "also": [{"cause": "application_error", "drivers": {"ddcolor.model": "ddcolor_artistic"}}],
         },
     },
     "quiet": {
-        "seed": 26, "duration": "6m", "fleet": FLEET[:1], "workload": {"rate": "1/s"},
+        "seed": 26,
+        "duration": "6m",
+        "fleet": FLEET[:1],
+        "workload": {"rate": "1/s"},
         "faults": [{"kind": "thermal", "gpu": "node-a/0", "start": "2m", "end": "4m", "severity": 0.3}],
     },
 }
@@ -69,7 +76,9 @@ def incident_stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple
     for name, spec in SCENARIOS.items():
         db = root / f"{name}.duckdb"
         built[name] = (
-            (db, json.loads((root / name / "truth.json").read_text())) if db.exists() else build_incident(root, name, spec)
+            (db, json.loads((root / name / "truth.json").read_text()))
+            if db.exists()
+            else build_incident(root, name, spec)
         )
     return built
 

@@ -19,8 +19,9 @@ from gpu_rca.correlate.ranking.signals import Signals
 from gpu_rca.correlate.ranking.window import SpanSet
 
 
-def build(sig: Signals, family_drivers: dict[str, list[DriverRow]], spans: SpanSet,
-          traffic: tuple[float, float] | None) -> list[Hypothesis]:
+def build(
+    sig: Signals, family_drivers: dict[str, list[DriverRow]], spans: SpanSet, traffic: tuple[float, float] | None
+) -> list[Hypothesis]:
     """Every hypothesis with enough evidence, GPU by GPU and fleet-wide."""
     out: list[Hypothesis | None] = []
     for g in sig.gpus.values():

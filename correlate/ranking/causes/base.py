@@ -5,15 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from gpu_rca.schemas import attributes as a
-from gpu_rca.schemas import metrics as m
-from gpu_rca.schemas import xid as x
-
 from gpu_rca.correlate.ranking.drivers import DriverRow, significant
 from gpu_rca.correlate.ranking.evidence import EvidenceList, short_uuid
 from gpu_rca.correlate.ranking.signals import GpuSignals, Group
 from gpu_rca.correlate.ranking.stats import normalized_score, proportion_p_value
 from gpu_rca.correlate.ranking.window import SKEW_NS
+from gpu_rca.schemas import attributes as a
+from gpu_rca.schemas import metrics as m
+from gpu_rca.schemas import xid as x
 
 #: A hypothesis weaker than this is not a cause.
 MIN_STRENGTH = 0.2
@@ -83,8 +82,12 @@ def merge_groups(groups: list[Group]) -> Group:
     firsts = [g.first_ns for g in groups if g.first_ns is not None]
     lasts = [g.last_ns for g in groups if g.last_ns is not None]
     return Group(
-        sum(g.n for g in groups), features, dict(big.medians),
-        min(firsts) if firsts else None, big.onset_ns, max(lasts) if lasts else None,
+        sum(g.n for g in groups),
+        features,
+        dict(big.medians),
+        min(firsts) if firsts else None,
+        big.onset_ns,
+        max(lasts) if lasts else None,
     )
 
 
@@ -113,11 +116,29 @@ def metric_evidence(ev: EvidenceList, g: GpuSignals, metric: str, min_z: float =
     if anomaly is None:
         return
     if anomaly.z_up >= min_z:
-        ev.add("metric", metric, anomaly.peak, baseline=anomaly.baseline, gpu_uuid=g.gpu_uuid, host=g.host,
-               start_ns=anomaly.first_up_ns, end_ns=anomaly.last_up_ns, unit=m.METRICS_BY_NAME[metric].unit)
+        ev.add(
+            "metric",
+            metric,
+            anomaly.peak,
+            baseline=anomaly.baseline,
+            gpu_uuid=g.gpu_uuid,
+            host=g.host,
+            start_ns=anomaly.first_up_ns,
+            end_ns=anomaly.last_up_ns,
+            unit=m.METRICS_BY_NAME[metric].unit,
+        )
     elif anomaly.z_down >= min_z:
-        ev.add("metric", metric, anomaly.trough, baseline=anomaly.baseline, gpu_uuid=g.gpu_uuid, host=g.host,
-               start_ns=anomaly.first_down_ns, end_ns=anomaly.last_down_ns, unit=m.METRICS_BY_NAME[metric].unit)
+        ev.add(
+            "metric",
+            metric,
+            anomaly.trough,
+            baseline=anomaly.baseline,
+            gpu_uuid=g.gpu_uuid,
+            host=g.host,
+            start_ns=anomaly.first_down_ns,
+            end_ns=anomaly.last_down_ns,
+            unit=m.METRICS_BY_NAME[metric].unit,
+        )
 
 
 def best_driver(rows: list[DriverRow], attributes: frozenset[str]) -> DriverRow | None:

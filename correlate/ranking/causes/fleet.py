@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import math
 
-from gpu_rca.schemas import attributes as a
-
 from gpu_rca.correlate.ranking.causes.base import MIN_STRENGTH, PLACEMENT_DRIVERS, Hypothesis, contrast, count_sentence
 from gpu_rca.correlate.ranking.drivers import DriverRow, significant
 from gpu_rca.correlate.ranking.evidence import EvidenceList, pct
 from gpu_rca.correlate.ranking.signals import Signals
 from gpu_rca.correlate.ranking.stats import DRIVER_P_THRESHOLD
 from gpu_rca.correlate.ranking.window import SpanSet
+from gpu_rca.schemas import attributes as a
+
 
 def saturation(sig: Signals, traffic: tuple[float, float] | None) -> Hypothesis | None:
     """Busy GPUs, long queues and more requests in flight, with no memory or clock problem."""
@@ -33,8 +33,13 @@ def saturation(sig: Signals, traffic: tuple[float, float] | None) -> Hypothesis 
     if strength < MIN_STRENGTH:
         return None
     ev = EvidenceList()
-    share = ev.add("share", "failed requests on a busy GPU (utilization >= 90 %) with no throttling",
-                   pct(c.failure_share), baseline=pct(c.baseline_share), unit="%")
+    share = ev.add(
+        "share",
+        "failed requests on a busy GPU (utilization >= 90 %) with no throttling",
+        pct(c.failure_share),
+        baseline=pct(c.baseline_share),
+        unit="%",
+    )
     parts = [f"{share} % of them ran on a busy GPU with no throttling (baseline {ev.base()} %)"]
     if med.get("util_pct") is not None:
         u = ev.add("stamp", a.UTILIZATION_MEAN, med["util_pct"], baseline=ok.get("util_pct"), unit="%")
@@ -49,9 +54,16 @@ def saturation(sig: Signals, traffic: tuple[float, float] | None) -> Hypothesis 
         tv = ev.add("traffic", "requests per minute", traffic[0], baseline=traffic[1])
         parts.append(f"{tv} requests per minute against {ev.base()} before")
     return Hypothesis(
-        "compute_saturation", None, None, {"slow": 1.0}, strength, ev,
+        "compute_saturation",
+        None,
+        None,
+        {"slow": 1.0},
+        strength,
+        ev,
         lambda n, e: f"{count_sentence(n, e)} timed out or ran slow on saturated GPUs: " + "; ".join(parts) + ".",
-        feature="saturated", off_feature=0.35, precedes=None,
+        feature="saturated",
+        off_feature=0.35,
+        precedes=None,
     )
 
 
@@ -64,7 +76,9 @@ def application(sig: Signals, family_drivers: dict[str, list[DriverRow]], spans:
     # Background errors land on every attribute value by chance; with many values tested, one of them looks
     # significant at 0.02 by luck. Bonferroni: a driver must stay significant after multiplying by the tests.
     tests = max(1, len(rows))
-    kept = [r for r in significant(rows, limit=50) if r.p_value * tests < DRIVER_P_THRESHOLD and (r.lift or 10.0) >= 1.5]
+    kept = [
+        r for r in significant(rows, limit=50) if r.p_value * tests < DRIVER_P_THRESHOLD and (r.lift or 10.0) >= 1.5
+    ]
     driver = next((r for r in kept if r.attribute not in PLACEMENT_DRIVERS), None)
     placed = next((r for r in kept if r.attribute in PLACEMENT_DRIVERS), None)
     rate = app.n / max(spans.total, 1)
@@ -82,14 +96,19 @@ def application(sig: Signals, family_drivers: dict[str, list[DriverRow]], spans:
     parts = []
     top = driver or placed
     if top is not None:
-        fs = ev.add("driver", f"{top.attribute}={top.value}", pct(top.failure_share),
-                    baseline=pct(top.baseline_share), unit="%")
+        fs = ev.add(
+            "driver", f"{top.attribute}={top.value}", pct(top.failure_share), baseline=pct(top.baseline_share), unit="%"
+        )
         parts.append(f"{fs} % of them had {top.attribute}={top.value} against {ev.base()} % of successes")
     rv = ev.add("share", "requests failing with application exceptions", pct(rate), unit="%")
     parts.append(f"{rv} % of all requests failed this way, with normal GPU telemetry")
     return Hypothesis(
-        "application_error", None, None, {"app": 1.0, "cuda": 0.25, "slow": 0.1, "oom": 0.1, "lost": 0.05},
-        strength, ev,
+        "application_error",
+        None,
+        None,
+        {"app": 1.0, "cuda": 0.25, "slow": 0.1, "oom": 0.1, "lost": 0.05},
+        strength,
+        ev,
         lambda n, e: f"{count_sentence(n, e)} raised application exceptions: " + "; ".join(parts) + ".",
         precedes=None,
     )

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
-from gpu_rca.schemas import attributes as a
-from gpu_rca.schemas import metrics as m
-from gpu_rca.schemas import xid as x
-
 from gpu_rca.correlate.ranking.causes.base import (
-    ECC_XIDS, FAULT_XIDS, MIN_STRENGTH, Hypothesis, contrast, count_sentence, earliest, merge_groups,
-    metric_evidence, precedes, where,
+    ECC_XIDS,
+    FAULT_XIDS,
+    MIN_STRENGTH,
+    Hypothesis,
+    contrast,
+    count_sentence,
+    earliest,
+    merge_groups,
+    metric_evidence,
+    precedes,
+    where,
 )
 from gpu_rca.correlate.ranking.evidence import EvidenceList, pct
 from gpu_rca.correlate.ranking.signals import GpuSignals, Signals
 from gpu_rca.correlate.ranking.window import MINUTE_NS, SKEW_NS
+from gpu_rca.schemas import attributes as a
+from gpu_rca.schemas import metrics as m
+from gpu_rca.schemas import xid as x
+
 
 def _kernel(g: GpuSignals, codes: set[int]) -> list:
     """Kernel XIDs of `codes` on this GPU that overlap its failures (from 10 min before to 1 min after)."""
@@ -28,8 +37,15 @@ def _kernel_evidence(g: GpuSignals, kernel: list, ev: EvidenceList) -> list[str]
     """Evidence rows for the GPU's kernel XIDs, oldest first, and the summary phrases quoting them."""
     parts = []
     for k in sorted(kernel, key=lambda k: k.first_ns):
-        code = ev.add("kernel", f"XID {k.xid} {x.xid_info(k.xid).meaning}", k.xid, gpu_uuid=g.gpu_uuid, host=k.host,
-                      start_ns=k.first_ns, end_ns=k.last_ns)
+        code = ev.add(
+            "kernel",
+            f"XID {k.xid} {x.xid_info(k.xid).meaning}",
+            k.xid,
+            gpu_uuid=g.gpu_uuid,
+            host=k.host,
+            start_ns=k.first_ns,
+            end_ns=k.last_ns,
+        )
         cnt = ev.add("count", f"kernel XID {k.xid} events", k.count, gpu_uuid=g.gpu_uuid, host=k.host)
         parts.append(f"the kernel logged XID {code} ({x.xid_info(k.xid).meaning}) {cnt} times")
     return parts
@@ -55,17 +71,32 @@ def ecc(g: GpuSignals, sig: Signals) -> Hypothesis | None:
     ev = EvidenceList()
     parts = _kernel_evidence(g, kernel, ev)
     if c.failure_share > 0 or not kernel:
-        sh = ev.add("share", "failed requests with uncorrected ECC errors or memory XIDs in their window",
-                    pct(c.failure_share), baseline=pct(c.baseline_share), unit="%", gpu_uuid=g.gpu_uuid, host=g.host,
-                    start_ns=g.first_seen_ns.get("ecc"))
+        sh = ev.add(
+            "share",
+            "failed requests with uncorrected ECC errors or memory XIDs in their window",
+            pct(c.failure_share),
+            baseline=pct(c.baseline_share),
+            unit="%",
+            gpu_uuid=g.gpu_uuid,
+            host=g.host,
+            start_ns=g.first_seen_ns.get("ecc"),
+        )
         parts.append(f"{sh} % of the failed requests saw ECC errors or memory XIDs (baseline {ev.base()} %)")
     metric_evidence(ev, g, m.ECC_DBE_VOL_TOTAL, min_z=1)
     first = earliest(g.first_seen_ns.get("ecc"), min((k.first_ns for k in kernel), default=None))
     return Hypothesis(
-        "ecc_memory_errors", g.gpu_uuid, g.host, {"cuda": 1.0, "app": 0.6, "lost": 0.5}, strength, ev,
-        lambda n, e: f"{count_sentence(n, e)} on {where(g)} after uncorrectable memory errors: "
-        + "; ".join(parts) + ".",
-        feature="ecc", off_feature=0.8, precedes=precedes(first, failures.onset_ns),
+        "ecc_memory_errors",
+        g.gpu_uuid,
+        g.host,
+        {"cuda": 1.0, "app": 0.6, "lost": 0.5},
+        strength,
+        ev,
+        lambda n, e: (
+            f"{count_sentence(n, e)} on {where(g)} after uncorrectable memory errors: " + "; ".join(parts) + "."
+        ),
+        feature="ecc",
+        off_feature=0.8,
+        precedes=precedes(first, failures.onset_ns),
     )
 
 
@@ -88,24 +119,50 @@ def fallen_off_bus(g: GpuSignals, sig: Signals) -> Hypothesis | None:
     ev = EvidenceList()
     parts = []
     for k in kernel:
-        code = ev.add("kernel", f"XID {k.xid} {x.xid_info(k.xid).meaning}", k.xid, gpu_uuid=g.gpu_uuid, host=k.host,
-                      start_ns=k.first_ns, end_ns=k.last_ns)
+        code = ev.add(
+            "kernel",
+            f"XID {k.xid} {x.xid_info(k.xid).meaning}",
+            k.xid,
+            gpu_uuid=g.gpu_uuid,
+            host=k.host,
+            start_ns=k.first_ns,
+            end_ns=k.last_ns,
+        )
         parts.append(f"the kernel logged XID {code} (GPU has fallen off the bus)")
     if lost:
-        lv = ev.add("count", f"failed requests with error.type={a.ERROR_GPU_LOST}", lost.n, gpu_uuid=g.gpu_uuid,
-                    host=g.host, start_ns=lost.first_ns, end_ns=lost.last_ns)
+        lv = ev.add(
+            "count",
+            f"failed requests with error.type={a.ERROR_GPU_LOST}",
+            lost.n,
+            gpu_uuid=g.gpu_uuid,
+            host=g.host,
+            start_ns=lost.first_ns,
+            end_ns=lost.last_ns,
+        )
         parts.append(f"{lv} requests failed with {a.ERROR_GPU_LOST}")
     if g.last_metric_ns is not None and event is not None and g.last_metric_ns >= event - SKEW_NS:
         pass
     elif g.last_metric_ns is not None:
-        ev.add("metric", "last metric sample", "metrics stopped", gpu_uuid=g.gpu_uuid, host=g.host,
-               start_ns=g.last_metric_ns)
+        ev.add(
+            "metric",
+            "last metric sample",
+            "metrics stopped",
+            gpu_uuid=g.gpu_uuid,
+            host=g.host,
+            start_ns=g.last_metric_ns,
+        )
         parts.append("its metrics stopped")
     return Hypothesis(
-        "gpu_fallen_off_bus", g.gpu_uuid, g.host, {"lost": 1.0, "cuda": 0.9, "slow": 0.7, "app": 0.5, "oom": 0.3},
-        strength, ev,
+        "gpu_fallen_off_bus",
+        g.gpu_uuid,
+        g.host,
+        {"lost": 1.0, "cuda": 0.9, "slow": 0.7, "app": 0.5, "oom": 0.3},
+        strength,
+        ev,
         lambda n, e: f"{count_sentence(n, e)} on {where(g)}, which fell off the bus: " + "; ".join(parts) + ".",
-        feature=None, since_ns=None if event is None else event - SKEW_NS, precedes=precedes(event, failures.onset_ns),
+        feature=None,
+        since_ns=None if event is None else event - SKEW_NS,
+        precedes=precedes(event, failures.onset_ns),
     )
 
 
@@ -129,12 +186,26 @@ def kernel_fault(g: GpuSignals, sig: Signals) -> Hypothesis | None:
     ev = EvidenceList()
     parts = _kernel_evidence(g, kernel, ev)
     if c.failure_share > 0 or not kernel:
-        sh = ev.add("share", "CUDA-error failures with a kernel-fault XID in their window", pct(c.failure_share),
-                    baseline=pct(c.baseline_share), unit="%", gpu_uuid=g.gpu_uuid, host=g.host)
+        sh = ev.add(
+            "share",
+            "CUDA-error failures with a kernel-fault XID in their window",
+            pct(c.failure_share),
+            baseline=pct(c.baseline_share),
+            unit="%",
+            gpu_uuid=g.gpu_uuid,
+            host=g.host,
+        )
         parts.append(f"{sh} % of them carried a fault XID (baseline {ev.base()} %)")
     first = earliest(g.first_seen_ns.get("xid_fault"), min((k.first_ns for k in kernel), default=None))
     return Hypothesis(
-        "cuda_kernel_fault", g.gpu_uuid, g.host, {"cuda": 1.0, "app": 0.3}, strength, ev,
+        "cuda_kernel_fault",
+        g.gpu_uuid,
+        g.host,
+        {"cuda": 1.0, "app": 0.3},
+        strength,
+        ev,
         lambda n, e: f"{count_sentence(n, e)} with CUDA errors on {where(g)}: " + "; ".join(parts) + ".",
-        feature="xid_fault", off_feature=0.8, precedes=precedes(first, cuda.onset_ns),
+        feature="xid_fault",
+        off_feature=0.8,
+        precedes=precedes(first, cuda.onset_ns),
     )

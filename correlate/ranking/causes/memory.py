@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-from gpu_rca.schemas import attributes as a
-from gpu_rca.schemas import metrics as m
-
 from gpu_rca.correlate.ranking.causes.base import (
-    MIN_STRENGTH, WORKLOAD_DRIVERS, Hypothesis, best_driver, contrast, count_sentence, earliest, metric_evidence,
-    precedes, where,
+    MIN_STRENGTH,
+    WORKLOAD_DRIVERS,
+    Hypothesis,
+    best_driver,
+    contrast,
+    count_sentence,
+    earliest,
+    metric_evidence,
+    precedes,
+    where,
 )
 from gpu_rca.correlate.ranking.drivers import DriverRow
 from gpu_rca.correlate.ranking.evidence import EvidenceList, gib, pct
 from gpu_rca.correlate.ranking.signals import GpuSignals, Signals
 from gpu_rca.correlate.ranking.stats import saturate
+from gpu_rca.schemas import attributes as a
+from gpu_rca.schemas import metrics as m
 
 
 def _normally(ev: EvidenceList, unit: str) -> str:
@@ -38,20 +45,44 @@ def oom_large_inputs(sig: Signals, family_drivers: dict[str, list[DriverRow]]) -
     ev = EvidenceList()
     parts = []
     if driver is not None:
-        fs = ev.add("driver", f"{driver.attribute}={driver.value}", pct(driver.failure_share),
-                    baseline=pct(driver.baseline_share), unit="%")
+        fs = ev.add(
+            "driver",
+            f"{driver.attribute}={driver.value}",
+            pct(driver.failure_share),
+            baseline=pct(driver.baseline_share),
+            unit="%",
+        )
         parts.append(f"{fs} % of them had {driver.attribute}={driver.value} against {ev.base()} % of successes")
-    sh = ev.add("share", "OOM failures with device memory >= 95 % used", pct(mem.failure_share),
-                baseline=pct(mem.baseline_share), unit="%")
+    sh = ev.add(
+        "share",
+        "OOM failures with device memory >= 95 % used",
+        pct(mem.failure_share),
+        baseline=pct(mem.baseline_share),
+        unit="%",
+    )
     parts.append(f"{sh} % of them found device memory nearly full (baseline {ev.base()} %)")
     if oom.medians.get("mem_process_bytes") is not None:
-        pv = ev.add("stamp", a.MEMORY_PROCESS_MAX, gib(oom.medians["mem_process_bytes"]),
-                    baseline=gib(sig.baseline.medians.get("mem_process_bytes")), unit="GiB")
+        pv = ev.add(
+            "stamp",
+            a.MEMORY_PROCESS_MAX,
+            gib(oom.medians["mem_process_bytes"]),
+            baseline=gib(sig.baseline.medians.get("mem_process_bytes")),
+            unit="GiB",
+        )
         parts.append(f"the service itself held {pv} GiB" + _normally(ev, "GiB"))
     return Hypothesis(
-        "gpu_oom_large_inputs", None, None, {"oom": 1.0}, strength, ev,
-        lambda n, e: f"{count_sentence(n, e, 'requests')} ran out of GPU memory on their own: " + "; ".join(parts) + ".",
-        feature="own_mem", off_feature=0.3, precedes=None,
+        "gpu_oom_large_inputs",
+        None,
+        None,
+        {"oom": 1.0},
+        strength,
+        ev,
+        lambda n, e: (
+            f"{count_sentence(n, e, 'requests')} ran out of GPU memory on their own: " + "; ".join(parts) + "."
+        ),
+        feature="own_mem",
+        off_feature=0.3,
+        precedes=None,
     )
 
 
@@ -72,25 +103,52 @@ def foreign_process(g: GpuSignals, sig: Signals, family_drivers: dict[str, list[
     if strength < MIN_STRENGTH:
         return None
     ev = EvidenceList()
-    sh = ev.add("share", "OOM failures with >= 20 % of device memory held by other processes", pct(c.failure_share),
-                baseline=pct(c.baseline_share), unit="%", gpu_uuid=g.gpu_uuid, host=g.host,
-                start_ns=g.first_seen_ns.get("foreign_mem"), end_ns=oom.last_ns)
-    parts = [f"{sh} % of them found other processes holding at least a fifth of the GPU's memory (baseline {ev.base()} %)"]
+    sh = ev.add(
+        "share",
+        "OOM failures with >= 20 % of device memory held by other processes",
+        pct(c.failure_share),
+        baseline=pct(c.baseline_share),
+        unit="%",
+        gpu_uuid=g.gpu_uuid,
+        host=g.host,
+        start_ns=g.first_seen_ns.get("foreign_mem"),
+        end_ns=oom.last_ns,
+    )
+    parts = [
+        f"{sh} % of them found other processes holding at least a fifth of the GPU's memory (baseline {ev.base()} %)"
+    ]
     other, other0 = oom.medians.get("other_bytes"), g.baseline.medians.get("other_bytes")
     if other is not None:
-        ov = ev.add("stamp", "gpu.memory.used.max - gpu.memory.process.max", gib(other), baseline=gib(other0),
-                    unit="GiB", gpu_uuid=g.gpu_uuid, host=g.host)
+        ov = ev.add(
+            "stamp",
+            "gpu.memory.used.max - gpu.memory.process.max",
+            gib(other),
+            baseline=gib(other0),
+            unit="GiB",
+            gpu_uuid=g.gpu_uuid,
+            host=g.host,
+        )
         parts.append(f"memory used by others {ov} GiB" + _normally(ev, "GiB"))
     proc, proc0 = oom.medians.get("mem_process_bytes"), g.baseline.medians.get("mem_process_bytes")
     if proc is not None:
-        pv = ev.add("stamp", a.MEMORY_PROCESS_MAX, gib(proc), baseline=gib(proc0), unit="GiB",
-                    gpu_uuid=g.gpu_uuid, host=g.host)
+        pv = ev.add(
+            "stamp", a.MEMORY_PROCESS_MAX, gib(proc), baseline=gib(proc0), unit="GiB", gpu_uuid=g.gpu_uuid, host=g.host
+        )
         parts.append(f"the service's own memory {pv} GiB" + _normally(ev, "GiB"))
     metric_evidence(ev, g, m.FB_USED)
     return Hypothesis(
-        "gpu_memory_foreign_process", g.gpu_uuid, g.host, {"oom": 1.0, "slow": 0.5}, strength, ev,
-        lambda n, e: f"{count_sentence(n, e, 'requests')} ran out of memory on {where(g)}, taken by another process: "
-        + "; ".join(parts) + ".",
-        feature="foreign_mem", off_feature=0.5,
+        "gpu_memory_foreign_process",
+        g.gpu_uuid,
+        g.host,
+        {"oom": 1.0, "slow": 0.5},
+        strength,
+        ev,
+        lambda n, e: (
+            f"{count_sentence(n, e, 'requests')} ran out of memory on {where(g)}, taken by another process: "
+            + "; ".join(parts)
+            + "."
+        ),
+        feature="foreign_mem",
+        off_feature=0.5,
         precedes=precedes(earliest(g.first_seen_ns.get("foreign_mem"), metric_first), oom.onset_ns),
     )

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from gpu_rca.schemas import attributes as a
-from gpu_rca.schemas import metrics as m
-
 from gpu_rca.correlate.ranking.causes.base import (
-    MIN_STRENGTH, Hypothesis, contrast, count_sentence, earliest, metric_evidence, precedes, where,
+    MIN_STRENGTH,
+    Hypothesis,
+    contrast,
+    count_sentence,
+    earliest,
+    metric_evidence,
+    precedes,
+    where,
 )
 from gpu_rca.correlate.ranking.evidence import EvidenceList, pct
 from gpu_rca.correlate.ranking.signals import GpuSignals, Signals
 from gpu_rca.correlate.ranking.stats import saturate
+from gpu_rca.schemas import attributes as a
+from gpu_rca.schemas import metrics as m
 
 #: Throttling causes: the span feature that shows each, and how a summary names it.
 THROTTLE_CAUSES = {
@@ -44,7 +50,8 @@ def throttle(cause: str, g: GpuSignals, sig: Signals) -> Hypothesis | None:
     elif cause == "power_capping":
         limit = g.metrics.get(m.ENFORCED_POWER_LIMIT)
         lowered = (
-            med.get("power_limit_w") is not None and ok.get("power_limit_w")
+            med.get("power_limit_w") is not None
+            and ok.get("power_limit_w")
             and med["power_limit_w"] < 0.95 * ok["power_limit_w"]
         )
         if limit and limit.z_down >= 3:
@@ -54,39 +61,84 @@ def throttle(cause: str, g: GpuSignals, sig: Signals) -> Hypothesis | None:
             strength = min(1.0, strength + 0.15) if c.failure_share > 0.2 else strength
     if strength < MIN_STRENGTH:
         return None
-    share = ev.add("share", f"failed requests with {label}", pct(c.failure_share),
-                   baseline=pct(c.baseline_share), unit="%", gpu_uuid=g.gpu_uuid, host=g.host,
-                   start_ns=first, end_ns=slow.last_ns)
+    share = ev.add(
+        "share",
+        f"failed requests with {label}",
+        pct(c.failure_share),
+        baseline=pct(c.baseline_share),
+        unit="%",
+        gpu_uuid=g.gpu_uuid,
+        host=g.host,
+        start_ns=first,
+        end_ns=slow.last_ns,
+    )
     share_base = ev.base()
     parts = [f"{share} % of them ran with {label} (baseline {share_base} %)"]
     if cause == "thermal_throttling" and med.get("temp_c") is not None:
-        t = ev.add("stamp", a.TEMPERATURE_MAX, med["temp_c"], baseline=ok.get("temp_c"), unit="Cel",
-                   gpu_uuid=g.gpu_uuid, host=g.host)
+        t = ev.add(
+            "stamp",
+            a.TEMPERATURE_MAX,
+            med["temp_c"],
+            baseline=ok.get("temp_c"),
+            unit="Cel",
+            gpu_uuid=g.gpu_uuid,
+            host=g.host,
+        )
         if med.get("slowdown_c") is not None:
-            sd = ev.add("stamp", a.TEMPERATURE_SLOWDOWN, med["slowdown_c"], unit="Cel", gpu_uuid=g.gpu_uuid, host=g.host)
+            sd = ev.add(
+                "stamp", a.TEMPERATURE_SLOWDOWN, med["slowdown_c"], unit="Cel", gpu_uuid=g.gpu_uuid, host=g.host
+            )
             parts.append(f"at {t} °C against a slowdown threshold of {sd} °C")
         else:
             parts.append(f"at {t} °C")
     if cause == "power_capping" and med.get("power_limit_w") is not None:
-        lim = ev.add("stamp", a.POWER_LIMIT, med["power_limit_w"], baseline=ok.get("power_limit_w"), unit="W",
-                     gpu_uuid=g.gpu_uuid, host=g.host)
+        lim = ev.add(
+            "stamp",
+            a.POWER_LIMIT,
+            med["power_limit_w"],
+            baseline=ok.get("power_limit_w"),
+            unit="W",
+            gpu_uuid=g.gpu_uuid,
+            host=g.host,
+        )
         was = ev.base()
         parts.append(f"power limit {lim} W (was {was} W)" if was is not None and was != lim else f"power limit {lim} W")
         if med.get("power_w") is not None:
-            pw = ev.add("stamp", a.POWER_MEAN, med["power_w"], baseline=ok.get("power_w"), unit="W",
-                        gpu_uuid=g.gpu_uuid, host=g.host)
+            pw = ev.add(
+                "stamp",
+                a.POWER_MEAN,
+                med["power_w"],
+                baseline=ok.get("power_w"),
+                unit="W",
+                gpu_uuid=g.gpu_uuid,
+                host=g.host,
+            )
             parts.append(f"drawing {pw} W")
     if med.get("clock_min_mhz") is not None and med.get("clock_max_mhz"):
-        ck = ev.add("stamp", a.CLOCK_SM_MIN, med["clock_min_mhz"], baseline=ok.get("clock_min_mhz"), unit="MHz",
-                    gpu_uuid=g.gpu_uuid, host=g.host)
+        ck = ev.add(
+            "stamp",
+            a.CLOCK_SM_MIN,
+            med["clock_min_mhz"],
+            baseline=ok.get("clock_min_mhz"),
+            unit="MHz",
+            gpu_uuid=g.gpu_uuid,
+            host=g.host,
+        )
         mx = ev.add("stamp", a.CLOCK_SM_MAX, med["clock_max_mhz"], unit="MHz", gpu_uuid=g.gpu_uuid, host=g.host)
         parts.append(f"SM clock down to {ck} MHz of {mx} MHz")
     for metric in (m.GPU_TEMP, m.SM_CLOCK, m.ENFORCED_POWER_LIMIT, m.POWER_USAGE):
         metric_evidence(ev, g, metric)
     onset = slow.onset_ns
     hyp = Hypothesis(
-        cause, g.gpu_uuid, g.host, {"slow": 1.0, "cuda": 0.2}, strength, ev,
+        cause,
+        g.gpu_uuid,
+        g.host,
+        {"slow": 1.0, "cuda": 0.2},
+        strength,
+        ev,
         lambda n, e: f"{count_sentence(n, e)} on {where(g)} while its clocks were cut: " + "; ".join(parts) + ".",
-        feature=feature, off_feature=0.4, precedes=precedes(earliest(first, metric_first), onset),
+        feature=feature,
+        off_feature=0.4,
+        precedes=precedes(earliest(first, metric_first), onset),
     )
     return hyp
