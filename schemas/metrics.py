@@ -6,6 +6,7 @@ An alias row carries the factor that converts its value into that unit.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 
@@ -136,6 +137,50 @@ def canonical_metric(name: str) -> tuple[str, float] | None:
     return (alias.canonical, alias.factor) if alias else None
 
 
+# --- OpenTelemetry hardware semantic conventions (`hw.*`) ---------------------------------------
+# The GPU metrics of semconv v1.37.0 and later (model/hardware/gpu-metrics.yaml, stability: development)
+# and the common hardware metrics when they describe a GPU (`hw.type="gpu"`). gpu-rca stores them under
+# the canonical names above, converted into the canonical unit; docs/collector.md lists the mapping.
+HW_ID = "hw.id"
+HW_TYPE = "hw.type"
+HW_GPU_TASK = "hw.gpu.task"
+HW_ERROR_TYPE = "error.type"
+
+
+@dataclass(frozen=True)
+class HwMetric:
+    """An OTel `hw.*` metric stored as `canonical`: `value * factor` is in the canonical unit.
+
+    `when` holds (attribute, allowed values) pairs a data point must match; None allows the attribute to be absent.
+    """
+
+    name: str
+    canonical: str
+    factor: float = 1.0
+    when: tuple[tuple[str, tuple[str | None, ...]], ...] = ()
+
+
+_GPU = ((HW_TYPE, ("gpu",)),)
+HW_METRICS: tuple[HwMetric, ...] = (
+    HwMetric("hw.gpu.memory.usage", FB_USED, 1 / (1024 * 1024)),  # By -> MiB
+    HwMetric("hw.gpu.memory.limit", FB_TOTAL, 1 / (1024 * 1024)),
+    HwMetric("hw.gpu.utilization", GPU_UTIL, 100.0, ((HW_GPU_TASK, ("general", None)),)),  # fraction -> %
+    HwMetric("hw.power", POWER_USAGE, 1.0, _GPU),  # W
+    HwMetric("hw.energy", TOTAL_ENERGY_CONSUMPTION, 1000.0, _GPU),  # J -> mJ
+    HwMetric("hw.temperature", GPU_TEMP, 1.0, _GPU),  # Cel
+    HwMetric("hw.errors", ECC_SBE_VOL_TOTAL, 1.0, (*_GPU, (HW_ERROR_TYPE, ("corrected",)))),
+    HwMetric("hw.errors", ECC_DBE_VOL_TOTAL, 1.0, (*_GPU, (HW_ERROR_TYPE, ("uncorrected",)))),
+)
+
+
+def hw_canonical(name: str, attributes: Mapping[str, object]) -> tuple[str, float] | None:
+    """(canonical name, unit factor) for an OTel `hw.*` metric data point gpu-rca stores, else None."""
+    for metric in HW_METRICS:
+        if metric.name == name and all(attributes.get(key) in allowed for key, allowed in metric.when):
+            return metric.canonical, metric.factor
+    return None
+
+
 # --- labels ---------------------------------------------------------------------------------
 LABEL_GPU = "gpu"
 LABEL_UUID = "UUID"
@@ -172,4 +217,8 @@ SERVE_PROMETHEUS_SAMPLES = "gpu_rca_serve_prometheus_samples_total"
 SERVE_DIGESTS = "gpu_rca_serve_digests_total"
 SERVE_SPANS_DROPPED = "gpu_rca_serve_spans_dropped_total"  # valid spans refused (queue full, shutting down)
 SERVE_LOGS_DROPPED = "gpu_rca_serve_logs_dropped_total"
+SERVE_METRIC_POINTS_STORED = "gpu_rca_serve_metric_points_stored_total"  # OTLP GPU metrics stored as samples
+SERVE_METRIC_POINTS_REJECTED = "gpu_rca_serve_metric_points_rejected_total"  # GPU samples naming no known GPU
+SERVE_METRIC_POINTS_IGNORED = "gpu_rca_serve_metric_points_ignored_total"  # acknowledged, not stored, by reason
+SERVE_METRIC_POINTS_DROPPED = "gpu_rca_serve_metric_points_dropped_total"  # refused (queue full, shutting down)
 SERVE_RETENTION_DELETED = "gpu_rca_serve_retention_deleted_rows_total"  # rows older than --retention, by table

@@ -75,8 +75,9 @@ def _gpu_of(labels: Mapping[str, str]) -> _Gpu:
     )
 
 
-class _Converter:
-    """Turns (labels, timestamp, value) into samples, remembering each GPU once."""
+class SeriesConverter:
+    """Turns (labels, timestamp, value) into samples, remembering each GPU once (Prometheus series and OTLP
+    metric data points alike)."""
 
     def __init__(self, source: str) -> None:
         self.source = source
@@ -143,7 +144,7 @@ def samples_from_series(series: Any, *, source: str = "prometheus") -> SeriesSam
         if data.get("resultType") not in (None, "matrix", "vector"):
             raise InputError(f"Prometheus resultType {data.get('resultType')!r} holds no series")
         series = data["result"]
-    converter = _Converter(source)
+    converter = SeriesConverter(source)
     for position, item in enumerate(series):
         labels = item.get("metric") if isinstance(item, Mapping) else None
         if not isinstance(labels, Mapping):
@@ -199,7 +200,7 @@ def read_exposition(opened: Opened, store: Store, options: IngestOptions) -> Fil
     counts = FileCounts(kind="samples")
     fallback_ns = _ts_ns(opened.path.stat().st_mtime)
     untimed = 0
-    converter = _Converter("prometheus-text")
+    converter = SeriesConverter("prometheus-text")
     text = io.TextIOWrapper(opened.stream, encoding="utf-8", newline="")
     try:
         for family in text_fd_to_metric_families(text):
@@ -210,7 +211,7 @@ def read_exposition(opened: Opened, store: Store, options: IngestOptions) -> Fil
                 converter.add(converter.resolve(sample.name, sample.labels), ts_ns, float(sample.value))
                 if len(converter.out.samples) >= BATCH_SAMPLES:
                     _store(store, counts, converter.result())
-                    converter = _Converter("prometheus-text")
+                    converter = SeriesConverter("prometheus-text")
     except (ValueError, UnicodeDecodeError) as exc:
         raise InputError(f"not valid Prometheus exposition text ({exc})") from exc
     finally:
@@ -225,6 +226,7 @@ __all__ = [
     "SKIP_NON_FINITE",
     "SKIP_NO_GPU",
     "SKIP_UNKNOWN_METRIC",
+    "SeriesConverter",
     "SeriesSamples",
     "read_exposition",
     "read_query_range",

@@ -44,6 +44,26 @@ class ServeCounters:
             ("reason",),
             registry=r,
         )
+        self.metric_points_stored = Counter(
+            m.SERVE_METRIC_POINTS_STORED, "OTLP GPU metric data points committed to the store as samples.", registry=r
+        )
+        self.metric_points_rejected = Counter(
+            m.SERVE_METRIC_POINTS_REJECTED,
+            "GPU metric data points whose GPU the store could not place (partial success).",
+            registry=r,
+        )
+        self.metric_points_ignored = Counter(
+            m.SERVE_METRIC_POINTS_IGNORED,
+            "OTLP metric data points acknowledged but not stored, by reason (not a GPU metric, no GPU named, ...).",
+            ("reason",),
+            registry=r,
+        )
+        self.metric_points_dropped = Counter(
+            m.SERVE_METRIC_POINTS_DROPPED,
+            "Decoded metric data points refused without storing them, by reason.",
+            ("reason",),
+            registry=r,
+        )
         self.retention_deleted = Counter(
             m.SERVE_RETENTION_DELETED, "Rows deleted for being older than --retention.", ("table",), registry=r
         )

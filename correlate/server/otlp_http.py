@@ -1,9 +1,13 @@
-"""OTLP/HTTP receiver routes: POST /v1/traces and /v1/logs, answered as the OTLP specification says.
+"""OTLP/HTTP receiver routes: POST /v1/traces, /v1/logs and /v1/metrics, answered as the OTLP specification says.
 
 200 with an empty response (or `partial_success` when some items were invalid), 400 for a body that cannot
 be decoded, 413 past the size cap, 415 for another content type or encoding, 503 with Retry-After when the
 write queue is full. Errors carry a `google.rpc.Status`, in the request's content type. A rejected request
 changes nothing: it never reaches the store.
+
+Metrics are stored only where they are GPU metrics (`correlate.otlp.metrics`); the other data points are
+acknowledged with 200 and counted in `gpu_rca_serve_metric_points_ignored_total`, so an SDK that sends every
+signal to one OTLP endpoint logs no errors.
 """
 
 from __future__ import annotations
@@ -13,12 +17,14 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from gpu_rca.correlate.otlp.decode import logs_from_request, spans_from_request
+from gpu_rca.correlate.otlp.metrics import MetricBatch, metrics_from_request, point_count
 from gpu_rca.correlate.otlp.rows import LogBatch, SpanBatch
 from gpu_rca.correlate.otlp.wire import decode_traces
 from gpu_rca.correlate.server.body import BodyError, read_body
@@ -37,26 +43,30 @@ _MESSAGES_SHOWN = 5
 class Signal:
     """One OTLP signal: its request and response messages and how its rows are built."""
 
-    name: str  # "traces" | "logs"
+    name: str  # "traces" | "logs" | "metrics"
     request_cls: Any
     response_cls: Any
     rejected_field: str  # the partial_success counter
 
-    def rows(self, message: Any) -> SpanBatch | LogBatch:
+    def rows(self, message: Any) -> SpanBatch | LogBatch | MetricBatch:
         """The store rows of a decoded request (InputError for attribute bytes that are not a KeyValue)."""
         if self.name == "traces":
             return spans_from_request(message)
+        if self.name == "metrics":
+            return metrics_from_request(message)
         return logs_from_request(message)
 
     def count(self, message: Any) -> int:
-        """Spans or log records in a decoded request."""
+        """Spans, log records or metric data points in a decoded request."""
         if self.name == "traces":
             return sum(len(scope.spans) for rs in message.resource_spans for scope in rs.scope_spans)
+        if self.name == "metrics":
+            return point_count(message)
         return sum(len(scope.log_records) for rl in message.resource_logs for scope in rl.scope_logs)
 
     def is_empty(self, message: Any) -> bool:
         """True for a request with no resource entries (answered at once, as the spec allows)."""
-        return len(message.resource_spans if self.name == "traces" else message.resource_logs) == 0
+        return len(getattr(message, f"resource_{'spans' if self.name == 'traces' else self.name}")) == 0
 
 
 TRACES = Signal(
@@ -70,6 +80,12 @@ LOGS = Signal(
     logs_service_pb2.ExportLogsServiceRequest,
     logs_service_pb2.ExportLogsServiceResponse,
     "rejected_log_records",
+)
+METRICS = Signal(
+    "metrics",
+    metrics_service_pb2.ExportMetricsServiceRequest,
+    metrics_service_pb2.ExportMetricsServiceResponse,
+    "rejected_data_points",
 )
 
 
@@ -126,10 +142,16 @@ async def export(request: Request, signal: Signal) -> Response:
             return error_response(400, str(exc), content_type)
         if isinstance(rows, SpanBatch):
             result = await state.writer.submit_spans(rows, max_wait_s=max_wait_s)
+        elif isinstance(rows, MetricBatch):
+            result = await _submit_metrics(state, rows, max_wait_s)
         else:
             result = await state.writer.submit(lambda store: store.ingest_log_batch(rows), max_wait_s=max_wait_s)
     except (QueueFull, WriterClosed) as exc:
-        dropped = state.counters.spans_dropped if signal is TRACES else state.counters.logs_dropped
+        dropped = {
+            "traces": state.counters.spans_dropped,
+            "logs": state.counters.logs_dropped,
+            "metrics": state.counters.metric_points_dropped,
+        }[signal.name]
         dropped.labels(reason="queue_full" if isinstance(exc, QueueFull) else "shutting_down").inc(
             signal.count(message)
         )
@@ -142,13 +164,24 @@ async def export(request: Request, signal: Signal) -> Response:
     return _success(signal, content_type, result)
 
 
+async def _submit_metrics(state: ServerState, batch: MetricBatch, max_wait_s: float | None) -> IngestResult:
+    """Store a request's GPU samples (a request with none skips the writer); count the points left out."""
+    for reason, count in batch.ignored.items():
+        state.counters.metric_points_ignored.labels(reason=reason).inc(count)
+    if not batch.samples:
+        return IngestResult()
+    return await state.writer.submit(
+        lambda store: store.ingest_metric_samples(batch.samples, batch.gpus), max_wait_s=max_wait_s
+    )
+
+
 def _count(state: ServerState, signal: Signal, result: IngestResult) -> None:
     counters = state.counters
-    ingested, rejected = (
-        (counters.spans_ingested, counters.spans_rejected)
-        if signal is TRACES
-        else (counters.logs_ingested, counters.logs_rejected)
-    )
+    ingested, rejected = {
+        "traces": (counters.spans_ingested, counters.spans_rejected),
+        "logs": (counters.logs_ingested, counters.logs_rejected),
+        "metrics": (counters.metric_points_stored, counters.metric_points_rejected),
+    }[signal.name]
     ingested.inc(result.accepted)
     rejected.inc(result.rejected)
 
@@ -176,9 +209,15 @@ async def logs(request: Request) -> Response:
     return await export(request, LOGS)
 
 
+async def metrics(request: Request) -> Response:
+    """POST /v1/metrics"""
+    return await export(request, METRICS)
+
+
 ROUTES = [
     Route("/v1/traces", traces, methods=["POST"]),
     Route("/v1/logs", logs, methods=["POST"]),
+    Route("/v1/metrics", metrics, methods=["POST"]),
 ]
 
-__all__ = ["LOGS", "ROUTES", "TRACES", "Signal", "decode", "export"]
+__all__ = ["LOGS", "METRICS", "ROUTES", "TRACES", "Signal", "decode", "export"]
