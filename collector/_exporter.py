@@ -2,7 +2,8 @@
 
 A scrape copies each GPU's newest sample and formats it, so its cost is flat in the request rate and
 does not touch the driver. Names, types, units and labels are dcgm-exporter 4.x's (facts §1): FB in MiB,
-power in W, the XID gauge keeps the last XID with `err_code`/`err_msg`. gpu-rca's own counters follow.
+power in W, the driver version as the `DCGM_FI_DRIVER_VERSION` label on every GPU series (dcgm-exporter's
+default counters have it as a label counter), the XID gauge keeps the last XID with `err_code`/`err_msg`. gpu-rca's own counters follow.
 """
 
 from __future__ import annotations
@@ -106,6 +107,8 @@ class DcgmCollector(PromCollector):
                     M.LABEL_MODEL_NAME: device.name,
                     M.LABEL_HOSTNAME: source.hostname,
                 }
+                if device.driver_version:
+                    labels[M.LABEL_DRIVER_VERSION] = device.driver_version
                 taken = health.get((SAMPLES, str(device.index)), 0)
                 rows.append(_Row(labels, device, sample, sampler.last_xid.get(device.index, 0), taken))
         for metric in M.METRICS:

@@ -69,6 +69,7 @@ class DeviceInfo:
     max_mem_clock_mhz: int | None
     memory_total_bytes: int | None
     mig: tuple[MigInfo, ...] = ()
+    driver_version: str | None = None  # the host's NVIDIA driver (nvmlSystemGetDriverVersion), e.g. 550.127.05
 
 
 class Sample(NamedTuple):
@@ -185,6 +186,8 @@ class DeviceReader:
             max_mem_clock_mhz=self._call("max_mem_clock", lambda nv, h: int(nv.nvmlDeviceGetMaxClockInfo(h, 2))),
             memory_total_bytes=int(total.total) if total is not None else None,
             mig=self._discover_mig(nv),
+            driver_version=text(self._call("driver_version", lambda nv, h: nv.nvmlSystemGetDriverVersion()) or "")
+            or None,
         )
 
     def _discover_mig(self, nv: Any) -> tuple[MigInfo, ...]:

@@ -188,10 +188,21 @@ LABEL_PCI_BUS_ID = "pci_bus_id"
 LABEL_DEVICE = "device"
 LABEL_MODEL_NAME = "modelName"
 LABEL_HOSTNAME = "Hostname"
+#: dcgm-exporter's label-type counter DCGM_FI_DRIVER_VERSION (field 1, on by default): the driver version.
+LABEL_DRIVER_VERSION = "DCGM_FI_DRIVER_VERSION"
 LABEL_XID_ERR_CODE = "err_code"
 LABEL_XID_ERR_MSG = "err_msg"
-#: The labels the exporter writes on every GPU series, in dcgm-exporter's order.
-GPU_LABELS: tuple[str, ...] = (LABEL_GPU, LABEL_UUID, LABEL_PCI_BUS_ID, LABEL_DEVICE, LABEL_MODEL_NAME, LABEL_HOSTNAME)
+#: The labels the exporter writes on every GPU series, in dcgm-exporter's order (the host, then label counters;
+#: the driver version is left out where NVML does not tell it).
+GPU_LABELS: tuple[str, ...] = (
+    LABEL_GPU,
+    LABEL_UUID,
+    LABEL_PCI_BUS_ID,
+    LABEL_DEVICE,
+    LABEL_MODEL_NAME,
+    LABEL_HOSTNAME,
+    LABEL_DRIVER_VERSION,
+)
 #: Spellings that name the GPU's UUID, most specific first.
 UUID_LABELS: tuple[str, ...] = ("UUID", "uuid", "gpu_uuid")
 #: Spellings that name the host. Last resort: `instance` (often an exporter pod on Kubernetes).

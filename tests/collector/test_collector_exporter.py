@@ -71,7 +71,9 @@ def test_scrape_has_dcgm_names_types_units_and_labels(sim: Sim):
         "device": "nvidia1",
         "modelName": "NVIDIA L4",
         "Hostname": "node-a",
+        "DCGM_FI_DRIVER_VERSION": sim.nvml.nvmlSystemGetDriverVersion(),  # what the driver says, as dcgm-exporter
     }
+    assert re.fullmatch(r"\d+\.\d+(\.\d+)?", labels["DCGM_FI_DRIVER_VERSION"])
     assert re.fullmatch(r"0{8}:[0-9A-F]{2}:00\.0", labels["pci_bus_id"])  # NVML's form, as dcgm-exporter writes it
     assert temp == latest.temperature_c
     assert got[(M.POWER_USAGE, "1")][1] == pytest.approx(latest.power_w)  # W
