@@ -87,6 +87,19 @@ def test_every_alert_has_a_promtool_test_that_sees_it_fire() -> None:
     assert {rule["alert"] for rule in _alerts()} - fired == set()
 
 
+def test_the_deploy_doc_explains_every_alert_with_its_severity() -> None:
+    doc = (REPO / "docs" / "deploy.md").read_text()
+    section = doc.split("\n## Alerts\n", 1)[1].split("\n## ", 1)[0]
+    rows = {
+        match[1]: (match[2].strip(), match[3].strip())
+        for match in re.finditer(r"^\| `(\w+)` \|(.+)\|(.+)\|$", section, flags=re.MULTILINE)
+    }
+    alerts = {rule["alert"]: rule["labels"]["severity"] for rule in _alerts()}
+    assert rows.keys() == alerts.keys()
+    for name, (meaning, severity) in rows.items():
+        assert severity == alerts[name] and meaning, name
+
+
 def test_host_label_spellings_are_both_tested_and_templated() -> None:
     series = " ".join(
         s["series"]
