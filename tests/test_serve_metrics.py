@@ -7,6 +7,7 @@ metric's unit; every other data point is acknowledged and counted, so an SDK poi
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from gpu_rca.correlate.server.process import ServeProcess
 from gpu_rca.schemas import attributes as a
 from gpu_rca.schemas import metrics as m
 from gpu_rca.schemas.otlp_json import message_to_json
+from tests.support import REPO
 
 UUID = "GPU-0a1b2c3d-1111-2222-3333-444455556666"
 HOST = "node-a"
@@ -188,3 +190,13 @@ def test_hw_names_map_to_canonical_metrics_only_where_they_describe_the_same_rea
     name: str, attributes: dict[str, str], expected: tuple[str, float] | None
 ) -> None:
     assert m.hw_canonical(name, attributes) == expected
+
+
+def test_the_collector_doc_lists_the_hw_mapping_serve_applies() -> None:
+    doc = (REPO / "docs" / "collector.md").read_text()
+    section = doc.split("## `gpu.*` and OTel's `hw.*` semantic conventions\n", 1)[1].split("\n## ", 1)[0]
+    documented = {
+        (match[1], match[2])
+        for match in re.finditer(r"^\|[^|]*\| `(hw\.[\w.]+)`[^|]*\| `(DCGM_FI_\w+)`", section, flags=re.MULTILINE)
+    }
+    assert documented == {(hw.name, hw.canonical) for hw in m.HW_METRICS}
