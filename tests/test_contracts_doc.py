@@ -7,6 +7,7 @@ added in code and not in the doc fails here.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import click
 import pytest
@@ -132,3 +133,78 @@ def test_planned_names_are_not_claimed_as_code(doc: str) -> None:
     planned = doc.split("## Planned", 1)[1]
     for name in re.findall(r"`([a-z_]+)`", planned):
         assert name not in CAUSE_IDS and name not in FAULT_KINDS, f"{name} is built: document it in its section"
+
+
+# --- references into the doc ----------------------------------------------------------------------
+
+#: Where product code, docs and benchmarks live (tests are scanned for contract numbers only).
+_PRODUCT = (
+    "collector",
+    "correlate",
+    "lab",
+    "schemas",
+    "scenarios",
+    "gpu_rca",
+    "benchmarks",
+    "docs",
+    "deploy",
+    "examples",
+)
+_TOP_FILES = ("README.md", "pyproject.toml", "otel-collector.yaml", "docker-compose.yml")
+_TEXT_SUFFIXES = {".py", ".md", ".yaml", ".yml", ".toml", ".txt", ".json", ".html", ".cfg", ".ini", ""}
+#: References to material outside the repository.
+_OUTSIDE = re.compile(r"\.\./shared|shared/facts|facts/samples|DESIGN\.md|gpu-facts|ecosystem\.md|rca-methods")
+#: The old way of citing a contract, whose definition was outside the repository.
+_OLD_CITATION = re.compile(r"\bContracts? ?-?\d")
+_SECTION = re.compile(r"contracts\.md ?§(\d+)")
+_ANCHOR = re.compile(r"contracts\.md#([\w-]+)")
+
+
+def _text_files(roots: tuple[str, ...]) -> list[Path]:
+    files: list[Path] = []
+    for root in roots:
+        path = REPO / root
+        if path.is_symlink():  # gpu_rca/<name> links to the top-level folders, scanned once
+            continue
+        candidates = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else []
+        for candidate in candidates:
+            parts = candidate.relative_to(REPO).parts
+            if "__pycache__" in parts or any(p.is_symlink() for p in candidate.parents if REPO in p.parents):
+                continue
+            if candidate.suffix in _TEXT_SUFFIXES and candidate != DOC:
+                files.append(candidate)
+    return files
+
+
+def _anchors(doc: str) -> set[str]:
+    """GitHub's anchors for the doc's headings: lowercase, punctuation dropped, spaces as `-`."""
+    headings = re.findall(r"^#{1,6} (.+)$", doc, flags=re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", h).strip().lower().replace(" ", "-") for h in headings}
+
+
+def test_no_product_file_or_doc_refers_outside_the_repository() -> None:
+    found = [
+        f"{path.relative_to(REPO)}:{n}: {line.strip()}"
+        for path in _text_files(_PRODUCT + _TOP_FILES)
+        for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1)
+        if _OUTSIDE.search(line)
+    ]
+    assert not found, "references outside the repository (cite docs/contracts.md or the public source):\n" + "\n".join(
+        found
+    )
+
+
+def test_every_contract_reference_names_a_section_the_doc_defines(doc: str) -> None:
+    sections = {int(n) for n in re.findall(r"^## (\d+)\. ", doc, flags=re.MULTILINE)}
+    anchors = _anchors(doc)
+    problems = []
+    for path in _text_files((*_PRODUCT, *_TOP_FILES, "tests")):
+        if path == Path(__file__):
+            continue
+        for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+            where = f"{path.relative_to(REPO)}:{n}"
+            if _OLD_CITATION.search(line):
+                problems.append(f"{where}: cite `docs/contracts.md §N`: {line.strip()}")
+            problems.extend(f"{where}: no §{s}" for s in _SECTION.findall(line) if int(s) not in sections)
+            problems.extend(f"{where}: no #{a}" for a in _ANCHOR.findall(line) if a not in anchors)
+    assert not problems, "\n".join(problems)
