@@ -1,1 +1,1 @@
-"""Performance benchmarks (Contract 8): `python -m benchmarks NAME [--json]` from the repo root."""
+"""Performance benchmarks (docs/contracts.md §8): `python -m benchmarks NAME [--json]` from the repo root."""

@@ -26,7 +26,7 @@ def parse(parser: argparse.ArgumentParser, argv: list[str], *sizes: str, repeats
 
 
 def emit(report: dict[str, Any], as_json: bool, render: Callable[[dict[str, Any]], None]) -> int:
-    """Print the report as one JSON document (Contract 8's `--json`) or as text; the exit status."""
+    """Print the report as one JSON document (the `--json` of docs/contracts.md §8) or as text; the exit status."""
     if as_json:
         print(json.dumps(report, allow_nan=False))
     else:

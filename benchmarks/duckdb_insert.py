@@ -1,6 +1,6 @@
 """What DuckDB alone costs to insert span rows, by configuration: the floor under any OTLP ingest into the store.
 
-The rows are those `python -m benchmarks ingest` sends (full Contract-1 stamp sets), built once as the Arrow
+The rows are those `python -m benchmarks ingest` sends (full stamp sets of docs/contracts.md §1), built once as the Arrow
 table the store inserts, then inserted with the store's own statement (`INSERT INTO spans BY NAME SELECT *`,
 each statement committing alone) into the `spans` table as `schemas.store` creates it, changing one thing at a
 time:

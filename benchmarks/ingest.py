@@ -17,7 +17,7 @@
 Each kind is also reported per CPU-second (`*_cpu_spans_per_s`: spans over the CPU time the work took, for
 `server` the server process's own user+system time), which is what one core does when the machine is shared.
 
-Payloads are SDK-encoded requests of `--spans-per-request` inference spans carrying every Contract-1 stamp
+Payloads are SDK-encoded requests of `--spans-per-request` inference spans carrying every stamp of docs/contracts.md §1
 (the OTel SDK's own encoder), each span with its own ids and its own readings (`stamped_attributes`).
 """
 
@@ -51,7 +51,7 @@ RESOURCE = {A.SERVICE_NAME: "ddcolor", A.SERVICE_VERSION: "1.4.2", A.HOST_NAME: 
 
 
 def stamped_attributes(index: int, rng: random.Random | None = None) -> dict[str, Any]:
-    """A plausible full Contract-1 stamp set plus the DDColor workload attributes of span `index`.
+    """A plausible full stamp set (docs/contracts.md §1) plus the DDColor workload attributes of span `index`.
 
     Values vary from span to span as a real process's do: NVML's integer readings (temperature, utilization,
     clocks in 15 MHz steps) repeat often, power (mW resolution) and its means, memory (2 MiB allocator

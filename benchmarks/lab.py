@@ -1,7 +1,7 @@
 """`python -m benchmarks lab`: how fast the lab simulates a scenario, against real time.
 
 Runs a shipped scenario (default: the 30-minute, 4-GPU `large-uploads-10am`) end to end — fleet physics,
-DDColor service, the real collector on every request, and writing Contract 3's files — `--repeat` times,
+DDColor service, the real collector on every request, and writing the files of docs/contracts.md §3 — `--repeat` times,
 each in a fresh process, and prints the medians and the speed-up over real time.
 """
 

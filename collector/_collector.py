@@ -165,7 +165,7 @@ class Collector:
         return sampler if sampler.init() else None
 
     def resolve_gpu(self, gpu: Any) -> Target | None:
-        """The NVML device `gpu=` names (Contract 1), or None."""
+        """The NVML device `gpu=` names (docs/contracts.md §1), or None."""
         sampler = self._ready_sampler() if gpu is not None else None
         if sampler is None:
             return None
@@ -305,7 +305,7 @@ class GpuSpanProcessor(SpanProcessor):
         try:
             if isinstance(uuid, str):
                 target = self.collector.resolve_gpu(uuid)
-            else:  # gpu.index is the NVML index (Contract 1), not a CUDA ordinal
+            else:  # gpu.index is the NVML index (docs/contracts.md §1), not a CUDA ordinal
                 sampler = self.collector._ready_sampler()
                 known = sampler is not None and isinstance(index, int) and sampler.device(index) is not None
                 target = Target(index) if known else None

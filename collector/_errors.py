@@ -1,4 +1,8 @@
-"""`error.type` for a failed inference, from the texts PyTorch and CUDA really print (gpu-facts.md §4)."""
+"""`error.type` for a failed inference, from the texts PyTorch and CUDA really print.
+
+The OOM template is PyTorch's c10/cuda/CUDACachingAllocator.cpp
+(https://github.com/pytorch/pytorch/blob/main/c10/cuda/CUDACachingAllocator.cpp); the asynchronous CUDA errors
+are CUDA's own texts (https://docs.nvidia.com/cuda/cuda-runtime-api/group__CUDART__TYPES.html)."""
 
 from __future__ import annotations
 
@@ -47,7 +51,7 @@ def class_name(exc: BaseException) -> str:
 
 
 def classify(exc: BaseException, *, gpu_lost: bool = False) -> str:
-    """Contract 1's `error.type`. `gpu_lost`: the span's GPU answered GpuIsLost, so a CUDA error is `gpu_lost`."""
+    """`error.type` (docs/contracts.md §1). `gpu_lost`: the span's GPU answered GpuIsLost, so a CUDA error is `gpu_lost`."""
     chain = _chain(exc)
     for item in chain:
         name = type(item).__name__

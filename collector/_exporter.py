@@ -1,4 +1,4 @@
-"""A dcgm-exporter-compatible `/metrics` (Contract 2) from the sampler's latest samples, never from NVML.
+"""A dcgm-exporter-compatible `/metrics` (docs/contracts.md §2) from the sampler's latest samples, never from NVML.
 
 A scrape copies each GPU's newest sample and formats it, so its cost is flat in the request rate and
 does not touch the driver. Names, types, units and labels are dcgm-exporter 4.x's (facts §1): FB in MiB,

@@ -1,4 +1,4 @@
-"""Resolving `gpu=` to an NVML device: by UUID, PCI bus id as fallback, never by position (Contract 1).
+"""Resolving `gpu=` to an NVML device: by UUID, PCI bus id as fallback, never by position (docs/contracts.md §1).
 
 A CUDA ordinal counts the devices CUDA sees: `CUDA_VISIBLE_DEVICES` (indexes or `GPU-`/`MIG-` UUIDs, which
 may be abbreviated to a unique prefix; CUDA stops at the first invalid entry), with integer entries taken

@@ -168,13 +168,13 @@ class Ring:
         return max(lo - 1, 0), max(hi, lo)
 
     def window(self, start_ns: int, end_ns: int) -> list[Sample]:
-        """Contract 1's window: the last sample at or before `start_ns` plus every sample in (start, end]."""
+        """The window (docs/contracts.md §1): the last sample at or before `start_ns` plus every sample in (start, end]."""
         with self._lock:
             lo, hi = self._bounds(start_ns, end_ns)
             return self._samples[lo:hi]
 
     def window_stats(self, start_ns: int, end_ns: int) -> RingWindow:
-        """Contract 1's window with its reductions and whether it is quiet (see `RingWindow`)."""
+        """The window (docs/contracts.md §1) with its reductions and whether it is quiet (see `RingWindow`)."""
         with self._lock:
             ts = self._ts
             lo = bisect.bisect_right(ts, start_ns)

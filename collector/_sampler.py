@@ -258,7 +258,7 @@ class Sampler:
         return index in self._lost
 
     def window(self, index: int, start_ns: int, end_ns: int) -> list[Sample]:
-        """The samples of GPU `index` in Contract 1's window; [] when it has none."""
+        """The samples of GPU `index` in a span's window (docs/contracts.md §1); [] when it has none."""
         ring = self._rings.get(index)
         return ring.window(start_ns, end_ns) if ring is not None else []
 

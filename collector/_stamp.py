@@ -1,4 +1,4 @@
-"""Contract 1's stamps: aggregates of a GPU's samples over a span's window, and the transitions inside it."""
+"""The span stamps (docs/contracts.md §1): aggregates of a GPU's samples over a span's window, and the transitions inside it."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def identity(device: DeviceInfo, source: str, mig_instance_id: int | None = None
         A.GPU_INDEX: device.index,
         A.GPU_UUID: device.uuid,
         A.GPU_NAME: device.name,
-        A.GPU_PCI_BUS_ID: _normal_pci(device.pci_bus_id),  # Contract 2 (the exporter keeps NVML's form)
+        A.GPU_PCI_BUS_ID: _normal_pci(device.pci_bus_id),  # docs/contracts.md §2 (the exporter keeps NVML's form)
         A.TELEMETRY_SOURCE: source,
     }
     if mig_instance_id is not None:

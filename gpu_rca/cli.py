@@ -1,4 +1,4 @@
-"""The `gpu-rca` dispatcher (Contract 3).
+"""The `gpu-rca` dispatcher (docs/contracts.md §3).
 
 Each verb lives in its own module under `gpu_rca.commands` and is imported only when it runs, so
 `gpu-rca exporter` works with the collector's dependencies alone and `--help` stays fast.

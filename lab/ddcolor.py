@@ -1,6 +1,7 @@
 """DDColor's cost model: service time and peak GPU memory per request, by model, input size and GPU.
 
-No published DDColor latency or memory figures exist (gpu-facts §6), so every number here is an
+No published DDColor latency or memory figures exist (https://github.com/piddnad/DDColor: README, MODEL_ZOO.md
+and issues have none), so every number here is an
 ESTIMATE, calibrated to be plausible: the released checkpoints are ConvNeXt-T (`ddcolor_paper_tiny`)
 or ConvNeXt-L (the others) encoders with a 9-layer colour decoder; activations, and so both peak
 memory and compute, grow with the square of `input_size` (the image is resized to size × size).

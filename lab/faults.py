@@ -1,4 +1,4 @@
-"""Fault injection: each fault changes the model's inputs (Contract 5's table), never its outputs.
+"""Fault injection: each fault changes the model's inputs (the table in docs/contracts.md §5), never its outputs.
 
 Hardware events (XIDs, ECC errors, a GPU falling off the bus) are drawn up front from the scenario's
 seed, so a run is reproducible; background noise a real fleet has (benign XIDs 43/45 from other

@@ -87,7 +87,7 @@ def _weights(rng: random.Random, values: list[Any]) -> dict[Any, float]:
 
 
 def generate_scenario(seed: int, index: int) -> dict[str, Any]:
-    """One scenario (a Contract-5 mapping with truth), a pure function of (seed, index)."""
+    """One scenario (a mapping of docs/contracts.md §5 with truth), a pure function of (seed, index)."""
     rng = random.Random(f"generate/{seed}/{index}")
     scope_rng = random.Random(f"generate/{seed}/{index}/scope")
     cause = None if rng.random() < RANGES["quiet_share"] else rng.choice(CAUSE_IDS)

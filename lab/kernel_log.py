@@ -1,8 +1,8 @@
 """Kernel log lines for simulated XIDs, as the NVIDIA driver prints them and `journalctl -o short-iso` shows them.
 
 The driver prints `NVRM: GPU at PCI:…: GPU-<uuid>` and the board serial before a GPU's first XID in a
-burst, then `NVRM: Xid (PCI:DDDD:BB:DD): NN, pid=…, name=…, <message>` (gpu-facts §3.1; messages modelled
-on the real samples there).
+burst, then `NVRM: Xid (PCI:DDDD:BB:DD): NN, pid=…, name=…, <message>` (NVIDIA's Xid catalog,
+https://docs.nvidia.com/deploy/xid-errors/index.html; messages modelled on lines users have published).
 """
 
 from __future__ import annotations

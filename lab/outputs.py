@@ -1,4 +1,4 @@
-"""Writes a lab run as Contract 3's files: OTLP JSON traces and logs, Prometheus JSON, kernel log, truth."""
+"""Writes a lab run as the files of docs/contracts.md §3: OTLP JSON traces and logs, Prometheus JSON, kernel log, truth."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """GPU profiles for the simulated fleet: memory, power, clocks, temperatures, ECC, and thermal constants.
 
 Memory sizes, power limits and max clocks follow NVIDIA's public datasheets and what `nvidia-smi -q`
-prints for each card. Slowdown/shutdown temperatures for these SKUs are NOT VERIFIED (gpu-facts §2.4
-found no source), so every temperature threshold here is an estimate, as are idle power, full-load
+prints for each card. Slowdown/shutdown temperatures for these SKUs are NOT VERIFIED (no public
+per-SKU source was found), so every temperature threshold here is an estimate, as are idle power, full-load
 power, thermal resistance and time constant: they are chosen so a busy card settles at 60-75 °C with
 a 30 °C inlet, which is what operators usually see.
 """
@@ -37,7 +37,7 @@ class GpuProfile:
     thermal_resistance_c_per_w: float  # estimate: steady-state rise per watt at normal cooling
     thermal_time_constant_s: float  # estimate: first-order lag of die temperature
     relative_speed: float  # estimate: DDColor throughput relative to an L4 at max clock
-    idle_power_cap_noise: bool = False  # some cards show sw_power_cap while idle (gpu-facts §3.2)
+    idle_power_cap_noise: bool = False  # some cards show sw_power_cap while idle (nvidia-smi -q of an idle A40 in P8)
 
 
 PROFILES: dict[str, GpuProfile] = {

@@ -1,4 +1,4 @@
-"""Lab scenarios (Contract 5): YAML parsed with `safe_load`, validated strictly (unknown keys are errors)."""
+"""Lab scenarios (docs/contracts.md §5): YAML parsed with `safe_load`, validated strictly (unknown keys are errors)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Span and resource attribute names (Contract 1), and how each stamp is typed in the store (Contract 7)."""
+"""Span and resource attribute names (docs/contracts.md §1), and how each stamp is typed in the store (docs/contracts.md §7)."""
 
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ K8S_NODE_NAME = "k8s.node.name"
 
 @dataclass(frozen=True)
 class Stamp:
-    """One Contract-1 stamp: its attribute name, Python type, store column and DuckDB type."""
+    """One stamp of docs/contracts.md §1: its attribute name, Python type, store column and DuckDB type."""
 
     attribute: str
     kind: type  # int, float, str, bool, or list (element type in `element`)

@@ -1,4 +1,4 @@
-"""The cause catalog (Contract 4): ids are fixed; each carries its mechanism and the operator's action."""
+"""The cause catalog (docs/contracts.md §4): ids are fixed; each carries its mechanism and the operator's action."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Metric names (Contract 2): dcgm-exporter 4.x names as canonical, every alias seen in the wild, labels.
+"""Metric names (docs/contracts.md §2): dcgm-exporter 4.x names as canonical, every alias seen in the wild, labels.
 
 Canonical values are stored in the canonical metric's unit (dcgm-exporter's: W, MiB, °C, %, MHz, ns).
 An alias row carries the factor that converts its value into that unit.
@@ -215,7 +215,7 @@ SAMPLER_SAMPLES = "gpu_rca_sampler_samples_total"
 SAMPLER_LAST_SAMPLE = "gpu_rca_sampler_last_sample_timestamp_seconds"
 ADVISOR_MAX_INPUT_SIZE = "gpu_rca_advisor_max_input_size"
 
-# --- gpu-rca serve's own metrics (its GET /metrics, Contract 9) ---------------------------------
+# --- gpu-rca serve's own metrics (its GET /metrics, docs/contracts.md §9) ---------------------------------
 SERVE_REQUESTS = "gpu_rca_serve_requests_total"
 SERVE_REQUEST_BYTES = "gpu_rca_serve_request_bytes_total"
 SERVE_SPANS_INGESTED = "gpu_rca_serve_spans_ingested_total"

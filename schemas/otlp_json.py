@@ -1,4 +1,4 @@
-"""OTLP JSON encoding (Contract 3 files): protobuf messages <-> JSON lines with hex ids.
+"""OTLP JSON encoding (the files of docs/contracts.md §3): protobuf messages <-> JSON lines with hex ids.
 
 OTLP/JSON differs from proto3's JSON mapping: trace and span ids are lowercase hex, not base64, and
 enums are integers. Protobuf's own JSON parser would read hex ids as base64, so ids are converted here

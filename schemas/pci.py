@@ -1,4 +1,4 @@
-"""PCI bus id normalisation (Contract 2): lowercase `dddd:bb:dd.f` everywhere."""
+"""PCI bus id normalisation (docs/contracts.md §2): lowercase `dddd:bb:dd.f` everywhere."""
 
 from __future__ import annotations
 

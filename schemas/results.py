@@ -1,4 +1,4 @@
-"""Result types of `analyze` and `explain` (Contract 3): TypedDicts that are the JSON documents themselves."""
+"""Result types of `analyze` and `explain` (docs/contracts.md §3): TypedDicts that are the JSON documents themselves."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The store's tables (Contract 7) as DuckDB DDL, and the forward migrations between schema versions.
+"""The store's tables (docs/contracts.md §7) as DuckDB DDL, and the forward migrations between schema versions.
 
 Users query these tables with SQL, so names are fixed once here; columns may grow through a migration.
 Span stamps come from `schemas.attributes.STAMPS`, so a new stamp is one line there plus a migration here.

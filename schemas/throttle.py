@@ -1,4 +1,4 @@
-"""Clock-event (throttle) reason bits, one name per NVML bit (Contract 1)."""
+"""Clock-event (throttle) reason bits, one name per NVML bit (docs/contracts.md §1)."""
 
 from __future__ import annotations
 

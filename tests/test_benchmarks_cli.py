@@ -1,4 +1,4 @@
-"""The ingest benchmarks run from their command line at tiny sizes and print Contract 8's JSON.
+"""The ingest benchmarks run from their command line at tiny sizes and print the JSON of docs/contracts.md §8.
 
 Only the shape and the bookkeeping are checked (every kind measured, every span stored, ratios finite and
 positive): how fast anything is belongs to the benchmarks themselves, never to a test.

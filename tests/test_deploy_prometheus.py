@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from gpu_rca.schemas import metrics as m
-from tests.support import REPO, require_binary, shared_sample
+from tests.support import REPO, data_file, require_binary, shared_sample
 
 pytestmark = pytest.mark.prometheus
 
@@ -193,6 +193,14 @@ def test_counters_csv_enables_every_metric_gpu_rca_reads_with_its_type() -> None
 
 
 def test_counters_csv_keeps_dcgm_exporter_defaults() -> None:
+    defaults = _counters(data_file("dcgm-exporter-default-counters.csv"))
+    assert len(defaults) > 20  # the commented-out fields are not defaults
+    ours = _counters(COUNTERS_CSV)
+    assert {name: ours.get(name) for name in defaults} == defaults
+
+
+def test_counters_csv_keeps_the_verbatim_dcgm_exporter_defaults() -> None:
+    """Extra: the same check against dcgm-exporter's own file, where the shared samples are beside the checkout."""
     defaults = _counters(shared_sample("dcgm-exporter-default-counters.csv"))
     ours = _counters(COUNTERS_CSV)
     assert {name: ours.get(name) for name in defaults} == defaults

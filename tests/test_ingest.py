@@ -257,7 +257,7 @@ def test_every_stamp_of_a_real_exporter_payload_lands_typed(tmp_path):
     db = tmp_path / "rca.duckdb"
     assert run("--db", str(db), str(tmp_path / "one.jsonl")) == 0
     columns = ", ".join(st.column for st in a.STAMPS)
-    # Every stamp as sent, but the PCI bus id normalised (Contract 2: `dddd:bb:dd.f` everywhere).
+    # Every stamp as sent, but the PCI bus id normalised (docs/contracts.md §2: `dddd:bb:dd.f` everywhere).
     sent = {**ALL_STAMPS, a.GPU_PCI_BUS_ID: "0000:3b:00.0"}
     expected = tuple(sent[st.attribute] for st in a.STAMPS)
     first = query(db, f"SELECT {columns}, service, service_version, host, k8s_node, attributes FROM spans")

@@ -16,7 +16,7 @@ from gpu_rca.correlate.ingest import Detection, Format, detect, ingest_file, ing
 from gpu_rca.correlate.ingest.loguru_files import log_record_from_loguru
 from gpu_rca.schemas.errors import InputError
 from gpu_rca.schemas.otlp_json import message_to_json
-from tests.support import shared_sample
+from tests.support import data_file, shared_sample
 from tests.test_ingest import KERNEL_LOG, logs_request, loguru_lines, proto_framed, query_range
 from tests.test_store import UUID, trace_request
 
@@ -137,23 +137,38 @@ def test_exposition_with_timestamps_keeps_them(tmp_path):
 @pytest.mark.parametrize(
     ("sample", "expected"),
     [
-        ("dcgm-exporter-metrics.txt", {"DCGM_FI_DEV_FB_FREE": 2, "DCGM_FI_DEV_FB_USED": 1, "DCGM_FI_DEV_GPU_TEMP": 3}),
+        (
+            "dcgm-exporter-4x-metrics.txt",
+            {
+                "DCGM_FI_DEV_SM_CLOCK": 2,
+                "DCGM_FI_DEV_GPU_TEMP": 3,
+                "DCGM_FI_DEV_POWER_USAGE": 2,
+                "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION": 2,
+                "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL": 2,
+                "DCGM_FI_DEV_GPU_UTIL": 2,
+                "DCGM_FI_DEV_FB_FREE": 2,
+                "DCGM_FI_DEV_FB_USED": 3,
+                "DCGM_FI_DEV_CLOCKS_EVENT_REASONS": 2,
+                "DCGM_FI_DEV_XID_ERRORS": 1,
+            },
+        ),
         (
             "dcgm-exporter-1x-metrics.txt",
             {
                 "DCGM_FI_DEV_GPU_TEMP": 2,
                 "DCGM_FI_DEV_GPU_UTIL": 2,
-                "DCGM_FI_DEV_MEM_CLOCK": 2,
-                "DCGM_FI_DEV_MEM_COPY_UTIL": 2,
+                "DCGM_FI_DEV_FB_USED": 2,
+                "DCGM_FI_DEV_POWER_VIOLATION": 2,
             },
         ),
     ],
 )
-def test_real_exporter_scrapes_are_read(sample, expected):
-    path = shared_sample(sample)
+def test_exporter_scrapes_are_read(sample, expected):
+    path = data_file(sample)
     with Store() as store:
         report = ingest_file(store, path)
         assert report.format == "prometheus-text" and report.status == "ingested"
+        assert report.skipped == {"samples of metrics gpu-rca does not use": 2}  # ENC_UTIL/PROF, low_util
         counts = dict(store.connection.execute("SELECT metric, count(*) FROM metric_samples GROUP BY 1").fetchall())
         assert counts == expected
         assert report.notes[-1].endswith("stamped with the file's modification time")
@@ -161,7 +176,54 @@ def test_real_exporter_scrapes_are_read(sample, expected):
         assert uuids == len({u for (u,) in store.connection.execute("SELECT gpu_uuid FROM metric_samples").fetchall()})
 
 
-def test_real_kernel_log_maps_xids_to_gpus():
+def test_exporter_counters_written_without_total_keep_their_name_and_unit():
+    """A counter's exposition name has no `_total` in dcgm-exporter (4.x and 1.x); 1.x violations are in µs."""
+    with Store() as store:
+        ingest_file(store, data_file("dcgm-exporter-4x-metrics.txt"))
+        ingest_file(store, data_file("dcgm-exporter-1x-metrics.txt"))
+        rows = store.connection.execute(
+            "SELECT metric, gpu_uuid, value FROM metric_samples"
+            " WHERE metric IN ('DCGM_FI_DEV_ECC_DBE_VOL_TOTAL', 'DCGM_FI_DEV_POWER_VIOLATION') AND value > 0"
+        ).fetchall()
+        assert sorted(rows) == [
+            ("DCGM_FI_DEV_ECC_DBE_VOL_TOTAL", "GPU-b85e02d7-c3a9-4f16-8d2b-6e0f93a1c754", 2.0),
+            ("DCGM_FI_DEV_POWER_VIOLATION", "GPU-e1a4f7c2-5d38-4b9e-8a06-73c5d1f2e8b9", 2_500_000.0),  # 2500 µs
+        ]
+
+
+def test_exporter_labels_fill_the_gpu_inventory():
+    with Store() as store:
+        ingest_file(store, data_file("dcgm-exporter-4x-metrics.txt"))
+        rows = store.connection.execute(
+            "SELECT gpu_index, host, pci_bus_id, name FROM gpus ORDER BY gpu_index"
+        ).fetchall()
+        assert rows == [
+            (0, "gpu-node-07", "0000:17:00.0", "NVIDIA L40S"),
+            (1, "gpu-node-07", "0000:31:00.0", "NVIDIA L40S"),
+            (2, "gpu-node-07", "0000:ca:00.0", "NVIDIA A100-SXM4-40GB"),
+        ]
+
+
+@pytest.mark.parametrize(
+    ("log", "pci", "expected"),
+    [
+        ("xid-journal-short-iso.log", "0000:c1:00.0", ("GPU-2f7a9d03-81b6-4e5c-a4d8-6b0e17c93f52", 94, "python3")),
+        ("xid-syslog.log", "0000:af:00.0", ("GPU-c4e08b15-37d9-4a62-8f1b-e5a90d6c2b77", 79, "python3")),
+    ],
+)
+def test_kernel_log_maps_xids_to_gpus(log, pci, expected):
+    with Store() as store:
+        report = ingest_file(store, data_file(log))
+        assert report.format == "kernel-log" and report.stored > 0
+        row = store.connection.execute(
+            "SELECT gpu_uuid, xid, process FROM kernel_events WHERE pci_bus_id = ? ORDER BY ts_ns LIMIT 1", [pci]
+        ).fetchone()
+        assert row == expected
+        assert store.connection.execute("SELECT count(*) FROM gpus WHERE pci_bus_id = ?", [pci]).fetchone()[0] == 1
+
+
+def test_verbatim_public_kernel_log_maps_xids_to_gpus():
+    """Extra: a real capture, where the shared samples are beside the checkout."""
     path = shared_sample("xid-dmesg.log")
     with Store() as store:
         report = ingest_file(store, path)

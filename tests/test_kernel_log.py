@@ -13,7 +13,7 @@ from gpu_rca.correlate.kernel_log.parse import (
 )
 from gpu_rca.schemas.errors import UsageError
 from gpu_rca.schemas.xid import CATEGORIES, XIDS, XIDS_BY_CODE, xid_info
-from tests.support import shared_sample
+from tests.support import data_file, shared_sample
 
 UUID_A = "GPU-0a1b2c3d-0000-1111-2222-333344445555"
 UUID_B = "GPU-9f8e7d6c-aaaa-bbbb-cccc-ddddeeeeffff"
@@ -271,3 +271,62 @@ def test_catalog_covers_the_codes_that_matter() -> None:
     assert all(x.category in CATEGORIES for x in XIDS)
     assert xid_info(79).kills_gpu and xid_info(94).kills_context and not xid_info(94).kills_gpu
     assert xid_info(999).category == "unknown" and not xid_info(999).kills_context
+
+
+_UUID_3B = "GPU-5e8d2c71-a0f4-4b39-9c6e-2d71f08b3a45"
+_UUID_5E = "GPU-a91b47e3-6c02-4f8d-b5e1-93c40d7a2f66"
+_UUID_C1 = "GPU-2f7a9d03-81b6-4e5c-a4d8-6b0e17c93f52"
+_UUID_AF = "GPU-c4e08b15-37d9-4a62-8f1b-e5a90d6c2b77"
+
+
+@pytest.mark.parametrize(
+    ("log", "host", "first", "expected"),
+    [
+        (
+            "xid-dmesg-T.log",  # no host on the line: --host names it
+            "gpu-node-09",
+            "2026-03-03T09:58:40+00:00",
+            [
+                ("gpu-node-09", "0000:3b:00.0", _UUID_3B, 13, 48211, "python3"),
+                ("gpu-node-09", "0000:3b:00.0", _UUID_3B, 13, 48211, "python3"),
+                ("gpu-node-09", "0000:3b:00.0", _UUID_3B, 43, 48211, "python3"),
+                ("gpu-node-09", "0000:5e:00.0", _UUID_5E, 31, 48390, "python3"),
+            ],
+        ),
+        (
+            "xid-journal-short-iso.log",
+            None,
+            "2026-03-03T11:20:05+00:00",
+            [
+                ("gpu-node-12", "0000:c1:00.0", _UUID_C1, 94, 91402, "python3"),
+                ("gpu-node-12", "0000:c1:00.0", _UUID_C1, 63, None, None),  # pid='<unknown>'
+                ("gpu-node-12", "0000:c1:00.0", _UUID_C1, 94, 91488, "python3"),  # MIG: GPU-I:02
+                ("gpu-node-12", "0000:c1:00.0", _UUID_C1, 48, 91577, "python3"),
+                ("gpu-node-12", "0000:c1:00.0", _UUID_C1, 95, 91577, "python3"),
+            ],
+        ),
+        (
+            "xid-syslog.log",  # no year on the line: the reference time's
+            None,
+            "2026-03-03T12:40:11+00:00",
+            [
+                ("gpu-node-03", "0000:af:00.0", _UUID_AF, 79, 2231, "python3"),  # the notice beside it is the same
+                ("gpu-node-03", "0000:d8:00.0", None, 79, None, None),  # the notice alone, no Xid line
+            ],
+        ),
+    ],
+)
+def test_kernel_log_forms_from_the_fixtures(log: str, host: str | None, first: str, expected: list) -> None:
+    lines = data_file(log).read_text(encoding="utf-8").splitlines()
+    assert looks_like_kernel_log(lines[:5])
+    result = parse_kernel_log(lines, host=host, reference_time=datetime(2026, 3, 4, tzinfo=UTC))
+    assert [(e.host, e.pci_bus_id, e.gpu_uuid, e.xid, e.pid, e.process) for e in result.events] == expected
+    assert result.skipped_total == 0
+    assert result.events[0].ts_ns == int(datetime.fromisoformat(first).timestamp()) * 1_000_000_000
+    assert [e.xid for e in result.events if e.synthetic] == [79] * (log == "xid-syslog.log")
+
+
+def test_mig_xid_keeps_its_gpu_instance() -> None:
+    lines = data_file("xid-journal-short-iso.log").read_text(encoding="utf-8").splitlines()
+    result = parse_kernel_log(lines, reference_time=datetime(2026, 3, 4, tzinfo=UTC))
+    assert [(e.xid, e.gpu_instance_id) for e in result.events if e.gpu_instance_id is not None] == [(94, 2)]

@@ -24,7 +24,7 @@ RESOURCE = {a.SERVICE_NAME: "ddcolor", a.SERVICE_VERSION: "1.4.2", a.HOST_NAME: 
 
 
 def full_stamps(index: int) -> dict[str, object]:
-    """Every Contract-1 stamp with a value of its declared type (distinct per span)."""
+    """Every stamp of docs/contracts.md §1 with a value of its declared type (distinct per span)."""
     values: dict[str, object] = {}
     for stamp in a.STAMPS:
         if stamp.kind is bool:

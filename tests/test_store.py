@@ -91,7 +91,7 @@ def test_sdk_spans_land_in_typed_columns():
             "0000:3b:00.0",
             83,
             61.5,
-            24_152_899_584,  # PCI bus id normalised (Contract 2)
+            24_152_899_584,  # PCI bus id normalised (docs/contracts.md §2)
             ["sw_thermal", "hw_slowdown"],
             [79],
             3.25,

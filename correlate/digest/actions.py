@@ -47,7 +47,7 @@ def action_for(
     end_ns: int,
     inventory: dict[str, GpuInfo],
 ) -> str:
-    """The operator's action for one Contract-3 cause, with GPUs, sizes and versions filled in."""
+    """The operator's action for one cause of docs/contracts.md §3, with GPUs, sizes and versions filled in."""
     cause_id = cause["cause"]
     catalog = CAUSES_BY_ID.get(cause_id)
     generic = catalog.action if catalog else "Investigate the failures listed below."

@@ -1,4 +1,4 @@
-"""Digests kept in the store's `digests` table (Contract 7): save one, list them, fetch one by id."""
+"""Digests kept in the store's `digests` table (docs/contracts.md §7): save one, list them, fetch one by id."""
 
 from __future__ import annotations
 

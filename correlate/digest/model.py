@@ -1,6 +1,6 @@
 """The digest model: one analysis window rendered for people, as frozen records that round-trip through JSON.
 
-A digest's JSON is the Contract-3 analysis dict plus `id`, `created_at`, `trigger`, `headline`,
+A digest's JSON is the analysis dict (docs/contracts.md §3) plus `id`, `created_at`, `trigger`, `headline`,
 `capacity` and `plots`; each cause additionally carries its `title`, `action`, `trace_links`,
 `log_lines`, `kernel_events` and the ids of its `plots`.
 """
@@ -14,7 +14,7 @@ from typing import Any
 
 from gpu_rca.schemas.errors import InputError
 
-#: Keys the digest adds to each Contract-3 cause dict.
+#: Keys the digest adds to each cause dict of docs/contracts.md §3.
 _CAUSE_EXTRAS = ("title", "action", "trace_links", "log_lines", "kernel_events", "plots")
 #: Keys the digest adds to the top-level analysis dict.
 _TOP_EXTRAS = ("id", "created_at", "trigger", "headline", "capacity", "plots")
@@ -104,7 +104,7 @@ class CauseSection:
 
     @property
     def id(self) -> str:
-        """The Contract-4 cause id."""
+        """The cause id (docs/contracts.md §4)."""
         return str(self.cause["cause"])
 
 

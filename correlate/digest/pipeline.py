@@ -48,7 +48,7 @@ class DigestSettings:
 def analyze_window(
     con: duckdb.DuckDBPyConnection, *, since_ns: int | None, until_ns: int | None, gpu: str | None = None
 ) -> dict[str, Any]:
-    """The Contract-3 analysis of a window, ranked on an open connection."""
+    """The analysis (docs/contracts.md §3) of a window, ranked on an open connection."""
     from gpu_rca.correlate.ranking import analyze_connection
 
     return analyze_connection(con, since_ns=since_ns, until_ns=until_ns, gpu=gpu)

@@ -42,7 +42,7 @@ _TEMP = Panel(M.GPU_TEMP, "temperature (°C)", M.SLOWDOWN_TEMP, reference_label=
 _CLOCK = Panel(M.SM_CLOCK, "SM clock (MHz)", M.MAX_SM_CLOCK, reference_label="dashed: max SM clock")
 _POWER = Panel(M.POWER_USAGE, "power (W)", M.ENFORCED_POWER_LIMIT, reference_label="dashed: enforced power limit")
 
-#: Which metric windows show each cause (Contract 4's typical evidence).
+#: Which metric windows show each cause (the typical evidence of docs/contracts.md §4).
 CAUSE_PANELS: dict[str, tuple[Panel, ...]] = {
     "gpu_oom_large_inputs": (_MEMORY, _UTIL),
     "gpu_memory_foreign_process": (_MEMORY,),

@@ -1,6 +1,6 @@
 """Store reads the digest needs beyond the analysis: failure times, metric windows, logs, kernel events.
 
-Every function takes an open DuckDB connection on a Contract-7 store and a window in Unix ns; values
+Every function takes an open DuckDB connection on a store of docs/contracts.md §7 and a window in Unix ns; values
 coming back are plain Python, ready for plotting or rendering.
 """
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import duckdb
 
-#: A failed inference span: Contract 7's ERROR status on a span that carries the GPU stamps.
+#: A failed inference span: the ERROR status (docs/contracts.md §7) on a span that carries the GPU stamps.
 FAILED = "is_inference AND status = 'ERROR'"
 
 

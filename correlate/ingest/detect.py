@@ -11,7 +11,7 @@ from gpu_rca.correlate.kernel_log.parse import looks_like_kernel_log
 
 
 class Format(str, Enum):
-    """A file format `gpu-rca ingest` reads (Contract 3)."""
+    """A file format `gpu-rca ingest` reads (docs/contracts.md §3)."""
 
     OTLP_JSON = "otlp-json"  # traces or logs: one Export*ServiceRequest per line
     OTLP_PROTO = "otlp-proto"  # length-prefixed Export*ServiceRequest messages

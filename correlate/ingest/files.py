@@ -70,7 +70,7 @@ class IngestSummary:
 
     @property
     def exit_code(self) -> int:
-        """1 when any file failed, else 0 (Contract 3)."""
+        """1 when any file failed, else 0 (docs/contracts.md §3)."""
         return 1 if self.failed else 0
 
 

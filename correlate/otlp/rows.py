@@ -1,6 +1,6 @@
 """Span, event and log rows for the store, built column by column from any OTLP front-end (protobuf or JSON).
 
-Every Contract-1 stamp lands in its typed column (and leaves the `attributes` JSON); the workload
+Every stamp of docs/contracts.md §1 lands in its typed column (and leaves the `attributes` JSON); the workload
 attributes are copied into typed columns and also kept in the JSON. An invalid span or log record is
 rejected alone, with a reason, so its valid neighbours are still stored (OTLP partial success).
 """
@@ -81,7 +81,7 @@ def to_json(value: Any) -> str:
 
 
 def finite(value: Any) -> Any:
-    """`value`, or None for a NaN/±Inf float (JSON cannot hold them; Contract 3 calls them undefined)."""
+    """`value`, or None for a NaN/±Inf float (JSON cannot hold them; docs/contracts.md §3 calls them undefined)."""
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
@@ -280,7 +280,7 @@ class SpanRows:
             return
         self._keys.add(key)
         pci = typed[_PCI_AT]
-        if pci:  # Contract 2: PCI bus ids are normalised everywhere, also in the span's column
+        if pci:  # docs/contracts.md §2: PCI bus ids are normalised everywhere, also in the span's column
             typed[_PCI_AT] = _normal_pci(pci)
         self._rows.append(
             (

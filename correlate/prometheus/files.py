@@ -208,7 +208,12 @@ def read_exposition(opened: Opened, store: Store, options: IngestOptions) -> Fil
                 if sample.timestamp is None:
                     untimed += 1
                 ts_ns = fallback_ns if sample.timestamp is None else _ts_ns(float(sample.timestamp))
-                converter.add(converter.resolve(sample.name, sample.labels), ts_ns, float(sample.value))
+                name = sample.name
+                if family.type == "counter" and m.canonical_metric(name) is None:
+                    # The parser appends `_total` to a counter written without it, as dcgm-exporter writes
+                    # DCGM_FI_DEV_ECC_DBE_VOL_TOTAL and 1.x wrote dcgm_power_violation: read the written name.
+                    name = family.name
+                converter.add(converter.resolve(name, sample.labels), ts_ns, float(sample.value))
                 if len(converter.out.samples) >= BATCH_SAMPLES:
                     _store(store, counts, converter.result())
                     converter = SeriesConverter("prometheus-text")

@@ -1,4 +1,4 @@
-"""Pull the Contract-2 GPU metrics from Prometheus for the windows around failed spans.
+"""Pull the GPU metrics of docs/contracts.md §2 from Prometheus for the windows around failed spans.
 
 One `query_range` per window selects every canonical name and alias at once (`{__name__=~"A|B|…"}`), never
 one query per span. Series become samples under canonical names (unit factors applied) through file ingest's
@@ -131,7 +131,7 @@ def pull_windows(
     windows: Sequence[PullWindow],
     timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> PullSummary:
-    """Pull every Contract-2 metric for each (merged) window and store the samples under canonical names."""
+    """Pull every metric of docs/contracts.md §2 for each (merged) window and store the samples under canonical names."""
     from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
     from requests import RequestException
     from urllib3.util.retry import Retry

@@ -1,4 +1,4 @@
-"""`correlate.analyze` (Contract 6): rank the root causes of failed inference spans in a window (Contract 3's JSON)."""
+"""`correlate.analyze` (docs/contracts.md §6): rank the root causes of failed inference spans in a window (the JSON of docs/contracts.md §3)."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from gpu_rca.correlate.ranking.stats import DRIVER_P_THRESHOLD, clean, normalize
 from gpu_rca.schemas import attributes as a
 from gpu_rca.schemas.results import Driver
 
-#: A numeric attribute with at most this many distinct values is a category (Contract 3).
+#: A numeric attribute with at most this many distinct values is a category (docs/contracts.md §3).
 MAX_CATEGORY_VALUES = 20
 #: Successes used as the baseline; more only narrows p-values that are already tiny.
 BASELINE_SAMPLE = 20_000
@@ -72,7 +72,7 @@ class DriverRow:
         return normalized_score(self.p_value)
 
     def as_driver(self) -> Driver:
-        """Contract 3's driver object."""
+        """The driver object of docs/contracts.md §3."""
         return {
             "attribute": self.attribute,
             "value": self.value,

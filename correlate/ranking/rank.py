@@ -1,4 +1,4 @@
-"""Hypotheses compete for failed spans; the winners become Contract 3's ranked causes.
+"""Hypotheses compete for failed spans; the winners become the ranked causes of docs/contracts.md §3.
 
 Each failed span goes to the hypothesis that explains it best (strength × how well its error family and
 its own stamps fit), in one DuckDB join of failed spans with the small hypothesis table. Hypotheses of one
@@ -67,7 +67,7 @@ def assign(con: duckdb.DuckDBPyConnection, hyps: list[Hypothesis]) -> None:
 
 
 def rank(con: duckdb.DuckDBPyConnection, spans: SpanSet, hyps: list[Hypothesis]) -> tuple[list[CauseResult], int]:
-    """Ranked causes (Contract 3) and the number of failed spans no cause explains."""
+    """Ranked causes (docs/contracts.md §3) and the number of failed spans no cause explains."""
     if not hyps or not spans.failed:
         return [], spans.failed
     assign(con, hyps)

@@ -26,7 +26,7 @@ def analyze_connection(
     lookback_ns: int = DEFAULT_LOOKBACK_NS,
     warnings: list[str] | None = None,
 ) -> AnalyzeResult:
-    """Contract 3's `analyze --json` document for the store behind `con` (a connection or a cursor).
+    """The `analyze --json` document (docs/contracts.md §3) for the store behind `con` (a connection or a cursor).
 
     Temp tables prefixed `rk_` are created on `con`; give it a cursor of its own when it is shared.
     """

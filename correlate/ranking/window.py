@@ -1,7 +1,7 @@
 """The analysis window and the inference spans in it, loaded once into a temp table the ranking reads.
 
 `rk_spans` holds one row per inference span in the window with a `failed` flag, an error family, the
-Contract-1 stamps, and — for spans whose collector did not stamp them (old collectors, no NVML) — the same
+stamps of docs/contracts.md §1, and — for spans whose collector did not stamp them (old collectors, no NVML) — the same
 signals read from the GPU's metric samples through a bucketed equi-join (never a range join).
 """
 
@@ -75,7 +75,7 @@ class AnalysisWindow:
     end_ns: int
 
     def as_dict(self) -> dict[str, str]:
-        """Contract 3's window object."""
+        """The window object of docs/contracts.md §3."""
         return {"start": rfc3339(self.start_ns) or "", "end": rfc3339(self.end_ns) or ""}
 
 
@@ -134,7 +134,7 @@ def resolve_window(
     lookback_ns: int,
     filters: Filters,
 ) -> tuple[AnalysisWindow, int | None]:
-    """Contract 3's window: [first failure − lookback, last failure + 1 min], clipped to --since/--until."""
+    """The window of docs/contracts.md §3: [first failure − lookback, last failure + 1 min], clipped to --since/--until."""
     columns = table_columns(con, "spans")
     if not columns:
         raise InputError("the store has no spans table; run `gpu-rca ingest` first")

@@ -1,4 +1,4 @@
-"""`GET /api/analyze` and `GET /api/explain/{trace_id}` (Contract 9): the CLI's JSON, from the served store."""
+"""`GET /api/analyze` and `GET /api/explain/{trace_id}` (docs/contracts.md §9): the CLI's JSON, from the served store."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Digest routes of `gpu-rca serve` (Contract 9): the page list, each digest, and the two ways to make one.
+"""Digest routes of `gpu-rca serve` (docs/contracts.md §9): the page list, each digest, and the two ways to make one.
 
 `GET /` and `GET /digests` list the stored digests; `GET /digests/{id}.html|.json|.md` serve one, and
 `GET /digests/{id}/plots/{plot}.png` its plots. `POST /alertmanager` (webhook v4) and `POST /digests`

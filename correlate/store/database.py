@@ -1,4 +1,4 @@
-"""The correlator's DuckDB store (Contract 7): open, migrate, and ingest in bulk, idempotently.
+"""The correlator's DuckDB store (docs/contracts.md §7): open, migrate, and ingest in bulk, idempotently.
 
 Every ingest call is one transaction (a batch that fails stores nothing) unless it runs inside
 `Store.transaction()`, which makes several calls one. Rows go in as Arrow tables, and only those whose
@@ -31,7 +31,7 @@ from gpu_rca.correlate.store.records import (
 from gpu_rca.schemas import store as s
 from gpu_rca.schemas.errors import StoreError
 
-#: Environment variable naming the default database (Contract 3).
+#: Environment variable naming the default database (docs/contracts.md §3).
 DB_ENV = "GPU_RCA_DB"
 DEFAULT_DB = "gpu-rca.duckdb"
 
@@ -93,7 +93,7 @@ _HOST_RANK = "CASE {} " + " ".join(f"WHEN '{n}' THEN {i}" for i, n in enumerate(
 
 
 def default_db_path() -> str:
-    """`$GPU_RCA_DB`, else `./gpu-rca.duckdb` (Contract 3)."""
+    """`$GPU_RCA_DB`, else `./gpu-rca.duckdb` (docs/contracts.md §3)."""
     return os.environ.get(DB_ENV) or DEFAULT_DB
 
 

@@ -1,4 +1,4 @@
-"""`gpu-rca analyze`: rank the root causes of failed inference requests in a window (Contract 3)."""
+"""`gpu-rca analyze`: rank the root causes of failed inference requests in a window (docs/contracts.md §3)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import click
 
 from gpu_rca.schemas.errors import GpuRcaError, StoreError, UsageError
 
-#: Where `--server` reads its bearer token (never from the command line; Contract 9).
+#: Where `--server` reads its bearer token (never from the command line; docs/contracts.md §9).
 TOKEN_ENV = "GPU_RCA_TOKEN"
 SERVER_TIMEOUT_S = 120.0
 
@@ -89,7 +89,7 @@ def dump(document: Any) -> None:
 @click.option(
     "--slow", metavar="DURATION", default=None, help="Also count inference spans slower than this as failed (5s)."
 )
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (Contract 3) instead of a table.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of a table.")
 def analyze(
     db_path: str | None,
     server: str | None,

@@ -1,4 +1,4 @@
-"""`gpu-rca exporter`: dcgm-exporter-compatible `/metrics` from gpu-rca's NVML sampler (Contract 2).
+"""`gpu-rca exporter`: dcgm-exporter-compatible `/metrics` from gpu-rca's NVML sampler (docs/contracts.md §2).
 
 Without `--simulate` it needs only the collector's dependencies. It binds 0.0.0.0 by default, like
 dcgm-exporter, because Prometheus scrapes it from another host or pod; pass `--host 127.0.0.1` to keep

@@ -1,4 +1,4 @@
-"""`gpu-rca lab run` and `gpu-rca lab generate`: simulated incidents with known truth (Contract 3)."""
+"""`gpu-rca lab run` and `gpu-rca lab generate`: simulated incidents with known truth (docs/contracts.md §3)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def lab() -> None:
     help="Collector sampling rate in simulated time.",
 )
 def run(scenario: str, out_dir: Path, sample_hz: float) -> None:
-    """Simulate SCENARIO (a shipped name or a YAML file) and write Contract 3's files into --out."""
+    """Simulate SCENARIO (a shipped name or a YAML file) and write the files of docs/contracts.md §3 into --out."""
     from gpu_rca.lab.engine import run_scenario
     from gpu_rca.lab.outputs import write_run
     from gpu_rca.lab.scenario import load_scenario

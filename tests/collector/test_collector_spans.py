@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -11,7 +12,7 @@ from opentelemetry.trace import StatusCode
 
 from gpu_rca.schemas import attributes as A
 from gpu_rca.schemas.pci import normalize_pci_bus_id
-from tests.support import shared_sample
+from tests.support import data_file, shared_sample
 from tests.support.collector import PERIOD_NS, SERVICE_PID, Sim
 
 _CLASS_PREFIX = re.compile(r"^[\w.]+Error: ?")
@@ -137,9 +138,9 @@ def test_inflight_max_counts_overlapping_spans_on_the_same_gpu(sim: Sim):
     assert got == {"a": 2, "b": 2, "c": 1, "d": 2}
 
 
-def _oom_blocks() -> list[tuple[str, str]]:
-    """Every verbatim error text in the real samples file, with the error.type it must get."""
-    text = shared_sample("torch-oom.txt").read_text()
+def _oom_blocks(path: Path) -> list[tuple[str, str]]:
+    """Every error text in a file of CUDA error texts (blank-line separated), with the error.type it must get."""
+    text = path.read_text()
     blocks = []
     for block in re.split(r"\n\s*\n", text):
         lines = [line for line in block.splitlines() if not line.startswith("#")]
@@ -158,9 +159,7 @@ def _oom_blocks() -> list[tuple[str, str]]:
     return blocks
 
 
-def test_every_real_cuda_error_text_is_classified(sim: Sim):
-    blocks = _oom_blocks()
-    assert len(blocks) >= 10
+def _classify_all(sim: Sim, blocks: list[tuple[str, str]]) -> None:
     for message, expected in blocks:
         # The text as PyTorch raises it: the class prefix is the traceback's, the rest is str(exc).
         error = RuntimeError(_CLASS_PREFIX.sub("", message))
@@ -169,11 +168,31 @@ def test_every_real_cuda_error_text_is_classified(sim: Sim):
         assert sim.spans()[-1].attributes[A.ERROR_TYPE] == expected, message
 
 
+def test_every_cuda_error_text_is_classified(sim: Sim):
+    blocks = _oom_blocks(data_file("torch-oom.txt"))
+    assert {expected for _, expected in blocks} == {
+        A.ERROR_CUDA_OOM,
+        A.ERROR_CUDA_ILLEGAL_ADDRESS,
+        A.ERROR_CUDA_LAUNCH_FAILURE,
+    }
+    assert len(blocks) >= 10
+    _classify_all(sim, blocks)
+
+
+def test_every_verbatim_public_cuda_error_text_is_classified(sim: Sim):
+    """Extra: the texts users published, where the shared samples are beside the checkout."""
+    blocks = _oom_blocks(shared_sample("torch-oom.txt"))
+    assert len(blocks) >= 10
+    _classify_all(sim, blocks)
+
+
 def test_failure_from_a_real_oom_message_records_exception_and_status(sim: Sim):
     class OutOfMemoryError(RuntimeError):  # torch.OutOfMemoryError, duck-typed by name
         pass
 
-    message, _ = _oom_blocks()[0]
+    message, _ = _oom_blocks(data_file("torch-oom.txt"))[0]
+    foreign = re.search(r"Process \d+ has [\d.]+ GiB memory in use", message)
+    assert foreign, "the first fixture text is the current template naming another process"
     error = OutOfMemoryError(_CLASS_PREFIX.sub("", message))
     sim.tick()
     with pytest.raises(OutOfMemoryError) as raised:
@@ -184,6 +203,7 @@ def test_failure_from_a_real_oom_message_records_exception_and_status(sim: Sim):
     assert s.attributes[A.ERROR_TYPE] == A.ERROR_CUDA_OOM
     assert s.status.status_code is StatusCode.ERROR
     assert [e.name for e in s.events] == ["exception"]
+    assert foreign[0] in s.events[0].attributes["exception.message"]  # kept whole: it tells who holds memory
     assert s.attributes[A.TELEMETRY_SOURCE] == A.SOURCE_SIMULATED
 
 

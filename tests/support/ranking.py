@@ -84,7 +84,7 @@ def incident_stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple
 
 
 def check_contract(result: dict[str, Any]) -> None:
-    """Contract 3's analyze document, and the rule that every number in a summary is in its evidence."""
+    """The analyze document of docs/contracts.md §3, and the rule that every number in a summary is in its evidence."""
     json.dumps(result, allow_nan=False)
     assert set(result) == {"window", "spans", "warnings", "causes"}
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z", result["window"]["start"])
