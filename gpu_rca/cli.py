@@ -7,6 +7,7 @@ Each verb lives in its own module under `gpu_rca.commands` and is imported only 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import sys
 
@@ -27,9 +28,77 @@ VERBS: dict[str, str] = {
     "bench": "gpu_rca.commands.bench:bench",
 }
 
+#: extra (pyproject's [project.optional-dependencies]) -> the modules it installs that the verbs import.
+EXTRA_MODULES: dict[str, tuple[str, ...]] = {
+    "lab": ("yaml",),
+    "correlate": (
+        "duckdb",
+        "pyarrow",
+        "orjson",
+        "rich",
+        "starlette",
+        "uvicorn",
+        "jinja2",
+        "matplotlib",
+        "zstandard",
+        "tqdm",
+        "yaml",
+        "prometheus_api_client",
+    ),
+}
+
+#: verb -> the extras it needs beyond the base install (`exporter` needs none: the collector's own).
+VERB_EXTRAS: dict[str, tuple[str, ...]] = {
+    "demo": ("lab", "correlate"),
+    "ingest": ("correlate",),
+    "analyze": ("correlate",),
+    "explain": ("correlate",),
+    "digest": ("correlate",),
+    "serve": ("correlate",),
+    "lab": ("lab",),
+    "bench": ("lab", "correlate"),
+}
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def missing_extras(verb: str) -> tuple[list[str], list[str]]:
+    """The extras `verb` needs that are not installed, and the modules found missing."""
+    extras: list[str] = []
+    modules: list[str] = []
+    for extra in VERB_EXTRAS.get(verb, ()):
+        absent = [m for m in EXTRA_MODULES[extra] if not _importable(m)]
+        if absent:
+            extras.append(extra)
+            modules.extend(m for m in absent if m not in modules)
+    return extras, modules
+
+
+class MissingExtraError(GpuRcaError):
+    """A verb's optional dependencies are not installed (exit code 1: the install, not the command line)."""
+
+
+def _check_extras(verb: str) -> None:
+    extras, modules = missing_extras(verb)
+    if not extras:
+        return
+    noun = "extra" if len(extras) == 1 else "extras"
+    raise MissingExtraError(
+        f"gpu-rca {verb} needs the {' and '.join(extras)} {noun} ({', '.join(modules)} not installed): "
+        f"pip install 'gpu-rca[{','.join(extras)}]'"
+    )
+
 
 class LazyGroup(click.Group):
-    """A click group whose subcommands are imported on first use."""
+    """A click group whose subcommands are imported on first use.
+
+    A verb whose extra is missing fails before its module is imported, with one line naming the extra.
+    """
 
     def __init__(self, *args, lazy: dict[str, str], **kwargs):
         super().__init__(*args, **kwargs)
@@ -43,6 +112,31 @@ class LazyGroup(click.Group):
             module_name, _, attr = self._lazy[name].partition(":")
             return getattr(importlib.import_module(module_name), attr)
         return super().get_command(ctx, name)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        if args and args[0] in self._lazy:
+            _check_extras(args[0])
+        return super().resolve_command(ctx, args)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        commands = [(name, self.get_command(ctx, name)) for name in self.list_commands(ctx)]
+        shown = [(name, command) for name, command in commands if command is not None and not command.hidden]
+        width = max((len(name) for name, _ in shown), default=0)
+        rows = []
+        for name, command in shown:
+            extras = VERB_EXTRAS.get(name, ())
+            suffix = f" [{','.join(extras)}]" if extras else ""
+            limit = formatter.width - 6 - width - len(suffix)
+            rows.append((name, command.get_short_help_str(limit=limit) + suffix))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+            formatter.write_paragraph()
+            formatter.write_text(
+                "A verb marked [extra] needs that extra installed: pip install 'gpu-rca[all]' brings them all."
+            )
 
 
 @click.group(cls=LazyGroup, lazy=VERBS, context_settings={"help_option_names": ["-h", "--help"]})
