@@ -50,6 +50,7 @@ class FileReport:
     skipped: dict[str, int] = field(default_factory=dict)
     reason: str = ""
     notes: tuple[str, ...] = ()
+    traces_without_inference: int = 0
 
     @property
     def duplicates(self) -> int:
@@ -67,6 +68,11 @@ class IngestSummary:
     def failed(self) -> tuple[FileReport, ...]:
         """Files that were telemetry but could not be read (nothing of them stored)."""
         return tuple(f for f in self.files if f.status == FAILED)
+
+    @property
+    def traces_without_inference(self) -> int:
+        """Traces in the files read that hold no inference span (no span carries gpu.telemetry.source)."""
+        return sum(f.traces_without_inference for f in self.files)
 
     @property
     def exit_code(self) -> int:
@@ -126,6 +132,7 @@ def ingest_file(
             counts.rejected,
             dict(counts.skipped),
             notes=tuple(counts.notes),
+            traces_without_inference=counts.traces_without_inference,
         )
     return FileReport(name, FAILED, fmt.value if fmt else None, reason=reason)
 

@@ -30,12 +30,15 @@ class FileCounts:
     rejected: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     notes: list[str] = field(default_factory=list)
+    #: Traces (judged at their root span) that hold no inference span.
+    traces_without_inference: int = 0
 
     def add(self, result: IngestResult) -> None:
         """Count one store call's result; its error lines become notes (a few, not thousands)."""
         self.accepted += result.accepted
         self.stored += result.stored
         self.rejected += result.rejected
+        self.traces_without_inference += result.traces_without_inference
         for error in result.errors:
             if len(self.notes) < MAX_ERRORS:
                 self.notes.append(error)

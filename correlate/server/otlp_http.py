@@ -151,6 +151,7 @@ def _count(state: ServerState, signal: Signal, result: IngestResult) -> None:
     )
     ingested.inc(result.accepted)
     rejected.inc(result.rejected)
+    counters.count_traces_without_inference(result.traces_without_inference)
 
 
 def _success(signal: Signal, content_type: str, result: IngestResult | None) -> Response:

@@ -126,5 +126,13 @@ def _print_summary(summary, db_path: str) -> None:
         f"{by_status['ingested']} ingested ({stored}), {by_status['skipped']} skipped, {by_status['failed']} failed",
         markup=False,
     )
+    if summary.traces_without_inference:
+        from gpu_rca.correlate.store.records import traces_without_inference_message
+
+        console.print(
+            f"warning: {traces_without_inference_message(summary.traces_without_inference)}",
+            markup=False,
+            soft_wrap=True,
+        )
     for report in summary.failed:
         console.print(f"{report.path}: {report.reason}", markup=False, soft_wrap=True)

@@ -36,10 +36,14 @@ def traces_request(
     stamps = {a.TELEMETRY_SOURCE: "simulated", a.GPU_UUID: gpu, a.GPU_INDEX: 0} if inference else {}
     for i in range(traces):
         begin = start_ns + i * 1_000_000_000
-        with tracer.start_as_current_span("POST /colorize", start_time=begin):
-            with tracer.start_as_current_span("ddcolor.inference", attributes=stamps, start_time=begin + 1000) as span:
+        with tracer.start_as_current_span("POST /colorize", start_time=begin, end_on_exit=False) as root:
+            with tracer.start_as_current_span(
+                "ddcolor.inference", attributes=stamps, start_time=begin + 1000, end_on_exit=False
+            ) as span:
                 if failed:
                     span.set_status(Status(StatusCode.ERROR, "boom"))
+                span.end(end_time=begin + 500_000_000)
+            root.end(end_time=begin + 600_000_000)
     provider.shutdown()
     return encode_spans(exporter.get_finished_spans())
 
