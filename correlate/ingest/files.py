@@ -51,6 +51,7 @@ class FileReport:
     reason: str = ""
     notes: tuple[str, ...] = ()
     traces_without_inference: int = 0
+    warnings: tuple[str, ...] = ()
 
     @property
     def duplicates(self) -> int:
@@ -133,6 +134,7 @@ def ingest_file(
             dict(counts.skipped),
             notes=tuple(counts.notes),
             traces_without_inference=counts.traces_without_inference,
+            warnings=tuple(counts.warnings),
         )
     return FileReport(name, FAILED, fmt.value if fmt else None, reason=reason)
 

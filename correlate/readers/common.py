@@ -32,6 +32,8 @@ class FileCounts:
     notes: list[str] = field(default_factory=list)
     #: Traces (judged at their root span) that hold no inference span.
     traces_without_inference: int = 0
+    #: What the reader stored but the user should know (a cut last line, events no GPU could be found for).
+    warnings: list[str] = field(default_factory=list)
 
     def add(self, result: IngestResult) -> None:
         """Count one store call's result; its error lines become notes (a few, not thousands)."""

@@ -458,6 +458,11 @@ class Store:
               AND (k.host = g.host OR (k.host IS NULL
                    AND (SELECT count(*) FROM {s.GPUS} g2 WHERE g2.pci_bus_id = k.pci_bus_id) = 1))"""
         )
+        # A host-less line whose UUID the log itself named (`NVRM: GPU at …: GPU-…`) takes its GPU's host.
+        self.connection.execute(
+            f"""UPDATE {s.KERNEL_EVENTS} AS k SET host = g.host FROM {s.GPUS} AS g
+            WHERE k.host IS NULL AND k.gpu_uuid = g.gpu_uuid AND g.host IS NOT NULL"""
+        )
 
     def _prepare(self) -> None:
         con = self._con

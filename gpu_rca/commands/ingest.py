@@ -126,6 +126,9 @@ def _print_summary(summary, db_path: str) -> None:
         f"{by_status['ingested']} ingested ({stored}), {by_status['skipped']} skipped, {by_status['failed']} failed",
         markup=False,
     )
+    for report in summary.files:
+        for warning in report.warnings:
+            console.print(f"warning: {report.path}: {warning}", markup=False, soft_wrap=True)
     if summary.traces_without_inference:
         from gpu_rca.correlate.store.records import traces_without_inference_message
 

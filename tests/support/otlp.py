@@ -26,6 +26,7 @@ def traces_request(
     inference: bool = True,
     failed: bool = False,
     start_ns: int = START_NS,
+    pci: str | None = None,
 ) -> Any:
     """An ExportTraceServiceRequest of `traces` traces: a server span with a child, which is an inference span
     (stamped with gpu.telemetry.source) when `inference`, else a plain child span."""
@@ -33,7 +34,9 @@ def traces_request(
     provider = TracerProvider(resource=Resource.create({a.SERVICE_NAME: service, a.HOST_NAME: host}))
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracer = provider.get_tracer("tests")
-    stamps = {a.TELEMETRY_SOURCE: "simulated", a.GPU_UUID: gpu, a.GPU_INDEX: 0} if inference else {}
+    stamps: dict[str, Any] = {a.TELEMETRY_SOURCE: "simulated", a.GPU_UUID: gpu, a.GPU_INDEX: 0} if inference else {}
+    if inference and pci is not None:
+        stamps[a.GPU_PCI_BUS_ID] = pci
     for i in range(traces):
         begin = start_ns + i * 1_000_000_000
         with tracer.start_as_current_span("POST /colorize", start_time=begin, end_on_exit=False) as root:
