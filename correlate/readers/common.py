@@ -18,6 +18,8 @@ class IngestOptions:
     boot_time: datetime | None = None
     tz: str | None = None
     max_bytes: int = DEFAULT_MAX_BYTES
+    #: A JSON-lines file whose last line is cut off fails (stores nothing) instead of storing its complete lines.
+    strict: bool = False
 
 
 @dataclass

@@ -53,6 +53,11 @@ def _boot_time(value: str | None) -> datetime | None:
     help="Refuse a file that decompresses to more than N bytes (default 16 GiB).",
 )
 @click.option(
+    "--strict",
+    is_flag=True,
+    help="A JSON-lines file whose last line is cut off fails (nothing of it stored) instead of a warning.",
+)
+@click.option(
     "--progress/--no-progress", default=None, help="Progress bar on stderr (default: on a terminal, for large inputs)."
 )
 def ingest(
@@ -62,6 +67,7 @@ def ingest(
     boot_time: str | None,
     tz: str | None,
     max_bytes: int | None,
+    strict: bool,
     progress: bool | None,
 ) -> None:
     """Store telemetry files (OTLP JSON/protobuf, Prometheus, loguru, kernel logs; .gz/.zst) in the store."""
@@ -74,7 +80,9 @@ def ingest(
         resolve_tz(tz)  # a bad zone is a usage error before anything is read
     if boot_time is not None and host is None:
         raise UsageError("--boot-time needs --host (raw dmesg lines do not name their machine)")
-    options = IngestOptions(host=host, boot_time=_boot_time(boot_time), tz=tz, max_bytes=max_bytes or DEFAULT_MAX_BYTES)
+    options = IngestOptions(
+        host=host, boot_time=_boot_time(boot_time), tz=tz, max_bytes=max_bytes or DEFAULT_MAX_BYTES, strict=strict
+    )
     with Store.open(db_path) as store:
         summary = ingest_paths(store, paths, options, progress=progress)
     _print_summary(summary, store.path)
