@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from gpu_rca.schemas.errors import GpuRcaError
+from gpu_rca.schemas.errors import GpuRcaError, StoreLockedError
 
 #: verb -> "module:attribute" of its click command. The order is the order `--help` lists them.
 VERBS: dict[str, str] = {
@@ -145,6 +145,21 @@ def cli() -> None:
     """Why did these GPU inference requests fail? Rank root causes with evidence."""
 
 
+#: What to do about a store another process holds, per verb (the readers can go through that process).
+LOCK_ADVICE: dict[str, str] = {
+    "analyze": "use --server URL to query it through that process",
+    "explain": "use --server URL to query it through that process",
+    "digest": "use --server URL to make the digest through that process",
+    "ingest": "stop that process first, or ingest into another --db (a running serve takes telemetry over OTLP/HTTP)",
+    "serve": "stop the other process, or serve another --db",
+}
+
+
+def _verb(argv: list[str] | None) -> str | None:
+    args = sys.argv[1:] if argv is None else argv
+    return next((a for a in args if not a.startswith("-")), None)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI: project errors become one `Error: …` line and the contract's exit codes."""
     try:
@@ -157,6 +172,10 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         # Usage errors keep click's own message (with the usage line) and exit 2.
         exc.show()
+        sys.exit(exc.exit_code)
+    except StoreLockedError as exc:
+        advice = LOCK_ADVICE.get(_verb(argv) or "")
+        click.echo(f"Error: {exc}" + (f"; {advice}" if advice else ""), err=True)
         sys.exit(exc.exit_code)
     except GpuRcaError as exc:
         click.echo(f"Error: {exc}", err=True)
