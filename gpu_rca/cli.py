@@ -94,6 +94,10 @@ def _check_extras(verb: str) -> None:
     )
 
 
+class StdoutClosed(Exception):
+    """stdout's reader went away; not an OSError, so click's own EPIPE handling (exit 1) leaves it to `main`."""
+
+
 class LazyGroup(click.Group):
     """A click group whose subcommands are imported on first use.
 
@@ -119,6 +123,12 @@ class LazyGroup(click.Group):
         if args and args[0] in self._lazy:
             _check_extras(args[0])
         return super().resolve_command(ctx, args)
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError as exc:
+            raise StdoutClosed() from exc
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         commands = [(name, self.get_command(ctx, name)) for name in self.list_commands(ctx)]
@@ -160,10 +170,22 @@ def _verb(argv: list[str] | None) -> str | None:
     return next((a for a in args if not a.startswith("-")), None)
 
 
+def _quiet_stdout() -> None:
+    """The reader of stdout went away (`gpu-rca analyze | head -1`): send what is left to /dev/null, so the
+    interpreter's last flush raises nothing either. Exit 0: the reader had what it wanted."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI: project errors become one `Error: …` line and the contract's exit codes."""
     try:
         cli.main(args=argv, prog_name="gpu-rca", standalone_mode=False)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+    except (BrokenPipeError, StdoutClosed):
+        _quiet_stdout()
+        sys.exit(0)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:

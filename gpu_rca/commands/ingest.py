@@ -58,6 +58,9 @@ def _boot_time(value: str | None) -> datetime | None:
     help="A JSON-lines file whose last line is cut off fails (nothing of it stored) instead of a warning.",
 )
 @click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON summary on stdout (the table still goes to stderr)."
+)
+@click.option(
     "--progress/--no-progress", default=None, help="Progress bar on stderr (default: on a terminal, for large inputs)."
 )
 def ingest(
@@ -68,6 +71,7 @@ def ingest(
     tz: str | None,
     max_bytes: int | None,
     strict: bool,
+    as_json: bool,
     progress: bool | None,
 ) -> None:
     """Store telemetry files (OTLP JSON/protobuf, Prometheus, loguru, kernel logs; .gz/.zst) in the store."""
@@ -86,6 +90,10 @@ def ingest(
     with Store.open(db_path) as store:
         summary = ingest_paths(store, paths, options, progress=progress)
     _print_summary(summary, store.path)
+    if as_json:
+        from gpu_rca.commands.analyze import dump
+
+        dump(summary.as_dict(store.path))
     if summary.failed:
         count = len(summary.failed)
         raise InputError(
