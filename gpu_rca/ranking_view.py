@@ -10,9 +10,18 @@ from rich.table import Table
 from gpu_rca.schemas.causes import CAUSES_BY_ID
 
 
+class _PipeConsole(Console):
+    """A console whose closed pipe (`gpu-rca analyze | head`) reaches `gpu_rca.cli.main`, which exits quietly
+    with 0 (rich itself would exit 1)."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError
+
+
 def _console(out: TextIO) -> Console:
     probe = Console(file=out)
-    return Console(file=out, width=probe.width if probe.is_terminal else 140)
+    return _PipeConsole(file=out, width=probe.width if probe.is_terminal else 140)
 
 
 def _short(uuid: str) -> str:

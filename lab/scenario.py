@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import re
 from dataclasses import dataclass, field
 from importlib import resources
@@ -14,7 +15,7 @@ import yaml
 from gpu_rca.lab.device import normalize_fleet
 from gpu_rca.lab.profiles import get_profile
 from gpu_rca.schemas.causes import CAUSE_IDS
-from gpu_rca.schemas.errors import InputError
+from gpu_rca.schemas.errors import InputError, UsageError
 
 NS = 1_000_000_000
 DEFAULT_START = "2025-01-06T09:30:00Z"
@@ -313,8 +314,12 @@ def load_scenario(ref: str | Path) -> Scenario:
         return _parse_text(text, text_ref, path.stem)
     shipped = resources.files("gpu_rca.scenarios") / f"{text_ref}.yaml"
     if not shipped.is_file():
-        raise InputError(
-            f"no scenario named {text_ref!r} (shipped: {', '.join(shipped_scenarios())}; or give a YAML file path)"
+        names = shipped_scenarios()
+        nearest = nearest_scenario(text_ref, names)
+        hint = f"; did you mean {nearest!r}?" if nearest else ""
+        raise UsageError(
+            f"no scenario named {text_ref!r}{hint} (`gpu-rca lab list` shows the {len(names)} shipped ones;"
+            " or give a YAML file path)"
         )
     return _parse_text(shipped.read_text(encoding="utf-8"), f"{text_ref}.yaml", text_ref)
 
@@ -332,6 +337,41 @@ def shipped_scenarios() -> list[str]:
     return sorted(p.name[:-5] for p in resources.files("gpu_rca.scenarios").iterdir() if p.name.endswith(".yaml"))
 
 
+def nearest_scenario(text: str, names: list[str]) -> str | None:
+    """The shipped name closest to `text`: the shortest name it is part of, else difflib's closest match
+    (None when nothing is close)."""
+    if not names:
+        return None
+    wanted = text.strip().lower()
+    containing = [n for n in names if wanted and wanted in n]
+    if containing:
+        return min(containing, key=lambda n: (len(n), n))
+    close = difflib.get_close_matches(wanted, names, n=1, cutoff=0.5)
+    return close[0] if close else None
+
+
+def describe_scenario(name: str) -> str:
+    """One line about a shipped scenario: the YAML's leading comment, else its fleet and faults."""
+    text = (resources.files("gpu_rca.scenarios") / f"{name}.yaml").read_text(encoding="utf-8")
+    comment = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        comment.append(line.lstrip("#").strip())
+    if any(comment):
+        return " ".join(part for part in comment if part)
+    scenario = _parse_text(text, f"{name}.yaml", name)
+    models: dict[str, int] = {}
+    for host in scenario.fleet:
+        count = host.get("gpus", 1)
+        models[str(host.get("model"))] = models.get(str(host.get("model")), 0) + (
+            count if isinstance(count, int) else len(count)
+        )
+    fleet = ", ".join(f"{n}× {model}" for model, n in models.items())
+    faults = ", ".join(sorted({f.kind for f in scenario.faults})) or "none"
+    return f"{fleet} on {len(scenario.fleet)} host(s); faults: {faults}"
+
+
 __all__ = [
     "EXPECTED_ERROR_TYPES",
     "FAULT_KINDS",
@@ -339,7 +379,9 @@ __all__ = [
     "Fault",
     "Scenario",
     "Workload",
+    "describe_scenario",
     "load_scenario",
+    "nearest_scenario",
     "parse_duration_ns",
     "parse_rate_per_s",
     "parse_scenario",

@@ -25,3 +25,8 @@ class EmptyWindowError(InputError):
 
 class StoreError(GpuRcaError):
     """The database is missing, locked by another process, corrupted or not a gpu-rca store."""
+
+
+class StoreLockedError(StoreError):
+    """Another process holds the database (DuckDB lets one process write a file); the CLI adds the advice
+    that fits the verb."""

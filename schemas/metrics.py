@@ -220,6 +220,7 @@ SERVE_REQUESTS = "gpu_rca_serve_requests_total"
 SERVE_REQUEST_BYTES = "gpu_rca_serve_request_bytes_total"
 SERVE_SPANS_INGESTED = "gpu_rca_serve_spans_ingested_total"
 SERVE_SPANS_REJECTED = "gpu_rca_serve_spans_rejected_total"
+SERVE_TRACES_WITHOUT_INFERENCE = "gpu_rca_serve_traces_without_inference_span_total"  # no gpu.telemetry.source
 SERVE_LOGS_INGESTED = "gpu_rca_serve_logs_ingested_total"
 SERVE_LOGS_REJECTED = "gpu_rca_serve_logs_rejected_total"
 SERVE_QUEUE_DEPTH = "gpu_rca_serve_queue_depth"

@@ -82,7 +82,7 @@ def test_unknown_scenario_is_a_one_line_error(tmp_path):
         timeout=60,
         check=False,
     )
-    assert done.returncode == 1
+    assert done.returncode == 2
     assert done.stderr.startswith("Error: no scenario named 'no-such-thing'")
     assert done.stdout == ""
 

@@ -389,4 +389,5 @@ def test_a_locked_db_gives_one_line_and_exit_1(tmp_path):
         holder.stdout.close()
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("Error: database ")
-    assert "locked by another process" in done.stderr and "--server URL" in done.stderr
+    assert "locked by another process" in done.stderr and "ingest into another --db" in done.stderr
+    assert "--server" not in done.stderr  # ingest has no --server: the advice fits the verb

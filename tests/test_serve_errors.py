@@ -64,7 +64,7 @@ def test_bad_requests_get_the_right_status_and_change_nothing(served) -> None:
         (
             client.post("/v1/traces", content=b"\xff\xff\xff not protobuf", headers=PB),
             400,
-            "not a valid ExportTraceServiceRequest protobuf",
+            "body is not OTLP/protobuf traces: its bytes do not decode as an OTLP export request",
         ),
         (client.post("/v1/logs", content=b"{not json", headers=JS), 400, "invalid JSON"),
         (
@@ -85,7 +85,7 @@ def test_bad_requests_get_the_right_status_and_change_nothing(served) -> None:
         (
             client.post("/v1/traces", content=b"hello", headers={"Content-Type": "text/plain"}),
             415,
-            "unsupported Content-Type 'text/plain'",
+            "Content-Type must be application/x-protobuf or application/json, not 'text/plain'",
         ),
         (
             client.post("/v1/traces", content=b"x", headers={**PB, "Content-Encoding": "br"}),

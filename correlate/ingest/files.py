@@ -9,6 +9,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from gpu_rca.correlate.ingest.detect import Format, detect
 from gpu_rca.correlate.ingest.loguru_files import read_loguru
@@ -18,6 +19,7 @@ from gpu_rca.correlate.prometheus.files import read_exposition, read_query_range
 from gpu_rca.correlate.readers.common import FileCounts, IngestOptions
 from gpu_rca.correlate.readers.opening import Opened
 from gpu_rca.correlate.store import Store
+from gpu_rca.correlate.store.records import traces_without_inference_message
 from gpu_rca.schemas.errors import InputError, StoreError
 
 Reader = Callable[[Opened, Store, IngestOptions], FileCounts]
@@ -50,11 +52,30 @@ class FileReport:
     skipped: dict[str, int] = field(default_factory=dict)
     reason: str = ""
     notes: tuple[str, ...] = ()
+    traces_without_inference: int = 0
+    warnings: tuple[str, ...] = ()
 
     @property
     def duplicates(self) -> int:
         """Valid rows that were already in the store."""
         return self.accepted - self.stored
+
+    def as_dict(self) -> dict[str, Any]:
+        """One file in `gpu-rca ingest --json`."""
+        return {
+            "path": self.path,
+            "status": self.status,
+            "format": self.format,
+            "compression": self.compression,
+            "kind": self.kind or None,
+            "stored": self.stored,
+            "already_stored": self.duplicates,
+            "rejected": self.rejected,
+            "skipped": dict(self.skipped),
+            "reason": self.reason or None,
+            "notes": list(self.notes),
+            "warnings": list(self.warnings),
+        }
 
 
 @dataclass(frozen=True)
@@ -67,6 +88,32 @@ class IngestSummary:
     def failed(self) -> tuple[FileReport, ...]:
         """Files that were telemetry but could not be read (nothing of them stored)."""
         return tuple(f for f in self.files if f.status == FAILED)
+
+    @property
+    def traces_without_inference(self) -> int:
+        """Traces in the files read that hold no inference span (no span carries gpu.telemetry.source)."""
+        return sum(f.traces_without_inference for f in self.files)
+
+    def as_dict(self, db_path: str) -> dict[str, Any]:
+        """`gpu-rca ingest --json`: every file's outcome, totals by kind, and the run's warnings."""
+        totals: dict[str, int] = {}
+        warnings: list[str] = []
+        for report in self.files:
+            if report.status == INGESTED:
+                totals[report.kind] = totals.get(report.kind, 0) + report.stored
+            warnings += [f"{report.path}: {w}" for w in report.warnings]
+        if self.traces_without_inference:
+            warnings.append(traces_without_inference_message(self.traces_without_inference))
+        return {
+            "db": db_path,
+            "files": [report.as_dict() for report in self.files],
+            "stored": totals,
+            "ingested": sum(1 for f in self.files if f.status == INGESTED),
+            "skipped": sum(1 for f in self.files if f.status == SKIPPED),
+            "failed": len(self.failed),
+            "traces_without_inference_span": self.traces_without_inference,
+            "warnings": warnings,
+        }
 
     @property
     def exit_code(self) -> int:
@@ -126,6 +173,8 @@ def ingest_file(
             counts.rejected,
             dict(counts.skipped),
             notes=tuple(counts.notes),
+            traces_without_inference=counts.traces_without_inference,
+            warnings=tuple(counts.warnings),
         )
     return FileReport(name, FAILED, fmt.value if fmt else None, reason=reason)
 

@@ -87,7 +87,7 @@ def read_loguru(opened: Opened, store: Store, options: IngestOptions) -> FileCou
     """Store every loguru JSON line of the file."""
     counts = FileCounts(kind="logs")
     batch: list[LogRecord] = []
-    for number, document in json_documents(opened.stream):
+    for number, document in json_documents(opened.stream, counts.warnings, strict=options.strict):
         try:
             batch.append(log_record_from_loguru(document))
         except InputError as exc:

@@ -39,6 +39,14 @@ _ISO = re.compile(
     r"^(?P<iso>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?P<offset>Z|[+-]\d{2}:?\d{2})?) (?P<host>\S+) "
     r"(?P<ident>[^\s:\[]+)(?:\[\d+\])?: ?(?P<body>.*)$"
 )
+# journalctl/syslog lines printed without a host name (`journalctl -o short` on some setups, `--no-hostname`).
+_SYSLOG_NO_HOST = re.compile(
+    r"^(?P<mon>[A-Z][a-z]{2}) +(?P<day>\d{1,2}) (?P<hms>\d{2}:\d{2}:\d{2}) kernel(?:\[\d+\])?: ?(?P<body>.*)$"
+)
+_ISO_NO_HOST = re.compile(
+    r"^(?P<iso>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?P<offset>Z|[+-]\d{2}:?\d{2})?) "
+    r"kernel(?:\[\d+\])?: ?(?P<body>.*)$"
+)
 _BARE_KERNEL = re.compile(r"^kernel: ?(?P<body>.*)$")
 # syslog/journal copies of printk lines may keep the kernel's own seconds-since-boot stamp.
 _PRINTK_TIME = re.compile(r"^\[\s*\d+\.\d+\] ?")
@@ -62,6 +70,8 @@ SKIP_NO_TIMESTAMP = "no timestamp on the line"
 SKIP_BAD_TIMESTAMP = "timestamp is not a real date"
 SKIP_BAD_PCI = "PCI bus id out of range"
 SKIP_BAD_XID = "XID code out of range"
+SKIP_FALLEN_CUT = "'fallen off the bus' notice cut before its end"
+IGNORED_NO_XID = "NVRM lines that report no XID (driver information)"
 
 
 @dataclass(frozen=True)
@@ -112,6 +122,8 @@ class KernelLogResult:
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> XID lines not stored
     warnings: tuple[str, ...] = ()
     lines: int = 0
+    #: reason -> other NVRM lines read but not stored (informational driver messages)
+    ignored: dict[str, int] = field(default_factory=dict)
 
     @property
     def skipped_total(self) -> int:
@@ -149,6 +161,8 @@ def looks_like_kernel_log(first_lines: Iterable[str]) -> bool:
             return True
         if _DMESG_T.match(line) or _DMESG_RAW.match(line) or _BARE_KERNEL.match(line):
             return True
+        if _SYSLOG_NO_HOST.match(line) or _ISO_NO_HOST.match(line):
+            return True
         prefixed = _SYSLOG.match(line) or _ISO.match(line)
         if prefixed and prefixed["ident"] == "kernel":
             return True
@@ -175,6 +189,7 @@ def parse_kernel_log(
     events: list[KernelEvent] = []
     identities: dict[tuple[str | None, str], str] = {}
     skipped: Counter[str] = Counter()
+    ignored: Counter[str] = Counter()
     pending_fallen: tuple[_Stamp, str, int] | None = None  # stamp, pci, line_no of "The NVIDIA GPU …"
     count = 0
     for count, raw in enumerate(lines, start=1):
@@ -194,9 +209,18 @@ def parse_kernel_log(
             if pci is not None:
                 identities[(stamp.host, pci)] = gpu_at["uuid"]
             continue
+        if pending_fallen is not None and count - pending_fallen[2] >= _FALLEN_SPAN_LINES:
+            skipped[SKIP_FALLEN_CUT] += 1
+            pending_fallen = None
         if (start := _FALLEN_START.search(body)) is not None:
+            if pending_fallen is not None:
+                skipped[SKIP_FALLEN_CUT] += 1
             pci = _pci_or_none(start["pci"])
             pending_fallen = (stamp, pci, count) if pci is not None else None
+            if pci is None:
+                skipped[SKIP_BAD_PCI] += 1
+        elif pending_fallen is None:
+            ignored[IGNORED_NO_XID] += 1
         if pending_fallen is not None and _FALLEN_END in body:
             first, pci, first_line = pending_fallen
             pending_fallen = None
@@ -218,12 +242,12 @@ def parse_kernel_log(
                     True,
                 )
             )
-        elif pending_fallen is not None and count - pending_fallen[2] >= _FALLEN_SPAN_LINES:
-            pending_fallen = None
+    if pending_fallen is not None:
+        skipped[SKIP_FALLEN_CUT] += 1
     gpus = tuple(GpuIdentity(h, pci, uuid) for (h, pci), uuid in identities.items())
     resolved = _drop_duplicate_fallen(_attach_uuids(events, identities))
     warnings = tuple(f"{n} XID line(s) skipped: {reason}" for reason, n in sorted(skipped.items()))
-    return KernelLogResult(tuple(resolved), gpus, dict(skipped), warnings, count)
+    return KernelLogResult(tuple(resolved), gpus, dict(skipped), warnings, count, dict(ignored))
 
 
 def _xid_event(match: re.Match[str], stamp: _Stamp, line_no: int) -> KernelEvent | str:
@@ -253,6 +277,11 @@ def _xid_event(match: re.Match[str], stamp: _Stamp, line_no: int) -> KernelEvent
 def _stamp(line: str, *, host: str | None, reference: datetime, zone: tzinfo, boot_ns: int | None) -> _Stamp:
     """Split a line into its time (Unix ns), host and message body."""
     try:
+        if (m := _ISO_NO_HOST.match(line)) is not None:
+            return _Stamp(_iso_ns(m["iso"], zone), host, _strip_printk(m["body"]), None)
+        if (m := _SYSLOG_NO_HOST.match(line)) is not None:
+            when = _without_year(m["mon"], int(m["day"]), m["hms"], reference, zone)
+            return _Stamp(_to_ns(when), host, _strip_printk(m["body"]), None)
         if (m := _ISO.match(line)) is not None:
             return _Stamp(_iso_ns(m["iso"], zone), m["host"], _strip_printk(m["body"]), None)
         if (m := _SYSLOG.match(line)) is not None:
@@ -360,7 +389,9 @@ __all__ = [
     "SKIP_BAD_PCI",
     "SKIP_BAD_TIMESTAMP",
     "SKIP_BAD_XID",
+    "IGNORED_NO_XID",
     "SKIP_BOOT_RELATIVE",
+    "SKIP_FALLEN_CUT",
     "SKIP_NO_TIMESTAMP",
     "GpuIdentity",
     "KernelEvent",

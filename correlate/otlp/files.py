@@ -72,7 +72,7 @@ def read_otlp_json(opened: Opened, store: Store, options: IngestOptions) -> File
     """Store every ExportTraceServiceRequest or ExportLogsServiceRequest line (hex ids, as OTLP/JSON has them)."""
     counts = FileCounts()
     batcher: _Batcher | None = None
-    for number, document in json_documents(opened.stream):
+    for number, document in json_documents(opened.stream, counts.warnings, strict=options.strict):
         kind = _json_kind(document, number)
         if batcher is None:
             batcher = _Batcher(store, counts, kind)

@@ -184,7 +184,7 @@ def _store(store: Store, counts: FileCounts, batch: SeriesSamples) -> None:
 def read_query_range(opened: Opened, store: Store, options: IngestOptions) -> FileCounts:
     """Store every `query_range` answer in the file (one JSON document per line)."""
     counts = FileCounts(kind="samples")
-    for number, document in json_documents(opened.stream):
+    for number, document in json_documents(opened.stream, counts.warnings, strict=options.strict):
         try:
             batch = samples_from_series(document)
         except InputError as exc:

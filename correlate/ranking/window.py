@@ -15,7 +15,7 @@ from gpu_rca.correlate.ranking.features import FEATURE_SQL
 from gpu_rca.correlate.ranking.timefmt import rfc3339
 from gpu_rca.schemas import metrics as m
 from gpu_rca.schemas.attributes import STAMPS
-from gpu_rca.schemas.errors import EmptyWindowError, InputError
+from gpu_rca.schemas.errors import EmptyWindowError, InputError, UsageError
 
 MINUTE_NS = 60_000_000_000
 #: Clock skew tolerated between hosts (spans, kernel logs and scrapes come from different clocks).
@@ -154,6 +154,7 @@ def resolve_window(
         params + bound_params,
     ).fetchone()
     if latest is None:
+        check_filters(con, filters)
         raise EmptyWindowError(_empty_message(since_ns, until_ns))
     if n_failed:
         start = since_ns if since_ns is not None else first - lookback_ns
@@ -164,9 +165,61 @@ def resolve_window(
     return AnalysisWindow(int(start), int(end)), (int(first) if n_failed else None)
 
 
+#: filter -> (column, how a message names a span set it selects, plural noun of its values).
+_FILTER_WORDS: dict[str, tuple[str, str, str]] = {
+    "service": ("service", "of service", "services"),
+    "host": ("host", "on host", "hosts"),
+    "gpu": ("gpu_uuid", "on GPU", "GPUs"),
+}
+#: How many known values a filter message lists before it says how many more there are.
+KNOWN_VALUES_SHOWN = 20
+
+EMPTY_STORE_MESSAGE = "the store holds no inference spans yet: ingest files or point serve at it"
+
+
+def check_filters(con: duckdb.DuckDBPyConnection, filters: Filters) -> None:
+    """Why no inference span matched: an empty store, or a filter no span in the whole store matches.
+
+    An empty store is an EmptyWindowError (exit 1); a --service/--host/--gpu value no inference span has
+    is a UsageError (exit 2) naming the values the store knows. Returns when the filters do match spans
+    (outside the window, then).
+    """
+    if con.execute("SELECT count(*) FROM (SELECT 1 FROM spans WHERE is_inference LIMIT 1)").fetchone()[0] == 0:
+        raise EmptyWindowError(EMPTY_STORE_MESSAGE)
+    given = {name: getattr(filters, name) for name in _FILTER_WORDS if getattr(filters, name)}
+    for name, value in given.items():
+        column, phrase, plural = _FILTER_WORDS[name]
+        matched = con.execute(
+            f"SELECT count(*) FROM (SELECT 1 FROM spans WHERE is_inference AND {column} = ? LIMIT 1)", [value]
+        ).fetchone()[0]
+        if not matched:
+            raise UsageError(f"no inference spans {phrase} {value!r}; known {plural}: {_known_values(con, column)}")
+    if len(given) > 1:
+        where, params = _filter_sql(filters, table_columns(con, "spans"))
+        if con.execute(f"SELECT count(*) FROM (SELECT 1 FROM spans WHERE {where} LIMIT 1)", params).fetchone()[0] == 0:
+            named = " and ".join(f"{_FILTER_WORDS[n][1]} {v!r}" for n, v in given.items())
+            raise UsageError(f"no inference spans {named} together; each matches spans alone")
+
+
+def _known_values(con: duckdb.DuckDBPyConnection, column: str) -> str:
+    rows = con.execute(
+        f"SELECT DISTINCT {column} FROM spans WHERE is_inference AND {column} IS NOT NULL ORDER BY 1 LIMIT ?",
+        [KNOWN_VALUES_SHOWN + 1],
+    ).fetchall()
+    values = [str(r[0]) for r in rows]
+    if not values:
+        return "none (no inference span names one)"
+    if len(values) <= KNOWN_VALUES_SHOWN:
+        return ", ".join(values)
+    total = con.execute(
+        f"SELECT count(DISTINCT {column}) FROM spans WHERE is_inference AND {column} IS NOT NULL"
+    ).fetchone()[0]
+    return ", ".join(values[:KNOWN_VALUES_SHOWN]) + f" and {total - KNOWN_VALUES_SHOWN} more"
+
+
 def _empty_message(since_ns: int | None, until_ns: int | None) -> str:
     if since_ns is None and until_ns is None:
-        return "no inference spans in the store; ingest telemetry first (gpu-rca ingest PATH)"
+        return EMPTY_STORE_MESSAGE
     return (
         f"no inference spans between {rfc3339(since_ns) or 'the beginning'} and {rfc3339(until_ns) or 'now'};"
         " widen --since/--until"

@@ -18,6 +18,8 @@ class IngestOptions:
     boot_time: datetime | None = None
     tz: str | None = None
     max_bytes: int = DEFAULT_MAX_BYTES
+    #: A JSON-lines file whose last line is cut off fails (stores nothing) instead of storing its complete lines.
+    strict: bool = False
 
 
 @dataclass
@@ -30,12 +32,17 @@ class FileCounts:
     rejected: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     notes: list[str] = field(default_factory=list)
+    #: Traces (judged at their root span) that hold no inference span.
+    traces_without_inference: int = 0
+    #: What the reader stored but the user should know (a cut last line, events no GPU could be found for).
+    warnings: list[str] = field(default_factory=list)
 
     def add(self, result: IngestResult) -> None:
         """Count one store call's result; its error lines become notes (a few, not thousands)."""
         self.accepted += result.accepted
         self.stored += result.stored
         self.rejected += result.rejected
+        self.traces_without_inference += result.traces_without_inference
         for error in result.errors:
             if len(self.notes) < MAX_ERRORS:
                 self.notes.append(error)

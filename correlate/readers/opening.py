@@ -142,8 +142,15 @@ def text_lines(stream: BinaryIO) -> Iterator[tuple[int, str]]:
             raise InputError(f"line {number} is not UTF-8 text ({exc.reason})") from exc
 
 
-def json_documents(stream: BinaryIO) -> Iterator[tuple[int, Any]]:
-    """(line number, document) per JSON line; a file that is one pretty-printed document is read whole."""
+def json_documents(
+    stream: BinaryIO, warnings: list[str] | None = None, *, strict: bool = False
+) -> Iterator[tuple[int, Any]]:
+    """(line number, document) per JSON line; a file that is one pretty-printed document is read whole.
+
+    A last line that is cut off (invalid JSON and no final newline, as a writer that died mid-line leaves
+    it) ends the file with a warning appended to `warnings`; with `strict`, or without `warnings`, it is an
+    InputError like any other malformed line.
+    """
     lines = iter(stream)
     number = 0
     for raw in lines:
@@ -159,6 +166,8 @@ def json_documents(stream: BinaryIO) -> Iterator[tuple[int, Any]]:
         try:
             document = json.loads(raw + rest)
         except json.JSONDecodeError:
+            if not rest and _cut_last_line(raw, number, warnings, strict):
+                return
             raise InputError(f"line {number}: invalid JSON ({first_error.msg} at column {first_error.colno})") from None
         yield number, document
         return
@@ -171,11 +180,29 @@ def json_documents(stream: BinaryIO) -> Iterator[tuple[int, Any]]:
         try:
             yield number, json.loads(raw)
         except json.JSONDecodeError as exc:
+            if _cut_last_line(raw, number, warnings, strict):
+                return
             raise InputError(
                 f"line {number}: invalid JSON ({exc.msg} at column {exc.colno}); truncated file?"
             ) from None
         except UnicodeDecodeError as exc:
             raise InputError(f"line {number} is not UTF-8 text ({exc.reason})") from exc
+
+
+def _cut_last_line(raw: bytes, number: int, warnings: list[str] | None, strict: bool) -> bool:
+    """True (and a warning) when `raw`, which did not parse, is a last line cut off mid-write."""
+    if raw.endswith(b"\n"):
+        return False  # a complete line that is malformed: the file is broken, not cut
+    if warnings is None:
+        return False
+    if strict:
+        raise InputError(
+            f"line {number} is cut off (no final newline, as a writer that stopped mid-line leaves it); --strict refuses the file"
+        )
+    warnings.append(
+        f"line {number} is cut off (no final newline, as a writer that stopped mid-line leaves it): not stored, the lines before it are"
+    )
+    return True
 
 
 __all__ = ["DEFAULT_MAX_BYTES", "GZIP_MAGIC", "ZSTD_MAGIC", "Opened", "json_documents", "text_lines"]

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from gpu_rca.correlate.store.records import traces_without_inference_message
 from gpu_rca.schemas import metrics as m
+
+log = logging.getLogger("gpu_rca.serve")
+#: The traces-without-inference warning is logged at most once per this many seconds.
+WARN_INTERVAL_S = 60.0
 
 
 class ServeCounters:
@@ -25,6 +33,14 @@ class ServeCounters:
         self.spans_rejected = Counter(
             m.SERVE_SPANS_REJECTED, "Spans rejected as invalid (partial success).", registry=r
         )
+        self.traces_without_inference = Counter(
+            m.SERVE_TRACES_WITHOUT_INFERENCE,
+            "Traces (judged when their root span arrives) in which no span carries gpu.telemetry.source.",
+            registry=r,
+        )
+        self._unlogged_traces = 0
+        self._last_warning = float("-inf")
+        self._warn_lock = threading.Lock()
         self.logs_ingested = Counter(m.SERVE_LOGS_INGESTED, "Valid log records committed to the store.", registry=r)
         self.logs_rejected = Counter(
             m.SERVE_LOGS_REJECTED, "Log records rejected as invalid (partial success).", registry=r
@@ -75,6 +91,19 @@ class ServeCounters:
             registry=r,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
         )
+
+    def count_traces_without_inference(self, count: int, now: float | None = None) -> None:
+        """Count traces with no inference span; log how many arrived, at most once per WARN_INTERVAL_S."""
+        if count <= 0:
+            return
+        self.traces_without_inference.inc(count)
+        now = time.monotonic() if now is None else now
+        with self._warn_lock:
+            self._unlogged_traces += count
+            if now - self._last_warning < WARN_INTERVAL_S:
+                return
+            pending, self._unlogged_traces, self._last_warning = self._unlogged_traces, 0, now
+        log.warning("%s", traces_without_inference_message(pending))
 
 
 __all__ = ["ServeCounters"]

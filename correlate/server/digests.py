@@ -34,7 +34,7 @@ from gpu_rca.correlate.server.body import BodyError, read_body
 from gpu_rca.correlate.server.responses import JSON, error_response
 from gpu_rca.correlate.server.state import ServerState
 from gpu_rca.correlate.server.writer import QueueFull, WriterClosed
-from gpu_rca.schemas.errors import EmptyWindowError, GpuRcaError, InputError
+from gpu_rca.schemas.errors import EmptyWindowError, GpuRcaError, InputError, UsageError
 from gpu_rca.schemas.metrics import SERVE_DIGESTS
 
 log = logging.getLogger(__name__)
@@ -202,6 +202,8 @@ async def _make_and_store(
                 headers={"Retry-After": str(state.config.retry_after_s)},
             )
         return error_response(422, str(exc), JSON)
+    except UsageError as exc:  # a --gpu no span has: the caller's mistake
+        return error_response(400, str(exc), JSON)
     except (InputError, GpuRcaError) as exc:
         return error_response(422 if isinstance(exc, InputError) else 500, str(exc), JSON)
     try:

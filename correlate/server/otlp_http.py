@@ -12,6 +12,7 @@ signal to one OTLP endpoint logs no errors.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,18 +94,34 @@ def decode(signal: Signal, body: bytes, content_type: str) -> Any:
     """The request message from a protobuf or OTLP/JSON body; InputError when it cannot be decoded.
 
     Protobuf traces decode to `correlate.otlp.wire.RawTraces`, span attributes left as bytes for the rows.
+    The error says what is wrong in the sender's terms, without the parser's internal type names.
     """
     if content_type == PROTOBUF:
-        if signal is TRACES:
-            return decode_traces(body)
         try:
+            if signal is TRACES:
+                return decode_traces(body)
             return signal.request_cls.FromString(body)
-        except (DecodeError, ValueError) as exc:
-            raise InputError(f"body is not a valid {signal.request_cls.__name__} protobuf: {exc}") from exc
+        except (InputError, DecodeError, ValueError) as exc:
+            raise InputError(
+                f"body is not OTLP/protobuf {signal.name}: its bytes do not decode as an OTLP export request"
+            ) from exc
     try:
         return message_from_json(body, signal.request_cls)
-    except (TypeError, ValueError, RecursionError) as exc:  # shapes json_format does not map to ParseError
-        raise InputError(f"body is not a valid OTLP/JSON {signal.request_cls.__name__}: {exc}") from exc
+    except (InputError, TypeError, ValueError, RecursionError) as exc:  # also shapes json_format does not map
+        raise InputError(f"body is not OTLP/JSON {signal.name}: {public_reason(str(exc))}") from exc
+
+
+#: Protobuf message type names the parsers put in their errors (the sender never wrote them).
+_TYPE_NAME = r"\b(?:[\w]+\.)*(?:Export\w+Service(?:Request|Response)|TracesData|LogsData)\b"
+
+
+def public_reason(text: str) -> str:
+    """A parser's error without protobuf type names: `... which is 3 at ExportTraceServiceRequest.` -> `... which is 3`."""
+    text = re.sub(r"Error parsing message(?: with type '[^']*')?: ?", "", text)
+    text = re.sub(rf"^not a valid {_TYPE_NAME}: ?", "", text)
+    text = re.sub(rf"\s+at {_TYPE_NAME}[\w.]*\.?$", "", text)
+    text = re.sub(_TYPE_NAME, "the request", text).strip().rstrip(".")
+    return text or "not an OTLP export request"
 
 
 async def export(request: Request, signal: Signal) -> Response:
@@ -112,9 +129,8 @@ async def export(request: Request, signal: Signal) -> Response:
     state: ServerState = request.app.state.gpu_rca
     content_type = media_type(request.headers.get("content-type"))
     if content_type not in (PROTOBUF, JSON):
-        return error_response(
-            415, f"unsupported Content-Type {content_type or '(none)'!r}; use {PROTOBUF} or {JSON}", content_type
-        )
+        # Answered as JSON whatever was sent: a person with curl reads it (a protobuf Status is binary).
+        return error_response(415, f"Content-Type must be {PROTOBUF} or {JSON}, not {content_type or '(none)'!r}", JSON)
     try:
         body, wire_bytes = await read_body(
             request.stream(),
@@ -184,6 +200,7 @@ def _count(state: ServerState, signal: Signal, result: IngestResult) -> None:
     }[signal.name]
     ingested.inc(result.accepted)
     rejected.inc(result.rejected)
+    counters.count_traces_without_inference(result.traces_without_inference)
 
 
 def _success(signal: Signal, content_type: str, result: IngestResult | None) -> Response:

@@ -7,6 +7,7 @@ contract key is not stored yet, so a retried OTLP export or a file read twice st
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from collections.abc import Iterable, Iterator
@@ -15,6 +16,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from gpu_rca.correlate.otlp import decode as otlp
 from gpu_rca.correlate.otlp.rows import LogBatch, SpanBatch
@@ -222,12 +224,39 @@ class Store:
         """
         with self._lock:
             if self._depth:
-                return [self._insert_new(batch) for batch in batches]
-            try:
-                return self._insert_all(batches)
-            except _KeyAlreadyStored:
-                with self.transaction():
-                    return [self._insert_new(batch) for batch in batches]
+                results = [self._insert_new(batch) for batch in batches]
+            else:
+                try:
+                    results = self._insert_all(batches)
+                except _KeyAlreadyStored:
+                    with self.transaction():
+                        results = [self._insert_new(batch) for batch in batches]
+            return [self._count_traces_without_inference(b, r) for b, r in zip(batches, results)]
+
+    def _count_traces_without_inference(self, batch: SpanBatch, result: IngestResult) -> IngestResult:
+        """`result` with the traces whose root span is in `batch` and that hold no inference span.
+
+        A trace is judged when its root span arrives: the root ends last, so the SDK exports its
+        inference spans before or with it. Traces whose root is remote (a caller's span) are not judged.
+        """
+        spans = batch.spans
+        if spans.num_rows == 0:
+            return result
+        roots = spans.filter(pc.is_null(spans["parent_span_id"]))
+        if roots.num_rows == 0:
+            return result
+        inference = spans.filter(spans["is_inference"])["trace_id"]
+        candidates = roots.filter(pc.invert(pc.is_in(roots["trace_id"], value_set=inference)))
+        if candidates.num_rows == 0:
+            return result
+        ids = pc.unique(candidates["trace_id"]).to_pylist()
+        # A trace's spans lie within its root's time: the bounds let DuckDB skip row groups by their min/max.
+        found = self.connection.execute(
+            f"SELECT count(DISTINCT trace_id) FROM {s.SPANS} WHERE is_inference AND start_ns BETWEEN ? AND ?"
+            " AND trace_id IN (SELECT unnest(?))",
+            [pc.min(candidates["start_ns"]).as_py(), pc.max(candidates["end_ns"]).as_py(), ids],
+        ).fetchone()[0]
+        return dataclasses.replace(result, traces_without_inference=len(ids) - found)
 
     def ingest_logs_request(self, request: Any) -> IngestResult:
         """Store an ExportLogsServiceRequest's log records; invalid records are rejected alone."""
@@ -428,6 +457,11 @@ class Store:
             WHERE k.gpu_uuid IS NULL AND k.pci_bus_id = g.pci_bus_id
               AND (k.host = g.host OR (k.host IS NULL
                    AND (SELECT count(*) FROM {s.GPUS} g2 WHERE g2.pci_bus_id = k.pci_bus_id) = 1))"""
+        )
+        # A host-less line whose UUID the log itself named (`NVRM: GPU at …: GPU-…`) takes its GPU's host.
+        self.connection.execute(
+            f"""UPDATE {s.KERNEL_EVENTS} AS k SET host = g.host FROM {s.GPUS} AS g
+            WHERE k.host IS NULL AND k.gpu_uuid = g.gpu_uuid AND g.host IS NOT NULL"""
         )
 
     def _prepare(self) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import duckdb
 
-from gpu_rca.schemas.errors import StoreError
+from gpu_rca.schemas.errors import StoreError, StoreLockedError
 
 _DUCKDB_MAGIC = b"DUCK"  # bytes 8..12 of every DuckDB database file
 # Never fetch extensions from the network (a SQLite file would otherwise trigger a download attempt).
@@ -37,9 +37,8 @@ def connect(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
     except duckdb.Error as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if "could not set lock" in message.lower() or "conflicting lock" in message.lower():
-            raise StoreError(
-                f"database {path} is locked by another process (is `gpu-rca serve` running?); "
-                "use --server URL to query it through that process"
+            raise StoreLockedError(
+                f"database {path} is locked by another process (is `gpu-rca serve` running?)"
             ) from exc
         raise StoreError(f"cannot open {path}: it looks corrupted or unreadable ({message})") from exc
 

@@ -22,6 +22,8 @@ class IngestResult:
     rejected: int = 0
     stored: int = 0
     errors: tuple[str, ...] = ()
+    #: Traces whose root span arrived and none of whose spans (here or stored) is an inference span.
+    traces_without_inference: int = 0
 
     def __add__(self, other: IngestResult) -> IngestResult:
         return IngestResult(
@@ -29,11 +31,20 @@ class IngestResult:
             self.rejected + other.rejected,
             self.stored + other.stored,
             (self.errors + other.errors)[:MAX_ERRORS],
+            self.traces_without_inference + other.traces_without_inference,
         )
 
 
 #: Error messages kept per result; counts stay exact beyond it.
 MAX_ERRORS = 20
+
+
+def traces_without_inference_message(count: int) -> str:
+    """What ingest and serve say about traces that hold no inference span."""
+    has = "trace has" if count == 1 else "traces have"
+    return (
+        f"{count} {has} no inference span: instrument with gpu_rca.collector or set the attribute gpu.telemetry.source"
+    )
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,14 @@ def _boot_time(value: str | None) -> datetime | None:
     help="Refuse a file that decompresses to more than N bytes (default 16 GiB).",
 )
 @click.option(
+    "--strict",
+    is_flag=True,
+    help="A JSON-lines file whose last line is cut off fails (nothing of it stored) instead of a warning.",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON summary on stdout (the table still goes to stderr)."
+)
+@click.option(
     "--progress/--no-progress", default=None, help="Progress bar on stderr (default: on a terminal, for large inputs)."
 )
 def ingest(
@@ -62,6 +70,8 @@ def ingest(
     boot_time: str | None,
     tz: str | None,
     max_bytes: int | None,
+    strict: bool,
+    as_json: bool,
     progress: bool | None,
 ) -> None:
     """Store telemetry files (OTLP JSON/protobuf, Prometheus, loguru, kernel logs; .gz/.zst) in the store."""
@@ -74,10 +84,16 @@ def ingest(
         resolve_tz(tz)  # a bad zone is a usage error before anything is read
     if boot_time is not None and host is None:
         raise UsageError("--boot-time needs --host (raw dmesg lines do not name their machine)")
-    options = IngestOptions(host=host, boot_time=_boot_time(boot_time), tz=tz, max_bytes=max_bytes or DEFAULT_MAX_BYTES)
+    options = IngestOptions(
+        host=host, boot_time=_boot_time(boot_time), tz=tz, max_bytes=max_bytes or DEFAULT_MAX_BYTES, strict=strict
+    )
     with Store.open(db_path) as store:
         summary = ingest_paths(store, paths, options, progress=progress)
     _print_summary(summary, store.path)
+    if as_json:
+        from gpu_rca.commands.analyze import dump
+
+        dump(summary.as_dict(store.path))
     if summary.failed:
         count = len(summary.failed)
         raise InputError(
@@ -126,5 +142,16 @@ def _print_summary(summary, db_path: str) -> None:
         f"{by_status['ingested']} ingested ({stored}), {by_status['skipped']} skipped, {by_status['failed']} failed",
         markup=False,
     )
+    for report in summary.files:
+        for warning in report.warnings:
+            console.print(f"warning: {report.path}: {warning}", markup=False, soft_wrap=True)
+    if summary.traces_without_inference:
+        from gpu_rca.correlate.store.records import traces_without_inference_message
+
+        console.print(
+            f"warning: {traces_without_inference_message(summary.traces_without_inference)}",
+            markup=False,
+            soft_wrap=True,
+        )
     for report in summary.failed:
         console.print(f"{report.path}: {report.reason}", markup=False, soft_wrap=True)

@@ -14,6 +14,17 @@ def lab() -> None:
     """Simulated GPU fleet, DDColor workload and fault injection."""
 
 
+@lab.command("list")
+def list_scenarios() -> None:
+    """List the shipped scenarios, one per line: name and what it simulates."""
+    from gpu_rca.lab.scenario import describe_scenario, shipped_scenarios
+
+    names = shipped_scenarios()
+    width = max((len(n) for n in names), default=0)
+    for name in names:
+        click.echo(f"{name:<{width}}  {describe_scenario(name)}")
+
+
 @lab.command("run")
 @click.argument("scenario")
 @click.option(
