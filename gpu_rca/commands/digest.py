@@ -113,7 +113,8 @@ def _from_db(
     if not path.exists():  # opening it writable would create an empty store as a side effect
         raise StoreError(f"{path} does not exist; ingest something first (gpu-rca ingest --db {path} ...)")
     # A store we may not write (a copy handed over read-only, a mounted snapshot) still renders.
-    read_only = not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK)
+    # (a file without any write bit counts even for root, whom the kernel would let write it)
+    read_only = not os.access(path, os.W_OK) or not path.stat().st_mode & 0o222 or not os.access(path.parent, os.W_OK)
     with Store.open(path, read_only=read_only) as store:
         made = pipeline.make_digest(
             store.connection, trigger=trigger, settings=settings, since_ns=since_ns, until_ns=until_ns, gpu=gpu
