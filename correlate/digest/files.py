@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gpu_rca.correlate.digest.model import Digest
 from gpu_rca.correlate.digest.links import FileLinks
+from gpu_rca.correlate.digest.model import Digest
 from gpu_rca.correlate.digest.render_html import render_html
 from gpu_rca.correlate.digest.render_md import render_markdown
 from gpu_rca.schemas.errors import InputError
