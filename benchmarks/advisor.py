@@ -70,13 +70,23 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks advisor", description=__doc__)
     parser.add_argument("--seeds", default="1,2,3,7", help="comma-separated burst seeds")
     parser.add_argument("--calls", type=int, default=2000, help="advise() calls timed")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="requests the service runs on its GPU at once (default: the lab's); checks a digest's pool figure",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     from examples.ddcolor_service.loadgen import BurstPlan, compare
 
+    if args.concurrency is not None and args.concurrency < 1:
+        parser.error(f"--concurrency must be at least 1, got {args.concurrency}")
+    limit = {} if args.concurrency is None else {"max_concurrency": args.concurrency}
+
     per_seed = {}
     for seed in (int(s) for s in args.seeds.split(",")):
-        runs = compare(BurstPlan(seed=seed))
+        runs = compare(BurstPlan(seed=seed, **limit))
         per_seed[seed] = {
             mode: {
                 "succeeded": r.succeeded,
@@ -95,6 +105,7 @@ def main(argv: list[str]) -> int:
         "off": {k: median("shadow", k) for k in ("succeeded", "oom", "goodput_per_min")},
         "on": {k: median("enforce", k) for k in ("succeeded", "oom", "goodput_per_min")},
         "advise_us": round(_advise_cost_us(args.calls), 1),
+        "concurrency": args.concurrency or BurstPlan().max_concurrency,
     }
     ratios = {
         "goodput_on_over_off": round(results["on"]["goodput_per_min"] / results["off"]["goodput_per_min"], 2),
@@ -109,6 +120,7 @@ def main(argv: list[str]) -> int:
             f"{seed:>6} {s['shadow']['oom']:>8} {s['enforce']['oom']:>7} {s['shadow']['goodput_per_min']:>12} "
             f"{s['enforce']['goodput_per_min']:>11}"
         )
+    print(f"service concurrency: {results['concurrency']} requests at once on the GPU")
     print(f"median goodput on/off: {ratios['goodput_on_over_off']}x; OOM on/off: {ratios['oom_on_over_off']}")
     print(f"advise(): {results['advise_us']} µs per call (median of {args.calls}, 3 requests in flight)")
     return 0

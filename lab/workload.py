@@ -82,6 +82,7 @@ class Worker:
     broken_until_ns: int = 0
     broken_error: str = ""
     app_bug: Callable[[Request], BaseException | None] | None = None
+    max_concurrency: int = MAX_CONCURRENCY  # the service's limit on requests running at once
 
     def __post_init__(self) -> None:
         self._publish()
@@ -207,7 +208,7 @@ class Worker:
             while pending and pending[0][0] <= now:
                 ts, request = pending.popleft()
                 self.accept(request, ts)
-            while self.queue and len(self.running) < MAX_CONCURRENCY:
+            while self.queue and len(self.running) < self.max_concurrency:
                 self._try_start(self.queue.popleft(), now)
             # Next event: an arrival, a completion or a deadline, else the step's end.
             next_ns = t1_ns

@@ -39,7 +39,9 @@ def test_demo_from_a_fresh_folder_ranks_oom_on_large_inputs_and_writes_the_diges
     out = tmp_path / "gpu-rca-demo"
     assert json.loads((out / "analysis.json").read_text()) == analysis
     html = (out / "digest.html").read_text()
-    assert 'id="causes"' in html and "data:image/png;base64," in html
+    assert 'id="causes"' in html and 'src="plots/overview-requests.png"' in html  # the folder's own files
+    assert 'href="digest.md"' in html and 'href="digest.json"' in html and 'href="/digests"' not in html
+    assert json.loads((out / "digest.json").read_text())["causes"][0]["cause"] == "gpu_oom_large_inputs"
     markdown = (out / "digest.md").read_text()
     plots = sorted(p.name for p in (out / "plots").iterdir())
     assert plots == ["gpu_oom_large_inputs-metrics.png", "overview-requests.png"]

@@ -94,7 +94,7 @@ def test_alertmanager_webhook_stores_a_digest_for_the_named_gpu_and_window(serve
     stored = httpx.get(f"{server.url}/digests/{digest_id}.json", headers=AUTH, timeout=30).json()
     assert stored["id"] == digest_id and stored["causes"] == document["causes"]
     markdown = httpx.get(f"{server.url}/digests/{digest_id}.md", headers=AUTH, timeout=30).text
-    plot_path = markdown.split("](", 2)[1].split(")", 1)[0]  # the first image, relative to the .md address
+    plot_path = markdown.split("![", 1)[1].split("](", 1)[1].split(")", 1)[0]  # the first image, relative to the .md
     plot = httpx.get(f"{server.url}/digests/{plot_path}", headers=AUTH, timeout=30)
     assert plot.status_code == 200 and plot.headers["content-type"] == "image/png"
     listing = httpx.get(f"{server.url}/digests", headers=AUTH, timeout=30).text

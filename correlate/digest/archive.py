@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import duckdb
 
 from gpu_rca.correlate.digest._time import parse_rfc3339
+from gpu_rca.correlate.digest.links import served_links
 from gpu_rca.correlate.digest.model import Digest, Plot
 from gpu_rca.correlate.digest.render_html import render_html
 from gpu_rca.correlate.digest.render_md import render_markdown
@@ -49,7 +50,7 @@ def save_digest(con: duckdb.DuckDBPyConnection, digest: Digest) -> None:
             parse_rfc3339(window["start"]),
             parse_rfc3339(window["end"]),
             digest.to_json(),
-            render_markdown(digest, plot_href=lambda p: plot_path(digest.id, p)),
+            render_markdown(digest, plot_href=lambda p: plot_path(digest.id, p), links=served_links(digest.id)),
             render_html(digest),
         ],
     )

@@ -6,6 +6,7 @@ from typing import Any
 
 import duckdb
 
+from gpu_rca.correlate.digest import memory_fit, pools
 from gpu_rca.correlate.digest._time import rfc3339
 from gpu_rca.correlate.digest.actions import gpu_label
 from gpu_rca.correlate.digest.queries import GpuInfo
@@ -13,7 +14,9 @@ from gpu_rca.schemas import attributes as A
 from gpu_rca.schemas import metrics as M
 
 _HOUR_NS = 3600 * 10**9
-_MIB = 1024 * 1024
+_GIB = 1024**3
+#: Memory kept free on every GPU when sizing concurrency (the admission advisor's default headroom).
+HEADROOM_FRACTION = 0.05
 #: A GPU whose mean utilization stays under this, or that served no request, sat idle.
 IDLE_UTILIZATION_PCT = 5.0
 
@@ -26,7 +29,7 @@ def capacity(
     return {
         "window": {"start": rfc3339(since_ns), "end": rfc3339(end_ns)},
         "busiest_hours": busiest_hours(con, since_ns, end_ns),
-        "memory_by_workload": memory_by_workload(con, since_ns, end_ns),
+        "request_memory": request_memory(con, since_ns, end_ns, inventory),
         "gpus": gpu_usage(con, since_ns, end_ns, inventory),
     }
 
@@ -59,34 +62,90 @@ def busiest_hours(con: duckdb.DuckDBPyConnection, start_ns: int, end_ns: int, to
     ]
 
 
-def memory_by_workload(con: duckdb.DuckDBPyConnection, start_ns: int, end_ns: int) -> list[dict[str, Any]]:
-    """GPU memory a request costs by task type and input size (the process's own peak, MiB), and its OOMs."""
-    rows = con.execute(
-        f"""
-        WITH s AS (
-            SELECT json_extract_string(attributes, ?) AS task_type,
-                   TRY_CAST(json_extract_string(attributes, ?) AS DOUBLE) AS input_size,
-                   gpu_memory_process_max / {_MIB} AS mib, error_type
-            FROM spans WHERE is_inference AND start_ns BETWEEN ? AND ?
-        )
-        SELECT task_type, input_size, count(*), median(mib), quantile_cont(mib, 0.95), max(mib),
-               count(*) FILTER (WHERE error_type = ?)
-        FROM s GROUP BY ALL ORDER BY input_size NULLS LAST, task_type NULLS LAST
+def request_memory(
+    con: duckdb.DuckDBPyConnection, start_ns: int, end_ns: int, inventory: dict[str, GpuInfo]
+) -> dict[str, Any]:
+    """Per-request GPU memory by model and input size from the fit, how many fit on each GPU model, and pools."""
+    fit = memory_fit.fit_request_memory(con, start_ns, end_ns)
+    counts = con.execute(
+        """
+        SELECT ddcolor_model, ddcolor_input_size, count(*), count(*) FILTER (WHERE error_type = ?),
+               string_agg(DISTINCT ddcolor_task_type, ', ' ORDER BY ddcolor_task_type)
+        FROM spans WHERE is_inference AND start_ns BETWEEN ? AND ? AND ddcolor_input_size IS NOT NULL
+        GROUP BY ALL ORDER BY 2, 1 NULLS LAST
         """,
-        [f'$."{A.DDCOLOR_TASK_TYPE}"', f'$."{A.DDCOLOR_INPUT_SIZE}"', start_ns, end_ns, A.ERROR_CUDA_OOM],
+        [A.ERROR_CUDA_OOM, start_ns, end_ns],
     ).fetchall()
-    return [
-        {
-            "task_type": task,
-            "input_size": None if size is None else _int_if_whole(size),
-            "requests": int(n),
-            "memory_median_mib": _round(med),
-            "memory_p95_mib": _round(p95),
-            "memory_max_mib": _round(top),
-            "oom": int(oom),
-        }
-        for task, size, n, med, p95, top, oom in rows
-    ]
+    if fit is None:
+        return {"fit": None, "rows": [], "gpus": [], "pools": []}
+    gpus = _gpu_models(inventory, fit)
+    rows = []
+    for model, size, n, oom, tasks in counts:
+        need = fit.request_bytes(model, size)
+        rows.append(
+            {
+                "model": model,
+                "input_size": _int_if_whole(size),
+                "task_types": tasks or "",
+                "requests": int(n),
+                "oom": int(oom),
+                "memory_gib": None if need is None else round(need / _GIB, 2),
+                "per_gpu": {g["gpu_name"]: _fits(g, need) for g in gpus},
+            }
+        )
+    return {
+        "fit": {
+            "formula": "memory = base + bytes_per_pixel[model] * input_size^2",
+            "source": fit.source,
+            "points": fit.points,
+            "r2": None if fit.r2 is None else round(fit.r2, 3),
+            "rms_gib": round(fit.rms_bytes / _GIB, 2),
+            "gib_per_megapixel": {str(m): round(k * 1e6 / _GIB, 3) for m, k in fit.bytes_per_pixel.items()},
+        },
+        "rows": rows,
+        "gpus": gpus,
+        "pools": pools.pool_advice(rows, gpus, task_oom=_task_oom(con, start_ns, end_ns)),
+    }
+
+
+def _gpu_models(inventory: dict[str, GpuInfo], fit: memory_fit.MemoryFit) -> list[dict[str, Any]]:
+    """Each GPU model in the fleet: total memory, the serving process's base there, and what is left."""
+    totals: dict[str, int] = {}
+    for info in inventory.values():
+        if info.name and info.memory_total_bytes:
+            totals[info.name] = min(totals.get(info.name, info.memory_total_bytes), info.memory_total_bytes)
+    out = []
+    for name, total in sorted(totals.items()):
+        base = fit.base_bytes.get(name, min(fit.base_bytes.values(), default=0))
+        usable = total * (1 - HEADROOM_FRACTION) - base
+        out.append(
+            {
+                "gpu_name": name,
+                "memory_total_gib": round(total / _GIB, 1),
+                "base_gib": round(base / _GIB, 2),
+                "usable_gib": round(max(usable, 0) / _GIB, 2),
+            }
+        )
+    return out
+
+
+def _fits(gpu: dict[str, Any], need: float | None) -> int | None:
+    """Requests of this size that fit on the GPU at once: (total less headroom less base) / per request."""
+    if need is None or need <= 0:
+        return None
+    return int(gpu["usable_gib"] * _GIB // need)
+
+
+def _task_oom(con: duckdb.DuckDBPyConnection, start_ns: int, end_ns: int) -> list[tuple[str, int, int]]:
+    rows = con.execute(
+        """
+        SELECT ddcolor_task_type, count(*), count(*) FILTER (WHERE error_type = ?)
+        FROM spans WHERE is_inference AND start_ns BETWEEN ? AND ? AND ddcolor_task_type IS NOT NULL
+        GROUP BY 1 ORDER BY 1
+        """,
+        [A.ERROR_CUDA_OOM, start_ns, end_ns],
+    ).fetchall()
+    return [(str(t), int(n), int(o)) for t, n, o in rows]
 
 
 def gpu_usage(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from urllib.parse import quote
 
 #: Where Grafana lives (`--grafana-url` wins); without it, trace ids are shown without a link.
@@ -47,3 +48,18 @@ def digest_page_url(public_url: str | None, digest_id: str) -> str | None:
     """The digest's HTML page on `serve`, when its public address is known."""
     base = public_url or os.environ.get(PUBLIC_URL_ENV)
     return f"{base.rstrip('/')}/digests/{digest_id}.html" if base else None
+
+
+@dataclass(frozen=True)
+class FileLinks:
+    """Where a digest's renderings sit relative to each other: files in one folder, or serve's routes."""
+
+    markdown: str
+    html: str
+    json: str
+    home: str | None = None  # the digest list (serve only)
+
+
+def served_links(digest_id: str) -> FileLinks:
+    """Links as `serve` answers them: `/digests/{id}.md` beside `/digests/{id}.html`, and the list."""
+    return FileLinks(f"{digest_id}.md", f"{digest_id}.html", f"{digest_id}.json", home="/digests")

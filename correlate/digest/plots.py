@@ -22,6 +22,8 @@ _MIB_PER_GIB = 1024.0
 #: Colours for up to four GPUs on one panel; failures are always red.
 _COLOURS = ("#1f77b4", "#2ca02c", "#9467bd", "#8c564b")
 _FAILURE = "#d62728"
+#: GPUs other than the one the story is about: thin and grey.
+_OTHER = "#9a9a9a"
 MAX_GPUS_PER_PLOT = 4
 
 
@@ -87,16 +89,22 @@ def cause_plot(
 
     figure = Figure(figsize=(9, 1.1 + 2.0 * len(drawn)), dpi=100, layout="constrained")
     axes = figure.subplots(len(drawn), 1, sharex=True, squeeze=False)[:, 0]
+    story = _story_gpu(failed, gpus)
     for ax, (panel, series, reference) in zip(axes, drawn, strict=True):
         for colour, uuid in zip(_COLOURS, gpus, strict=False):
+            if story is not None:
+                colour = _COLOURS[0] if uuid == story else _OTHER
             if uuid in series:
                 times, values = series[uuid]
+                # Samples hold until the next one: steps, not slopes between scrapes.
                 ax.plot(
                     _dates(times),
                     [v * panel.scale for v in values],
                     color=colour,
-                    linewidth=1.4,
-                    label=gpu_label(uuid, inventory),
+                    linewidth=1.3 if story is None else (2.0 if uuid == story else 0.9),
+                    drawstyle="steps-post",
+                    zorder=3 if uuid == story else 2,
+                    label=gpu_label(uuid, inventory) + (" (most failures)" if uuid == story else ""),
                 )
             if uuid in reference:
                 times, values = reference[uuid]
@@ -106,6 +114,7 @@ def cause_plot(
                     color=colour,
                     linewidth=1,
                     linestyle="--",
+                    drawstyle="steps-post",
                     alpha=0.7,
                 )
         if panel.metric == M.FB_USED and not reference:
@@ -126,6 +135,7 @@ def cause_plot(
                 color="#444444",
                 bbox={"facecolor": "white", "alpha": 0.7, "edgecolor": "none", "pad": 1},
             )
+        ax.set_ylim(bottom=0)
         ax.set_ylabel(panel.label, fontsize=9)
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=8)
@@ -159,6 +169,19 @@ def overview_plot(con: duckdb.DuckDBPyConnection, *, start_ns: int, end_ns: int)
     ax.tick_params(labelsize=8)
     _format_time_axis(ax, start_ns, end_ns)
     return Plot("overview-requests", "Inference requests over the window", None, _png(figure))
+
+
+def _story_gpu(failed: Sequence[queries.Failure], gpus: Sequence[str]) -> str | None:
+    """The GPU the failures are about, when one holds most of them (and there are others to grey out)."""
+    if len(gpus) < 2:
+        return None
+    counts: dict[str, int] = {}
+    for f in failed:
+        if f.gpu_uuid in gpus:
+            counts[f.gpu_uuid] = counts.get(f.gpu_uuid, 0) + 1
+    total = sum(counts.values())
+    top = max(counts, key=lambda u: counts[u], default=None)
+    return top if top is not None and counts[top] > total / 2 else None
 
 
 def _most_failed(failed: Sequence[queries.Failure]) -> list[str]:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 
 from jinja2 import Environment, PackageLoader
 from markupsafe import Markup, escape
 
 from gpu_rca.correlate.digest import fmt
-from gpu_rca.correlate.digest.model import Digest
+from gpu_rca.correlate.digest.links import FileLinks, served_links
+from gpu_rca.correlate.digest.model import Digest, Plot
 
 _BACKTICKS = re.compile(r"`([^`]+)`")
 
@@ -36,17 +37,29 @@ def environment() -> Environment:
         score=fmt.score,
         time_of=fmt.time_of,
         day_time=fmt.day_time,
+        window=fmt.window,
+        text=fmt.text,
         short_id=fmt.short_id,
         inline_code=inline_code,
     )
     return env
 
 
-def render_html(digest: Digest) -> str:
-    """One digest as a self-contained page (plots inline as data URIs)."""
-    return environment().get_template("digest.html.j2").render(d=digest)
+def render_html(
+    digest: Digest, *, links: FileLinks | None = None, plot_src: Callable[[Plot], str] | None = None
+) -> str:
+    """One digest as a page: serve's links unless `links` are given; plots inline unless `plot_src` names files."""
+    return (
+        environment()
+        .get_template("digest.html.j2")
+        .render(
+            d=digest,
+            links=links or served_links(digest.id),
+            plot_src=plot_src or (lambda p: p.data_uri),
+        )
+    )
 
 
 def render_list_html(digests: Sequence[object]) -> str:
     """The list of stored digests, newest first (records with id, created_at, trigger, headline, …)."""
-    return environment().get_template("list.html.j2").render(digests=digests)
+    return environment().get_template("list.html.j2").render(digests=digests, links=FileLinks("", "", "", "/digests"))

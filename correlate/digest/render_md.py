@@ -7,21 +7,26 @@ from typing import Any
 
 from gpu_rca.correlate.digest import fmt
 from gpu_rca.correlate.digest.model import CauseSection, Digest, Plot
+from gpu_rca.correlate.digest.links import FileLinks
 
 #: Characters that would start Markdown or HTML structure inside a table cell.
 _CELL_ESCAPES = str.maketrans({"|": "\\|", "<": "&lt;", ">": "&gt;", "&": "&amp;", "`": "'", "\n": " ", "\r": " "})
 
 
-def render_markdown(digest: Digest, *, plot_href: Callable[[Plot], str] | None = None) -> str:
-    """The digest as Markdown; `plot_href` gives each plot's image address (None: plots are listed only)."""
-    out: list[str] = [f"# GPU failure digest — {fmt.day_time(digest.created_at)}", ""]
-    out += [f"**{_text(digest.headline.text)}**", ""]
+def render_markdown(
+    digest: Digest, *, plot_href: Callable[[Plot], str] | None = None, links: FileLinks | None = None
+) -> str:
+    """The digest as Markdown; `plot_href` gives each plot's image address (None: plots are listed only);
+    `links` name the HTML and JSON renderings beside it (None: not linked)."""
     window = digest.analysis["window"]
+    out: list[str] = [f"# GPU failure digest — {fmt.window(window['start'], window['end'])}", ""]
+    out += [f"**{_text(digest.headline.text)}**", ""]
     out += [
         f"Window {fmt.day_time(window['start'])} – {fmt.day_time(window['end'])} · "
         f"trigger: {_text(digest.trigger.kind)}"
         + (f" ({_text(digest.trigger.detail)})" if digest.trigger.detail else "")
-        + f" · digest `{digest.id}`",
+        + f" · digest `{digest.id}`, made {fmt.day_time(digest.created_at)}"
+        + (f" · [HTML]({links.html}) · [JSON]({links.json})" if links else ""),
         "",
     ]
     for plot in digest.overview_plots():
@@ -40,7 +45,7 @@ def render_markdown(digest: Digest, *, plot_href: Callable[[Plot], str] | None =
                     s.cause.get("confidence", ""),
                     str(s.cause.get("failed_spans", "")),
                     str(len(s.cause.get("gpus", ()))),
-                    ", ".join(f"{d['attribute']}={d['value']}" for d in s.cause.get("drivers", ())[:3]),
+                    ", ".join(f"{d['attribute']}={fmt.text(d['value'])}" for d in s.cause.get("drivers", ())[:3]),
                 )
                 for i, s in enumerate(digest.causes, 1)
             ],
@@ -70,7 +75,7 @@ def _cause(i: int, section: CauseSection, digest: Digest, plot_href: Callable[[P
             [
                 (
                     d["attribute"],
-                    str(d["value"]),
+                    fmt.text(d["value"]),
                     fmt.share(d.get("failure_share")),
                     fmt.share(d.get("baseline_share")),
                     fmt.number(d.get("lift")),
@@ -134,22 +139,7 @@ def _capacity(cap: dict[str, Any]) -> list[str]:
                 for h in cap["busiest_hours"]
             ],
         )
-    if cap.get("memory_by_workload"):
-        out += ["**GPU memory per request by task type and input size** (the process's own peak)", ""] + _table(
-            ("task type", "input size", "requests", "median", "p95", "max", "OOM"),
-            [
-                (
-                    str(m["task_type"] or "–"),
-                    "–" if m["input_size"] is None else str(m["input_size"]),
-                    str(m["requests"]),
-                    fmt.number(m["memory_median_mib"], "MiB"),
-                    fmt.number(m["memory_p95_mib"], "MiB"),
-                    fmt.number(m["memory_max_mib"], "MiB"),
-                    str(m["oom"]),
-                )
-                for m in cap["memory_by_workload"]
-            ],
-        )
+    out += _request_memory(cap.get("request_memory") or {})
     if cap.get("gpus"):
         idle = [g for g in cap["gpus"] if g["idle"]]
         out += [f"**GPUs** — {len(idle)} of {len(cap['gpus'])} sat idle", ""] + _table(
@@ -160,6 +150,53 @@ def _capacity(cap: dict[str, Any]) -> list[str]:
             ],
         )
     return out
+
+
+def _request_memory(mem: dict[str, Any]) -> list[str]:
+    fit, rows = mem.get("fit"), mem.get("rows") or []
+    if not fit or not rows:
+        return []
+    gpu_names = [g["gpu_name"] for g in mem.get("gpus") or []]
+    out = [
+        "**GPU memory one request needs, by model and input size**",
+        "",
+        f"Fitted as {fit['formula']} from {fit['points']} observations ({_fit_source(fit)}); "
+        f"R² {fmt.number(fit['r2'])}, residual {fmt.number(fit['rms_gib'], 'GiB')}.",
+        "",
+    ]
+    out += _table(
+        (
+            "model",
+            "input size",
+            "task types",
+            "requests",
+            "OOM",
+            "per request",
+            *(f"fit at once on {n}" for n in gpu_names),
+        ),
+        [
+            (
+                str(r["model"] or "–"),
+                f"{r['input_size']} px",
+                r["task_types"] or "–",
+                str(r["requests"]),
+                str(r["oom"]),
+                fmt.number(r["memory_gib"], "GiB"),
+                *(fmt.number(r["per_gpu"].get(n)) for n in gpu_names),
+            )
+            for r in rows
+        ],
+    )
+    answers = (mem.get("pools") or {}).get("answers") or []
+    if answers:
+        out += ["**Pools**", ""] + [f"- {_text(a)}" for a in answers] + [""]
+    return out
+
+
+def _fit_source(fit: dict[str, Any]) -> str:
+    if fit.get("source") == "service":
+        return "the service's own per-request peak"
+    return "rises of the process's GPU memory, less its idle footprint"
 
 
 def _image(plot: Plot, plot_href: Callable[[Plot], str] | None) -> list[str]:

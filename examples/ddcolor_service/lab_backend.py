@@ -58,7 +58,10 @@ class LabBackend:
         seed: int = 0,
         start_ns: int | None = None,
         timeout_s: float = 30.0,
+        max_concurrency: int = MAX_CONCURRENCY,
     ) -> None:
+        if max_concurrency < 1:
+            raise InputError(f"max_concurrency must be at least 1, got {max_concurrency}")
         unknown = [m for m in models if m not in ddcolor.MODEL_COSTS]
         if unknown:
             raise InputError(f"unknown model {unknown[0]!r} (known: {', '.join(sorted(ddcolor.MODEL_COSTS))})")
@@ -73,7 +76,8 @@ class LabBackend:
         self.gpu = self.fleet.gpus[0]
         self.pid = SERVICE_PID
         resident = CUDA_CONTEXT_BYTES + ddcolor.weights_bytes(list(models))
-        self.worker = Worker(self.gpu, self.pid, resident, self)
+        self.max_concurrency = max_concurrency
+        self.worker = Worker(self.gpu, self.pid, resident, self, max_concurrency=max_concurrency)
         self.on_tick: Callable[[int], None] | None = None  # called at each grid time (the collector samples)
         self._arrivals: list[tuple[int, Request]] = []
         self._events: list[tuple[int, int, str, Request, BaseException | None]] = []

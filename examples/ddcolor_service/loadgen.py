@@ -29,6 +29,7 @@ from examples.ddcolor_service.lab_backend import DEFAULT_START_NS, LabBackend
 from examples.ddcolor_service.service import build_service
 from examples.ddcolor_service.telemetry import TRACE_ID_HEADER
 from gpu_rca.lab.device import STEP_NS
+from gpu_rca.lab.workload import MAX_CONCURRENCY
 from gpu_rca.schemas import attributes as A
 
 NS = 1_000_000_000
@@ -58,6 +59,7 @@ class BurstPlan:
     burst_phase: int = 1
     timeout_s: float = 30.0
     max_attempts: int = 4
+    max_concurrency: int = MAX_CONCURRENCY  # requests the service runs on its GPU at once
 
     def burst_window_ns(self) -> tuple[int, int]:
         """[burst start, burst end + one minute): where goodput is counted."""
@@ -139,6 +141,7 @@ async def run_burst(plan: BurstPlan, mode: AdvisorMode, *, otlp_endpoint: str | 
         seed=plan.seed,
         start_ns=DEFAULT_START_NS,
         timeout_s=plan.timeout_s,
+        max_concurrency=plan.max_concurrency,
     )
     service = build_service(
         backend,

@@ -48,7 +48,7 @@ _STAGES = (
     type=click.Path(file_okay=False, path_type=Path),
     default=Path(DEFAULT_OUT),
     show_default=True,
-    help="Folder for analysis.json, digest.md, digest.html, plots/, the store and the lab's files.",
+    help="Folder for analysis.json, digest.md, digest.html, digest.json, plots/, the store and the lab's files.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the analysis as one JSON document on stdout.")
 @click.option("--seed", type=int, default=None, help="Run the scenario with this seed instead of its own.")
@@ -96,7 +96,8 @@ def run_demo(
     """Simulate a scenario (name or file), write the lab's files, ingest them, rank, and write the digest files."""
     from tqdm import tqdm
 
-    from gpu_rca.correlate.digest import archive, pipeline, render_html, render_markdown
+    from gpu_rca.correlate.digest import archive, pipeline
+    from gpu_rca.correlate.digest.files import write_digest_files
     from gpu_rca.correlate.digest.model import Trigger
     from gpu_rca.correlate.ingest import ingest_paths
     from gpu_rca.correlate.store import Store
@@ -161,10 +162,7 @@ def run_demo(
             with store.transaction():
                 archive.save_digest(store.connection, made)
         files = [_write(out_dir / "analysis.json", json.dumps(analysis, indent=2, allow_nan=False) + "\n")]
-        for plot in made.plots:
-            files.append(_write(out_dir / "plots" / f"{plot.id}.png", plot.png))
-        files.append(_write(out_dir / "digest.md", render_markdown(made, plot_href=lambda p: f"plots/{p.id}.png")))
-        files.append(_write(out_dir / "digest.html", render_html(made)))
+        files += write_digest_files(made, out_dir)
         bar.update(weight)
     finally:
         bar.close()
@@ -189,8 +187,6 @@ def _prepare(out_dir: Path, db_path: Path) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
         for old in (db_path, db_path.with_name(db_path.name + ".wal")):
             old.unlink(missing_ok=True)
-        for old in (out_dir / "plots").glob("*.png"):
-            old.unlink()
     except OSError as exc:
         raise InputError(f"cannot prepare {out_dir}: {exc.strerror or exc}") from exc
 
@@ -232,6 +228,6 @@ def _print_causes(result: DemoResult, elapsed_s: float, *, err: bool) -> None:
     if result.digest.causes:
         echo(f"\nAction: {result.digest.causes[0].action}")
     echo(
-        f"\nWrote {result.out_dir / 'digest.html'}, digest.md, analysis.json, plots/ and the store "
+        f"\nWrote {result.out_dir / 'digest.html'}, digest.md, digest.json, analysis.json, plots/ and the store "
         f"gpu-rca.duckdb in {elapsed_s:.1f} s."
     )

@@ -44,9 +44,11 @@ _FORMATS = ("md", "html", "json")
 @click.option(
     "--out",
     "out_path",
-    type=click.Path(dir_okay=False),
+    type=click.Path(),
     default=None,
-    help="Write here (Markdown plots go beside it under plots/); default stdout.",
+    help="A folder (existing, or a path without .md/.html/.json): digest.md, digest.html, digest.json and "
+    "plots/ linked to each other; or one file in --format (Markdown plots go beside it under plots/). "
+    "Default: stdout.",
 )
 @click.option(
     "--grafana-url", default=None, metavar="URL", help="Grafana to link example traces to (else $GPU_RCA_GRAFANA_URL)."
@@ -110,12 +112,18 @@ def _from_db(
     path = Path(db_path or default_db_path())
     if not path.exists():  # opening it writable would create an empty store as a side effect
         raise StoreError(f"{path} does not exist; ingest something first (gpu-rca ingest --db {path} ...)")
-    with Store.open(path) as store:
+    # A store we may not write (a copy handed over read-only, a mounted snapshot) still renders.
+    # (a file without any write bit counts even for root, whom the kernel would let write it)
+    read_only = not os.access(path, os.W_OK) or not path.stat().st_mode & 0o222 or not os.access(path.parent, os.W_OK)
+    with Store.open(path, read_only=read_only) as store:
         made = pipeline.make_digest(
             store.connection, trigger=trigger, settings=settings, since_ns=since_ns, until_ns=until_ns, gpu=gpu
         )
-        with store.transaction():
-            archive.save_digest(store.connection, made)
+        if read_only:
+            click.echo(f"note: {path} is read-only: digest {made.id} was not archived in its digests table", err=True)
+        else:
+            with store.transaction():
+                archive.save_digest(store.connection, made)
     return made
 
 
@@ -157,7 +165,12 @@ def _error_message(body: bytes) -> str:
 
 def _write(made: Digest, fmt: str, out_path: str | None) -> None:
     from gpu_rca.correlate.digest import render_html, render_markdown
+    from gpu_rca.correlate.digest.files import write_digest_files
 
+    if out_path and (Path(out_path).is_dir() or Path(out_path).suffix.lower() not in (".md", ".html", ".json")):
+        written = write_digest_files(made, Path(out_path))
+        click.echo(f"wrote {len(written)} files to {out_path}", err=True)
+        return
     if fmt == "json":
         text = made.to_json(indent=None) + "\n"
     elif fmt == "html":
