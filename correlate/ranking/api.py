@@ -93,12 +93,12 @@ def pull_prometheus(
         host=filters.get("host"),
         gpu=filters.get("gpu"),
         slow_ns=int(slow_ns) if slow_ns else None,
-        slow_auto=bool(options.get("slow_auto")) and not slow_ns,
     )
     since_ns, until_ns = options.get("since_ns"), options.get("until_ns")
     try:
-        if flt.slow_auto:
-            detect_slow(store.connection, flt, since_ns, until_ns)
+        if options.get("slow_auto") and not slow_ns:
+            found = detect_slow(store.connection, flt, since_ns, until_ns)
+            flt = Filters(flt.service, flt.host, flt.gpu, slow_auto=found > 0)
         window, _ = resolve_window(
             store.connection,
             options.get("since_ns"),

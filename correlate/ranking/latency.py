@@ -39,34 +39,34 @@ BASELINE_NS = 60 * MINUTE_NS
 CELL_MIN_SPANS = 3
 
 
-def detect_slow(con: duckdb.DuckDBPyConnection, filters: Filters, since_ns: int | None, until_ns: int | None) -> None:
-    """Create `rk_slow(trace_id, span_id)`: the inference spans that count as slow failures (see module doc)."""
+def detect_slow(con: duckdb.DuckDBPyConnection, filters: Filters, since_ns: int | None, until_ns: int | None) -> int:
+    """Create `rk_slow(trace_id, span_id, end_ns)`: the spans that count as slow failures; return their number.
+
+    Two scans of the span columns the strata need (no span ids until the last, filtered, one); the
+    tables in between hold one row per (stratum, GPU, minute) at most.
+    """
     columns = table_columns(con, "spans")
     where, params = filter_sql(filters, columns)
-    bounds = ""
+    where += " AND status <> 'ERROR'"
     if since_ns is not None:
-        bounds += f" AND end_ns >= {int(since_ns) - BASELINE_NS}"
+        where += f" AND end_ns >= {int(since_ns) - BASELINE_NS}"
     if until_ns is not None:
-        bounds += f" AND end_ns <= {int(until_ns)}"
+        where += f" AND end_ns <= {int(until_ns)}"
 
     def col(name: str) -> str:
         return name if name in columns else "NULL"
 
-    stratum = (
-        f"hash(service, {col('ddcolor_model')}, {col('ddcolor_input_size')}, {col('gpu_name')})"
-        if "service" in columns
-        else "0"
-    )
+    stratum = f"hash({col('service')}, {col('ddcolor_model')}, {col('ddcolor_input_size')}, {col('gpu_name')})"
+    gpu = f"coalesce({col('gpu_uuid')}, '')"
+    minute = f"end_ns // {MINUTE_NS}"
+    dur = "(end_ns - start_ns)"
     con.execute(
         f"""
-        CREATE OR REPLACE TEMP TABLE rk_slow AS
-        WITH lat AS (
-          SELECT trace_id, span_id, {stratum} AS stratum, coalesce({col("gpu_uuid")}, '') AS gpu,
-                 end_ns // {MINUTE_NS} AS minute, (end_ns - start_ns)::DOUBLE AS dur
-          FROM spans WHERE {where} AND status <> 'ERROR'{bounds}),
-        cells AS (
-          SELECT stratum, gpu, minute, quantile_cont(dur, 0.9) AS p90, count(*) AS n
-          FROM lat GROUP BY ALL),
+        CREATE OR REPLACE TEMP TABLE rk_slow_cells AS
+        WITH cells AS MATERIALIZED (
+          SELECT {stratum} AS stratum, {gpu} AS gpu, {minute} AS minute, quantile_disc({dur}, 0.9) AS p90,
+                 count(*) AS n
+          FROM spans WHERE {where} GROUP BY ALL),
         roll AS (
           SELECT stratum, gpu, minute,
                  median(p90) OVER (PARTITION BY stratum, gpu ORDER BY minute
@@ -74,8 +74,7 @@ def detect_slow(con: duckdb.DuckDBPyConnection, filters: Filters, since_ns: int 
           FROM cells WHERE n >= {CELL_MIN_SPANS}),
         screen AS (
           SELECT stratum, quantile_cont(p90, 0.25) AS q FROM cells WHERE n >= {CELL_MIN_SPANS} GROUP BY stratum),
-        per_minute AS (
-          SELECT stratum, minute, sum(n) AS n FROM cells GROUP BY ALL),
+        per_minute AS (SELECT stratum, minute, sum(n) AS n FROM cells GROUP BY ALL),
         cumulative AS (
           SELECT stratum, minute,
                  sum(n) OVER (PARTITION BY stratum ORDER BY minute ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
@@ -85,19 +84,48 @@ def detect_slow(con: duckdb.DuckDBPyConnection, filters: Filters, since_ns: int 
           SELECT r.stratum, min(r.minute) AS onset
           FROM roll r JOIN screen s USING (stratum) JOIN cumulative c USING (stratum, minute)
           WHERE r.rp90 >= {RATIO} * s.q AND coalesce(c.before, 0) >= {BASELINE_MIN_SPANS}
-          GROUP BY r.stratum),
-        base AS (
-          SELECT l.stratum, o.onset, quantile_cont(l.dur, [0.5, 0.9, 0.99]) AS q
-          FROM lat l JOIN onset o USING (stratum)
-          WHERE l.minute < o.onset AND l.minute >= o.onset - {BASELINE_NS // MINUTE_NS}
-          GROUP BY l.stratum, o.onset HAVING count(*) >= {BASELINE_MIN_SPANS}),
-        hot AS (
-          SELECT r.stratum, r.gpu, r.minute, greatest({P99_FACTOR} * b.q[3], {MEDIAN_FACTOR} * b.q[1]) AS limit_ns
-          FROM roll r JOIN base b USING (stratum)
-          WHERE r.minute >= b.onset AND r.rp90 >= {RATIO} * b.q[2])
-        SELECT l.trace_id, l.span_id
-        FROM lat l JOIN hot h USING (stratum, gpu, minute)
-        WHERE l.dur > h.limit_ns
+          GROUP BY r.stratum)
+        SELECT r.*, o.onset FROM roll r JOIN onset o USING (stratum) WHERE r.minute >= o.onset
         """,
         params,
     )
+    if not con.execute("SELECT count(*) FROM rk_slow_cells").fetchone()[0]:
+        con.execute("CREATE OR REPLACE TEMP TABLE rk_slow (trace_id VARCHAR, span_id VARCHAR, end_ns BIGINT)")
+        return 0
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE rk_slow_base AS
+        WITH onset AS (SELECT DISTINCT stratum, onset FROM rk_slow_cells),
+        lat AS (SELECT {stratum} AS stratum, {minute} AS minute, {dur} AS dur FROM spans WHERE {where})
+        SELECT l.stratum, quantile_cont(l.dur, [0.5, 0.9, 0.99]) AS q
+        FROM lat l JOIN onset o USING (stratum)
+        WHERE l.minute < o.onset AND l.minute >= o.onset - {BASELINE_NS // MINUTE_NS}
+        GROUP BY l.stratum HAVING count(*) >= {BASELINE_MIN_SPANS}
+        """,
+        params,
+    )
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE rk_slow_hot AS
+        SELECT c.stratum, c.gpu, c.minute, greatest({P99_FACTOR} * b.q[3], {MEDIAN_FACTOR} * b.q[1]) AS limit_ns
+        FROM rk_slow_cells c JOIN rk_slow_base b USING (stratum) WHERE c.rp90 >= {RATIO} * b.q[2]
+        """
+    )
+    low, lo_min, hi_min = con.execute("SELECT min(limit_ns), min(minute), max(minute) FROM rk_slow_hot").fetchone()
+    if low is None:
+        con.execute("CREATE OR REPLACE TEMP TABLE rk_slow (trace_id VARCHAR, span_id VARCHAR, end_ns BIGINT)")
+        return 0
+    # Only spans slower than the lowest limit, in the hot minutes, reach the join (a pushed-down filter).
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE rk_slow AS
+        WITH cand AS (
+          SELECT trace_id, span_id, end_ns, {dur} AS dur, {stratum} AS stratum, {gpu} AS gpu, {minute} AS minute
+          FROM spans WHERE {where} AND {dur} > {int(low)}
+            AND end_ns >= {int(lo_min) * MINUTE_NS} AND end_ns < {(int(hi_min) + 1) * MINUTE_NS})
+        SELECT c.trace_id, c.span_id, c.end_ns FROM cand c JOIN rk_slow_hot h USING (stratum, gpu, minute)
+        WHERE c.dur > h.limit_ns
+        """,
+        params,
+    )
+    return int(con.execute("SELECT count(*) FROM rk_slow").fetchone()[0])

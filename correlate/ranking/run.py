@@ -34,9 +34,10 @@ def analyze_connection(
     finds the spans far slower than comparable requests were before. Temp tables prefixed `rk_` are created
     on `con`; give it a cursor of its own when it is shared.
     """
-    flt = Filters(service=service, host=host, gpu=gpu, slow_ns=slow_ns, slow_auto=slow_auto and not slow_ns)
-    if flt.slow_auto:
-        detect_slow(con, flt, since_ns, until_ns)
+    flt = Filters(service=service, host=host, gpu=gpu, slow_ns=slow_ns)
+    if slow_auto and not slow_ns:
+        # Only a window with slow spans pays for looking them up in every later scan.
+        flt = Filters(service=service, host=host, gpu=gpu, slow_auto=detect_slow(con, flt, since_ns, until_ns) > 0)
     window, _ = resolve_window(con, since_ns, until_ns, lookback_ns, flt)
     spans = load_spans(con, window, flt)
     notes = list(warnings or []) + spans.warnings
