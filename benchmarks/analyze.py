@@ -104,11 +104,13 @@ def generate(db: Path, spans: int, samples: int) -> None:
         """)
 
 
-def run_gpu_rca(db: str) -> dict[str, Any]:
-    """The project: the full `analyze` ranking over the whole data range."""
+def run_gpu_rca(db: str, slow: str = "auto") -> dict[str, Any]:
+    """The project: the full `analyze` ranking over the whole data range (latency detection on unless `off`)."""
     from gpu_rca import correlate
 
-    result = correlate.analyze(db, since=str(START_NS // 10**9), until=str((START_NS + SPAN_HOURS * HOUR_NS) // 10**9))
+    result = correlate.analyze(
+        db, since=str(START_NS // 10**9), until=str((START_NS + SPAN_HOURS * HOUR_NS) // 10**9), slow=slow
+    )
     top = result["causes"][0] if result["causes"] else None
     return {"spans": result["spans"], "top": top["cause"] if top else None, "gpus": top["gpus"] if top else []}
 
@@ -208,10 +210,13 @@ def run_pandas(db: str) -> dict[str, Any]:
 
 def _child(kind: str, db: str) -> None:
     # Imports are not what is measured: load them before the clock starts.
-    for module in ("correlate",) if kind == "gpu_rca" else ("duckdb", "numpy", "pandas"):
+    for module in ("gpu_rca.correlate",) if kind.startswith("gpu_rca") else ("duckdb", "numpy", "pandas"):
         importlib.import_module(module)
     started = time.perf_counter()
-    answer = run_gpu_rca(db) if kind == "gpu_rca" else run_pandas(db)
+    if kind == "pandas":
+        answer = run_pandas(db)
+    else:
+        answer = run_gpu_rca(db, slow="off" if kind == "gpu_rca_slow_off" else "auto")
     wall = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({"wall_s": wall, "peak_rss_bytes": peak, "answer": answer}))
@@ -243,7 +248,8 @@ def main(argv: list[str]) -> int:
         t0 = time.perf_counter()
         generate(db, args.spans, args.samples)
         generate_s = time.perf_counter() - t0
-        runs: dict[str, list[dict[str, Any]]] = {"gpu_rca": [], "pandas": []}
+        # gpu_rca_slow_off: the same analysis with latency detection off (`--slow off`), to price detection.
+        runs: dict[str, list[dict[str, Any]]] = {"gpu_rca": [], "gpu_rca_slow_off": [], "pandas": []}
         for _ in range(args.repeats):  # interleaved, so background load hits both alike
             for kind in runs:
                 runs[kind].append(_measure(kind, db))
@@ -255,7 +261,10 @@ def main(argv: list[str]) -> int:
         }
         for kind, rs in runs.items()
     }
-    ratios = {"pandas_over_gpu_rca_wall": results["pandas"]["median_wall_s"] / results["gpu_rca"]["median_wall_s"]}
+    ratios = {
+        "pandas_over_gpu_rca_wall": results["pandas"]["median_wall_s"] / results["gpu_rca"]["median_wall_s"],
+        "slow_auto_over_off_wall": results["gpu_rca"]["median_wall_s"] / results["gpu_rca_slow_off"]["median_wall_s"],
+    }
     document = {
         "name": "analyze",
         "sizes": {"spans": args.spans, "samples": args.samples, "generate_s": generate_s},
@@ -271,10 +280,11 @@ def main(argv: list[str]) -> int:
         )
         for kind, r in results.items():
             print(
-                f"  {kind:8s} median {r['median_wall_s']:.2f} s, peak RSS {r['max_peak_rss_mib']:.0f} MiB, "
+                f"  {kind:16s} median {r['median_wall_s']:.2f} s, peak RSS {r['max_peak_rss_mib']:.0f} MiB, "
                 f"answer {r['answer']}"
             )
         print(f"  pandas / gpu_rca wall time: {ratios['pandas_over_gpu_rca_wall']:.2f}x")
+        print(f"  latency detection on / off: {ratios['slow_auto_over_off_wall']:.2f}x")
     return 0
 
 

@@ -51,6 +51,22 @@ def work_s(model: str, input_size: int) -> float:
     return cost.overhead_s + cost.compute_s_512 * (input_size / REFERENCE_SIZE) ** 2
 
 
+#: Host CPU seconds to decode and resize an uploaded photo (`preprocess`) and to encode the result (`decode`)
+#: at the reference size, on an uncontended core (estimates of PIL/OpenCV JPEG work for a 512 px image).
+PREPROCESS_S_512 = 0.012
+POSTPROCESS_S_512 = 0.008
+
+
+def preprocess_s(input_size: int) -> float:
+    """Host CPU seconds of a request's `preprocess` span (photo decode + resize), uncontended."""
+    return 0.003 + PREPROCESS_S_512 * (input_size / REFERENCE_SIZE) ** 2
+
+
+def postprocess_s(input_size: int) -> float:
+    """Host CPU seconds of a request's `decode` span (colour output back to an image), uncontended."""
+    return 0.002 + POSTPROCESS_S_512 * (input_size / REFERENCE_SIZE) ** 2
+
+
 def weights_bytes(models: set[str] | list[str]) -> int:
     """Memory for the weights of every model family a worker serves (each family loaded once)."""
     families = {MODEL_COSTS[m].family: MODEL_COSTS[m].weights_bytes for m in models}

@@ -54,6 +54,8 @@ class SimGpu:
     ambient_c: float = 30.0
     cooling: float = 1.0
     slowdown: float = 0.0
+    #: The share of host CPU time the serving process gets (host_cpu_starvation lowers it).
+    host_cpu: float = 1.0
     service_busy_fraction: float = 0.0
     idle_power_cap_noise: bool = False
     processes: dict[int, GpuProcess] = field(default_factory=dict)

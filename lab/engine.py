@@ -11,6 +11,7 @@ handed to the collector in time order right after each sample, so every window i
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 import random
 from collections import Counter
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from gpu_rca.lab import ddcolor
 from gpu_rca.lab.clock import VirtualClock
@@ -40,6 +42,10 @@ NS = 1_000_000_000
 SERVICE_NAME = "ddcolor"
 SERVICE_VERSION = "1.4.2"
 SPAN_NAME = "ddcolor.inference"
+#: The trace around each inference span (Contract 5): the server span, and the host CPU work beside it.
+SERVER_SPAN = "POST /colorize"
+PREPROCESS_SPAN = "preprocess"
+DECODE_SPAN = "decode"
 SERVICE_PID_BASE = 2100
 PROGRESS_EVERY_STEPS = 600  # one simulated minute of 100 ms steps
 
@@ -53,6 +59,7 @@ class _Host:
     provider: TracerProvider
     log_provider: LoggerProvider
     logger: Any
+    tracer: Any
     ops: list[tuple[int, int, str, Request, BaseException | str | None]] = field(default_factory=list)
 
 
@@ -138,7 +145,8 @@ class _Engine:
             )
             logger = _independent_logger().patch(trace_patcher).patch(_time_patcher)
             logger.add(OtlpLogSink(log_provider, name="ddcolor.service"), format="{message}", level="INFO")
-            self.hosts[host] = _Host(host, pid, skew, collector, provider, log_provider, logger)
+            tracer = provider.get_tracer("ddcolor.service")
+            self.hosts[host] = _Host(host, pid, skew, collector, provider, log_provider, logger, tracer)
         models = set(scenario.workload.model)
         for fault in scenario.faults:
             if isinstance(fault.model, dict):
@@ -155,6 +163,8 @@ class _Engine:
         self._seq = 0
         self._next_request_id = 0
         self._next_arrival_ns = scenario.start_ns
+        # Requests whose `preprocess` runs on the host CPU: they reach their worker's queue later.
+        self._preprocessing: list[tuple[int, int, Request]] = []
 
     # --- RequestObserver -----------------------------------------------------------------------
     def _op(self, host: str, ts_ns: int, kind: str, request: Request, payload: Any = None) -> None:
@@ -168,6 +178,8 @@ class _Engine:
         self._op(request.worker.gpu.host, ts_ns, "start", request)
 
     def finished(self, request: Request, ts_ns: int, exception: BaseException | None) -> None:
+        if exception is None:
+            request.post_ns = _cpu_ns(ddcolor.postprocess_s(request.input_size), request.worker.gpu.host_cpu)
         self._op(request.worker.gpu.host, ts_ns, "end", request, exception)
 
     def log(self, host: str, ts_ns: int, level: str, message: str, request: Request | None = None) -> None:
@@ -186,13 +198,28 @@ class _Engine:
             ts = ts_ns + host.skew_ns
             if kind == "accept":
                 gpu = request.worker.gpu
+                arrive = request.arrive_ns + host.skew_ns
+                server = host.tracer.start_span(SERVER_SPAN, kind=SpanKind.SERVER, start_time=arrive)
+                request.server = server
+                parent = trace.set_span_in_context(server)
+                preprocess = host.tracer.start_span(PREPROCESS_SPAN, context=parent, start_time=arrive)
+                preprocess.end(end_time=ts)
                 request.handle = collector.start_inference_span(
-                    SPAN_NAME, gpu=gpu.uuid, attributes=request.attributes(), start_ns=ts
+                    SPAN_NAME, gpu=gpu.uuid, attributes=request.attributes(), start_ns=ts, context=parent
                 )
             elif kind == "start":
                 request.handle.gpu_work_started(ts)
             elif kind == "end":
                 request.handle.end(end_ns=ts, exception=payload)
+                server = request.server
+                if payload is None:
+                    parent = trace.set_span_in_context(server)
+                    decode = host.tracer.start_span(DECODE_SPAN, context=parent, start_time=ts)
+                    decode.end(end_time=ts + request.post_ns)
+                    server.end(end_time=ts + request.post_ns)
+                else:
+                    server.set_status(Status(StatusCode.ERROR, type(payload).__name__))
+                    server.end(end_time=ts)
             else:
                 level, message = payload
                 span = request.handle.span if request is not None and request.handle is not None else None
@@ -220,20 +247,27 @@ class _Engine:
             size = int(draw(rng, sizes))
             width, height = ddcolor.image_dimensions(size, rng.random())
             self._next_request_id += 1
+            # One replica per GPU behind a Kubernetes Service: kube-proxy picks a replica at random,
+            # blind to its health or queue, so a slow or broken GPU keeps getting its share.
+            worker = self.workers[rng.randrange(len(self.workers))]
+            # The replica decodes and resizes the upload on its host's CPU before queueing it for the GPU.
+            accept = ts + _cpu_ns(ddcolor.preprocess_s(size), worker.gpu.host_cpu)
             request = Request(
                 self._next_request_id,
-                ts,
+                accept,
                 size,
                 str(draw(rng, models)),
                 str(draw(rng, tasks)),
                 width,
                 height,
                 deadline_ns=ts + workload.timeout_ns,
+                arrive_ns=ts,
             )
-            # One replica per GPU behind a Kubernetes Service: kube-proxy picks a replica at random,
-            # blind to its health or queue, so a slow or broken GPU keeps getting its share.
-            worker = self.workers[rng.randrange(len(self.workers))]
-            by_worker.setdefault(id(worker), []).append((ts, request))
+            request.worker = worker
+            heapq.heappush(self._preprocessing, (accept, request.id, request))
+        while self._preprocessing and self._preprocessing[0][0] < t1_ns:
+            accept, _, request = heapq.heappop(self._preprocessing)
+            by_worker.setdefault(id(request.worker), []).append((max(accept, t0_ns), request))
         return by_worker
 
     def _hardware(self, t1_ns: int) -> None:
@@ -304,6 +338,11 @@ class _Engine:
             metrics=self.scraper.documents(),
             truth=resolve_truth(scenario, self.fleet),
         )
+
+
+def _cpu_ns(seconds: float, cpu_share: float) -> int:
+    """Host CPU work of `seconds` on an uncontended core, with only `cpu_share` of the CPU available."""
+    return int(seconds / max(cpu_share, 0.05) * NS)
 
 
 def resolve_truth(scenario: Scenario, fleet: Fleet) -> dict[str, Any]:

@@ -102,6 +102,7 @@ class FaultDriver:
             gpu.cooling = 1.0
             gpu.slowdown = 0.0
             gpu.power_limit_w = gpu.profile.power_limit_default_w
+            gpu.host_cpu = 1.0
         for fault in self.scenario.faults:
             if fault.gpu is None:
                 continue
@@ -115,6 +116,11 @@ class FaultDriver:
                 )
             elif fault.kind == "hw_slowdown" and active:
                 gpu.slowdown = max(gpu.slowdown, fault.severity)
+            elif fault.kind == "host_cpu_starvation" and active:
+                # The whole host's CPU: every GPU's serving process on it gets (1 - severity) of its CPU time.
+                for other in self.fleet.gpus:
+                    if other.host == gpu.host:
+                        other.host_cpu = min(other.host_cpu, max(1.0 - fault.severity, 0.05))
             elif fault.kind == "foreign_process":
                 pid = self._foreign_pids[id(fault)]
                 if active:

@@ -35,6 +35,7 @@ FAULT_KINDS = (
     "gpu_lost",
     "foreign_process",
     "app_bug",
+    "host_cpu_starvation",
 )
 _TOP_KEYS = ("name", "seed", "start", "duration", "scrape_interval", "fleet", "workload", "faults", "truth")
 _WORKLOAD_KEYS = ("rate", "input_size", "task_type", "model", "timeout")
@@ -56,9 +57,19 @@ EXPECTED_ERROR_TYPES: dict[str, frozenset[str]] = {
     "gpu_fallen_off_bus": frozenset({"gpu_lost"}),
     "cuda_kernel_fault": frozenset({"cuda_illegal_address", "cuda_launch_failure"}),
     "application_error": frozenset({"ValueError"}),
+    "host_bottleneck": frozenset({"timeout"}),
 }
 _NEEDS_GPU = frozenset(
-    {"thermal", "power_cap", "hw_slowdown", "ecc_uncorrectable", "xid", "gpu_lost", "foreign_process"}
+    {
+        "thermal",
+        "power_cap",
+        "hw_slowdown",
+        "ecc_uncorrectable",
+        "xid",
+        "gpu_lost",
+        "foreign_process",
+        "host_cpu_starvation",
+    }
 )
 
 

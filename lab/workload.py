@@ -45,6 +45,9 @@ class Request:
     started_ns: int | None = None
     worker: Worker | None = None
     handle: object = None
+    arrive_ns: int = 0  # the upload arrived; `preprocess` runs on the host CPU until accept_ns
+    post_ns: int = 0  # length of the `decode` span after the GPU work (set when it finishes)
+    server: object = None  # the request's server span (the trace's root)
 
     def attributes(self) -> dict[str, object]:
         """The workload attributes the service sets on its inference span."""
@@ -187,7 +190,8 @@ class Worker:
         state = self.gpu.state
         foreign = sum(p.busy_fraction for p in self.gpu.processes.values() if p.pid != self.pid)
         clock_ratio = state.sm_clock_mhz / self.gpu.profile.max_sm_clock_mhz
-        return self.gpu.profile.relative_speed * clock_ratio * max(1.0 - foreign, 0.05)
+        # A CPU-starved host launches kernels and copies tensors late: the work stalls, the GPU idles between.
+        return self.gpu.profile.relative_speed * clock_ratio * max(1.0 - foreign, 0.05) * self.gpu.host_cpu
 
     def step(self, t0_ns: int, t1_ns: int, arrivals: list[tuple[int, Request]]) -> float:
         """Serve from t0 to t1 (arrivals sorted by time); return the busy fraction of the step."""
@@ -243,7 +247,8 @@ class Worker:
         elif t1_ns - self.idle_since_ns >= CACHE_RELEASE_NS:
             self.reserved_bytes = self.allocated_bytes
         self._publish()
-        return busy_ns / (t1_ns - t0_ns)
+        # Kernels run only while the host keeps the GPU fed: a starved host leaves it idle in between.
+        return busy_ns * self.gpu.host_cpu / (t1_ns - t0_ns)
 
     def _expire(self, now_ns: int) -> None:
         for request in [r for r in self.running if r.deadline_ns <= now_ns]:

@@ -76,6 +76,12 @@ CAUSES: tuple[Cause, ...] = (
         "failures with no GPU correlation",
         "Roll back the version or fix the code path the failures concentrate on.",
     ),
+    Cause(
+        "host_bottleneck",
+        "Host bottleneck",
+        "the host's CPU, data loading or memory starves the GPU",
+        "Find what takes the host's CPU or memory (top, node_exporter), move it away or give the service more cores.",
+    ),
 )
 CAUSES_BY_ID: dict[str, Cause] = {c.id: c for c in CAUSES}
 CAUSE_IDS: tuple[str, ...] = tuple(c.id for c in CAUSES)

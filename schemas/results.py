@@ -21,6 +21,7 @@ class SpanCounts(TypedDict):
 
     total: int
     failed: int
+    slow: int  # failed spans that did not error: latency incidents or slower than --slow
 
 
 class Driver(TypedDict):
@@ -87,6 +88,7 @@ class SpanStory(TypedDict):
     status: str
     error_type: str | None
     failed: bool
+    slow: bool  # failed without an error: latency detection found it far slower than comparable requests
     stamps: dict[str, object]
     attributes: dict[str, object]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from gpu_rca.correlate.ranking.explain import explain_connection
+from gpu_rca.correlate.ranking.latency import detect_slow
 from gpu_rca.correlate.ranking.run import DEFAULT_LOOKBACK_NS, analyze_connection
 from gpu_rca.correlate.ranking.timefmt import parse_duration_ns, parse_time_ns
 from gpu_rca.correlate.ranking.window import Filters, resolve_window
@@ -29,7 +30,8 @@ def analyze(
     """The same dict as `gpu-rca analyze --json`, from the store at `db_path` (default `$GPU_RCA_DB`).
 
     `since`/`until`: RFC 3339, epoch seconds, or a duration back from now (`2h`). Filters: `service`, `host`,
-    `gpu` (UUID); `slow` (a duration such as `5s`: slower inference spans count as failed); `lookback`
+    `gpu` (UUID); `slow`: `auto` (default: latency incidents are found against comparable requests before
+    them), `off`, or a duration such as `5s` (slower inference spans count as failed); `lookback`
     (default `15m`: how far before the first failure the window starts); `prometheus` (a URL: pull the
     window's GPU metrics into the store first; unreachable means a warning, not an error).
     """
@@ -47,7 +49,7 @@ def analyze(
 
 def resolve_options(
     since: str | int | float | None, until: str | int | float | None, slow: str | None, lookback: str | None
-) -> dict[str, int | None]:
+) -> dict[str, int | bool | None]:
     """User-facing times and durations as the ns keyword arguments of `analyze_connection`."""
     since_ns = None if since is None else parse_time_ns(since)
     until_ns = None if until is None else parse_time_ns(until)
@@ -56,9 +58,20 @@ def resolve_options(
     return {
         "since_ns": since_ns,
         "until_ns": until_ns,
-        "slow_ns": None if slow is None else parse_duration_ns(slow),
+        **parse_slow(slow),
         "lookback_ns": DEFAULT_LOOKBACK_NS if lookback is None else parse_duration_ns(lookback),
     }
+
+
+def parse_slow(slow: str | None) -> dict[str, int | bool | None]:
+    """`--slow auto|off|DURATION` as `analyze_connection`'s `slow_ns` and `slow_auto`."""
+    text = "auto" if slow is None else str(slow).strip().lower()
+    if text in ("auto", "off"):
+        return {"slow_ns": None, "slow_auto": text == "auto"}
+    try:
+        return {"slow_ns": parse_duration_ns(text), "slow_auto": False}
+    except UsageError:
+        raise UsageError(f"--slow {slow!r} is not a duration, auto or off (use e.g. 5s)") from None
 
 
 def explain(db_path: str | os.PathLike[str] | None, trace_id: str) -> ExplainResult:
@@ -68,16 +81,24 @@ def explain(db_path: str | os.PathLike[str] | None, trace_id: str) -> ExplainRes
 
 
 def pull_prometheus(
-    store: Store, prometheus_url: str, options: dict[str, int | None], filters: dict[str, str | None]
+    store: Store, prometheus_url: str, options: dict[str, int | bool | None], filters: dict[str, str | None]
 ) -> list[str]:
     """Pull the analysis window's GPU metrics from Prometheus into the store; warnings instead of failing."""
     from gpu_rca.correlate.prometheus import pull as prometheus
 
     url = prometheus.check_prometheus_url(prometheus_url)
+    slow_ns = options.get("slow_ns")
     flt = Filters(
-        service=filters.get("service"), host=filters.get("host"), gpu=filters.get("gpu"), slow_ns=options.get("slow_ns")
+        service=filters.get("service"),
+        host=filters.get("host"),
+        gpu=filters.get("gpu"),
+        slow_ns=int(slow_ns) if slow_ns else None,
     )
+    since_ns, until_ns = options.get("since_ns"), options.get("until_ns")
     try:
+        if options.get("slow_auto") and not slow_ns:
+            found = detect_slow(store.connection, flt, since_ns, until_ns)
+            flt = Filters(flt.service, flt.host, flt.gpu, slow_auto=found > 0)
         window, _ = resolve_window(
             store.connection,
             options.get("since_ns"),
@@ -94,4 +115,4 @@ def pull_prometheus(
     return list(summary.warnings)
 
 
-__all__ = ["analyze", "explain", "pull_prometheus", "resolve_options"]
+__all__ = ["analyze", "explain", "parse_slow", "pull_prometheus", "resolve_options"]

@@ -84,6 +84,7 @@ def explain_connection(con: duckdb.DuckDBPyConnection, trace_id: str) -> Explain
         "status": row["status"],
         "error_type": row.get("error_type"),
         "failed": failed,
+        "slow": False,
         "stamps": stamps,
         "attributes": _json(row["attributes"]) | _json(row["resource"]),
     }
@@ -97,7 +98,13 @@ def explain_connection(con: duckdb.DuckDBPyConnection, trace_id: str) -> Explain
     if row.get("gpu_uuid") and not metrics:
         warnings.append("no metric samples of this GPU around the request")
     logs = _logs(con, row)
-    cause = _cause(con, row, warnings) if failed and reached_gpu else None
+    cause = None
+    if reached_gpu:
+        cause, slow = _cause(con, row, warnings, failed)
+        if slow:
+            span["failed"] = True
+            span["slow"] = True
+            warnings.insert(0, "a slow request: far slower than comparable requests were before (latency detection)")
     return {"trace_id": trace_id, "span": span, "metrics": metrics, "logs": logs, "cause": cause, "warnings": warnings}
 
 
@@ -147,23 +154,30 @@ def _logs(con: duckdb.DuckDBPyConnection, row: dict) -> list[LogLine]:
     return [line for _, line in sorted(lines, key=lambda item: item[0])]
 
 
-def _cause(con: duckdb.DuckDBPyConnection, row: dict, warnings: list[str]) -> CauseResult | None:
-    """The cause `analyze` gives this request, ranking the window around it as `analyze` would."""
+def _cause(
+    con: duckdb.DuckDBPyConnection, row: dict, warnings: list[str], errored: bool
+) -> tuple[CauseResult | None, bool]:
+    """The cause `analyze` gives this request, ranking the window around it as `analyze` would; and whether
+    latency detection counted it as a slow failure (it did not error)."""
     result = analyze_connection(
         con, since_ns=row["end_ns"] - 2 * DEFAULT_LOOKBACK_NS, until_ns=row["end_ns"] + DEFAULT_LOOKBACK_NS
     )
+    key = [row["trace_id"], row["span_id"]]
+    flagged = con.execute("SELECT failed FROM rk_spans WHERE trace_id = ? AND span_id = ?", key).fetchone()
+    slow = not errored and bool(flagged and flagged[0])
+    if not (errored or slow):
+        return None, False
     hit = (
         con.execute(
-            "SELECT a.cause FROM rk_assign a JOIN rk_spans s USING (idx) WHERE s.trace_id = ? AND s.span_id = ?",
-            [row["trace_id"], row["span_id"]],
+            "SELECT a.cause FROM rk_assign a JOIN rk_spans s USING (idx) WHERE s.trace_id = ? AND s.span_id = ?", key
         ).fetchone()
         if result["causes"]
         else None
     )
     if hit is None:
         warnings.append("no ranked cause explains this request (a background error?)")
-        return None
-    return next((c for c in result["causes"] if c["cause"] == hit[0]), None)
+        return None, slow
+    return next((c for c in result["causes"] if c["cause"] == hit[0]), None), slow
 
 
 __all__ = ["explain_connection"]

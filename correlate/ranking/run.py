@@ -6,6 +6,7 @@ import duckdb
 
 from gpu_rca.correlate.ranking import causes
 from gpu_rca.correlate.ranking import drivers as drv
+from gpu_rca.correlate.ranking.latency import detect_slow
 from gpu_rca.correlate.ranking.rank import rank
 from gpu_rca.correlate.ranking.signals import Group, gpu_signals
 from gpu_rca.correlate.ranking.window import MINUTE_NS, Filters, SpanSet, load_spans, resolve_window
@@ -23,14 +24,20 @@ def analyze_connection(
     host: str | None = None,
     gpu: str | None = None,
     slow_ns: int | None = None,
+    slow_auto: bool = True,
     lookback_ns: int = DEFAULT_LOOKBACK_NS,
     warnings: list[str] | None = None,
 ) -> AnalyzeResult:
     """The `analyze --json` document (docs/contracts.md §3) for the store behind `con` (a connection or a cursor).
 
-    Temp tables prefixed `rk_` are created on `con`; give it a cursor of its own when it is shared.
+    `slow_ns` counts spans slower than it as failed; else, with `slow_auto`, latency detection (latency.py)
+    finds the spans far slower than comparable requests were before. Temp tables prefixed `rk_` are created
+    on `con`; give it a cursor of its own when it is shared.
     """
     flt = Filters(service=service, host=host, gpu=gpu, slow_ns=slow_ns)
+    if slow_auto and not slow_ns:
+        # Only a window with slow spans pays for looking them up in every later scan.
+        flt = Filters(service=service, host=host, gpu=gpu, slow_auto=detect_slow(con, flt, since_ns, until_ns) > 0)
     window, _ = resolve_window(con, since_ns, until_ns, lookback_ns, flt)
     spans = load_spans(con, window, flt)
     notes = list(warnings or []) + spans.warnings
@@ -45,7 +52,7 @@ def analyze_connection(
         notes.append("no failed inference spans in the window")
     return {
         "window": window.as_dict(),
-        "spans": {"total": spans.total, "failed": spans.failed},
+        "spans": {"total": spans.total, "failed": spans.failed, "slow": spans.slow},
         "warnings": notes,
         "causes": causes,
     }

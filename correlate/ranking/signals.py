@@ -31,6 +31,10 @@ NUMBERS: dict[str, str] = {
     "other_bytes": "(mem_used_bytes - mem_process_bytes)",
     "queue_ms": "inference_queue_ms",
     "inflight": "gpu_inflight_max",
+    "dur_ms": "dur_ms",
+    "done_queue_ms": "CASE WHEN dur_ms IS NOT NULL THEN inference_queue_ms END",
+    "gpu_ms": "gpu_ms",
+    "other_ms": "other_ms",
 }
 FAMILIES = ("oom", "slow", "cuda", "lost", "app")
 #: The fewest successes before a GPU's failures that make its own baseline (else all its successes).

@@ -65,6 +65,8 @@ class Filters:
     host: str | None = None
     gpu: str | None = None
     slow_ns: int | None = None
+    #: Latency detection (`--slow auto`): spans in the temp table `rk_slow` (latency.py) count as failed.
+    slow_auto: bool = False
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,8 @@ class SpanSet:
     warnings: list[str] = field(default_factory=list)
     #: rk_spans keeps every failed span and one success in `success_stride` (all when 1).
     success_stride: int = 1
+    #: Failed spans that did not error: slower than `--slow`, or found by latency detection.
+    slow: int = 0
 
 
 def table_columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
@@ -108,10 +112,13 @@ def table_columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
 
 def _failed_sql(filters: Filters) -> str:
     slow = f" OR (end_ns - start_ns) > {int(filters.slow_ns)}" if filters.slow_ns else ""
+    if filters.slow_auto and not filters.slow_ns:
+        slow = " OR EXISTS (SELECT 1 FROM rk_slow k WHERE k.trace_id = spans.trace_id AND k.span_id = spans.span_id)"
     return f"(status = 'ERROR'{slow})"
 
 
-def _filter_sql(filters: Filters, columns: set[str]) -> tuple[str, list[object]]:
+def filter_sql(filters: Filters, columns: set[str]) -> tuple[str, list[object]]:
+    """SQL WHERE clause (and its parameters) selecting the inference spans the filters keep."""
     clauses, params = ["is_inference"], []
     if filters.service:
         clauses.append("service = ?")
@@ -138,7 +145,7 @@ def resolve_window(
     columns = table_columns(con, "spans")
     if not columns:
         raise InputError("the store has no spans table; run `gpu-rca ingest` first")
-    where, params = _filter_sql(filters, columns)
+    where, params = filter_sql(filters, columns)
     bounds, bound_params = [], []
     if since_ns is not None:
         bounds.append("end_ns >= ?")
@@ -259,15 +266,16 @@ def _stamp_select(columns: set[str]) -> str:
 def load_spans(con: duckdb.DuckDBPyConnection, window: AnalysisWindow, filters: Filters) -> SpanSet:
     """Create `rk_spans` (inference spans ending in the window) and `rk_gpu_buckets` (metrics per 30 s)."""
     columns = table_columns(con, "spans")
-    where, params = _filter_sql(filters, columns)
+    where, params = filter_sql(filters, columns)
     base = ", ".join(c if c in columns else f"NULL AS {c}" for c in _BASE_COLUMNS if c != "is_inference")
     has_metrics = bool(table_columns(con, "metric_samples"))
     has_kernel = bool(table_columns(con, "kernel_events"))
     has_logs = bool(table_columns(con, "logs"))
     _build_metric_buckets(con, window, has_metrics, _metric_gpus_sql(filters, columns), params)
-    bounds = params + [window.start_ns, window.end_ns]
-    total, failed = con.execute(
-        f"SELECT count(*), count(*) FILTER (WHERE {_failed_sql(filters)}) FROM spans"
+    bounds = [*params, window.start_ns, window.end_ns]
+    total, failed, slow = con.execute(
+        f"SELECT count(*), count(*) FILTER (WHERE {_failed_sql(filters)}),"
+        f" count(*) FILTER (WHERE status <> 'ERROR' AND {_failed_sql(filters)}) FROM spans"
         f" WHERE {where} AND end_ns BETWEEN ? AND ?",
         bounds,
     ).fetchone()
@@ -316,6 +324,7 @@ def load_spans(con: duckdb.DuckDBPyConnection, window: AnalysisWindow, filters: 
         has_logs=has_logs,
         warnings=warnings,
         success_stride=stride,
+        slow=int(slow),
     )
 
 
@@ -325,7 +334,7 @@ def _metric_gpus_sql(filters: Filters, columns: set[str]) -> str:
     A GPU whose every span in the window succeeded with full stamps gains nothing from the join, and on a
     big fleet its samples are most of the cost.
     """
-    where, _ = _filter_sql(filters, columns)
+    where, _ = filter_sql(filters, columns)
     stamps = [
         c
         for c in (
@@ -366,7 +375,7 @@ def _build_metric_buckets(
         SELECT gpu_uuid, ts_ns // {BUCKET_NS} AS bucket, {aggregates}
         FROM ({source}) GROUP BY ALL
         """,
-        params + [window.start_ns, window.end_ns] if has_metrics else [],
+        [*params, window.start_ns, window.end_ns] if has_metrics else [],
     )
 
 
@@ -387,16 +396,26 @@ def _build_spans(con: duckdb.DuckDBPyConnection, raw_sql: str, params: list[obje
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE rk_spans AS
-        WITH raw AS ({raw_sql}),
+        WITH raw AS MATERIALIZED ({raw_sql}),
+        -- The time of the trace's other spans (preprocess, decode, upload): those that do not enclose it.
+        others AS (
+          SELECT r.idx, sum(c.end_ns - c.start_ns) / 1e6 AS other_ms
+          FROM raw r JOIN spans c ON c.trace_id = r.trace_id AND NOT c.is_inference
+           AND NOT (c.start_ns <= r.start_ns AND c.end_ns >= r.end_ns)
+          GROUP BY r.idx),
         joined AS (
-          SELECT s.*, {metric_cols}
+          SELECT s.*, o.other_ms, {metric_cols}
           FROM raw s
+          LEFT JOIN others o ON o.idx = s.idx
           LEFT JOIN rk_gpu_buckets b0 ON b0.gpu_uuid = s.gpu_uuid AND b0.bucket = s.end_ns // {BUCKET_NS}
           LEFT JOIN rk_gpu_buckets b1 ON b1.gpu_uuid = s.gpu_uuid AND b1.bucket = s.end_ns // {BUCKET_NS} - 1),
         derived AS (
         SELECT idx, trace_id, span_id, service_version, host, start_ns, end_ns, status, status_message, error_type, failed,
           attributes, resource, gpu_uuid, gpu_name, gpu_telemetry_source, gpu_ecc_uncorrected_delta,
-          gpu_inflight_max, inference_queue_ms,
+          gpu_inflight_max, inference_queue_ms, other_ms,
+          -- Where a completed request's time went: queue (inference.queue_ms) and GPU time (the rest of the span).
+          CASE WHEN status <> 'ERROR' THEN (end_ns - start_ns) / 1e6 END AS dur_ms,
+          CASE WHEN status <> 'ERROR' THEN (end_ns - start_ns) / 1e6 - coalesce(inference_queue_ms, 0) END AS gpu_ms,
           CASE WHEN NOT failed THEN NULL
                WHEN error_type = 'cuda_oom' THEN 'oom'
                WHEN error_type = 'gpu_lost' THEN 'lost'

@@ -87,7 +87,10 @@ def dump(document: Any) -> None:
 @click.option("--host", default=None, help="Only this host.name.")
 @click.option("--gpu", metavar="UUID", default=None, help="Only this GPU.")
 @click.option(
-    "--slow", metavar="DURATION", default=None, help="Also count inference spans slower than this as failed (5s)."
+    "--slow",
+    metavar="auto|off|DURATION",
+    default=None,
+    help="auto (default): find requests far slower than comparable ones were before; off; or a threshold (5s).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of a table.")
 def analyze(

@@ -12,6 +12,7 @@ from __future__ import annotations
 from gpu_rca.correlate.ranking.causes.base import Hypothesis
 from gpu_rca.correlate.ranking.causes.fleet import application, saturation
 from gpu_rca.correlate.ranking.causes.hardware import ecc, fallen_off_bus, kernel_fault
+from gpu_rca.correlate.ranking.causes.host import host_bottleneck
 from gpu_rca.correlate.ranking.causes.memory import foreign_process, oom_large_inputs
 from gpu_rca.correlate.ranking.causes.throttling import THROTTLE_CAUSES, throttle
 from gpu_rca.correlate.ranking.drivers import DriverRow
@@ -33,6 +34,7 @@ def build(
         out.append(ecc(g, sig))
         out.append(fallen_off_bus(g, sig))
         out.append(kernel_fault(g, sig))
+    out.extend(host_bottleneck(sig))
     out.append(saturation(sig, traffic))
     out.append(oom_large_inputs(sig, family_drivers))
     out.append(application(sig, family_drivers, spans))

@@ -145,3 +145,56 @@ def best_driver(rows: list[DriverRow], attributes: frozenset[str]) -> DriverRow 
     """The strongest significant driver among `attributes` with a lift of at least 1.5."""
     kept = [r for r in significant(rows, limit=50) if r.attribute in attributes and (r.lift or 10.0) >= 1.5]
     return kept[0] if kept else None
+
+
+#: The parts of a completed request's latency: queue time, GPU time, and its trace's other spans.
+LATENCY_PARTS = (
+    ("done_queue_ms", "queue time"),
+    ("gpu_ms", "GPU time"),
+    ("other_ms", "time in other spans of the trace (preprocess, decode)"),
+)
+#: A part that changed by less than this factor either way is "unchanged".
+UNCHANGED = 1.25
+
+
+def latency_growth(failures: Group, baseline: Group, part: str) -> float | None:
+    """How many times longer a latency part is among completed slow requests than among the baseline's."""
+    v, v0 = failures.medians.get(part), baseline.medians.get(part)
+    if v is None or v0 is None:
+        return None
+    return max(v, 1.0) / max(v0, 1.0)
+
+
+def latency_split(ev: EvidenceList, failures: Group, baseline: Group, g: GpuSignals | None = None) -> str | None:
+    """Which part of the slow requests' latency grew against before: queue, GPU time or the trace's other spans.
+
+    Medians over completed slow requests (a timed-out request has no whole latency) against the baseline's
+    successes; `None` when no slow request completed.
+    """
+    if failures.medians.get("dur_ms") is None or baseline.medians.get("dur_ms") is None:
+        return None
+    uuid, host = (g.gpu_uuid, g.host) if g else (None, None)
+    parts = []
+    for key, label in LATENCY_PARTS:
+        growth = latency_growth(failures, baseline, key)
+        if growth is None:
+            continue
+        now = ev.add(
+            "latency",
+            f"{label}, median of completed slow requests",
+            failures.medians[key] or 0.0,
+            baseline=baseline.medians[key],
+            unit="ms",
+            gpu_uuid=uuid,
+            host=host,
+        )
+        before = ev.base()
+        if 1 / UNCHANGED <= growth <= UNCHANGED:
+            parts.append(f"{label} unchanged ({before} ms → {now} ms)")
+            continue
+        if (baseline.medians[key] or 0.0) < 1.0:
+            parts.append(f"{label} {before} ms → {now} ms")
+            continue
+        times = ev.add("latency", f"{label} growth", growth, unit="x", gpu_uuid=uuid, host=host)
+        parts.append(f"{label} {before} ms → {now} ms (×{times})")
+    return "latency split: " + "; ".join(parts) if parts else None

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import math
 
-from gpu_rca.correlate.ranking.causes.base import MIN_STRENGTH, PLACEMENT_DRIVERS, Hypothesis, contrast, count_sentence
+from gpu_rca.correlate.ranking.causes.base import (
+    MIN_STRENGTH,
+    PLACEMENT_DRIVERS,
+    Hypothesis,
+    contrast,
+    count_sentence,
+    latency_split,
+)
 from gpu_rca.correlate.ranking.drivers import DriverRow, significant
 from gpu_rca.correlate.ranking.evidence import EvidenceList, pct
 from gpu_rca.correlate.ranking.signals import Signals
@@ -53,6 +60,9 @@ def saturation(sig: Signals, traffic: tuple[float, float] | None) -> Hypothesis 
     if traffic:
         tv = ev.add("traffic", "requests per minute", traffic[0], baseline=traffic[1])
         parts.append(f"{tv} requests per minute against {ev.base()} before")
+    split = latency_split(ev, slow, sig.baseline)
+    if split:
+        parts.append(split)
     return Hypothesis(
         "compute_saturation",
         None,

@@ -8,6 +8,7 @@ from gpu_rca.correlate.ranking.causes.base import (
     contrast,
     count_sentence,
     earliest,
+    latency_split,
     metric_evidence,
     precedes,
     where,
@@ -125,7 +126,18 @@ def throttle(cause: str, g: GpuSignals, sig: Signals) -> Hypothesis | None:
             host=g.host,
         )
         mx = ev.add("stamp", a.CLOCK_SM_MAX, med["clock_max_mhz"], unit="MHz", gpu_uuid=g.gpu_uuid, host=g.host)
-        parts.append(f"SM clock down to {ck} MHz of {mx} MHz")
+        share_of_max = ev.add(
+            "ratio",
+            "SM clock as a share of its max",
+            pct(med["clock_min_mhz"] / med["clock_max_mhz"]),
+            unit="%",
+            gpu_uuid=g.gpu_uuid,
+            host=g.host,
+        )
+        parts.append(f"SM clock down to {ck} MHz of {mx} MHz ({share_of_max} % of max)")
+    split = latency_split(ev, slow, g.baseline, g)
+    if split:
+        parts.append(split)
     for metric in (m.GPU_TEMP, m.SM_CLOCK, m.ENFORCED_POWER_LIMIT, m.POWER_USAGE):
         metric_evidence(ev, g, metric)
     onset = slow.onset_ns

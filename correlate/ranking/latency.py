@@ -1,0 +1,131 @@
+"""Latency incidents without a threshold: inference spans far slower than comparable requests were before.
+
+Comparable requests form a **stratum**: same service, `ddcolor.model`, `ddcolor.input_size` and GPU model
+(`gpu.name`). A request's latency is judged only against its stratum, so a 1536 px request is not slow
+next to a 512 px one, nor a T4's next to an H100's. Everything runs in DuckDB over the store's successful
+inference spans (errored ones already count as failed); the outcome is `rk_slow(trace_id, span_id)`.
+
+1. **Cells**: per (stratum, GPU, minute) the p90 of latency; its **rolling p90** is the median of the cell
+   and its two neighbouring minutes, so one noisy minute never decides.
+2. **Onset** (screening): a stratum's first minute whose rolling p90, on some GPU, is at least
+   `RATIO`× the stratum's lower-quartile cell p90, once the stratum has `BASELINE_MIN_SPANS` earlier spans.
+3. **Baseline**: the stratum's spans in the `BASELINE_NS` before that onset — their median, p90 and p99.
+4. **Slow**: a request from the onset on whose GPU's rolling p90 in its minute is at least `RATIO`× the
+   baseline p90 (the stratum is in an incident there, not in its ordinary tail) and whose own latency
+   exceeds max(`P99_FACTOR` × baseline p99, `MEDIAN_FACTOR` × baseline median).
+
+This is the robust-baseline scoring of BARO (Pham et al., FSE 2024: median and quantiles of the period
+before the anomaly, not the mean and standard deviation) applied to per-stratum latency, with the onset
+taken as the first sustained quantile shift.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+from gpu_rca.correlate.ranking.window import MINUTE_NS, Filters, filter_sql, table_columns
+
+#: A stratum's rolling p90 must reach this multiple of its baseline p90 for its requests to count as slow.
+RATIO = 2.0
+#: A slow request is slower than this multiple of its stratum's baseline p99 …
+P99_FACTOR = 1.5
+#: … and than this multiple of its baseline median.
+MEDIAN_FACTOR = 2.5
+#: The fewest spans before the onset that make a stratum's baseline (fewer: the stratum is not judged).
+BASELINE_MIN_SPANS = 20
+#: How far before the onset the baseline reaches.
+BASELINE_NS = 60 * MINUTE_NS
+#: The fewest spans in a (stratum, GPU, minute) cell for its p90 to count.
+CELL_MIN_SPANS = 3
+
+
+def detect_slow(con: duckdb.DuckDBPyConnection, filters: Filters, since_ns: int | None, until_ns: int | None) -> int:
+    """Create `rk_slow(trace_id, span_id, end_ns)`: the spans that count as slow failures; return their number.
+
+    Two scans of the span columns the strata need (no span ids until the last, filtered, one); the
+    tables in between hold one row per (stratum, GPU, minute) at most.
+    """
+    columns = table_columns(con, "spans")
+    where, params = filter_sql(filters, columns)
+    where += " AND status <> 'ERROR'"
+    if since_ns is not None:
+        where += f" AND end_ns >= {int(since_ns) - BASELINE_NS}"
+    if until_ns is not None:
+        where += f" AND end_ns <= {int(until_ns)}"
+
+    def col(name: str) -> str:
+        return name if name in columns else "NULL"
+
+    stratum = f"hash({col('service')}, {col('ddcolor_model')}, {col('ddcolor_input_size')}, {col('gpu_name')})"
+    gpu = f"coalesce({col('gpu_uuid')}, '')"
+    minute = f"end_ns // {MINUTE_NS}"
+    dur = "(end_ns - start_ns)"
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE rk_slow_cells AS
+        WITH cells AS MATERIALIZED (
+          SELECT {stratum} AS stratum, {gpu} AS gpu, {minute} AS minute, quantile_disc({dur}, 0.9) AS p90,
+                 count(*) AS n
+          FROM spans WHERE {where} GROUP BY ALL),
+        roll AS (
+          SELECT stratum, gpu, minute,
+                 median(p90) OVER (PARTITION BY stratum, gpu ORDER BY minute
+                                   RANGE BETWEEN 1 PRECEDING AND 1 FOLLOWING) AS rp90
+          FROM cells WHERE n >= {CELL_MIN_SPANS}),
+        screen AS (
+          SELECT stratum, quantile_cont(p90, 0.25) AS q FROM cells WHERE n >= {CELL_MIN_SPANS} GROUP BY stratum),
+        per_minute AS (SELECT stratum, minute, sum(n) AS n FROM cells GROUP BY ALL),
+        cumulative AS (
+          SELECT stratum, minute,
+                 sum(n) OVER (PARTITION BY stratum ORDER BY minute ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+                   AS before
+          FROM per_minute),
+        onset AS (
+          SELECT r.stratum, min(r.minute) AS onset
+          FROM roll r JOIN screen s USING (stratum) JOIN cumulative c USING (stratum, minute)
+          WHERE r.rp90 >= {RATIO} * s.q AND coalesce(c.before, 0) >= {BASELINE_MIN_SPANS}
+          GROUP BY r.stratum)
+        SELECT r.*, o.onset FROM roll r JOIN onset o USING (stratum) WHERE r.minute >= o.onset
+        """,
+        params,
+    )
+    if not con.execute("SELECT count(*) FROM rk_slow_cells").fetchone()[0]:
+        con.execute("CREATE OR REPLACE TEMP TABLE rk_slow (trace_id VARCHAR, span_id VARCHAR, end_ns BIGINT)")
+        return 0
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE rk_slow_base AS
+        WITH onset AS (SELECT DISTINCT stratum, onset FROM rk_slow_cells),
+        lat AS (SELECT {stratum} AS stratum, {minute} AS minute, {dur} AS dur FROM spans WHERE {where})
+        SELECT l.stratum, quantile_cont(l.dur, [0.5, 0.9, 0.99]) AS q
+        FROM lat l JOIN onset o USING (stratum)
+        WHERE l.minute < o.onset AND l.minute >= o.onset - {BASELINE_NS // MINUTE_NS}
+        GROUP BY l.stratum HAVING count(*) >= {BASELINE_MIN_SPANS}
+        """,
+        params,
+    )
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE rk_slow_hot AS
+        SELECT c.stratum, c.gpu, c.minute, greatest({P99_FACTOR} * b.q[3], {MEDIAN_FACTOR} * b.q[1]) AS limit_ns
+        FROM rk_slow_cells c JOIN rk_slow_base b USING (stratum) WHERE c.rp90 >= {RATIO} * b.q[2]
+        """
+    )
+    low, lo_min, hi_min = con.execute("SELECT min(limit_ns), min(minute), max(minute) FROM rk_slow_hot").fetchone()
+    if low is None:
+        con.execute("CREATE OR REPLACE TEMP TABLE rk_slow (trace_id VARCHAR, span_id VARCHAR, end_ns BIGINT)")
+        return 0
+    # Only spans slower than the lowest limit, in the hot minutes, reach the join (a pushed-down filter).
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE rk_slow AS
+        WITH cand AS (
+          SELECT trace_id, span_id, end_ns, {dur} AS dur, {stratum} AS stratum, {gpu} AS gpu, {minute} AS minute
+          FROM spans WHERE {where} AND {dur} > {int(low)}
+            AND end_ns >= {int(lo_min) * MINUTE_NS} AND end_ns < {(int(hi_min) + 1) * MINUTE_NS})
+        SELECT c.trace_id, c.span_id, c.end_ns FROM cand c JOIN rk_slow_hot h USING (stratum, gpu, minute)
+        WHERE c.dur > h.limit_ns
+        """,
+        params,
+    )
+    return int(con.execute("SELECT count(*) FROM rk_slow").fetchone()[0])
