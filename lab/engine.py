@@ -75,9 +75,17 @@ class LabRun:
     metrics: list[dict[str, Any]]
     truth: dict[str, Any]
 
+    @property
+    def inference_spans(self) -> list[Any]:
+        """The inference spans (one per request, carrying `gpu.telemetry.source`), without their traces'
+        server and child spans."""
+        return [s for s in self.spans if s.attributes.get(A.TELEMETRY_SOURCE) is not None]
+
     def failures(self) -> Counter[str]:
         """Failed inference spans by `error.type`."""
-        return Counter(s.attributes.get(A.ERROR_TYPE) for s in self.spans if s.attributes.get(A.ERROR_TYPE) is not None)
+        return Counter(
+            s.attributes.get(A.ERROR_TYPE) for s in self.inference_spans if s.attributes.get(A.ERROR_TYPE) is not None
+        )
 
 
 def _independent_logger() -> Any:

@@ -30,7 +30,7 @@ def _run(faults, *, fleet=None, workload=None, duration="4m"):
 
 def _on(run, ref):
     uuid = run.fleet.gpu(ref).uuid
-    return [s for s in run.spans if s.attributes[A.GPU_UUID] == uuid]
+    return [s for s in run.inference_spans if s.attributes[A.GPU_UUID] == uuid]
 
 
 def test_xid_79_fails_every_later_request_on_that_gpu_while_the_others_keep_serving():
@@ -72,7 +72,9 @@ def test_large_inputs_overflow_memory_and_a_small_request_can_be_the_victim():
         duration="6m",
     )
     oom = Counter(
-        s.attributes[A.DDCOLOR_INPUT_SIZE] for s in run.spans if s.attributes.get(A.ERROR_TYPE) == A.ERROR_CUDA_OOM
+        s.attributes[A.DDCOLOR_INPUT_SIZE]
+        for s in run.inference_spans
+        if s.attributes.get(A.ERROR_TYPE) == A.ERROR_CUDA_OOM
     )
     assert oom[1280] > oom[512] > 0
 
@@ -134,6 +136,6 @@ def test_an_application_bug_fails_only_its_model_with_an_application_exception()
         [{"kind": "app_bug", "model": "ddcolor_artistic", "start": "1m", "severity": 0.5}],
         workload={"rate": "3/s", "input_size": {512: 1}, "model": {"ddcolor_paper_tiny": 0.5, "ddcolor_artistic": 0.5}},
     )
-    failed = Counter((s.attributes[A.DDCOLOR_MODEL], s.attributes.get(A.ERROR_TYPE)) for s in run.spans)
+    failed = Counter((s.attributes[A.DDCOLOR_MODEL], s.attributes.get(A.ERROR_TYPE)) for s in run.inference_spans)
     assert failed[("ddcolor_artistic", "ValueError")] > 20
     assert not any(e for (m, e) in failed if m == "ddcolor_paper_tiny" and e)
