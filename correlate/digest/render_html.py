@@ -11,6 +11,7 @@ from markupsafe import Markup, escape
 
 from gpu_rca.correlate.digest import fmt
 from gpu_rca.correlate.digest.model import Digest
+from gpu_rca.visible_text import visible
 
 _BACKTICKS = re.compile(r"`([^`]+)`")
 
@@ -44,9 +45,11 @@ def environment() -> Environment:
 
 def render_html(digest: Digest) -> str:
     """One digest as a self-contained page (plots inline as data URIs)."""
-    return environment().get_template("digest.html.j2").render(d=digest)
+    # Escaped for HTML by the template; control characters and bidi overrides are shown as well, for a page
+    # that is opened in a terminal pager as much as in a browser.
+    return visible(environment().get_template("digest.html.j2").render(d=digest))
 
 
 def render_list_html(digests: Sequence[object]) -> str:
     """The list of stored digests, newest first (records with id, created_at, trigger, headline, …)."""
-    return environment().get_template("list.html.j2").render(digests=digests)
+    return visible(environment().get_template("list.html.j2").render(digests=digests))

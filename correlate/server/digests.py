@@ -161,6 +161,8 @@ async def alertmanager(request: Request) -> Response:
     if state.config.prometheus_url:
         await run_in_threadpool(_pull_prometheus, request.app, gpus, notification.since_ns, now_ns)
     names = ", ".join(notification.alertnames) or "alert"
+    if missing:
+        log.warning("alert %s names GPUs not in the store: %s", names, ", ".join(missing))
     detail = f"{names} ({notification.firing} firing)" + (
         f"; GPUs not in the store: {', '.join(missing)}" if missing else ""
     )

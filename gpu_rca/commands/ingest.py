@@ -93,9 +93,11 @@ def _print_summary(summary, db_path: str) -> None:
     from rich.table import Table
     from rich.text import Text
 
+    from gpu_rca.visible_text import visible
+
     # Off a terminal rich assumes 80 columns; a log file reads better with the whole row on one line.
     console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
-    table = Table(title=f"gpu-rca ingest → {db_path}", title_justify="left")
+    table = Table(title=Text(f"gpu-rca ingest → {visible(db_path)}"), title_justify="left")
     for column in ("file", "format", "result", "skipped / why"):
         table.add_column(column, overflow="fold")
     for report in summary.files:
@@ -111,8 +113,9 @@ def _print_summary(summary, db_path: str) -> None:
         else:
             result, detail = report.status, report.reason
             style = "red" if report.status == "failed" else "dim"
-        # Text cells: paths and reasons may hold brackets that rich would read as markup.
-        table.add_row(*(Text(cell) for cell in (report.path, fmt, result, detail)), style=style)
+        # Text cells: paths and reasons may hold brackets that rich would read as markup, and reasons quote
+        # lines of the file, escape sequences included.
+        table.add_row(*(Text(visible(cell, layout=False)) for cell in (report.path, fmt, result, detail)), style=style)
     console.print(table)
     totals: dict[str, int] = {
         kind: 0 for kind in ("spans", "logs", "samples", "kernel events") if any(r.kind == kind for r in summary.files)
@@ -127,4 +130,4 @@ def _print_summary(summary, db_path: str) -> None:
         markup=False,
     )
     for report in summary.failed:
-        console.print(f"{report.path}: {report.reason}", markup=False, soft_wrap=True)
+        console.print(visible(f"{report.path}: {report.reason}", layout=False), markup=False, soft_wrap=True)

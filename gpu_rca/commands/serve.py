@@ -143,6 +143,7 @@ def serve(
                 server_header=False,
             )
         )
+        _log_text_visibly()  # after uvicorn.Config, which sets up uvicorn's own log handlers
         bound_port = listener.getsockname()[1]
         shown_host = f"[{host}]" if ":" in host else host
         with _signals_end_cleanly(server):
@@ -156,6 +157,21 @@ def serve(
     finally:
         store.close()  # after the app's shutdown drained the writer; safe twice
     click.echo("gpu-rca serve: stopped, store closed", err=True)
+
+
+def _log_text_visibly() -> None:
+    """Every log line shows the traffic text it quotes (paths, labels, messages); none is sent to the terminal."""
+    import logging
+
+    from gpu_rca.visible_text import VisibleLogText
+
+    root = logging.getLogger()
+    if not root.handlers:  # what logging's last-resort handler would do (stderr, the message alone), filtered
+        root.addHandler(logging.StreamHandler())
+    for name in ("", "uvicorn", "uvicorn.error", "uvicorn.access"):
+        for handler in logging.getLogger(name).handlers:
+            if not any(isinstance(f, VisibleLogText) for f in handler.filters):
+                handler.addFilter(VisibleLogText())
 
 
 @contextmanager
