@@ -105,19 +105,24 @@ def _from_db(
     until_ns: int | None,
     gpu: str | None,
 ) -> Digest:
-    """Make the digest on the store itself and keep it in its `digests` table."""
+    """Make the digest on the store itself and keep it in its `digests` table (a read-only store: not kept)."""
     from gpu_rca.correlate.digest import archive, pipeline
     from gpu_rca.correlate.store import Store, default_db_path
+    from gpu_rca.correlate.store.open import read_only_reason
 
     path = Path(db_path or default_db_path())
     if not path.exists():  # opening it writable would create an empty store as a side effect
         raise StoreError(f"{path} does not exist; ingest something first (gpu-rca ingest --db {path} ...)")
-    with Store.open(path) as store:
+    read_only = read_only_reason(str(path))
+    with Store.open(path, read_only=read_only is not None) as store:
         made = pipeline.make_digest(
             store.connection, trigger=trigger, settings=settings, since_ns=since_ns, until_ns=until_ns, gpu=gpu
         )
-        with store.transaction():
-            archive.save_digest(store.connection, made)
+        if read_only is None:
+            with store.transaction():
+                archive.save_digest(store.connection, made)
+    if read_only is not None:
+        click.echo(f"warning: {path} is read-only ({read_only}); the digest was made but not stored", err=True)
     return made
 
 

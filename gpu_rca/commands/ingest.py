@@ -52,6 +52,7 @@ def _boot_time(value: str | None) -> datetime | None:
     metavar="N",
     help="Refuse a file that decompresses to more than N bytes (default 16 GiB).",
 )
+@click.option("--init", is_flag=True, help="Create the store in --db even if that file exists and is empty (0 bytes).")
 @click.option(
     "--progress/--no-progress", default=None, help="Progress bar on stderr (default: on a terminal, for large inputs)."
 )
@@ -62,6 +63,7 @@ def ingest(
     boot_time: str | None,
     tz: str | None,
     max_bytes: int | None,
+    init: bool,
     progress: bool | None,
 ) -> None:
     """Store telemetry files (OTLP JSON/protobuf, Prometheus, loguru, kernel logs; .gz/.zst) in the store."""
@@ -75,7 +77,7 @@ def ingest(
     if boot_time is not None and host is None:
         raise UsageError("--boot-time needs --host (raw dmesg lines do not name their machine)")
     options = IngestOptions(host=host, boot_time=_boot_time(boot_time), tz=tz, max_bytes=max_bytes or DEFAULT_MAX_BYTES)
-    with Store.open(db_path) as store:
+    with Store.open(db_path, init=init) as store:
         summary = ingest_paths(store, paths, options, progress=progress)
     _print_summary(summary, store.path)
     if summary.failed:

@@ -82,6 +82,7 @@ _MIB = 1024 * 1024
     help="Delete spans, logs, samples, kernel events and digests older than this (e.g. 7d), "
     "in small steps every minute. Default: keep everything.",
 )
+@click.option("--init", is_flag=True, help="Create the store in --db even if that file exists and is empty (0 bytes).")
 def serve(
     db_path: str | None,
     host: str,
@@ -93,6 +94,7 @@ def serve(
     queue_size: int,
     max_queue_wait: float,
     retention: str | None,
+    init: bool,
 ) -> None:
     """Receive OTLP/HTTP traces and logs (POST /v1/traces, /v1/logs) into the DuckDB store."""
     import uvicorn
@@ -129,7 +131,7 @@ def serve(
             err=True,
         )
     disable_created_metrics()  # this process only: `_created` series are noise on a scrape
-    store = Store.open(db_path)
+    store = Store.open(db_path, init=init)
     try:
         listener = _listen(host, port)
         app = create_app(store, config)
