@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"Error: {exc}" + (f"; {advice}" if advice else ""), err=True)
         sys.exit(exc.exit_code)
     except GpuRcaError as exc:
-        click.echo(f"Error: {exc}", err=True)
+        click.echo(f"Error: {_shown(exc)}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("Error: interrupted", err=True)
@@ -208,6 +208,13 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         if os.environ.get("GPU_RCA_DEBUG"):
             raise
-        click.echo(f"Error: {type(exc).__name__}: {exc} (set GPU_RCA_DEBUG=1 for a traceback)", err=True)
+        click.echo(f"Error: {type(exc).__name__}: {_shown(exc)} (set GPU_RCA_DEBUG=1 for a traceback)", err=True)
         sys.exit(1)
     sys.exit(0)
+
+
+def _shown(exc: BaseException) -> str:
+    """An error's message on one line, with any text it quotes from traffic or files shown, not interpreted."""
+    from gpu_rca.visible_text import visible
+
+    return visible(exc, layout=False)

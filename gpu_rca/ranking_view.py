@@ -8,6 +8,10 @@ from rich.console import Console
 from rich.table import Table
 
 from gpu_rca.schemas.causes import CAUSES_BY_ID
+from gpu_rca.visible_text import cut, markup
+
+#: Widest a table cell of traffic text gets before it is cut (at a safe point).
+CELL_CHARS = 60
 
 
 class _PipeConsole(Console):
@@ -25,7 +29,12 @@ def _console(out: TextIO) -> Console:
 
 
 def _short(uuid: str) -> str:
-    return uuid if len(uuid) <= 14 else uuid[:13] + "…"
+    return cut(uuid, 14)
+
+
+def _cell(value: object) -> str:
+    """A table cell of traffic text: visible, cut at a safe point, Rich markup escaped."""
+    return markup(cut(value, CELL_CHARS))
 
 
 def print_analysis(result: dict[str, Any], out: TextIO) -> None:
@@ -34,7 +43,7 @@ def print_analysis(result: dict[str, Any], out: TextIO) -> None:
     spans = result["spans"]
     console.print(
         f"[bold]{spans['failed']}[/bold] of {spans['total']} inference requests failed "
-        f"between {result['window']['start']} and {result['window']['end']}."
+        f"between {markup(result['window']['start'])} and {markup(result['window']['end'])}."
     )
     causes = result["causes"]
     if not causes:
@@ -56,32 +65,33 @@ def print_analysis(result: dict[str, Any], out: TextIO) -> None:
         driver = cause["drivers"][0] if cause["drivers"] else None
         table.add_row(
             str(rank),
-            cause["cause"],
+            _cell(cause["cause"]),
             f"{cause['score']:.2f}",
-            cause["confidence"],
+            _cell(cause["confidence"]),
             str(cause["failed_spans"]),
-            ", ".join(_short(u) for u in cause["gpus"][:2])
+            markup(", ".join(_short(u) for u in cause["gpus"][:2]))
             + (f" +{len(cause['gpus']) - 2}" if len(cause["gpus"]) > 2 else ""),
-            ", ".join(cause["hosts"][:3]),
-            f"{driver['attribute']}={driver['value']}" if driver else "",
+            _cell(", ".join(cause["hosts"][:3])),
+            _cell(f"{driver['attribute']}={driver['value']}") if driver else "",
         )
     console.print(table)
     for rank, cause in enumerate(causes, 1):
         info = CAUSES_BY_ID.get(cause["cause"])
-        console.print(f"\n[bold]{rank}. {info.title if info else cause['cause']}[/bold] ({cause['confidence']})")
-        console.print(cause["summary"], highlight=False)
+        title = markup(info.title if info else cause["cause"])
+        console.print(f"\n[bold]{rank}. {title}[/bold] ({markup(cause['confidence'])})")
+        console.print(markup(cause["summary"]), highlight=False)
         for driver in cause["drivers"][:5]:
             lift = f", lift {driver['lift']}" if driver["lift"] is not None else ""
             console.print(
-                f"  driver {driver['attribute']}={driver['value']}: {100 * driver['failure_share']:.1f} % "
+                f"  driver {markup(driver['attribute'])}={markup(driver['value'])}: {100 * driver['failure_share']:.1f} % "
                 f"of failures vs {100 * driver['baseline_share']:.1f} % of successes{lift}, "
                 f"p={driver['p_value']:.2g}",
                 highlight=False,
             )
         if info:
-            console.print(f"  action: {info.action}", highlight=False)
+            console.print(f"  action: {markup(info.action)}", highlight=False)
         if cause["example_traces"]:
-            console.print(f"  e.g. gpu-rca explain {cause['example_traces'][0]}", highlight=False)
+            console.print(f"  e.g. gpu-rca explain {markup(cause['example_traces'][0])}", highlight=False)
 
 
 def print_story(result: dict[str, Any], out: TextIO) -> None:
@@ -90,18 +100,18 @@ def print_story(result: dict[str, Any], out: TextIO) -> None:
     span = result["span"]
     outcome = f"FAILED ({span['error_type'] or span['status']})" if span["failed"] else "succeeded"
     console.print(
-        f"[bold]{span['name']}[/bold] in trace {span['trace_id']} {outcome} after "
-        f"{span['duration_ms']:.0f} ms on {span['gpu_uuid'] or 'no GPU'} ({span['host'] or 'unknown host'}), "
-        f"{span['start']} .. {span['end']}",
+        f"[bold]{markup(span['name'])}[/bold] in trace {markup(span['trace_id'])} {markup(outcome)} after "
+        f"{span['duration_ms']:.0f} ms on {markup(span['gpu_uuid'] or 'no GPU')} "
+        f"({markup(span['host'] or 'unknown host')}), {markup(span['start'])} .. {markup(span['end'])}",
         highlight=False,
     )
     stamps = Table(title="GPU stamps", show_header=False)
     stamps.add_column("attribute")
     stamps.add_column("value")
     for key, value in span["stamps"].items():
-        stamps.add_row(key, str(value))
+        stamps.add_row(_cell(key), _cell(value))
     for key, value in span["attributes"].items():
-        stamps.add_row(key, str(value))
+        stamps.add_row(_cell(key), _cell(value))
     console.print(stamps)
     if result["metrics"]:
         metrics = Table(title="its GPU's metrics around it")
@@ -113,16 +123,18 @@ def print_story(result: dict[str, Any], out: TextIO) -> None:
         for point in result["metrics"]:
             by_metric.setdefault(point["metric"], []).append(point["value"])
         for name, values in by_metric.items():
-            metrics.add_row(name, f"{min(values):g}", f"{max(values):g}", str(len(values)))
+            metrics.add_row(_cell(name), f"{min(values):g}", f"{max(values):g}", str(len(values)))
         console.print(metrics)
     for line in result["logs"]:
         console.print(
-            f"  {line['ts']} {line['kind']} {line['severity'] or ''} {line['message'][:200]}", highlight=False
+            markup(f"  {line['ts']} {line['kind']} {line['severity'] or ''} {line['message'][:200]}", layout=False),
+            highlight=False,
         )
     cause = result["cause"]
     if cause:
         console.print(
-            f"\n[bold]cause: {cause['cause']}[/bold] ({cause['confidence']}): {cause['summary']}", highlight=False
+            f"\n[bold]cause: {markup(cause['cause'])}[/bold] ({markup(cause['confidence'])}): {markup(cause['summary'])}",
+            highlight=False,
         )
     elif span["failed"]:
         console.print("\nNo ranked cause explains this request.")

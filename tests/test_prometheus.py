@@ -246,7 +246,7 @@ def test_serve_pulls_around_failed_spans_as_they_arrive(live: Live, tmp_path: Pa
 
 
 def test_an_unreachable_prometheus_fails_fast_with_a_clear_error() -> None:
-    with Store(":memory:") as store, pytest.raises(PrometheusUnavailable, match="did not answer within 2 s"):
+    with Store(":memory:") as store, pytest.raises(PrometheusUnavailable, match="refused the connection"):
         pull_windows(store, f"http://127.0.0.1:{free_port()}", [PullWindow(NS, 2 * NS)], timeout_s=2)
 
 
@@ -255,7 +255,7 @@ def test_a_silent_prometheus_ends_the_pull_at_the_timeout() -> None:
         silent.bind(("127.0.0.1", 0))
         silent.listen()  # accepts connections into the backlog and never answers
         started = time.monotonic()
-        with pytest.raises(PrometheusUnavailable, match="did not answer within 1 s"):
+        with pytest.raises(PrometheusUnavailable, match="timed out: no answer within 1 s"):
             pull_windows(store, f"http://127.0.0.1:{silent.getsockname()[1]}", [PullWindow(NS, 2 * NS)], timeout_s=1)
         assert time.monotonic() - started < 5
 

@@ -235,10 +235,13 @@ def test_file_store_persists_and_records_its_version(tmp_path):
         assert store.connection.execute("SELECT count(*) FROM spans").fetchone() == (2,)
 
 
-def test_an_empty_file_becomes_a_new_store(tmp_path):
+def test_an_empty_file_becomes_a_new_store_only_when_asked(tmp_path):
     path = tmp_path / "made-by-mktemp.duckdb"
     path.touch()
-    with Store.open(path) as store:
+    with pytest.raises(StoreError, match=r"empty file \(0 bytes\).*--init"):
+        Store.open(path)
+    assert path.stat().st_size == 0
+    with Store.open(path, init=True) as store:
         assert store.schema_version == schema.SCHEMA_VERSION
 
 

@@ -64,11 +64,42 @@ def make_digest(
     gpu: str | None = None,
     analysis: dict[str, Any] | None = None,
     now_ns: int | None = None,
+    problems: Sequence[str] = (),
 ) -> Digest:
-    """Analyse (unless given the analysis) and build the digest; nothing is stored yet."""
+    """Analyse (unless given the analysis) and build the digest; nothing is stored yet.
+
+    `problems` (Prometheus unreachable, GPUs the store lacks, …) and the trigger's GPUs that have no metric
+    samples in the window lead the digest's `warnings`, so its reader learns what it was made without.
+    """
     if analysis is None:
         analysis = analyze_window(con, since_ns=since_ns, until_ns=until_ns, gpu=gpu)
+    found = [*problems, *_gpus_without_metrics(con, trigger, analysis["window"])]
+    if found:
+        analysis = {**analysis, "warnings": [*found, *[w for w in analysis["warnings"] if w not in found]]}
     return build_digest(con, analysis, trigger=trigger, grafana_url=settings.grafana_url, now_ns=now_ns)
+
+
+def _gpus_without_metrics(con: duckdb.DuckDBPyConnection, trigger: Trigger, window: dict[str, str]) -> list[str]:
+    """A warning naming the trigger's GPUs that have no metric sample in the window, if any."""
+    from gpu_rca.correlate.digest._time import parse_rfc3339
+
+    wanted = [g for g in dict.fromkeys(trigger.gpus) if g]
+    if not wanted:
+        return []
+    start_ns, end_ns = parse_rfc3339(window["start"]), parse_rfc3339(window["end"])
+    rows = con.execute(
+        "SELECT DISTINCT gpu_uuid FROM metric_samples WHERE gpu_uuid IN (SELECT unnest(?)) AND ts_ns BETWEEN ? AND ?",
+        [wanted, start_ns, end_ns],
+    ).fetchall()
+    have = {r[0] for r in rows}
+    missing = [g for g in wanted if g not in have]
+    if not missing:
+        return []
+    plural = len(missing) > 1
+    return [
+        f"no GPU metrics in the store for the {trigger.kind} trigger's GPU{'s' if plural else ''} "
+        f"{', '.join(missing)} in this window: the ranking lacks metric evidence for {'them' if plural else 'it'}"
+    ]
 
 
 def resolve_gpus(con: duckdb.DuckDBPyConnection, alerted: Sequence[AlertedGpu]) -> tuple[list[str], list[str]]:

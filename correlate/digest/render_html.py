@@ -12,6 +12,7 @@ from markupsafe import Markup, escape
 from gpu_rca.correlate.digest import fmt
 from gpu_rca.correlate.digest.links import FileLinks, served_links
 from gpu_rca.correlate.digest.model import Digest, Plot
+from gpu_rca.visible_text import visible
 
 _BACKTICKS = re.compile(r"`([^`]+)`")
 
@@ -49,7 +50,9 @@ def render_html(
     digest: Digest, *, links: FileLinks | None = None, plot_src: Callable[[Plot], str] | None = None
 ) -> str:
     """One digest as a page: serve's links unless `links` are given; plots inline unless `plot_src` names files."""
-    return (
+    # Escaped for HTML by the template; control characters and bidi overrides are shown as well, for a page
+    # that is opened in a terminal pager as much as in a browser.
+    page = (
         environment()
         .get_template("digest.html.j2")
         .render(
@@ -58,8 +61,10 @@ def render_html(
             plot_src=plot_src or (lambda p: p.data_uri),
         )
     )
+    return visible(page)
 
 
 def render_list_html(digests: Sequence[object]) -> str:
     """The list of stored digests, newest first (records with id, created_at, trigger, headline, …)."""
-    return environment().get_template("list.html.j2").render(digests=digests, links=FileLinks("", "", "", "/digests"))
+    page = environment().get_template("list.html.j2").render(digests=digests, links=FileLinks("", "", "", "/digests"))
+    return visible(page)

@@ -6,8 +6,9 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from gpu_rca.correlate.digest import fmt
-from gpu_rca.correlate.digest.model import CauseSection, Digest, Plot
 from gpu_rca.correlate.digest.links import FileLinks
+from gpu_rca.correlate.digest.model import CauseSection, Digest, Plot
+from gpu_rca.visible_text import visible
 
 #: Characters that would start Markdown or HTML structure inside a table cell.
 _CELL_ESCAPES = str.maketrans({"|": "\\|", "<": "&lt;", ">": "&gt;", "&": "&amp;", "`": "'", "\n": " ", "\r": " "})
@@ -56,7 +57,9 @@ def render_markdown(
     warnings = digest.analysis.get("warnings") or []
     if warnings:
         out += ["## Warnings", ""] + [f"- {_text(w)}" for w in warnings] + [""]
-    return "\n".join(out).rstrip() + "\n"
+    # Markdown is read in terminals too (`gpu-rca digest` to stdout, `cat digest.md`): traffic text's escape
+    # sequences are shown, never sent. Renderings never hold control characters of their own but newlines.
+    return visible("\n".join(out).rstrip() + "\n")
 
 
 def _cause(i: int, section: CauseSection, digest: Digest, plot_href: Callable[[Plot], str] | None) -> list[str]:

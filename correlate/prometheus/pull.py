@@ -164,7 +164,7 @@ def pull_windows(
                 selector, start_time=start, end_time=end, step=f"{step_seconds(window)}s", timeout=remaining
             )
         except RequestException as exc:
-            problem = f"Prometheus at {url} did not answer within {timeout_s:g} s ({type(exc).__name__})"
+            problem = unreachable_reason(url, exc, timeout_s)
             if answered == 0:
                 raise PrometheusUnavailable(problem) from exc
             warnings.append(problem)
@@ -188,6 +188,21 @@ def pull_windows(
     if merged and answered == 0 and warnings and queries == len(merged):
         raise PrometheusUnavailable("; ".join(warnings[:3]))
     return PullSummary(len(merged), queries, series_count, samples, stored, rejected, dict(skipped), tuple(warnings))
+
+
+def unreachable_reason(url: str, exc: Exception, timeout_s: float) -> str:
+    """Why Prometheus gave no answer, in the right words: refused (nothing listens) or timed out (no answer)."""
+    from requests import ConnectionError as RequestsConnectionError
+    from requests import Timeout
+
+    if isinstance(exc, Timeout):
+        return f"Prometheus at {url} timed out: no answer within {timeout_s:g} s"
+    text = str(exc).lower()
+    if isinstance(exc, RequestsConnectionError) and ("refused" in text or "errno 111" in text):
+        return f"Prometheus at {url} refused the connection (is it running there?)"
+    if isinstance(exc, RequestsConnectionError) and ("timed out" in text or "timeout" in text):
+        return f"Prometheus at {url} timed out: no answer within {timeout_s:g} s"
+    return f"Prometheus at {url} could not be reached ({type(exc).__name__})"
 
 
 def _for_window(series: list[dict[str, Any]], window: PullWindow) -> list[dict[str, Any]]:

@@ -158,9 +158,13 @@ async def alertmanager(request: Request) -> Response:
     state = _state(request)
     gpus, missing = await run_in_threadpool(_read, state, lambda con: pipeline.resolve_gpus(con, notification.gpus))
     now_ns = time.time_ns()
+    problems: list[str] = []
     if state.config.prometheus_url:
-        await run_in_threadpool(_pull_prometheus, request.app, gpus, notification.since_ns, now_ns)
+        problems += await run_in_threadpool(_pull_prometheus, request.app, gpus, notification.since_ns, now_ns)
     names = ", ".join(notification.alertnames) or "alert"
+    if missing:
+        log.warning("alert %s names GPUs not in the store: %s", names, ", ".join(missing))
+        problems.append(f"the alert names GPUs not in the store: {', '.join(missing)}")
     detail = f"{names} ({notification.firing} firing)" + (
         f"; GPUs not in the store: {', '.join(missing)}" if missing else ""
     )
@@ -168,7 +172,13 @@ async def alertmanager(request: Request) -> Response:
     # The whole fleet is analysed: the alerting GPUs' failures need the other GPUs' requests as a baseline,
     # and the trigger names the GPUs the alert is about.
     return await _make_and_store(
-        request, trigger, since_ns=notification.since_ns, until_ns=now_ns, gpu=None, retry_when_empty=True
+        request,
+        trigger,
+        since_ns=notification.since_ns,
+        until_ns=now_ns,
+        gpu=None,
+        retry_when_empty=True,
+        problems=problems,
     )
 
 
@@ -180,15 +190,23 @@ async def _make_and_store(
     until_ns: int | None,
     gpu: str | None,
     retry_when_empty: bool = False,
+    problems: list[str] | None = None,
 ) -> Response:
     state = _state(request)
     settings = _settings(request.app)
+    said = _problems(state, problems or [])
     try:
         digest: Digest = await run_in_threadpool(
             _read,
             state,
             lambda con: pipeline.make_digest(
-                con, trigger=trigger, settings=settings, since_ns=since_ns, until_ns=until_ns, gpu=gpu
+                con,
+                trigger=trigger,
+                settings=settings,
+                since_ns=since_ns,
+                until_ns=until_ns,
+                gpu=gpu,
+                problems=said,
             ),
         )
     except EmptyWindowError as exc:
@@ -225,6 +243,14 @@ async def _make_and_store(
     )
 
 
+def _problems(state: ServerState, own: list[str]) -> list[str]:
+    """What went wrong while this digest was made: its own problems, then the server's current ones."""
+    said = [*own, *(p for p in state.problems.values() if p not in own)]
+    for problem in said:
+        log.warning("digest made with a warning: %s", problem)
+    return said
+
+
 def _notify(digest: Digest, settings: pipeline.DigestSettings) -> bool | None:
     """Post the summary; None when no notify URL is set. A failure is logged, never raised: the digest is stored."""
     if not settings.notify_url:
@@ -237,8 +263,11 @@ def _notify(digest: Digest, settings: pipeline.DigestSettings) -> bool | None:
     return True
 
 
-def _pull_prometheus(app: Starlette, gpus: list[str], since_ns: int, until_ns: int) -> None:
-    """Bring the alerting GPUs' metric windows (every GPU's, when the alert names none) in from `--prometheus`."""
+def _pull_prometheus(app: Starlette, gpus: list[str], since_ns: int, until_ns: int) -> list[str]:
+    """Bring the alerting GPUs' metric windows (every GPU's, when the alert names none) in from `--prometheus`.
+
+    Returns what went wrong, for the digest to say.
+    """
     from gpu_rca.correlate.prometheus.pull import PullWindow, pull_windows
     from gpu_rca.correlate.server.prometheus_pull import WriterSink
 
@@ -252,11 +281,9 @@ def _pull_prometheus(app: Starlette, gpus: list[str], since_ns: int, until_ns: i
             timeout_s=config.pull_timeout_s,
         )
     except GpuRcaError as exc:
-        # A digest from the spans alone is still worth having; the log says why its metric windows are thin.
-        log.warning("could not pull metric windows from Prometheus: %s", exc)
-        return
-    for warning in summary.warnings:
-        log.warning("Prometheus pull for an alert: %s", warning)
+        # A digest from the spans alone is still worth having; it says why its metric windows are thin.
+        return [f"GPU metrics were not pulled: {exc}"]
+    return [f"GPU metrics were pulled only in part: {warning}" for warning in summary.warnings]
 
 
 async def _raw_body(request: Request) -> bytes:
@@ -316,6 +343,7 @@ class BurstWatcher:
         if burst is None:
             return None
         trigger = Trigger("burst", burst.describe(), burst.gpus)
+        problems = _problems(state, [])
         digest = _read(
             state,
             lambda con: pipeline.make_digest(
@@ -325,6 +353,7 @@ class BurstWatcher:
                 since_ns=burst.start_ns - 15 * _MINUTE_NS,
                 until_ns=burst.end_ns + _MINUTE_NS,
                 gpu=burst.gpus[0] if len(burst.gpus) == 1 else None,
+                problems=problems,
             ),
         )
         state.writer.call(lambda store: archive.save_digest(store.connection, digest), timeout_s=60)

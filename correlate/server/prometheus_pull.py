@@ -68,6 +68,7 @@ async def pull_loop(state: ServerState, stop: asyncio.Event) -> None:
                 for warning in summary.warnings:
                     log.warning("prometheus pull: %s", warning)
         except PrometheusUnavailable as exc:
+            state.problems["prometheus"] = f"GPU metrics are not being pulled: {exc}"
             if str(exc) != last_problem:  # say it once per distinct problem, not every interval
                 log.warning("prometheus pull: %s; retrying every %g s", exc, config.pull_interval_s)
                 last_problem = str(exc)
@@ -76,6 +77,7 @@ async def pull_loop(state: ServerState, stop: asyncio.Event) -> None:
             log.warning("prometheus pull failed: %s: %s", type(exc).__name__, exc)
             continue
         last_problem = ""
+        state.problems.pop("prometheus", None)
         watermark_ns = until_ns
 
 

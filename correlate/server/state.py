@@ -39,6 +39,8 @@ class ServerState:
     writer: Writer
     counters: ServeCounters
     rows: RowBuilder
+    #: What is going wrong now (by source, e.g. "prometheus"), said in every digest made meanwhile.
+    problems: dict[str, str] = field(default_factory=dict)
 
 
 __all__ = ["ServerConfig", "ServerState"]

@@ -103,7 +103,9 @@ class Store:
     """One gpu-rca DuckDB database. Thread-safe: writes are serialised; `cursor()` reads from any thread
     without waiting for them."""
 
-    def __init__(self, path: str | os.PathLike[str] = ":memory:", *, read_only: bool = False) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str] = ":memory:", *, read_only: bool = False, init: bool = False
+    ) -> None:
         self.path = str(path)
         self.read_only = read_only
         self._lock = threading.RLock()
@@ -111,7 +113,7 @@ class Store:
         # GPU records as last merged into `gpus`, by UUID: merging the same record again changes nothing,
         # and every request of a busy server names the same few GPUs.
         self._gpus_merged: dict[str, GpuRecord] = {}
-        self._con = connect(self.path, read_only)
+        self._con = connect(self.path, read_only, init=init)
         # Readers get their cursors from this connection, never from the writer's: DuckDB gives each
         # connection its own MVCC snapshot, so a read does not wait for a write transaction to end.
         self._reader_lock = threading.Lock()
@@ -131,9 +133,12 @@ class Store:
             raise
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str] | None = None, *, read_only: bool = False) -> Store:
-        """Open (creating or migrating) the store at `path`, default `default_db_path()`."""
-        return cls(default_db_path() if path is None else path, read_only=read_only)
+    def open(cls, path: str | os.PathLike[str] | None = None, *, read_only: bool = False, init: bool = False) -> Store:
+        """Open (creating or migrating) the store at `path`, default `default_db_path()`.
+
+        `init`: an empty (0-byte) file there becomes a new store; without it such a file is refused.
+        """
+        return cls(default_db_path() if path is None else path, read_only=read_only, init=init)
 
     # --- lifecycle ----------------------------------------------------------------------------
     def __enter__(self) -> Store:
@@ -483,6 +488,13 @@ class Store:
         meta = dict(con.execute(f"SELECT key, value FROM {s.SCHEMA_META}").fetchall())
         if meta.get("app") != s.APP or not str(meta.get("schema_version", "")).isdigit():
             raise StoreError(f"{self.path} is a DuckDB database but not a gpu-rca store")
+        # Every schema version has every table (a migration that adds one must name it here apart): a file
+        # that claims to be a store without them is refused now, not with an error on the first query.
+        if missing := [t for t in s.TABLES if t not in tables]:
+            raise StoreError(
+                f"{self.path} claims to be a gpu-rca store but lacks its tables ({', '.join(missing)}); "
+                "refusing to use it"
+            )
         version = int(meta["schema_version"])
         if version > s.SCHEMA_VERSION:
             raise StoreError(

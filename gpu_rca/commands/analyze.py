@@ -137,10 +137,12 @@ def analyze(
             lookback=lookback,
             prometheus=prometheus,
         )
+    from gpu_rca.visible_text import visible
+
     window = result["window"]
-    click.echo(f"window: {window['start']} .. {window['end']}", err=True)
+    click.echo(visible(f"window: {window['start']} .. {window['end']}"), err=True)
     for warning in result["warnings"]:
-        click.echo(f"warning: {warning}", err=True)
+        click.echo(f"warning: {visible(warning)}", err=True)
     if as_json:
         dump(result)
         return

@@ -93,7 +93,9 @@ def digest(
     else:
         made = _from_db(db_path, Trigger(trigger, "", (gpu,) if gpu else ()), settings, since_ns, until_ns, gpu)
     _write(made, fmt, out_path)
-    click.echo(f"digest {made.id}: {made.headline.text}", err=True)
+    from gpu_rca.visible_text import visible
+
+    click.echo(visible(f"digest {made.id}: {made.headline.text}"), err=True)
     pipeline.deliver(made, settings)
 
 
@@ -105,25 +107,28 @@ def _from_db(
     until_ns: int | None,
     gpu: str | None,
 ) -> Digest:
-    """Make the digest on the store itself and keep it in its `digests` table."""
+    """Make the digest on the store itself and keep it in its `digests` table (a read-only store: not kept)."""
     from gpu_rca.correlate.digest import archive, pipeline
     from gpu_rca.correlate.store import Store, default_db_path
+    from gpu_rca.correlate.store.open import read_only_reason
 
     path = Path(db_path or default_db_path())
     if not path.exists():  # opening it writable would create an empty store as a side effect
         raise StoreError(f"{path} does not exist; ingest something first (gpu-rca ingest --db {path} ...)")
-    # A store we may not write (a copy handed over read-only, a mounted snapshot) still renders.
-    # (a file without any write bit counts even for root, whom the kernel would let write it)
-    read_only = not os.access(path, os.W_OK) or not path.stat().st_mode & 0o222 or not os.access(path.parent, os.W_OK)
-    with Store.open(path, read_only=read_only) as store:
+    read_only = read_only_reason(str(path))
+    with Store.open(path, read_only=read_only is not None) as store:
         made = pipeline.make_digest(
             store.connection, trigger=trigger, settings=settings, since_ns=since_ns, until_ns=until_ns, gpu=gpu
         )
-        if read_only:
-            click.echo(f"note: {path} is read-only: digest {made.id} was not archived in its digests table", err=True)
-        else:
+        if read_only is None:
             with store.transaction():
                 archive.save_digest(store.connection, made)
+    if read_only is not None:
+        click.echo(
+            f"warning: {path} is read-only ({read_only}): digest {made.id} was made but not stored"
+            " (not archived in its digests table)",
+            err=True,
+        )
     return made
 
 

@@ -52,6 +52,7 @@ def _boot_time(value: str | None) -> datetime | None:
     metavar="N",
     help="Refuse a file that decompresses to more than N bytes (default 16 GiB).",
 )
+@click.option("--init", is_flag=True, help="Create the store in --db even if that file exists and is empty (0 bytes).")
 @click.option(
     "--strict",
     is_flag=True,
@@ -72,6 +73,7 @@ def ingest(
     max_bytes: int | None,
     strict: bool,
     as_json: bool,
+    init: bool,
     progress: bool | None,
 ) -> None:
     """Store telemetry files (OTLP JSON/protobuf, Prometheus, loguru, kernel logs; .gz/.zst) in the store."""
@@ -87,7 +89,7 @@ def ingest(
     options = IngestOptions(
         host=host, boot_time=_boot_time(boot_time), tz=tz, max_bytes=max_bytes or DEFAULT_MAX_BYTES, strict=strict
     )
-    with Store.open(db_path) as store:
+    with Store.open(db_path, init=init) as store:
         summary = ingest_paths(store, paths, options, progress=progress)
     _print_summary(summary, store.path)
     if as_json:
@@ -109,9 +111,11 @@ def _print_summary(summary, db_path: str) -> None:
     from rich.table import Table
     from rich.text import Text
 
+    from gpu_rca.visible_text import visible
+
     # Off a terminal rich assumes 80 columns; a log file reads better with the whole row on one line.
     console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
-    table = Table(title=f"gpu-rca ingest → {db_path}", title_justify="left")
+    table = Table(title=Text(f"gpu-rca ingest → {visible(db_path)}"), title_justify="left")
     for column in ("file", "format", "result", "skipped / why"):
         table.add_column(column, overflow="fold")
     for report in summary.files:
@@ -127,8 +131,9 @@ def _print_summary(summary, db_path: str) -> None:
         else:
             result, detail = report.status, report.reason
             style = "red" if report.status == "failed" else "dim"
-        # Text cells: paths and reasons may hold brackets that rich would read as markup.
-        table.add_row(*(Text(cell) for cell in (report.path, fmt, result, detail)), style=style)
+        # Text cells: paths and reasons may hold brackets that rich would read as markup, and reasons quote
+        # lines of the file, escape sequences included.
+        table.add_row(*(Text(visible(cell, layout=False)) for cell in (report.path, fmt, result, detail)), style=style)
     console.print(table)
     totals: dict[str, int] = {
         kind: 0 for kind in ("spans", "logs", "samples", "kernel events") if any(r.kind == kind for r in summary.files)
@@ -154,4 +159,4 @@ def _print_summary(summary, db_path: str) -> None:
             soft_wrap=True,
         )
     for report in summary.failed:
-        console.print(f"{report.path}: {report.reason}", markup=False, soft_wrap=True)
+        console.print(visible(f"{report.path}: {report.reason}", layout=False), markup=False, soft_wrap=True)

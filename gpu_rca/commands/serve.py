@@ -82,6 +82,7 @@ _MIB = 1024 * 1024
     help="Delete spans, logs, samples, kernel events and digests older than this (e.g. 7d), "
     "in small steps every minute. Default: keep everything.",
 )
+@click.option("--init", is_flag=True, help="Create the store in --db even if that file exists and is empty (0 bytes).")
 def serve(
     db_path: str | None,
     host: str,
@@ -93,6 +94,7 @@ def serve(
     queue_size: int,
     max_queue_wait: float,
     retention: str | None,
+    init: bool,
 ) -> None:
     """Receive OTLP/HTTP traces and logs (POST /v1/traces, /v1/logs) into the DuckDB store."""
     import uvicorn
@@ -129,7 +131,7 @@ def serve(
             err=True,
         )
     disable_created_metrics()  # this process only: `_created` series are noise on a scrape
-    store = Store.open(db_path)
+    store = Store.open(db_path, init=init)
     try:
         listener = _listen(host, port)
         app = create_app(store, config)
@@ -143,6 +145,7 @@ def serve(
                 server_header=False,
             )
         )
+        _log_text_visibly()  # after uvicorn.Config, which sets up uvicorn's own log handlers
         bound_port = listener.getsockname()[1]
         shown_host = f"[{host}]" if ":" in host else host
         with _signals_end_cleanly(server):
@@ -156,6 +159,21 @@ def serve(
     finally:
         store.close()  # after the app's shutdown drained the writer; safe twice
     click.echo("gpu-rca serve: stopped, store closed", err=True)
+
+
+def _log_text_visibly() -> None:
+    """Every log line shows the traffic text it quotes (paths, labels, messages); none is sent to the terminal."""
+    import logging
+
+    from gpu_rca.visible_text import VisibleLogText
+
+    root = logging.getLogger()
+    if not root.handlers:  # what logging's last-resort handler would do (stderr, the message alone), filtered
+        root.addHandler(logging.StreamHandler())
+    for name in ("", "uvicorn", "uvicorn.error", "uvicorn.access"):
+        for handler in logging.getLogger(name).handlers:
+            if not any(isinstance(f, VisibleLogText) for f in handler.filters):
+                handler.addFilter(VisibleLogText())
 
 
 @contextmanager
