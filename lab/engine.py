@@ -42,7 +42,7 @@ NS = 1_000_000_000
 SERVICE_NAME = "ddcolor"
 SERVICE_VERSION = "1.4.2"
 SPAN_NAME = "ddcolor.inference"
-#: The trace around each inference span (Contract 5): the server span, and the host CPU work beside it.
+#: The trace around each inference span (docs/contracts.md §5): the server span, and the host CPU work beside it.
 SERVER_SPAN = "POST /colorize"
 PREPROCESS_SPAN = "preprocess"
 DECODE_SPAN = "decode"
