@@ -7,6 +7,7 @@ have no ECC) so they are recorded as unsupported once and never retried, turns `
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import operator
 from collections.abc import Callable
@@ -273,8 +274,6 @@ class DeviceReader:
     def close(self) -> None:
         """Free the XID event set (best effort)."""
         if self._event_set is not None:
-            try:
+            with contextlib.suppress(Exception):
                 self.nvml.nvmlEventSetFree(self._event_set)
-            except Exception:
-                pass
             self._event_set = None

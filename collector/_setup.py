@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -244,15 +245,11 @@ def _release(*, providers: bool) -> None:
         from loguru import logger
 
         while _sinks:
-            try:
+            with contextlib.suppress(ValueError):  # the application removed it already
                 logger.remove(_sinks.pop())
-            except ValueError:  # the application removed it already
-                pass
     while providers and _owned:
-        try:
+        with contextlib.suppress(Exception):
             _owned.pop().shutdown()  # flushes what is queued
-        except Exception:
-            pass
 
 
 def shutdown() -> None:

@@ -165,14 +165,18 @@ def driver_rows(con: duckdb.DuckDBPyConnection, groups_table: str) -> list[Drive
     ).fetchall()
     result = []
     for grp, attribute, kind, text, number, n_fail, n_group, n_ok, n_ok_total in rows:
-        value: str | int | float
-        if kind == "num":
-            value = int(number) if float(number).is_integer() else float(number)
-        else:
-            value = text
         p = proportion_p_value(n_fail, n_group, n_ok, n_ok_total)
-        result.append(DriverRow(grp, attribute, value, n_fail, n_group, n_ok, n_ok_total, p))
+        result.append(
+            DriverRow(grp, attribute, _driver_value(kind, text, number), n_fail, n_group, n_ok, n_ok_total, p)
+        )
     return result
+
+
+def _driver_value(kind: str, text: str, number: float) -> str | int | float:
+    """The attribute's value as recorded: text, or a number (whole numbers as int, as the span had them)."""
+    if kind != "num":
+        return text
+    return int(number) if float(number).is_integer() else float(number)
 
 
 def significant(rows: list[DriverRow], limit: int = 10) -> list[DriverRow]:

@@ -212,7 +212,7 @@ def load_spans(con: duckdb.DuckDBPyConnection, window: AnalysisWindow, filters: 
     has_kernel = bool(table_columns(con, "kernel_events"))
     has_logs = bool(table_columns(con, "logs"))
     _build_metric_buckets(con, window, has_metrics, _metric_gpus_sql(filters, columns), params)
-    bounds = params + [window.start_ns, window.end_ns]
+    bounds = [*params, window.start_ns, window.end_ns]
     total, failed = con.execute(
         f"SELECT count(*), count(*) FILTER (WHERE {_failed_sql(filters)}) FROM spans"
         f" WHERE {where} AND end_ns BETWEEN ? AND ?",
@@ -313,7 +313,7 @@ def _build_metric_buckets(
         SELECT gpu_uuid, ts_ns // {BUCKET_NS} AS bucket, {aggregates}
         FROM ({source}) GROUP BY ALL
         """,
-        params + [window.start_ns, window.end_ns] if has_metrics else [],
+        [*params, window.start_ns, window.end_ns] if has_metrics else [],
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import json
@@ -121,10 +122,8 @@ class Opened:
     def close(self) -> None:
         """Close every layer."""
         for layer in (self.stream, self._inner, self._raw):
-            try:
+            with contextlib.suppress(Exception):
                 layer.close()
-            except Exception:
-                pass
 
     def __enter__(self) -> Opened:
         return self
