@@ -12,7 +12,8 @@ from gpu_rca.collector._gpu import GpuResolver, Target
 from gpu_rca.collector._health import Health
 from gpu_rca.collector._logs import OtlpLogSink, install_patcher, trace_patcher
 from gpu_rca.collector._nvml import DeviceInfo, Sample
-from gpu_rca.collector._sampler import Ring, Sampler, SamplerEvent
+from gpu_rca.collector._ring import Ring
+from gpu_rca.collector._sampler import Sampler, SamplerEvent
 from gpu_rca.collector._setup import (
     CountingSpanExporter,
     build_resource,

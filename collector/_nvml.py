@@ -241,7 +241,7 @@ class DeviceReader:
             xids = self._drain_xids()
         except DeviceLost:
             return None
-        return Sample(ts_ns, *([None] * (len(Sample._fields) - 2)), xids=xids) if xids else None
+        return Sample._make((ts_ns, *([None] * (len(Sample._fields) - 2)), xids)) if xids else None
 
     def read(self, ts_ns: int) -> Sample | None:
         """One sample of every supported field; None when no field could be read (a driver failure).

@@ -53,7 +53,34 @@ class _Host:
     provider: TracerProvider
     log_provider: LoggerProvider
     logger: Any
-    ops: list[tuple[int, int, str, Request, BaseException | str | None]] = field(default_factory=list)
+    ops: list[tuple[int, int, _Op]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Accepted:
+    request: Request
+
+
+@dataclass(frozen=True)
+class _Started:
+    request: Request
+
+
+@dataclass(frozen=True)
+class _Finished:
+    request: Request
+    exception: BaseException | None
+
+
+@dataclass(frozen=True)
+class _Logged:
+    request: Request | None
+    level: str
+    message: str
+
+
+#: What a host's service did at a time, handed to its collector (or logger) in time order.
+_Op = _Accepted | _Started | _Finished | _Logged
 
 
 @dataclass
@@ -157,22 +184,21 @@ class _Engine:
         self._next_arrival_ns = scenario.start_ns
 
     # --- RequestObserver -----------------------------------------------------------------------
-    def _op(self, host: str, ts_ns: int, kind: str, request: Request, payload: Any = None) -> None:
+    def _op(self, host: str, ts_ns: int, op: _Op) -> None:
         self._seq += 1
-        self.hosts[host].ops.append((ts_ns, self._seq, kind, request, payload))
+        self.hosts[host].ops.append((ts_ns, self._seq, op))
 
     def accepted(self, request: Request, ts_ns: int) -> None:
-        self._op(request.worker.gpu.host, ts_ns, "accept", request)
+        self._op(_host_of(request), ts_ns, _Accepted(request))
 
     def started(self, request: Request, ts_ns: int) -> None:
-        self._op(request.worker.gpu.host, ts_ns, "start", request)
+        self._op(_host_of(request), ts_ns, _Started(request))
 
     def finished(self, request: Request, ts_ns: int, exception: BaseException | None) -> None:
-        self._op(request.worker.gpu.host, ts_ns, "end", request, exception)
+        self._op(_host_of(request), ts_ns, _Finished(request, exception))
 
     def log(self, host: str, ts_ns: int, level: str, message: str, request: Request | None = None) -> None:
-        self._seq += 1
-        self.hosts[host].ops.append((ts_ns, self._seq, "log", request, (level, message)))
+        self._op(host, ts_ns, _Logged(request, level, message))
 
     # --- the loop --------------------------------------------------------------------------------
     def _flush(self, host: _Host, until_ns: int) -> None:
@@ -182,26 +208,28 @@ class _Engine:
         host.ops = ops[len(due) :]
         ops = due
         collector = host.collector
-        for ts_ns, _, kind, request, payload in ops:
+        for ts_ns, _, op in ops:
             ts = ts_ns + host.skew_ns
-            if kind == "accept":
-                gpu = request.worker.gpu
-                request.handle = collector.start_inference_span(
-                    SPAN_NAME, gpu=gpu.uuid, attributes=request.attributes(), start_ns=ts
+            if isinstance(op, _Accepted):
+                op.request.handle = collector.start_inference_span(
+                    SPAN_NAME, gpu=_worker_of(op.request).gpu.uuid, attributes=op.request.attributes(), start_ns=ts
                 )
-            elif kind == "start":
-                request.handle.gpu_work_started(ts)
-            elif kind == "end":
-                request.handle.end(end_ns=ts, exception=payload)
-            else:
-                level, message = payload
-                span = request.handle.span if request is not None and request.handle is not None else None
-                bound = host.logger.bind(lab_ts_ns=ts)
-                if span is not None:
-                    with trace.use_span(span, end_on_exit=False):
-                        bound.log(level, message)
+            elif isinstance(op, _Started | _Finished):
+                span = op.request.handle
+                if span is None:
+                    raise RuntimeError(f"request {op.request.id}: started or ended before it was accepted")
+                if isinstance(op, _Started):
+                    span.gpu_work_started(ts)
                 else:
-                    bound.log(level, message)
+                    span.end(end_ns=ts, exception=op.exception)
+            else:
+                handle = op.request.handle if op.request is not None else None
+                bound = host.logger.bind(lab_ts_ns=ts)
+                if handle is not None:
+                    with trace.use_span(handle.span, end_on_exit=False):
+                        bound.log(op.level, op.message)
+                else:
+                    bound.log(op.level, op.message)
 
     def _arrivals(self, t0_ns: int, t1_ns: int) -> dict[int, list[tuple[int, Request]]]:
         overrides = self.faults.workload_overrides(t0_ns)
@@ -335,3 +363,14 @@ def run_scenario(
 
 
 __all__ = ["SPAN_NAME", "LabRun", "resolve_truth", "run_scenario"]
+
+
+def _worker_of(request: Request) -> Worker:
+    """The worker the engine assigned `request` to before the service accepted it."""
+    if request.worker is None:
+        raise RuntimeError(f"request {request.id} has no worker")
+    return request.worker
+
+
+def _host_of(request: Request) -> str:
+    return _worker_of(request).gpu.host

@@ -121,7 +121,7 @@ class SimulatedNvml:
                 return DeviceHandle(gpu.host, gpu.index, gpu.uuid)
         raise _error(pynvml.NVML_ERROR_NOT_FOUND)
 
-    def _gpu(self, handle: DeviceHandle, *, identity: bool = False) -> SimGpu:
+    def _gpu(self, handle: object, *, identity: bool = False) -> SimGpu:
         self._check_init()
         if not isinstance(handle, DeviceHandle) or handle.host != self.host:
             raise _error(pynvml.NVML_ERROR_INVALID_ARGUMENT)

@@ -332,8 +332,8 @@ def _pci_or_none(text: str) -> str | None:
 
 def _attach_uuids(events: list[KernelEvent], identities: dict[tuple[str | None, str], str]) -> list[KernelEvent]:
     by_pci: dict[str, str] = {}
-    for (_, pci), uuid in identities.items():
-        by_pci.setdefault(pci, uuid)
+    for (_, pci), known in identities.items():
+        by_pci.setdefault(pci, known)
     out = []
     for event in events:
         uuid = identities.get((event.host, event.pci_bus_id))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import TypedDict
 
 from gpu_rca.correlate.ranking.explain import explain_connection
 from gpu_rca.correlate.ranking.run import DEFAULT_LOOKBACK_NS, analyze_connection
@@ -45,9 +46,18 @@ def analyze(
         return analyze_connection(store.connection, service=service, host=host, gpu=gpu, warnings=notes, **options)
 
 
+class AnalyzeOptions(TypedDict):
+    """The window and slowness options of `analyze_connection`, in ns (its keyword arguments)."""
+
+    since_ns: int | None
+    until_ns: int | None
+    slow_ns: int | None
+    lookback_ns: int
+
+
 def resolve_options(
     since: str | int | float | None, until: str | int | float | None, slow: str | None, lookback: str | None
-) -> dict[str, int | None]:
+) -> AnalyzeOptions:
     """User-facing times and durations as the ns keyword arguments of `analyze_connection`."""
     since_ns = None if since is None else parse_time_ns(since)
     until_ns = None if until is None else parse_time_ns(until)
@@ -68,21 +78,21 @@ def explain(db_path: str | os.PathLike[str] | None, trace_id: str) -> ExplainRes
 
 
 def pull_prometheus(
-    store: Store, prometheus_url: str, options: dict[str, int | None], filters: dict[str, str | None]
+    store: Store, prometheus_url: str, options: AnalyzeOptions, filters: dict[str, str | None]
 ) -> list[str]:
     """Pull the analysis window's GPU metrics from Prometheus into the store; warnings instead of failing."""
     from gpu_rca.correlate.prometheus import pull as prometheus
 
     url = prometheus.check_prometheus_url(prometheus_url)
     flt = Filters(
-        service=filters.get("service"), host=filters.get("host"), gpu=filters.get("gpu"), slow_ns=options.get("slow_ns")
+        service=filters.get("service"), host=filters.get("host"), gpu=filters.get("gpu"), slow_ns=options["slow_ns"]
     )
     try:
         window, _ = resolve_window(
             store.connection,
-            options.get("since_ns"),
-            options.get("until_ns"),
-            options.get("lookback_ns") or DEFAULT_LOOKBACK_NS,
+            options["since_ns"],
+            options["until_ns"],
+            options["lookback_ns"],
             flt,
         )
     except InputError:

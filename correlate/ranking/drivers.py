@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import duckdb
 
 from gpu_rca.correlate.ranking.stats import DRIVER_P_THRESHOLD, clean, normalized_score, proportion_p_value
+from gpu_rca.correlate.store.query import scalar
 from gpu_rca.schemas import attributes as a
 from gpu_rca.schemas.results import Driver
 
@@ -86,7 +87,7 @@ class DriverRow:
 def build_attribute_values(con: duckdb.DuckDBPyConnection) -> None:
     """`rk_kv(idx, attribute, value)`: each failed span's and sampled success's attribute values, binned."""
     excluded = ", ".join(f"'{name}'" for name in sorted(EXCLUDED))
-    total_ok = con.execute("SELECT count(*) FROM rk_spans WHERE NOT failed").fetchone()[0]
+    total_ok = scalar(con, "SELECT count(*) FROM rk_spans WHERE NOT failed")
     modulus = max(1, -(-total_ok // BASELINE_SAMPLE))
     keep = f"(failed OR hash(idx) % {modulus} = 0)"
     con.execute(

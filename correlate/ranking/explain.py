@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 import duckdb
 
@@ -117,7 +118,7 @@ def _json(text: str | None) -> dict[str, object]:
     return value if isinstance(value, dict) else {}
 
 
-def _metrics(con: duckdb.DuckDBPyConnection, row: dict) -> list[MetricPoint]:
+def _metrics(con: duckdb.DuckDBPyConnection, row: dict[str, Any]) -> list[MetricPoint]:
     if not table_columns(con, "metric_samples"):
         return []
     names = ", ".join(f"'{name}'" for name in STORY_METRICS)
@@ -129,7 +130,7 @@ def _metrics(con: duckdb.DuckDBPyConnection, row: dict) -> list[MetricPoint]:
     return [{"metric": metric, "ts": rfc3339(ts) or "", "value": value} for metric, ts, value in points]
 
 
-def _logs(con: duckdb.DuckDBPyConnection, row: dict) -> list[LogLine]:
+def _logs(con: duckdb.DuckDBPyConnection, row: dict[str, Any]) -> list[LogLine]:
     lines: list[tuple[int, LogLine]] = []
     if table_columns(con, "logs"):
         for ts, severity, body in con.execute(
@@ -147,7 +148,7 @@ def _logs(con: duckdb.DuckDBPyConnection, row: dict) -> list[LogLine]:
     return [line for _, line in sorted(lines, key=lambda item: item[0])]
 
 
-def _cause(con: duckdb.DuckDBPyConnection, row: dict, warnings: list[str]) -> CauseResult | None:
+def _cause(con: duckdb.DuckDBPyConnection, row: dict[str, Any], warnings: list[str]) -> CauseResult | None:
     """The cause `analyze` gives this request, ranking the window around it as `analyze` would."""
     result = analyze_connection(
         con, since_ns=row["end_ns"] - 2 * DEFAULT_LOOKBACK_NS, until_ns=row["end_ns"] + DEFAULT_LOOKBACK_NS

@@ -13,9 +13,11 @@ import duckdb
 
 from gpu_rca.correlate.ranking.features import FEATURE_SQL
 from gpu_rca.correlate.ranking.timefmt import rfc3339
+from gpu_rca.correlate.store.query import one_row, scalar
 from gpu_rca.schemas import metrics as m
 from gpu_rca.schemas.attributes import STAMPS
 from gpu_rca.schemas.errors import EmptyWindowError, InputError
+from gpu_rca.schemas.results import WindowResult
 
 MINUTE_NS = 60_000_000_000
 #: Clock skew tolerated between hosts (spans, kernel logs and scrapes come from different clocks).
@@ -74,7 +76,7 @@ class AnalysisWindow:
     start_ns: int
     end_ns: int
 
-    def as_dict(self) -> dict[str, str]:
+    def as_dict(self) -> WindowResult:
         """Contract 3's window object."""
         return {"start": rfc3339(self.start_ns) or "", "end": rfc3339(self.end_ns) or ""}
 
@@ -112,7 +114,8 @@ def _failed_sql(filters: Filters) -> str:
 
 
 def _filter_sql(filters: Filters, columns: set[str]) -> tuple[str, list[object]]:
-    clauses, params = ["is_inference"], []
+    clauses: list[str] = ["is_inference"]
+    params: list[object] = []
     if filters.service:
         clauses.append("service = ?")
         params.append(filters.service)
@@ -147,12 +150,13 @@ def resolve_window(
         bounds.append("end_ns <= ?")
         bound_params.append(until_ns)
     bound_sql = "".join(f" AND {b}" for b in bounds)
-    first, last, n_failed, latest = con.execute(
+    first, last, n_failed, latest = one_row(
+        con,
         f"SELECT min(end_ns) FILTER (WHERE {_failed_sql(filters)}), max(end_ns) FILTER (WHERE {_failed_sql(filters)}),"
         f" count(*) FILTER (WHERE {_failed_sql(filters)}), max(end_ns)"
         f" FROM spans WHERE {where}{bound_sql}",
         params + bound_params,
-    ).fetchone()
+    )
     if latest is None:
         raise EmptyWindowError(_empty_message(since_ns, until_ns))
     if n_failed:
@@ -213,11 +217,12 @@ def load_spans(con: duckdb.DuckDBPyConnection, window: AnalysisWindow, filters: 
     has_logs = bool(table_columns(con, "logs"))
     _build_metric_buckets(con, window, has_metrics, _metric_gpus_sql(filters, columns), params)
     bounds = [*params, window.start_ns, window.end_ns]
-    total, failed = con.execute(
+    total, failed = one_row(
+        con,
         f"SELECT count(*), count(*) FILTER (WHERE {_failed_sql(filters)}) FROM spans"
         f" WHERE {where} AND end_ns BETWEEN ? AND ?",
         bounds,
-    ).fetchone()
+    )
     if not total:
         raise EmptyWindowError(_empty_message(window.start_ns, window.end_ns))
     # A deterministic sample of successes: the same store and window always give the same answer.
@@ -228,28 +233,28 @@ def load_spans(con: duckdb.DuckDBPyConnection, window: AnalysisWindow, filters: 
         f" FROM spans WHERE {where} AND end_ns BETWEEN ? AND ?{keep}"
     )
     _build_spans(con, raw, bounds)
-    first, last = con.execute("SELECT min(end_ns), max(end_ns) FROM rk_spans WHERE failed").fetchone()
+    first, last = one_row(con, "SELECT min(end_ns), max(end_ns) FROM rk_spans WHERE failed")
     warnings: list[str] = []
     # Any sample of any GPU in the window (the join itself reads only the GPUs that need it).
     n_metric = 0
     if has_metrics:
-        n_metric = con.execute(
+        n_metric = scalar(
+            con,
             "SELECT count(*) FROM (SELECT 1 FROM metric_samples WHERE ts_ns BETWEEN ? AND ? LIMIT 1)",
             [window.start_ns, window.end_ns],
-        ).fetchone()[0]
+        )
     if n_metric == 0:
         warnings.append("no GPU metric samples in the window; ranking uses the span stamps alone")
-    stamped = con.execute(
-        "SELECT count(*) FROM rk_spans WHERE coalesce(gpu_telemetry_source, 'none') <> 'none'"
-    ).fetchone()[0]
+    stamped = scalar(con, "SELECT count(*) FROM rk_spans WHERE coalesce(gpu_telemetry_source, 'none') <> 'none'")
     if not stamped:
         warnings.append("no inference span carries GPU telemetry stamps (gpu.telemetry.source none or missing)")
     kernel_count = 0
     if has_kernel:
-        kernel_count = con.execute(
+        kernel_count = scalar(
+            con,
             "SELECT count(*) FROM kernel_events WHERE ts_ns BETWEEN ? AND ?",
             [window.start_ns - 10 * MINUTE_NS, window.end_ns],
-        ).fetchone()[0]
+        )
     if not kernel_count:
         warnings.append("no kernel log events in the window; XIDs come from span stamps only")
     return SpanSet(

@@ -159,7 +159,9 @@ async def alertmanager(request: Request) -> Response:
     gpus, missing = await run_in_threadpool(_read, state, lambda con: pipeline.resolve_gpus(con, notification.gpus))
     now_ns = time.time_ns()
     if state.config.prometheus_url:
-        await run_in_threadpool(_pull_prometheus, request.app, gpus, notification.since_ns, now_ns)
+        await run_in_threadpool(
+            _pull_prometheus, request.app, state.config.prometheus_url, gpus, notification.since_ns, now_ns
+        )
     names = ", ".join(notification.alertnames) or "alert"
     detail = f"{names} ({notification.firing} firing)" + (
         f"; GPUs not in the store: {', '.join(missing)}" if missing else ""
@@ -235,7 +237,7 @@ def _notify(digest: Digest, settings: pipeline.DigestSettings) -> bool | None:
     return True
 
 
-def _pull_prometheus(app: Starlette, gpus: list[str], since_ns: int, until_ns: int) -> None:
+def _pull_prometheus(app: Starlette, prometheus_url: str, gpus: list[str], since_ns: int, until_ns: int) -> None:
     """Bring the alerting GPUs' metric windows (every GPU's, when the alert names none) in from `--prometheus`."""
     from gpu_rca.correlate.prometheus.pull import PullWindow, pull_windows
     from gpu_rca.correlate.server.prometheus_pull import WriterSink
@@ -245,7 +247,7 @@ def _pull_prometheus(app: Starlette, gpus: list[str], since_ns: int, until_ns: i
     try:
         summary = pull_windows(
             WriterSink(state.writer, timeout_s=config.pull_timeout_s * 3),
-            config.prometheus_url,
+            prometheus_url,
             [PullWindow(since_ns, until_ns, frozenset(gpus))],
             timeout_s=config.pull_timeout_s,
         )

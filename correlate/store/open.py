@@ -10,7 +10,10 @@ from gpu_rca.schemas.errors import StoreError
 
 _DUCKDB_MAGIC = b"DUCK"  # bytes 8..12 of every DuckDB database file
 # Never fetch extensions from the network (a SQLite file would otherwise trigger a download attempt).
-_CONFIG = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+_CONFIG: dict[str, str | bool | int | float | list[str]] = {
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+}
 
 
 def connect(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
