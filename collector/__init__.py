@@ -12,6 +12,7 @@ from gpu_rca.collector._gpu import GpuResolver, Target
 from gpu_rca.collector._health import Health
 from gpu_rca.collector._logs import OtlpLogSink, install_patcher, trace_patcher
 from gpu_rca.collector._nvml import DeviceInfo, Sample
+from gpu_rca.collector._nvml_source import NvmlSource
 from gpu_rca.collector._ring import Ring
 from gpu_rca.collector._sampler import Sampler, SamplerEvent
 from gpu_rca.collector._setup import (
@@ -49,6 +50,7 @@ __all__ = [
     "InferenceSpan",
     "InferenceSpanScope",
     "MetricsSource",
+    "NvmlSource",
     "OtlpLogSink",
     "Ring",
     "Sample",

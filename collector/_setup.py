@@ -19,6 +19,7 @@ from gpu_rca.collector._collector import Collector
 from gpu_rca.collector._health import Health
 from gpu_rca.collector._logs import OtlpLogSink, install_patcher
 from gpu_rca.collector._nvml import DROPPED, ERRORS
+from gpu_rca.collector._nvml_source import NvmlSource
 from gpu_rca.collector._spans import InferenceSpanScope
 from gpu_rca.schemas import attributes as A
 
@@ -168,7 +169,7 @@ def build_resource(
     return Resource.create(attrs)
 
 
-def _load_pynvml(health: Health) -> Any:
+def _load_pynvml(health: Health) -> NvmlSource | None:
     try:
         import pynvml
     except Exception as exc:
@@ -179,7 +180,7 @@ def _load_pynvml(health: Health) -> Any:
 
 def configure(
     service_name: str,
-    nvml: Any = None,
+    nvml: NvmlSource | None = None,
     sample_hz: float = 10,
     *,
     service_version: str | None = None,

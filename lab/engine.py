@@ -15,7 +15,7 @@ import random
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.sdk._logs import LoggerProvider
@@ -36,6 +36,9 @@ from gpu_rca.lab.scrapes import Scraper
 from gpu_rca.lab.workload import Request, Worker, draw
 from gpu_rca.schemas import attributes as A
 
+if TYPE_CHECKING:
+    from gpu_rca.collector import Collector
+
 NS = 1_000_000_000
 SERVICE_NAME = "ddcolor"
 SERVICE_VERSION = "1.4.2"
@@ -49,7 +52,7 @@ class _Host:
     name: str
     pid: int
     skew_ns: int
-    collector: Any
+    collector: Collector
     provider: TracerProvider
     log_provider: LoggerProvider
     logger: Any
@@ -279,8 +282,10 @@ class _Engine:
 
     def start(self) -> None:
         """Take the first sample on every host."""
-        period_ns = self.hosts[self.fleet.hosts[0]].collector.sampler.period_ns
-        self._sample_every = max(1, round(period_ns / STEP_NS))
+        sampler = self.hosts[self.fleet.hosts[0]].collector.sampler
+        if sampler is None:  # a collector given an NVML source always has one
+            raise RuntimeError("the lab's collector has no sampler")
+        self._sample_every = max(1, round(sampler.period_ns / STEP_NS))
         self._step = 0
         self._t0 = self.scenario.start_ns
         for host in self.hosts.values():
