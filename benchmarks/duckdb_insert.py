@@ -25,9 +25,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmarks._cli import emit, parse, parser_for
+
+if TYPE_CHECKING:
+    import duckdb
+    import pyarrow as pa
 
 #: name -> (in a file, with the key, rows per statement, SET threads = 1)
 VARIANTS: dict[str, tuple[bool, bool, int, bool]] = {
@@ -81,8 +85,8 @@ def time_variant(rows: Any, folder: Path, name: str) -> float:
         con.execute(spans_ddl(with_key))
         parts = [rows.slice(at, per_statement) for at in range(0, rows.num_rows, per_statement)]
         cpu = time.process_time()
-        for new_rows in parts:  # DuckDB reads `new_rows` by its Python name (a replacement scan), as the store does
-            con.execute("INSERT INTO spans BY NAME SELECT * FROM new_rows")
+        for part in parts:
+            _insert(con, part)
         cpu = time.process_time() - cpu
         stored = con.execute("SELECT count(*) FROM spans").fetchone()[0]
     finally:
@@ -90,6 +94,11 @@ def time_variant(rows: Any, folder: Path, name: str) -> float:
     if stored != rows.num_rows:
         raise RuntimeError(f"{name}: stored {stored} of {rows.num_rows} rows")
     return cpu
+
+
+def _insert(con: duckdb.DuckDBPyConnection, new_rows: pa.Table) -> None:
+    """As the store inserts: DuckDB finds `new_rows` by this argument's Python name (a replacement scan)."""
+    con.execute("INSERT INTO spans BY NAME SELECT * FROM new_rows")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -32,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -244,11 +245,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="gpu-rca-bench-") as tmp:
             folder = Path(tmp)
             for name, timer in (
-                ("parse_only", lambda: time_parse_only(payloads, DEFAULT_CACHE)),
-                ("parse_only_no_cache", lambda: time_parse_only(payloads, AttributeCache(0))),
-                ("store_direct", lambda: time_store_direct(payloads, folder)),
-                ("store_only", lambda: time_store_only(payloads, folder, 1)),
-                ("store_only_grouped", lambda: time_store_only(payloads, folder, args.group)),
+                ("parse_only", partial(time_parse_only, payloads, DEFAULT_CACHE)),
+                ("parse_only_no_cache", partial(time_parse_only, payloads, AttributeCache(0))),
+                ("store_direct", partial(time_store_direct, payloads, folder)),
+                ("store_only", partial(time_store_only, payloads, folder, 1)),
+                ("store_only_grouped", partial(time_store_only, payloads, folder, args.group)),
             ):
                 wall_s, cpu_s = timer()
                 rates[name].append(spans / wall_s)

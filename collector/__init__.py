@@ -12,7 +12,9 @@ from gpu_rca.collector._gpu import GpuResolver, Target
 from gpu_rca.collector._health import Health
 from gpu_rca.collector._logs import OtlpLogSink, install_patcher, trace_patcher
 from gpu_rca.collector._nvml import DeviceInfo, Sample
-from gpu_rca.collector._sampler import Ring, Sampler, SamplerEvent
+from gpu_rca.collector._nvml_source import NvmlSource
+from gpu_rca.collector._ring import Ring
+from gpu_rca.collector._sampler import Sampler, SamplerEvent
 from gpu_rca.collector._setup import (
     CountingSpanExporter,
     build_resource,
@@ -48,6 +50,7 @@ __all__ = [
     "InferenceSpan",
     "InferenceSpanScope",
     "MetricsSource",
+    "NvmlSource",
     "OtlpLogSink",
     "Ring",
     "Sample",

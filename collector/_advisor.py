@@ -168,9 +168,12 @@ class AdmissionAdvisor:
             # this request ran alone: an upper bound (the caching allocator keeps earlier blocks).
             memory.add(pixels, max(process_max - baseline, 0))
         if alone and span.start_time is not None and span.end_time is not None:
-            seconds = (span.end_time - span.start_time) / 1e9 - float(attrs.get(A.QUEUE_MS, 0.0)) / 1e3
+            queue_ms, reasons = attrs.get(A.QUEUE_MS, 0.0), attrs.get(A.THROTTLE_REASONS) or ()
+            seconds = (span.end_time - span.start_time) / 1e9 - (
+                queue_ms / 1e3 if isinstance(queue_ms, int | float) else 0.0
+            )
             clock_min, clock_max = attrs.get(A.CLOCK_SM_MIN), attrs.get(A.CLOCK_SM_MAX)
-            slowed = set(attrs.get(A.THROTTLE_REASONS) or ()) & set(_SLOWING_NAMES.values())
+            slowed = set(reasons if isinstance(reasons, tuple | list) else ()) & set(_SLOWING_NAMES.values())
             if slowed and isinstance(clock_min, int) and isinstance(clock_max, int) and clock_max > 0:
                 # As if at full clock: a throttled span took longer. (Idle clocks before the work began are
                 # not a slowdown, so only a slowing reason counts.)
@@ -313,7 +316,8 @@ class AdmissionAdvisor:
             model, size = attrs.get(self.model_attribute), attrs.get(self.size_attribute)
             if isinstance(model, str) and isinstance(size, int):
                 inflight.append((model, size, span.start_ns))
-        speed, slowed = 1.0, ()
+        speed = 1.0
+        slowed: tuple[str, ...] = ()
         mask = sample.throttle_mask or 0
         if mask & _SLOWING_MASK and sample.sm_clock_mhz and device.max_sm_clock_mhz:
             speed = min(max(sample.sm_clock_mhz / device.max_sm_clock_mhz, 0.05), 1.0)
@@ -344,8 +348,9 @@ class AdmissionAdvisor:
         sampler = self.collector.sampler
         with self._lock:
             models = list(self._models)
-        for device in sampler.devices if sampler is not None else ():
-            if sampler.is_lost(device.index):
+        devices = sampler.devices if sampler is not None else ()
+        for device in devices:
+            if sampler is None or sampler.is_lost(device.index):
                 continue
             now = self._gpu_now(device.uuid)
             for model in models:

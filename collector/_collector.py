@@ -19,6 +19,7 @@ from gpu_rca.collector._gpu import GpuResolver, Target
 from gpu_rca.collector._health import Health
 from gpu_rca.collector._logs import OtlpLogSink, trace_patcher
 from gpu_rca.collector._nvml import DROPPED, ERRORS, DeviceInfo
+from gpu_rca.collector._nvml_source import NvmlSource
 from gpu_rca.collector._sampler import Sampler, as_clock
 from gpu_rca.collector._spans import InferenceSpan, InferenceSpanScope, record_failure, set_clean_attributes
 from gpu_rca.collector._stamp import aggregate, identity
@@ -29,7 +30,7 @@ _UNSET: Any = object()
 MAX_TRACKED_INFLIGHT = 1024
 
 
-def telemetry_source(nvml: Any) -> str:
+def telemetry_source(nvml: NvmlSource) -> str:
     """`nvml` for a real NVML binding (a module, such as pynvml); `simulated` for any other object (the lab's
     simulated GPUs). A source may declare its own with a `TELEMETRY_SOURCE` string attribute."""
     try:
@@ -44,14 +45,14 @@ def telemetry_source(nvml: Any) -> str:
 class Collector:
     """GPU telemetry on inference spans, from one NVML source, on one tracer provider.
 
-    `nvml`: pynvml or an NVML-shaped module (the lab's simulated GPUs); None runs with source `none`.
+    `nvml`: pynvml or another `NvmlSource` (the lab's simulated GPUs); None runs with source `none`.
     `clock`: `() -> Unix ns` (or an object with `now_ns()`), shared by the sampler and the spans.
     `tracer_provider`: default, the global one. `background=False` leaves sampling to `sample_once(now_ns)`.
     """
 
     def __init__(
         self,
-        nvml: Any = None,
+        nvml: NvmlSource | None = None,
         *,
         clock: Any = None,
         tracer_provider: trace.TracerProvider | None = None,

@@ -7,13 +7,17 @@ have no ECC) so they are recorded as unsupported once and never retried, turns `
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from gpu_rca.collector._health import Health
+from gpu_rca.collector._nvml_source import NvmlEventSet, NvmlHandle, NvmlSource
+
+T = TypeVar("T")
 
 # NVML return codes (pynvml's NVML_ERROR_*), so the module passed in needs no constants of its own for them.
 _NOT_SUPPORTED = 3
@@ -22,7 +26,6 @@ _TIMEOUT = 10
 _FUNCTION_NOT_FOUND = 13
 _GPU_IS_LOST = 15
 _UNSUPPORTED_CODES = frozenset({_NOT_SUPPORTED, _NO_PERMISSION, _FUNCTION_NOT_FOUND})
-_XID_EVENT = 0x8  # nvmlEventTypeXidCriticalError
 _MAX_EVENTS_PER_TICK = 64
 
 #: Counter names in Health (the exporter turns them into `gpu_rca_*` series).
@@ -110,18 +113,13 @@ STAMP_COLUMN_NAMES = (
 STAMP_COLUMNS = operator.itemgetter(*(Sample._fields.index(n) for n in STAMP_COLUMN_NAMES))
 
 
-def _throttle(nv: Any, h: Any) -> int:
-    fn = getattr(nv, "nvmlDeviceGetCurrentClocksEventReasons", None) or nv.nvmlDeviceGetCurrentClocksThrottleReasons
-    return int(fn(h))
-
-
-def _ecc(error_type: int) -> Callable[[Any, Any], int]:
+def _ecc(error_type: int) -> Callable[[NvmlSource, NvmlHandle], int]:
     # NVML_MEMORY_ERROR_TYPE_CORRECTED=0 / UNCORRECTED=1, NVML_VOLATILE_ECC=0 (since driver load).
     return lambda nv, h: int(nv.nvmlDeviceGetTotalEccErrors(h, error_type, 0))
 
 
 #: Sample field -> how to read it. NVML power is mW (exported in W); memory is bytes.
-_FIELDS: tuple[tuple[str, Callable[[Any, Any], Any]], ...] = (
+_FIELDS: tuple[tuple[str, Callable[[NvmlSource, NvmlHandle], Any]], ...] = (
     ("temperature_c", lambda nv, h: int(nv.nvmlDeviceGetTemperature(h, 0))),  # NVML_TEMPERATURE_GPU
     ("power_w", lambda nv, h: nv.nvmlDeviceGetPowerUsage(h) / 1000.0),
     ("power_limit_w", lambda nv, h: nv.nvmlDeviceGetEnforcedPowerLimit(h) / 1000.0),
@@ -132,7 +130,7 @@ _FIELDS: tuple[tuple[str, Callable[[Any, Any], Any]], ...] = (
     ("memory", lambda nv, h: nv.nvmlDeviceGetMemoryInfo(h)),
     ("ecc_corrected", _ecc(0)),
     ("ecc_uncorrected", _ecc(1)),
-    ("throttle_mask", _throttle),
+    ("throttle_mask", lambda nv, h: int(nv.nvmlDeviceGetCurrentClocksEventReasons(h))),
     ("pcie_replays", lambda nv, h: int(nv.nvmlDeviceGetPcieReplayCounter(h))),
 )
 
@@ -140,18 +138,19 @@ _FIELDS: tuple[tuple[str, Callable[[Any, Any], Any]], ...] = (
 class DeviceReader:
     """Reads one GPU each tick; remembers what it does not support; never raises but :class:`DeviceLost`."""
 
-    def __init__(self, nvml: Any, index: int, handle: Any, health: Health, pid: int) -> None:
+    def __init__(self, nvml: NvmlSource, index: int, handle: NvmlHandle, health: Health, pid: int) -> None:
         self.nvml = nvml
         self.index = index
         self.handle = handle
         self.health = health
         self.pid = pid
         self.unsupported: set[str] = set()
-        self._event_set: Any = None
+        self._event_set: NvmlEventSet = None
+        self._xid_event = 0
         self.info = self._discover()
         self._open_xid_events()
 
-    def _call(self, field: str, fn: Callable[[Any, Any], Any]) -> Any:
+    def _call(self, field: str, fn: Callable[[NvmlSource, NvmlHandle], T]) -> T | None:
         """Run one NVML read; None when unsupported (remembered) or failed (counted)."""
         if field in self.unsupported:
             return None
@@ -190,7 +189,7 @@ class DeviceReader:
             or None,
         )
 
-    def _discover_mig(self, nv: Any) -> tuple[MigInfo, ...]:
+    def _discover_mig(self, nv: NvmlSource) -> tuple[MigInfo, ...]:
         mode = self._call("mig", lambda nv, h: nv.nvmlDeviceGetMigMode(h))
         if not mode or not mode[0]:
             return ()
@@ -207,11 +206,10 @@ class DeviceReader:
     def _open_xid_events(self) -> None:
         nv = self.nvml
         try:
+            xid_event = int(nv.nvmlEventTypeXidCriticalError)
             event_set = nv.nvmlEventSetCreate()
-            nv.nvmlDeviceRegisterEvents(
-                self.handle, getattr(nv, "nvmlEventTypeXidCriticalError", _XID_EVENT), event_set
-            )
-            self._event_set = event_set
+            nv.nvmlDeviceRegisterEvents(self.handle, xid_event, event_set)
+            self._event_set, self._xid_event = event_set, xid_event
         except Exception as exc:
             self.unsupported.add("xid_events")
             self.health.failure(
@@ -232,7 +230,7 @@ class DeviceReader:
                 if code != _TIMEOUT:  # Timeout: no event pending
                     self.health.failure(ERRORS, "nvml_xid_events", f"GPU {self.index}: reading XID events failed", exc)
                 break
-            if int(getattr(data, "eventType", _XID_EVENT)) & _XID_EVENT:
+            if data.eventType & self._xid_event:
                 xids.append(int(data.eventData))
         return tuple(xids)
 
@@ -243,7 +241,7 @@ class DeviceReader:
             xids = self._drain_xids()
         except DeviceLost:
             return None
-        return Sample(ts_ns, *([None] * (len(Sample._fields) - 2)), xids=xids) if xids else None
+        return Sample._make((ts_ns, *([None] * (len(Sample._fields) - 2)), xids)) if xids else None
 
     def read(self, ts_ns: int) -> Sample | None:
         """One sample of every supported field; None when no field could be read (a driver failure).
@@ -268,16 +266,17 @@ class DeviceReader:
         procs = self._call("processes", lambda nv, h: nv.nvmlDeviceGetComputeRunningProcesses(h))
         if procs is None:
             return None
-        used = [p.usedGpuMemory for p in procs if p.pid == self.pid]
-        if any(u is None for u in used):  # NVML could not attribute memory (some containers, WDDM)
-            return None
-        return int(sum(used))
+        total = 0
+        for process in procs:
+            if process.pid == self.pid:
+                if process.usedGpuMemory is None:  # NVML could not attribute memory (some containers, WDDM)
+                    return None
+                total += int(process.usedGpuMemory)
+        return total
 
     def close(self) -> None:
         """Free the XID event set (best effort)."""
         if self._event_set is not None:
-            try:
+            with contextlib.suppress(Exception):
                 self.nvml.nvmlEventSetFree(self._event_set)
-            except Exception:
-                pass
             self._event_set = None

@@ -156,8 +156,9 @@ class Ring:
             if excess >= max(1, self.capacity // 4):
                 del self._ts[:excess]
                 del self._samples[:excess]
-                for structure in (*self._maxima.values(), *self._minima.values(), *self._sums.values()):
-                    structure.drop(excess)
+                for structures in (self._maxima, self._minima, self._sums):
+                    for structure in structures.values():
+                        structure.drop(excess)
                 self._seq0 += excess
                 return excess
             return 0

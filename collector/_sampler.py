@@ -18,6 +18,7 @@ from typing import Any
 
 from gpu_rca.collector._health import Health
 from gpu_rca.collector._nvml import DROPPED, ERRORS, SAMPLES, DeviceInfo, DeviceLost, DeviceReader, Sample
+from gpu_rca.collector._nvml_source import NvmlSource
 from gpu_rca.collector._ring import REDUCTIONS, Ring, RingWindow
 
 Clock = Callable[[], int]
@@ -80,7 +81,7 @@ class Sampler:
 
     def __init__(
         self,
-        nvml: Any,
+        nvml: NvmlSource,
         *,
         clock: Any = None,
         sample_hz: float = 10.0,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -18,6 +19,7 @@ from gpu_rca.collector._collector import Collector
 from gpu_rca.collector._health import Health
 from gpu_rca.collector._logs import OtlpLogSink, install_patcher
 from gpu_rca.collector._nvml import DROPPED, ERRORS
+from gpu_rca.collector._nvml_source import NvmlSource
 from gpu_rca.collector._spans import InferenceSpanScope
 from gpu_rca.schemas import attributes as A
 
@@ -167,7 +169,7 @@ def build_resource(
     return Resource.create(attrs)
 
 
-def _load_pynvml(health: Health) -> Any:
+def _load_pynvml(health: Health) -> NvmlSource | None:
     try:
         import pynvml
     except Exception as exc:
@@ -178,7 +180,7 @@ def _load_pynvml(health: Health) -> Any:
 
 def configure(
     service_name: str,
-    nvml: Any = None,
+    nvml: NvmlSource | None = None,
     sample_hz: float = 10,
     *,
     service_version: str | None = None,
@@ -244,15 +246,11 @@ def _release(*, providers: bool) -> None:
         from loguru import logger
 
         while _sinks:
-            try:
+            with contextlib.suppress(ValueError):  # the application removed it already
                 logger.remove(_sinks.pop())
-            except ValueError:  # the application removed it already
-                pass
     while providers and _owned:
-        try:
+        with contextlib.suppress(Exception):
             _owned.pop().shutdown()  # flushes what is queued
-        except Exception:
-            pass
 
 
 def shutdown() -> None:

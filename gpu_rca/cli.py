@@ -10,6 +10,7 @@ import importlib
 import importlib.util
 import os
 import sys
+from typing import Any
 
 import click
 
@@ -104,7 +105,7 @@ class LazyGroup(click.Group):
     A verb whose extra is missing fails before its module is imported, with one line naming the extra.
     """
 
-    def __init__(self, *args, lazy: dict[str, str], **kwargs):
+    def __init__(self, *args: Any, lazy: dict[str, str], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._lazy = lazy
 

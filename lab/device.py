@@ -7,11 +7,14 @@ import threading
 import uuid as uuid_module
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gpu_rca.lab.physics import PhysicsInputs, PhysicsState, idle_state, step
 from gpu_rca.lab.profiles import GpuProfile, get_profile
 from gpu_rca.schemas.errors import InputError
+
+if TYPE_CHECKING:
+    from gpu_rca.lab.nvml import SimulatedNvml
 
 STEP_NS = 100_000_000  # physics resolution: 100 ms
 #: PCI bus ids of GPU slots on a typical 8-GPU server, in NVML index order.
@@ -212,7 +215,7 @@ class Fleet:
         self.advance_to(now_ns)
         return now_ns
 
-    def nvml(self, host: str | None = None):
+    def nvml(self, host: str | None = None) -> SimulatedNvml:
         """A pynvml-compatible view of one host (the first unless named)."""
         from gpu_rca.lab.nvml import SimulatedNvml
 

@@ -16,7 +16,7 @@ import random
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.sdk._logs import LoggerProvider
@@ -38,6 +38,9 @@ from gpu_rca.lab.scrapes import Scraper
 from gpu_rca.lab.workload import Request, Worker, draw
 from gpu_rca.schemas import attributes as A
 
+if TYPE_CHECKING:
+    from gpu_rca.collector import Collector
+
 NS = 1_000_000_000
 SERVICE_NAME = "ddcolor"
 SERVICE_VERSION = "1.4.2"
@@ -55,12 +58,39 @@ class _Host:
     name: str
     pid: int
     skew_ns: int
-    collector: Any
+    collector: Collector
     provider: TracerProvider
     log_provider: LoggerProvider
     logger: Any
     tracer: Any
-    ops: list[tuple[int, int, str, Request, BaseException | str | None]] = field(default_factory=list)
+    ops: list[tuple[int, int, _Op]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Accepted:
+    request: Request
+
+
+@dataclass(frozen=True)
+class _Started:
+    request: Request
+
+
+@dataclass(frozen=True)
+class _Finished:
+    request: Request
+    exception: BaseException | None
+
+
+@dataclass(frozen=True)
+class _Logged:
+    request: Request | None
+    level: str
+    message: str
+
+
+#: What a host's service did at a time, handed to its collector (or logger) in time order.
+_Op = _Accepted | _Started | _Finished | _Logged
 
 
 @dataclass
@@ -175,24 +205,23 @@ class _Engine:
         self._preprocessing: list[tuple[int, int, Request]] = []
 
     # --- RequestObserver -----------------------------------------------------------------------
-    def _op(self, host: str, ts_ns: int, kind: str, request: Request, payload: Any = None) -> None:
+    def _op(self, host: str, ts_ns: int, op: _Op) -> None:
         self._seq += 1
-        self.hosts[host].ops.append((ts_ns, self._seq, kind, request, payload))
+        self.hosts[host].ops.append((ts_ns, self._seq, op))
 
     def accepted(self, request: Request, ts_ns: int) -> None:
-        self._op(request.worker.gpu.host, ts_ns, "accept", request)
+        self._op(_host_of(request), ts_ns, _Accepted(request))
 
     def started(self, request: Request, ts_ns: int) -> None:
-        self._op(request.worker.gpu.host, ts_ns, "start", request)
+        self._op(_host_of(request), ts_ns, _Started(request))
 
     def finished(self, request: Request, ts_ns: int, exception: BaseException | None) -> None:
         if exception is None:
-            request.post_ns = _cpu_ns(ddcolor.postprocess_s(request.input_size), request.worker.gpu.host_cpu)
-        self._op(request.worker.gpu.host, ts_ns, "end", request, exception)
+            request.post_ns = _cpu_ns(ddcolor.postprocess_s(request.input_size), _worker_of(request).gpu.host_cpu)
+        self._op(_host_of(request), ts_ns, _Finished(request, exception))
 
     def log(self, host: str, ts_ns: int, level: str, message: str, request: Request | None = None) -> None:
-        self._seq += 1
-        self.hosts[host].ops.append((ts_ns, self._seq, "log", request, (level, message)))
+        self._op(host, ts_ns, _Logged(request, level, message))
 
     # --- the loop --------------------------------------------------------------------------------
     def _flush(self, host: _Host, until_ns: int) -> None:
@@ -202,10 +231,10 @@ class _Engine:
         host.ops = ops[len(due) :]
         ops = due
         collector = host.collector
-        for ts_ns, _, kind, request, payload in ops:
+        for ts_ns, _, op in ops:
             ts = ts_ns + host.skew_ns
-            if kind == "accept":
-                gpu = request.worker.gpu
+            if isinstance(op, _Accepted):
+                request = op.request
                 arrive = request.arrive_ns + host.skew_ns
                 server = host.tracer.start_span(SERVER_SPAN, kind=SpanKind.SERVER, start_time=arrive)
                 request.server = server
@@ -213,30 +242,29 @@ class _Engine:
                 preprocess = host.tracer.start_span(PREPROCESS_SPAN, context=parent, start_time=arrive)
                 preprocess.end(end_time=ts)
                 request.handle = collector.start_inference_span(
-                    SPAN_NAME, gpu=gpu.uuid, attributes=request.attributes(), start_ns=ts, context=parent
+                    SPAN_NAME,
+                    gpu=_worker_of(request).gpu.uuid,
+                    attributes=request.attributes(),
+                    start_ns=ts,
+                    context=parent,
                 )
-            elif kind == "start":
-                request.handle.gpu_work_started(ts)
-            elif kind == "end":
-                request.handle.end(end_ns=ts, exception=payload)
-                server = request.server
-                if payload is None:
-                    parent = trace.set_span_in_context(server)
-                    decode = host.tracer.start_span(DECODE_SPAN, context=parent, start_time=ts)
-                    decode.end(end_time=ts + request.post_ns)
-                    server.end(end_time=ts + request.post_ns)
+            elif isinstance(op, _Started | _Finished):
+                span = op.request.handle
+                if span is None:
+                    raise RuntimeError(f"request {op.request.id}: started or ended before it was accepted")
+                if isinstance(op, _Started):
+                    span.gpu_work_started(ts)
                 else:
-                    server.set_status(Status(StatusCode.ERROR, type(payload).__name__))
-                    server.end(end_time=ts)
+                    span.end(end_ns=ts, exception=op.exception)
+                    _end_server_span(host.tracer, op.request, ts, op.exception)
             else:
-                level, message = payload
-                span = request.handle.span if request is not None and request.handle is not None else None
+                handle = op.request.handle if op.request is not None else None
                 bound = host.logger.bind(lab_ts_ns=ts)
-                if span is not None:
-                    with trace.use_span(span, end_on_exit=False):
-                        bound.log(level, message)
+                if handle is not None:
+                    with trace.use_span(handle.span, end_on_exit=False):
+                        bound.log(op.level, op.message)
                 else:
-                    bound.log(level, message)
+                    bound.log(op.level, op.message)
 
     def _arrivals(self, t0_ns: int, t1_ns: int) -> dict[int, list[tuple[int, Request]]]:
         overrides = self.faults.workload_overrides(t0_ns)
@@ -293,8 +321,10 @@ class _Engine:
 
     def start(self) -> None:
         """Take the first sample on every host."""
-        period_ns = self.hosts[self.fleet.hosts[0]].collector.sampler.period_ns
-        self._sample_every = max(1, round(period_ns / STEP_NS))
+        sampler = self.hosts[self.fleet.hosts[0]].collector.sampler
+        if sampler is None:  # a collector given an NVML source always has one
+            raise RuntimeError("the lab's collector has no sampler")
+        self._sample_every = max(1, round(sampler.period_ns / STEP_NS))
         self._step = 0
         self._t0 = self.scenario.start_ns
         for host in self.hosts.values():
@@ -382,3 +412,29 @@ def run_scenario(
 
 
 __all__ = ["SPAN_NAME", "LabRun", "resolve_truth", "run_scenario"]
+
+
+def _end_server_span(tracer: Any, request: Request, ts: int, exception: BaseException | None) -> None:
+    """End the request's server span: after its `decode` child when it succeeded, at once with an error status
+    when it failed."""
+    server = request.server
+    if server is None:
+        return
+    if exception is None:
+        decode = tracer.start_span(DECODE_SPAN, context=trace.set_span_in_context(server), start_time=ts)
+        decode.end(end_time=ts + request.post_ns)
+        server.end(end_time=ts + request.post_ns)
+    else:
+        server.set_status(Status(StatusCode.ERROR, type(exception).__name__))
+        server.end(end_time=ts)
+
+
+def _worker_of(request: Request) -> Worker:
+    """The worker the engine assigned `request` to before the service accepted it."""
+    if request.worker is None:
+        raise RuntimeError(f"request {request.id} has no worker")
+    return request.worker
+
+
+def _host_of(request: Request) -> str:
+    return _worker_of(request).gpu.host

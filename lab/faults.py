@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from gpu_rca.lab import cuda_errors
 from gpu_rca.lab.device import Fleet, SimGpu
 from gpu_rca.lab.kernel_log import xid_message
-from gpu_rca.lab.scenario import Fault, Scenario
+from gpu_rca.lab.scenario import Fault, Scenario, WorkloadOverrides
 from gpu_rca.lab.workload import WORKER_RESTART_NS, Request
 from gpu_rca.schemas.xid import xid_info
 
@@ -21,6 +21,10 @@ NS = 1_000_000_000
 GPU_RESET_NS = 60 * NS  # an uncontained error or a GPU-level XID: the GPU is reset before work resumes
 FOREIGN_PID_BASE = 31000
 _DRIVER_EVENTS = frozenset({63, 64, 92})  # row-remap and SBE-rate reports
+
+
+#: The fault kinds that put events on a GPU (XIDs, ECC counters, loss).
+_HARDWARE_FAULTS = frozenset({"gpu_lost", "xid", "ecc_uncorrectable"})
 
 
 @dataclass(frozen=True)
@@ -62,13 +66,17 @@ class FaultDriver:
         end_of_run = self.start_ns + self.scenario.duration_ns
         events: list[HardwareEvent] = []
         for fault in self.scenario.faults:
+            if fault.kind not in _HARDWARE_FAULTS:
+                continue
+            if fault.gpu is None:  # the scenario parser requires a GPU for these kinds
+                raise ValueError(f"a {fault.kind} fault without a gpu")
             start = self.start_ns + fault.start_ns
             end = self.start_ns + fault.end_ns if fault.end_ns is not None else end_of_run
-            gpu = self.fleet.gpu(fault.gpu) if fault.gpu else None
+            gpu = self.fleet.gpu(fault.gpu)
             if fault.kind == "gpu_lost":
                 gpu.lost_at_ns = start
                 events.append(HardwareEvent(start, gpu, 79, True))
-            elif fault.kind == "xid":
+            elif fault.kind == "xid" and fault.code is not None:  # the parser requires the code
                 rate = 0.004 + 0.05 * fault.severity
                 times = _poisson_times(self.rng, rate, start, end) or [start + (end - start) // 10]
                 for ts in times:
@@ -129,16 +137,20 @@ class FaultDriver:
                 else:
                     gpu.remove_process(pid)
 
-    def workload_overrides(self, now_ns: int) -> dict[str, object]:
+    def workload_overrides(self, now_ns: int) -> WorkloadOverrides:
         """The traffic_shift values in force at `now_ns` (later faults win)."""
         offset = now_ns - self.start_ns
-        overrides: dict[str, object] = {}
+        overrides: WorkloadOverrides = {}
         for fault in self.scenario.faults:
             if fault.kind == "traffic_shift" and fault.active(offset):
-                for key in ("rate_per_s", "input_size", "task_type", "model"):
-                    value = getattr(fault, key)
-                    if value is not None:
-                        overrides[key] = value
+                if fault.rate_per_s is not None:
+                    overrides["rate_per_s"] = fault.rate_per_s
+                if fault.input_size is not None:
+                    overrides["input_size"] = fault.input_size
+                if fault.task_type is not None:
+                    overrides["task_type"] = fault.task_type
+                if isinstance(fault.model, dict):  # a traffic shift's model mix (an app bug's is one name)
+                    overrides["model"] = fault.model
         return overrides
 
     def app_bug(self, now_ns: int, request: Request) -> BaseException | None:

@@ -86,6 +86,14 @@ def _weights(rng: random.Random, values: list[Any]) -> dict[Any, float]:
     return {v: round(w / sum(raw), 2) or 0.01 for v, w in zip(values, raw)}
 
 
+#: Base utilisation ranges for the causes that need a loaded GPU to show (others use RANGES').
+_BASE_UTILIZATION: dict[str, tuple[float, float]] = {
+    "thermal_throttling": (0.6, 0.7),
+    "power_capping": (0.85, 0.9),
+    "hw_slowdown": (0.45, 0.6),
+}
+
+
 def generate_scenario(seed: int, index: int) -> dict[str, Any]:
     """One scenario (a mapping of docs/contracts.md §5 with truth), a pure function of (seed, index)."""
     rng = random.Random(f"generate/{seed}/{index}")
@@ -108,9 +116,7 @@ def generate_scenario(seed: int, index: int) -> dict[str, Any]:
     # Sizes whose concurrent peak fits the smallest GPU: memory causes come only from faults.
     fits = [s for s in RANGES["input_sizes"] if _fits(s, models, smallest_memory)] or [256]
     candidates = sorted(rng.sample(fits, min(len(fits), rng.randint(1, 3))))
-    base_util = {"thermal_throttling": (0.6, 0.7), "power_capping": (0.85, 0.9), "hw_slowdown": (0.45, 0.6)}.get(
-        cause, RANGES["base_utilization"]
-    )
+    base_util = _BASE_UTILIZATION.get(cause, RANGES["base_utilization"]) if cause else RANGES["base_utilization"]
     util = rng.uniform(*base_util)
     while True:
         # Keep runs small: bigger inputs, then fewer GPUs, until the fleet needs at most MAX_RATE_PER_S.
@@ -225,7 +231,7 @@ def generate_scenario(seed: int, index: int) -> dict[str, Any]:
     truth: dict[str, Any] = {"cause": cause, "drivers": drivers}
     if also:
         truth["also"] = also
-    scenario = {
+    scenario: dict[str, Any] = {
         "name": f"gen-{seed}-{index:04d}",
         "seed": rng.randrange(10**6),
         "start": f"2025-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T{rng.randint(0, 23):02d}:00:00Z",

@@ -121,7 +121,7 @@ class SimulatedNvml:
                 return DeviceHandle(gpu.host, gpu.index, gpu.uuid)
         raise _error(pynvml.NVML_ERROR_NOT_FOUND)
 
-    def _gpu(self, handle: DeviceHandle, *, identity: bool = False) -> SimGpu:
+    def _gpu(self, handle: object, *, identity: bool = False) -> SimGpu:
         self._check_init()
         if not isinstance(handle, DeviceHandle) or handle.host != self.host:
             raise _error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
@@ -163,7 +163,7 @@ class SimulatedNvml:
         gpu = self._gpu(handle)
         if sensor != pynvml.NVML_TEMPERATURE_GPU:
             raise _error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
-        return int(round(gpu.state.temperature_c))
+        return round(gpu.state.temperature_c)
 
     def nvmlDeviceGetTemperatureThreshold(self, handle: DeviceHandle, threshold: int) -> int:
         """Slowdown or shutdown threshold, °C."""
@@ -176,17 +176,17 @@ class SimulatedNvml:
 
     def nvmlDeviceGetPowerUsage(self, handle: DeviceHandle) -> int:
         """Board power, mW."""
-        return int(round(self._gpu(handle).state.power_w * 1000))
+        return round(self._gpu(handle).state.power_w * 1000)
 
     def nvmlDeviceGetEnforcedPowerLimit(self, handle: DeviceHandle) -> int:
         """Enforced power limit, mW."""
-        return int(round(self._gpu(handle).power_limit_w * 1000))
+        return round(self._gpu(handle).power_limit_w * 1000)
 
     nvmlDeviceGetPowerManagementLimit = nvmlDeviceGetEnforcedPowerLimit
 
     def nvmlDeviceGetPowerManagementDefaultLimit(self, handle: DeviceHandle) -> int:
         """Default power limit, mW."""
-        return int(round(self._gpu(handle).profile.power_limit_default_w * 1000))
+        return round(self._gpu(handle).profile.power_limit_default_w * 1000)
 
     def nvmlDeviceGetPowerManagementLimitConstraints(self, handle: DeviceHandle) -> list[int]:
         """[min, max] settable power limit, mW."""
@@ -219,8 +219,8 @@ class SimulatedNvml:
     def nvmlDeviceGetUtilizationRates(self, handle: DeviceHandle) -> pynvml.c_nvmlUtilization_t:
         """GPU and memory-controller utilisation, %."""
         state = self._gpu(handle).state
-        gpu_pct = int(round(state.utilization_pct))
-        return pynvml.c_nvmlUtilization_t(gpu=gpu_pct, memory=int(round(gpu_pct * 0.45)))
+        gpu_pct = round(state.utilization_pct)
+        return pynvml.c_nvmlUtilization_t(gpu=gpu_pct, memory=round(gpu_pct * 0.45))
 
     def nvmlDeviceGetMemoryInfo(self, handle: DeviceHandle, version: int | None = None) -> pynvml.c_nvmlMemory_t:
         """Device memory: total, free, used (bytes)."""
@@ -302,9 +302,9 @@ class SimulatedNvml:
         best: tuple[int, SimGpu] | None = None
         for gpu in events.devices:
             cursor = events.cursors[gpu.uuid]
-            if cursor < len(gpu.xids) and gpu.xids[cursor].ts_ns <= now_ns:
-                if best is None or gpu.xids[cursor].ts_ns < best[0]:
-                    best = (gpu.xids[cursor].ts_ns, gpu)
+            due = cursor < len(gpu.xids) and gpu.xids[cursor].ts_ns <= now_ns
+            if due and (best is None or gpu.xids[cursor].ts_ns < best[0]):
+                best = (gpu.xids[cursor].ts_ns, gpu)
         if best is None:
             raise _error(pynvml.NVML_ERROR_TIMEOUT)
         gpu = best[1]

@@ -144,7 +144,7 @@ def step(profile: GpuProfile, state: PhysicsState, inputs: PhysicsInputs, dt_s: 
     return PhysicsState(
         temperature_c=temperature,
         power_w=power,
-        sm_clock_mhz=int(round(clock)),
+        sm_clock_mhz=round(clock),
         reasons_mask=mask,
         utilization_pct=utilization,
         thermal_active=thermal_active,

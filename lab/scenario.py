@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import yaml
 
@@ -82,6 +83,15 @@ class Workload:
     task_type: dict[str, float]
     model: dict[str, float]
     timeout_ns: int
+
+
+class WorkloadOverrides(TypedDict, total=False):
+    """The workload values a traffic_shift fault in force replaces."""
+
+    rate_per_s: float
+    input_size: dict[int, float]
+    task_type: dict[str, float]
+    model: dict[str, float]
 
 
 @dataclass(frozen=True)
@@ -192,7 +202,7 @@ def _weights(value: Any, cast: type, allowed: tuple[str, ...] | None, where: _Wh
     return {k: w / total for k, w in result.items()}
 
 
-def _field(where: _Where, path: str, parse, value: Any) -> Any:
+def _field(where: _Where, path: str, parse: Callable[[Any], Any], value: Any) -> Any:
     try:
         return parse(value)
     except ValueError as exc:
@@ -266,7 +276,7 @@ def _fault(where: _Where, data: Any, path: str, gpus: dict[str, str], duration_n
         raise where.fail(f"{path}.gpu", f"no GPU {gpu!r} in the fleet (write HOST/INDEX, known: {', '.join(gpus)})")
     if kind in _NEEDS_GPU and gpu is None:
         raise where.fail(f"{path}.gpu", f"a {kind} fault needs gpu: HOST/INDEX")
-    if kind == "ecc_uncorrectable" and not get_profile(gpus[gpu]).ecc:
+    if kind == "ecc_uncorrectable" and gpu is not None and not get_profile(gpus[gpu]).ecc:
         raise where.fail(f"{path}.gpu", f"{gpu} is a {gpus[gpu]}, which has no ECC memory")
     extra: dict[str, Any] = {}
     if kind == "traffic_shift":

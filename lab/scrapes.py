@@ -53,7 +53,7 @@ def _readings(nvml: Any, handle: Any, gpu: SimGpu) -> dict[str, float]:
     return values
 
 
-def _format(value: float) -> str:
+def _format(value: int | float) -> str:
     if isinstance(value, float) and math.isnan(value):
         return "NaN"
     if float(value).is_integer():
@@ -112,7 +112,7 @@ class Scraper:
         documents = []
         for name in order:
             result = [
-                {"metric": {"__name__": name, **labels[gpu.uuid]}, "values": self._series[(name, gpu.uuid)]}
+                {"metric": {"__name__": name} | labels[gpu.uuid], "values": self._series[(name, gpu.uuid)]}
                 for gpu in self.fleet.gpus
                 if (name, gpu.uuid) in self._series
             ]

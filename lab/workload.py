@@ -15,15 +15,22 @@ import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from gpu_rca.lab import cuda_errors, ddcolor
 from gpu_rca.lab.device import SimGpu
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
+    from gpu_rca.collector import InferenceSpan
 
 MAX_CONCURRENCY = 3  # requests a worker runs on its GPU at once (estimate of a typical DDColor service)
 WORKER_RESTART_NS = 15_000_000_000  # a crashed worker is back after 15 s
 CACHE_RELEASE_NS = 20_000_000_000  # the caching allocator keeps freed blocks until 20 s idle (empty_cache)
 SERVICE_PROCESS = "python3"
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -44,10 +51,10 @@ class Request:
     grow_at_work_s: float = 0.0  # remaining work at which it allocates them
     started_ns: int | None = None
     worker: Worker | None = None
-    handle: object = None
+    handle: InferenceSpan | None = None
     arrive_ns: int = 0  # the upload arrived; `preprocess` runs on the host CPU until accept_ns
     post_ns: int = 0  # length of the `decode` span after the GPU work (set when it finishes)
-    server: object = None  # the request's server span (the trace's root)
+    server: Span | None = None  # the request's server span (the trace's root)
 
     def attributes(self) -> dict[str, object]:
         """The workload attributes the service sets on its inference span."""
@@ -264,17 +271,16 @@ def _timeout(request: Request) -> TimeoutError:
     return TimeoutError(f"colorization did not finish within {seconds:g} s")
 
 
-def draw(rng: random.Random, weights: dict) -> object:
+def draw(rng: random.Random, weights: dict[T, float]) -> T:
     """One value from a normalised weight mapping (stable order: the mapping's)."""
     u = rng.random()
     acc = 0.0
-    last = None
-    for value, weight in weights.items():
+    items = list(weights.items())
+    for value, weight in items:
         acc += weight
-        last = value
         if u < acc:
             return value
-    return last
+    return items[-1][0]  # the weights summed to a hair under 1
 
 
 __all__ = ["MAX_CONCURRENCY", "Request", "RequestObserver", "Worker", "draw"]

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from gpu_rca.schemas.errors import InputError
 
@@ -17,7 +18,10 @@ from gpu_rca.schemas.errors import InputError
 ID_KEYS = frozenset({"traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"})
 _ID_LENGTHS = {16, 8}  # bytes: trace id, span id
 
-M = TypeVar("M")
+if TYPE_CHECKING:
+    from google.protobuf.message import Message
+
+M = TypeVar("M", bound="Message")
 
 
 def message_to_dict(message: Any) -> dict[str, Any]:
@@ -65,7 +69,7 @@ def _copy(value: Any) -> Any:
     return value
 
 
-def _walk(value: Any, convert) -> None:
+def _walk(value: Any, convert: Callable[[str, str], str]) -> None:
     if isinstance(value, dict):
         for key, item in value.items():
             if key in ID_KEYS and isinstance(item, str):

@@ -29,7 +29,7 @@ def gpu_rca(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 
 
 def test_analyze_json_is_one_document_equal_to_the_python_api(incidents) -> None:
-    db, truth = incidents["lost-and-bug"]
+    db, _truth = incidents["lost-and-bug"]
     run = gpu_rca("analyze", "--db", str(db), "--json")
     assert run.returncode == 0, run.stderr
     document = json.loads(run.stdout)

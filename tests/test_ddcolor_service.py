@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -82,7 +83,7 @@ def _service(mode: AdvisorMode = AdvisorMode.ENFORCE):
 
 
 def test_a_busy_gpu_answers_429_with_the_size_that_fits_and_retry_after() -> None:
-    backend, service, app = _service()
+    backend, _, app = _service()
     backend.gpu.set_process(777, "foreign-trainer", 14 * GIB)  # someone else holds 14 GiB
 
     async def scenario() -> tuple[httpx.Response, httpx.Response]:
@@ -126,7 +127,7 @@ def test_bad_requests_get_a_clear_error(data: dict[str, str], status: int, error
 
 
 def test_metrics_and_healthz() -> None:
-    backend, service, app = _service()
+    backend, _, app = _service()
 
     async def get(path: str) -> httpx.Response:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ddcolor") as client:
@@ -140,11 +141,11 @@ def test_metrics_and_healthz() -> None:
 
 
 def test_the_real_backend_explains_missing_weights(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="DDColor weights not found: .* is not a directory"):
+    with pytest.raises(InputError, match=r"DDColor weights not found: .* is not a directory"):
         DDColorBackend(tmp_path / "absent")
     (tmp_path / "weights").mkdir()
     (tmp_path / "weights" / "configuration.json").write_text("{}")
-    with pytest.raises(InputError, match="missing pytorch_model.pt"):
+    with pytest.raises(InputError, match=re.escape("missing pytorch_model.pt")):
         DDColorBackend(tmp_path / "weights")
     run = subprocess.run(
         [

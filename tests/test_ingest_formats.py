@@ -37,7 +37,7 @@ from tests.test_store import UUID, trace_request
         ),
         (lambda: b'DCGM_FI_DEV_GPU_TEMP{gpu="0"} 41 1700000000000\n', Format.PROMETHEUS_TEXT),
         (lambda: loguru_lines().encode(), Format.LOGURU_JSON),
-        (lambda: KERNEL_LOG.encode(), Format.KERNEL_LOG),
+        (KERNEL_LOG.encode, Format.KERNEL_LOG),
         (lambda: b"[  100.5] NVRM: Xid (PCI:0000:3b:00): 13, Graphics Exception\n", Format.KERNEL_LOG),
         (lambda: b"[Sun Feb 23 16:24:18 2025] NVRM: GPU at PCI:0000:9b:00: GPU-x\n", Format.KERNEL_LOG),
     ],

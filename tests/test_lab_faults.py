@@ -118,7 +118,7 @@ def test_external_slowdown_sets_the_hw_slowdown_and_power_brake_bits():
 
 
 def test_an_illegal_address_poisons_the_worker_until_it_restarts():
-    run, start = _run(
+    run, _start = _run(
         [{"kind": "xid", "gpu": "node-a/0", "code": 13, "start": "1m", "end": "3m", "severity": 0.0}],
         workload={"rate": "4/s", "input_size": {512: 1}},
     )

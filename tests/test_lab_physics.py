@@ -110,7 +110,7 @@ def test_external_slowdown_forces_clocks_down_with_power_brake_bits():
 
 
 def test_memory_is_processes_plus_their_contexts():
-    clock, nvml, handle, gpu = _host("L4")
+    _clock, nvml, handle, gpu = _host("L4")
     gib = 1024**3
     gpu.set_process(4242, "python3", 3 * gib)
     gpu.set_process(777, "other", 5 * gib)

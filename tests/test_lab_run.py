@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
@@ -70,6 +71,11 @@ def test_writes_contract_3_files(outputs):
     )
 
 
+def _span_ids(doc: dict[str, Any]) -> list[tuple[str, str]]:
+    """(traceId, spanId) of every span in an OTLP/JSON trace export request."""
+    return [(s["traceId"], s["spanId"]) for rs in doc["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]]
+
+
 def test_trace_lines_parse_as_export_requests_and_ids_round_trip(outputs):
     spans = 0
     for line in (outputs / "traces.otlp.jsonl").read_text().splitlines():
@@ -77,13 +83,10 @@ def test_trace_lines_parse_as_export_requests_and_ids_round_trip(outputs):
         assert isinstance(request, ExportTraceServiceRequest)
         original = json.loads(line)
         again = message_to_dict(request)
-        ids = lambda doc: [
-            (s["traceId"], s["spanId"]) for rs in doc["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]
-        ]
-        assert ids(again) == ids(original)
-        for trace_id, span_id in ids(original):
+        assert _span_ids(again) == _span_ids(original)
+        for trace_id, span_id in _span_ids(original):
             assert re.fullmatch(r"[0-9a-f]{32}", trace_id) and re.fullmatch(r"[0-9a-f]{16}", span_id)
-        spans += len(ids(original))
+        spans += len(_span_ids(original))
     assert spans > 300
 
 
@@ -109,7 +112,7 @@ def test_spans_carry_collector_stamps_and_the_mechanism_s_failures(outputs):
     assert all(attrs["_span"]["traceId"] in inference_traces for _, attrs in every)
     lost = gpu_uuid(3, "node-a", 1)
     ecc = gpu_uuid(3, "node-b", 0)
-    for host, attrs in spans:
+    for _host, attrs in spans:
         assert attrs["gpu.telemetry.source"] == "simulated"
         assert "code.filepath" not in attrs
         assert attrs["ddcolor.input_size"] in ("512", "1024")

@@ -62,7 +62,7 @@ def test_quiet_window_reports_no_causes(incidents) -> None:
 
 def test_missing_kernel_log_metrics_and_stamps_still_rank(incidents, tmp_path: Path) -> None:
     """Old collectors (no throttle/temperature/clock stamps), no kernel log, no Prometheus: degrade, don't guess."""
-    db, truth = incidents["thermal"]
+    db, _truth = incidents["thermal"]
     copy = tmp_path / "thermal-old.duckdb"
     shutil.copy(db, copy)
     con = duckdb.connect(str(copy))
@@ -85,7 +85,7 @@ def test_missing_kernel_log_metrics_and_stamps_still_rank(incidents, tmp_path: P
 
 def test_background_noise_and_a_skewed_host_clock_change_nothing(incidents, tmp_path: Path) -> None:
     """0.5 % of successes turned into random application errors, one host's clock a minute ahead."""
-    db, truth = incidents["lost-and-bug"]
+    db, _truth = incidents["lost-and-bug"]
     copy = tmp_path / "noisy.duckdb"
     shutil.copy(db, copy)
     con = duckdb.connect(str(copy))

@@ -310,7 +310,7 @@ def test_a_corrupted_store_gives_a_clear_error(tmp_path):
     data = bytearray(path.read_bytes())
     data[4096:] = bytes(len(data) - 4096)  # keep DuckDB's magic, wipe its database headers and blocks
     path.write_bytes(bytes(data))
-    with pytest.raises(StoreError, match="cannot open|not a gpu-rca store"):
+    with pytest.raises(StoreError, match=r"cannot open|not a gpu-rca store"):
         Store.open(path)
 
 

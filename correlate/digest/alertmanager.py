@@ -72,7 +72,7 @@ def parse_alertmanager(body: bytes | str | dict[str, Any]) -> AlertNotification:
     if len(alerts) > MAX_ALERTS:
         raise InputError(f"Alertmanager payload has {len(alerts)} alerts; at most {MAX_ALERTS} are read")
     common = _labels(payload.get("commonLabels", {}), "commonLabels")
-    gpus: dict[tuple, AlertedGpu] = {}
+    gpus: dict[tuple[object, ...], AlertedGpu] = {}
     names: list[str] = []
     starts: list[int] = []
     for i, alert in enumerate(alerts):

@@ -13,6 +13,7 @@ from gpu_rca.correlate.digest.links import served_links
 from gpu_rca.correlate.digest.model import Digest, Plot
 from gpu_rca.correlate.digest.render_html import render_html
 from gpu_rca.correlate.digest.render_md import render_markdown
+from gpu_rca.correlate.store.query import scalar
 from gpu_rca.schemas import store as s
 
 #: Ids are made by `new_digest_id`; anything else in a URL is refused before it reaches SQL.
@@ -87,4 +88,4 @@ def fetch_digest(con: duckdb.DuckDBPyConnection, digest_id: str) -> Digest | Non
 
 def count_digests(con: duckdb.DuckDBPyConnection) -> int:
     """How many digests the store holds."""
-    return int(con.execute(f"SELECT count(*) FROM {s.DIGESTS}").fetchone()[0])
+    return int(scalar(con, f"SELECT count(*) FROM {s.DIGESTS}"))

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import duckdb
 
 from gpu_rca.correlate.digest.queries import FAILED
+from gpu_rca.correlate.store.query import one_row
 
 MIN_FAILED = 20
 MIN_SHARE = 0.05
@@ -60,10 +61,11 @@ class BurstDetector:
             return None
         end_ns = int(row[0])
         start_ns = end_ns - self.window_ns
-        total, failed = con.execute(
+        total, failed = one_row(
+            con,
             f"SELECT count(*), count(*) FILTER (WHERE {FAILED}) FROM spans WHERE is_inference AND end_ns > ?",
             [start_ns],
-        ).fetchone()
+        )
         if failed < self.min_failed or failed < self.min_share * total:
             return None
         hit = [

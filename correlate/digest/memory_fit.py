@@ -67,7 +67,7 @@ def fit_request_memory(con: duckdb.DuckDBPyConnection, start_ns: int, end_ns: in
     base = _base(spans)
     own = [(s.model, s.pixels, float(s.own_peak)) for s in spans if s.own_peak and s.pixels]
     if len(own) >= MIN_POINTS:
-        points = [({m: x}, y) for m, x, y in own if x is not None]
+        points = [({m: x}, y) for m, x, y in own]
         source = "service"
     else:
         points = _rises(spans, base)

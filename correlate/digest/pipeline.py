@@ -51,7 +51,7 @@ def analyze_window(
     """The analysis (docs/contracts.md §3) of a window, ranked on an open connection."""
     from gpu_rca.correlate.ranking import analyze_connection
 
-    return analyze_connection(con, since_ns=since_ns, until_ns=until_ns, gpu=gpu)
+    return dict(analyze_connection(con, since_ns=since_ns, until_ns=until_ns, gpu=gpu))  # the digest's JSON document
 
 
 def make_digest(

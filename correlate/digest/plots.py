@@ -9,6 +9,7 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
@@ -17,6 +18,10 @@ from gpu_rca.correlate.digest.actions import gpu_label
 from gpu_rca.correlate.digest.model import Plot
 from gpu_rca.correlate.digest.queries import GpuInfo
 from gpu_rca.schemas import metrics as M
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 _MIB_PER_GIB = 1024.0
 #: Colours for up to four GPUs on one panel; failures are always red.
@@ -61,7 +66,7 @@ CAUSE_PANELS: dict[str, tuple[Panel, ...]] = {
 
 def cause_plot(
     con: duckdb.DuckDBPyConnection,
-    cause: dict,
+    cause: dict[str, Any],
     *,
     start_ns: int,
     end_ns: int,
@@ -119,7 +124,7 @@ def cause_plot(
                 )
         if panel.metric == M.FB_USED and not reference:
             # dcgm-exporter's default counters carry used and free, not total: draw the inventory's total.
-            totals = {inventory[u].memory_total_bytes for u in gpus if u in inventory} - {None}
+            totals = {t for u in gpus if u in inventory and (t := inventory[u].memory_total_bytes) is not None}
             for total_bytes in sorted(totals):
                 ax.axhline(total_bytes / 2**30, color="#555555", linewidth=1, linestyle="--", alpha=0.7)
         _mark_failures(ax, [f.end_ns for f in failed])
@@ -177,7 +182,7 @@ def _story_gpu(failed: Sequence[queries.Failure], gpus: Sequence[str]) -> str | 
         return None
     counts: dict[str, int] = {}
     for f in failed:
-        if f.gpu_uuid in gpus:
+        if f.gpu_uuid is not None and f.gpu_uuid in gpus:
             counts[f.gpu_uuid] = counts.get(f.gpu_uuid, 0) + 1
     total = sum(counts.values())
     top = max(counts, key=lambda u: counts[u], default=None)
@@ -192,7 +197,7 @@ def _most_failed(failed: Sequence[queries.Failure]) -> list[str]:
     return sorted(counts, key=lambda u: -counts[u])[:MAX_GPUS_PER_PLOT]
 
 
-def _mark_failures(ax, end_ns: Sequence[int]) -> None:
+def _mark_failures(ax: Axes, end_ns: Sequence[int]) -> None:
     if end_ns:
         # A rug along the bottom: density of failures is visible without hiding the metric lines.
         ax.plot(
@@ -207,7 +212,7 @@ def _mark_failures(ax, end_ns: Sequence[int]) -> None:
         )
 
 
-def _format_time_axis(ax, start_ns: int, end_ns: int) -> None:
+def _format_time_axis(ax: Axes, start_ns: int, end_ns: int) -> None:
     from matplotlib.dates import AutoDateLocator, DateFormatter
 
     ax.set_xlim(_dates([start_ns])[0], _dates([end_ns])[0])
@@ -216,11 +221,14 @@ def _format_time_axis(ax, start_ns: int, end_ns: int) -> None:
     ax.set_xlabel("time (UTC)", fontsize=9)
 
 
-def _dates(ts_ns: Sequence[int]) -> list[datetime]:
-    return [datetime.fromtimestamp(t / 1e9, tz=UTC) for t in ts_ns]
+def _dates(ts_ns: Sequence[int]) -> list[float]:
+    """Times as matplotlib date numbers (what it turns datetimes into; the time axis formats them)."""
+    from matplotlib.dates import date2num
+
+    return [float(d) for d in date2num([datetime.fromtimestamp(t / 1e9, tz=UTC) for t in ts_ns])]
 
 
-def _png(figure) -> bytes:
+def _png(figure: Figure) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     return buffer.getvalue()

@@ -73,7 +73,8 @@ def _cause(i: int, section: CauseSection, digest: Digest, plot_href: Callable[[P
         out += [_text(c["summary"]), ""]
     out += [f"**Action:** {_text(section.action)}", ""]
     if c.get("drivers"):
-        out += ["**Drivers**", ""] + _table(
+        out += ["**Drivers**", ""]
+        out += _table(
             ("attribute", "value", "failure share", "baseline share", "lift", "p-value"),
             [
                 (
@@ -88,7 +89,8 @@ def _cause(i: int, section: CauseSection, digest: Digest, plot_href: Callable[[P
             ],
         )
     if c.get("evidence"):
-        out += ["**Evidence**", ""] + _table(
+        out += ["**Evidence**", ""]
+        out += _table(
             ("kind", "name", "GPU", "host", "value", "baseline", "from", "to"),
             [
                 (
@@ -113,11 +115,11 @@ def _cause(i: int, section: CauseSection, digest: Digest, plot_href: Callable[[P
         out += [f"- [`{t.trace_id}`]({t.url})" if t.url else f"- `{t.trace_id}`" for t in section.trace_links]
         out += [""]
     if section.log_lines:
-        out += ["**Log lines**", ""] + _code(
-            f"{line.ts} {line.severity:<7} {line.host or '-'} {line.body}" for line in section.log_lines
-        )
+        out += ["**Log lines**", ""]
+        out += _code(f"{line.ts} {line.severity:<7} {line.host or '-'} {line.body}" for line in section.log_lines)
     if section.kernel_events:
-        out += ["**Kernel events**", ""] + _code(f"{e.ts} {e.host or '-'} {e.message}" for e in section.kernel_events)
+        out += ["**Kernel events**", ""]
+        out += _code(f"{e.ts} {e.host or '-'} {e.message}" for e in section.kernel_events)
     return out
 
 
@@ -129,7 +131,8 @@ def _capacity(cap: dict[str, Any]) -> list[str]:
     if window:
         out += [f"Over {fmt.day_time(window.get('start'))} – {fmt.day_time(window.get('end'))}.", ""]
     if cap.get("busiest_hours"):
-        out += ["**Busiest hours**", ""] + _table(
+        out += ["**Busiest hours**", ""]
+        out += _table(
             ("hour", "requests", "failed", "peak per minute", "p95 latency"),
             [
                 (
@@ -145,7 +148,8 @@ def _capacity(cap: dict[str, Any]) -> list[str]:
     out += _request_memory(cap.get("request_memory") or {})
     if cap.get("gpus"):
         idle = [g for g in cap["gpus"] if g["idle"]]
-        out += [f"**GPUs** — {len(idle)} of {len(cap['gpus'])} sat idle", ""] + _table(
+        out += [f"**GPUs** — {len(idle)} of {len(cap['gpus'])} sat idle", ""]
+        out += _table(
             ("GPU", "requests", "mean utilization", "idle"),
             [
                 (g["gpu"], str(g["requests"]), fmt.number(g["utilization_mean_pct"], "%"), "yes" if g["idle"] else "")
@@ -211,7 +215,7 @@ def _image(plot: Plot, plot_href: Callable[[Plot], str] | None) -> list[str]:
 def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
-    return lines + [""]
+    return [*lines, ""]
 
 
 def _code(lines: Iterable[str]) -> list[str]:

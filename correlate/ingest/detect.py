@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from gpu_rca.correlate.kernel_log.parse import looks_like_kernel_log
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     """A file format `gpu-rca ingest` reads (docs/contracts.md §3)."""
 
     OTLP_JSON = "otlp-json"  # traces or logs: one Export*ServiceRequest per line
@@ -118,7 +118,7 @@ def _detect_json(text: str) -> Detection:
 def _is_exposition(lines: list[str]) -> bool:
     """Exposition text: `# HELP`/`# TYPE` lines, or a first non-comment line shaped like a sample."""
     for line in lines:
-        if line.startswith("# HELP ") or line.startswith("# TYPE "):
+        if line.startswith(("# HELP ", "# TYPE ")):
             return True
         if line.startswith("#"):
             continue

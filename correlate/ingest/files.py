@@ -138,7 +138,7 @@ def iter_files(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
 
 
 def ingest_file(
-    store: Store, path: Path, options: IngestOptions = IngestOptions(), on_bytes: Callable[[int], None] | None = None
+    store: Store, path: Path, options: IngestOptions = IngestOptions(), on_bytes: Callable[[int], object] | None = None
 ) -> FileReport:
     """Detect and store one file in one transaction: a malformed file stores nothing and reports why."""
     name = str(path)

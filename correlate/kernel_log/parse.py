@@ -361,8 +361,8 @@ def _pci_or_none(text: str) -> str | None:
 
 def _attach_uuids(events: list[KernelEvent], identities: dict[tuple[str | None, str], str]) -> list[KernelEvent]:
     by_pci: dict[str, str] = {}
-    for (_, pci), uuid in identities.items():
-        by_pci.setdefault(pci, uuid)
+    for (_, pci), known in identities.items():
+        by_pci.setdefault(pci, known)
     out = []
     for event in events:
         uuid = identities.get((event.host, event.pci_bus_id))
@@ -386,10 +386,10 @@ def _drop_duplicate_fallen(events: list[KernelEvent]) -> list[KernelEvent]:
 
 
 __all__ = [
+    "IGNORED_NO_XID",
     "SKIP_BAD_PCI",
     "SKIP_BAD_TIMESTAMP",
     "SKIP_BAD_XID",
-    "IGNORED_NO_XID",
     "SKIP_BOOT_RELATIVE",
     "SKIP_FALLEN_CUT",
     "SKIP_NO_TIMESTAMP",

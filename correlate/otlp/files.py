@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
+from google.protobuf.message import Message
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
@@ -20,6 +21,8 @@ from gpu_rca.schemas.otlp_json import message_from_dict
 #: small enough that a file of many small lines does not hold everything in memory.
 BATCH_ITEMS = 20_000
 _MAX_MESSAGE = 1 << 30
+
+_Message = TypeVar("_Message", bound=Message)
 
 
 class _Batcher:
@@ -127,7 +130,7 @@ def read_otlp_proto(opened: Opened, store: Store, options: IngestOptions) -> Fil
     return counts
 
 
-def _parse(payload: bytes, message_cls: type, number: int) -> Any:
+def _parse(payload: bytes, message_cls: type[_Message], number: int) -> _Message:
     from google.protobuf.message import DecodeError
 
     try:

@@ -88,7 +88,7 @@ def finite(value: Any) -> Any:
 def _coerce(value: Any, kind: type, element: type | None) -> Any:
     """`value` as the stamp's type, or _MISMATCH when it cannot be without loss."""
     if type(value) is kind:
-        if kind is list:
+        if isinstance(value, list):  # kind is list
             items = [_coerce(v, element, None) for v in value] if element is not None else []
             return _MISMATCH if element is None or _MISMATCH in items else items
         return value

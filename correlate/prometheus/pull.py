@@ -132,7 +132,8 @@ def pull_windows(
     timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> PullSummary:
     """Pull every metric of docs/contracts.md §2 for each (merged) window and store the samples under canonical names."""
-    from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
+    from prometheus_api_client import PrometheusConnect
+    from prometheus_api_client.exceptions import PrometheusApiClientException
     from requests import RequestException
     from urllib3.util.retry import Retry
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import TypedDict
 
 from gpu_rca.correlate.ranking.explain import explain_connection
 from gpu_rca.correlate.ranking.latency import detect_slow
@@ -47,23 +48,42 @@ def analyze(
         return analyze_connection(store.connection, service=service, host=host, gpu=gpu, warnings=notes, **options)
 
 
+class AnalyzeOptions(TypedDict):
+    """The window and slowness options of `analyze_connection`, in ns (its keyword arguments)."""
+
+    since_ns: int | None
+    until_ns: int | None
+    slow_ns: int | None
+    slow_auto: bool
+    lookback_ns: int
+
+
+class SlowOptions(TypedDict):
+    """`--slow` as `analyze_connection` takes it: a fixed threshold, or latency detection on or off."""
+
+    slow_ns: int | None
+    slow_auto: bool
+
+
 def resolve_options(
     since: str | int | float | None, until: str | int | float | None, slow: str | None, lookback: str | None
-) -> dict[str, int | bool | None]:
+) -> AnalyzeOptions:
     """User-facing times and durations as the ns keyword arguments of `analyze_connection`."""
     since_ns = None if since is None else parse_time_ns(since)
     until_ns = None if until is None else parse_time_ns(until)
     if since_ns is not None and until_ns is not None and since_ns >= until_ns:
         raise UsageError("--since must be before --until")
+    slow_options = parse_slow(slow)
     return {
         "since_ns": since_ns,
         "until_ns": until_ns,
-        **parse_slow(slow),
+        "slow_ns": slow_options["slow_ns"],
+        "slow_auto": slow_options["slow_auto"],
         "lookback_ns": DEFAULT_LOOKBACK_NS if lookback is None else parse_duration_ns(lookback),
     }
 
 
-def parse_slow(slow: str | None) -> dict[str, int | bool | None]:
+def parse_slow(slow: str | None) -> SlowOptions:
     """`--slow auto|off|DURATION` as `analyze_connection`'s `slow_ns` and `slow_auto`."""
     text = "auto" if slow is None else str(slow).strip().lower()
     if text in ("auto", "off"):
@@ -81,7 +101,7 @@ def explain(db_path: str | os.PathLike[str] | None, trace_id: str) -> ExplainRes
 
 
 def pull_prometheus(
-    store: Store, prometheus_url: str, options: dict[str, int | bool | None], filters: dict[str, str | None]
+    store: Store, prometheus_url: str, options: AnalyzeOptions, filters: dict[str, str | None]
 ) -> list[str]:
     """Pull the analysis window's GPU metrics from Prometheus into the store; warnings instead of failing."""
     from gpu_rca.correlate.prometheus import pull as prometheus
@@ -89,10 +109,7 @@ def pull_prometheus(
     url = prometheus.check_prometheus_url(prometheus_url)
     slow_ns = options.get("slow_ns")
     flt = Filters(
-        service=filters.get("service"),
-        host=filters.get("host"),
-        gpu=filters.get("gpu"),
-        slow_ns=int(slow_ns) if slow_ns else None,
+        service=filters.get("service"), host=filters.get("host"), gpu=filters.get("gpu"), slow_ns=options["slow_ns"]
     )
     since_ns, until_ns = options.get("since_ns"), options.get("until_ns")
     try:
@@ -101,9 +118,9 @@ def pull_prometheus(
             flt = Filters(flt.service, flt.host, flt.gpu, slow_auto=found > 0)
         window, _ = resolve_window(
             store.connection,
-            options.get("since_ns"),
-            options.get("until_ns"),
-            options.get("lookback_ns") or DEFAULT_LOOKBACK_NS,
+            options["since_ns"],
+            options["until_ns"],
+            options["lookback_ns"],
             flt,
         )
     except InputError:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import duckdb
 
 from gpu_rca.correlate.ranking.stats import DRIVER_P_THRESHOLD, clean, normalized_score, proportion_p_value
+from gpu_rca.correlate.store.query import scalar
 from gpu_rca.schemas import attributes as a
 from gpu_rca.schemas.results import Driver
 
@@ -86,7 +87,7 @@ class DriverRow:
 def build_attribute_values(con: duckdb.DuckDBPyConnection) -> None:
     """`rk_kv(idx, attribute, value)`: each failed span's and sampled success's attribute values, binned."""
     excluded = ", ".join(f"'{name}'" for name in sorted(EXCLUDED))
-    total_ok = con.execute("SELECT count(*) FROM rk_spans WHERE NOT failed").fetchone()[0]
+    total_ok = scalar(con, "SELECT count(*) FROM rk_spans WHERE NOT failed")
     modulus = max(1, -(-total_ok // BASELINE_SAMPLE))
     keep = f"(failed OR hash(idx) % {modulus} = 0)"
     con.execute(
@@ -118,7 +119,7 @@ def build_attribute_values(con: duckdb.DuckDBPyConnection) -> None:
           FROM rk_kv_raw GROUP BY attribute),
         ranged AS (
           SELECT k.idx, k.failed, k.attribute, CAST(k.raw AS DOUBLE) AS x,
-                 ntile(5) OVER (PARTITION BY k.attribute ORDER BY CAST(k.raw AS DOUBLE)) AS bin
+                 ntile(5) OVER (PARTITION BY k.attribute ORDER BY CAST(k.raw AS DOUBLE), k.idx) AS bin
           FROM rk_kv_raw k JOIN kinds USING (attribute)
           WHERE kinds.is_numeric AND kinds.n_values > {MAX_CATEGORY_VALUES}),
         bins AS (SELECT attribute, bin, min(x) AS lo, max(x) AS hi FROM ranged GROUP BY ALL)
@@ -165,14 +166,18 @@ def driver_rows(con: duckdb.DuckDBPyConnection, groups_table: str) -> list[Drive
     ).fetchall()
     result = []
     for grp, attribute, kind, text, number, n_fail, n_group, n_ok, n_ok_total in rows:
-        value: str | int | float
-        if kind == "num":
-            value = int(number) if float(number).is_integer() else float(number)
-        else:
-            value = text
         p = proportion_p_value(n_fail, n_group, n_ok, n_ok_total)
-        result.append(DriverRow(grp, attribute, value, n_fail, n_group, n_ok, n_ok_total, p))
+        result.append(
+            DriverRow(grp, attribute, _driver_value(kind, text, number), n_fail, n_group, n_ok, n_ok_total, p)
+        )
     return result
+
+
+def _driver_value(kind: str, text: str, number: float) -> str | int | float:
+    """The attribute's value as recorded: text, or a number (whole numbers as int, as the span had them)."""
+    if kind != "num":
+        return text
+    return int(number) if float(number).is_integer() else float(number)
 
 
 def significant(rows: list[DriverRow], limit: int = 10) -> list[DriverRow]:

@@ -6,7 +6,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 from gpu_rca.correlate.ranking.stats import tidy
 from gpu_rca.correlate.ranking.timefmt import rfc3339
@@ -73,6 +73,10 @@ def pct(share: float) -> float:
     return round(100.0 * share, 1)
 
 
+@overload
+def gib(n_bytes: float) -> float: ...
+@overload
+def gib(n_bytes: None) -> None: ...
 def gib(n_bytes: float | None) -> float | None:
     """Bytes as GiB with two decimals."""
     return None if n_bytes is None else round(n_bytes / GIB, 2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 import duckdb
 
@@ -124,7 +125,7 @@ def _json(text: str | None) -> dict[str, object]:
     return value if isinstance(value, dict) else {}
 
 
-def _metrics(con: duckdb.DuckDBPyConnection, row: dict) -> list[MetricPoint]:
+def _metrics(con: duckdb.DuckDBPyConnection, row: dict[str, Any]) -> list[MetricPoint]:
     if not table_columns(con, "metric_samples"):
         return []
     names = ", ".join(f"'{name}'" for name in STORY_METRICS)
@@ -136,7 +137,7 @@ def _metrics(con: duckdb.DuckDBPyConnection, row: dict) -> list[MetricPoint]:
     return [{"metric": metric, "ts": rfc3339(ts) or "", "value": value} for metric, ts, value in points]
 
 
-def _logs(con: duckdb.DuckDBPyConnection, row: dict) -> list[LogLine]:
+def _logs(con: duckdb.DuckDBPyConnection, row: dict[str, Any]) -> list[LogLine]:
     lines: list[tuple[int, LogLine]] = []
     if table_columns(con, "logs"):
         for ts, severity, body in con.execute(
@@ -155,7 +156,7 @@ def _logs(con: duckdb.DuckDBPyConnection, row: dict) -> list[LogLine]:
 
 
 def _cause(
-    con: duckdb.DuckDBPyConnection, row: dict, warnings: list[str], errored: bool
+    con: duckdb.DuckDBPyConnection, row: dict[str, Any], warnings: list[str], errored: bool
 ) -> tuple[CauseResult | None, bool]:
     """The cause `analyze` gives this request, ranking the window around it as `analyze` would; and whether
     latency detection counted it as a slow failure (it did not error)."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 import duckdb
 
 from gpu_rca.correlate.ranking.window import MINUTE_NS, Filters, filter_sql, table_columns
+from gpu_rca.correlate.store.query import one_row, scalar
 
 #: A stratum's rolling p90 must reach this multiple of its baseline p90 for its requests to count as slow.
 RATIO = 2.0
@@ -89,7 +90,7 @@ def detect_slow(con: duckdb.DuckDBPyConnection, filters: Filters, since_ns: int 
         """,
         params,
     )
-    if not con.execute("SELECT count(*) FROM rk_slow_cells").fetchone()[0]:
+    if not scalar(con, "SELECT count(*) FROM rk_slow_cells"):
         con.execute("CREATE OR REPLACE TEMP TABLE rk_slow (trace_id VARCHAR, span_id VARCHAR, end_ns BIGINT)")
         return 0
     con.execute(
@@ -111,7 +112,7 @@ def detect_slow(con: duckdb.DuckDBPyConnection, filters: Filters, since_ns: int 
         FROM rk_slow_cells c JOIN rk_slow_base b USING (stratum) WHERE c.rp90 >= {RATIO} * b.q[2]
         """
     )
-    low, lo_min, hi_min = con.execute("SELECT min(limit_ns), min(minute), max(minute) FROM rk_slow_hot").fetchone()
+    low, lo_min, hi_min = one_row(con, "SELECT min(limit_ns), min(minute), max(minute) FROM rk_slow_hot")
     if low is None:
         con.execute("CREATE OR REPLACE TEMP TABLE rk_slow (trace_id VARCHAR, span_id VARCHAR, end_ns BIGINT)")
         return 0
@@ -128,4 +129,4 @@ def detect_slow(con: duckdb.DuckDBPyConnection, filters: Filters, since_ns: int 
         """,
         params,
     )
-    return int(con.execute("SELECT count(*) FROM rk_slow").fetchone()[0])
+    return int(scalar(con, "SELECT count(*) FROM rk_slow"))

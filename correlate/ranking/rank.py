@@ -14,7 +14,7 @@ from collections import defaultdict
 import duckdb
 
 from gpu_rca.correlate.ranking.causes import Hypothesis
-from gpu_rca.correlate.ranking.drivers import driver_rows, significant
+from gpu_rca.correlate.ranking.drivers import DriverRow, driver_rows, significant
 from gpu_rca.correlate.ranking.evidence import EvidenceList, short_uuid
 from gpu_rca.correlate.ranking.signals import FEATURES
 from gpu_rca.correlate.ranking.window import SpanSet
@@ -93,7 +93,7 @@ def rank(con: duckdb.DuckDBPyConnection, spans: SpanSet, hyps: list[Hypothesis])
     con.execute("CREATE OR REPLACE TEMP TABLE rk_groups AS SELECT idx, 0 AS grp FROM rk_assign WHERE false")
     for cause, slot in slots.items():
         con.execute("INSERT INTO rk_groups SELECT idx, ? FROM rk_assign WHERE cause = ?", [slot, cause])
-    drivers_by_slot: dict[int, list] = defaultdict(list)
+    drivers_by_slot: dict[int, list[DriverRow]] = defaultdict(list)
     for row in driver_rows(con, "rk_groups"):
         drivers_by_slot[row.group].append(row)
 
@@ -157,7 +157,7 @@ def _result(
     summary: str,
     ev: EvidenceList,
     n: int,
-    drivers: list,
+    drivers: list[DriverRow],
     table: str,
     key: str,
 ) -> CauseResult:

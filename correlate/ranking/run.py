@@ -10,7 +10,8 @@ from gpu_rca.correlate.ranking.latency import detect_slow
 from gpu_rca.correlate.ranking.rank import rank
 from gpu_rca.correlate.ranking.signals import Group, gpu_signals
 from gpu_rca.correlate.ranking.window import MINUTE_NS, Filters, SpanSet, load_spans, resolve_window
-from gpu_rca.schemas.results import AnalyzeResult
+from gpu_rca.correlate.store.query import one_row
+from gpu_rca.schemas.results import AnalyzeResult, CauseResult
 
 DEFAULT_LOOKBACK_NS = 15 * MINUTE_NS
 
@@ -41,7 +42,7 @@ def analyze_connection(
     window, _ = resolve_window(con, since_ns, until_ns, lookback_ns, flt)
     spans = load_spans(con, window, flt)
     notes = list(warnings or []) + spans.warnings
-    causes: list = []
+    causes: list[CauseResult] = []
     if spans.failed:
         causes, unexplained = _rank(con, spans)
         if unexplained:
@@ -58,7 +59,7 @@ def analyze_connection(
     }
 
 
-def _rank(con: duckdb.DuckDBPyConnection, spans: SpanSet) -> tuple[list, int]:
+def _rank(con: duckdb.DuckDBPyConnection, spans: SpanSet) -> tuple[list[CauseResult], int]:
     sig = gpu_signals(con, spans)
     drv.build_attribute_values(con)
     families = sorted(sig.fleet_failed)
@@ -67,7 +68,7 @@ def _rank(con: duckdb.DuckDBPyConnection, spans: SpanSet) -> tuple[list, int]:
         " FROM rk_spans WHERE failed",
         [families],
     )
-    family_drivers: dict[str, list] = {f: [] for f in families}
+    family_drivers: dict[str, list[drv.DriverRow]] = {f: [] for f in families}
     for row in drv.driver_rows(con, "rk_family_groups"):
         family_drivers[families[row.group - 1]].append(row)
     traffic = _traffic(con, spans, sig.fleet_failed.get("slow"))
@@ -85,10 +86,11 @@ def _traffic(con: duckdb.DuckDBPyConnection, spans: SpanSet, slow: Group | None)
     if before_minutes < 2:
         return None
     # rk_spans keeps one success in `success_stride`: weigh them back to estimate the request rate.
-    during, before = con.execute(
+    during, before = one_row(
+        con,
         "SELECT sum(CASE WHEN failed THEN 1 ELSE $stride END) FILTER (WHERE start_ns >= $lo AND start_ns < $hi),"
         " sum(CASE WHEN failed THEN 1 ELSE $stride END) FILTER (WHERE start_ns < $lo) FROM rk_spans",
         {"stride": spans.success_stride, "lo": onset - lead, "hi": onset + lead},
-    ).fetchone()
+    )
     during, before = during or 0, before or 0
     return during / 10.0, before / before_minutes

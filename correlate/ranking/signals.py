@@ -7,11 +7,13 @@ Everything here is an aggregate computed in DuckDB over `rk_spans` (see window.p
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import duckdb
 
 from gpu_rca.correlate.ranking.features import FEATURE_SQL
 from gpu_rca.correlate.ranking.window import MINUTE_NS, SKEW_NS, SpanSet
+from gpu_rca.correlate.store.query import one_row
 from gpu_rca.schemas import metrics as m
 
 #: Per-span features, materialised as `f_<name>` columns of rk_spans (see features.py).
@@ -129,7 +131,7 @@ def _group_select() -> str:
     return ", ".join(parts)
 
 
-def _group(row: tuple) -> Group:
+def _group(row: tuple[Any, ...]) -> Group:
     n_feat, n_num = len(FEATURES), len(NUMBERS)
     features = dict(zip(FEATURES, (int(v) for v in row[1 : 1 + n_feat])))
     medians = dict(zip(NUMBERS, (None if v is None else float(v) for v in row[1 + n_feat : 1 + n_feat + n_num])))
@@ -184,16 +186,15 @@ def gpu_signals(con: duckdb.DuckDBPyConnection, spans: SpanSet) -> Signals:
         else:
             gpus[row[1]].ok = _group(row[2:])
     _gpu_pre_failure(con, gpus)
-    row = con.execute(
+    onset_row = con.execute(
         "SELECT quantile_disc(end_ns, 0.05) FROM rk_spans WHERE failed GROUP BY family ORDER BY count(*) DESC LIMIT 1"
     ).fetchone()
-    onset = row[0] if row else None
+    onset = onset_row[0] if onset_row else None
     pre = Group()
     if onset is not None:
-        row = con.execute(
-            f"SELECT {_group_select()} FROM rk_spans WHERE NOT failed AND end_ns < ?", [onset - SKEW_NS]
-        ).fetchone()
-        pre = _group(row)
+        pre = _group(
+            one_row(con, f"SELECT {_group_select()} FROM rk_spans WHERE NOT failed AND end_ns < ?", [onset - SKEW_NS])
+        )
     if spans.has_metrics:
         _metric_anomalies(con, spans, gpus)
     if spans.has_kernel_events:

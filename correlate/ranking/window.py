@@ -13,9 +13,11 @@ import duckdb
 
 from gpu_rca.correlate.ranking.features import FEATURE_SQL
 from gpu_rca.correlate.ranking.timefmt import rfc3339
+from gpu_rca.correlate.store.query import one_row, scalar
 from gpu_rca.schemas import metrics as m
 from gpu_rca.schemas.attributes import STAMPS
 from gpu_rca.schemas.errors import EmptyWindowError, InputError, UsageError
+from gpu_rca.schemas.results import WindowResult
 
 MINUTE_NS = 60_000_000_000
 #: Clock skew tolerated between hosts (spans, kernel logs and scrapes come from different clocks).
@@ -76,7 +78,7 @@ class AnalysisWindow:
     start_ns: int
     end_ns: int
 
-    def as_dict(self) -> dict[str, str]:
+    def as_dict(self) -> WindowResult:
         """The window object of docs/contracts.md §3."""
         return {"start": rfc3339(self.start_ns) or "", "end": rfc3339(self.end_ns) or ""}
 
@@ -119,7 +121,8 @@ def _failed_sql(filters: Filters) -> str:
 
 def filter_sql(filters: Filters, columns: set[str]) -> tuple[str, list[object]]:
     """SQL WHERE clause (and its parameters) selecting the inference spans the filters keep."""
-    clauses, params = ["is_inference"], []
+    clauses: list[str] = ["is_inference"]
+    params: list[object] = []
     if filters.service:
         clauses.append("service = ?")
         params.append(filters.service)
@@ -154,12 +157,13 @@ def resolve_window(
         bounds.append("end_ns <= ?")
         bound_params.append(until_ns)
     bound_sql = "".join(f" AND {b}" for b in bounds)
-    first, last, n_failed, latest = con.execute(
+    first, last, n_failed, latest = one_row(
+        con,
         f"SELECT min(end_ns) FILTER (WHERE {_failed_sql(filters)}), max(end_ns) FILTER (WHERE {_failed_sql(filters)}),"
         f" count(*) FILTER (WHERE {_failed_sql(filters)}), max(end_ns)"
         f" FROM spans WHERE {where}{bound_sql}",
         params + bound_params,
-    ).fetchone()
+    )
     if latest is None:
         check_filters(con, filters)
         raise EmptyWindowError(_empty_message(since_ns, until_ns))
@@ -191,19 +195,19 @@ def check_filters(con: duckdb.DuckDBPyConnection, filters: Filters) -> None:
     is a UsageError (exit 2) naming the values the store knows. Returns when the filters do match spans
     (outside the window, then).
     """
-    if con.execute("SELECT count(*) FROM (SELECT 1 FROM spans WHERE is_inference LIMIT 1)").fetchone()[0] == 0:
+    if scalar(con, "SELECT count(*) FROM (SELECT 1 FROM spans WHERE is_inference LIMIT 1)") == 0:
         raise EmptyWindowError(EMPTY_STORE_MESSAGE)
     given = {name: getattr(filters, name) for name in _FILTER_WORDS if getattr(filters, name)}
     for name, value in given.items():
         column, phrase, plural = _FILTER_WORDS[name]
-        matched = con.execute(
-            f"SELECT count(*) FROM (SELECT 1 FROM spans WHERE is_inference AND {column} = ? LIMIT 1)", [value]
-        ).fetchone()[0]
+        matched = scalar(
+            con, f"SELECT count(*) FROM (SELECT 1 FROM spans WHERE is_inference AND {column} = ? LIMIT 1)", [value]
+        )
         if not matched:
             raise UsageError(f"no inference spans {phrase} {value!r}; known {plural}: {_known_values(con, column)}")
     if len(given) > 1:
-        where, params = _filter_sql(filters, table_columns(con, "spans"))
-        if con.execute(f"SELECT count(*) FROM (SELECT 1 FROM spans WHERE {where} LIMIT 1)", params).fetchone()[0] == 0:
+        where, params = filter_sql(filters, table_columns(con, "spans"))
+        if scalar(con, f"SELECT count(*) FROM (SELECT 1 FROM spans WHERE {where} LIMIT 1)", params) == 0:
             named = " and ".join(f"{_FILTER_WORDS[n][1]} {v!r}" for n, v in given.items())
             raise UsageError(f"no inference spans {named} together; each matches spans alone")
 
@@ -218,9 +222,7 @@ def _known_values(con: duckdb.DuckDBPyConnection, column: str) -> str:
         return "none (no inference span names one)"
     if len(values) <= KNOWN_VALUES_SHOWN:
         return ", ".join(values)
-    total = con.execute(
-        f"SELECT count(DISTINCT {column}) FROM spans WHERE is_inference AND {column} IS NOT NULL"
-    ).fetchone()[0]
+    total = scalar(con, f"SELECT count(DISTINCT {column}) FROM spans WHERE is_inference AND {column} IS NOT NULL")
     return ", ".join(values[:KNOWN_VALUES_SHOWN]) + f" and {total - KNOWN_VALUES_SHOWN} more"
 
 
@@ -273,44 +275,48 @@ def load_spans(con: duckdb.DuckDBPyConnection, window: AnalysisWindow, filters: 
     has_logs = bool(table_columns(con, "logs"))
     _build_metric_buckets(con, window, has_metrics, _metric_gpus_sql(filters, columns), params)
     bounds = [*params, window.start_ns, window.end_ns]
-    total, failed, slow = con.execute(
+    total, failed, slow = one_row(
+        con,
         f"SELECT count(*), count(*) FILTER (WHERE {_failed_sql(filters)}),"
         f" count(*) FILTER (WHERE status <> 'ERROR' AND {_failed_sql(filters)}) FROM spans"
         f" WHERE {where} AND end_ns BETWEEN ? AND ?",
         bounds,
-    ).fetchone()
+    )
     if not total:
         raise EmptyWindowError(_empty_message(window.start_ns, window.end_ns))
     # A deterministic sample of successes: the same store and window always give the same answer.
     stride = max(1, -(-(total - failed) // SUCCESS_SAMPLE))
     keep = "" if stride == 1 else f" AND ({_failed_sql(filters)} OR hash(span_id) % {stride} = 0)"
     raw = (
-        f"SELECT row_number() OVER () AS idx, {base}, {_stamp_select(columns)}, {_failed_sql(filters)} AS failed"
+        # idx follows the span key, not the scan order: the drivers' success sample and their quintile bins
+        # read idx, and a parallel scan's order differs from run to run.
+        f"SELECT row_number() OVER (ORDER BY trace_id, span_id) AS idx, {base}, {_stamp_select(columns)},"
+        f" {_failed_sql(filters)} AS failed"
         f" FROM spans WHERE {where} AND end_ns BETWEEN ? AND ?{keep}"
     )
     _build_spans(con, raw, bounds)
-    first, last = con.execute("SELECT min(end_ns), max(end_ns) FROM rk_spans WHERE failed").fetchone()
+    first, last = one_row(con, "SELECT min(end_ns), max(end_ns) FROM rk_spans WHERE failed")
     warnings: list[str] = []
     # Any sample of any GPU in the window (the join itself reads only the GPUs that need it).
     n_metric = 0
     if has_metrics:
-        n_metric = con.execute(
+        n_metric = scalar(
+            con,
             "SELECT count(*) FROM (SELECT 1 FROM metric_samples WHERE ts_ns BETWEEN ? AND ? LIMIT 1)",
             [window.start_ns, window.end_ns],
-        ).fetchone()[0]
+        )
     if n_metric == 0:
         warnings.append("no GPU metric samples in the window; ranking uses the span stamps alone")
-    stamped = con.execute(
-        "SELECT count(*) FROM rk_spans WHERE coalesce(gpu_telemetry_source, 'none') <> 'none'"
-    ).fetchone()[0]
+    stamped = scalar(con, "SELECT count(*) FROM rk_spans WHERE coalesce(gpu_telemetry_source, 'none') <> 'none'")
     if not stamped:
         warnings.append("no inference span carries GPU telemetry stamps (gpu.telemetry.source none or missing)")
     kernel_count = 0
     if has_kernel:
-        kernel_count = con.execute(
+        kernel_count = scalar(
+            con,
             "SELECT count(*) FROM kernel_events WHERE ts_ns BETWEEN ? AND ?",
             [window.start_ns - 10 * MINUTE_NS, window.end_ns],
-        ).fetchone()[0]
+        )
     if not kernel_count:
         warnings.append("no kernel log events in the window; XIDs come from span stamps only")
     return SpanSet(

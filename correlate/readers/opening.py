@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import json
@@ -47,7 +48,7 @@ class _Capped(io.RawIOBase):
 class _Progress(io.RawIOBase):
     """A raw file that calls `on_bytes(n)` for every n bytes read from disk."""
 
-    def __init__(self, raw: BinaryIO, on_bytes: Callable[[int], None] | None) -> None:
+    def __init__(self, raw: io.RawIOBase | io.BufferedIOBase, on_bytes: Callable[[int], object] | None) -> None:
         self._raw = raw
         self._on_bytes = on_bytes
 
@@ -88,7 +89,7 @@ class Opened:
     """A telemetry file opened for reading: `stream` yields decompressed bytes; close it when done."""
 
     def __init__(
-        self, path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES, on_bytes: Callable[[int], None] | None = None
+        self, path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES, on_bytes: Callable[[int], object] | None = None
     ) -> None:
         self.path = path
         raw = io.BufferedReader(_Progress(path.open("rb"), on_bytes), buffer_size=1 << 20)
@@ -121,10 +122,8 @@ class Opened:
     def close(self) -> None:
         """Close every layer."""
         for layer in (self.stream, self._inner, self._raw):
-            try:
+            with contextlib.suppress(Exception):
                 layer.close()
-            except Exception:
-                pass
 
     def __enter__(self) -> Opened:
         return self

@@ -107,8 +107,10 @@ def load_token(token_file: str | os.PathLike[str] | None, environ: Mapping[str, 
     if token_file is not None:
         try:
             text = Path(token_file).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
+        except OSError as exc:
             raise UsageError(f"cannot read token file {token_file}: {exc.strerror or exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"cannot read token file {token_file}: {exc}") from exc
         token = text.strip().splitlines()[0].strip() if text.strip() else ""
         if not token:
             raise UsageError(f"token file {token_file} is empty")

@@ -160,7 +160,9 @@ async def alertmanager(request: Request) -> Response:
     now_ns = time.time_ns()
     problems: list[str] = []
     if state.config.prometheus_url:
-        problems += await run_in_threadpool(_pull_prometheus, request.app, gpus, notification.since_ns, now_ns)
+        problems += await run_in_threadpool(
+            _pull_prometheus, request.app, state.config.prometheus_url, gpus, notification.since_ns, now_ns
+        )
     names = ", ".join(notification.alertnames) or "alert"
     if missing:
         log.warning("alert %s names GPUs not in the store: %s", names, ", ".join(missing))
@@ -263,7 +265,7 @@ def _notify(digest: Digest, settings: pipeline.DigestSettings) -> bool | None:
     return True
 
 
-def _pull_prometheus(app: Starlette, gpus: list[str], since_ns: int, until_ns: int) -> list[str]:
+def _pull_prometheus(app: Starlette, prometheus_url: str, gpus: list[str], since_ns: int, until_ns: int) -> list[str]:
     """Bring the alerting GPUs' metric windows (every GPU's, when the alert names none) in from `--prometheus`.
 
     Returns what went wrong, for the digest to say.
@@ -276,7 +278,7 @@ def _pull_prometheus(app: Starlette, gpus: list[str], since_ns: int, until_ns: i
     try:
         summary = pull_windows(
             WriterSink(state.writer, timeout_s=config.pull_timeout_s * 3),
-            config.prometheus_url,
+            prometheus_url,
             [PullWindow(since_ns, until_ns, frozenset(gpus))],
             timeout_s=config.pull_timeout_s,
         )

@@ -12,7 +12,13 @@ import logging
 import time
 from collections.abc import Iterable
 
-from gpu_rca.correlate.prometheus.pull import AFTER_S, PrometheusUnavailable, pull_windows, windows_around_failures
+from gpu_rca.correlate.prometheus.pull import (
+    AFTER_S,
+    PrometheusUnavailable,
+    PullWindow,
+    pull_windows,
+    windows_around_failures,
+)
 from gpu_rca.correlate.server.state import ServerState
 from gpu_rca.correlate.server.writer import Writer
 from gpu_rca.correlate.store.records import GpuRecord, IngestResult, MetricSample
@@ -36,7 +42,7 @@ class WriterSink:
         return self._writer.call(lambda store: store.ingest_metric_samples(rows, inventory), timeout_s=self._timeout_s)
 
 
-def _failure_windows(state: ServerState, after_ns: int, until_ns: int):
+def _failure_windows(state: ServerState, after_ns: int, until_ns: int) -> list[PullWindow]:
     cursor = state.store.cursor()
     try:
         return windows_around_failures(cursor, after_ns=after_ns, until_ns=until_ns)

@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 
 from starlette.applications import Starlette
 
@@ -48,7 +49,7 @@ def trim(
     deleted: dict[str, int] = {}
     for table, time_sql in RETENTION_TIMES:
         while stop is None or not stop.is_set():
-            count = run(lambda store, t=table, c=time_sql: delete_step(store, t, c, cutoff_ns, max_rows))
+            count = run(partial(delete_step, table=table, time_sql=time_sql, cutoff_ns=cutoff_ns, max_rows=max_rows))
             deleted[table] = deleted.get(table, 0) + count
             if count < max_rows:
                 break

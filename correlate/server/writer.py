@@ -9,6 +9,7 @@ back only after the transaction holding it has committed, so an acknowledged req
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import queue
 import threading
@@ -127,10 +128,8 @@ class Writer:
                 else:
                     future.set_result(result)  # type: ignore[arg-type]
 
-            try:
+            with contextlib.suppress(RuntimeError):  # the event loop is gone (shutdown): nobody is waiting any more
                 loop.call_soon_threadsafe(settle)
-            except RuntimeError:
-                pass  # the event loop is gone (shutdown): nobody is waiting any more
 
         self._put(_Job(run, deliver, spans), block=False)
         return await future

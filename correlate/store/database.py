@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 from gpu_rca.correlate.otlp import decode as otlp
 from gpu_rca.correlate.otlp.rows import LogBatch, SpanBatch
 from gpu_rca.correlate.store.open import connect
+from gpu_rca.correlate.store.query import scalar
 from gpu_rca.correlate.store.records import (
     HOST_SOURCES,
     GpuRecord,
@@ -178,6 +179,8 @@ class Store:
     def schema_version(self) -> int:
         """The schema version recorded in `schema_meta`."""
         row = self.connection.execute(f"SELECT value FROM {s.SCHEMA_META} WHERE key = 'schema_version'").fetchone()
+        if row is None:  # open() checks the version, so only a table changed behind the store's back lacks it
+            raise StoreError(f"{self.path}: no schema_version in {s.SCHEMA_META}; not a gpu-rca store")
         return int(row[0])
 
     @contextmanager
@@ -256,11 +259,12 @@ class Store:
             return result
         ids = pc.unique(candidates["trace_id"]).to_pylist()
         # A trace's spans lie within its root's time: the bounds let DuckDB skip row groups by their min/max.
-        found = self.connection.execute(
+        found = scalar(
+            self.connection,
             f"SELECT count(DISTINCT trace_id) FROM {s.SPANS} WHERE is_inference AND start_ns BETWEEN ? AND ?"
             " AND trace_id IN (SELECT unnest(?))",
             [pc.min(candidates["start_ns"]).as_py(), pc.max(candidates["end_ns"]).as_py(), ids],
-        ).fetchone()[0]
+        )
         return dataclasses.replace(result, traces_without_inference=len(ids) - found)
 
     def ingest_logs_request(self, request: Any) -> IngestResult:
@@ -316,11 +320,12 @@ class Store:
                     LEFT JOIN {s.GPUS} gi ON b.gpu_uuid IS NULL AND gp.gpu_uuid IS NULL
                          AND gi.gpu_index = b.gpu_index AND gi.host = b.host"""
                 )
-                unplaced = con.execute("SELECT count(*) FROM _placed WHERE gpu_uuid IS NULL").fetchone()[0]
-                stored = con.execute(
+                unplaced = scalar(con, "SELECT count(*) FROM _placed WHERE gpu_uuid IS NULL")
+                stored = scalar(
+                    con,
                     f"""INSERT OR IGNORE INTO {s.METRIC_SAMPLES} (ts_ns, host, gpu_uuid, metric, value, source)
-                    SELECT ts_ns, host, gpu_uuid, metric, value, source FROM _placed WHERE gpu_uuid IS NOT NULL"""
-                ).fetchone()[0]
+                    SELECT ts_ns, host, gpu_uuid, metric, value, source FROM _placed WHERE gpu_uuid IS NOT NULL""",
+                )
                 con.execute("DROP TABLE _placed")
             finally:
                 con.unregister("_batch")
@@ -417,7 +422,7 @@ class Store:
             sql = f"INSERT OR IGNORE INTO {name} ({columns}) SELECT {columns} FROM _batch"
         con = self._register(table)
         try:
-            return con.execute(sql).fetchone()[0]
+            return scalar(con, sql)
         finally:
             with suppress(duckdb.TransactionException):  # after a failed statement: the rollback drops it
                 con.unregister("_batch")
@@ -442,13 +447,14 @@ class Store:
         new_wins = f"{_HOST_RANK.format('excluded.host_source')} >= {_HOST_RANK.format(s.GPUS + '.host_source')}"
         con = self._register(table)
         try:
-            count = con.execute(
+            count = scalar(
+                con,
                 f"""INSERT INTO {s.GPUS} ({", ".join(_GPU_FIELDS)}) SELECT {", ".join(_GPU_FIELDS)} FROM _batch
                 ON CONFLICT (gpu_uuid) DO UPDATE SET {keep},
                   host = CASE WHEN excluded.host IS NOT NULL AND {new_wins} THEN excluded.host ELSE {s.GPUS}.host END,
                   host_source = CASE WHEN excluded.host IS NOT NULL AND {new_wins}
-                                     THEN excluded.host_source ELSE {s.GPUS}.host_source END"""
-            ).fetchone()[0]
+                                     THEN excluded.host_source ELSE {s.GPUS}.host_source END""",
+            )
         finally:
             con.unregister("_batch")
         self._place_kernel_events()
@@ -535,7 +541,7 @@ def _host_rank(source: str) -> int:
 
 
 def _table(schema: pa.Schema, rows: list[tuple[Any, ...]]) -> pa.Table:
-    columns = list(zip(*rows)) if rows else [[] for _ in schema.names]
+    columns: list[Sequence[Any]] = list(zip(*rows)) if rows else [[] for _ in schema.names]
     return pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(columns, schema)], schema=schema)
 
 

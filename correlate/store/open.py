@@ -16,7 +16,10 @@ from gpu_rca.schemas.errors import StoreError, StoreLockedError
 
 _DUCKDB_MAGIC = b"DUCK"  # bytes 8..12 of every DuckDB database file
 # Never fetch extensions from the network (a SQLite file would otherwise trigger a download attempt).
-_CONFIG = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+_CONFIG: dict[str, str | bool | int | float | list[str]] = {
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+}
 
 
 class ReadOnlyStore(StoreError):

@@ -14,8 +14,8 @@ import io
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from enum import Enum
-from typing import Any
+from enum import StrEnum
+from typing import Annotated, Any
 
 from fastapi import FastAPI, File, Form, UploadFile
 from fastapi.responses import JSONResponse, Response
@@ -40,7 +40,7 @@ _STATUS = {
 }
 
 
-class AdvisorMode(str, Enum):
+class AdvisorMode(StrEnum):
     """`enforce`: refuse with 429; `shadow`: advise and record, never refuse; `off`: no advice."""
 
     OFF = "off"
@@ -125,10 +125,10 @@ def create_app(service: Service) -> FastAPI:
 
     @app.post("/colorize", response_model=None)
     async def colorize(
-        image: UploadFile = File(..., description="the photo to colorize"),
-        input_size: int = Form(512, description="DDColor's input_size: the model runs at this size squared"),
-        model: str = Form(config.default_model),
-        task_type: str = Form("person", description="what the photo shows (person, building, …)"),
+        image: Annotated[UploadFile, File(description="the photo to colorize")],
+        input_size: Annotated[int, Form(description="DDColor's input_size: the model runs at this size squared")] = 512,
+        model: Annotated[str, Form()] = config.default_model,
+        task_type: Annotated[str, Form(description="what the photo shows (person, building, …)")] = "person",
     ) -> Response:
         server_span = trace.get_current_span()
         if input_size % config.size_step or not config.min_input_size <= input_size <= config.max_input_size:

@@ -213,9 +213,13 @@ async def run_burst(plan: BurstPlan, mode: AdvisorMode, *, otlp_endpoint: str | 
                 )
                 await backend.run_until(target, settle)
                 now = backend.clock.now_ns()
-                if advisor is not None and burst_start <= now and "gauge" not in marks:
-                    if (advisor.largest_input_size(0, plan.model) or 0) < burst_size:
-                        marks["gauge"] = now
+                if (
+                    advisor is not None
+                    and burst_start <= now
+                    and "gauge" not in marks
+                    and (advisor.largest_input_size(0, plan.model) or 0) < burst_size
+                ):
+                    marks["gauge"] = now
                 while queue and queue[0][0] <= now:
                     _, _, index = heapq.heappop(queue)
                     tasks.append(asyncio.create_task(user(client, index)))

@@ -12,9 +12,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import duckdb
 
-from gpu_rca.correlate.ranking.drivers import driver_rows, significant
+from gpu_rca.correlate.ranking.drivers import DriverRow, driver_rows, significant
 from gpu_rca.correlate.ranking.signals import METRIC_FLOORS
 from gpu_rca.schemas import metrics as m
 
@@ -148,7 +150,7 @@ def contrast_ranking(con: duckdb.DuckDBPyConnection) -> list[str]:
         "CREATE OR REPLACE TEMP TABLE bl_kind_groups AS SELECT idx, list_position(?, kind) AS grp FROM bl_groups",
         [kinds],
     )
-    by_kind: dict[str, list] = {k: [] for k in kinds}
+    by_kind: dict[str, list[DriverRow]] = {k: [] for k in kinds}
     for row in driver_rows(con, "bl_kind_groups"):
         by_kind[kinds[row.group - 1]].append(row)
     causes = []
@@ -166,5 +168,5 @@ def contrast_ranking(con: duckdb.DuckDBPyConnection) -> list[str]:
     return _dedupe(causes)
 
 
-def _dedupe(causes) -> list[str]:
+def _dedupe(causes: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(causes))

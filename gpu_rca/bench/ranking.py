@@ -7,10 +7,13 @@ them, `analyze` ranks with its default window; the baselines then rank the same 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import duckdb
 
 from gpu_rca.bench import baselines, scoring
 from gpu_rca.correlate.ingest import ingest_paths
@@ -18,6 +21,7 @@ from gpu_rca.correlate.ranking.evidence import numbers_missing_from_evidence
 from gpu_rca.correlate.ranking.run import analyze_connection
 from gpu_rca.correlate.ranking.timefmt import parse_time_ns
 from gpu_rca.correlate.store import Store
+from gpu_rca.correlate.store.query import scalar
 
 #: The seed of `--generated N`: fixed, so the generated suite is the same for everyone.
 GENERATED_SEED = 20260302
@@ -88,7 +92,7 @@ def run_case(scenario_data: dict[str, Any] | str) -> dict[str, Any]:
             contrast: list[str] = []
             detect = None
             if ours["spans"]["failed"]:
-                detect = con.execute("SELECT min(end_ns) FROM rk_spans WHERE failed").fetchone()[0]
+                detect = scalar(con, "SELECT min(end_ns) FROM rk_spans WHERE failed")
                 contrast = baselines.contrast_ranking(con) if _has_kv(con) else []
             baro = baselines.baro_ranking(con, start, end, detect)
     unchecked = [c["cause"] for c in ours["causes"] if numbers_missing_from_evidence(c)]
@@ -102,11 +106,13 @@ def run_case(scenario_data: dict[str, Any] | str) -> dict[str, Any]:
     }
 
 
-def _has_kv(con) -> bool:
-    return bool(con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'rk_kv'").fetchone()[0])
+def _has_kv(con: duckdb.DuckDBPyConnection) -> bool:
+    return bool(scalar(con, "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'rk_kv'"))
 
 
-def run_suite(name: str, scenarios: list[Any], jobs: int = 1, progress=None) -> SuiteResult:
+def run_suite(
+    name: str, scenarios: list[Any], jobs: int = 1, progress: Callable[[dict[str, Any]], None] | None = None
+) -> SuiteResult:
     """Run every scenario (paths or mappings), `jobs` at a time, each in its own process."""
     results: list[dict[str, Any]] = []
     if jobs <= 1:

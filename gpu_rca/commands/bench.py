@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 import click
 
@@ -50,7 +51,7 @@ def ranking(scenarios_dir: str | None, generated: int, seed: int | None, jobs: i
     if scenarios_dir is not None and not paths:
         raise UsageError(f"no scenario YAML files in {scenarios_dir}")
 
-    def progress(case: dict) -> None:
+    def progress(case: dict[str, Any]) -> None:
         top = case["ours"][0]["cause"] if case["ours"] else "none"
         truth = case["truth"].get("cause") or "none"
         click.echo(f"  {case['name']}: truth {truth}, ranked first {top}", err=True)

@@ -80,7 +80,7 @@ class DemoResult:
     seed: int
     analysis: dict[str, Any]
     digest: Digest
-    truth: dict
+    truth: dict[str, Any]
     out_dir: Path
     files: tuple[Path, ...]
 

@@ -114,11 +114,12 @@ def _real(sample_hz: float, hostname: str | None) -> tuple[Any, list[Any]]:
     from gpu_rca.collector._exporter import Source
 
     collector = Collector(pynvml, sample_hz=sample_hz, cuda_visible_devices=None)
-    if not collector.start():
-        events = list(collector.sampler.events) if collector.sampler is not None else []
+    sampler = collector.sampler
+    if sampler is None or not collector.start():
+        events = list(sampler.events) if sampler is not None else []
         detail = events[-1].detail if events else "unknown error"
         raise GpuRcaError(f"NVML unavailable ({detail}); on a machine without GPUs, try --simulate SCENARIO")
-    return collector, [Source(collector.sampler, hostname)]
+    return collector, [Source(sampler, hostname)]
 
 
 def _simulated(scenario: str, speed: float, otlp_endpoint: str | None, sample_hz: float) -> tuple[Any, Any]:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import click
 
 from gpu_rca.schemas.errors import InputError, UsageError
+
+if TYPE_CHECKING:
+    from gpu_rca.correlate.ingest import IngestSummary
 
 
 def _boot_time(value: str | None) -> datetime | None:
@@ -104,7 +108,7 @@ def ingest(
         )
 
 
-def _print_summary(summary, db_path: str) -> None:
+def _print_summary(summary: IngestSummary, db_path: str) -> None:
     import sys
 
     from rich.console import Console

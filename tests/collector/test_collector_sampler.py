@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
@@ -269,7 +270,7 @@ def test_ring_window_stats_match_the_window_reduced_directly(
     assert [r for r in reductions if r is not None] == pytest.approx([e for e in expected if e is not None], rel=1e-12)
     changed = any(
         b.xids or b.throttle_mask != a.throttle_mask or b.ecc_uncorrected != a.ecc_uncorrected
-        for a, b in zip(window, window[1:])
+        for a, b in itertools.pairwise(window)
     )
     assert not (quiet and changed)  # quiet may be conservative (a change after the window), never wrong
     device = DeviceInfo(0, "GPU-0", "NVIDIA A100", "00000000:3B:00.0", 88, 92, 1410, 1593, 80 * 2**30)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from gpu_rca.correlate.ranking.drivers import DriverRow, significant
@@ -69,9 +69,9 @@ def contrast(failures: Group, feature: str, baseline: Group) -> Contrast:
     return Contrast(failures.share(feature), baseline.share(feature), p)
 
 
-def merge_groups(groups: list[Group]) -> Group:
-    """Counts of several groups together (medians: the largest group's)."""
-    groups = [g for g in groups if g and g.n]
+def merge_groups(candidates: Iterable[Group | None]) -> Group:
+    """Counts of several groups together (medians: the largest group's); None and empty groups count nothing."""
+    groups = [g for g in candidates if g is not None and g.n]
     if not groups:
         return Group()
     big = max(groups, key=lambda g: g.n)

@@ -48,8 +48,8 @@ def saturation(sig: Signals, traffic: tuple[float, float] | None) -> Hypothesis 
         unit="%",
     )
     parts = [f"{share} % of them ran on a busy GPU with no throttling (baseline {ev.base()} %)"]
-    if med.get("util_pct") is not None:
-        u = ev.add("stamp", a.UTILIZATION_MEAN, med["util_pct"], baseline=ok.get("util_pct"), unit="%")
+    if (util_pct := med.get("util_pct")) is not None:
+        u = ev.add("stamp", a.UTILIZATION_MEAN, util_pct, baseline=ok.get("util_pct"), unit="%")
         parts.append(f"utilization {u} %")
     if q is not None:
         qv = ev.add("stamp", a.QUEUE_MS, q, baseline=q0, unit="ms")

@@ -16,14 +16,14 @@ from gpu_rca.correlate.ranking.causes.base import (
     where,
 )
 from gpu_rca.correlate.ranking.evidence import EvidenceList, pct
-from gpu_rca.correlate.ranking.signals import GpuSignals, Signals
+from gpu_rca.correlate.ranking.signals import GpuSignals, KernelXid, Signals
 from gpu_rca.correlate.ranking.window import MINUTE_NS, SKEW_NS
 from gpu_rca.schemas import attributes as a
 from gpu_rca.schemas import metrics as m
 from gpu_rca.schemas import xid as x
 
 
-def _kernel(g: GpuSignals, codes: set[int]) -> list:
+def _kernel(g: GpuSignals, codes: set[int]) -> list[KernelXid]:
     """Kernel XIDs of `codes` on this GPU that overlap its failures (from 10 min before to 1 min after)."""
     onset = g.onset_ns
     lasts = [grp.last_ns for grp in g.failed.values() if grp.last_ns is not None]
@@ -33,7 +33,7 @@ def _kernel(g: GpuSignals, codes: set[int]) -> list:
     return [k for k in g.kernel if k.xid in codes and k.last_ns >= start and k.first_ns <= end]
 
 
-def _kernel_evidence(g: GpuSignals, kernel: list, ev: EvidenceList) -> list[str]:
+def _kernel_evidence(g: GpuSignals, kernel: list[KernelXid], ev: EvidenceList) -> list[str]:
     """Evidence rows for the GPU's kernel XIDs, oldest first, and the summary phrases quoting them."""
     parts = []
     for k in sorted(kernel, key=lambda k: k.first_ns):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from functools import partial
 
 from gpu_rca.correlate.ranking.causes.base import (
     MIN_STRENGTH,
@@ -66,10 +67,12 @@ def host_bottleneck(sig: Signals) -> list[Hypothesis]:
                     {"slow": 1.0},
                     strength,
                     ev,
-                    lambda n, e, host=host, text=text: (
-                        f"{count_sentence(n, e)} on host {host} waited for the host, not the GPU: {text}."
-                    ),
+                    partial(_describe, host, text),
                     precedes=None,
                 )
             )
     return out
+
+
+def _describe(host: str, text: str, n: int, ev: EvidenceList) -> str:
+    return f"{count_sentence(n, ev)} on host {host} waited for the host, not the GPU: {text}."

@@ -61,11 +61,11 @@ def oom_large_inputs(sig: Signals, family_drivers: dict[str, list[DriverRow]]) -
         unit="%",
     )
     parts.append(f"{sh} % of them found device memory nearly full (baseline {ev.base()} %)")
-    if oom.medians.get("mem_process_bytes") is not None:
+    if (process_bytes := oom.medians.get("mem_process_bytes")) is not None:
         pv = ev.add(
             "stamp",
             a.MEMORY_PROCESS_MAX,
-            gib(oom.medians["mem_process_bytes"]),
+            gib(process_bytes),
             baseline=gib(sig.baseline.medians.get("mem_process_bytes")),
             unit="GiB",
         )

@@ -50,11 +50,8 @@ def throttle(cause: str, g: GpuSignals, sig: Signals) -> Hypothesis | None:
             metric_first = temp.first_up_ns
     elif cause == "power_capping":
         limit = g.metrics.get(m.ENFORCED_POWER_LIMIT)
-        lowered = (
-            med.get("power_limit_w") is not None
-            and ok.get("power_limit_w")
-            and med["power_limit_w"] < 0.95 * ok["power_limit_w"]
-        )
+        limit_now, limit_before = med.get("power_limit_w"), ok.get("power_limit_w")
+        lowered = bool(limit_now is not None and limit_before and limit_now < 0.95 * limit_before)
         if limit and limit.z_down >= 3:
             lowered = True
             metric_first = limit.first_down_ns
@@ -75,28 +72,26 @@ def throttle(cause: str, g: GpuSignals, sig: Signals) -> Hypothesis | None:
     )
     share_base = ev.base()
     parts = [f"{share} % of them ran with {label} (baseline {share_base} %)"]
-    if cause == "thermal_throttling" and med.get("temp_c") is not None:
+    if cause == "thermal_throttling" and (temp_c := med.get("temp_c")) is not None:
         t = ev.add(
             "stamp",
             a.TEMPERATURE_MAX,
-            med["temp_c"],
+            temp_c,
             baseline=ok.get("temp_c"),
             unit="Cel",
             gpu_uuid=g.gpu_uuid,
             host=g.host,
         )
-        if med.get("slowdown_c") is not None:
-            sd = ev.add(
-                "stamp", a.TEMPERATURE_SLOWDOWN, med["slowdown_c"], unit="Cel", gpu_uuid=g.gpu_uuid, host=g.host
-            )
+        if (slowdown_c := med.get("slowdown_c")) is not None:
+            sd = ev.add("stamp", a.TEMPERATURE_SLOWDOWN, slowdown_c, unit="Cel", gpu_uuid=g.gpu_uuid, host=g.host)
             parts.append(f"at {t} °C against a slowdown threshold of {sd} °C")
         else:
             parts.append(f"at {t} °C")
-    if cause == "power_capping" and med.get("power_limit_w") is not None:
+    if cause == "power_capping" and (power_limit_w := med.get("power_limit_w")) is not None:
         lim = ev.add(
             "stamp",
             a.POWER_LIMIT,
-            med["power_limit_w"],
+            power_limit_w,
             baseline=ok.get("power_limit_w"),
             unit="W",
             gpu_uuid=g.gpu_uuid,
@@ -104,32 +99,32 @@ def throttle(cause: str, g: GpuSignals, sig: Signals) -> Hypothesis | None:
         )
         was = ev.base()
         parts.append(f"power limit {lim} W (was {was} W)" if was is not None and was != lim else f"power limit {lim} W")
-        if med.get("power_w") is not None:
+        if (power_w := med.get("power_w")) is not None:
             pw = ev.add(
                 "stamp",
                 a.POWER_MEAN,
-                med["power_w"],
+                power_w,
                 baseline=ok.get("power_w"),
                 unit="W",
                 gpu_uuid=g.gpu_uuid,
                 host=g.host,
             )
             parts.append(f"drawing {pw} W")
-    if med.get("clock_min_mhz") is not None and med.get("clock_max_mhz"):
+    if (clock_min := med.get("clock_min_mhz")) is not None and (clock_max := med.get("clock_max_mhz")):
         ck = ev.add(
             "stamp",
             a.CLOCK_SM_MIN,
-            med["clock_min_mhz"],
+            clock_min,
             baseline=ok.get("clock_min_mhz"),
             unit="MHz",
             gpu_uuid=g.gpu_uuid,
             host=g.host,
         )
-        mx = ev.add("stamp", a.CLOCK_SM_MAX, med["clock_max_mhz"], unit="MHz", gpu_uuid=g.gpu_uuid, host=g.host)
+        mx = ev.add("stamp", a.CLOCK_SM_MAX, clock_max, unit="MHz", gpu_uuid=g.gpu_uuid, host=g.host)
         share_of_max = ev.add(
             "ratio",
             "SM clock as a share of its max",
-            pct(med["clock_min_mhz"] / med["clock_max_mhz"]),
+            pct(clock_min / clock_max),
             unit="%",
             gpu_uuid=g.gpu_uuid,
             host=g.host,
