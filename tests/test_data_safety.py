@@ -238,7 +238,7 @@ def test_retention_must_be_a_duration(tmp_path: Path) -> None:
         text=True,
         timeout=60,
     )
-    assert run.returncode == 2 and "Error: not a duration: 'a week'" in run.stderr
+    assert run.returncode == 2 and "Error: --retention: 'a week' is not a duration like 30s, 2h or 1h30m" in run.stderr
     assert not (tmp_path / "s.duckdb").exists()
 
 

@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from gpu_rca.correlate import Store
-from gpu_rca.correlate.digest._time import rfc3339
 from gpu_rca.correlate.server.process import ServeProcess, wait_for
+from gpu_rca.schemas.timefmt import rfc3339
 from tests.support import require_binary
 from tests.support.digest import GPUS, HOST, MINUTE_NS, START_NS, build_incident
 

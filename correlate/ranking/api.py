@@ -6,11 +6,11 @@ import os
 
 from gpu_rca.correlate.ranking.explain import explain_connection
 from gpu_rca.correlate.ranking.run import DEFAULT_LOOKBACK_NS, analyze_connection
-from gpu_rca.correlate.ranking.timefmt import parse_duration_ns, parse_time_ns
 from gpu_rca.correlate.ranking.window import Filters, resolve_window
 from gpu_rca.correlate.store import Store
 from gpu_rca.schemas.errors import InputError, UsageError
 from gpu_rca.schemas.results import AnalyzeResult, ExplainResult
+from gpu_rca.schemas.timefmt import parse_duration_ns, parse_time_ns
 
 
 def analyze(
@@ -28,7 +28,7 @@ def analyze(
 ) -> AnalyzeResult:
     """The same dict as `gpu-rca analyze --json`, from the store at `db_path` (default `$GPU_RCA_DB`).
 
-    `since`/`until`: RFC 3339, epoch seconds, or a duration back from now (`2h`). Filters: `service`, `host`,
+    `since`/`until`: RFC 3339, epoch seconds, or a duration back from now (`2h`, `1h30m`). Filters: `service`, `host`,
     `gpu` (UUID); `slow` (a duration such as `5s`: slower inference spans count as failed); `lookback`
     (default `15m`: how far before the first failure the window starts); `prometheus` (a URL: pull the
     window's GPU metrics into the store first; unreachable means a warning, not an error).
@@ -46,18 +46,26 @@ def analyze(
 
 
 def resolve_options(
-    since: str | int | float | None, until: str | int | float | None, slow: str | None, lookback: str | None
+    since: str | int | float | None,
+    until: str | int | float | None,
+    slow: str | None,
+    lookback: str | None,
+    *,
+    prefix: str = "--",
 ) -> dict[str, int | None]:
-    """User-facing times and durations as the ns keyword arguments of `analyze_connection`."""
-    since_ns = None if since is None else parse_time_ns(since)
-    until_ns = None if until is None else parse_time_ns(until)
+    """User-facing times and durations as the ns keyword arguments of `analyze_connection`.
+
+    Errors name the value as `prefix` + its name: `--since` on the command line, `since` for query parameters.
+    """
+    since_ns = None if since is None else parse_time_ns(since, what=f"{prefix}since")
+    until_ns = None if until is None else parse_time_ns(until, what=f"{prefix}until")
     if since_ns is not None and until_ns is not None and since_ns >= until_ns:
-        raise UsageError("--since must be before --until")
+        raise UsageError(f"{prefix}since must be before {prefix}until")
     return {
         "since_ns": since_ns,
         "until_ns": until_ns,
-        "slow_ns": None if slow is None else parse_duration_ns(slow),
-        "lookback_ns": DEFAULT_LOOKBACK_NS if lookback is None else parse_duration_ns(lookback),
+        "slow_ns": None if slow is None else parse_duration_ns(slow, f"{prefix}slow"),
+        "lookback_ns": DEFAULT_LOOKBACK_NS if lookback is None else parse_duration_ns(lookback, f"{prefix}lookback"),
     }
 
 

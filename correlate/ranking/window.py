@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 import duckdb
 
 from gpu_rca.correlate.ranking.features import FEATURE_SQL
-from gpu_rca.correlate.ranking.timefmt import rfc3339
 from gpu_rca.schemas import metrics as m
 from gpu_rca.schemas.attributes import STAMPS
 from gpu_rca.schemas.errors import EmptyWindowError, InputError
+from gpu_rca.schemas.timefmt import rfc3339
 
 MINUTE_NS = 60_000_000_000
 #: Clock skew tolerated between hosts (spans, kernel logs and scrapes come from different clocks).
