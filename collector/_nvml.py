@@ -8,7 +8,6 @@ have no ECC) so they are recorded as unsupported once and never retried, turns `
 from __future__ import annotations
 
 import logging
-import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -94,19 +93,6 @@ class Sample(NamedTuple):
     throttle_mask: int | None
     pcie_replays: int | None
     xids: tuple[int, ...] = ()
-
-
-#: The Sample fields stamping reduces over a window, in this order (see `_stamp.aggregate`).
-STAMP_COLUMN_NAMES = (
-    "temperature_c",
-    "power_w",
-    "memory_used_bytes",
-    "process_memory_bytes",
-    "utilization_pct",
-    "sm_clock_mhz",
-)
-#: Picks those fields from a Sample, in C.
-STAMP_COLUMNS = operator.itemgetter(*(Sample._fields.index(n) for n in STAMP_COLUMN_NAMES))
 
 
 def _throttle(nv: Any, h: Any) -> int:
