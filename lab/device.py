@@ -210,11 +210,5 @@ class Fleet:
         self.advance_to(now_ns)
         return now_ns
 
-    def nvml(self, host: str | None = None):
-        """A pynvml-compatible view of one host (the first unless named)."""
-        from gpu_rca.lab.nvml import SimulatedNvml
-
-        return SimulatedNvml(self, host or self.hosts[0])
-
 
 __all__ = ["CUDA_CONTEXT_BYTES", "STEP_NS", "Fleet", "GpuProcess", "SimGpu", "XidRecord", "gpu_uuid", "normalize_fleet"]
