@@ -6,6 +6,7 @@ from pathlib import Path
 
 import duckdb
 
+from gpu_rca.correlate.store.errors import store_error
 from gpu_rca.schemas.errors import StoreError
 
 _DUCKDB_MAGIC = b"DUCK"  # bytes 8..12 of every DuckDB database file
@@ -35,13 +36,7 @@ def connect(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
     try:
         return duckdb.connect(path, read_only=read_only, config=_CONFIG)
     except duckdb.Error as exc:
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if "could not set lock" in message.lower() or "conflicting lock" in message.lower():
-            raise StoreError(
-                f"database {path} is locked by another process (is `gpu-rca serve` running?); "
-                "use --server URL to query it through that process"
-            ) from exc
-        raise StoreError(f"cannot open {path}: it looks corrupted or unreadable ({message})") from exc
+        raise store_error(exc, path, opening=True) from exc
 
 
 __all__ = ["connect"]
