@@ -12,7 +12,6 @@ from opentelemetry import trace
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from gpu_rca.collector._errors import classify
 from gpu_rca.collector._health import Health
 from gpu_rca.schemas import attributes as A
 
@@ -188,4 +187,4 @@ def record_failure(span: Span, exc: BaseException, error_type: str, timestamp_ns
     span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:512]))
 
 
-__all__ = ["InferenceSpan", "InferenceSpanScope", "classify", "record_failure", "set_clean_attributes"]
+__all__ = ["InferenceSpan", "InferenceSpanScope", "record_failure", "set_clean_attributes"]

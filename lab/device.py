@@ -106,7 +106,7 @@ class SimGpu:
         return self.lost_at_ns is not None and now_ns >= self.lost_at_ns
 
 
-def gpu_uuid(seed: int | str, host: str, index: int) -> str:
+def gpu_uuid_for(seed: int | str, host: str, index: int) -> str:
     """A stable `GPU-…` UUID for a GPU of a fleet (same seed, same UUID, whatever PYTHONHASHSEED)."""
     rng = random.Random(f"gpu-uuid/{seed}/{host}/{index}")
     return "GPU-" + str(uuid_module.UUID(int=rng.getrandbits(128), version=4))
@@ -163,7 +163,7 @@ class Fleet:
                         host=entry["host"],
                         index=index,
                         profile=profile,
-                        uuid=gpu_uuid(seed, entry["host"], index),
+                        uuid=gpu_uuid_for(seed, entry["host"], index),
                         pci_bus_id=f"00000000:{PCI_SLOTS[index].upper()}:00.0",
                         state=idle_state(profile, ambient_c),
                         power_limit_w=profile.power_limit_default_w,
@@ -211,4 +211,13 @@ class Fleet:
         return now_ns
 
 
-__all__ = ["CUDA_CONTEXT_BYTES", "STEP_NS", "Fleet", "GpuProcess", "SimGpu", "XidRecord", "gpu_uuid", "normalize_fleet"]
+__all__ = [
+    "CUDA_CONTEXT_BYTES",
+    "STEP_NS",
+    "Fleet",
+    "GpuProcess",
+    "SimGpu",
+    "XidRecord",
+    "gpu_uuid_for",
+    "normalize_fleet",
+]
