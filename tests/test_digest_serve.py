@@ -17,9 +17,10 @@ from gpu_rca.correlate import Store
 from gpu_rca.correlate.digest import list_digests
 from gpu_rca.correlate.server import ServerConfig, create_app
 from gpu_rca.correlate.server.digests import BurstWatcher
-from gpu_rca.correlate.server.process import ServeProcess, wait_for
+from gpu_rca.correlate.server.process import ServeProcess
 from gpu_rca.schemas.timefmt import rfc3339
 from tests.support.digest import GPUS, HOST, MINUTE_NS, START_NS, build_incident, make_incident
+from tests.support.waiting import wait_for
 
 TOKEN = "s3cret-digest-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -31,10 +31,11 @@ from gpu_rca.correlate.prometheus.pull import (
     pull_windows,
     step_seconds,
 )
-from gpu_rca.correlate.server.process import ServeProcess, wait_for
+from gpu_rca.correlate.server.process import ServeProcess
 from gpu_rca.correlate.store import Store
 from gpu_rca.schemas import metrics as m
 from tests.support import require_binary
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.prometheus
 NS = 1_000_000_000

@@ -19,7 +19,10 @@ from gpu_rca.schemas.errors import UsageError
 from gpu_rca.schemas.pci import normalize_pci_bus_id
 from gpu_rca.schemas.xid import XID_FALLEN_OFF_BUS
 
-_MONTHS = {m: i for i, m in enumerate(["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"], start=1)}
+_MONTHS = {
+    m: i
+    for i, m in enumerate(["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"], start=1)
+}
 _NS = 1_000_000_000
 
 # --- line prefixes ---------------------------------------------------------------------------------
@@ -109,11 +112,6 @@ class KernelLogResult:
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> XID lines not stored
     warnings: tuple[str, ...] = ()
     lines: int = 0
-
-    @property
-    def skipped_total(self) -> int:
-        """XID lines (or fallen-off messages) that could not be stored."""
-        return sum(self.skipped.values())
 
 
 @dataclass(frozen=True)
