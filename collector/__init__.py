@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from gpu_rca.collector._advisor import AdmissionAdvisor, Advice
 from gpu_rca.collector._collector import Collector, GpuSpanProcessor, telemetry_source
-from gpu_rca.collector._errors import classify as classify_error
+from gpu_rca.collector._errors import classify_error
 from gpu_rca.collector._gpu import GpuResolver, Target
 from gpu_rca.collector._health import Health
 from gpu_rca.collector._logs import OtlpLogSink, install_patcher, trace_patcher
@@ -33,7 +33,7 @@ def __getattr__(name: str) -> object:
     if name in _EXPORTER_NAMES:
         from gpu_rca.collector import _exporter
 
-        return getattr(_exporter, {"MetricsSource": "Source", "serve_metrics": "serve"}.get(name, name))
+        return getattr(_exporter, name)
     raise AttributeError(f"module 'collector' has no attribute {name!r}")
 
 

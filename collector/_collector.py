@@ -14,7 +14,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.trace import SpanKind
 
-from gpu_rca.collector._errors import classify
+from gpu_rca.collector._errors import classify_error
 from gpu_rca.collector._gpu import GpuResolver, Target
 from gpu_rca.collector._health import Health
 from gpu_rca.collector._logs import OtlpLogSink, trace_patcher
@@ -267,7 +267,7 @@ class Collector:
                 otel.add_event(name, event_attrs, timestamp=ts)
         if exception is not None:
             lost = device is not None and sampler is not None and sampler.is_lost(device.index)
-            record_failure(otel, exception, classify(exception, gpu_lost=lost), end)
+            record_failure(otel, exception, classify_error(exception, gpu_lost=lost), end)
 
     def _identity(self, device: DeviceInfo, mig_instance_id: int | None) -> dict[str, Any]:
         """The GPU's identity stamps, built once per GPU (and MIG slice); callers copy, never change them."""

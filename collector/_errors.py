@@ -50,7 +50,7 @@ def class_name(exc: BaseException) -> str:
     return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
 
 
-def classify(exc: BaseException, *, gpu_lost: bool = False) -> str:
+def classify_error(exc: BaseException, *, gpu_lost: bool = False) -> str:
     """`error.type` (docs/contracts.md §1). `gpu_lost`: the span's GPU answered GpuIsLost, so a CUDA error is `gpu_lost`."""
     chain = _chain(exc)
     for item in chain:

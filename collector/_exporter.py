@@ -55,7 +55,7 @@ _VALUES: dict[str, Callable[[DeviceInfo, Sample], float | int | None]] = {
 }
 
 
-class Source:
+class MetricsSource:
     """One host's sampler and the `Hostname` label its series carry."""
 
     def __init__(self, sampler: Sampler, hostname: str | None = None) -> None:
@@ -81,10 +81,10 @@ class _Row:
 class DcgmCollector(PromCollector):
     """prometheus_client collector yielding dcgm-exporter's metric families from the latest samples."""
 
-    def __init__(self, sources: Iterable[Source] | Callable[[], Iterable[Source]]) -> None:
+    def __init__(self, sources: Iterable[MetricsSource] | Callable[[], Iterable[MetricsSource]]) -> None:
         self._sources = sources
 
-    def sources(self) -> list[Source]:
+    def sources(self) -> list[MetricsSource]:
         """The current sources (a callable lets a live fleet add hosts)."""
         return list(self._sources() if callable(self._sources) else self._sources)
 
@@ -168,7 +168,7 @@ class DcgmCollector(PromCollector):
         yield last
 
 
-def registry_for(sources: Iterable[Source] | Callable[[], Iterable[Source]]) -> CollectorRegistry:
+def registry_for(sources: Iterable[MetricsSource] | Callable[[], Iterable[MetricsSource]]) -> CollectorRegistry:
     """A fresh registry holding only the dcgm-compatible collector (no process metrics, like dcgm-exporter)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(DcgmCollector(sources))
@@ -225,7 +225,7 @@ def wsgi_app(registry: CollectorRegistry) -> Callable[..., Any]:
     return app
 
 
-def serve(registry: CollectorRegistry, host: str, port: int) -> Any:
+def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> Any:
     """Serve `/metrics` on host:port in a daemon thread (prometheus_client's threading WSGI server);
     returns the server: `.server_address`, `.shutdown()`, `.server_close()`."""
     from wsgiref.simple_server import make_server

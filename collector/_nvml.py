@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
@@ -98,19 +97,6 @@ class Sample(NamedTuple):
     throttle_mask: int | None
     pcie_replays: int | None
     xids: tuple[int, ...] = ()
-
-
-#: The Sample fields stamping reduces over a window, in this order (see `_stamp.aggregate`).
-STAMP_COLUMN_NAMES = (
-    "temperature_c",
-    "power_w",
-    "memory_used_bytes",
-    "process_memory_bytes",
-    "utilization_pct",
-    "sm_clock_mhz",
-)
-#: Picks those fields from a Sample, in C.
-STAMP_COLUMNS = operator.itemgetter(*(Sample._fields.index(n) for n in STAMP_COLUMN_NAMES))
 
 
 def _ecc(error_type: int) -> Callable[[NvmlSource, NvmlHandle], int]:

@@ -5,18 +5,36 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from gpu_rca.collector._errors import classify
+from gpu_rca.collector._health import Health
 from gpu_rca.schemas import attributes as A
 
-if TYPE_CHECKING:
-    from gpu_rca.collector._collector import Collector
+
+class SpanOwner(Protocol):
+    """What an inference span needs of the collector that opened it. `Collector` is the one; declaring it
+    here keeps the import one way (the collector imports its spans, never the reverse)."""
+
+    health: Health
+    clock: Callable[[], int]
+
+    def start_inference_span(
+        self,
+        name: str = ...,
+        *,
+        gpu: Any = ...,
+        attributes: Mapping[str, Any] | None = ...,
+        start_ns: int | None = ...,
+        kind: SpanKind = ...,
+        context: Any = ...,
+    ) -> InferenceSpan: ...
+
+    def _finish(self, span: InferenceSpan, end_ns: int | None, exception: BaseException | None) -> None: ...
 
 
 class InferenceSpan:
@@ -27,7 +45,7 @@ class InferenceSpan:
 
     __slots__ = ("_ended", "collector", "device", "inflight_max", "span", "start_ns", "target")
 
-    def __init__(self, collector: Collector, span: Span, start_ns: int, target: Any, device: Any = None) -> None:
+    def __init__(self, collector: SpanOwner, span: Span, start_ns: int, target: Any, device: Any = None) -> None:
         self.collector = collector
         self.span = span
         self.start_ns = start_ns
@@ -69,7 +87,7 @@ class InferenceSpanScope:
 
     def __init__(
         self,
-        collector: Callable[[], Collector],
+        collector: Callable[[], SpanOwner],
         name: str,
         gpu: Any,
         attributes: Mapping[str, Any] | None,
@@ -169,4 +187,4 @@ def record_failure(span: Span, exc: BaseException, error_type: str, timestamp_ns
     span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:512]))
 
 
-__all__ = ["InferenceSpan", "InferenceSpanScope", "classify", "record_failure", "set_clean_attributes"]
+__all__ = ["InferenceSpan", "InferenceSpanScope", "record_failure", "set_clean_attributes"]

@@ -6,7 +6,7 @@ import functools
 from typing import Any
 
 from gpu_rca.collector._nvml import DeviceInfo, Sample
-from gpu_rca.collector._ring import RingWindow, reduce_samples, transition_between
+from gpu_rca.collector._ring import REDUCED_STAMPS, RingWindow, reduce_samples, transition_between
 from gpu_rca.schemas import attributes as A
 from gpu_rca.schemas.pci import normalize_pci_bus_id_or_keep as _normal_pci
 from gpu_rca.schemas.throttle import decode_throttle_reasons
@@ -73,25 +73,12 @@ def aggregate(
     samples, reductions, quiet = window
     first, last = samples[0], samples[-1]
     stale = end_ns - last.ts_ns > STALE_PERIODS * period_ns
+    attrs = {**static, _SAMPLES: len(samples), _STALE: stale}
     if None in reductions:  # a field some GPU or sample could not read: stamp what was read
-        attrs = {**static, _SAMPLES: len(samples), _STALE: stale}
-        for key, value in zip(_REDUCED, reductions):
+        for key, value in zip(REDUCED_STAMPS, reductions):
             _put(attrs, key, value)
-    else:  # the common case: one dict display
-        temp_max, power_max, power_mean, used_max, proc_max, util_mean, util_max, sm_min = reductions
-        attrs = {
-            **static,
-            _SAMPLES: len(samples),
-            _STALE: stale,
-            _TEMP_MAX: temp_max,
-            _POWER_MAX: power_max,
-            _POWER_MEAN: power_mean,
-            _USED_MAX: used_max,
-            _PROC_MAX: proc_max,
-            _UTIL_MEAN: util_mean,
-            _UTIL_MAX: util_max,
-            _SM_MIN: sm_min,
-        }
+    else:  # the common case
+        attrs.update(zip(REDUCED_STAMPS, reductions))
     if quiet:  # every mask is the first one's, and nothing happened inside the window
         mask = first.throttle_mask
         attrs[_THROTTLE] = _reasons(mask) if mask else ()
@@ -141,10 +128,6 @@ _SLOWDOWN, _SM_MAX, _POWER_LIMIT, _USED_START = (
     A.MEMORY_USED_START,
 )
 _TOTAL, _ECC_C, _ECC_U = A.MEMORY_TOTAL, A.ECC_CORRECTED_DELTA, A.ECC_UNCORRECTED_DELTA
-_TEMP_MAX, _POWER_MAX, _POWER_MEAN, _USED_MAX = A.TEMPERATURE_MAX, A.POWER_MAX, A.POWER_MEAN, A.MEMORY_USED_MAX
-_PROC_MAX, _UTIL_MEAN, _UTIL_MAX, _SM_MIN = A.MEMORY_PROCESS_MAX, A.UTILIZATION_MEAN, A.UTILIZATION_MAX, A.CLOCK_SM_MIN
-#: The stamp each of REDUCTIONS' values goes to.
-_REDUCED = (_TEMP_MAX, _POWER_MAX, _POWER_MEAN, _USED_MAX, _PROC_MAX, _UTIL_MEAN, _UTIL_MAX, _SM_MIN)
 
 
 def _ecc(sample: Sample) -> tuple[int, int] | None:

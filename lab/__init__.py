@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from gpu_rca.lab.clock import ScaledClock, VirtualClock
-from gpu_rca.lab.device import Fleet, SimGpu
-from gpu_rca.lab.device import gpu_uuid as gpu_uuid_for
+from gpu_rca.lab.device import Fleet, SimGpu, gpu_uuid_for
 from gpu_rca.lab.engine import LabRun, run_scenario
 from gpu_rca.lab.generate import generate_scenarios, write_generated
 from gpu_rca.lab.live import LiveFleet

@@ -14,7 +14,7 @@ from gpu_rca.lab.profiles import GpuProfile, get_profile
 from gpu_rca.schemas.errors import InputError
 
 if TYPE_CHECKING:
-    from gpu_rca.lab.nvml import SimulatedNvml
+    pass
 
 STEP_NS = 100_000_000  # physics resolution: 100 ms
 #: PCI bus ids of GPU slots on a typical 8-GPU server, in NVML index order.
@@ -111,7 +111,7 @@ class SimGpu:
         return self.lost_at_ns is not None and now_ns >= self.lost_at_ns
 
 
-def gpu_uuid(seed: int | str, host: str, index: int) -> str:
+def gpu_uuid_for(seed: int | str, host: str, index: int) -> str:
     """A stable `GPU-…` UUID for a GPU of a fleet (same seed, same UUID, whatever PYTHONHASHSEED)."""
     rng = random.Random(f"gpu-uuid/{seed}/{host}/{index}")
     return "GPU-" + str(uuid_module.UUID(int=rng.getrandbits(128), version=4))
@@ -168,7 +168,7 @@ class Fleet:
                         host=entry["host"],
                         index=index,
                         profile=profile,
-                        uuid=gpu_uuid(seed, entry["host"], index),
+                        uuid=gpu_uuid_for(seed, entry["host"], index),
                         pci_bus_id=f"00000000:{PCI_SLOTS[index].upper()}:00.0",
                         state=idle_state(profile, ambient_c),
                         power_limit_w=profile.power_limit_default_w,
@@ -215,11 +215,14 @@ class Fleet:
         self.advance_to(now_ns)
         return now_ns
 
-    def nvml(self, host: str | None = None) -> SimulatedNvml:
-        """A pynvml-compatible view of one host (the first unless named)."""
-        from gpu_rca.lab.nvml import SimulatedNvml
 
-        return SimulatedNvml(self, host or self.hosts[0])
-
-
-__all__ = ["CUDA_CONTEXT_BYTES", "STEP_NS", "Fleet", "GpuProcess", "SimGpu", "XidRecord", "gpu_uuid", "normalize_fleet"]
+__all__ = [
+    "CUDA_CONTEXT_BYTES",
+    "STEP_NS",
+    "Fleet",
+    "GpuProcess",
+    "SimGpu",
+    "XidRecord",
+    "gpu_uuid_for",
+    "normalize_fleet",
+]

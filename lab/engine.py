@@ -33,6 +33,7 @@ from gpu_rca.lab.device import CUDA_CONTEXT_BYTES, STEP_NS, Fleet
 from gpu_rca.lab.faults import FaultDriver, apply_event
 from gpu_rca.lab.ids import SeededIdGenerator
 from gpu_rca.lab.kernel_log import kernel_lines
+from gpu_rca.lab.nvml import SimulatedNvml
 from gpu_rca.lab.scenario import Scenario
 from gpu_rca.lab.scrapes import Scraper
 from gpu_rca.lab.workload import Request, Worker, draw
@@ -173,7 +174,7 @@ class _Engine:
                 log_provider.add_log_record_processor(SimpleLogRecordProcessor(self.logs))
             pid = SERVICE_PID_BASE + 17 * position
             collector = Collector(
-                nvml=self.fleet.nvml(host),
+                nvml=SimulatedNvml(self.fleet, host),
                 clock=lambda skew=skew: self.clock.now_ns() + skew,
                 tracer_provider=provider,
                 sample_hz=sample_hz,

@@ -57,10 +57,10 @@ def _error(code: int) -> pynvml.NVMLError:
 class SimulatedNvml:
     """pynvml for one host of a simulated fleet."""
 
-    def __init__(self, fleet: Fleet, host: str) -> None:
+    def __init__(self, fleet: Fleet, host: str | None = None) -> None:
         self.fleet = fleet
-        self.host = host
-        self.devices: list[SimGpu] = fleet.host_gpus(host)
+        self.host = host or fleet.hosts[0]
+        self.devices: list[SimGpu] = fleet.host_gpus(self.host)
         self._init_count = 0
         self._event_sets: dict[int, _EventSet] = {}
 
@@ -340,7 +340,7 @@ def simulated_nvml(
     Without a clock it follows wall-clock time. `.devices` holds the GPUs, whose `load()` and
     `set_process()` put work on them.
     """
-    return Fleet(fleet, clock=clock or time.time_ns, seed=seed).nvml(host)
+    return SimulatedNvml(Fleet(fleet, clock=clock or time.time_ns, seed=seed), host)
 
 
 __all__ = ["DRIVER_VERSION", "DeviceHandle", "SimulatedNvml", "XidEventData", "simulated_nvml"]

@@ -15,13 +15,13 @@ import yaml
 
 from gpu_rca.lab.device import normalize_fleet
 from gpu_rca.lab.profiles import get_profile
+from gpu_rca.schemas import timefmt
 from gpu_rca.schemas.causes import CAUSE_IDS
 from gpu_rca.schemas.errors import InputError, UsageError
+from gpu_rca.schemas.timefmt import is_duration
 
 NS = 1_000_000_000
 DEFAULT_START = "2025-01-06T09:30:00Z"
-_DURATION = re.compile(r"^(\d+)(ms|s|m|h)$")
-_DURATION_NS = {"ms": 1_000_000, "s": NS, "m": 60 * NS, "h": 3600 * NS}
 _RATE = re.compile(r"^(\d+(?:\.\d+)?)\s*/\s*(s|min|h)$")
 _RATE_PER_S = {"s": 1.0, "min": 1 / 60, "h": 1 / 3600}
 
@@ -150,11 +150,10 @@ class _Where:
 
 
 def parse_duration_ns(value: Any, what: str = "duration") -> int:
-    """`90s`, `30m`, `250ms`, `2h` → nanoseconds."""
-    match = _DURATION.match(str(value).strip()) if isinstance(value, (str, int)) else None
-    if match is None:
-        raise ValueError(f"{what} must look like 30s, 10m, 250ms or 2h, got {value!r}")
-    return int(match[1]) * _DURATION_NS[match[2]]
+    """`90s`, `30m`, `250ms`, `2h`, `1h30m` → nanoseconds (ValueError otherwise, for `_field` to place)."""
+    if not isinstance(value, str) or not is_duration(value):
+        raise ValueError(f"{what} must look like 30s, 10m, 250ms, 2h or 1h30m, got {value!r}")
+    return timefmt.parse_duration_ns(value, what)
 
 
 def parse_rate_per_s(value: Any) -> float:
@@ -166,18 +165,15 @@ def parse_rate_per_s(value: Any) -> float:
 
 
 def _parse_start_ns(value: Any) -> int:
-    if isinstance(value, dt.datetime):
-        moment = value
-    elif isinstance(value, str):
-        try:
-            moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            raise ValueError(f"start must be an RFC 3339 time such as {DEFAULT_START}, got {value!r}") from None
-    else:
-        raise ValueError(f"start must be an RFC 3339 time such as {DEFAULT_START}, got {value!r}")
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    return int(moment.timestamp()) * NS + moment.microsecond * 1000
+    if isinstance(value, dt.datetime):  # YAML reads an unquoted timestamp as a datetime
+        moment = value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+        return int(moment.timestamp()) * NS + moment.microsecond * 1000
+    try:
+        if isinstance(value, str):
+            return timefmt.parse_rfc3339_ns(value, assume_utc=True)
+    except InputError:
+        pass
+    raise ValueError(f"start must be an RFC 3339 time such as {DEFAULT_START}, got {value!r}")
 
 
 def _weights(value: Any, cast: type, allowed: tuple[str, ...] | None, where: _Where, path: str) -> dict[Any, float]:

@@ -16,6 +16,7 @@ from typing import Any
 import pynvml
 
 from gpu_rca.lab.device import Fleet, SimGpu
+from gpu_rca.lab.nvml import SimulatedNvml
 from gpu_rca.lab.scenario import Scenario
 from gpu_rca.schemas import metrics as M
 
@@ -69,7 +70,7 @@ class Scraper:
         self.interval_ns = scenario.scrape_interval_ns
         self.start_ns = scenario.start_ns
         self._next_ns = scenario.start_ns
-        self._nvml = {host: fleet.nvml(host) for host in fleet.hosts}
+        self._nvml = {host: SimulatedNvml(fleet, host) for host in fleet.hosts}
         for nvml in self._nvml.values():
             nvml.nvmlInit()
         self._handles = {gpu.uuid: self._nvml[gpu.host].nvmlDeviceGetHandleByIndex(gpu.index) for gpu in fleet.gpus}

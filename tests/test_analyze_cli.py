@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ import pytest
 from gpu_rca import correlate
 from gpu_rca.correlate.server.process import ServeProcess
 from gpu_rca.correlate.store import Store
+from gpu_rca.schemas.timefmt import parse_time_ns
 from tests.support.ranking import check_contract, incident_stores
 
 
@@ -47,13 +50,32 @@ def test_analyze_prints_a_ranked_table_and_the_window(incidents) -> None:
     assert run.stderr.startswith("window: ")
 
 
+def test_analyze_takes_compound_durations(incidents) -> None:
+    db, _ = incidents["quiet"]
+    compound = gpu_rca("analyze", "--db", str(db), "--lookback", "1h30m", "--slow", "1s500ms", "--json")
+    simple = gpu_rca("analyze", "--db", str(db), "--lookback", "90m", "--slow", "1500ms", "--json")
+    assert compound.returncode == 0, compound.stderr
+    assert json.loads(compound.stdout) == json.loads(simple.stdout)
+    assert json.loads(compound.stdout) != json.loads(gpu_rca("analyze", "--db", str(db), "--json").stdout)
+    # The lab's store lies in the past: the last 1h30m holds no spans, and the message says which window that was.
+    asked_at = time.time()
+    recent = gpu_rca("analyze", "--db", str(db), "--since", "1h30m")
+    assert recent.returncode == 1, recent.stderr
+    since = re.search(r"no inference spans between (\S+) and now", recent.stderr)
+    assert since is not None, recent.stderr
+    assert abs(parse_time_ns(since[1]) / 1e9 - (asked_at - 5400)) < 60
+    bad = gpu_rca("analyze", "--db", str(db), "--since", "1x")
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == "Error: --since: '1x' is not RFC 3339, epoch seconds or a duration like 2h or 1h30m"
+
+
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
         (["--db", "{missing}"], 1, "does not exist"),
-        (["--db", "{db}", "--since", "yesterday-ish"], 2, "not a time"),
+        (["--db", "{db}", "--since", "yesterday-ish"], 2, "--since: 'yesterday-ish' is not RFC 3339"),
         (["--db", "{db}", "--since", "2025-01-06T10:00:00Z", "--until", "2025-01-06T09:00:00Z"], 2, "before --until"),
-        (["--db", "{db}", "--slow", "fast"], 2, "not a duration"),
+        (["--db", "{db}", "--slow", "fast"], 2, "--slow: 'fast' is not a duration like 30s, 2h or 1h30m"),
         (["--db", "{db}", "--server", "http://127.0.0.1:9"], 2, "not both"),
         (
             ["--db", "{db}", "--since", "2020-01-01T00:00:00Z", "--until", "2020-01-02T00:00:00Z"],

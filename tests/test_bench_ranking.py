@@ -14,7 +14,7 @@ import yaml
 
 from gpu_rca.bench import baselines, scoring
 from gpu_rca.correlate.ranking.run import analyze_connection
-from gpu_rca.correlate.ranking.timefmt import parse_time_ns
+from gpu_rca.schemas.timefmt import parse_time_ns
 from tests.support.ranking import incident_stores
 
 

@@ -14,11 +14,11 @@ import duckdb
 import pytest
 
 from gpu_rca.correlate.server import ServerConfig, create_app
-from gpu_rca.correlate.server.process import wait_for
 from gpu_rca.correlate.server.retention import RETENTION_TIMES
 from gpu_rca.correlate.store import Store
 from gpu_rca.schemas import store as s
 from gpu_rca.schemas.errors import StoreError
+from tests.support.waiting import wait_for
 from tests.test_serve_errors import PB, trace_request
 from tests.test_serve_queue import running, writer_held
 
@@ -238,7 +238,7 @@ def test_retention_must_be_a_duration(tmp_path: Path) -> None:
         text=True,
         timeout=60,
     )
-    assert run.returncode == 2 and "Error: not a duration: 'a week'" in run.stderr
+    assert run.returncode == 2 and "Error: --retention: 'a week' is not a duration like 30s, 2h or 1h30m" in run.stderr
     assert not (tmp_path / "s.duckdb").exists()
 
 

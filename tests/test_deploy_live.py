@@ -22,7 +22,7 @@ from prometheus_client.metrics_core import Metric
 
 from gpu_rca import lab
 from gpu_rca.collector import Collector
-from gpu_rca.collector._exporter import Source, registry_for, serve
+from gpu_rca.collector._exporter import MetricsSource, registry_for, serve_metrics
 from gpu_rca.schemas import metrics as m
 from tests.support import require_binary
 from tests.support.prometheus import (
@@ -146,7 +146,7 @@ def live_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LivePr
     nvml = lab.simulated_nvml(fleet=[{"host": "node-r", "gpus": 1, "model": "L4"}])
     sampling = Collector(nvml, sample_hz=10.0, cuda_visible_devices=None)
     assert sampling.start()
-    gpu_rca_exporter = serve(registry_for([Source(sampling.sampler, "node-r")]), "127.0.0.1", 0)
+    gpu_rca_exporter = serve_metrics(registry_for([MetricsSource(sampling.sampler, "node-r")]), "127.0.0.1", 0)
 
     process, url = start_prometheus(
         binary,

@@ -10,10 +10,11 @@ import httpx
 import pytest
 
 from gpu_rca.correlate import Store
-from gpu_rca.correlate.digest._time import rfc3339
-from gpu_rca.correlate.server.process import ServeProcess, wait_for
+from gpu_rca.correlate.server.process import ServeProcess
+from gpu_rca.schemas.timefmt import rfc3339
 from tests.support import require_binary
 from tests.support.digest import GPUS, HOST, MINUTE_NS, START_NS, build_incident
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.prometheus
 TOKEN = "alertmanager-to-gpu-rca"

@@ -16,11 +16,12 @@ import pytest
 
 from gpu_rca.correlate import Store
 from gpu_rca.correlate.digest import list_digests
-from gpu_rca.correlate.digest._time import rfc3339
 from gpu_rca.correlate.server import ServerConfig, create_app
 from gpu_rca.correlate.server.digests import BurstWatcher
-from gpu_rca.correlate.server.process import ServeProcess, wait_for
+from gpu_rca.correlate.server.process import ServeProcess
+from gpu_rca.schemas.timefmt import rfc3339
 from tests.support.digest import GPUS, HOST, MINUTE_NS, START_NS, build_incident, make_incident
+from tests.support.waiting import wait_for
 
 TOKEN = "s3cret-digest-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -280,7 +281,9 @@ def test_burst_watcher_makes_one_digest_per_burst(tmp_path):
 
 def test_bad_input_to_post_digests_is_400(server):
     answer = httpx.post(f"{server.url}/digests", json={"since": "last tuesday"}, headers=AUTH, timeout=30)
-    assert answer.status_code == 400 and "not a time" in answer.json()["message"]
+    assert answer.status_code == 400 and answer.json()["message"] == (
+        "since: 'last tuesday' is not RFC 3339, epoch seconds or a duration like 2h or 1h30m"
+    )
 
 
 @pytest.mark.parametrize(
@@ -291,7 +294,11 @@ def test_bad_input_to_post_digests_is_400(server):
         (["--server", "ftp://example"], 2, "--server must be an http(s) URL"),
         (["--server", "http://127.0.0.1:9"], 1, "cannot reach gpu-rca serve at http://127.0.0.1:9"),
         (["--db", "{tmp}/x.duckdb", "--notify-url", "slack"], 2, "--notify-url must be an http(s) URL"),
-        (["--db", "{tmp}/x.duckdb", "--since", "soon"], 2, "not a time: 'soon'"),
+        (
+            ["--db", "{tmp}/x.duckdb", "--since", "soon"],
+            2,
+            "--since: 'soon' is not RFC 3339, epoch seconds or a duration",
+        ),
     ],
 )
 def test_digest_command_errors_are_one_line(tmp_path, capsys, args, code, message):

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from gpu_rca.correlate.digest._time import rfc3339
 from gpu_rca.correlate.server import ServerConfig, create_app
 from gpu_rca.correlate.store import Store
+from gpu_rca.schemas.timefmt import rfc3339
 from tests.support.digest import GPUS, HOST, MINUTE_NS, START_NS, build_incident
 from tests.support.serving import running
 

@@ -15,7 +15,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from gpu_rca.correlate.kernel_log.parse import parse_kernel_log
-from gpu_rca.lab.device import gpu_uuid
+from gpu_rca.lab.device import gpu_uuid_for
 from gpu_rca.lab.scenario import FAULT_KINDS
 from gpu_rca.schemas.causes import CAUSE_IDS
 from gpu_rca.schemas.otlp_json import message_from_json, message_to_dict
@@ -110,8 +110,8 @@ def test_spans_carry_collector_stamps_and_the_mechanism_s_failures(outputs):
     others = {attrs["_span"]["name"] for _, attrs in every if "gpu.telemetry.source" not in attrs}
     assert {"preprocess", "decode"} <= others  # a real service's traces carry child spans beside the inference span
     assert all(attrs["_span"]["traceId"] in inference_traces for _, attrs in every)
-    lost = gpu_uuid(3, "node-a", 1)
-    ecc = gpu_uuid(3, "node-b", 0)
+    lost = gpu_uuid_for(3, "node-a", 1)
+    ecc = gpu_uuid_for(3, "node-b", 0)
     for _host, attrs in spans:
         assert attrs["gpu.telemetry.source"] == "simulated"
         assert "code.filepath" not in attrs
@@ -171,18 +171,18 @@ def test_kernel_log_is_journalctl_short_iso_that_the_correlator_parses(outputs):
     assert all(re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+0000 node-[ab] kernel: NVRM: ", line) for line in lines)
     assert any(" NVRM: GPU at PCI:0000:" in line for line in lines)
     result = parse_kernel_log(text.splitlines())
-    assert result.skipped_total == 0
+    assert sum(result.skipped.values()) == 0
     by_xid = {(e.xid, e.gpu_uuid) for e in result.events}
-    assert (79, gpu_uuid(3, "node-a", 1)) in by_xid
-    assert (48, gpu_uuid(3, "node-b", 0)) in by_xid
+    assert (79, gpu_uuid_for(3, "node-a", 1)) in by_xid
+    assert (48, gpu_uuid_for(3, "node-b", 0)) in by_xid
 
 
 def test_truth_names_real_uuids(outputs):
     truth = json.loads((outputs / "truth.json").read_text())
     assert truth == {
         "cause": "gpu_fallen_off_bus",
-        "drivers": {"gpu.uuid": gpu_uuid(3, "node-a", 1)},
-        "also": [{"cause": "ecc_memory_errors", "drivers": {"gpu.uuid": gpu_uuid(3, "node-b", 0)}}],
+        "drivers": {"gpu.uuid": gpu_uuid_for(3, "node-a", 1)},
+        "also": [{"cause": "ecc_memory_errors", "drivers": {"gpu.uuid": gpu_uuid_for(3, "node-b", 0)}}],
     }
 
 

@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from gpu_rca import lab
 from gpu_rca.collector import Collector
-from gpu_rca.collector._exporter import Source, registry_for, serve
+from gpu_rca.collector._exporter import MetricsSource, registry_for, serve_metrics
 from gpu_rca.correlate.prometheus.pull import (
     PrometheusUnavailable,
     PullWindow,
@@ -31,10 +31,11 @@ from gpu_rca.correlate.prometheus.pull import (
     pull_windows,
     step_seconds,
 )
-from gpu_rca.correlate.server.process import ServeProcess, wait_for
+from gpu_rca.correlate.server.process import ServeProcess
 from gpu_rca.correlate.store import Store
 from gpu_rca.schemas import metrics as m
 from tests.support import require_binary
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.prometheus
 NS = 1_000_000_000
@@ -98,7 +99,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     nvml = lab.simulated_nvml(fleet=[{"host": "node-r", "gpus": 2, "model": "L4"}])
     sampling = Collector(nvml, sample_hz=10.0, cuda_visible_devices=None)
     assert sampling.start()
-    exporter = serve(registry_for([Source(sampling.sampler, "node-r")]), "127.0.0.1", 0)
+    exporter = serve_metrics(registry_for([MetricsSource(sampling.sampler, "node-r")]), "127.0.0.1", 0)
     # A second target that speaks the 1.x names with a lowercase host label, as old exporters did.
     registry = CollectorRegistry()
     Gauge("dcgm_gpu_temp", "GPU temperature (in C).", ["gpu", "UUID", "hostname"], registry=registry).labels(

@@ -25,8 +25,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from benchmarks.load import PROTOBUF, BatchSource
 from gpu_rca import lab
 from gpu_rca.collector import Collector
-from gpu_rca.correlate.server.process import ServeProcess, wait_for
+from gpu_rca.correlate.server.process import ServeProcess
 from gpu_rca.correlate.store import Store
+from tests.support.waiting import wait_for
 from tests.test_serve_errors import trace_request
 
 SPANS_PER_BATCH = 64

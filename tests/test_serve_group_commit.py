@@ -14,9 +14,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gpu_rca.correlate.otlp.wire import RawTraces
 from gpu_rca.correlate.server import ServerConfig, create_app
-from gpu_rca.correlate.server.process import wait_for
 from gpu_rca.correlate.store import Store
 from gpu_rca.schemas import metrics as m
+from tests.support.waiting import wait_for
 from tests.test_serve_errors import PB, trace_request
 from tests.test_serve_queue import running
 

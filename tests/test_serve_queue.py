@@ -10,10 +10,10 @@ from pathlib import Path
 from google.rpc import status_pb2
 
 from gpu_rca.correlate.server import ServerConfig, WriterClosed, create_app
-from gpu_rca.correlate.server.process import wait_for
 from gpu_rca.correlate.server.writer import Writer
 from gpu_rca.correlate.store import Store
 from tests.support.serving import running
+from tests.support.waiting import wait_for
 from tests.test_serve_errors import PB, trace_request
 
 

@@ -11,8 +11,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from gpu_rca.correlate.digest._time import parse_rfc3339
 from gpu_rca.schemas.errors import InputError
+from gpu_rca.schemas.timefmt import parse_rfc3339_ns
 
 #: How far before the earliest alert's start the digest looks (failures precede the alert's `for:`).
 LOOKBACK_NS = 15 * 60 * 10**9
@@ -84,7 +84,7 @@ def parse_alertmanager(body: bytes | str | dict[str, Any]) -> AlertNotification:
             raise InputError(f"alerts[{i}].status must be firing or resolved, not {status!r}")
         if not isinstance(alert.get("startsAt"), str):
             raise InputError(f"alerts[{i}].startsAt is missing")
-        start_ns = parse_rfc3339(alert["startsAt"])
+        start_ns = parse_rfc3339_ns(alert["startsAt"])
         if status != "firing":
             continue
         starts.append(start_ns)

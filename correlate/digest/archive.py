@@ -8,13 +8,13 @@ from datetime import UTC, datetime
 
 import duckdb
 
-from gpu_rca.correlate.digest._time import parse_rfc3339
 from gpu_rca.correlate.digest.links import served_links
 from gpu_rca.correlate.digest.model import Digest, Plot
 from gpu_rca.correlate.digest.render_html import render_html
 from gpu_rca.correlate.digest.render_md import render_markdown
 from gpu_rca.correlate.store.query import scalar
 from gpu_rca.schemas import store as s
+from gpu_rca.schemas.timefmt import parse_rfc3339_ns
 
 #: Ids are made by `new_digest_id`; anything else in a URL is refused before it reaches SQL.
 DIGEST_ID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_-]{0,63}$")
@@ -39,7 +39,7 @@ def plot_path(digest_id: str, plot: Plot) -> str:
 
 def save_digest(con: duckdb.DuckDBPyConnection, digest: Digest) -> None:
     """Insert a digest with its JSON, Markdown and HTML renderings (the caller owns the transaction)."""
-    created = datetime.fromtimestamp(parse_rfc3339(digest.created_at) / 1e9, tz=UTC).replace(tzinfo=None)
+    created = datetime.fromtimestamp(parse_rfc3339_ns(digest.created_at) / 1e9, tz=UTC).replace(tzinfo=None)
     window = digest.analysis["window"]
     con.execute(
         f"INSERT INTO {s.DIGESTS} (id, created_at, trigger, window_start_ns, window_end_ns, json, markdown, html) "
@@ -48,8 +48,8 @@ def save_digest(con: duckdb.DuckDBPyConnection, digest: Digest) -> None:
             digest.id,
             created,
             digest.trigger.kind,
-            parse_rfc3339(window["start"]),
-            parse_rfc3339(window["end"]),
+            parse_rfc3339_ns(window["start"]),
+            parse_rfc3339_ns(window["end"]),
             digest.to_json(),
             render_markdown(digest, plot_href=lambda p: plot_path(digest.id, p), links=served_links(digest.id)),
             render_html(digest),

@@ -9,7 +9,6 @@ from typing import Any
 import duckdb
 
 from gpu_rca.correlate.digest import actions, capacity, plots, queries
-from gpu_rca.correlate.digest._time import parse_rfc3339, rfc3339, short_utc
 from gpu_rca.correlate.digest.links import grafana_trace_url
 from gpu_rca.correlate.digest.model import (
     CauseSection,
@@ -23,6 +22,7 @@ from gpu_rca.correlate.digest.model import (
 )
 from gpu_rca.schemas import attributes as A
 from gpu_rca.schemas.causes import CAUSES_BY_ID
+from gpu_rca.schemas.timefmt import parse_rfc3339_ns, rfc3339, short_utc
 
 #: Drivers that only say where failures happened (the headline names the GPUs already).
 _PLACE_ATTRIBUTES = frozenset({A.GPU_UUID, A.GPU_INDEX, A.GPU_PCI_BUS_ID, A.HOST_NAME, A.K8S_NODE_NAME})
@@ -49,8 +49,8 @@ def build_digest(
 ) -> Digest:
     """The digest of one analysis: headline, causes with actions, evidence links, plots and capacity."""
     now_ns = time.time_ns() if now_ns is None else now_ns
-    start_ns = parse_rfc3339(analysis["window"]["start"])
-    end_ns = parse_rfc3339(analysis["window"]["end"])
+    start_ns = parse_rfc3339_ns(analysis["window"]["start"])
+    end_ns = parse_rfc3339_ns(analysis["window"]["end"])
     inventory = queries.gpu_inventory(con)
     failed = queries.failures(con, start_ns, end_ns)
     sections = []

@@ -7,11 +7,11 @@ from typing import Any
 import duckdb
 
 from gpu_rca.correlate.digest import memory_fit, pools
-from gpu_rca.correlate.digest._time import rfc3339
 from gpu_rca.correlate.digest.actions import gpu_label
 from gpu_rca.correlate.digest.queries import GpuInfo
 from gpu_rca.schemas import attributes as A
 from gpu_rca.schemas import metrics as M
+from gpu_rca.schemas.timefmt import rfc3339
 
 _HOUR_NS = 3600 * 10**9
 _GIB = 1024**3

@@ -81,12 +81,12 @@ def make_digest(
 
 def _gpus_without_metrics(con: duckdb.DuckDBPyConnection, trigger: Trigger, window: dict[str, str]) -> list[str]:
     """A warning naming the trigger's GPUs that have no metric sample in the window, if any."""
-    from gpu_rca.correlate.digest._time import parse_rfc3339
+    from gpu_rca.schemas.timefmt import parse_rfc3339_ns
 
     wanted = [g for g in dict.fromkeys(trigger.gpus) if g]
     if not wanted:
         return []
-    start_ns, end_ns = parse_rfc3339(window["start"]), parse_rfc3339(window["end"])
+    start_ns, end_ns = parse_rfc3339_ns(window["start"]), parse_rfc3339_ns(window["end"])
     rows = con.execute(
         "SELECT DISTINCT gpu_uuid FROM metric_samples WHERE gpu_uuid IN (SELECT unnest(?)) AND ts_ns BETWEEN ? AND ?",
         [wanted, start_ns, end_ns],

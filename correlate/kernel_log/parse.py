@@ -125,11 +125,6 @@ class KernelLogResult:
     #: reason -> other NVRM lines read but not stored (informational driver messages)
     ignored: dict[str, int] = field(default_factory=dict)
 
-    @property
-    def skipped_total(self) -> int:
-        """XID lines (or fallen-off messages) that could not be stored."""
-        return sum(self.skipped.values())
-
 
 @dataclass(frozen=True)
 class _Stamp:

@@ -8,11 +8,11 @@ from typing import TypedDict
 from gpu_rca.correlate.ranking.explain import explain_connection
 from gpu_rca.correlate.ranking.latency import detect_slow
 from gpu_rca.correlate.ranking.run import DEFAULT_LOOKBACK_NS, analyze_connection
-from gpu_rca.correlate.ranking.timefmt import parse_duration_ns, parse_time_ns
 from gpu_rca.correlate.ranking.window import Filters, resolve_window
 from gpu_rca.correlate.store import Store
 from gpu_rca.schemas.errors import InputError, UsageError
 from gpu_rca.schemas.results import AnalyzeResult, ExplainResult
+from gpu_rca.schemas.timefmt import parse_duration_ns, parse_time_ns
 
 
 def analyze(
@@ -30,7 +30,7 @@ def analyze(
 ) -> AnalyzeResult:
     """The same dict as `gpu-rca analyze --json`, from the store at `db_path` (default `$GPU_RCA_DB`).
 
-    `since`/`until`: RFC 3339, epoch seconds, or a duration back from now (`2h`). Filters: `service`, `host`,
+    `since`/`until`: RFC 3339, epoch seconds, or a duration back from now (`2h`, `1h30m`). Filters: `service`, `host`,
     `gpu` (UUID); `slow`: `auto` (default: latency incidents are found against comparable requests before
     them), `off`, or a duration such as `5s` (slower inference spans count as failed); `lookback`
     (default `15m`: how far before the first failure the window starts); `prometheus` (a URL: pull the
@@ -66,32 +66,40 @@ class SlowOptions(TypedDict):
 
 
 def resolve_options(
-    since: str | int | float | None, until: str | int | float | None, slow: str | None, lookback: str | None
+    since: str | int | float | None,
+    until: str | int | float | None,
+    slow: str | None,
+    lookback: str | None,
+    *,
+    prefix: str = "--",
 ) -> AnalyzeOptions:
-    """User-facing times and durations as the ns keyword arguments of `analyze_connection`."""
-    since_ns = None if since is None else parse_time_ns(since)
-    until_ns = None if until is None else parse_time_ns(until)
+    """User-facing times and durations as the ns keyword arguments of `analyze_connection`.
+
+    Errors name the value as `prefix` + its name: `--since` on the command line, `since` for query parameters.
+    """
+    since_ns = None if since is None else parse_time_ns(since, what=f"{prefix}since")
+    until_ns = None if until is None else parse_time_ns(until, what=f"{prefix}until")
     if since_ns is not None and until_ns is not None and since_ns >= until_ns:
-        raise UsageError("--since must be before --until")
-    slow_options = parse_slow(slow)
+        raise UsageError(f"{prefix}since must be before {prefix}until")
+    slow_options = parse_slow(slow, what=f"{prefix}slow")
     return {
         "since_ns": since_ns,
         "until_ns": until_ns,
         "slow_ns": slow_options["slow_ns"],
         "slow_auto": slow_options["slow_auto"],
-        "lookback_ns": DEFAULT_LOOKBACK_NS if lookback is None else parse_duration_ns(lookback),
+        "lookback_ns": DEFAULT_LOOKBACK_NS if lookback is None else parse_duration_ns(lookback, f"{prefix}lookback"),
     }
 
 
-def parse_slow(slow: str | None) -> SlowOptions:
+def parse_slow(slow: str | None, what: str = "--slow") -> SlowOptions:
     """`--slow auto|off|DURATION` as `analyze_connection`'s `slow_ns` and `slow_auto`."""
     text = "auto" if slow is None else str(slow).strip().lower()
     if text in ("auto", "off"):
         return {"slow_ns": None, "slow_auto": text == "auto"}
     try:
-        return {"slow_ns": parse_duration_ns(text), "slow_auto": False}
+        return {"slow_ns": parse_duration_ns(text, what), "slow_auto": False}
     except UsageError:
-        raise UsageError(f"--slow {slow!r} is not a duration, auto or off (use e.g. 5s)") from None
+        raise UsageError(f"{what}: {slow!r} is not a duration, auto or off (use e.g. 5s or 1m30s)") from None
 
 
 def explain(db_path: str | os.PathLike[str] | None, trace_id: str) -> ExplainResult:

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any, overload
 
 from gpu_rca.correlate.ranking.stats import tidy
-from gpu_rca.correlate.ranking.timefmt import rfc3339
 from gpu_rca.schemas.results import Evidence
+from gpu_rca.schemas.timefmt import rfc3339
 
 GIB = 1024**3
 

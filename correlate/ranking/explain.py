@@ -9,12 +9,12 @@ from typing import Any
 import duckdb
 
 from gpu_rca.correlate.ranking.run import DEFAULT_LOOKBACK_NS, analyze_connection
-from gpu_rca.correlate.ranking.timefmt import rfc3339
 from gpu_rca.correlate.ranking.window import MINUTE_NS, table_columns
 from gpu_rca.schemas import metrics as m
 from gpu_rca.schemas.attributes import STAMPS
 from gpu_rca.schemas.errors import InputError, UsageError
 from gpu_rca.schemas.results import CauseResult, ExplainResult, LogLine, MetricPoint, SpanStory
+from gpu_rca.schemas.timefmt import rfc3339
 from gpu_rca.schemas.xid import xid_info
 
 #: Metrics shown around the request, in the order a person reads them.

@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 import duckdb
 
 from gpu_rca.correlate.ranking.features import FEATURE_SQL
-from gpu_rca.correlate.ranking.timefmt import rfc3339
 from gpu_rca.correlate.store.query import one_row, scalar
 from gpu_rca.schemas import metrics as m
 from gpu_rca.schemas.attributes import STAMPS
 from gpu_rca.schemas.errors import EmptyWindowError, InputError, UsageError
 from gpu_rca.schemas.results import WindowResult
+from gpu_rca.schemas.timefmt import rfc3339
 
 MINUTE_NS = 60_000_000_000
 #: Clock skew tolerated between hosts (spans, kernel logs and scrapes come from different clocks).

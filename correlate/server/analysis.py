@@ -48,7 +48,7 @@ async def analyze(request: Request) -> Response:
     if request.query_params.get("prometheus"):
         warnings.append("the server pulls Prometheus itself (serve --prometheus); the prometheus parameter is ignored")
     try:
-        options = resolve_options(params["since"], params["until"], params["slow"], params["lookback"])
+        options = resolve_options(params["since"], params["until"], params["slow"], params["lookback"], prefix="")
         result = await run_in_threadpool(
             _on_cursor,
             request,

@@ -1,55 +1,44 @@
 """Build the `gpu-rca serve` ASGI app from its route modules.
 
 Each route module exposes `ROUTES` (a list of Starlette routes) and finds the shared `ServerState` at
-`request.app.state.gpu_rca`; a new feature is a new module named in `ROUTE_MODULES`. Background work that
-lives as long as the server is a `"module:function"` in `BACKGROUND`: `function(app)` starts it and returns
-the callable that stops it, called on shutdown before the writer drains.
+`request.app.state.gpu_rca`; a new feature is a new module imported here and listed in `ROUTE_MODULES`.
+Background work that lives as long as the server is a function in `BACKGROUND`: `function(app)` starts it
+and returns the callable that stops it, called on shutdown before the writer drains.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 from collections.abc import AsyncIterator, Callable
+from types import ModuleType
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
+from gpu_rca.correlate.server import analysis, digests, ops, otlp_http, retention
 from gpu_rca.correlate.server.access import AccessMiddleware
 from gpu_rca.correlate.server.counters import ServeCounters
+from gpu_rca.correlate.server.prometheus_pull import pull_loop
 from gpu_rca.correlate.server.row_builder import RowBuilder
 from gpu_rca.correlate.server.state import ServerConfig, ServerState
 from gpu_rca.correlate.server.writer import Writer
 from gpu_rca.correlate.store import Store
 
 #: Modules whose `ROUTES` make up the server, in matching order.
-ROUTE_MODULES: tuple[str, ...] = (
-    "gpu_rca.correlate.server.ops",
-    "gpu_rca.correlate.server.otlp_http",
-    "gpu_rca.correlate.server.digests",
-    "gpu_rca.correlate.server.analysis",
-)
+ROUTE_MODULES: tuple[ModuleType, ...] = (ops, otlp_http, digests, analysis)
 
-#: `module:function(app) -> stop()` hooks started with the app, stopped (in reverse) before the writer closes.
-BACKGROUND: tuple[str, ...] = (
-    "gpu_rca.correlate.server.digests:start_burst_watcher",
-    "gpu_rca.correlate.server.retention:start_retention",
+#: `function(app) -> stop()` hooks started with the app, stopped (in reverse) before the writer closes.
+BACKGROUND: tuple[Callable[[Starlette], Callable[[], None]], ...] = (
+    digests.start_burst_watcher,
+    retention.start_retention,
 )
 
 
 def routes() -> list[BaseRoute]:
     """Every route of every module in ROUTE_MODULES."""
-    collected: list[BaseRoute] = []
-    for name in ROUTE_MODULES:
-        collected.extend(importlib.import_module(name).ROUTES)
-    return collected
-
-
-def _hook(spec: str) -> Callable[[Starlette], Callable[[], None]]:
-    module, _, name = spec.partition(":")
-    return getattr(importlib.import_module(module), name)
+    return [route for module in ROUTE_MODULES for route in module.ROUTES]
 
 
 def create_app(store: Store, config: ServerConfig | None = None, *, close_store: bool = True) -> Starlette:
@@ -66,10 +55,8 @@ def create_app(store: Store, config: ServerConfig | None = None, *, close_store:
         stop_pull = asyncio.Event()
         puller = None
         if config.prometheus_url is not None:
-            from gpu_rca.correlate.server.prometheus_pull import pull_loop
-
             puller = asyncio.create_task(pull_loop(state, stop_pull))
-        stoppers = [_hook(spec)(app) for spec in BACKGROUND]
+        stoppers = [start(app) for start in BACKGROUND]
         try:
             yield
         finally:

@@ -36,6 +36,7 @@ from gpu_rca.correlate.server.state import ServerState
 from gpu_rca.correlate.server.writer import QueueFull, WriterClosed
 from gpu_rca.schemas.errors import EmptyWindowError, GpuRcaError, InputError, UsageError
 from gpu_rca.schemas.metrics import SERVE_DIGESTS
+from gpu_rca.schemas.timefmt import parse_time_ns
 
 log = logging.getLogger(__name__)
 
@@ -129,14 +130,12 @@ async def plot_png(request: Request) -> Response:
 # --- making digests ------------------------------------------------------------------------------------
 async def create(request: Request) -> Response:
     """POST /digests: `{"since", "until", "gpu", "trigger"}` (all optional) -> the stored digest's JSON."""
-    from gpu_rca.correlate.ranking.timefmt import parse_time_ns
-
     try:
         body = await _json_body(request)
         if not isinstance(body, dict):
             raise InputError("body must be a JSON object")
-        since_ns = parse_time_ns(body["since"]) if body.get("since") not in (None, "") else None
-        until_ns = parse_time_ns(body["until"]) if body.get("until") not in (None, "") else None
+        since_ns = parse_time_ns(body["since"], what="since") if body.get("since") not in (None, "") else None
+        until_ns = parse_time_ns(body["until"], what="until") if body.get("until") not in (None, "") else None
         kind = body.get("trigger") or "manual"
         if kind not in ("manual", "schedule"):
             raise InputError("trigger must be manual or schedule")

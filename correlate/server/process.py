@@ -8,8 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from gpu_rca.schemas.errors import GpuRcaError
 
@@ -86,15 +85,4 @@ class ServeProcess:
         self.stop()
 
 
-def wait_for(
-    predicate: Callable[[], object], *, timeout_s: float, interval_s: float = 0.05, what: str = "condition"
-) -> None:
-    """Poll `predicate()` until it is truthy, or raise TimeoutError after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not met within {timeout_s} s")
-        time.sleep(interval_s)
-
-
-__all__ = ["ServeProcess", "wait_for"]
+__all__ = ["ServeProcess"]

@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 
 from gpu_rca.correlate.otlp import decode as otlp
 from gpu_rca.correlate.otlp.rows import LogBatch, SpanBatch
+from gpu_rca.correlate.store.errors import is_key_conflict, store_error
 from gpu_rca.correlate.store.open import connect
 from gpu_rca.correlate.store.query import scalar
 from gpu_rca.correlate.store.records import (
@@ -127,8 +128,7 @@ class Store:
             self._reader = self._con.cursor()
         except duckdb.Error as exc:  # a truncated file opens, then fails on its first read
             self._con.close()
-            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise StoreError(f"cannot open {self.path}: it looks corrupted or unreadable ({message})") from exc
+            raise store_error(exc, self.path, opening=True) from exc
         except BaseException:
             self._con.close()
             raise
@@ -202,7 +202,7 @@ class Store:
             except duckdb.Error as exc:
                 con.rollback()
                 self._gpus_merged.clear()
-                raise StoreError(f"store {self.path}: {str(exc).splitlines()[0]}") from exc
+                raise store_error(exc, self.path) from exc
             except BaseException:
                 con.rollback()
                 self._gpus_merged.clear()
@@ -366,17 +366,19 @@ class Store:
             try:
                 self._insert_plain(s.SPANS, spans)
             except duckdb.Error as exc:
-                if isinstance(exc, duckdb.ConstraintException):
+                if is_key_conflict(exc):
                     raise _KeyAlreadyStored(str(exc)) from exc
-                raise StoreError(f"store {self.path}: {str(exc).splitlines()[0]}") from exc
+                raise store_error(exc, self.path) from exc
         else:
             with self.transaction():
                 try:
                     self._insert_plain(s.SPANS, spans)
                     if events:
                         self._insert_plain(s.SPAN_EVENTS, pa.concat_tables(events))
-                except duckdb.ConstraintException as exc:
-                    raise _KeyAlreadyStored(str(exc)) from exc
+                except duckdb.Error as exc:
+                    if is_key_conflict(exc):
+                        raise _KeyAlreadyStored(str(exc)) from exc
+                    raise
                 self._upsert_gpus(gpus)
         return [_span_result(b, b.spans.num_rows) for b in batches]
 

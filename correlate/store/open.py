@@ -12,7 +12,8 @@ from pathlib import Path
 
 import duckdb
 
-from gpu_rca.schemas.errors import StoreError, StoreLockedError
+from gpu_rca.correlate.store.errors import store_error
+from gpu_rca.schemas.errors import StoreError
 
 _DUCKDB_MAGIC = b"DUCK"  # bytes 8..12 of every DuckDB database file
 # Never fetch extensions from the network (a SQLite file would otherwise trigger a download attempt).
@@ -81,12 +82,7 @@ def connect(path: str, read_only: bool, *, init: bool = False) -> duckdb.DuckDBP
     try:
         return duckdb.connect(path, read_only=read_only, config=_CONFIG)
     except duckdb.Error as exc:
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if "could not set lock" in message.lower() or "conflicting lock" in message.lower():
-            raise StoreLockedError(
-                f"database {path} is locked by another process (is `gpu-rca serve` running?)"
-            ) from exc
-        raise StoreError(f"cannot open {path}: it looks corrupted or unreadable ({message})") from exc
+        raise store_error(exc, path, opening=True) from exc
 
 
 __all__ = ["ReadOnlyStore", "connect", "read_only_reason"]

@@ -23,6 +23,7 @@ from examples.ddcolor_service.backend import Colorized
 from gpu_rca.lab import ddcolor
 from gpu_rca.lab.clock import VirtualClock
 from gpu_rca.lab.device import CUDA_CONTEXT_BYTES, STEP_NS, Fleet
+from gpu_rca.lab.nvml import SimulatedNvml
 from gpu_rca.lab.workload import MAX_CONCURRENCY, Request, Worker
 from gpu_rca.schemas.errors import InputError
 
@@ -72,7 +73,7 @@ class LabBackend:
         self.clock = VirtualClock(start)
         self.fleet = Fleet([{"host": host, "gpus": 1, "model": gpu_model}], clock=self.clock.now_ns, seed=seed)
         self.host = host
-        self.nvml = self.fleet.nvml(host)
+        self.nvml = SimulatedNvml(self.fleet, host)
         self.gpu = self.fleet.gpus[0]
         self.pid = SERVICE_PID
         resident = CUDA_CONTEXT_BYTES + ddcolor.weights_bytes(list(models))

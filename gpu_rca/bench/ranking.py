@@ -19,9 +19,9 @@ from gpu_rca.bench import baselines, scoring
 from gpu_rca.correlate.ingest import ingest_paths
 from gpu_rca.correlate.ranking.evidence import numbers_missing_from_evidence
 from gpu_rca.correlate.ranking.run import analyze_connection
-from gpu_rca.correlate.ranking.timefmt import parse_time_ns
 from gpu_rca.correlate.store import Store
 from gpu_rca.correlate.store.query import scalar
+from gpu_rca.schemas.timefmt import parse_time_ns
 
 #: The seed of `--generated N`: fixed, so the generated suite is the same for everyone.
 GENERATED_SEED = 20260302

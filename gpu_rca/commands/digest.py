@@ -81,13 +81,13 @@ def digest(
     """Render the failure digest of a window and store it."""
     from gpu_rca.correlate.digest import pipeline
     from gpu_rca.correlate.digest.model import Trigger
-    from gpu_rca.correlate.ranking.timefmt import parse_time_ns
+    from gpu_rca.schemas.timefmt import parse_time_ns
 
     if db_path and server_url:
         raise UsageError("use --db or --server, not both")
     settings = pipeline.DigestSettings.from_env(grafana_url=grafana_url, notify_url=notify_url, public_url=server_url)
-    since_ns = parse_time_ns(since) if since else None
-    until_ns = parse_time_ns(until) if until else None
+    since_ns = parse_time_ns(since, what="--since") if since else None
+    until_ns = parse_time_ns(until, what="--until") if until else None
     if server_url:
         made = _from_server(server_url, since=since, until=until, gpu=gpu, trigger=trigger)
     else:

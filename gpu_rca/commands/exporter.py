@@ -64,7 +64,7 @@ def exporter(
     duration: float | None,
 ) -> None:
     """Serve dcgm-exporter-compatible GPU metrics on http://HOST:PORT/metrics."""
-    from gpu_rca.collector._exporter import registry_for, serve
+    from gpu_rca.collector._exporter import registry_for, serve_metrics
 
     if simulate is None and (otlp_endpoint is not None or speed != 1.0):
         raise UsageError("--speed and --otlp-endpoint need --simulate SCENARIO")
@@ -83,7 +83,7 @@ def exporter(
         collector, sources = _real(sample_hz, hostname)
         closers = [collector.shutdown]
     try:
-        server = serve(registry_for(sources), host, port)
+        server = serve_metrics(registry_for(sources), host, port)
     except OSError as exc:
         for close in closers:
             close()
@@ -111,7 +111,7 @@ def _real(sample_hz: float, hostname: str | None) -> tuple[Any, list[Any]]:
     import pynvml
 
     from gpu_rca.collector import Collector
-    from gpu_rca.collector._exporter import Source
+    from gpu_rca.collector._exporter import MetricsSource
 
     collector = Collector(pynvml, sample_hz=sample_hz, cuda_visible_devices=None)
     sampler = collector.sampler
@@ -119,7 +119,7 @@ def _real(sample_hz: float, hostname: str | None) -> tuple[Any, list[Any]]:
         events = list(sampler.events) if sampler is not None else []
         detail = events[-1].detail if events else "unknown error"
         raise GpuRcaError(f"NVML unavailable ({detail}); on a machine without GPUs, try --simulate SCENARIO")
-    return collector, [Source(sampler, hostname)]
+    return collector, [MetricsSource(sampler, hostname)]
 
 
 def _simulated(scenario: str, speed: float, otlp_endpoint: str | None, sample_hz: float) -> tuple[Any, Any]:
@@ -127,12 +127,12 @@ def _simulated(scenario: str, speed: float, otlp_endpoint: str | None, sample_hz
         from gpu_rca.lab import LiveFleet  # the lab extra
     except ImportError as exc:
         raise GpuRcaError(f"--simulate needs the lab (pip install 'gpu-rca[lab]'): {exc}") from exc
-    from gpu_rca.collector._exporter import Source
+    from gpu_rca.collector._exporter import MetricsSource
 
     fleet = LiveFleet(scenario, speed=speed, otlp_endpoint=otlp_endpoint, sample_hz=sample_hz)
     fleet.start()
 
-    def sources() -> list[Source]:
-        return [Source(sampler, host) for host, sampler in fleet.samplers()]
+    def sources() -> list[MetricsSource]:
+        return [MetricsSource(sampler, host) for host, sampler in fleet.samplers()]
 
     return fleet, sources

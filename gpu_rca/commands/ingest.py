@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from gpu_rca.schemas.errors import InputError, UsageError
+from gpu_rca.schemas.timefmt import parse_instant_ns
 
 if TYPE_CHECKING:
     from gpu_rca.correlate.ingest import IngestSummary
@@ -16,16 +17,11 @@ if TYPE_CHECKING:
 def _boot_time(value: str | None) -> datetime | None:
     if value is None:
         return None
-    text = value.strip()
+    ns = parse_instant_ns(value, "--boot-time")
     try:
-        if text.replace(".", "", 1).isdigit():
-            return datetime.fromtimestamp(float(text), tz=UTC)
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    except (ValueError, OverflowError) as exc:
-        raise UsageError(f"--boot-time {value!r} is not RFC 3339 or epoch seconds") from exc
-    if parsed.tzinfo is None:
-        raise UsageError(f"--boot-time {value!r} has no time zone; add Z or an offset")
-    return parsed
+        return datetime.fromtimestamp(ns // 1_000_000_000, tz=UTC).replace(microsecond=ns // 1000 % 1_000_000)
+    except (ValueError, OverflowError, OSError):
+        raise UsageError(f"--boot-time: {value!r} is out of range") from None
 
 
 @click.command()

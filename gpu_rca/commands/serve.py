@@ -107,9 +107,9 @@ def serve(
 
     retention_s = None
     if retention is not None:
-        from gpu_rca.correlate.ranking.timefmt import parse_duration_ns
+        from gpu_rca.schemas.timefmt import parse_duration_ns
 
-        retention_s = parse_duration_ns(retention) / 1e9
+        retention_s = parse_duration_ns(retention, "--retention") / 1e9
         if retention_s <= 0:
             raise click.BadParameter("must be longer than 0", param_hint="--retention")
     token = load_token(token_file)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gpu_rca.collector._exporter import Source, registry_for, serve
+from gpu_rca.collector._exporter import MetricsSource, registry_for, serve_metrics
 from gpu_rca.schemas import metrics as M
 from tests.support import require_binary
 from tests.support.collector import Receiver, Sim, free_port, span_attributes
@@ -28,7 +28,7 @@ SERIES = re.compile(r"^(\w+)\{(.*)\} (\S+)$")
 
 
 def scrape(sim: Sim, hostname: str = "node-a") -> str:
-    server = serve(registry_for([Source(sim.collector.sampler, hostname)]), "127.0.0.1", 0)
+    server = serve_metrics(registry_for([MetricsSource(sim.collector.sampler, hostname)]), "127.0.0.1", 0)
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{server.server_address[1]}/metrics", timeout=10) as response:
             assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")

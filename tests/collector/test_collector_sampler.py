@@ -281,3 +281,15 @@ def test_ring_window_stats_match_the_window_reduced_directly(
         assert from_ring[0].keys() == direct[0].keys()
         for key, value in direct[0].items():
             assert from_ring[0][key] == (pytest.approx(value, rel=1e-12) if isinstance(value, float) else value), key
+
+
+def test_the_reductions_name_sample_fields_and_contract_1_stamps_once():
+    from gpu_rca.collector._nvml import Sample
+    from gpu_rca.collector._ring import REDUCED_STAMPS, REDUCTIONS
+    from gpu_rca.schemas.attributes import STAMPS_BY_ATTRIBUTE
+
+    assert {name for name, _, _ in REDUCTIONS} <= set(Sample._fields)
+    assert {how for _, how, _ in REDUCTIONS} <= {"max", "min", "mean"}
+    assert len(set(REDUCED_STAMPS)) == len(REDUCTIONS)
+    assert all(stamp in STAMPS_BY_ATTRIBUTE for stamp in REDUCED_STAMPS)
+    assert all(STAMPS_BY_ATTRIBUTE[stamp].kind is float for _, how, stamp in REDUCTIONS if how == "mean")

@@ -161,7 +161,7 @@ def make_incident(*, hostile: bool = False, seed: int = 3, minutes: int = 30) ->
 
 def analysis_for(incident: dict, *, hostile: bool = False) -> dict:
     """An analysis (docs/contracts.md §3) of the incident, shaped as `analyze --json` prints it (the digest's input)."""
-    from gpu_rca.correlate.digest._time import rfc3339
+    from gpu_rca.schemas.timefmt import rfc3339
 
     value = XSS if hostile else 1280
     return {

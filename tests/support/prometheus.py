@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import socket
 import subprocess
 import time
@@ -11,13 +10,13 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from gpu_rca.schemas.timefmt import parse_rfc3339_ns
 from tests.support import REPO
 
 RULES_DIR = REPO / "deploy" / "prometheus" / "rules"
@@ -58,8 +57,7 @@ def poll(check: Callable[[], Any], what: str, deadline_s: float = DEADLINE_S) ->
 
 def unix_s(rfc3339: str) -> float:
     """Seconds since the epoch of Prometheus's RFC 3339 timestamps (nanosecond fractions, any offset)."""
-    text = re.sub(r"(\.\d{6})\d+", r"\1", rfc3339).replace("Z", "+00:00")
-    return datetime.fromisoformat(text).timestamp()
+    return parse_rfc3339_ns(rfc3339) / 1e9
 
 
 def shortened_rules(tmp: Path) -> Path:
