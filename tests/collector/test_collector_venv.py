@@ -5,6 +5,7 @@ span runs, `gpu-rca exporter --help` works, and neither DuckDB nor grpcio is ins
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -14,6 +15,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+#: The fresh venv must see only what was installed into it: a PYTHONPATH naming a checkout would show it the
+#: checkout's gpu_rca (and its build metadata, which pip then takes for an installed gpu-rca).
+CLEAN_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 
 #: The user's own modules, in the working directory of their inference service.
 USER_FILES = {
@@ -88,13 +92,16 @@ def test_collector_extra_alone_beside_user_modules(wheel: Path, tmp_path: Path) 
         text=True,
         timeout=600,
         cwd=tmp_path,
+        env=CLEAN_ENV,
     )
     assert install.returncode == 0, install.stderr[-3000:]
     service = tmp_path / "service"
     for name, text in USER_FILES.items():
         (service / name).parent.mkdir(parents=True, exist_ok=True)
         (service / name).write_text(text)
-    run = subprocess.run([str(python), "-c", SCRIPT], capture_output=True, text=True, timeout=120, cwd=service)
+    run = subprocess.run(
+        [str(python), "-c", SCRIPT], capture_output=True, text=True, timeout=120, cwd=service, env=CLEAN_ENV
+    )
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout.strip().splitlines()[-1]) == {
         "user": ["the user collector.py", "the user lab package", "the user schemas.py"],
@@ -110,6 +117,7 @@ def test_collector_extra_alone_beside_user_modules(wheel: Path, tmp_path: Path) 
         text=True,
         timeout=120,
         cwd=service,
+        env=CLEAN_ENV,
     )
     assert cli.returncode == 0 and "--port" in cli.stdout, cli.stderr
     assert sys.executable != str(python)
