@@ -95,3 +95,24 @@ def test_a_webhook_digest_names_alerting_gpus_without_metrics(incident_db: Path,
     assert len(said) == 1 and stranger in said[0] and GPUS[0][0] not in said[0], stored["warnings"]
     assert said[0] in renderings["md"]
     assert stranger in renderings["html"] and "no GPU metrics in the store" in renderings["html"]
+
+
+def test_a_webhook_digest_says_which_parts_of_the_store_could_not_be_read(incident_db: Path, tmp_path: Path) -> None:
+    db = tmp_path / "copy.duckdb"
+    db.write_bytes(incident_db.read_bytes())
+    store = Store.open(db)
+    with running(create_app(store, ServerConfig())) as client:
+        # The store goes bad under the running server: its logs and metric tables can no longer be read.
+        for table in ("logs", "metric_samples"):
+            store.connection.execute(f"ALTER TABLE {table} RENAME TO {table}_unreadable")
+        answer = client.post("/alertmanager", json=alert({"gpu": "0", "Hostname": HOST}))
+        assert answer.status_code == 201, answer.text
+        digest_id = answer.json()["id"]
+        renderings = {fmt: client.get(f"/digests/{digest_id}.{fmt}").text for fmt in ("md", "html")}
+        stored = client.get(f"/digests/{digest_id}.json").json()
+    said = [w for w in stored["warnings"] if w.startswith("the store could not be read")]
+    assert said, stored["warnings"]
+    assert any("metric_samples" in w for w in said), said
+    for warning in said:
+        assert warning in renderings["md"]
+        assert html.escape(warning, quote=False) in renderings["html"] or warning in renderings["html"]

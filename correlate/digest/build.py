@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import secrets
 import time
-from typing import Any
+from collections.abc import Callable
+from functools import partial
+from typing import Any, TypeVar
 
 import duckdb
 
@@ -20,6 +22,7 @@ from gpu_rca.correlate.digest.model import (
     TraceLink,
     Trigger,
 )
+from gpu_rca.correlate.store.errors import first_line
 from gpu_rca.schemas import attributes as A
 from gpu_rca.schemas.causes import CAUSES_BY_ID
 from gpu_rca.schemas.timefmt import parse_rfc3339_ns, rfc3339, short_utc
@@ -31,6 +34,25 @@ EXAMPLES_PER_CAUSE = 5
 LOG_LINES_PER_CAUSE = 6
 #: Longer log bodies are cut: the digest points at the line, the store keeps all of it.
 MAX_LOG_CHARS = 400
+
+
+T = TypeVar("T")
+
+
+class StoreReads:
+    """Reads of the store for one digest: a read that fails leaves its part of the digest empty and is
+    said in the digest's warnings, so a damaged or unreadable store still yields a digest that says so."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def read(self, what: str, read: Callable[[], T]) -> T | None:
+        """`read()`, or None when the store failed it (and the failure is kept in `problems`)."""
+        try:
+            return read()
+        except duckdb.Error as exc:
+            self.problems.append(f"the store could not be read ({what}): {first_line(exc)}")
+            return None
 
 
 def new_digest_id(now_ns: int) -> str:
@@ -51,19 +73,34 @@ def build_digest(
     now_ns = time.time_ns() if now_ns is None else now_ns
     start_ns = parse_rfc3339_ns(analysis["window"]["start"])
     end_ns = parse_rfc3339_ns(analysis["window"]["end"])
-    inventory = queries.gpu_inventory(con)
-    failed = queries.failures(con, start_ns, end_ns)
+    store = StoreReads()
+    inventory = store.read("the GPU inventory", lambda: queries.gpu_inventory(con)) or {}
+    failed = store.read("the failed requests", lambda: queries.failures(con, start_ns, end_ns)) or []
     sections = []
     made: list[Plot] = []
-    if with_plots and (overview := plots.overview_plot(con, start_ns=start_ns, end_ns=end_ns)):
+    if with_plots and (
+        overview := store.read("the overview plot", lambda: plots.overview_plot(con, start_ns=start_ns, end_ns=end_ns))
+    ):
         made.append(overview)
     for cause in analysis.get("causes", ()):
         plot = (
-            plots.cause_plot(con, cause, start_ns=start_ns, end_ns=end_ns, inventory=inventory) if with_plots else None
+            store.read(
+                f"the {cause['cause']} plot",
+                partial(plots.cause_plot, con, cause, start_ns=start_ns, end_ns=end_ns, inventory=inventory),
+            )
+            if with_plots
+            else None
         )
         if plot is not None:
             made.append(plot)
-        sections.append(_section(con, cause, start_ns, end_ns, inventory, grafana_url, (plot.id,) if plot else ()))
+        sections.append(
+            _section(con, store, cause, start_ns, end_ns, inventory, grafana_url, (plot.id,) if plot else ())
+        )
+    capacity_section = (
+        store.read("the capacity section", lambda: capacity.capacity(con, start_ns, end_ns, inventory)) or {}
+    )
+    if store.problems:
+        analysis = {**analysis, "warnings": [*store.problems, *analysis.get("warnings", ())]}
     return Digest(
         id=new_digest_id(now_ns),
         created_at=rfc3339(now_ns),
@@ -71,13 +108,14 @@ def build_digest(
         headline=_headline(analysis, failed, inventory, start_ns, end_ns),
         analysis=analysis,
         causes=tuple(sections),
-        capacity=capacity.capacity(con, start_ns, end_ns, inventory),
+        capacity=capacity_section,
         plots=tuple(made),
     )
 
 
 def _section(
     con: duckdb.DuckDBPyConnection,
+    store: StoreReads,
     cause: dict[str, Any],
     start_ns: int,
     end_ns: int,
@@ -89,16 +127,32 @@ def _section(
     traces = list(cause.get("example_traces", ()))[:EXAMPLES_PER_CAUSE]
     hosts = list(cause.get("hosts", ()))
     gpus = list(cause.get("gpus", ()))
-    logs = queries.log_lines(
-        con, trace_ids=traces, hosts=hosts, start_ns=start_ns, end_ns=end_ns, limit=LOG_LINES_PER_CAUSE
+    logs = (
+        store.read(
+            "log lines",
+            lambda: queries.log_lines(
+                con, trace_ids=traces, hosts=hosts, start_ns=start_ns, end_ns=end_ns, limit=LOG_LINES_PER_CAUSE
+            ),
+        )
+        or []
     )
-    kernel = queries.kernel_events(
-        con, gpus=gpus, hosts=hosts, start_ns=start_ns, end_ns=end_ns, limit=LOG_LINES_PER_CAUSE
+    kernel = (
+        store.read(
+            "kernel events",
+            lambda: queries.kernel_events(
+                con, gpus=gpus, hosts=hosts, start_ns=start_ns, end_ns=end_ns, limit=LOG_LINES_PER_CAUSE
+            ),
+        )
+        or []
     )
     return CauseSection(
         cause=cause,
         title=catalog.title if catalog else cause["cause"],
-        action=actions.action_for(con, cause, start_ns=start_ns, end_ns=end_ns, inventory=inventory),
+        action=store.read(
+            "the action's figures",
+            lambda: actions.action_for(con, cause, start_ns=start_ns, end_ns=end_ns, inventory=inventory),
+        )
+        or (catalog.action if catalog else ""),
         trace_links=tuple(
             TraceLink(t, grafana_trace_url(grafana_url, t, start_ns=start_ns, end_ns=end_ns) if grafana_url else None)
             for t in traces

@@ -7,6 +7,7 @@ whichever way it was made.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,10 @@ from gpu_rca.correlate.digest import links, notify
 from gpu_rca.correlate.digest.alertmanager import AlertedGpu
 from gpu_rca.correlate.digest.build import build_digest
 from gpu_rca.correlate.digest.model import Digest, Trigger
+from gpu_rca.correlate.store.errors import first_line
+
+#: The window a digest says it covers when the store could not be read and no window was asked for.
+UNANALYSED_WINDOW_NS = 3600 * 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -72,11 +77,33 @@ def make_digest(
     samples in the window lead the digest's `warnings`, so its reader learns what it was made without.
     """
     if analysis is None:
-        analysis = analyze_window(con, since_ns=since_ns, until_ns=until_ns, gpu=gpu)
-    found = [*problems, *_gpus_without_metrics(con, trigger, analysis["window"])]
+        try:
+            analysis = analyze_window(con, since_ns=since_ns, until_ns=until_ns, gpu=gpu)
+        except duckdb.Error as exc:
+            # The reader of a digest made while the store failed learns that, rather than nothing at all.
+            analysis = _unanalysed(since_ns, until_ns, now_ns, f"the store could not be read: {first_line(exc)}")
+    try:
+        missing = _gpus_without_metrics(con, trigger, analysis["window"])
+    except duckdb.Error:
+        missing = []  # the store's failure is said already, or will be by the digest's own reads
+    found = [*problems, *missing]
     if found:
         analysis = {**analysis, "warnings": [*found, *[w for w in analysis["warnings"] if w not in found]]}
     return build_digest(con, analysis, trigger=trigger, grafana_url=settings.grafana_url, now_ns=now_ns)
+
+
+def _unanalysed(since_ns: int | None, until_ns: int | None, now_ns: int | None, why: str) -> dict[str, Any]:
+    """The analysis document of a window that could not be analysed: no spans, no causes, and why."""
+    from gpu_rca.schemas.timefmt import rfc3339
+
+    end_ns = until_ns if until_ns is not None else (now_ns if now_ns is not None else time.time_ns())
+    start_ns = since_ns if since_ns is not None else end_ns - UNANALYSED_WINDOW_NS
+    return {
+        "window": {"start": rfc3339(start_ns), "end": rfc3339(end_ns)},
+        "spans": {"total": 0, "failed": 0, "slow": 0},
+        "warnings": [why],
+        "causes": [],
+    }
 
 
 def _gpus_without_metrics(con: duckdb.DuckDBPyConnection, trigger: Trigger, window: dict[str, str]) -> list[str]:

@@ -11,7 +11,7 @@ import httpx
 import uvicorn
 from starlette.applications import Starlette
 
-from gpu_rca.correlate.server.process import wait_for
+from tests.support.waiting import wait_for
 
 
 @contextmanager
