@@ -216,6 +216,6 @@ def main(argv: list[str] | None = None) -> None:
 
 def _shown(exc: BaseException) -> str:
     """An error's message on one line, with any text it quotes from traffic or files shown, not interpreted."""
-    from gpu_rca.visible_text import visible
+    from gpu_rca.schemas.visible_text import visible
 
     return visible(exc, layout=False)

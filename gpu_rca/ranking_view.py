@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gpu_rca.schemas.causes import CAUSES_BY_ID
-from gpu_rca.visible_text import cut, markup
+from gpu_rca.schemas.visible_text import cut, markup
 
 #: Widest a table cell of traffic text gets before it is cut (at a safe point).
 CELL_CHARS = 60

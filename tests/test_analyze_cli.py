@@ -75,7 +75,7 @@ def test_analyze_takes_compound_durations(incidents) -> None:
         (["--db", "{missing}"], 1, "does not exist"),
         (["--db", "{db}", "--since", "yesterday-ish"], 2, "--since: 'yesterday-ish' is not RFC 3339"),
         (["--db", "{db}", "--since", "2025-01-06T10:00:00Z", "--until", "2025-01-06T09:00:00Z"], 2, "before --until"),
-        (["--db", "{db}", "--slow", "fast"], 2, "--slow: 'fast' is not a duration like 30s, 2h or 1h30m"),
+        (["--db", "{db}", "--slow", "fast"], 2, "--slow: 'fast' is not a duration, auto or off (use e.g. 5s or 1m30s)"),
         (["--db", "{db}", "--server", "http://127.0.0.1:9"], 2, "not both"),
         (
             ["--db", "{db}", "--since", "2020-01-01T00:00:00Z", "--until", "2020-01-02T00:00:00Z"],

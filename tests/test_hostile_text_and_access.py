@@ -88,7 +88,11 @@ def test_sql_html_and_path_lookalikes_are_stored_and_shown_as_text(tmp_path: Pat
 
     filtered = gpu_rca("analyze", "--db", str(db), "--service", SQL, "--host", PATH, "--json")
     assert filtered.returncode == 0, filtered.stderr
-    assert json.loads(filtered.stdout)["spans"] == {"total": 40, "failed": 10}  # a filter is a value, not SQL
+    assert json.loads(filtered.stdout)["spans"] == {
+        "total": 40,
+        "failed": 10,
+        "slow": 0,
+    }  # a filter is a value, not SQL
 
     table = gpu_rca("analyze", "--db", str(db))
     assert table.returncode == 0, table.stderr

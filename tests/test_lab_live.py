@@ -72,7 +72,13 @@ def test_live_fleet_serves_samplers_and_sends_spans_and_logs_over_otlp():
             for r in sl.log_records
         ]
         assert len(spans) > 50 and len(logs) > 50
-        assert {s.name for s in spans} == {"ddcolor.inference"}
+        # Each request's trace, as in the files: the server span, its preprocess and decode work, and the
+        # inference span, all in one trace.
+        assert {s.name for s in spans} >= {"ddcolor.inference", "POST /colorize", "preprocess"}
+        inference_traces = {s.trace_id for s in spans if s.name == "ddcolor.inference"}
+        assert {s.trace_id for s in spans} <= inference_traces | {
+            s.trace_id for s in spans if s.name in ("POST /colorize", "preprocess")
+        }
         fleet.stop()  # safe twice
     finally:
         server.shutdown()

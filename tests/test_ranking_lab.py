@@ -15,7 +15,7 @@ import pytest
 
 from gpu_rca import correlate
 from gpu_rca.correlate.ranking.evidence import numbers_missing_from_evidence, summary_numbers
-from gpu_rca.schemas.errors import InputError
+from gpu_rca.schemas.errors import UsageError
 from tests.support.ranking import check_contract, incident_stores
 
 
@@ -108,7 +108,7 @@ def test_filters_and_window_options(incidents) -> None:
     db, truth = incidents["thermal"]
     hot = truth["drivers"]["gpu.uuid"]
     whole = correlate.analyze(db)
-    with pytest.raises(InputError, match="no inference spans"):
+    with pytest.raises(UsageError, match="no inference spans on GPU 'GPU-not-in-this-store'; known GPUs: "):
         correlate.analyze(db, gpu="GPU-not-in-this-store")
     only_hot = correlate.analyze(db, gpu=hot)
     assert only_hot["spans"]["total"] < whole["spans"]["total"]

@@ -185,7 +185,7 @@ def test_analyze_with_prometheus_down_or_silent_ranks_from_the_stamps_with_a_war
             assert [w for w in document["warnings"] if w.startswith("Prometheus unreachable")], (kind, document)
             assert "warning: Prometheus unreachable" in run.stderr
             assert document["causes"] == baseline["causes"] and document["spans"] == baseline["spans"]
-    assert baseline["spans"] == {"total": 40, "failed": 10} and baseline["causes"]
+    assert baseline["spans"] == {"total": 40, "failed": 10, "slow": 0} and baseline["causes"]
 
 
 def test_collector_with_its_otlp_endpoint_down_serves_requests_in_bounded_memory_and_counts_every_drop() -> None:

@@ -67,6 +67,7 @@ def test_cause_catalog_ids_are_the_contract() -> None:
         "gpu_fallen_off_bus",
         "cuda_kernel_fault",
         "application_error",
+        "host_bottleneck",
     )
 
 

@@ -12,7 +12,7 @@ from markupsafe import Markup, escape
 from gpu_rca.correlate.digest import fmt
 from gpu_rca.correlate.digest.links import FileLinks, served_links
 from gpu_rca.correlate.digest.model import Digest, Plot
-from gpu_rca.visible_text import visible
+from gpu_rca.schemas.visible_text import visible
 
 _BACKTICKS = re.compile(r"`([^`]+)`")
 

@@ -8,7 +8,7 @@ from typing import Any
 from gpu_rca.correlate.digest import fmt
 from gpu_rca.correlate.digest.links import FileLinks
 from gpu_rca.correlate.digest.model import CauseSection, Digest, Plot
-from gpu_rca.visible_text import visible
+from gpu_rca.schemas.visible_text import visible
 
 #: Characters that would start Markdown or HTML structure inside a table cell.
 _CELL_ESCAPES = str.maketrans({"|": "\\|", "<": "&lt;", ">": "&gt;", "&": "&amp;", "`": "'", "\n": " ", "\r": " "})

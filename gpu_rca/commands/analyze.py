@@ -137,7 +137,7 @@ def analyze(
             lookback=lookback,
             prometheus=prometheus,
         )
-    from gpu_rca.visible_text import visible
+    from gpu_rca.schemas.visible_text import visible
 
     window = result["window"]
     click.echo(visible(f"window: {window['start']} .. {window['end']}"), err=True)

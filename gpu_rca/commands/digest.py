@@ -93,7 +93,7 @@ def digest(
     else:
         made = _from_db(db_path, Trigger(trigger, "", (gpu,) if gpu else ()), settings, since_ns, until_ns, gpu)
     _write(made, fmt, out_path)
-    from gpu_rca.visible_text import visible
+    from gpu_rca.schemas.visible_text import visible
 
     click.echo(visible(f"digest {made.id}: {made.headline.text}"), err=True)
     pipeline.deliver(made, settings)

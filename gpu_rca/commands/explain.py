@@ -25,7 +25,7 @@ def explain(trace_id: str, db_path: str | None, server: str | None, as_json: boo
         from gpu_rca.correlate.ranking.api import explain as run
 
         result = run(db_path, trace_id)
-    from gpu_rca.visible_text import visible
+    from gpu_rca.schemas.visible_text import visible
 
     for warning in result["warnings"]:
         click.echo(f"warning: {visible(warning)}", err=True)

@@ -111,7 +111,7 @@ def _print_summary(summary: IngestSummary, db_path: str) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from gpu_rca.visible_text import visible
+    from gpu_rca.schemas.visible_text import visible
 
     # Off a terminal rich assumes 80 columns; a log file reads better with the whole row on one line.
     console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)

@@ -165,7 +165,7 @@ def _log_text_visibly() -> None:
     """Every log line shows the traffic text it quotes (paths, labels, messages); none is sent to the terminal."""
     import logging
 
-    from gpu_rca.visible_text import VisibleLogText
+    from gpu_rca.schemas.visible_text import VisibleLogText
 
     root = logging.getLogger()
     if not root.handlers:  # what logging's last-resort handler would do (stderr, the message alone), filtered
