@@ -172,7 +172,7 @@ def test_digest_command_asks_serve_while_it_holds_the_store(server, incident_db,
     assert done.returncode == 0, done.stderr
     document = json.loads(done.stdout)
     assert document["trigger"]["kind"] == "schedule"
-    assert document["spans"] == {"total": incident["total"], "failed": incident["failed"]}
+    assert document["spans"] == {"total": incident["total"], "failed": incident["failed"], "slow": 0}
     assert httpx.get(f"{server.url}/digests/{document['id']}.json", headers=AUTH, timeout=30).status_code == 200
     locked = subprocess.run(
         [sys.executable, "-m", "gpu_rca", "digest", "--db", str(path)],
