@@ -94,17 +94,40 @@ def print_analysis(result: dict[str, Any], out: TextIO) -> None:
             console.print(f"  e.g. gpu-rca explain {markup(cause['example_traces'][0])}", highlight=False)
 
 
+def describe_latency(latency: dict[str, Any]) -> str:
+    """How slow a request was against comparable requests, and which part of its latency grew."""
+    text = (
+        f"{latency['duration_ms']:.0f} ms, ×{latency['factor']:g} the median of {latency['comparable_requests']} "
+        "comparable requests before it (same service, model, input size and GPU model, "
+        f"{latency['baseline_start']} .. {latency['baseline_end']}: median {latency['baseline_median_ms']:.0f} ms, "
+        f"p99 {latency['baseline_p99_ms']:.0f} ms)"
+    )
+    told = []
+    for part in latency["parts"]:
+        change = f"{part['baseline_ms']:.0f} ms → {part['ms']:.0f} ms"
+        if part["change"] == "unchanged":
+            told.append(f"{part['part']} unchanged ({change})")
+        else:
+            told.append(f"{part['part']} {change} (×{part['factor']:g})")
+    return text + ("; " + "; ".join(told) if told else "")
+
+
 def print_story(result: dict[str, Any], out: TextIO) -> None:
     """One request: outcome, stamps, its GPU's metrics around it, logs and kernel events, cause."""
     console = _console(out)
     span = result["span"]
-    outcome = f"FAILED ({span['error_type'] or span['status']})" if span["failed"] else "succeeded"
+    outcome = "was SLOW" if span["slow"] else "succeeded"
+    if span["failed"] and not span["slow"]:
+        outcome = f"FAILED ({span['error_type'] or span['status']})"
     console.print(
         f"[bold]{markup(span['name'])}[/bold] in trace {markup(span['trace_id'])} {markup(outcome)} after "
         f"{span['duration_ms']:.0f} ms on {markup(span['gpu_uuid'] or 'no GPU')} "
         f"({markup(span['host'] or 'unknown host')}), {markup(span['start'])} .. {markup(span['end'])}",
         highlight=False,
     )
+    if result.get("latency"):
+        label = "slow" if span["slow"] else "latency"
+        console.print(f"[bold]{label}:[/bold] {markup(describe_latency(result['latency']))}", highlight=False)
     stamps = Table(title="GPU stamps", show_header=False)
     stamps.add_column("attribute")
     stamps.add_column("value")

@@ -110,11 +110,36 @@ class LogLine(TypedDict):
     message: str
 
 
+class LatencyPart(TypedDict):
+    """One part of a request's latency against the median of the same part among comparable requests."""
+
+    part: str
+    ms: float
+    baseline_ms: float
+    factor: float
+    change: str  # "grew", "unchanged" or "shrank" (by more than a factor 1.25 either way)
+
+
+class RequestLatency(TypedDict):
+    """How slow a completed request was against comparable requests before it, and which part grew."""
+
+    duration_ms: float
+    baseline_median_ms: float
+    baseline_p99_ms: float
+    factor: float
+    comparable_requests: int
+    baseline_start: str
+    baseline_end: str
+    grew: list[str]
+    parts: list[LatencyPart]
+
+
 class ExplainResult(TypedDict):
     """The whole `explain --json` document."""
 
     trace_id: str
     span: SpanStory
+    latency: RequestLatency | None
     metrics: list[MetricPoint]
     logs: list[LogLine]
     cause: CauseResult | None
@@ -129,8 +154,10 @@ __all__ = [
     "Driver",
     "Evidence",
     "ExplainResult",
+    "LatencyPart",
     "LogLine",
     "MetricPoint",
+    "RequestLatency",
     "SpanCounts",
     "SpanStory",
     "WindowResult",

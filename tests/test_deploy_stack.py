@@ -170,10 +170,21 @@ def test_collector_samples_tempo_traces_but_never_gpu_rca_spans(collector: dict[
     gpu_rca = _pipelines_exporting_to(collector, "otlp_http/gpu-rca")
     assert sorted(name.split("/")[0] for name in gpu_rca) == ["logs", "traces"]
     for pipeline in gpu_rca.values():
-        assert not any(_kind(p) in {"tail_sampling", "probabilistic_sampler"} for p in pipeline["processors"])
+        assert not any(_kind(p) in {"probabilistic_sampler", "filter"} for p in pipeline["processors"])
+
+
+def test_collector_keeps_whole_traces_holding_an_inference_span_for_gpu_rca(collector: dict[str, Any]) -> None:
+    # The trace is grouped before it is judged: tail_sampling buffers every span of a trace and keeps it
+    # when any span carries the stamp; a per-span filter would drop the trace's preprocess/decode spans.
+    gpu_rca = _pipelines_exporting_to(collector, "otlp_http/gpu-rca")
     (traces,) = [p for name, p in gpu_rca.items() if name.startswith("traces")]
-    (span_filter,) = [p for p in traces["processors"] if _kind(p) == "filter"]
-    assert collector["processors"][span_filter]["traces"]["span"] == [f'attributes["{a.TELEMETRY_SOURCE}"] == nil']
+    processors = traces["processors"]
+    assert [_kind(p) for p in processors] == ["memory_limiter", "tail_sampling", "batch"]
+    keeper = collector["processors"][processors[1]]
+    (policy,) = keeper["policies"]  # one policy: every trace holding an inference span, nothing sampled
+    assert policy["type"] == "ottl_condition"
+    assert policy["ottl_condition"]["span"] == [f'attributes["{a.TELEMETRY_SOURCE}"] != nil']
+    assert keeper["num_traces"] >= 50000 and keeper["decision_cache"]["sampled_cache_size"] > 0
 
 
 def test_collector_logs_reach_loki_over_otlp(collector: dict[str, Any]) -> None:
@@ -187,9 +198,11 @@ def test_collector_span_metrics_break_requests_down_by_task_type_and_input_size(
     assert {a.DDCOLOR_TASK_TYPE, a.DDCOLOR_INPUT_SIZE, a.ERROR_TYPE, a.GPU_UUID} <= dimensions
     assert span_metrics["exemplars"]["enabled"] is True
     assert collector["exporters"]["prometheus"]["enable_open_metrics"] is True
-    # Fed from the unsampled inference-span pipeline, so rates count every request.
+    # Fed from inference spans alone, unsampled, so rates count every request and nothing else.
     (source,) = _pipelines_exporting_to(collector, "span_metrics").values()
-    assert "otlp_http/gpu-rca" in source["exporters"]
+    assert not any(_kind(p) in {"tail_sampling", "probabilistic_sampler"} for p in source["processors"])
+    (span_filter,) = [p for p in source["processors"] if _kind(p) == "filter"]
+    assert collector["processors"][span_filter]["traces"]["span"] == [f'attributes["{a.TELEMETRY_SOURCE}"] == nil']
 
 
 def test_collector_queues_for_gpu_rca_persist_and_retry_without_deadline(collector: dict[str, Any]) -> None:

@@ -107,3 +107,40 @@ def test_the_api_takes_the_same_slow_values(stores, tmp_path) -> None:
                 remote[value] = json.loads(response.read())
     assert remote == local
     assert remote["auto"]["causes"][0]["cause"] == "thermal_throttling"
+
+
+@pytest.mark.parametrize(
+    ("name", "part"), [("latency-thermal-fan-l4", "GPU time"), ("latency-saturation-burst", "queue time")]
+)
+def test_explain_says_how_slow_a_request_was_and_which_part_grew(stores, name, part) -> None:
+    db, _ = stores[name]
+    trace = analyze(db)["causes"][0]["example_traces"][0]
+    run = gpu_rca("explain", trace, "--db", str(db), "--json")
+    assert run.returncode == 0, run.stderr
+    story = json.loads(run.stdout)
+    assert story["span"]["slow"] is True
+    latency = story["latency"]
+    assert latency["duration_ms"] == pytest.approx(story["span"]["duration_ms"], abs=0.1)
+    assert latency["factor"] == pytest.approx(latency["duration_ms"] / latency["baseline_median_ms"], rel=0.01)
+    assert latency["duration_ms"] > latency["baseline_p99_ms"] > latency["baseline_median_ms"] > 0
+    assert latency["comparable_requests"] >= 20
+    assert latency["baseline_end"] < story["span"]["start"]  # the baseline is from before the slowdown
+    assert part in latency["grew"]
+    grown = next(p for p in latency["parts"] if p["part"] == part)
+    assert grown["ms"] > grown["baseline_ms"] and grown["change"] == "grew"
+    text = gpu_rca("explain", trace, "--db", str(db))
+    assert text.returncode == 0, text.stderr
+    assert "was SLOW" in text.stdout and "comparable requests before it" in text.stdout
+    assert f"{part} {grown['baseline_ms']:.0f} ms → {grown['ms']:.0f} ms" in " ".join(text.stdout.split())
+
+
+def test_explain_an_ordinary_request_against_comparable_requests(stores) -> None:
+    db, _ = stores["quiet-night"]
+    with Store(db, read_only=True) as store:
+        trace = store.connection.execute(
+            "SELECT trace_id FROM spans WHERE is_inference ORDER BY end_ns DESC LIMIT 1"
+        ).fetchone()[0]
+    story = json.loads(gpu_rca("explain", trace, "--db", str(db), "--json").stdout)
+    assert story["span"]["slow"] is False and story["span"]["failed"] is False
+    latency = story["latency"]
+    assert latency["comparable_requests"] >= 20 and latency["factor"] < 2.5

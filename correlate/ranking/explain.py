@@ -1,4 +1,5 @@
-"""`explain`: one request's story — its stamps, its GPU's metrics around it, its logs and kernel events, its cause."""
+"""`explain`: one request's story — its stamps, its latency against comparable requests, its GPU's metrics around
+it, its logs and kernel events, its cause."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 import duckdb
 
+from gpu_rca.correlate.ranking.comparable import comparable_latency
 from gpu_rca.correlate.ranking.run import DEFAULT_LOOKBACK_NS, analyze_connection
 from gpu_rca.correlate.ranking.window import MINUTE_NS, table_columns
 from gpu_rca.schemas import metrics as m
@@ -100,13 +102,24 @@ def explain_connection(con: duckdb.DuckDBPyConnection, trace_id: str) -> Explain
         warnings.append("no metric samples of this GPU around the request")
     logs = _logs(con, row)
     cause = None
+    latency = None
     if reached_gpu:
         cause, slow = _cause(con, row, warnings, failed)
         if slow:
             span["failed"] = True
             span["slow"] = True
             warnings.insert(0, "a slow request: far slower than comparable requests were before (latency detection)")
-    return {"trace_id": trace_id, "span": span, "metrics": metrics, "logs": logs, "cause": cause, "warnings": warnings}
+        # After _cause: its ranking leaves latency detection's incident onsets on this connection.
+        latency = comparable_latency(con, trace_id, row["span_id"])
+    return {
+        "trace_id": trace_id,
+        "span": span,
+        "latency": latency,
+        "metrics": metrics,
+        "logs": logs,
+        "cause": cause,
+        "warnings": warnings,
+    }
 
 
 def _plain(value: object) -> object:

@@ -40,6 +40,16 @@ BASELINE_NS = 60 * MINUTE_NS
 CELL_MIN_SPANS = 3
 
 
+def _col(columns: set[str], name: str) -> str:
+    return name if name in columns else "NULL"
+
+
+def stratum_sql(columns: set[str]) -> str:
+    """SQL naming a span's stratum of comparable requests: service, model, input size and GPU model."""
+    parts = ", ".join(_col(columns, c) for c in ("service", "ddcolor_model", "ddcolor_input_size", "gpu_name"))
+    return f"hash({parts})"
+
+
 def detect_slow(con: duckdb.DuckDBPyConnection, filters: Filters, since_ns: int | None, until_ns: int | None) -> int:
     """Create `rk_slow(trace_id, span_id, end_ns)`: the spans that count as slow failures; return their number.
 
@@ -54,11 +64,8 @@ def detect_slow(con: duckdb.DuckDBPyConnection, filters: Filters, since_ns: int 
     if until_ns is not None:
         where += f" AND end_ns <= {int(until_ns)}"
 
-    def col(name: str) -> str:
-        return name if name in columns else "NULL"
-
-    stratum = f"hash({col('service')}, {col('ddcolor_model')}, {col('ddcolor_input_size')}, {col('gpu_name')})"
-    gpu = f"coalesce({col('gpu_uuid')}, '')"
+    stratum = stratum_sql(columns)
+    gpu = f"coalesce({_col(columns, 'gpu_uuid')}, '')"
     minute = f"end_ns // {MINUTE_NS}"
     dur = "(end_ns - start_ns)"
     con.execute(
