@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from gpu_rca.schemas.errors import InputError
+from gpu_rca.schemas.metrics import UUID_LABELS
 from gpu_rca.schemas.timefmt import parse_rfc3339_ns
 
 #: How far before the earliest alert's start the digest looks (failures precede the alert's `for:`).
 LOOKBACK_NS = 15 * 60 * 10**9
-UUID_LABELS = ("UUID", "uuid", "gpu_uuid")
 HOST_LABELS = ("Hostname", "hostname", "host", "instance_host")
 MAX_ALERTS = 1000
 
