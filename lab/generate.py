@@ -305,7 +305,7 @@ def generate_scenario(seed: int, index: int) -> dict[str, Any]:
     truth: dict[str, Any] = {"cause": cause, "drivers": drivers}
     if also:
         truth["also"] = also
-    scenario = {
+    scenario: dict[str, Any] = {
         "name": f"gen-{seed}-{index:04d}-{kind}",
         "seed": rng.randrange(10**6),
         "start": f"2025-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T{rng.randint(0, 23):02d}:00:00Z",

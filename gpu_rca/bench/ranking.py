@@ -13,6 +13,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import duckdb
+
 from gpu_rca.bench import baselines, scoring
 from gpu_rca.correlate.ingest import ingest_paths
 from gpu_rca.correlate.ranking.evidence import numbers_missing_from_evidence
@@ -127,7 +129,7 @@ def run_case(scenario_data: dict[str, Any] | str, robustness: bool = False) -> d
             ingest_paths(store, [files], progress=False)
         with Store(db, read_only=True) as store:
             con = store.connection
-            errored = con.execute("SELECT count(*) FROM spans WHERE is_inference AND status = 'ERROR'").fetchone()[0]
+            errored = _one(con, "SELECT count(*) FROM spans WHERE is_inference AND status = 'ERROR'")[0]
             ours = analyze_connection(con)
             start = parse_time_ns(ours["window"]["start"])
             end = parse_time_ns(ours["window"]["end"])
@@ -136,9 +138,9 @@ def run_case(scenario_data: dict[str, Any] | str, robustness: bool = False) -> d
             # The baselines read the failures ours marked, `--slow auto`'s slow requests included (rk_spans).
             fed_slow = 0
             if ours["spans"]["failed"]:
-                detect, fed_slow = con.execute(
-                    "SELECT min(end_ns), count(*) FILTER (WHERE status <> 'ERROR') FROM rk_spans WHERE failed"
-                ).fetchone()
+                detect, fed_slow = _one(
+                    con, "SELECT min(end_ns), count(*) FILTER (WHERE status <> 'ERROR') FROM rk_spans WHERE failed"
+                )
                 contrast = baselines.contrast_ranking(con) if _has_kv(con) else []
             baro = baselines.baro_ranking(con, start, end, detect)
         perturbed = _perturbed_rankings(files, Path(tmp), scenario.name) if robustness else {}
@@ -166,12 +168,18 @@ def case_class(name: str, truth: dict[str, Any], errored: int) -> str:
     return "moderate" if name.endswith("-moderate") else "latency"
 
 
-def _perturbed_rankings(files: Path, tmp: Path, name: str) -> dict[str, list[dict[str, Any]]]:
+def _one(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[Any, ...]:
+    row = con.execute(sql).fetchone()
+    assert row is not None  # an aggregate always answers one row
+    return row
+
+
+def _perturbed_rankings(files: Path, tmp: Path, name: str) -> dict[str, list[Any]]:
     """Ours on the same files under each perturbation: a fresh folder and store per perturbation."""
     from gpu_rca.bench.perturb import PERTURBATIONS, perturbed
 
     original = {p.name: p.read_text(encoding="utf-8") for p in sorted(files.iterdir())}
-    rankings: dict[str, list[dict[str, Any]]] = {}
+    rankings: dict[str, list[Any]] = {}
     for perturbation in PERTURBATIONS:
         folder = tmp / perturbation
         folder.mkdir()
