@@ -42,6 +42,7 @@ class SuiteResult:
     classes: list[str] = field(default_factory=list)
     fed_slow: list[int] = field(default_factory=list)
     perturbed: dict[str, list[scoring.Case]] = field(default_factory=dict)
+    files_not_ingested: list[str] = field(default_factory=list)
 
     def report(self) -> dict[str, Any]:
         """The suite's numbers: ours, both baselines, our margin over the better one, rows by class, robustness."""
@@ -60,6 +61,7 @@ class SuiteResult:
             "attribute_contrast_only": contrast,
             "ac1_margin_over_best_baseline": None if ours["ac1"] is None else ours["ac1"] - best,
             "summaries_with_numbers_outside_evidence": self.unchecked_summaries,
+            "files_not_ingested": self.files_not_ingested,
             "by_class": {
                 kind: self._class_row([i for i, c in enumerate(classes) if c == kind])
                 for kind in scoring.CLASSES
@@ -125,37 +127,52 @@ def run_case(scenario_data: dict[str, Any] | str, robustness: bool = False) -> d
         run = run_scenario(scenario)
         write_run(run, files)
         db = Path(tmp) / "store.duckdb"
-        with Store(db) as store:
-            ingest_paths(store, [files], progress=False)
-        with Store(db, read_only=True) as store:
-            con = store.connection
-            errored = _one(con, "SELECT count(*) FROM spans WHERE is_inference AND status = 'ERROR'")[0]
-            ours = analyze_connection(con)
-            start = parse_time_ns(ours["window"]["start"])
-            end = parse_time_ns(ours["window"]["end"])
-            contrast: list[str] = []
-            detect = None
-            # The baselines read the failures ours marked, `--slow auto`'s slow requests included (rk_spans).
-            fed_slow = 0
-            if ours["spans"]["failed"]:
-                detect, fed_slow = _one(
-                    con, "SELECT min(end_ns), count(*) FILTER (WHERE status <> 'ERROR') FROM rk_spans WHERE failed"
-                )
-                contrast = baselines.contrast_ranking(con) if _has_kv(con) else []
-            baro = baselines.baro_ranking(con, start, end, detect)
+        failed_files = _ingest(db, files)
+        ours, baro, contrast, fed_slow = _rank(db)
         perturbed = _perturbed_rankings(files, Path(tmp), scenario.name) if robustness else {}
-    unchecked = [c["cause"] for c in ours["causes"] if numbers_missing_from_evidence(c)]
+    unchecked = [c["cause"] for c in ours if numbers_missing_from_evidence(c)]
     return {
         "name": scenario.name,
-        "class": case_class(scenario.name, run.truth, errored),
+        "class": case_class(scenario.name, run.truth, sum(run.failures().values())),
         "truth": run.truth,
-        "ours": ours["causes"],
+        "ours": ours,
         "baro": baro,
         "contrast": contrast,
-        "slow_failures_fed_to_baselines": int(fed_slow or 0),
+        "slow_failures_fed_to_baselines": fed_slow,
+        "files_not_ingested": failed_files,
         "summaries_with_numbers_outside_evidence": unchecked,
         "robustness": perturbed,
     }
+
+
+def _ingest(db: Path, files: Path) -> list[str]:
+    """Ingest `files` into a fresh store at `db`; the files that failed, each with its reason."""
+    with Store(db) as store:
+        reports = ingest_paths(store, [files], progress=False)
+    return [f"{Path(r.path).name}: {r.reason}" for r in reports.failed]
+
+
+def _rank(db: Path) -> tuple[list[Any], list[str], list[str], int]:
+    """Ours, BARO and attribute contrast on the store at `db` (ours' window), and how many slow requests the
+    baselines read as failures. A store with nothing to rank (every trace file failed) answers nothing."""
+    with Store(db, read_only=True) as store:
+        con = store.connection
+        try:
+            ours = analyze_connection(con)
+        except EmptyWindowError:
+            return [], [], [], 0
+        start = parse_time_ns(ours["window"]["start"])
+        end = parse_time_ns(ours["window"]["end"])
+        contrast: list[str] = []
+        detect, fed_slow = None, 0
+        # The baselines read the failures ours marked, `--slow auto`'s slow requests included (rk_spans).
+        if ours["spans"]["failed"]:
+            detect, fed_slow = _one(
+                con, "SELECT min(end_ns), count(*) FILTER (WHERE status <> 'ERROR') FROM rk_spans WHERE failed"
+            )
+            contrast = baselines.contrast_ranking(con) if _has_kv(con) else []
+        baro = baselines.baro_ranking(con, start, end, detect)
+    return list(ours["causes"]), baro, contrast, int(fed_slow or 0)
 
 
 def case_class(name: str, truth: dict[str, Any], errored: int) -> str:
@@ -186,13 +203,8 @@ def _perturbed_rankings(files: Path, tmp: Path, name: str) -> dict[str, list[Any
         for file_name, text in perturbed(original, perturbation, name).items():
             (folder / file_name).write_text(text, encoding="utf-8")
         db = tmp / f"{perturbation}.duckdb"
-        with Store(db) as store:
-            ingest_paths(store, [folder], progress=False)
-        with Store(db, read_only=True) as store:
-            try:
-                rankings[perturbation] = analyze_connection(store.connection)["causes"]
-            except EmptyWindowError:
-                rankings[perturbation] = []
+        _ingest(db, folder)
+        rankings[perturbation] = _rank(db)[0]
     return rankings
 
 
@@ -233,6 +245,7 @@ def run_suite(name: str, scenarios: list[Any], jobs: int = 1, progress=None, rob
         [r["class"] for r in results],
         [r["slow_failures_fed_to_baselines"] for r in results],
         perturbed,
+        [f"{r['name']}: {failure}" for r in results for failure in r["files_not_ingested"]],
     )
 
 

@@ -56,6 +56,8 @@ def print_report(document: dict[str, Any]) -> None:
                 f"  confidence {label}: {numbers['right']} of {numbers['cases']} right ({numbers['accuracy']:.2f})"
             )
         console.print(f"  `high` precision: {_f(ours.get('high_precision'))}")
+        for failure in suite.get("files_not_ingested", []):
+            console.print(f"  file not ingested: {failure}", highlight=False)
         _print_classes(console, name, suite.get("by_class", {}))
         _print_robustness(console, name, suite.get("robustness", {}), ours["ac1"])
         misses = [c for c in suite["cases"] if (c["ours"][:1] or [None])[0] != c["truth"]]
