@@ -12,7 +12,7 @@ import duckdb
 import pytest
 import yaml
 
-from gpu_rca.bench import baselines, scoring
+from gpu_rca.bench import baselines, perturb, scoring
 from gpu_rca.correlate.ranking.run import analyze_connection
 from gpu_rca.schemas.timefmt import parse_time_ns
 from tests.support.ranking import incident_stores
@@ -124,3 +124,188 @@ def test_bench_ranking_rejects_an_empty_folder(tmp_path: Path) -> None:
         timeout=60,
     )
     assert run.returncode == 2 and "no scenario YAML files" in run.stderr
+
+
+# --- the rows by class, the split, and the perturbations of the robustness matrix ---------------------------
+
+_TINY = {
+    "name": "tiny-kernel-fault",
+    "seed": 5,
+    "duration": "5m",
+    "fleet": [{"host": "node-a", "gpus": 2, "model": "L4"}, {"host": "node-b", "gpus": 1, "model": "L4"}],
+    "workload": {"rate": "2/s"},
+    "faults": [{"kind": "xid", "gpu": "node-a/0", "code": 13, "start": "2m", "end": "4m", "severity": 0.5}],
+    "truth": {"cause": "cuda_kernel_fault", "drivers": {"gpu.uuid": "node-a/0"}},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A tiny lab run's files (three GPUs on two hosts, kernel faults on one), as a file set."""
+    from gpu_rca.lab.engine import run_scenario
+    from gpu_rca.lab.outputs import write_run
+    from gpu_rca.lab.scenario import parse_scenario
+
+    out = tmp_path_factory.mktemp("tiny-files")
+    write_run(run_scenario(parse_scenario(_TINY, "tiny")), out)
+    return {p.name: p.read_text(encoding="utf-8") for p in out.iterdir()}
+
+
+def _spans(files: dict[str, str]) -> list[dict[str, Any]]:
+    return [
+        span
+        for line in files["traces.otlp.jsonl"].splitlines()
+        for rs in json.loads(line)["resourceSpans"]
+        for ss in rs["scopeSpans"]
+        for span in ss["spans"]
+    ]
+
+
+def _attrs(span: dict[str, Any]) -> dict[str, Any]:
+    return {a["key"]: next(iter(a["value"].values())) for a in span.get("attributes", [])}
+
+
+def _series(files: dict[str, str]) -> list[dict[str, Any]]:
+    return [s for line in files["metrics.prom.jsonl"].splitlines() for s in json.loads(line)["data"]["result"]]
+
+
+def _ingested(files: dict[str, str], tmp_path: Path) -> duckdb.DuckDBPyConnection:
+    from gpu_rca.correlate.ingest import ingest_paths
+    from gpu_rca.correlate.store import Store
+
+    folder = tmp_path / "files"
+    folder.mkdir()
+    for name, text in files.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    with Store(tmp_path / "s.duckdb") as store:
+        ingest_paths(store, [folder], progress=False)
+    return duckdb.connect(str(tmp_path / "s.duckdb"), read_only=True)
+
+
+def test_telemetry_none_leaves_gpu_identity_alone(tiny_files: dict[str, str], tmp_path: Path) -> None:
+    out = perturb.perturbed(tiny_files, "telemetry_none", "t")
+    inference = [s for s in _spans(out) if "gpu.telemetry.source" in _attrs(s)]
+    assert len(inference) == sum("gpu.telemetry.source" in _attrs(s) for s in _spans(tiny_files)) > 100
+    for span in inference:
+        attrs = _attrs(span)
+        assert attrs["gpu.telemetry.source"] == "none"
+        assert {k for k in attrs if k.startswith("gpu.")} <= perturb.IDENTITY | {"gpu.telemetry.source"}
+        assert "gpu.uuid" in attrs and "gpu.name" in attrs
+        assert not [e for e in span.get("events", []) if e["name"].startswith("gpu.")]
+    assert any(_attrs(s).get("error.type") == "cuda_illegal_address" for s in inference)  # workload attrs kept
+    con = _ingested(out, tmp_path)
+    uuids, temps = con.execute(
+        "SELECT count(gpu_uuid), count(gpu_temperature_max) FROM spans WHERE is_inference"
+    ).fetchone()
+    con.close()
+    assert uuids == len(inference) and temps == 0
+
+
+def test_no_kernel_log_and_no_prometheus_remove_only_their_file(tiny_files: dict[str, str]) -> None:
+    assert "kernel.log" in tiny_files and "NVRM: Xid" in tiny_files["kernel.log"]
+    for name, gone in (("no_kernel_log", "kernel.log"), ("no_prometheus", "metrics.prom.jsonl")):
+        out = perturb.perturbed(tiny_files, name, "t")
+        assert set(out) == set(tiny_files) - {gone}
+        assert all(out[f] == tiny_files[f] for f in out)
+
+
+def test_metrics_skewed_moves_every_sample_by_one_shift_of_60_to_90_s(tiny_files: dict[str, str]) -> None:
+    out = perturb.perturbed(tiny_files, "metrics_skewed", "t")
+    shifts = {
+        round(float(a[0]) - float(b[0]), 6)
+        for s_out, s_in in zip(_series(out), _series(tiny_files))
+        for a, b in zip(s_out["values"], s_in["values"])
+        if a[1] == b[1]
+    }
+    assert len(shifts) == 1 and 60 <= abs(shifts.pop()) <= 90
+    assert out["traces.otlp.jsonl"] == tiny_files["traces.otlp.jsonl"]
+    assert perturb.perturbed(tiny_files, "metrics_skewed", "t") == out  # seeded
+
+
+def test_tail_sampling_keeps_every_error_trace_whole_and_a_tenth_of_the_rest(tiny_files: dict[str, str]) -> None:
+    out = perturb.perturbed(tiny_files, "tail_sampled", "t")
+    before, after = _spans(tiny_files), _spans(out)
+    errored = {s["traceId"] for s in before if s.get("status", {}).get("code") in (2, "STATUS_CODE_ERROR")}
+    assert errored
+    kept = {s["traceId"] for s in after}
+    assert errored <= kept
+    by_trace = {t: sum(s["traceId"] == t for s in before) for t in kept}
+    assert all(by_trace[t] == sum(s["traceId"] == t for s in after) for t in kept)  # whole traces
+    others = {s["traceId"] for s in before} - errored
+    share = len(kept - errored) / len(others)
+    assert len(others) > 300 and 0.06 < share < 0.14, share
+    assert out["logs.otlp.jsonl"] == tiny_files["logs.otlp.jsonl"]
+    assert perturb.perturbed(tiny_files, "tail_sampled", "t") == out
+
+
+def test_gpu_operator_labels_are_stored_on_the_right_hosts(tiny_files: dict[str, str], tmp_path: Path) -> None:
+    out = perturb.perturbed(tiny_files, "gpu_operator_labels", "t")
+    hosts_before = {s["metric"]["UUID"]: s["metric"]["Hostname"] for s in _series(tiny_files)}
+    for series in _series(out):
+        labels = series["metric"]
+        assert "Hostname" not in labels and labels["hostname"] == hosts_before[labels["UUID"]]
+        assert labels["namespace"] == "inference" and labels["container"] == "ddcolor" and labels["pod"]
+        assert labels["job"] == "nvidia-dcgm-exporter" and not labels["instance"].startswith("node-")
+    con = _ingested(out, tmp_path)
+    stored = dict(con.execute("SELECT DISTINCT gpu_uuid, host FROM metric_samples").fetchall())
+    con.close()
+    assert stored == hosts_before
+
+
+def test_generated_splits_are_disjoint_and_named_by_class() -> None:
+    from gpu_rca.bench import ranking as bench_ranking
+    from gpu_rca.lab.generate import TEST_FIRST
+
+    dev = bench_ranking.generated_scenarios(3)
+    test = bench_ranking.generated_scenarios(3, split="test")
+    assert [s["name"] for s in dev] == [f"gen-{bench_ranking.GENERATED_SEED}-{i:04d}-{k}" for i, k in
+                                        enumerate(("error", "quiet", "latency"))]  # fmt: skip
+    assert test[0]["name"] == f"gen-{bench_ranking.GENERATED_SEED}-{TEST_FIRST}-error"
+    assert bench_ranking.case_class("gen-1-0004-moderate", {"cause": "hw_slowdown"}, 0) == "moderate"
+    assert bench_ranking.case_class("x", {"cause": "hw_slowdown"}, 0) == "latency"
+    assert bench_ranking.case_class("x", {"cause": "hw_slowdown"}, 3) == "error"
+    assert bench_ranking.case_class("x", {"cause": None}, 0) == "quiet"
+
+
+def test_high_precision_false_alarms_and_the_robustness_row() -> None:
+    high = {"cause": "a", "confidence": "high", "drivers": []}
+    cases = [case("a", ["a"], entries=[high]), case("b", ["a"], entries=[high]), case(None, ["a"]), case(None, [])]
+    assert scoring.high_precision(cases) == 0.5
+    assert scoring.false_alarms(cases) == 1
+    row = scoring.robustness_row(cases, ["error", "error", "quiet", "quiet"])
+    assert row["ac1"] == 0.5 and row["ac1_by_class"] == {"error": 0.5, "quiet": 0.5}
+    assert [m["name"] for m in row["misses"]] == ["c", "c"] and row["false_alarms"] == 1
+
+
+def test_bench_ranking_reports_a_latency_incident_as_its_own_row_with_baselines_fed_its_slow_requests(
+    tmp_path: Path,
+) -> None:
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    latency = {
+        "name": "tiny-latency-slowdown",
+        "seed": 8,
+        "duration": "12m",
+        "fleet": [{"host": "node-a", "gpus": 2, "model": "L4"}],
+        "workload": {"rate": "2/s", "timeout": "900s"},
+        "faults": [{"kind": "hw_slowdown", "gpu": "node-a/1", "start": "6m", "end": "11m", "severity": 0.7}],
+        "truth": {"cause": "hw_slowdown", "drivers": {"gpu.uuid": "node-a/1"}},
+    }
+    (suite / "tiny-latency-slowdown.yaml").write_text(yaml.safe_dump(latency))
+    (suite / "tiny-kernel-fault.yaml").write_text(yaml.safe_dump(_TINY))
+    run = subprocess.run(
+        [sys.executable, "-m", "gpu_rca", "bench", "ranking", "--scenarios", str(suite), "--json", "--robustness"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr
+    public = json.loads(run.stdout)["suites"]["public"]
+    rows = public["by_class"]
+    assert set(rows) == {"error", "latency"} and rows["latency"]["ours"]["cases"] == 1
+    (slow,) = [c for c in public["cases"] if c["class"] == "latency"]
+    assert slow["slow_failures_fed_to_baselines"] > 0 and slow["baro"] and slow["contrast"]
+    assert set(public["robustness"]) == set(perturb.PERTURBATIONS)
+    for row in public["robustness"].values():
+        assert row["cases"] == 2 and set(row["ac1_by_class"]) == {"error", "latency"}
+    assert set(slow["robustness"]) == set(perturb.PERTURBATIONS)

@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 K_MAX = 5
+#: The rows a suite is reported in: incidents that errored, latency incidents (2× or more; `moderate`: a
+#: generated 1.5-2× slowdown), and quiet windows.
+CLASSES = ("error", "latency", "moderate", "quiet")
 
 
 @dataclass(frozen=True)
@@ -98,3 +101,35 @@ def summarize(cases: list[Case], *, visible: frozenset[str] | None = None) -> di
         result["visible_cases"] = len(shown)
         result["ac1_visible"] = ac_at(shown, 1)
     return result
+
+
+def high_precision(cases: list[Case]) -> float | None:
+    """Of the cases whose top cause is labelled `high`, the share where it is the truth (None: no such case)."""
+    high = [c for c in cases if c.causes and c.causes[0]["confidence"] == "high"]
+    return sum(c.truth.get("cause") == c.causes[0]["cause"] for c in high) / len(high) if high else None
+
+
+def any_cause_share(cases: list[Case]) -> float | None:
+    """The share of cases in which any cause was reported at all (for slowdowns: called an incident)."""
+    return sum(bool(c.ranked) for c in cases) / len(cases) if cases else None
+
+
+def false_alarms(cases: list[Case]) -> int:
+    """Quiet cases (truth null) in which some cause was reported."""
+    return sum(1 for c in cases if c.truth.get("cause") is None and c.ranked)
+
+
+def robustness_row(cases: list[Case], classes: list[str]) -> dict[str, Any]:
+    """One perturbation's numbers: AC@1 and AC@3 overall and per class, `high` precision, false alarms, misses."""
+    row: dict[str, Any] = {
+        **summarize(cases),
+        "high_precision": high_precision(cases),
+        "false_alarms": false_alarms(cases),
+    }
+    row["ac1_by_class"] = {
+        kind: ac_at([c for c, k in zip(cases, classes) if k == kind], 1) for kind in CLASSES if kind in classes
+    }
+    row["misses"] = [
+        {"name": c.name, "truth": c.truth.get("cause"), "ranked": c.ranked[:3]} for c in cases if not hit_at(c, 1)
+    ]
+    return row

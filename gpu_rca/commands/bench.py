@@ -35,6 +35,18 @@ def bench() -> None:
 )
 @click.option("--seed", default=None, type=int, help="Seed for --generated (default: the fixed published seed).")
 @click.option(
+    "--split",
+    type=click.Choice(["dev", "test", "both"]),
+    default="dev",
+    show_default=True,
+    help="Which generated range --generated runs: development seeds, the held-out test range (only ever measured), or both.",
+)
+@click.option(
+    "--robustness",
+    is_flag=True,
+    help="Also rank every scenario's files under each perturbation (missing and distorted signals).",
+)
+@click.option(
     "--jobs",
     default=min(2, os.cpu_count() or 1),
     show_default=True,
@@ -42,7 +54,15 @@ def bench() -> None:
     help="Scenarios run at once, each in its own process.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of tables.")
-def ranking(scenarios_dir: str | None, generated: int, seed: int | None, jobs: int, as_json: bool) -> None:
+def ranking(
+    scenarios_dir: str | None,
+    generated: int,
+    seed: int | None,
+    split: str,
+    robustness: bool,
+    jobs: int,
+    as_json: bool,
+) -> None:
     """AC@1, AC@3, Avg@5, driver accuracy and calibration, ours vs metrics-only and attribute-only baselines."""
     from gpu_rca.bench import ranking as bench_ranking
     from gpu_rca.bench.report import print_report
@@ -58,13 +78,17 @@ def ranking(scenarios_dir: str | None, generated: int, seed: int | None, jobs: i
 
     suites = {}
     click.echo(f"public suite: {len(paths)} scenarios", err=True)
-    suites["public"] = bench_ranking.run_suite("public", paths, jobs, progress).report()
-    if generated:
-        chosen = bench_ranking.GENERATED_SEED if seed is None else seed
-        click.echo(f"generated suite: {generated} scenarios (seed {chosen})", err=True)
-        items = bench_ranking.generated_scenarios(generated, chosen)
-        suites["generated"] = bench_ranking.run_suite("generated", items, jobs, progress).report()
-        suites["generated"]["seed"] = chosen
+    suites["public"] = bench_ranking.run_suite("public", paths, jobs, progress, robustness).report()
+    chosen = bench_ranking.GENERATED_SEED if seed is None else seed
+    for part in bench_ranking.SPLITS if generated else ():
+        if split not in (part, "both"):
+            continue
+        click.echo(f"generated suite: {generated} scenarios (seed {chosen}, {part} split)", err=True)
+        items = bench_ranking.generated_scenarios(generated, chosen, part)
+        name = "generated" if part == "dev" else "generated_test"
+        suites[name] = bench_ranking.run_suite(name, items, jobs, progress, robustness).report()
+        suites[name]["seed"] = chosen
+        suites[name]["split"] = part
     document = {"name": "ranking", "suites": suites, "baseline_tables": bench_ranking.baseline_tables()}
     if as_json:
         click.echo(json.dumps(document, allow_nan=False, indent=2))
