@@ -18,9 +18,9 @@ from gpu_rca.correlate.server.retention import RETENTION_TIMES
 from gpu_rca.correlate.store import Store
 from gpu_rca.schemas import store as s
 from gpu_rca.schemas.errors import StoreError
+from tests.support.otlp import every_stamp_trace_request
+from tests.support.serving import PB, running, writer_held
 from tests.support.waiting import wait_for
-from tests.test_serve_errors import PB, trace_request
-from tests.test_serve_queue import running, writer_held
 
 NS = 1_000_000_000
 DAY_NS = 86_400 * NS
@@ -46,7 +46,7 @@ def _other_duckdb_database(path: Path) -> None:
 
 def _truncated_store(path: Path) -> None:
     with Store(path) as store:
-        store.ingest_trace_request(trace_request(50))
+        store.ingest_trace_request(every_stamp_trace_request(50))
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
 
@@ -77,7 +77,7 @@ def test_a_file_that_is_not_a_usable_store_is_refused_and_never_touched(tmp_path
         with pytest.raises(StoreError, match=message):
             Store.open(db, read_only=read_only)
     spans = tmp_path / "spans.otlp.pb"
-    spans.write_bytes(len(payload := trace_request(2).SerializeToString()).to_bytes(4, "big") + payload)
+    spans.write_bytes(len(payload := every_stamp_trace_request(2).SerializeToString()).to_bytes(4, "big") + payload)
     for args in (["ingest", "--db", str(db), str(spans)], ["serve", "--db", str(db), "--port", "0"]):
         run = subprocess.run([sys.executable, "-m", "gpu_rca", *args], capture_output=True, text=True, timeout=60)
         assert run.returncode == 1, (args, run.stderr)
@@ -159,7 +159,7 @@ def test_a_v1_store_is_migrated_forward_with_its_rows(tmp_path: Path) -> None:
             ("b7ad6b7169203331", "cuda_oom", [79], 500.0)
         ]
         assert con.execute("SELECT body FROM logs").fetchall() == [("CUDA out of memory",)]
-        assert store.ingest_trace_request(trace_request(2)).stored == 2  # and it takes new rows
+        assert store.ingest_trace_request(every_stamp_trace_request(2)).stored == 2  # and it takes new rows
     with Store.open(old, read_only=True) as again:  # migrated once: a reader needs no write
         assert again.schema_version == s.SCHEMA_VERSION
 
@@ -180,7 +180,7 @@ def _old_and_new_rows(store: Store, now_ns: int) -> None:
         FROM range({OLD_SPANS})""")
     con.execute(f"""INSERT INTO metric_samples (ts_ns, gpu_uuid, metric, value)
         SELECT {old_ns} + range, 'GPU-1', 'DCGM_FI_DEV_GPU_TEMP', 60 FROM range({OLD_SPANS})""")
-    request = trace_request(3)
+    request = every_stamp_trace_request(3)
     for span in request.resource_spans[0].scope_spans[0].spans:
         span.start_time_unix_nano, span.end_time_unix_nano = now_ns - NS, now_ns
     store.ingest_trace_request(request)
@@ -194,7 +194,10 @@ def test_retention_deletes_old_rows_in_bounded_steps_while_ingest_goes_on(tmp_pa
     reader = store.cursor()
     with running(app) as client:
         # Ingest while retention runs: requests are committed between its steps.
-        posted = [client.post("/v1/traces", content=trace_request(2).SerializeToString(), headers=PB) for _ in range(3)]
+        posted = [
+            client.post("/v1/traces", content=every_stamp_trace_request(2).SerializeToString(), headers=PB)
+            for _ in range(3)
+        ]
         wait_for(
             lambda: (
                 'gpu_rca_serve_retention_deleted_rows_total{table="metric_samples"} 25000.0'
@@ -250,13 +253,13 @@ def test_metrics_count_ingested_rejected_and_dropped_spans(tmp_path: Path) -> No
     app = create_app(store, ServerConfig(max_queue=1), close_store=False)
     writer = app.state.gpu_rca.writer
     with running(app) as client:
-        good = trace_request(3)
-        bad = trace_request(2)
+        good = every_stamp_trace_request(3)
+        bad = every_stamp_trace_request(2)
         bad.resource_spans[0].scope_spans[0].spans[0].trace_id = b"\x00" * 16  # invalid: rejected alone
         assert client.post("/v1/traces", content=good.SerializeToString(), headers=PB).status_code == 200
         assert client.post("/v1/traces", content=bad.SerializeToString(), headers=PB).status_code == 200
         with writer_held(writer):  # the queue is full
-            busy = client.post("/v1/traces", content=trace_request(4).SerializeToString(), headers=PB)
+            busy = client.post("/v1/traces", content=every_stamp_trace_request(4).SerializeToString(), headers=PB)
         metrics = client.get("/metrics").text
     store.close()
     assert busy.status_code == 503

@@ -24,9 +24,9 @@ from gpu_rca.lab.scenario import load_scenario, parse_scenario
 from gpu_rca.schemas import store as s
 from gpu_rca.schemas.errors import GpuRcaError
 from gpu_rca.schemas.otlp_json import message_to_json
-from tests.test_ingest import KERNEL_LOG, loguru_lines, query_range
-from tests.test_serve_errors import trace_request
-from tests.test_serve_queue import running
+from tests.support.files import KERNEL_LOG, loguru_lines, query_range
+from tests.support.otlp import every_stamp_trace_request
+from tests.support.serving import running
 
 #: Derandomized: the same examples on every run, so a failure here is reproducible, never flaky.
 SETTINGS = settings(
@@ -125,7 +125,7 @@ def row_counts(connection: Any) -> dict[str, int]:
 
 # --- OTLP through the server ----------------------------------------------------------------------
 
-VALID_TRACES = trace_request(3)
+VALID_TRACES = every_stamp_trace_request(3)
 VALID_PROTOBUF = VALID_TRACES.SerializeToString()
 VALID_JSON = json.loads(message_to_json(VALID_TRACES))
 

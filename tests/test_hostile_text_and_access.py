@@ -27,9 +27,9 @@ from opentelemetry.trace import Status, StatusCode
 from gpu_rca.correlate.server.process import ServeProcess
 from gpu_rca.correlate.store import Store
 from gpu_rca.schemas import store as s
-from tests.test_serve_errors import trace_request
+from tests.support.otlp import every_stamp_trace_request
+from tests.support.serving import PB
 
-PB = {"Content-Type": "application/x-protobuf"}
 SQL = "x'); DROP TABLE spans; --"
 XSS = "<script>alert('gpu')</script><img src=x onerror=alert(1)>"
 PATH = "../../../../etc/passwd"
@@ -172,7 +172,7 @@ def test_the_token_guards_writes_and_never_shows_in_ps_or_the_logs(tmp_path: Pat
     db = tmp_path / "store.duckdb"
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
-    payload = trace_request(3).SerializeToString()
+    payload = every_stamp_trace_request(3).SerializeToString()
     with ServeProcess(db, args=["--token-file", str(token_file)]) as server, httpx.Client(timeout=30) as client:
         cmdline = Path(f"/proc/{server.process.pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
         assert TOKEN not in cmdline and "--token-file" in cmdline

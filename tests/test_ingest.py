@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import duckdb
 import pytest
 import zstandard
-from loguru import logger
-from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-from opentelemetry.sdk._logs import LoggerProvider
-from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -28,10 +22,8 @@ from gpu_rca.correlate import Store
 from gpu_rca.correlate.ingest import ingest_paths
 from gpu_rca.schemas import attributes as a
 from gpu_rca.schemas.otlp_json import message_to_json
-from tests.test_store import RESOURCE, UUID, trace_request
-
-TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
-SPAN_ID = "b7ad6b7169203331"
+from tests.support.files import KERNEL_LOG, SPAN_ID, TRACE_ID, loguru_lines, proto_framed, query_range
+from tests.support.otlp import RESOURCE, UUID, logs_request, lost_gpu_trace_request
 
 
 def run(*args: str) -> int:
@@ -49,82 +41,15 @@ def query(db, sql: str) -> list[tuple]:
         con.close()
 
 
-def proto_framed(*messages) -> bytes:
-    """Length-prefixed protobuf, as the Collector's file exporter writes `format: proto`."""
-    out = bytearray()
-    for message in messages:
-        payload = message.SerializeToString()
-        out += len(payload).to_bytes(4, "big") + payload
-    return bytes(out)
-
-
-def logs_request():
-    exporter = InMemoryLogRecordExporter()
-    provider = LoggerProvider(resource=Resource.create(RESOURCE))
-    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
-    provider.get_logger("ddcolor").emit(
-        timestamp=1_700_000_000_000_000_000,
-        severity_text="ERROR",
-        body="CUDA out of memory. Tried to allocate 2.00 GiB",
-    )
-    provider.shutdown()
-    return encode_logs(exporter.get_finished_logs())
-
-
-def loguru_lines() -> str:
-    sink = io.StringIO()
-    handler = logger.add(sink, serialize=True)
-    try:
-        logger.bind(trace_id=TRACE_ID, span_id=SPAN_ID, service="ddcolor").error(
-            "CUDA error: unspecified launch failure"
-        )
-        logger.info("request accepted")
-    finally:
-        logger.remove(handler)
-    return sink.getvalue()
-
-
-def query_range() -> str:
-    labels = {
-        "gpu": "0",
-        "UUID": UUID,
-        "pci_bus_id": "00000000:3B:00.0",
-        "device": "nvidia0",
-        "modelName": "NVIDIA L4",
-        "Hostname": "node-a",
-    }
-    answer = {
-        "status": "success",
-        "data": {
-            "resultType": "matrix",
-            "result": [
-                {
-                    "metric": {"__name__": "DCGM_FI_DEV_GPU_TEMP", **labels},
-                    "values": [[1700000000, "71"], [1700000015, "NaN"], [1700000030, "+Inf"], [1700000045, "88"]],
-                },
-                {"metric": {"__name__": "dcgm_power_violation", **labels}, "values": [[1700000000.5, "7"]]},
-                {"metric": {"__name__": "DCGM_FI_DEV_DEC_UTIL", **labels}, "values": [[1700000000, "3"]]},
-            ],
-        },
-    }
-    return json.dumps(answer) + "\n"
-
-
-KERNEL_LOG = textwrap.dedent("""\
-    2026-03-02T10:00:01+0000 node-a kernel: NVRM: GPU at PCI:0000:3b:00: GPU-0a1b2c3d-0000-4000-8000-00000000abcd
-    2026-03-02T10:00:02+0000 node-a kernel: NVRM: Xid (PCI:0000:3b:00): 79, pid=1234, name=python3, GPU has fallen off the bus.
-""")
-
-
 @pytest.fixture
 def incident(tmp_path):
     """A folder as an operator collects it after an incident; names say nothing reliable about content."""
     folder = tmp_path / "incident"
     (folder / "nested").mkdir(parents=True)
     (folder / "spans.txt").write_text(
-        message_to_json(trace_request(2)) + "\n" + message_to_json(trace_request(1)) + "\n"
+        message_to_json(lost_gpu_trace_request(2)) + "\n" + message_to_json(lost_gpu_trace_request(1)) + "\n"
     )
-    (folder / "nested" / "dump").write_bytes(gzip.compress(proto_framed(trace_request(3))))
+    (folder / "nested" / "dump").write_bytes(gzip.compress(proto_framed(lost_gpu_trace_request(3))))
     (folder / "logs.otlp.jsonl").write_text(message_to_json(logs_request()) + "\n")
     (folder / "app.log").write_bytes(zstandard.ZstdCompressor().compress(loguru_lines().encode()))
     (folder / "metrics.prom.jsonl").write_text(query_range())
@@ -181,9 +106,9 @@ def test_every_file_reports_its_format_or_why_it_was_skipped(incident):
 
 
 def test_sdk_spans_from_json_and_protobuf_files_are_typed(tmp_path):
-    request = trace_request(1)
+    request = lost_gpu_trace_request(1)
     (tmp_path / "a.jsonl").write_text(message_to_json(request) + "\n")
-    (tmp_path / "b.bin").write_bytes(proto_framed(trace_request(1)))
+    (tmp_path / "b.bin").write_bytes(proto_framed(lost_gpu_trace_request(1)))
     db = tmp_path / "rca.duckdb"
     assert run("--db", str(db), str(tmp_path / "a.jsonl"), str(tmp_path / "b.bin")) == 0
     rows = query(
@@ -282,9 +207,17 @@ def test_the_same_files_twice_store_nothing_new(incident, tmp_path, capsys):
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [
-        ("bad.jsonl", lambda: message_to_json(trace_request(1)) + '\n{"resourceSpans": [\n', "line 2: invalid JSON"),
-        ("cut.bin", lambda: proto_framed(trace_request(2))[:-9], "message 1: truncated"),
-        ("cut.gz", lambda: gzip.compress((message_to_json(trace_request(1)) + "\n").encode() * 3)[:-30], "gzip"),
+        (
+            "bad.jsonl",
+            lambda: message_to_json(lost_gpu_trace_request(1)) + '\n{"resourceSpans": [\n',
+            "line 2: invalid JSON",
+        ),
+        ("cut.bin", lambda: proto_framed(lost_gpu_trace_request(2))[:-9], "message 1: truncated"),
+        (
+            "cut.gz",
+            lambda: gzip.compress((message_to_json(lost_gpu_trace_request(1)) + "\n").encode() * 3)[:-30],
+            "gzip",
+        ),
         (
             "err.json",
             lambda: '{"status":"error","errorType":"bad_data","error":"parse error"}\n',
@@ -292,14 +225,14 @@ def test_the_same_files_twice_store_nothing_new(incident, tmp_path, capsys):
         ),
         (
             "shape.jsonl",
-            lambda: message_to_json(trace_request(1)) + '\n{"resourceSpans": "none"}\n',
+            lambda: message_to_json(lost_gpu_trace_request(1)) + '\n{"resourceSpans": "none"}\n',
             "line 2: not a valid ExportTraceServiceRequest",
         ),
     ],
 )
 def test_a_broken_file_stores_nothing_and_fails_the_run(tmp_path, capsys, name, content, message):
     good = tmp_path / "good.jsonl"
-    good.write_text(message_to_json(trace_request(1)) + "\n")
+    good.write_text(message_to_json(lost_gpu_trace_request(1)) + "\n")
     bad = tmp_path / name
     data = content()
     bad.write_bytes(data if isinstance(data, bytes) else data.encode())
@@ -313,7 +246,7 @@ def test_a_broken_file_stores_nothing_and_fails_the_run(tmp_path, capsys, name, 
 
 
 def test_invalid_spans_in_a_file_are_rejected_alone_and_reported(tmp_path):
-    line = message_to_json(trace_request(1))
+    line = message_to_json(lost_gpu_trace_request(1))
     first_span_id = json.loads(line)["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["spanId"]
     path = tmp_path / "ids.jsonl"
     path.write_text(line.replace(first_span_id, "ab" + first_span_id) + "\n")
@@ -356,7 +289,7 @@ def test_boot_time_without_host_is_a_usage_error(tmp_path, capsys):
 def test_db_defaults_to_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("GPU_RCA_DB", str(tmp_path / "env.duckdb"))
     spans = tmp_path / "spans.jsonl"
-    spans.write_text(message_to_json(trace_request(1)) + "\n")
+    spans.write_text(message_to_json(lost_gpu_trace_request(1)) + "\n")
     assert run(str(spans)) == 0
     assert query(tmp_path / "env.duckdb", "SELECT count(*) FROM spans") == [(2,)]
 
@@ -364,7 +297,7 @@ def test_db_defaults_to_the_environment(tmp_path, monkeypatch):
 def test_a_locked_db_gives_one_line_and_exit_1(tmp_path):
     db = tmp_path / "held.duckdb"
     spans = tmp_path / "spans.jsonl"
-    spans.write_text(message_to_json(trace_request(1)) + "\n")
+    spans.write_text(message_to_json(lost_gpu_trace_request(1)) + "\n")
     holder = subprocess.Popen(
         [
             sys.executable,

@@ -17,16 +17,16 @@ from gpu_rca.correlate.ingest.loguru_files import log_record_from_loguru
 from gpu_rca.schemas.errors import InputError
 from gpu_rca.schemas.otlp_json import message_to_json
 from tests.support import data_file, shared_sample
-from tests.test_ingest import KERNEL_LOG, logs_request, loguru_lines, proto_framed, query_range
-from tests.test_store import UUID, trace_request
+from tests.support.files import KERNEL_LOG, loguru_lines, proto_framed, query_range
+from tests.support.otlp import UUID, logs_request, lost_gpu_trace_request
 
 
 @pytest.mark.parametrize(
     ("content", "expected"),
     [
-        (lambda: message_to_json(trace_request(1)).encode(), Format.OTLP_JSON),
+        (lambda: message_to_json(lost_gpu_trace_request(1)).encode(), Format.OTLP_JSON),
         (lambda: message_to_json(logs_request()).encode(), Format.OTLP_JSON),
-        (lambda: proto_framed(trace_request(1)), Format.OTLP_PROTO),
+        (lambda: proto_framed(lost_gpu_trace_request(1)), Format.OTLP_PROTO),
         (lambda: proto_framed(logs_request()), Format.OTLP_PROTO),
         (lambda: query_range().encode(), Format.PROMETHEUS_QUERY_RANGE),
         (lambda: json.dumps(json.loads(query_range()), indent=2).encode(), Format.PROMETHEUS_QUERY_RANGE),
@@ -267,7 +267,7 @@ def test_protobuf_logs_and_per_message_zstd_are_read(tmp_path):
 
 def test_one_signal_per_otlp_file(tmp_path):
     path = tmp_path / "mixed.jsonl"
-    path.write_text(message_to_json(trace_request(1)) + "\n" + message_to_json(logs_request()) + "\n")
+    path.write_text(message_to_json(lost_gpu_trace_request(1)) + "\n" + message_to_json(logs_request()) + "\n")
     with Store() as store:
         report = ingest_file(store, path)
         assert report.status == "failed" and report.reason == "line 2: logs in a file of traces (one signal per file)"
@@ -275,7 +275,7 @@ def test_one_signal_per_otlp_file(tmp_path):
 
 
 def test_gzip_of_a_large_file_streams(tmp_path):
-    lines = "".join(message_to_json(trace_request(1)) + "\n" for _ in range(200))
+    lines = "".join(message_to_json(lost_gpu_trace_request(1)) + "\n" for _ in range(200))
     path = tmp_path / "many"
     path.write_bytes(gzip.compress(lines.encode()))
     with Store() as store:
@@ -287,7 +287,7 @@ def test_gzip_of_a_large_file_streams(tmp_path):
 
 def test_a_progress_bar_goes_to_stderr_when_asked(tmp_path, capsys):
     path = tmp_path / "spans.jsonl"
-    path.write_text(message_to_json(trace_request(1)) + "\n")
+    path.write_text(message_to_json(lost_gpu_trace_request(1)) + "\n")
     with Store() as store:
         ingest_paths(store, [path], progress=True)
     captured = capsys.readouterr()

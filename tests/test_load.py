@@ -26,13 +26,13 @@ def test_a_queue_slower_than_the_wait_limit_answers_503_before_senders_would_tim
 
     from gpu_rca.correlate.server import ServerConfig, create_app
     from gpu_rca.correlate.store import Store
-    from tests.test_serve_errors import PB, status_message, trace_request
-    from tests.test_serve_queue import running, writer_held
+    from tests.support.otlp import every_stamp_trace_request
+    from tests.support.serving import PB, running, status_message, writer_held
 
     store = Store(tmp_path / "store.duckdb")
     app = create_app(store, ServerConfig(max_queue=64, max_queue_wait_s=0.5), close_store=False)
     writer = app.state.gpu_rca.writer
-    payload = trace_request(3).SerializeToString()
+    payload = every_stamp_trace_request(3).SerializeToString()
     with running(app) as client:
         writer.call(lambda _: time.sleep(1.0))  # the writer now knows a write takes about a second
         with writer_held(writer):  # one write queued behind a held one

@@ -15,7 +15,7 @@ from gpu_rca.correlate.otlp.decode import spans_from_request
 from gpu_rca.correlate.otlp.wire import AttributeCache, RawTraces
 from gpu_rca.schemas import attributes as a
 from gpu_rca.schemas.errors import InputError
-from tests.test_store_fast_path import request, stamps
+from tests.support.otlp_hand_built import hand_built_request, well_typed_stamps
 
 
 def _rows(body: bytes, cache: AttributeCache) -> list[dict[str, object]]:
@@ -24,7 +24,7 @@ def _rows(body: bytes, cache: AttributeCache) -> list[dict[str, object]]:
 
 def _with_raw_attributes(*raws: bytes) -> bytes:
     """A one-span request whose attributes are exactly `raws`, byte for byte."""
-    message = RawTraces.FromString(request((1, [])).SerializeToString())
+    message = RawTraces.FromString(hand_built_request((1, [])).SerializeToString())
     message.resource_spans[0].scope_spans[0].spans[0].attributes.extend(raws)
     return message.SerializeToString()
 
@@ -35,8 +35,11 @@ def _field(number: int, wire_type: int, payload: bytes) -> bytes:
 
 
 def test_repeated_values_hit_the_cache_and_give_the_rows_decoding_everything_gives():
-    body = request(
-        *((serial, stamps(POWER_MEAN=60.0 + serial % 3, MEMORY_USED_MAX=2**34 + serial)) for serial in range(1, 41))
+    body = hand_built_request(
+        *(
+            (serial, well_typed_stamps(POWER_MEAN=60.0 + serial % 3, MEMORY_USED_MAX=2**34 + serial))
+            for serial in range(1, 41)
+        )
     ).SerializeToString()
     cache = AttributeCache()
     first, again = _rows(body, cache), _rows(body, cache)
@@ -47,7 +50,9 @@ def test_repeated_values_hit_the_cache_and_give_the_rows_decoding_everything_giv
 
 
 def test_a_full_cache_is_emptied_and_still_gives_the_same_rows():
-    body = request(*((serial, stamps(TEMPERATURE_MAX=serial)) for serial in range(1, 30))).SerializeToString()
+    body = hand_built_request(
+        *((serial, well_typed_stamps(TEMPERATURE_MAX=serial)) for serial in range(1, 30))
+    ).SerializeToString()
     small = AttributeCache(max_entries=4)
     assert _rows(body, small) == _rows(body, AttributeCache(max_entries=0))
     assert len(small) <= 4
@@ -118,7 +123,7 @@ def test_attribute_bytes_that_are_no_key_value_are_refused_and_never_cached(raw:
 
 
 def test_a_decoded_message_and_its_bytes_give_the_same_rows():
-    message = request((1, stamps()), (2, stamps(XID=[13, 79])))
+    message = hand_built_request((1, well_typed_stamps()), (2, well_typed_stamps(XID=[13, 79])))
     assert isinstance(message, ExportTraceServiceRequest)
     assert (
         _rows(message.SerializeToString(), AttributeCache())

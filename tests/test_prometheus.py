@@ -211,9 +211,10 @@ def test_a_window_for_one_gpu_stores_only_that_gpu(live: Live) -> None:
 
 
 def test_serve_pulls_around_failed_spans_as_they_arrive(live: Live, tmp_path: Path) -> None:
-    from tests.test_serve_errors import PB, trace_request
+    from tests.support.otlp import every_stamp_trace_request
+    from tests.support.serving import PB
 
-    request = trace_request(1)
+    request = every_stamp_trace_request(1)
     span = request.resource_spans[0].scope_spans[0].spans[0]
     now = time.time_ns()
     # Ended 58 s ago: the server pulls once its window [start − 5 min, end + 1 min] is over, in ~2 s, and that

@@ -27,8 +27,8 @@ from gpu_rca import lab
 from gpu_rca.collector import Collector
 from gpu_rca.correlate.server.process import ServeProcess
 from gpu_rca.correlate.store import Store
+from tests.support.otlp import every_stamp_trace_request
 from tests.support.waiting import wait_for
-from tests.test_serve_errors import trace_request
 
 SPANS_PER_BATCH = 64
 REPO = Path(__file__).resolve().parent.parent
@@ -95,7 +95,7 @@ def test_sigkill_mid_ingest_loses_no_acknowledged_span_and_keeps_no_partial_batc
     with ServeProcess(db) as again, httpx.Client(timeout=30) as client:
         assert (
             client.post(
-                f"{again.url}/v1/traces", content=trace_request(2).SerializeToString(), headers=PROTOBUF
+                f"{again.url}/v1/traces", content=every_stamp_trace_request(2).SerializeToString(), headers=PROTOBUF
             ).status_code
             == 200
         )

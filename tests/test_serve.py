@@ -19,30 +19,7 @@ from opentelemetry.trace import Status, StatusCode, set_span_in_context
 
 from gpu_rca.correlate.server.process import ServeProcess
 from gpu_rca.schemas import attributes as a
-
-RESOURCE = {a.SERVICE_NAME: "ddcolor", a.SERVICE_VERSION: "1.4.2", a.HOST_NAME: "node-a"}
-
-
-def full_stamps(index: int) -> dict[str, object]:
-    """Every stamp of docs/contracts.md §1 with a value of its declared type (distinct per span)."""
-    values: dict[str, object] = {}
-    for stamp in a.STAMPS:
-        if stamp.kind is bool:
-            values[stamp.attribute] = index % 2 == 0
-        elif stamp.kind is int:
-            values[stamp.attribute] = 1000 + index
-        elif stamp.kind is float:
-            values[stamp.attribute] = 12.5 + index
-        elif stamp.kind is list:
-            values[stamp.attribute] = ["sw_thermal", "hw_slowdown"] if stamp.element is str else [48, 79 + index]
-        else:
-            values[stamp.attribute] = f"{stamp.column}-{index}"
-    values[a.GPU_UUID] = f"GPU-0000000{index}-1111-2222-3333-444455556666"
-    values[a.GPU_PCI_BUS_ID] = f"0000:3{index}:00.0"
-    values[a.TELEMETRY_SOURCE] = a.SOURCE_SIMULATED
-    values[a.ERROR_TYPE] = a.ERROR_CUDA_OOM
-    values[a.DDCOLOR_INPUT_SIZE] = 1280
-    return values
+from tests.support.otlp import SERVE_RESOURCE, full_stamps
 
 
 @pytest.fixture
@@ -52,7 +29,7 @@ def server(tmp_path: Path):
 
 
 def test_sdk_spans_and_logs_arrive_with_every_stamp_typed(server: ServeProcess, tmp_path: Path) -> None:
-    resource = Resource.create(RESOURCE)
+    resource = Resource.create(SERVE_RESOURCE)
     tracer_provider = TracerProvider(resource=resource)
     tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{server.url}/v1/traces")))
     logger_provider = LoggerProvider(resource=resource)

@@ -12,32 +12,12 @@ import duckdb
 import httpx
 import pytest
 from google.rpc import status_pb2
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from gpu_rca.correlate.server.process import ServeProcess
 from gpu_rca.schemas.otlp_json import message_to_json
-from tests.test_serve import RESOURCE, full_stamps
-
-PB = {"Content-Type": "application/x-protobuf"}
-JS = {"Content-Type": "application/json"}
-
-
-def trace_request(count: int = 3):
-    """A real SDK-encoded ExportTraceServiceRequest of `count` inference spans with every stamp."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider(resource=Resource.create(RESOURCE))
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracer = provider.get_tracer("test")
-    for index in range(count):
-        with tracer.start_as_current_span("ddcolor.inference", attributes=full_stamps(index)):
-            pass
-    provider.shutdown()
-    return encode_spans(exporter.get_finished_spans())
+from tests.support.otlp import every_stamp_trace_request
+from tests.support.serving import JS, PB, status_message
 
 
 def span_count(db: Path) -> int:
@@ -50,12 +30,6 @@ def served(tmp_path: Path):
     db = tmp_path / "store.duckdb"
     with ServeProcess(db) as process, httpx.Client(base_url=process.url, timeout=30) as client:
         yield process, client, db
-
-
-def status_message(response: httpx.Response) -> str:
-    if response.headers["content-type"] == "application/json":
-        return response.json()["message"]
-    return status_pb2.Status.FromString(response.content).message
 
 
 def test_bad_requests_get_the_right_status_and_change_nothing(served) -> None:
@@ -129,7 +103,7 @@ def test_content_length_past_the_limit_is_refused_before_the_body_is_sent(served
 
 def test_same_payload_twice_is_stored_once_and_json_works_too(served) -> None:
     process, client, db = served
-    request = trace_request(3)
+    request = every_stamp_trace_request(3)
     payload = request.SerializeToString()
     for _ in range(2):
         response = client.post("/v1/traces", content=payload, headers=PB)
@@ -152,7 +126,7 @@ def test_same_payload_twice_is_stored_once_and_json_works_too(served) -> None:
 
 def test_invalid_spans_are_rejected_alone_with_partial_success(served) -> None:
     process, client, db = served
-    request = trace_request(3)
+    request = every_stamp_trace_request(3)
     request.resource_spans[0].scope_spans[0].spans[1].trace_id = bytes(16)  # all-zero: invalid
     response = client.post("/v1/traces", content=request.SerializeToString(), headers=PB)
     assert response.status_code == 200
@@ -174,7 +148,7 @@ def test_a_token_guards_every_route_but_healthz(tmp_path: Path) -> None:
     secret = "s3cret-token-value"
     (tmp_path / "token").write_text(secret + "\n")
     db = tmp_path / "store.duckdb"
-    payload = trace_request(1).SerializeToString()
+    payload = every_stamp_trace_request(1).SerializeToString()
     with (
         ServeProcess(db, args=["--token-file", str(tmp_path / "token")]) as process,
         httpx.Client(base_url=process.url, timeout=30) as client,
@@ -225,7 +199,7 @@ def test_a_bad_token_file_is_a_usage_error(tmp_path: Path, content: str | None, 
 
 def test_otlp_json_with_hex_ids_is_stored_under_those_ids(served) -> None:
     process, client, db = served
-    request = trace_request(2)
+    request = every_stamp_trace_request(2)
     document = json.loads(message_to_json(request))
     for span in document["resourceSpans"][0]["scopeSpans"][0]["spans"]:
         span["traceId"] = span["traceId"].upper()  # OTLP/JSON ids are case-insensitive hex

@@ -16,9 +16,9 @@ from gpu_rca.correlate.otlp.wire import RawTraces
 from gpu_rca.correlate.server import ServerConfig, create_app
 from gpu_rca.correlate.store import Store
 from gpu_rca.schemas import metrics as m
+from tests.support.otlp import every_stamp_trace_request
+from tests.support.serving import PB, running
 from tests.support.waiting import wait_for
-from tests.test_serve_errors import PB, trace_request
-from tests.test_serve_queue import running
 
 
 def _commits(client: httpx.Client) -> float:
@@ -33,7 +33,7 @@ def test_requests_queued_together_are_committed_together_and_each_answered(tmp_p
     store = Store(tmp_path / "s.duckdb")
     app = create_app(store, ServerConfig(max_queue=16), close_store=False)
     writer = app.state.gpu_rca.writer
-    bodies = [trace_request(3).SerializeToString() for _ in range(4)]
+    bodies = [every_stamp_trace_request(3).SerializeToString() for _ in range(4)]
     bodies.append(bodies[1])  # an exporter's retry, queued beside the original
     entered, gate = threading.Event(), threading.Event()
     with running(app) as client:
@@ -56,12 +56,15 @@ def test_requests_queued_together_are_committed_together_and_each_answered(tmp_p
 def test_span_attribute_bytes_that_are_no_key_value_are_refused_and_store_nothing(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.duckdb")
     app = create_app(store, ServerConfig(), close_store=False)
-    message = RawTraces.FromString(trace_request(2).SerializeToString())
+    message = RawTraces.FromString(every_stamp_trace_request(2).SerializeToString())
     message.resource_spans[0].scope_spans[0].spans[1].attributes.append(b"\x0a\x20truncated")  # a 32-byte key, 9 sent
     with running(app) as client:
         response = client.post("/v1/traces", content=message.SerializeToString(), headers=PB)
         assert response.status_code == 400
         assert "KeyValue" in response.content.decode("utf-8", "replace")
-        assert client.post("/v1/traces", content=trace_request(2).SerializeToString(), headers=PB).status_code == 200
+        assert (
+            client.post("/v1/traces", content=every_stamp_trace_request(2).SerializeToString(), headers=PB).status_code
+            == 200
+        )
     assert store.connection.execute("SELECT count(*) FROM spans").fetchone()[0] == 2
     store.close()

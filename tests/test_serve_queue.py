@@ -3,45 +3,22 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from google.rpc import status_pb2
 
 from gpu_rca.correlate.server import ServerConfig, WriterClosed, create_app
-from gpu_rca.correlate.server.writer import Writer
 from gpu_rca.correlate.store import Store
-from tests.support.serving import running
+from tests.support.otlp import every_stamp_trace_request
+from tests.support.serving import PB, running, writer_held
 from tests.support.waiting import wait_for
-from tests.test_serve_errors import PB, trace_request
-
-
-@contextmanager
-def writer_held(writer: Writer) -> Iterator[None]:
-    """Hold the store writer inside a job and fill one queue slot behind it; both run once the block ends."""
-    entered, gate = threading.Event(), threading.Event()
-    holder = threading.Thread(target=writer.call, args=(lambda _: (entered.set(), gate.wait(30)),))
-    holder.start()
-    queued: threading.Thread | None = None
-    try:
-        assert entered.wait(10)
-        queued = threading.Thread(target=writer.call, args=(lambda _: None,))
-        queued.start()
-        wait_for(lambda: writer.depth == 1, timeout_s=10, what="one job queued")
-        yield
-    finally:
-        gate.set()
-        holder.join()
-        if queued is not None:
-            queued.join()
 
 
 def test_a_full_queue_answers_503_with_retry_after_and_stores_nothing(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.duckdb")
     app = create_app(store, ServerConfig(max_queue=1), close_store=False)
     writer = app.state.gpu_rca.writer
-    payload = trace_request(3).SerializeToString()
+    payload = every_stamp_trace_request(3).SerializeToString()
     reader = store.cursor()  # taken before the writer is held: Store.cursor() waits for the store's lock
     with running(app) as client:
         with writer_held(writer):  # the one queue slot is taken
@@ -63,7 +40,7 @@ def test_shutdown_runs_every_queued_write_before_the_store_closes(tmp_path: Path
     app = create_app(store, ServerConfig(max_queue=8))
     writer = app.state.gpu_rca.writer
     entered, gate = threading.Event(), threading.Event()
-    requests = [trace_request(2) for _ in range(4)]
+    requests = [every_stamp_trace_request(2) for _ in range(4)]
     results: list[object] = []
     with running(app):
         threading.Thread(target=writer.call, args=(lambda s: (entered.set(), gate.wait(30)),)).start()

@@ -10,60 +10,19 @@ import duckdb
 import pytest
 from opentelemetry._logs import SeverityNumber
 from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import Status, StatusCode
 
 from gpu_rca.correlate import GpuRecord, KernelEvent, MetricSample, Store
 from gpu_rca.schemas import attributes as a
 from gpu_rca.schemas import store as schema
 from gpu_rca.schemas.errors import StoreError
-
-UUID = "GPU-5e2b1c3a-0000-4000-8000-000000000001"
-RESOURCE = {a.SERVICE_NAME: "ddcolor", a.SERVICE_VERSION: "1.4.0", a.HOST_NAME: "node-a"}
-STAMPED = {
-    a.TELEMETRY_SOURCE: "simulated",
-    a.GPU_INDEX: 0,
-    a.GPU_UUID: UUID,
-    a.GPU_NAME: "NVIDIA L4",
-    a.GPU_PCI_BUS_ID: "00000000:3B:00.0",
-    a.TELEMETRY_SAMPLES: 12,
-    a.TEMPERATURE_MAX: 83,
-    a.TEMPERATURE_SLOWDOWN: 90,
-    a.POWER_MEAN: 61.5,
-    a.MEMORY_TOTAL: 24_152_899_584,
-    a.THROTTLE_REASONS: ["sw_thermal", "hw_slowdown"],
-    a.XID: [79],
-    a.QUEUE_MS: 3.25,
-    a.ERROR_TYPE: "gpu_lost",
-    a.DDCOLOR_INPUT_SIZE: 1280,
-    a.DDCOLOR_MODEL: "ddcolor_paper_tiny",
-    "http.route": "/colorize",
-}
-
-
-def trace_request(n_inference: int = 1):
-    """An ExportTraceServiceRequest encoded by the real OTel SDK: one server span around inference spans."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider(resource=Resource.create(RESOURCE))
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracer = provider.get_tracer("ddcolor.service")
-    with tracer.start_as_current_span("POST /colorize", start_time=1_700_000_000_000_000_000):
-        for i in range(n_inference):
-            with tracer.start_as_current_span("ddcolor.inference", attributes=STAMPED) as span:
-                span.add_event("gpu.xid", {"xid": 79})
-                span.set_status(Status(StatusCode.ERROR, f"lost {i}"))
-    provider.shutdown()
-    return encode_spans(exporter.get_finished_spans())
+from tests.support.otlp import RESOURCE, UUID, lost_gpu_trace_request
 
 
 def test_sdk_spans_land_in_typed_columns():
-    request = trace_request()
+    request = lost_gpu_trace_request()
     with Store() as store:
         result = store.ingest_trace_request(request)
         assert (result.accepted, result.rejected, result.stored) == (2, 0, 2)
@@ -121,7 +80,7 @@ def test_every_stamp_has_its_typed_column():
 
 
 def test_same_spans_twice_are_stored_once():
-    request = trace_request(3)
+    request = lost_gpu_trace_request(3)
     with Store() as store:
         first = store.ingest_trace_request(request)
         second = store.ingest_trace_request(request)
@@ -131,7 +90,7 @@ def test_same_spans_twice_are_stored_once():
 
 
 def test_invalid_spans_are_rejected_alone():
-    request = trace_request(3)
+    request = lost_gpu_trace_request(3)
     spans = request.resource_spans[0].scope_spans[0].spans
     inference = [sp for sp in spans if sp.name == "ddcolor.inference"]
     inference[0].span_id = b"\x01\x02\x03"
@@ -202,14 +161,14 @@ def test_kernel_events_are_resolved_when_the_inventory_learns_the_gpu():
     with Store() as store:
         assert store.ingest_kernel_events([event, event]).stored == 1
         assert store.connection.execute("SELECT gpu_uuid FROM kernel_events").fetchone() == (None,)
-        store.ingest_trace_request(trace_request())  # its span stamps name the GPU at 3b:00.0 on node-a
+        store.ingest_trace_request(lost_gpu_trace_request())  # its span stamps name the GPU at 3b:00.0 on node-a
         assert store.connection.execute("SELECT gpu_uuid FROM kernel_events").fetchone() == (UUID,)
 
 
 def test_span_host_beats_a_metric_label_host():
     with Store() as store:
         store.upsert_gpus([GpuRecord(UUID, host="dcgm-exporter-wwwjh", name="NVIDIA L4", host_source="metric")])
-        store.ingest_trace_request(trace_request())
+        store.ingest_trace_request(lost_gpu_trace_request())
         store.upsert_gpus([GpuRecord(UUID, host="dcgm-exporter-zzz", host_source="metric")])
         row = store.connection.execute(
             "SELECT host, host_source, gpu_index, pci_bus_id, name, memory_total_bytes, slowdown_temp_c FROM gpus"
@@ -221,7 +180,7 @@ def test_a_failed_transaction_stores_nothing():
     with Store() as store:
         with pytest.raises(RuntimeError):
             with store.transaction():
-                store.ingest_trace_request(trace_request())
+                store.ingest_trace_request(lost_gpu_trace_request())
                 raise RuntimeError("the file turned out truncated")
         assert store.connection.execute("SELECT count(*) FROM spans").fetchone() == (0,)
 
@@ -229,7 +188,7 @@ def test_a_failed_transaction_stores_nothing():
 def test_file_store_persists_and_records_its_version(tmp_path):
     path = tmp_path / "rca.duckdb"
     with Store.open(path) as store:
-        store.ingest_trace_request(trace_request())
+        store.ingest_trace_request(lost_gpu_trace_request())
     with Store.open(path, read_only=True) as store:
         assert store.schema_version == schema.SCHEMA_VERSION
         assert store.connection.execute("SELECT count(*) FROM spans").fetchone() == (2,)

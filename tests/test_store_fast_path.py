@@ -8,74 +8,10 @@ import math
 import threading
 
 import pytest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from gpu_rca.correlate import GpuRecord, Store
 from gpu_rca.schemas import attributes as a
-
-UUID = "GPU-5e2b1c3a-0000-4000-8000-0000000000aa"
-
-
-def _value(value: object) -> AnyValue:
-    if isinstance(value, bool):
-        return AnyValue(bool_value=value)
-    if isinstance(value, int):
-        return AnyValue(int_value=value)
-    if isinstance(value, float):
-        return AnyValue(double_value=value)
-    if isinstance(value, bytes):
-        return AnyValue(bytes_value=value)
-    if isinstance(value, list):
-        result = AnyValue()
-        result.array_value.values.extend(_value(v) for v in value)
-        return result
-    if value is None:
-        return AnyValue()
-    return AnyValue(string_value=str(value))
-
-
-def request(*spans: tuple[int, list[tuple[str, object]]], host: str = "node-a") -> ExportTraceServiceRequest:
-    """One resource and scope holding a span per (serial, attribute pairs); pairs keep order and duplicates."""
-    message = ExportTraceServiceRequest()
-    resource_spans = message.resource_spans.add()
-    resource_spans.resource.attributes.extend(
-        [KeyValue(key=a.SERVICE_NAME, value=_value("ddcolor")), KeyValue(key=a.HOST_NAME, value=_value(host))]
-    )
-    scope_spans = resource_spans.scope_spans.add()
-    scope_spans.scope.name = "tests"
-    for serial, pairs in spans:
-        span = Span(
-            trace_id=serial.to_bytes(16, "big"),
-            span_id=serial.to_bytes(8, "big"),
-            name="ddcolor.inference",
-            kind=Span.SPAN_KIND_INTERNAL,
-            start_time_unix_nano=1_700_000_000_000_000_000,
-            end_time_unix_nano=1_700_000_000_250_000_000,
-        )
-        span.attributes.extend(KeyValue(key=k, value=_value(v)) for k, v in pairs)
-        scope_spans.spans.append(span)
-    return message
-
-
-def stamps(**overrides: object) -> list[tuple[str, object]]:
-    """A well-typed stamp set, with some attributes replaced."""
-    values = {
-        a.TELEMETRY_SOURCE: "nvml",
-        a.GPU_UUID: UUID,
-        a.GPU_NAME: "NVIDIA L4",
-        a.GPU_INDEX: 0,
-        a.TEMPERATURE_MAX: 83,
-        a.POWER_MEAN: 61.5,
-        a.XID: [79],
-        a.THROTTLE_REASONS: ["sw_thermal"],
-        a.TELEMETRY_STALE: False,
-        a.DDCOLOR_INPUT_SIZE: 512,
-        a.DDCOLOR_MODEL: "tiny",
-    }
-    values.update({getattr(a, name): value for name, value in overrides.items()})
-    return list(values.items())
+from tests.support.otlp_hand_built import UUID, hand_built_request, well_typed_stamps
 
 
 def row(store: Store, serial: int, *columns: str) -> tuple:
@@ -86,7 +22,7 @@ def row(store: Store, serial: int, *columns: str) -> tuple:
 
 def test_well_typed_stamps_land_typed_and_leave_only_workload_in_the_json():
     with Store() as store:
-        result = store.ingest_trace_request(request((1, stamps())))
+        result = store.ingest_trace_request(hand_built_request((1, well_typed_stamps())))
         assert (result.accepted, result.stored, result.rejected) == (1, 1, 0)
         got = row(
             store,
@@ -107,7 +43,7 @@ def test_well_typed_stamps_land_typed_and_leave_only_workload_in_the_json():
 
 
 def test_odd_values_are_coerced_or_kept_in_the_json_as_the_json_reader_does():
-    pairs = stamps(
+    pairs = well_typed_stamps(
         POWER_MEAN=61,
         TEMPERATURE_MAX=83.0,
         GPU_INDEX="0",
@@ -118,7 +54,7 @@ def test_odd_values_are_coerced_or_kept_in_the_json_as_the_json_reader_does():
     )
     pairs += [("blob", b"\x01\xff"), ("http.route", "/colorize"), ("http.route", "/v2/colorize")]
     with Store() as store:
-        store.ingest_trace_request(request((2, pairs)))
+        store.ingest_trace_request(hand_built_request((2, pairs)))
         got = row(
             store,
             2,
@@ -145,15 +81,17 @@ def test_odd_values_are_coerced_or_kept_in_the_json_as_the_json_reader_does():
 
 def test_a_span_twice_in_one_request_is_stored_once_and_counted_twice():
     with Store() as store:
-        first = store.ingest_trace_request(request((3, stamps()), (3, stamps()), (4, stamps())))
-        again = store.ingest_trace_request(request((3, stamps()), (4, stamps())))
+        first = store.ingest_trace_request(
+            hand_built_request((3, well_typed_stamps()), (3, well_typed_stamps()), (4, well_typed_stamps()))
+        )
+        again = store.ingest_trace_request(hand_built_request((3, well_typed_stamps()), (4, well_typed_stamps())))
         assert (first.accepted, first.stored) == (3, 2)
         assert (again.accepted, again.stored) == (2, 0)
         assert store.connection.execute("SELECT count(*) FROM spans").fetchone()[0] == 2
 
 
 def test_a_bad_span_is_rejected_alone_beside_fast_path_neighbours():
-    bad = request((5, stamps()), (6, stamps()))
+    bad = hand_built_request((5, well_typed_stamps()), (6, well_typed_stamps()))
     bad.resource_spans[0].scope_spans[0].spans[0].trace_id = bytes(16)
     with Store() as store:
         result = store.ingest_trace_request(bad)
@@ -163,18 +101,20 @@ def test_a_bad_span_is_rejected_alone_beside_fast_path_neighbours():
 
 def test_the_inventory_takes_the_latest_record_even_when_a_span_repeats_an_earlier_one():
     with Store() as store:
-        store.ingest_trace_request(request((7, stamps())))
+        store.ingest_trace_request(hand_built_request((7, well_typed_stamps())))
         store.upsert_gpus([GpuRecord(UUID, name="L4 (exporter label)", host="node-a", host_source="metric")])
-        store.ingest_trace_request(request((8, stamps())))  # the same GPU record as the first span's
+        store.ingest_trace_request(
+            hand_built_request((8, well_typed_stamps()))
+        )  # the same GPU record as the first span's
         assert store.connection.execute("SELECT name FROM gpus WHERE gpu_uuid = ?", [UUID]).fetchone() == ("NVIDIA L4",)
 
 
 def test_a_gpu_first_seen_in_a_rolled_back_transaction_is_learnt_later():
     with Store() as store:
         with pytest.raises(RuntimeError), store.transaction():
-            store.ingest_trace_request(request((9, stamps())))
+            store.ingest_trace_request(hand_built_request((9, well_typed_stamps())))
             raise RuntimeError("the batch failed")
-        store.ingest_trace_request(request((10, stamps())))
+        store.ingest_trace_request(hand_built_request((10, well_typed_stamps())))
         assert store.connection.execute("SELECT host, name FROM gpus WHERE gpu_uuid = ?", [UUID]).fetchone() == (
             "node-a",
             "NVIDIA L4",
@@ -183,12 +123,12 @@ def test_a_gpu_first_seen_in_a_rolled_back_transaction_is_learnt_later():
 
 def test_a_read_completes_while_a_write_transaction_is_open(tmp_path):
     with Store(tmp_path / "store.duckdb") as store:
-        store.ingest_trace_request(request((11, stamps())))
+        store.ingest_trace_request(hand_built_request((11, well_typed_stamps())))
         writing, release = threading.Event(), threading.Event()
 
         def long_write() -> None:
             with store.transaction():
-                store.ingest_trace_request(request((12, stamps())))
+                store.ingest_trace_request(hand_built_request((12, well_typed_stamps())))
                 writing.set()
                 release.wait(30)
 

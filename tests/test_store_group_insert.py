@@ -11,7 +11,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from gpu_rca.correlate import Store
 from gpu_rca.correlate.otlp.decode import spans_from_request
 from gpu_rca.correlate.store.records import LogRecord
-from tests.test_store_fast_path import request, stamps
+from tests.support.otlp_hand_built import hand_built_request, well_typed_stamps
 
 
 def _with_event(message: ExportTraceServiceRequest) -> ExportTraceServiceRequest:
@@ -29,36 +29,43 @@ def _counts(store: Store) -> tuple[int, int]:
 
 def test_a_retried_and_an_overlapping_request_store_only_the_new_spans(tmp_path: Path):
     with Store(tmp_path / "s.duckdb") as store:
-        first = _with_event(request(*((n, stamps()) for n in range(1, 11))))
-        overlap = _with_event(request(*((n, stamps()) for n in range(6, 16))))
+        first = _with_event(hand_built_request(*((n, well_typed_stamps()) for n in range(1, 11))))
+        overlap = _with_event(hand_built_request(*((n, well_typed_stamps()) for n in range(6, 16))))
         assert store.ingest_trace_request(first).stored == 10
         retried = store.ingest_trace_request(first)
         assert (retried.accepted, retried.stored, retried.rejected) == (10, 0, 0)
         assert store.ingest_trace_request(overlap).stored == 5
         assert _counts(store) == (15, 15)
-        assert store.ingest_trace_request(request((16, stamps()))).stored == 1  # the plain path works again
+        assert (
+            store.ingest_trace_request(hand_built_request((16, well_typed_stamps()))).stored == 1
+        )  # the plain path works again
 
 
 def test_a_group_whose_batches_share_a_span_stores_it_once_and_answers_each_batch(tmp_path: Path):
     with Store(tmp_path / "s.duckdb") as store:
-        store.ingest_trace_request(request((1, stamps())))
+        store.ingest_trace_request(hand_built_request((1, well_typed_stamps())))
         batches = [
-            spans_from_request(request((2, stamps()), (3, stamps()))),
-            spans_from_request(request((3, stamps()), (4, stamps()))),
-            spans_from_request(request((1, stamps()), (5, stamps()))),
+            spans_from_request(hand_built_request((2, well_typed_stamps()), (3, well_typed_stamps()))),
+            spans_from_request(hand_built_request((3, well_typed_stamps()), (4, well_typed_stamps()))),
+            spans_from_request(hand_built_request((1, well_typed_stamps()), (5, well_typed_stamps()))),
         ]
         assert [(r.accepted, r.stored) for r in store.ingest_span_batches(batches)] == [(2, 2), (2, 1), (2, 1)]
         assert _counts(store) == (5, 0)
-        new = [spans_from_request(request((n, stamps()))) for n in (6, 7)]
+        new = [spans_from_request(hand_built_request((n, well_typed_stamps()))) for n in (6, 7)]
         assert [r.stored for r in store.ingest_span_batches(new)] == [1, 1]
 
 
 def test_a_stored_span_inside_a_callers_transaction_keeps_the_callers_other_writes(tmp_path: Path):
     with Store(tmp_path / "s.duckdb") as store:
-        store.ingest_trace_request(request((1, stamps())))
+        store.ingest_trace_request(hand_built_request((1, well_typed_stamps())))
         log = LogRecord(ts_ns=1_700_000_000_000_000_000, body="written beside a retried span", source="loguru")
         with store.transaction():
             assert store.ingest_log_records([log]).stored == 1
-            assert store.ingest_trace_request(request((1, stamps()), (2, stamps()))).stored == 1
+            assert (
+                store.ingest_trace_request(
+                    hand_built_request((1, well_typed_stamps()), (2, well_typed_stamps()))
+                ).stored
+                == 1
+            )
         assert _counts(store) == (2, 0)
         assert store.connection.execute("SELECT count(*) FROM logs").fetchone()[0] == 1

@@ -1,4 +1,5 @@
-"""A serve app under a real uvicorn inside the test process."""
+"""A serve app under a real uvicorn inside the test process, its store writer held on purpose, and what a
+client sends and reads back over OTLP/HTTP."""
 
 from __future__ import annotations
 
@@ -9,9 +10,15 @@ from contextlib import contextmanager
 
 import httpx
 import uvicorn
+from google.rpc import status_pb2
 from starlette.applications import Starlette
 
+from gpu_rca.correlate.server.writer import Writer
 from tests.support.waiting import wait_for
+
+#: Request headers of an OTLP/HTTP protobuf body, and of an OTLP/JSON one.
+PB = {"Content-Type": "application/x-protobuf"}
+JS = {"Content-Type": "application/json"}
 
 
 @contextmanager
@@ -31,3 +38,30 @@ def running(app: Starlette) -> Iterator[httpx.Client]:
         server.should_exit = True
         thread.join()
         sock.close()
+
+
+@contextmanager
+def writer_held(writer: Writer) -> Iterator[None]:
+    """Hold the store writer inside a job and fill one queue slot behind it; both run once the block ends."""
+    entered, gate = threading.Event(), threading.Event()
+    holder = threading.Thread(target=writer.call, args=(lambda _: (entered.set(), gate.wait(30)),))
+    holder.start()
+    queued: threading.Thread | None = None
+    try:
+        assert entered.wait(10)
+        queued = threading.Thread(target=writer.call, args=(lambda _: None,))
+        queued.start()
+        wait_for(lambda: writer.depth == 1, timeout_s=10, what="one job queued")
+        yield
+    finally:
+        gate.set()
+        holder.join()
+        if queued is not None:
+            queued.join()
+
+
+def status_message(response: httpx.Response) -> str:
+    """The message of an OTLP/HTTP error answer, protobuf or JSON."""
+    if response.headers["content-type"] == "application/json":
+        return response.json()["message"]
+    return status_pb2.Status.FromString(response.content).message
