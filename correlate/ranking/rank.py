@@ -17,6 +17,7 @@ from gpu_rca.correlate.ranking.causes import Hypothesis
 from gpu_rca.correlate.ranking.drivers import driver_rows, significant
 from gpu_rca.correlate.ranking.evidence import EvidenceList, short_uuid
 from gpu_rca.correlate.ranking.signals import FEATURES
+from gpu_rca.correlate.ranking.weights import CONFLICT_FIT
 from gpu_rca.correlate.ranking.window import SpanSet
 from gpu_rca.schemas.results import CauseResult, Confidence
 
@@ -74,6 +75,7 @@ def rank(con: duckdb.DuckDBPyConnection, spans: SpanSet, hyps: list[Hypothesis])
     assigned = dict(con.execute("SELECT h, count(*) FROM rk_assign GROUP BY h").fetchall())
     claimable = dict(con.execute("SELECT h, count(DISTINCT idx) FROM rk_fit GROUP BY h").fetchall())
     ambiguity = dict(con.execute("SELECT cause, avg(second / fit) FROM rk_assign GROUP BY cause").fetchall())
+    rivals = _rivals(con, hyps)
     floor = min_support(spans.failed)
 
     by_cause: dict[str, list[int]] = defaultdict(list)
@@ -106,6 +108,17 @@ def rank(con: duckdb.DuckDBPyConnection, spans: SpanSet, hyps: list[Hypothesis])
         ev = EvidenceList()
         summary = lead.describe(assigned[members[0]], ev)
         ev.extend(lead.evidence)
+        rival = rivals.get(cause)
+        if rival is not None:
+            # Two explanations of the same failures whose footprints disagree: one local, one fleet-wide.
+            if confidence == "high":
+                confidence = "medium"
+            other, ratio = rival
+            r = ev.add("conflict", f"{other} fits these failures, relative to {cause}", round(ratio, 2), unit="x")
+            summary += (
+                f" Conflicting footprint: {other} explains the same failures {r} as well, but places them"
+                f" {'on the whole fleet' if _local(hyps, cause) else 'on single GPUs'}."
+            )
         for i in members[1:]:
             other = hyps[i]
             k = ev.add("count", "failed_spans", assigned[i], gpu_uuid=other.gpu_uuid, host=other.host)
@@ -139,6 +152,27 @@ def rank(con: duckdb.DuckDBPyConnection, spans: SpanSet, hyps: list[Hypothesis])
     results.sort(key=lambda r: (-r["score"], r["cause"]))
     explained = sum(assigned[i] for _, members in primary for i in members)
     return results, spans.failed - explained
+
+
+def _local(hyps: list[Hypothesis], cause: str) -> bool:
+    return all(h.gpu_uuid is not None for h in hyps if h.cause == cause)
+
+
+def _rivals(con: duckdb.DuckDBPyConnection, hyps: list[Hypothesis]) -> dict[str, tuple[str, float]]:
+    """Per cause, the strongest other cause fitting its spans with a conflicting footprint (local vs fleet-wide)."""
+    rows = con.execute(
+        "WITH n AS (SELECT cause, count(*) AS n FROM rk_assign GROUP BY cause),"
+        " f AS (SELECT idx, cause, max(fit) AS fit FROM rk_fit GROUP BY ALL),"
+        " r AS (SELECT a.cause, f.cause AS other, sum(f.fit / a.fit) AS s"
+        "       FROM rk_assign a JOIN f ON f.idx = a.idx AND f.cause <> a.cause GROUP BY ALL)"
+        " SELECT r.cause, r.other, r.s / n.n FROM r JOIN n USING (cause) ORDER BY 3 DESC, 1, 2"
+    ).fetchall()
+    out: dict[str, tuple[str, float]] = {}
+    for cause, other, ratio in rows:
+        if cause in out or ratio < CONFLICT_FIT or _local(hyps, cause) == _local(hyps, other):
+            continue
+        out[cause] = (other, float(ratio))
+    return out
 
 
 def _confidence(lead: Hypothesis, share: float, ambiguity: float) -> Confidence:

@@ -14,18 +14,19 @@ FRAGMENTED_MIN_SHARE = 0.05
 # --- footprints (causes/footprint.py) ---
 #: A stratum (same input size, same model) needs this many requests elsewhere to be compared.
 STRATUM_MIN_OTHERS = 5
-#: An input driver explains OOMs only if its failure rate elsewhere in the same strata is at least this
-#: share of the failing GPU's (else the failures are local to that GPU, not to the input).
-LOCAL_RATE_RATIO = 0.25
 #: How much a local footprint takes off a workload hypothesis (1 = all of it).
 LOCAL_FOOTPRINT_DISCOUNT = 0.8
 #: Two hypotheses whose footprints conflict over the same failures lower the winner's confidence when the
 #: loser fits at least this fraction as well.
-CONFLICT_FIT = 0.5
+CONFLICT_FIT = 0.7
 
 # --- gpu_memory_leak (causes/leak.py) ---
-#: Minutes in which the service's own GPU memory rose, among the minutes it changed, for a climb.
-LEAK_CLIMB_SHARE = 0.6
+#: A minute-to-minute change of the service's own GPU memory counts when it is at least this share of the device.
+CLIMB_STEP = 0.005
+#: Minutes in which the service's own GPU memory rose, among the minutes observed, for a full climb ...
+LEAK_CLIMB_SHARE = 0.4
+#: ... and below which there is no climb at all (a wave of larger inputs raises it a few times, then it plateaus).
+LEAK_CLIMB_FLOOR = 0.2
 #: Rising minutes a climb needs at least.
 LEAK_MIN_RISES = 4
 #: The service's own memory at the OOMs against before, for full strength (1.5 = half again).

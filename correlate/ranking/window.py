@@ -447,6 +447,7 @@ def _build_spans(con: duckdb.DuckDBPyConnection, raw_sql: str, params: list[obje
           coalesce(gpu_memory_used_max, m_fb_used_mib * {MIB}, oom_total_bytes - oom_free_bytes) AS mem_used_bytes,
           coalesce(gpu_memory_total, (m_fb_used_mib + m_fb_free_mib) * {MIB}, oom_total_bytes) AS mem_total_bytes,
           coalesce(gpu_memory_process_max, oom_process_bytes) AS mem_process_bytes,
+          gpu_memory_process_max AS stamp_process_bytes,
           coalesce(gpu_throttle_reasons, CASE WHEN m_reasons IS NULL THEN NULL ELSE list_filter([
               CASE WHEN (m_reasons::BIGINT & 4) <> 0 THEN 'sw_power_cap' END,
               CASE WHEN (m_reasons::BIGINT & 8) <> 0 THEN 'hw_slowdown' END,
