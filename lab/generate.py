@@ -278,6 +278,11 @@ def _on(fault: dict[str, Any], gpu: str, rng: random.Random) -> dict[str, Any]:
 def _gpu_fault(rng: random.Random, cause: str, gpu: str, window: dict[str, str], mild: bool = False) -> dict[str, Any]:
     if cause == "gpu_memory_foreign_process":
         return {"kind": "foreign_process", "gpu": gpu, **window, "severity": round(rng.uniform(0.9, 0.98), 2)}
+    if cause == "gpu_memory_leak":
+        # The fault's GPU's worker keeps memory alive per request served (a catalog cause must not crash the draw).
+        return {"kind": "memory_leak", "gpu": gpu, **window, "severity": round(rng.uniform(0.6, 0.95), 2)}
+    if cause == "host_bottleneck":
+        return {"kind": "host_cpu_starvation", "gpu": gpu, **window, "severity": round(rng.uniform(0.6, 0.85), 2)}
     if cause == "thermal_throttling":
         return {"kind": "thermal", "gpu": gpu, **window, "severity": round(rng.uniform(0.9, 0.97), 2)}
     if cause == "power_capping":

@@ -47,12 +47,16 @@ def test_draws_reach_every_cause_distractors_and_second_faults():
 
 
 def _struck(scenario: dict) -> set[str]:
-    """The GPUs the primary fault strikes: the faults sharing the first fault's kind and window."""
+    """The GPUs the primary fault strikes: the faults sharing the first fault's kind, window and severity.
+
+    (Slot to slot, heat varies by ±0.03; a mild distractor of the same kind may share the window by chance.)
+    """
     first = scenario["faults"][0]
     return {
         f["gpu"]
         for f in scenario["faults"]
         if (f["kind"], f["start"], f.get("end")) == (first["kind"], first["start"], first.get("end"))
+        and abs(f.get("severity", 0.5) - first.get("severity", 0.5)) <= 0.05
     }
 
 

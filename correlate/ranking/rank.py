@@ -32,16 +32,16 @@ def min_support(failed: int) -> int:
 def assign(con: duckdb.DuckDBPyConnection, hyps: list[Hypothesis]) -> None:
     """`rk_fit(idx, h, fit)` for every (failed span, hypothesis) pair that fits; `rk_assign(idx, h, fit, second)`."""
     con.execute(
-        "CREATE OR REPLACE TEMP TABLE rk_hyp (h INTEGER, cause VARCHAR, gpu_uuid VARCHAR, family VARCHAR,"
+        "CREATE OR REPLACE TEMP TABLE rk_hyp (h INTEGER, cause VARCHAR, gpu_uuid VARCHAR, host VARCHAR, family VARCHAR,"
         " weight DOUBLE, feature VARCHAR, off_feature DOUBLE, since_ns BIGINT)"
     )
     rows = [
-        (i, h.cause, h.gpu_uuid, family, h.strength * h.timing * weight, h.feature, h.off_feature, h.since_ns)
+        (i, h.cause, h.gpu_uuid, h.host, family, h.strength * h.timing * weight, h.feature, h.off_feature, h.since_ns)
         for i, h in enumerate(hyps)
         for family, weight in h.families.items()
     ]
     if rows:
-        con.executemany("INSERT INTO rk_hyp VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        con.executemany("INSERT INTO rk_hyp VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
     feature_case = " ".join(f"WHEN '{name}' THEN ({sql})" for name, sql in FEATURES.items())
     con.execute(
         f"""
@@ -52,6 +52,8 @@ def assign(con: duckdb.DuckDBPyConnection, hyps: list[Hypothesis]) -> None:
                                ELSE h.off_feature END AS fit
         FROM rk_spans s JOIN rk_hyp h ON s.family = h.family
         WHERE s.failed AND (h.gpu_uuid IS NULL OR h.gpu_uuid = s.gpu_uuid)
+          -- a host-scoped hypothesis (no GPU, a host) claims the spans of that host only
+          AND (h.gpu_uuid IS NOT NULL OR h.host IS NULL OR h.host = s.host)
           AND (h.since_ns IS NULL OR s.end_ns >= h.since_ns)
         """
     )
@@ -122,9 +124,12 @@ def rank(con: duckdb.DuckDBPyConnection, spans: SpanSet, hyps: list[Hypothesis])
         for i in members[1:]:
             other = hyps[i]
             k = ev.add("count", "failed_spans", assigned[i], gpu_uuid=other.gpu_uuid, host=other.host)
-            summary += (
-                f" Also on GPU {short_uuid(other.gpu_uuid)} on {other.host or 'an unknown host'} ({k} failed requests)."
+            place = (
+                f"host {other.host}"
+                if other.gpu_uuid is None
+                else f"GPU {short_uuid(other.gpu_uuid)} on {other.host or 'an unknown host'}"
             )
+            summary += f" Also on {place} ({k} failed requests)."
             ev.extend(other.evidence)
         results.append(
             _result(
@@ -155,7 +160,8 @@ def rank(con: duckdb.DuckDBPyConnection, spans: SpanSet, hyps: list[Hypothesis])
 
 
 def _local(hyps: list[Hypothesis], cause: str) -> bool:
-    return all(h.gpu_uuid is not None for h in hyps if h.cause == cause)
+    """Whether a cause's hypotheses are each confined to a GPU or a host (else fleet-wide)."""
+    return all(h.gpu_uuid is not None or h.host is not None for h in hyps if h.cause == cause)
 
 
 def _rivals(con: duckdb.DuckDBPyConnection, hyps: list[Hypothesis]) -> dict[str, tuple[str, float]]:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from gpu_rca.correlate.ranking.causes.base import MIN_STRENGTH, Hypothesis, count_sentence, where
+from gpu_rca.correlate.ranking.causes.base import MIN_STRENGTH, Context, Hypothesis, count_sentence, where
 from gpu_rca.correlate.ranking.evidence import EvidenceList, gib, pct
-from gpu_rca.correlate.ranking.footprint import Footprints
-from gpu_rca.correlate.ranking.signals import GpuSignals, Signals
 from gpu_rca.correlate.ranking.weights import (
     FRAGMENTED_OOM_SHARE,
     LEAK_CLIMB_FLOOR,
@@ -21,8 +19,9 @@ def _clip(x: float) -> float:
     return max(0.0, min(1.0, x))
 
 
-def memory_leak(g: GpuSignals, sig: Signals, fp: Footprints) -> Hypothesis | None:
+def memory_leak(ctx: Context) -> Hypothesis | None:
     """OOMs on a GPU whose service's own memory climbed minute after minute, or whose OOM texts show fragmentation."""
+    g, fp = ctx.g, ctx.fp
     oom = g.failed.get("oom")
     if not oom or not oom.n:
         return None

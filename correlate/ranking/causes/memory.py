@@ -5,6 +5,7 @@ from __future__ import annotations
 from gpu_rca.correlate.ranking.causes.base import (
     MIN_STRENGTH,
     WORKLOAD_DRIVERS,
+    Context,
     Hypothesis,
     best_driver,
     contrast,
@@ -14,10 +15,7 @@ from gpu_rca.correlate.ranking.causes.base import (
     precedes,
     where,
 )
-from gpu_rca.correlate.ranking.drivers import DriverRow
 from gpu_rca.correlate.ranking.evidence import EvidenceList, gib, pct
-from gpu_rca.correlate.ranking.footprint import Footprints
-from gpu_rca.correlate.ranking.signals import GpuSignals, Signals
 from gpu_rca.correlate.ranking.stats import saturate
 from gpu_rca.correlate.ranking.weights import LOCAL_FOOTPRINT_DISCOUNT
 from gpu_rca.schemas import attributes as a
@@ -30,13 +28,14 @@ def _normally(ev: EvidenceList, unit: str) -> str:
     return "" if ev.base() is None else f" (normally {ev.base()} {unit})"
 
 
-def oom_large_inputs(sig: Signals, family_drivers: dict[str, list[DriverRow]], fp: Footprints) -> Hypothesis | None:
+def oom_large_inputs(ctx: Context) -> Hypothesis | None:
     """The workload's own memory: OOMs at full memory that concentrate on large inputs, no foreign memory.
 
     Its footprint: the same inputs fail wherever they run. OOMs that the other GPUs' failure rates for the
     same inputs do not predict (local to a GPU) and OOMs whose texts show the memory was there but
     fragmented are not the inputs' doing.
     """
+    sig, family_drivers, fp = ctx.sig, ctx.family_drivers, ctx.fp
     oom = sig.fleet_failed.get("oom")
     if not oom or not oom.n:
         return None
@@ -101,10 +100,9 @@ def oom_large_inputs(sig: Signals, family_drivers: dict[str, list[DriverRow]], f
     )
 
 
-def foreign_process(
-    g: GpuSignals, sig: Signals, family_drivers: dict[str, list[DriverRow]], fp: Footprints
-) -> Hypothesis | None:
+def foreign_process(ctx: Context) -> Hypothesis | None:
     """Another process's memory on this GPU: used memory up while the service's own stays flat."""
+    g, sig, fp = ctx.g, ctx.sig, ctx.fp
     oom = g.failed.get("oom")
     if not oom or not oom.n:
         return None
