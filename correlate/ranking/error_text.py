@@ -99,8 +99,8 @@ def parse_oom(text: str | None) -> OomText | None:
     device = _DEVICE.search(text)
     own = _OWN.search(text)
     allowed = _ALLOWED.search(text)
-    allocated = _ALLOCATED.search(text)
-    unallocated = _UNALLOCATED.search(text)
+    allocated_m = _ALLOCATED.search(text)
+    unallocated_m = _UNALLOCATED.search(text)
     return OomText(
         requested,
         device=int(device.group(1)) if device else None,
@@ -108,8 +108,8 @@ def parse_oom(text: str | None) -> OomText | None:
         free=size_bytes(*device.group(4, 5)) if device else None,
         others={int(pid): size_bytes(n, unit) for pid, n, unit in _OTHER.findall(text)},
         process=size_bytes(*own.groups()) if own else None,
-        allocated=size_bytes(*allocated.groups()) if allocated else None,
-        unallocated=size_bytes(*unallocated.groups()) if unallocated else None,
+        allocated=size_bytes(*allocated_m.groups()) if allocated_m else None,
+        unallocated=size_bytes(*unallocated_m.groups()) if unallocated_m else None,
         allowed=size_bytes(*allowed.groups()) if allowed else None,
     )
 

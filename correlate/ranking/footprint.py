@@ -75,7 +75,8 @@ def _stratum_keys(con: duckdb.DuckDBPyConnection) -> tuple[str, ...]:
     found = []
     for name in a.WORKLOAD_ATTRIBUTES:
         path = f"'$.\"{name}\"'"
-        n = con.execute(f"SELECT count(DISTINCT json_extract_string(attributes, {path})) FROM rk_spans").fetchone()[0]
+        row = con.execute(f"SELECT count(DISTINCT json_extract_string(attributes, {path})) FROM rk_spans").fetchone()
+        n = int(row[0]) if row else 0
         if 1 <= n <= MAX_STRATUM_VALUES:
             found.append(name)
     return tuple(found)

@@ -46,7 +46,13 @@ def memory_leak(ctx: Context) -> Hypothesis | None:
         parts.append(f"the service's own GPU memory rose in {r} minutes and fell in {f}")
     if own is not None:
         pv = ev.add(
-            "stamp", a.MEMORY_PROCESS_MAX, gib(own), baseline=gib(own0), unit="GiB", gpu_uuid=g.gpu_uuid, host=g.host
+            "stamp",
+            a.MEMORY_PROCESS_MAX,
+            gib(own) or 0.0,
+            baseline=gib(own0),
+            unit="GiB",
+            gpu_uuid=g.gpu_uuid,
+            host=g.host,
         )
         parts.append(f"it held {pv} GiB at the OOMs" + ("" if ev.base() is None else f" (normally {ev.base()} GiB)"))
     if fragmented:
@@ -62,7 +68,12 @@ def memory_leak(ctx: Context) -> Hypothesis | None:
         unalloc = oom.medians.get("oom_unallocated_bytes")
         if unalloc is not None:
             ub = ev.add(
-                "oom_text", "reserved but unallocated", gib(unalloc), unit="GiB", gpu_uuid=g.gpu_uuid, host=g.host
+                "oom_text",
+                "reserved but unallocated",
+                gib(unalloc) or 0.0,
+                unit="GiB",
+                gpu_uuid=g.gpu_uuid,
+                host=g.host,
             )
             parts.append(f"median {ub} GiB reserved but unallocated")
     kind = "fragmentation of the caching allocator" if frag >= leak else "memory kept alive across requests"
