@@ -7,10 +7,12 @@ cost follows the failures, not the traffic.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import duckdb
 
-from gpu_rca.correlate.ranking.error_text import parse_oom
-from gpu_rca.correlate.ranking.weights import MAX_OOM_TEXTS
+from gpu_rca.correlate.ranking.error_text import parse_cuda_error, parse_oom
+from gpu_rca.correlate.ranking.weights import MAX_ERROR_TEXTS, MAX_OOM_TEXTS
 
 _COLUMNS = (
     ("trace_id", "VARCHAR"),
@@ -62,3 +64,18 @@ def load_oom_texts(con: duckdb.DuckDBPyConnection, spans_sql: str, params: list[
     if out:
         con.executemany(f"INSERT INTO rk_oom_text VALUES ({', '.join('?' * len(_COLUMNS))})", out)
     return len(out)
+
+
+def cuda_errors(con: duckdb.DuckDBPyConnection) -> dict[str, list[tuple[str, int]]]:
+    """Per GPU, the CUDA error strings its CUDA and lost-GPU failures state (`an illegal memory access was
+    encountered`, an NCCL watchdog's too), most frequent first; from `rk_spans`' status messages."""
+    rows = con.execute(
+        "SELECT coalesce(gpu_uuid, ''), status_message FROM rk_spans WHERE failed AND family IN ('cuda', 'lost')"
+        f" AND status_message IS NOT NULL ORDER BY hash(span_id) LIMIT {MAX_ERROR_TEXTS}"
+    ).fetchall()
+    counts: dict[str, Counter[str]] = {}
+    for gpu, text in rows:
+        found = parse_cuda_error(text)
+        if found is not None:
+            counts.setdefault(gpu, Counter())[found.error] += 1
+    return {gpu: c.most_common() for gpu, c in counts.items()}

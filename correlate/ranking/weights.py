@@ -5,6 +5,8 @@ from __future__ import annotations
 # --- the failures' own texts (failure_texts.py) ---
 #: OOM failures whose texts are parsed per window (a deterministic sample beyond it).
 MAX_OOM_TEXTS = 5000
+#: CUDA and lost-GPU failures whose CUDA error strings are read per window.
+MAX_ERROR_TEXTS = 5000
 #: Memory held by other processes, as a share of the device, that counts as a foreign tenant.
 FOREIGN_MEMORY_SHARE = 0.2
 #: An OOM is fragmentation when reserved-but-unallocated memory is at least the allocation tried and this

@@ -61,16 +61,18 @@ def build(
     spans: SpanSet,
     traffic: tuple[float, float] | None,
     fp: Footprints,
+    cuda_errors: dict[str, list[tuple[str, int]]] | None = None,
 ) -> list[Hypothesis]:
     """Every hypothesis with enough evidence: each registered builder on each GPU with failures, host, or the fleet."""
-    fleet = Context(sig, family_drivers, spans, traffic, fp)
+    errors = cuda_errors or {}
+    fleet = Context(sig, family_drivers, spans, traffic, fp, cuda_errors=errors)
     failing = [g for g in sig.gpus.values() if g.n_failed]
     by_host: dict[str, list[GpuSignals]] = defaultdict(list)
     for g in failing:
         if g.host:
             by_host[g.host].append(g)
     contexts: dict[Scope, list[Context]] = {
-        "gpu": [Context(sig, family_drivers, spans, traffic, fp, gpu=g) for g in failing],
+        "gpu": [Context(sig, family_drivers, spans, traffic, fp, gpu=g, cuda_errors=errors) for g in failing],
         "host": [
             Context(sig, family_drivers, spans, traffic, fp, host=h, host_gpus=tuple(gs)) for h, gs in by_host.items()
         ],

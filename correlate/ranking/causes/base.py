@@ -61,6 +61,8 @@ class Context:
     host: str | None = None
     #: A host-scoped builder's GPUs on `host`.
     host_gpus: tuple[GpuSignals, ...] = ()
+    #: Per GPU, the CUDA error strings its failures state, most frequent first.
+    cuda_errors: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
 
     @property
     def g(self) -> GpuSignals:

@@ -53,6 +53,17 @@ def _kernel_evidence(g: GpuSignals, kernel: list, ev: EvidenceList) -> list[str]
     return parts
 
 
+def _cuda_text(ctx: Context, ev: EvidenceList) -> list[str]:
+    """The commonest CUDA error string this GPU's failures state, as evidence and a summary part."""
+    g = ctx.g
+    named = ctx.cuda_errors.get(g.gpu_uuid)
+    if not named:
+        return []
+    error, count = named[0]
+    n = ev.add("cuda_text", f"CUDA error: {error}", count, gpu_uuid=g.gpu_uuid, host=g.host)
+    return [f"{n} of the failures' own texts say “CUDA error: {error}”"]
+
+
 def ecc(ctx: Context) -> Hypothesis | None:
     """Uncorrectable memory errors on this GPU: ECC counters, XID 48/63/64/94/95."""
     g, sig = ctx.g, ctx.sig
@@ -87,6 +98,7 @@ def ecc(ctx: Context) -> Hypothesis | None:
         parts.append(f"{sh} % of the failed requests saw ECC errors or memory XIDs (baseline {ev.base()} %)")
     metric_evidence(ev, g, m.ECC_DBE_VOL_TOTAL, min_z=1)
     first = earliest(g.first_seen_ns.get("ecc"), min((k.first_ns for k in kernel), default=None))
+    parts += _cuda_text(ctx, ev)
     return Hypothesis(
         ECC_MEMORY_ERRORS,
         g.gpu_uuid,
@@ -156,6 +168,7 @@ def fallen_off_bus(ctx: Context) -> Hypothesis | None:
             start_ns=g.last_metric_ns,
         )
         parts.append("its metrics stopped")
+    parts += _cuda_text(ctx, ev)
     return Hypothesis(
         GPU_FALLEN_OFF_BUS,
         g.gpu_uuid,
@@ -202,6 +215,7 @@ def kernel_fault(ctx: Context) -> Hypothesis | None:
         )
         parts.append(f"{sh} % of them carried a fault XID (baseline {ev.base()} %)")
     first = earliest(g.first_seen_ns.get("xid_fault"), min((k.first_ns for k in kernel), default=None))
+    parts += _cuda_text(ctx, ev)
     return Hypothesis(
         CUDA_KERNEL_FAULT,
         g.gpu_uuid,
