@@ -35,17 +35,30 @@ def format_size(n_bytes: int) -> str:
 
 
 def cuda_oom(
-    *, device: int, requested: int, total: int, free: int, process_in_use: int, allocated: int, reserved: int
+    *,
+    device: int,
+    requested: int,
+    total: int,
+    free: int,
+    process_in_use: int,
+    allocated: int,
+    reserved: int,
+    others: dict[int, int] | None = None,
 ) -> OutOfMemoryError:
-    """The current (torch ≥ 2.2) caching-allocator message, byte for byte."""
+    """The current (torch ≥ 2.2) caching-allocator message, byte for byte.
+
+    `others` (pid -> bytes) are the other processes on the GPU, listed as PyTorch lists them from NVML
+    (`Process 31000 has 20.70 GiB memory in use.`) before this process's own line.
+    """
+    listed = "".join(f"Process {pid} has {format_size(n)} memory in use. " for pid, n in sorted((others or {}).items()))
     return OutOfMemoryError(
         f"CUDA out of memory. Tried to allocate {format_size(requested)}. GPU {device} has a total capacity of "
-        f"{format_size(total)} of which {format_size(max(free, 0))} is free. Including non-PyTorch memory, this "
+        f"{format_size(total)} of which {format_size(max(free, 0))} is free. {listed}Including non-PyTorch memory, this "
         f"process has {format_size(process_in_use)} memory in use. Of the allocated memory {format_size(allocated)} "
         f"is allocated by PyTorch, and {format_size(max(reserved - allocated, 0))} is reserved by PyTorch but "
         "unallocated. If reserved but unallocated memory is large try setting "
         "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True to avoid fragmentation.  See documentation for Memory "
-        "Management  (https://pytorch.org/docs/stable/notes/cuda.html#environment-variables)"
+        "Management  (https://docs.pytorch.org/docs/stable/notes/cuda.html#optimizing-memory-usage-with-pytorch-cuda-alloc-conf)"
     )
 
 

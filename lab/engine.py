@@ -156,11 +156,14 @@ class _Engine:
         self.spans = InMemorySpanExporter()
         self.logs = InMemoryLogRecordExporter()
         self.hosts: dict[str, _Host] = {}
+        self.faults = FaultDriver(scenario, self.fleet, self.rng_faults)
+        versions = {host: self.faults.host_version(host) for host in self.fleet.hosts}
         for position, host in enumerate(self.fleet.hosts):
             skew = (
                 0 if position == 0 else self.rng_noise.choice((-1, 1)) * self.rng_noise.randint(1000, 2000) * 1_000_000
             )
-            resource = Resource({A.SERVICE_NAME: SERVICE_NAME, A.SERVICE_VERSION: SERVICE_VERSION, A.HOST_NAME: host})
+            version = versions.get(host) or SERVICE_VERSION
+            resource = Resource({A.SERVICE_NAME: SERVICE_NAME, A.SERVICE_VERSION: version, A.HOST_NAME: host})
             provider = TracerProvider(resource=resource, id_generator=SeededIdGenerator(f"ids/{seed}/{host}"))
             # `keep=False` (the live fleet) keeps nothing in memory: spans and logs go to the given processors.
             log_provider = LoggerProvider(resource=resource)
@@ -191,7 +194,6 @@ class _Engine:
             if isinstance(fault.model, dict):
                 models |= set(fault.model)
         resident = CUDA_CONTEXT_BYTES + ddcolor.weights_bytes(models)
-        self.faults = FaultDriver(scenario, self.fleet, self.rng_faults)
         self.workers = [Worker(gpu, self.hosts[gpu.host].pid, resident, self) for gpu in self.fleet.gpus]
         for worker in self.workers:
             worker.app_bug = lambda request, worker=worker: self.faults.app_bug(self.clock.now_ns(), request)
@@ -337,6 +339,8 @@ class _Engine:
         while self._t0 + STEP_NS <= until_ns:
             t0, t1 = self._t0, self._t0 + STEP_NS
             self.faults.apply(t0)
+            for worker in self.workers:
+                worker.leak_per_request, worker.fragmentation = self.faults.memory(t0, worker.gpu)
             self._hardware(t1)
             arrivals = self._arrivals(t0, t1)
             for worker in self.workers:

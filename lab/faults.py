@@ -18,6 +18,8 @@ from gpu_rca.lab.workload import WORKER_RESTART_NS, Request
 from gpu_rca.schemas.xid import xid_info
 
 NS = 1_000_000_000
+#: memory_leak: GPU memory a leaking worker keeps alive per request served, at severity 1.
+LEAK_BYTES_PER_REQUEST = 64 * 1024 * 1024
 GPU_RESET_NS = 60 * NS  # an uncontained error or a GPU-level XID: the GPU is reset before work resumes
 FOREIGN_PID_BASE = 31000
 _DRIVER_EVENTS = frozenset({63, 64, 92})  # row-remap and SBE-rate reports
@@ -136,6 +138,38 @@ class FaultDriver:
                     gpu.set_process(pid, "python3", memory, busy_fraction=0.3 * fault.severity)
                 else:
                     gpu.remove_process(pid)
+
+    def host_version(self, host: str) -> str | None:
+        """The service version a memory_leak fault deploys on `host` (its GPU's host, or every host), if any."""
+        for fault in self.scenario.faults:
+            if fault.kind == "memory_leak" and fault.version and (fault.gpu is None or self._host(fault) == host):
+                return fault.version
+        return None
+
+    def _host(self, fault: Fault) -> str | None:
+        return self.fleet.gpu(fault.gpu).host if fault.gpu else None
+
+    def memory(self, now_ns: int, gpu: SimGpu) -> tuple[int, float]:
+        """(bytes a worker on `gpu` leaks per request served, its allocator's fragmentation 0..1) at `now_ns`.
+
+        A leak with a `version` hits every worker of the host running that version; without one, the fault's
+        GPU's worker, or every worker when it names no GPU.
+        """
+        offset = now_ns - self.start_ns
+        leak, fragmentation = 0, 0.0
+        for fault in self.scenario.faults:
+            if not fault.active(offset) or fault.kind not in ("memory_leak", "allocator_fragmentation"):
+                continue
+            if fault.gpu is not None:
+                target = self.fleet.gpu(fault.gpu)
+                hit = target.host == gpu.host if fault.kind == "memory_leak" and fault.version else target is gpu
+                if not hit:
+                    continue
+            if fault.kind == "memory_leak":
+                leak = max(leak, int(fault.severity * LEAK_BYTES_PER_REQUEST))
+            else:
+                fragmentation = max(fragmentation, fault.severity)
+        return leak, fragmentation
 
     def workload_overrides(self, now_ns: int) -> WorkloadOverrides:
         """The traffic_shift values in force at `now_ns` (later faults win)."""

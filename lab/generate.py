@@ -453,6 +453,9 @@ def _gpu_fault(
     """The fault entry that makes `cause` on `gpu` (its severity drawn for the scenario class `kind`)."""
     if cause == "gpu_memory_foreign_process":
         return {"kind": "foreign_process", "gpu": gpu, **window, "severity": round(rng.uniform(0.9, 0.98), 2)}
+    if cause == "gpu_memory_leak":
+        # The fault's GPU's worker keeps memory alive per request served (a catalog cause must not crash the draw).
+        return {"kind": "memory_leak", "gpu": gpu, **window, "severity": round(rng.uniform(0.6, 0.95), 2)}
     simple = {
         "thermal_throttling": "thermal",
         "power_capping": "power_cap",

@@ -37,6 +37,8 @@ FAULT_KINDS = (
     "foreign_process",
     "app_bug",
     "host_cpu_starvation",
+    "memory_leak",
+    "allocator_fragmentation",
 )
 _TOP_KEYS = ("name", "seed", "start", "duration", "scrape_interval", "fleet", "workload", "faults", "truth")
 _WORKLOAD_KEYS = ("rate", "input_size", "task_type", "model", "timeout")
@@ -45,6 +47,7 @@ _FAULT_EXTRA = {
     "traffic_shift": ("rate", "input_size", "task_type", "model"),
     "xid": ("code",),
     "app_bug": ("model",),
+    "memory_leak": ("version",),
 }
 #: The `error.type`s each cause's failures carry in the lab (several causes share one: ranking must reason).
 EXPECTED_ERROR_TYPES: dict[str, frozenset[str]] = {
@@ -59,6 +62,7 @@ EXPECTED_ERROR_TYPES: dict[str, frozenset[str]] = {
     "cuda_kernel_fault": frozenset({"cuda_illegal_address", "cuda_launch_failure"}),
     "application_error": frozenset({"ValueError"}),
     "host_bottleneck": frozenset({"timeout"}),
+    "gpu_memory_leak": frozenset({"cuda_oom"}),
 }
 _NEEDS_GPU = frozenset(
     {
@@ -108,6 +112,8 @@ class Fault:
     task_type: dict[str, float] | None = None
     model: dict[str, float] | str | None = None
     code: int | None = None
+    #: memory_leak: the service version that leaks (run by the fault's GPU's host, or by every host).
+    version: str | None = None
 
     def active(self, offset_ns: int) -> bool:
         """Whether the fault is in force `offset_ns` after the scenario's start."""
@@ -289,6 +295,11 @@ def _fault(where: _Where, data: Any, path: str, gpus: dict[str, str], duration_n
         if not isinstance(code, int) or isinstance(code, bool) or not 1 <= code <= 255:
             raise where.fail(f"{path}.code", "an xid fault needs code: an XID number")
         extra["code"] = code
+    elif kind == "memory_leak" and "version" in data:
+        version = data["version"]
+        if not isinstance(version, str) or not version.strip():
+            raise where.fail(f"{path}.version", f"must be a version string, got {version!r}")
+        extra["version"] = version
     elif kind == "app_bug" and "model" in data:
         if data["model"] not in MODELS:
             raise where.fail(f"{path}.model", f"unknown model {data['model']!r} (known: {', '.join(MODELS)})")

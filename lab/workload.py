@@ -28,6 +28,12 @@ if TYPE_CHECKING:
 MAX_CONCURRENCY = 3  # requests a worker runs on its GPU at once (estimate of a typical DDColor service)
 WORKER_RESTART_NS = 15_000_000_000  # a crashed worker is back after 15 s
 CACHE_RELEASE_NS = 20_000_000_000  # the caching allocator keeps freed blocks until 20 s idle (empty_cache)
+#: A worker whose own memory does not come back (leaked tensors, stranded blocks) is recycled by the
+#: supervisor's health check after this many OOMs in a row: the sawtooth of a leak.
+RECYCLE_AFTER_OOMS = 5
+#: allocator_fragmentation at severity 1: a request of another size than the last strands this share of
+#: the larger one's peak memory in partly used segments.
+FRAGMENT_SHARE = 0.1
 SERVICE_PROCESS = "python3"
 
 T = TypeVar("T")
@@ -93,6 +99,14 @@ class Worker:
     broken_error: str = ""
     app_bug: Callable[[Request], BaseException | None] | None = None
     max_concurrency: int = MAX_CONCURRENCY  # the service's limit on requests running at once
+    leak_per_request: int = 0  # memory_leak: bytes each served request keeps alive (set every step)
+    fragmentation: float = 0.0  # allocator_fragmentation's severity (set every step)
+    leaked_bytes: int = 0  # kept-alive tensors: allocated, never freed until the worker restarts
+    stranded_bytes: int = 0  # reserved but unallocated in partly used segments: unusable for new blocks
+    last_size: int | None = None
+    oom_streak: int = 0
+    recycle: bool = False
+    down_until_ns: int = 0
 
     def __post_init__(self) -> None:
         self._publish()
@@ -104,7 +118,7 @@ class Worker:
 
     def _publish(self) -> None:
         # NVML sees what the caching allocator has reserved, not what tensors use right now.
-        memory = self.resident_bytes + self.reserved_bytes
+        memory = self.resident_bytes + self.reserved_bytes + self.leaked_bytes + self.stranded_bytes
         current = self.gpu.processes.get(self.pid)
         if current is None or current.memory_bytes != memory:
             self.gpu.set_process(self.pid, SERVICE_PROCESS, memory)
@@ -119,6 +133,8 @@ class Worker:
         if request in self.running:
             self.running.remove(request)
             self.allocated_bytes -= request.memory_bytes
+            if exception is None:
+                self._served(request)
         self.observer.finished(request, ts_ns, exception)
         if exception is not None:
             message = str(exception).splitlines()[0]
@@ -133,6 +149,27 @@ class Worker:
                 f"colorized {request.width}x{request.height} in {(ts_ns - request.accept_ns) / 1e6:.0f} ms",
                 request,
             )
+
+    def _served(self, request: Request) -> None:
+        """A request served: a leak keeps some of its memory; a change of size strands cached blocks."""
+        self.oom_streak = 0
+        self.leaked_bytes += self.leak_per_request
+        if self.fragmentation and self.last_size is not None and request.input_size != self.last_size:
+            larger = max(request.input_size, self.last_size)
+            self.stranded_bytes += int(
+                self.fragmentation * FRAGMENT_SHARE * ddcolor.peak_memory_bytes(request.model, larger)
+            )
+        self.last_size = request.input_size
+
+    def _restart(self, ts_ns: int) -> None:
+        """The supervisor recycles the worker: its memory comes back after WORKER_RESTART_NS."""
+        self.recycle = False
+        self.leaked_bytes = self.stranded_bytes = self.reserved_bytes = 0
+        self.oom_streak = 0
+        self.last_size = None
+        self.down_until_ns = ts_ns + WORKER_RESTART_NS
+        self._publish()
+        self.observer.log(self.gpu.host, ts_ns, "WARNING", "worker recycled after repeated CUDA out of memory")
 
     def crash(self, ts_ns: int, error_text: str, until_ns: int, report_delay_ns: int) -> None:
         """A CUDA error killed this worker's context: running requests fail; it restarts at `until_ns`.
@@ -169,11 +206,16 @@ class Worker:
 
     def _allocate(self, request: Request, need: int, ts_ns: int) -> bool:
         """Allocate `need` bytes for `request`, or fail it with PyTorch's OOM (it is the one allocating)."""
-        others = sum(p.memory_bytes for p in self.gpu.processes.values() if p.pid != self.pid)
+        others = {p.pid: p.memory_bytes for p in self.gpu.processes.values() if p.pid != self.pid}
         total = self.gpu.profile.memory_total_bytes
-        if others + self.resident_bytes + self.allocated_bytes + need > total:
-            reserved = max(self.reserved_bytes, self.allocated_bytes)
-            free = total - others - self.resident_bytes - reserved
+        held = self.resident_bytes + self.allocated_bytes + self.leaked_bytes + self.stranded_bytes
+        if sum(others.values()) + held + need > total:
+            # PyTorch frees every whole cached segment and retries before it raises: what stays reserved but
+            # unallocated is what sits in partly used segments (stranded).
+            self.reserved_bytes = self.allocated_bytes
+            allocated = self.allocated_bytes + self.leaked_bytes
+            reserved = allocated + self.stranded_bytes
+            free = total - sum(others.values()) - self.resident_bytes - reserved
             self._finish(
                 request,
                 ts_ns,
@@ -183,10 +225,14 @@ class Worker:
                     total=total,
                     free=free,
                     process_in_use=self.resident_bytes + reserved,
-                    allocated=self.allocated_bytes,
+                    allocated=allocated,
                     reserved=reserved,
+                    others=others,
                 ),
             )
+            self.oom_streak += 1
+            if self.oom_streak >= RECYCLE_AFTER_OOMS and (self.leaked_bytes or self.stranded_bytes):
+                self.recycle = True
             return False
         request.memory_bytes += need
         self.allocated_bytes += need
@@ -206,8 +252,9 @@ class Worker:
             self.broken_error = ""
             self.observer.log(self.gpu.host, self.broken_until_ns, "WARNING", "worker restarted after CUDA error")
         if not (self.running or self.queue or arrivals):
-            if t1_ns - self.idle_since_ns >= CACHE_RELEASE_NS and self.reserved_bytes:
-                self.reserved_bytes = 0
+            if t1_ns - self.idle_since_ns >= CACHE_RELEASE_NS and (self.reserved_bytes or self.stranded_bytes):
+                # Idle: every segment is whole again and empty_cache returns it (kept-alive tensors stay).
+                self.reserved_bytes = self.stranded_bytes = 0
                 self._publish()
             return 0.0
         speed = self._speed()
@@ -219,12 +266,21 @@ class Worker:
             while pending and pending[0][0] <= now:
                 ts, request = pending.popleft()
                 self.accept(request, ts)
-            while self.queue and len(self.running) < self.max_concurrency:
+            if self.recycle and not self.running:
+                self._restart(now)
+            while (
+                self.queue
+                and len(self.running) < self.max_concurrency
+                and not self.recycle
+                and now >= self.down_until_ns
+            ):
                 self._try_start(self.queue.popleft(), now)
             # Next event: an arrival, a completion or a deadline, else the step's end.
             next_ns = t1_ns
             if pending:
                 next_ns = min(next_ns, pending[0][0])
+            if self.queue and self.down_until_ns > now:
+                next_ns = min(next_ns, self.down_until_ns)
             if self.running:
                 per_request = speed / len(self.running)
                 soonest = min(r.work_left_s - (r.grow_at_work_s if r.grow_bytes else 0.0) for r in self.running)

@@ -15,6 +15,19 @@ class Cause:
     action: str
 
 
+GPU_OOM_LARGE_INPUTS = "gpu_oom_large_inputs"
+GPU_MEMORY_FOREIGN_PROCESS = "gpu_memory_foreign_process"
+GPU_MEMORY_LEAK = "gpu_memory_leak"
+COMPUTE_SATURATION = "compute_saturation"
+THERMAL_THROTTLING = "thermal_throttling"
+POWER_CAPPING = "power_capping"
+HW_SLOWDOWN = "hw_slowdown"
+ECC_MEMORY_ERRORS = "ecc_memory_errors"
+GPU_FALLEN_OFF_BUS = "gpu_fallen_off_bus"
+CUDA_KERNEL_FAULT = "cuda_kernel_fault"
+APPLICATION_ERROR = "application_error"
+HOST_BOTTLENECK = "host_bottleneck"
+
 CAUSES: tuple[Cause, ...] = (
     Cause(
         "gpu_oom_large_inputs",
@@ -27,6 +40,17 @@ CAUSES: tuple[Cause, ...] = (
         "GPU memory taken by another process",
         "memory taken by another process on the GPU",
         "Find and move the other process off the GPU (nvidia-smi --query-compute-apps), or drain the GPU.",
+    ),
+    Cause(
+        "gpu_memory_leak",
+        "The service's own GPU memory grows until it runs out",
+        "the service's own GPU memory grows with requests served (tensors kept alive, or caching-allocator"
+        " fragmentation: memory reserved but unallocated) until allocations fail",
+        "A leak (memory climbing with requests served, a version or a worker's age as driver): fix or roll back"
+        " the version that keeps tensors alive, and recycle workers (e.g. after N requests) meanwhile."
+        " Fragmentation (much memory reserved but unallocated in the OOM texts): set"
+        " PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True, or call torch.cuda.empty_cache() between"
+        " requests of very different sizes.",
     ),
     Cause(
         "compute_saturation",

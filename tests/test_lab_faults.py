@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
+from itertools import pairwise
 
 import pytest
 
@@ -55,7 +57,11 @@ def test_memory_taken_by_another_process_fails_requests_of_every_size_with_the_r
     message = next(e for e in failed[0].events if e.name == "exception").attributes["exception.message"]
     assert message.startswith("CUDA out of memory. Tried to allocate ")
     assert "GPU 0 has a total capacity of 22.49 GiB of which " in message
-    assert message.endswith("(https://pytorch.org/docs/stable/notes/cuda.html#environment-variables)")
+    assert message.endswith(
+        "(https://docs.pytorch.org/docs/stable/notes/cuda.html#optimizing-memory-usage-with-pytorch-cuda-alloc-conf)"
+    )
+    # PyTorch names every other process on the GPU before this one's own memory.
+    assert re.search(r"is free\. Process \d+ has 21\.\d\d GiB memory in use\. Including non-PyTorch memory", message)
     assert not any(s.attributes.get(A.ERROR_TYPE) for s in _on(run, "node-a/1"))
     assert max(s.attributes[A.MEMORY_USED_MAX] for s in failed) > 0.95 * failed[0].attributes[A.MEMORY_TOTAL]
 
@@ -139,3 +145,40 @@ def test_an_application_bug_fails_only_its_model_with_an_application_exception()
     failed = Counter((s.attributes[A.DDCOLOR_MODEL], s.attributes.get(A.ERROR_TYPE)) for s in run.inference_spans)
     assert failed[("ddcolor_artistic", "ValueError")] > 20
     assert not any(e for (m, e) in failed if m == "ddcolor_paper_tiny" and e)
+
+
+def _memory(span) -> int:
+    return span.attributes[A.MEMORY_PROCESS_MAX]
+
+
+def test_a_leaking_version_climbs_with_requests_served_and_is_recycled_in_a_sawtooth():
+    run, _ = _run(
+        [{"kind": "memory_leak", "gpu": "node-b/0", "version": "1.5.0", "severity": 1.0}],
+        fleet=[{"host": "node-a", "gpus": 1, "model": "T4"}, {"host": "node-b", "gpus": 1, "model": "T4"}],
+        workload={"rate": "4/s", "input_size": {512: 1}},
+        duration="6m",
+    )
+    leaking, healthy = _on(run, "node-b/0"), _on(run, "node-a/0")
+    assert {s.resource.attributes[A.SERVICE_VERSION] for s in leaking} == {"1.5.0"}
+    assert {s.resource.attributes[A.SERVICE_VERSION] for s in healthy} != {"1.5.0"}
+    ok = sorted((s for s in leaking if A.ERROR_TYPE not in s.attributes), key=lambda s: s.end_time)
+    # The process memory climbs with requests served, then falls back when the supervisor recycles the worker.
+    climbs = sum(1 for a, b in pairwise(ok) if _memory(b) > _memory(a))
+    falls = [(a, b) for a, b in pairwise(ok) if _memory(b) < _memory(a) - 2 * 1024**3]
+    assert climbs > len(ok) // 3 and falls
+    ooms = [s for s in leaking if s.attributes.get(A.ERROR_TYPE) == A.ERROR_CUDA_OOM]
+    assert len(ooms) >= 5 and not any(s.attributes.get(A.ERROR_TYPE) for s in healthy)
+    assert max(_memory(s) for s in healthy) < 0.5 * max(_memory(s) for s in ok)
+
+
+def test_fragmentation_leaves_memory_reserved_but_unallocated_in_the_oom_texts():
+    run, _ = _run(
+        [{"kind": "allocator_fragmentation", "gpu": "node-a/0", "start": "30s", "severity": 1.0}],
+        workload={"rate": "3/s", "input_size": {512: 0.5, 768: 0.3, 1024: 0.2}},
+        duration="6m",
+    )
+    ooms = [s for s in _on(run, "node-a/0") if s.attributes.get(A.ERROR_TYPE) == A.ERROR_CUDA_OOM]
+    assert ooms and not any(s.attributes.get(A.ERROR_TYPE) for s in _on(run, "node-a/1"))
+    texts = [next(e for e in s.events if e.name == "exception").attributes["exception.message"] for s in ooms]
+    stranded = [re.search(r"and ([\d.]+) GiB is reserved by PyTorch but unallocated", t) for t in texts]
+    assert sum(1 for m in stranded if m and float(m.group(1)) >= 1.0) >= len(texts) // 2

@@ -46,6 +46,9 @@ def test_independent_incidents_are_separate_causes_with_their_drivers(incidents)
     lost, bug = result["causes"][:2]
     assert lost["gpus"] == [truth["drivers"]["gpu.uuid"]]
     assert any(e["kind"] == "kernel" and e["value"] == 79 for e in lost["evidence"])
+    # The failures' own words: the CUDA error their texts state, counted.
+    said = next(e for e in lost["evidence"] if e["kind"] == "cuda_text")
+    assert said["name"] == "CUDA error: unspecified launch failure" and 0 < said["value"] <= lost["failed_spans"]
     assert bug["drivers"][0]["attribute"] == "ddcolor.model" and bug["drivers"][0]["value"] == "ddcolor_artistic"
     assert lost["failed_spans"] + bug["failed_spans"] <= result["spans"]["failed"]
 

@@ -56,9 +56,11 @@ def test_stamp_columns_are_unique_and_typed() -> None:
 
 
 def test_cause_catalog_ids_are_the_contract() -> None:
+    assert all(getattr(causes, cause.upper()) == cause for cause in causes.CAUSE_IDS)  # the named constants
     assert causes.CAUSE_IDS == (
         "gpu_oom_large_inputs",
         "gpu_memory_foreign_process",
+        "gpu_memory_leak",
         "compute_saturation",
         "thermal_throttling",
         "power_capping",

@@ -17,6 +17,7 @@ from gpu_rca.correlate.ranking.causes import Hypothesis
 from gpu_rca.correlate.ranking.drivers import DriverRow, driver_rows, significant
 from gpu_rca.correlate.ranking.evidence import EvidenceList, short_uuid
 from gpu_rca.correlate.ranking.signals import FEATURES
+from gpu_rca.correlate.ranking.weights import CONFLICT_FIT
 from gpu_rca.correlate.ranking.window import SpanSet
 from gpu_rca.schemas.results import CauseResult, Confidence
 
@@ -31,16 +32,16 @@ def min_support(failed: int) -> int:
 def assign(con: duckdb.DuckDBPyConnection, hyps: list[Hypothesis]) -> None:
     """`rk_fit(idx, h, fit)` for every (failed span, hypothesis) pair that fits; `rk_assign(idx, h, fit, second)`."""
     con.execute(
-        "CREATE OR REPLACE TEMP TABLE rk_hyp (h INTEGER, cause VARCHAR, gpu_uuid VARCHAR, family VARCHAR,"
+        "CREATE OR REPLACE TEMP TABLE rk_hyp (h INTEGER, cause VARCHAR, gpu_uuid VARCHAR, host VARCHAR, family VARCHAR,"
         " weight DOUBLE, feature VARCHAR, off_feature DOUBLE, since_ns BIGINT)"
     )
     rows = [
-        (i, h.cause, h.gpu_uuid, family, h.strength * h.timing * weight, h.feature, h.off_feature, h.since_ns)
+        (i, h.cause, h.gpu_uuid, h.host, family, h.strength * h.timing * weight, h.feature, h.off_feature, h.since_ns)
         for i, h in enumerate(hyps)
         for family, weight in h.families.items()
     ]
     if rows:
-        con.executemany("INSERT INTO rk_hyp VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        con.executemany("INSERT INTO rk_hyp VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
     feature_case = " ".join(f"WHEN '{name}' THEN ({sql})" for name, sql in FEATURES.items())
     con.execute(
         f"""
@@ -51,6 +52,8 @@ def assign(con: duckdb.DuckDBPyConnection, hyps: list[Hypothesis]) -> None:
                                ELSE h.off_feature END AS fit
         FROM rk_spans s JOIN rk_hyp h ON s.family = h.family
         WHERE s.failed AND (h.gpu_uuid IS NULL OR h.gpu_uuid = s.gpu_uuid)
+          -- a host-scoped hypothesis (no GPU, a host) claims the spans of that host only
+          AND (h.gpu_uuid IS NOT NULL OR h.host IS NULL OR h.host = s.host)
           AND (h.since_ns IS NULL OR s.end_ns >= h.since_ns)
         """
     )
@@ -74,6 +77,7 @@ def rank(con: duckdb.DuckDBPyConnection, spans: SpanSet, hyps: list[Hypothesis])
     assigned = dict(con.execute("SELECT h, count(*) FROM rk_assign GROUP BY h").fetchall())
     claimable = dict(con.execute("SELECT h, count(DISTINCT idx) FROM rk_fit GROUP BY h").fetchall())
     ambiguity = dict(con.execute("SELECT cause, avg(second / fit) FROM rk_assign GROUP BY cause").fetchall())
+    rivals = _rivals(con, hyps)
     floor = min_support(spans.failed)
 
     by_cause: dict[str, list[int]] = defaultdict(list)
@@ -106,12 +110,26 @@ def rank(con: duckdb.DuckDBPyConnection, spans: SpanSet, hyps: list[Hypothesis])
         ev = EvidenceList()
         summary = lead.describe(assigned[members[0]], ev)
         ev.extend(lead.evidence)
+        rival = rivals.get(cause)
+        if rival is not None:
+            # Two explanations of the same failures whose footprints disagree: one local, one fleet-wide.
+            if confidence == "high":
+                confidence = "medium"
+            rival_cause, ratio = rival
+            r = ev.add("conflict", f"{rival_cause} fits these failures, relative to {cause}", round(ratio, 2), unit="x")
+            summary += (
+                f" Conflicting footprint: {rival_cause} explains the same failures {r} as well, but places them"
+                f" {'on the whole fleet' if _local(hyps, cause) else 'on single GPUs'}."
+            )
         for i in members[1:]:
             other = hyps[i]
             k = ev.add("count", "failed_spans", assigned[i], gpu_uuid=other.gpu_uuid, host=other.host)
-            summary += (
-                f" Also on GPU {short_uuid(other.gpu_uuid)} on {other.host or 'an unknown host'} ({k} failed requests)."
+            place = (
+                f"host {other.host}"
+                if other.gpu_uuid is None
+                else f"GPU {short_uuid(other.gpu_uuid)} on {other.host or 'an unknown host'}"
             )
+            summary += f" Also on {place} ({k} failed requests)."
             ev.extend(other.evidence)
         results.append(
             _result(
@@ -139,6 +157,28 @@ def rank(con: duckdb.DuckDBPyConnection, spans: SpanSet, hyps: list[Hypothesis])
     results.sort(key=lambda r: (-r["score"], r["cause"]))
     explained = sum(assigned[i] for _, members in primary for i in members)
     return results, spans.failed - explained
+
+
+def _local(hyps: list[Hypothesis], cause: str) -> bool:
+    """Whether a cause's hypotheses are each confined to a GPU or a host (else fleet-wide)."""
+    return all(h.gpu_uuid is not None or h.host is not None for h in hyps if h.cause == cause)
+
+
+def _rivals(con: duckdb.DuckDBPyConnection, hyps: list[Hypothesis]) -> dict[str, tuple[str, float]]:
+    """Per cause, the strongest other cause fitting its spans with a conflicting footprint (local vs fleet-wide)."""
+    rows = con.execute(
+        "WITH n AS (SELECT cause, count(*) AS n FROM rk_assign GROUP BY cause),"
+        " f AS (SELECT idx, cause, max(fit) AS fit FROM rk_fit GROUP BY ALL),"
+        " r AS (SELECT a.cause, f.cause AS other, sum(f.fit / a.fit) AS s"
+        "       FROM rk_assign a JOIN f ON f.idx = a.idx AND f.cause <> a.cause GROUP BY ALL)"
+        " SELECT r.cause, r.other, r.s / n.n FROM r JOIN n USING (cause) ORDER BY 3 DESC, 1, 2"
+    ).fetchall()
+    out: dict[str, tuple[str, float]] = {}
+    for cause, other, ratio in rows:
+        if cause in out or ratio < CONFLICT_FIT or _local(hyps, cause) == _local(hyps, other):
+            continue
+        out[cause] = (other, float(ratio))
+    return out
 
 
 def _confidence(lead: Hypothesis, share: float, ambiguity: float) -> Confidence:

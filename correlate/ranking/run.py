@@ -6,6 +6,8 @@ import duckdb
 
 from gpu_rca.correlate.ranking import causes
 from gpu_rca.correlate.ranking import drivers as drv
+from gpu_rca.correlate.ranking.failure_texts import cuda_errors
+from gpu_rca.correlate.ranking.footprint import footprints
 from gpu_rca.correlate.ranking.latency import detect_slow
 from gpu_rca.correlate.ranking.rank import rank
 from gpu_rca.correlate.ranking.signals import Group, gpu_signals
@@ -72,7 +74,7 @@ def _rank(con: duckdb.DuckDBPyConnection, spans: SpanSet) -> tuple[list[CauseRes
     for row in drv.driver_rows(con, "rk_family_groups"):
         family_drivers[families[row.group - 1]].append(row)
     traffic = _traffic(con, spans, sig.fleet_failed.get("slow"))
-    hyps = causes.build(sig, family_drivers, spans, traffic)
+    hyps = causes.build(sig, family_drivers, spans, traffic, footprints(con, spans, sig), cuda_errors(con))
     return rank(con, spans, hyps)
 
 

@@ -37,6 +37,9 @@ NUMBERS: dict[str, str] = {
     "done_queue_ms": "CASE WHEN dur_ms IS NOT NULL THEN inference_queue_ms END",
     "gpu_ms": "gpu_ms",
     "other_ms": "other_ms",
+    # What the OOM texts state (NULL for other spans).
+    "oom_others_bytes": "oom_others_bytes",
+    "oom_unallocated_bytes": "oom_unallocated_bytes",
 }
 FAMILIES = ("oom", "slow", "cuda", "lost", "app")
 #: The fewest successes before a GPU's failures that make its own baseline (else all its successes).

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import duckdb
 
+from gpu_rca.correlate.ranking.failure_texts import OOM_COLUMNS, load_oom_texts
 from gpu_rca.correlate.ranking.features import FEATURE_SQL
 from gpu_rca.correlate.store.query import one_row, scalar
 from gpu_rca.schemas import metrics as m
@@ -294,6 +295,12 @@ def load_spans(con: duckdb.DuckDBPyConnection, window: AnalysisWindow, filters: 
         f" {_failed_sql(filters)} AS failed"
         f" FROM spans WHERE {where} AND end_ns BETWEEN ? AND ?{keep}"
     )
+    # The OOM failures' own texts (exception.message, else the status message): memory others held, ours.
+    oom_sql = (
+        f"SELECT trace_id, span_id, status_message FROM spans WHERE {where} AND end_ns BETWEEN ? AND ?"
+        f" AND status = 'ERROR' AND {OOM_SQL}"
+    )
+    load_oom_texts(con, oom_sql, bounds, bool(table_columns(con, "span_events")))
     _build_spans(con, raw, bounds)
     first, last = one_row(con, "SELECT min(end_ns), max(end_ns) FROM rk_spans WHERE failed")
     warnings: list[str] = []
@@ -395,9 +402,14 @@ def _bucket_agg(metric: str) -> str:
     return "max(value)"
 
 
+#: An OOM failure: the collector's `error.type`, or PyTorch's text where another instrumentation set none.
+OOM_SQL = "(error_type = 'cuda_oom' OR status_message ILIKE '%CUDA out of memory%')"
+
+
 def _build_spans(con: duckdb.DuckDBPyConnection, raw_sql: str, params: list[object]) -> None:
     """`rk_spans`: the window's spans + metric buckets (this and the previous one) + derived per-span signals."""
     metric_cols = ", ".join(f"coalesce(b0.{c}, b1.{c}) AS {c}" for c in SPAN_METRICS.values())
+    oom_cols = ", ".join(f"t.{c}" for c in OOM_COLUMNS)
     features = ", ".join(f"{sql} AS f_{name}" for name, sql in FEATURE_SQL.items())
     con.execute(
         f"""
@@ -410,20 +422,21 @@ def _build_spans(con: duckdb.DuckDBPyConnection, raw_sql: str, params: list[obje
            AND NOT (c.start_ns <= r.start_ns AND c.end_ns >= r.end_ns)
           GROUP BY r.idx),
         joined AS (
-          SELECT s.*, o.other_ms, {metric_cols}
+          SELECT s.*, o.other_ms, {metric_cols}, {oom_cols}
           FROM raw s
           LEFT JOIN others o ON o.idx = s.idx
+          LEFT JOIN rk_oom_text t ON t.trace_id = s.trace_id AND t.span_id = s.span_id
           LEFT JOIN rk_gpu_buckets b0 ON b0.gpu_uuid = s.gpu_uuid AND b0.bucket = s.end_ns // {BUCKET_NS}
           LEFT JOIN rk_gpu_buckets b1 ON b1.gpu_uuid = s.gpu_uuid AND b1.bucket = s.end_ns // {BUCKET_NS} - 1),
         derived AS (
         SELECT idx, trace_id, span_id, service_version, host, start_ns, end_ns, status, status_message, error_type, failed,
           attributes, resource, gpu_uuid, gpu_name, gpu_telemetry_source, gpu_ecc_uncorrected_delta,
-          gpu_inflight_max, inference_queue_ms, other_ms,
+          gpu_inflight_max, inference_queue_ms, other_ms, {", ".join(OOM_COLUMNS)},
           -- Where a completed request's time went: queue (inference.queue_ms) and GPU time (the rest of the span).
           CASE WHEN status <> 'ERROR' THEN (end_ns - start_ns) / 1e6 END AS dur_ms,
           CASE WHEN status <> 'ERROR' THEN (end_ns - start_ns) / 1e6 - coalesce(inference_queue_ms, 0) END AS gpu_ms,
           CASE WHEN NOT failed THEN NULL
-               WHEN error_type = 'cuda_oom' THEN 'oom'
+               WHEN {OOM_SQL} THEN 'oom'
                WHEN error_type = 'gpu_lost' THEN 'lost'
                WHEN error_type = 'timeout' OR status <> 'ERROR' THEN 'slow'
                WHEN error_type ILIKE 'cuda%' OR error_type ILIKE '%ecc%' OR error_type ILIKE '%xid%'
@@ -436,9 +449,11 @@ def _build_spans(con: duckdb.DuckDBPyConnection, raw_sql: str, params: list[obje
           coalesce(gpu_utilization_mean, m_util_pct) AS util_pct,
           coalesce(gpu_power_mean, m_power_w) AS power_w,
           coalesce(gpu_power_limit, m_power_limit_w) AS power_limit_w,
-          coalesce(gpu_memory_used_max, m_fb_used_mib * {MIB}) AS mem_used_bytes,
-          coalesce(gpu_memory_total, (m_fb_used_mib + m_fb_free_mib) * {MIB}) AS mem_total_bytes,
-          gpu_memory_process_max AS mem_process_bytes,
+          -- Where stamps and metrics are missing, what the OOM text states at the moment it failed.
+          coalesce(gpu_memory_used_max, m_fb_used_mib * {MIB}, oom_total_bytes - oom_free_bytes) AS mem_used_bytes,
+          coalesce(gpu_memory_total, (m_fb_used_mib + m_fb_free_mib) * {MIB}, oom_total_bytes) AS mem_total_bytes,
+          coalesce(gpu_memory_process_max, oom_process_bytes) AS mem_process_bytes,
+          gpu_memory_process_max AS stamp_process_bytes,
           coalesce(gpu_throttle_reasons, CASE WHEN m_reasons IS NULL THEN NULL ELSE list_filter([
               CASE WHEN (m_reasons::BIGINT & 4) <> 0 THEN 'sw_power_cap' END,
               CASE WHEN (m_reasons::BIGINT & 8) <> 0 THEN 'hw_slowdown' END,

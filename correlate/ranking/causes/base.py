@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 
 from gpu_rca.correlate.ranking.drivers import DriverRow, significant
 from gpu_rca.correlate.ranking.evidence import EvidenceList, short_uuid
-from gpu_rca.correlate.ranking.signals import GpuSignals, Group
+from gpu_rca.correlate.ranking.footprint import Footprints
+from gpu_rca.correlate.ranking.signals import GpuSignals, Group, Signals
 from gpu_rca.correlate.ranking.stats import normalized_score, proportion_p_value
-from gpu_rca.correlate.ranking.window import SKEW_NS
+from gpu_rca.correlate.ranking.window import SKEW_NS, SpanSet
 from gpu_rca.schemas import attributes as a
 from gpu_rca.schemas import metrics as m
 from gpu_rca.schemas import xid as x
@@ -44,6 +45,35 @@ class Hypothesis:
     def timing(self) -> float:
         """Evidence that starts before the first failure outranks evidence that follows it."""
         return {True: 1.0, None: 0.9, False: 0.75}[self.precedes]
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every cause builder is given: the window's signals, and the GPU or host it looks at (None: the fleet)."""
+
+    sig: Signals
+    family_drivers: dict[str, list[DriverRow]]
+    spans: SpanSet
+    #: Requests per minute around the slow failures' onset, and before it (None: no slow failures).
+    traffic: tuple[float, float] | None
+    fp: Footprints
+    gpu: GpuSignals | None = None
+    host: str | None = None
+    #: A host-scoped builder's GPUs on `host`.
+    host_gpus: tuple[GpuSignals, ...] = ()
+    #: Per GPU, the CUDA error strings its failures state, most frequent first.
+    cuda_errors: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+
+    @property
+    def g(self) -> GpuSignals:
+        """The GPU a GPU-scoped builder looks at."""
+        if self.gpu is None:
+            raise ValueError("a GPU-scoped cause builder was called without a GPU")
+        return self.gpu
+
+
+#: Every cause builder: a context in, a hypothesis (or nothing) out.
+Builder = Callable[[Context], "Hypothesis | None"]
 
 
 @dataclass(frozen=True)

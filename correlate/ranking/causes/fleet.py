@@ -7,21 +7,22 @@ import math
 from gpu_rca.correlate.ranking.causes.base import (
     MIN_STRENGTH,
     PLACEMENT_DRIVERS,
+    Context,
     Hypothesis,
     contrast,
     count_sentence,
     latency_split,
 )
-from gpu_rca.correlate.ranking.drivers import DriverRow, significant
+from gpu_rca.correlate.ranking.drivers import significant
 from gpu_rca.correlate.ranking.evidence import EvidenceList, pct
-from gpu_rca.correlate.ranking.signals import Signals
 from gpu_rca.correlate.ranking.stats import DRIVER_P_THRESHOLD
-from gpu_rca.correlate.ranking.window import SpanSet
 from gpu_rca.schemas import attributes as a
+from gpu_rca.schemas.causes import APPLICATION_ERROR, COMPUTE_SATURATION
 
 
-def saturation(sig: Signals, traffic: tuple[float, float] | None) -> Hypothesis | None:
+def saturation(ctx: Context) -> Hypothesis | None:
     """Busy GPUs, long queues and more requests in flight, with no memory or clock problem."""
+    sig, traffic = ctx.sig, ctx.traffic
     slow = sig.fleet_failed.get("slow")
     if not slow or not slow.n:
         return None
@@ -64,7 +65,7 @@ def saturation(sig: Signals, traffic: tuple[float, float] | None) -> Hypothesis 
     if split:
         parts.append(split)
     return Hypothesis(
-        "compute_saturation",
+        COMPUTE_SATURATION,
         None,
         None,
         {"slow": 1.0},
@@ -77,8 +78,9 @@ def saturation(sig: Signals, traffic: tuple[float, float] | None) -> Hypothesis 
     )
 
 
-def application(sig: Signals, family_drivers: dict[str, list[DriverRow]], spans: SpanSet) -> Hypothesis | None:
+def application(ctx: Context) -> Hypothesis | None:
     """Failures with no GPU correlation: exceptions concentrated on a model, version or code path."""
+    sig, family_drivers, spans = ctx.sig, ctx.family_drivers, ctx.spans
     app = sig.fleet_failed.get("app")
     if not app or not app.n:
         return None
@@ -113,7 +115,7 @@ def application(sig: Signals, family_drivers: dict[str, list[DriverRow]], spans:
     rv = ev.add("share", "requests failing with application exceptions", pct(rate), unit="%")
     parts.append(f"{rv} % of all requests failed this way, with normal GPU telemetry")
     return Hypothesis(
-        "application_error",
+        APPLICATION_ERROR,
         None,
         None,
         {"app": 1.0, "cuda": 0.25, "slow": 0.1, "oom": 0.1, "lost": 0.05},

@@ -6,6 +6,7 @@ from gpu_rca.correlate.ranking.causes.base import (
     ECC_XIDS,
     FAULT_XIDS,
     MIN_STRENGTH,
+    Context,
     Hypothesis,
     contrast,
     count_sentence,
@@ -16,11 +17,12 @@ from gpu_rca.correlate.ranking.causes.base import (
     where,
 )
 from gpu_rca.correlate.ranking.evidence import EvidenceList, pct
-from gpu_rca.correlate.ranking.signals import GpuSignals, KernelXid, Signals
+from gpu_rca.correlate.ranking.signals import GpuSignals, KernelXid
 from gpu_rca.correlate.ranking.window import MINUTE_NS, SKEW_NS
 from gpu_rca.schemas import attributes as a
 from gpu_rca.schemas import metrics as m
 from gpu_rca.schemas import xid as x
+from gpu_rca.schemas.causes import CUDA_KERNEL_FAULT, ECC_MEMORY_ERRORS, GPU_FALLEN_OFF_BUS
 
 
 def _kernel(g: GpuSignals, codes: set[int]) -> list[KernelXid]:
@@ -51,8 +53,20 @@ def _kernel_evidence(g: GpuSignals, kernel: list[KernelXid], ev: EvidenceList) -
     return parts
 
 
-def ecc(g: GpuSignals, sig: Signals) -> Hypothesis | None:
+def _cuda_text(ctx: Context, ev: EvidenceList) -> list[str]:
+    """The commonest CUDA error string this GPU's failures state, as evidence and a summary part."""
+    g = ctx.g
+    named = ctx.cuda_errors.get(g.gpu_uuid)
+    if not named:
+        return []
+    error, count = named[0]
+    n = ev.add("cuda_text", f"CUDA error: {error}", count, gpu_uuid=g.gpu_uuid, host=g.host)
+    return [f"{n} of the failures' own texts say “CUDA error: {error}”"]
+
+
+def ecc(ctx: Context) -> Hypothesis | None:
     """Uncorrectable memory errors on this GPU: ECC counters, XID 48/63/64/94/95."""
+    g, sig = ctx.g, ctx.sig
     failures = merge_groups([g.failed.get(f) for f in ("cuda", "app", "lost")])
     if not failures.n:
         return None
@@ -84,8 +98,9 @@ def ecc(g: GpuSignals, sig: Signals) -> Hypothesis | None:
         parts.append(f"{sh} % of the failed requests saw ECC errors or memory XIDs (baseline {ev.base()} %)")
     metric_evidence(ev, g, m.ECC_DBE_VOL_TOTAL, min_z=1)
     first = earliest(g.first_seen_ns.get("ecc"), min((k.first_ns for k in kernel), default=None))
+    parts += _cuda_text(ctx, ev)
     return Hypothesis(
-        "ecc_memory_errors",
+        ECC_MEMORY_ERRORS,
         g.gpu_uuid,
         g.host,
         {"cuda": 1.0, "app": 0.6, "lost": 0.5},
@@ -100,8 +115,9 @@ def ecc(g: GpuSignals, sig: Signals) -> Hypothesis | None:
     )
 
 
-def fallen_off_bus(g: GpuSignals, sig: Signals) -> Hypothesis | None:
+def fallen_off_bus(ctx: Context) -> Hypothesis | None:
     """The GPU was lost (XID 79): every later request on it fails."""
+    g, sig = ctx.g, ctx.sig
     failures = merge_groups(list(g.failed.values()))
     if not failures.n:
         return None
@@ -152,8 +168,9 @@ def fallen_off_bus(g: GpuSignals, sig: Signals) -> Hypothesis | None:
             start_ns=g.last_metric_ns,
         )
         parts.append("its metrics stopped")
+    parts += _cuda_text(ctx, ev)
     return Hypothesis(
-        "gpu_fallen_off_bus",
+        GPU_FALLEN_OFF_BUS,
         g.gpu_uuid,
         g.host,
         {"lost": 1.0, "cuda": 0.9, "slow": 0.7, "app": 0.5, "oom": 0.3},
@@ -166,8 +183,9 @@ def fallen_off_bus(g: GpuSignals, sig: Signals) -> Hypothesis | None:
     )
 
 
-def kernel_fault(g: GpuSignals, sig: Signals) -> Hypothesis | None:
+def kernel_fault(ctx: Context) -> Hypothesis | None:
     """A faulting kernel or driver error: CUDA errors with XID 13/31/43-style events and no hardware evidence."""
+    g, sig = ctx.g, ctx.sig
     cuda = g.failed.get("cuda")
     if not cuda or not cuda.n:
         return None
@@ -197,8 +215,9 @@ def kernel_fault(g: GpuSignals, sig: Signals) -> Hypothesis | None:
         )
         parts.append(f"{sh} % of them carried a fault XID (baseline {ev.base()} %)")
     first = earliest(g.first_seen_ns.get("xid_fault"), min((k.first_ns for k in kernel), default=None))
+    parts += _cuda_text(ctx, ev)
     return Hypothesis(
-        "cuda_kernel_fault",
+        CUDA_KERNEL_FAULT,
         g.gpu_uuid,
         g.host,
         {"cuda": 1.0, "app": 0.3},

@@ -5,6 +5,7 @@ from __future__ import annotations
 from gpu_rca.correlate.ranking.causes.base import (
     MIN_STRENGTH,
     WORKLOAD_DRIVERS,
+    Context,
     Hypothesis,
     best_driver,
     contrast,
@@ -14,12 +15,12 @@ from gpu_rca.correlate.ranking.causes.base import (
     precedes,
     where,
 )
-from gpu_rca.correlate.ranking.drivers import DriverRow
 from gpu_rca.correlate.ranking.evidence import EvidenceList, gib, pct
-from gpu_rca.correlate.ranking.signals import GpuSignals, Signals
 from gpu_rca.correlate.ranking.stats import saturate
+from gpu_rca.correlate.ranking.weights import LOCAL_FOOTPRINT_DISCOUNT
 from gpu_rca.schemas import attributes as a
 from gpu_rca.schemas import metrics as m
+from gpu_rca.schemas.causes import GPU_MEMORY_FOREIGN_PROCESS, GPU_OOM_LARGE_INPUTS
 
 
 def _normally(ev: EvidenceList, unit: str) -> str:
@@ -27,8 +28,14 @@ def _normally(ev: EvidenceList, unit: str) -> str:
     return "" if ev.base() is None else f" (normally {ev.base()} {unit})"
 
 
-def oom_large_inputs(sig: Signals, family_drivers: dict[str, list[DriverRow]]) -> Hypothesis | None:
-    """The workload's own memory: OOMs at full memory that concentrate on large inputs, no foreign memory."""
+def oom_large_inputs(ctx: Context) -> Hypothesis | None:
+    """The workload's own memory: OOMs at full memory that concentrate on large inputs, no foreign memory.
+
+    Its footprint: the same inputs fail wherever they run. OOMs that the other GPUs' failure rates for the
+    same inputs do not predict (local to a GPU) and OOMs whose texts show the memory was there but
+    fragmented are not the inputs' doing.
+    """
+    sig, family_drivers, fp = ctx.sig, ctx.family_drivers, ctx.fp
     oom = sig.fleet_failed.get("oom")
     if not oom or not oom.n:
         return None
@@ -38,6 +45,10 @@ def oom_large_inputs(sig: Signals, family_drivers: dict[str, list[DriverRow]]) -
     d = driver.strength if driver else 0.0
     strength = 0.35 + 0.25 * mem.strength + 0.4 * d
     strength *= 1.0 - 0.8 * foreign_share
+    strength *= 1.0 - 0.8 * oom.share("fragmented")
+    local = fp.local_share
+    if local is not None:
+        strength *= 1.0 - LOCAL_FOOTPRINT_DISCOUNT * local
     if driver is None:
         strength *= 0.6
     if strength < MIN_STRENGTH:
@@ -70,8 +81,11 @@ def oom_large_inputs(sig: Signals, family_drivers: dict[str, list[DriverRow]]) -
             unit="GiB",
         )
         parts.append(f"the service itself held {pv} GiB" + _normally(ev, "GiB"))
+    if local is not None:
+        ls = ev.add("footprint", "OOMs the same inputs on other GPUs do not predict", pct(local), unit="%")
+        parts.append(f"{ls} % of them are not predicted by the same inputs' failure rate on the other GPUs")
     return Hypothesis(
-        "gpu_oom_large_inputs",
+        GPU_OOM_LARGE_INPUTS,
         None,
         None,
         {"oom": 1.0},
@@ -86,8 +100,9 @@ def oom_large_inputs(sig: Signals, family_drivers: dict[str, list[DriverRow]]) -
     )
 
 
-def foreign_process(g: GpuSignals, sig: Signals, family_drivers: dict[str, list[DriverRow]]) -> Hypothesis | None:
+def foreign_process(ctx: Context) -> Hypothesis | None:
     """Another process's memory on this GPU: used memory up while the service's own stays flat."""
+    g, sig, fp = ctx.g, ctx.sig, ctx.fp
     oom = g.failed.get("oom")
     if not oom or not oom.n:
         return None
@@ -135,9 +150,31 @@ def foreign_process(g: GpuSignals, sig: Signals, family_drivers: dict[str, list[
             "stamp", a.MEMORY_PROCESS_MAX, gib(proc), baseline=gib(proc0), unit="GiB", gpu_uuid=g.gpu_uuid, host=g.host
         )
         parts.append(f"the service's own memory {pv} GiB" + _normally(ev, "GiB"))
+    texts = oom.medians.get("oom_others_bytes")
+    if texts:
+        tv = ev.add(
+            "oom_text",
+            "memory other processes held, as the OOM texts state",
+            gib(texts),
+            unit="GiB",
+            gpu_uuid=g.gpu_uuid,
+            host=g.host,
+        )
+        parts.append(f"the OOM texts name other processes holding {tv} GiB")
+    fit = fp.local.get(g.gpu_uuid)
+    if fit is not None and fit.observed:
+        ls = ev.add(
+            "footprint",
+            "OOMs the same inputs on other GPUs do not predict",
+            pct(fit.local_share),
+            unit="%",
+            gpu_uuid=g.gpu_uuid,
+            host=g.host,
+        )
+        parts.append(f"{ls} % of its OOMs are not predicted by the same inputs' failure rate on the other GPUs")
     metric_evidence(ev, g, m.FB_USED)
     return Hypothesis(
-        "gpu_memory_foreign_process",
+        GPU_MEMORY_FOREIGN_PROCESS,
         g.gpu_uuid,
         g.host,
         {"oom": 1.0, "slow": 0.5},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from gpu_rca.correlate.ranking.causes.base import (
     MIN_STRENGTH,
+    Context,
     Hypothesis,
     contrast,
     count_sentence,
@@ -18,16 +19,32 @@ from gpu_rca.correlate.ranking.signals import GpuSignals, Signals
 from gpu_rca.correlate.ranking.stats import saturate
 from gpu_rca.schemas import attributes as a
 from gpu_rca.schemas import metrics as m
+from gpu_rca.schemas.causes import HW_SLOWDOWN, POWER_CAPPING, THERMAL_THROTTLING
 
 #: Throttling causes: the span feature that shows each, and how a summary names it.
 THROTTLE_CAUSES = {
-    "thermal_throttling": ("thermal", "thermal throttling (sw_thermal/hw_thermal) or temperature at slowdown"),
-    "power_capping": ("power_cap", "sw_power_cap while busy"),
-    "hw_slowdown": ("slowdown", "hw_slowdown/hw_power_brake"),
+    THERMAL_THROTTLING: ("thermal", "thermal throttling (sw_thermal/hw_thermal) or temperature at slowdown"),
+    POWER_CAPPING: ("power_cap", "sw_power_cap while busy"),
+    HW_SLOWDOWN: ("slowdown", "hw_slowdown/hw_power_brake"),
 }
 
 
-def throttle(cause: str, g: GpuSignals, sig: Signals) -> Hypothesis | None:
+def thermal(ctx: Context) -> Hypothesis | None:
+    """Clocks cut for heat on this GPU."""
+    return _throttle(THERMAL_THROTTLING, ctx.g, ctx.sig)
+
+
+def power_cap(ctx: Context) -> Hypothesis | None:
+    """Clocks cut at this GPU's power limit."""
+    return _throttle(POWER_CAPPING, ctx.g, ctx.sig)
+
+
+def slowdown(ctx: Context) -> Hypothesis | None:
+    """Clocks forced down on this GPU by an external slowdown or power brake."""
+    return _throttle(HW_SLOWDOWN, ctx.g, ctx.sig)
+
+
+def _throttle(cause: str, g: GpuSignals, sig: Signals) -> Hypothesis | None:
     """Clocks cut on this GPU (for heat, at the power limit, or by an external slowdown) while requests timed out."""
     slow = g.failed.get("slow")
     if not slow or not slow.n:
