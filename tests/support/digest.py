@@ -1,7 +1,8 @@
 """A small, real incident for the digest tests: spans from the OTel SDK, samples, logs and kernel lines in a store.
 
 Two L4 GPUs on node-a serve a DDColor request every 1–2 s for 30 minutes; from minute 15 the
-1280-px requests on GPU 0 run out of memory. With `hostile=True` a span attribute and a log line carry
+1280-px requests run out of memory on both (the workload itself: the same size fails wherever it runs), GPU 0
+from minute 22 on GPU 1 as well. With `hostile=True` a span attribute and a log line carry
 HTML, so pages can be checked for escaping.
 """
 
@@ -79,7 +80,7 @@ def make_incident(*, hostile: bool = False, seed: int = 3, minutes: int = 30) ->
         uuid, index, bus = GPUS[total % 2]
         size = 1280 if rng.random() < 0.3 else 512
         model = XSS if hostile and size == 1280 else "ddcolor_paper_tiny"
-        fails = size == 1280 and index == 0 and t > START_NS + 15 * MINUTE_NS
+        fails = size == 1280 and t > START_NS + (15 if index == 0 else 22) * MINUTE_NS
         process = (15 if size == 1280 else 3) * GIB
         span = tracer.start_span(
             "ddcolor.inference",
@@ -123,8 +124,8 @@ def make_incident(*, hostile: bool = False, seed: int = 3, minutes: int = 30) ->
     for uuid, index, _ in GPUS:
         ts = START_NS - 10 * MINUTE_NS
         while ts <= end_ns:
-            late = ts > START_NS + 15 * MINUTE_NS
-            fb_mib = 23_900 if late and index == 0 else 9_000 + rng.randint(-500, 500)
+            late = ts > START_NS + (15 if index == 0 else 22) * MINUTE_NS
+            fb_mib = 23_900 if late else 9_000 + rng.randint(-500, 500)
             samples += [
                 MetricSample(ts, M.FB_USED, float(fb_mib), uuid, HOST),
                 MetricSample(ts, M.FB_TOTAL, 24_576.0, uuid, HOST),
