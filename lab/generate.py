@@ -26,8 +26,10 @@ are the development range; indexes from `TEST_FIRST` on are the held-out test ra
   hw_slowdown: 0.7-0.9 at 0.45-0.6; ecc_memory_errors: ecc_uncorrectable 0.4-0.9 (an ECC GPU);
   gpu_fallen_off_bus: gpu_lost; cuda_kernel_fault: xid 13/31/43 at 0.3-0.7; application_error: app_bug
   0.2-0.5 on one model (70 %, when the mix has two) or all; host_bottleneck: host_cpu_starvation 0.85-0.95
-  at 0.4-0.6; gpu_memory_leak: memory_leak 0.6-0.95 on one GPU's worker; other causes run at base
-  utilisation 0.2-0.45;
+  at 0.4-0.6; gpu_memory_leak: memory_leak on the worker of a GPU with the least memory, from 0-3 min in
+  to the end, its severity (up to 1: 64 MiB a request) what exhausts that GPU after 45-70 % of the span at
+  the requests the GPU is sent, the traffic raised (to at most 0.8 of capacity) where severity 1 is not
+  enough (`_leak`); other causes run at base utilisation 0.2-0.45;
 - `latency` (uniform over `LATENCY_CAUSES`): thermal 0.8-0.95 at 0.5-0.65; power_cap 0.9-1.0 at 0.6-0.8;
   hw_slowdown 0.5-0.65 (clocks at 35-50 % of max) at 0.2-0.3; compute_saturation: traffic shift to
   1.2-1.8 × capacity for 3-6 min; host_bottleneck: host_cpu_starvation 0.55-0.8 at 0.3-0.5;
@@ -51,7 +53,8 @@ are the development range; indexes from `TEST_FIRST` on are the held-out test ra
 - benign anomalies at the same time, every class: 0-2 of a mild thermal blip (severity 0.1-0.3, never
   reaches slowdown) on another GPU, an idle power cap (power_cap 0.2-0.4: the limit lowered 12-24 %, which
   the load never reaches) on another GPU, and (where the cause is not a slowdown) a benign traffic bump
-  (+10-30 % for 1-3 min);
+  (+10-30 % for 1-3 min; in a quiet window on top of the ramp step or larger-input mix in force, kept
+  under 0.8 of the fleet's capacity at that mix);
 - 20 % of `error` scenarios add a smaller second fault (foreign process, kernel fault or ECC; 3 min, milder)
   on another GPU (one the first fault spared), in `truth.also`: two faults at once.
 """
@@ -67,6 +70,7 @@ import yaml
 
 from gpu_rca.lab import ddcolor
 from gpu_rca.lab.device import CUDA_CONTEXT_BYTES
+from gpu_rca.lab.faults import LEAK_BYTES_PER_REQUEST
 from gpu_rca.lab.profiles import PROFILES
 from gpu_rca.lab.scenario import MODELS, parse_scenario
 from gpu_rca.lab.workload import MAX_CONCURRENCY
@@ -238,7 +242,12 @@ def generate_scenario(seed: int, index: int) -> dict[str, Any]:
         timeout_s = rng.randint(*RANGES["timeout_s"])
     # The fault's GPU: the slowest kind for the clock-cutting causes (where load is measured), else any.
     slow_gpus = [ref for ref, p in gpus if p.relative_speed == slowest]
-    target = rng.choice(slow_gpus if cause in _SLOWING else [r for r, _ in gpus])
+    least_memory = min(p.memory_total_bytes for _, p in gpus)
+    smallest_gpus = [ref for ref, p in gpus if p.memory_total_bytes == least_memory]
+    # A leak is drawn where it can run its course (memory exhausted) inside the window: the smallest GPU.
+    target = rng.choice(
+        slow_gpus if cause in _SLOWING else smallest_gpus if cause == "gpu_memory_leak" else [r for r, _ in gpus]
+    )
     if cause == "ecc_memory_errors":
         target = rng.choice([r for r, p in gpus if p.ecc])
     faults: list[dict[str, Any]] = []
@@ -286,6 +295,11 @@ def generate_scenario(seed: int, index: int) -> dict[str, Any]:
         struck = [f"{host}/{i}" for e in fleet if e["host"] == host for i in range(e["gpus"])]
         drivers = {"host.name": host} if len(fleet) > 1 else {}
         faults.append(fault)
+    elif cause == "gpu_memory_leak":
+        fault, rate = _leak(rng, target, rate, len(gpus), capacity_per_gpu, least_memory, models, sizes,
+                            start_min, duration_min)  # fmt: skip
+        struck, drivers = _scope(scope_rng, cause, target, fleet)
+        faults.append(fault)
     elif cause is not None:
         fault = _gpu_fault(rng, cause, target, window, kind=kind)
         struck, drivers = _scope(scope_rng, cause, target, fleet)
@@ -303,7 +317,7 @@ def generate_scenario(seed: int, index: int) -> dict[str, Any]:
             short = {"start": f"{start_min + 1}m", "end": f"{min(start_min + 4, duration_min - 1)}m"}
             faults.append(_gpu_fault(rng, second_cause, second, short, mild=True))
             also.append({"cause": second_cause, "drivers": {"gpu.uuid": second}})
-    faults.extend(_benign(rng, cause, others, rate, duration_min))
+    faults.extend(_benign(rng, cause, others, rate, duration_min, faults, sizes, models, capacity_per_gpu * len(gpus)))
     truth: dict[str, Any] = {"cause": cause, "drivers": drivers}
     if also:
         truth["also"] = also
@@ -375,10 +389,67 @@ def _quiet_traffic(
     return shifts
 
 
+def _leak(
+    rng: random.Random,
+    gpu: str,
+    rate: float,
+    n_gpus: int,
+    capacity_per_gpu: float,
+    memory_bytes: int,
+    models: dict[str, float],
+    sizes: dict[int, float],
+    start_min: int,
+    duration_min: int,
+) -> tuple[dict[str, Any], float]:
+    """A memory_leak on `gpu` that exhausts its memory inside the window, and the workload rate it needs.
+
+    The leaking version runs from 0-3 min in to the end (a leak does not stop by itself). Its severity is
+    what makes the worker run out of memory after a drawn 45-70 % of that span, given the requests the
+    router sends `gpu` (the rate shared by the fleet). Where even severity 1 (64 MiB a request, Contract 5)
+    would not get there, the traffic rises until it does, up to 0.8 of capacity (past `MAX_RATE_PER_S` if
+    need be: a large fleet of large GPUs takes many requests to fill); the truth would otherwise name a
+    cause that never struck.
+    """
+    begin_min = max(0, start_min - 3)
+    at = rng.uniform(0.45, 0.7)
+    span_s = (duration_min - begin_min) * 60 * at
+    resident = CUDA_CONTEXT_BYTES + ddcolor.weights_bytes(set(models))
+    working = max(ddcolor.peak_memory_bytes(m, s) for m in models for s in sizes)
+    usable = memory_bytes - resident - working
+    need_requests = usable / LEAK_BYTES_PER_REQUEST  # at severity 1
+    rate_needed = need_requests / span_s * n_gpus
+    rate = round(min(max(rate, rate_needed), 0.8 * capacity_per_gpu * n_gpus), 2)
+    severity = min(1.0, math.ceil(100 * need_requests / (rate / n_gpus * span_s)) / 100)
+    fault = {"kind": "memory_leak", "gpu": gpu, "start": f"{begin_min}m", "severity": severity}
+    return fault, rate
+
+
+def _load(at_min: float, base: float, faults: list[dict[str, Any]]) -> tuple[float, dict[int, float] | None]:
+    """The (rate, input-size mix or None for the base mix) the traffic shifts in `faults` put in force at a minute."""
+    rate, sizes = base, None
+    for fault in faults:
+        if fault["kind"] == "traffic_shift" and int(fault["start"][:-1]) <= at_min < int(fault["end"][:-1]):
+            rate = float(fault["rate"][:-2])
+            sizes = fault.get("input_size", sizes)
+    return rate, sizes
+
+
 def _benign(
-    rng: random.Random, cause: str | None, others: list[str], rate: float, duration_min: int
+    rng: random.Random,
+    cause: str | None,
+    others: list[str],
+    rate: float,
+    duration_min: int,
+    drawn: list[dict[str, Any]],
+    sizes: dict[int, float],
+    models: dict[str, float],
+    capacity: float,
 ) -> list[dict[str, Any]]:
-    """0-2 harmless anomalies at the same time: a mild thermal blip, an idle power cap, a traffic bump."""
+    """0-2 harmless anomalies at the same time: a mild thermal blip, an idle power cap, a traffic bump.
+
+    A bump raises the traffic in force (a diurnal step, a larger-input mix) by 10-30 %, kept under 0.8 of
+    the fleet's capacity at the mix in force: a benign bump that overloads the fleet is an incident.
+    """
     faults: list[dict[str, Any]] = []
     for _ in range(rng.randint(*RANGES["distractors"])):
         pick = rng.random()
@@ -404,13 +475,19 @@ def _benign(
             )
         elif cause not in _SLOWING:
             at = rng.randint(1, duration_min - 4)
+            end = at + rng.randint(1, 3)
+            factor = rng.uniform(1.1, 1.3)
+            if cause is None:  # a quiet window: the bump rides on the ramp or mix in force, under capacity
+                loads = [_load(m, rate, drawn + faults) for m in range(at, end)]
+                in_force = max(r for r, _ in loads)
+                mixes = [mix for _, mix in loads if mix is not None]
+                mix = mixes[-1] if mixes else sizes
+                bump = min(in_force * factor, 0.8 * capacity * _mean_work_s(sizes, models) / _mean_work_s(mix, models))
+                extra: dict[str, Any] = {"input_size": mix} if mixes else {}
+            else:
+                bump, extra = rate * factor, {}
             faults.append(
-                {
-                    "kind": "traffic_shift",
-                    "start": f"{at}m",
-                    "end": f"{at + rng.randint(1, 3)}m",
-                    "rate": f"{round(rate * rng.uniform(1.1, 1.3), 2)}/s",
-                }
+                {"kind": "traffic_shift", "start": f"{at}m", "end": f"{end}m", "rate": f"{round(bump, 2)}/s", **extra}
             )
     return faults
 

@@ -164,3 +164,55 @@ def test_the_test_range_is_other_scenarios_than_the_development_range():
     assert test[0]["name"] == f"gen-1-{TEST_FIRST}-error"
     assert not {str(s["faults"]) + s["start"] for s in dev} & {str(s["faults"]) + s["start"] for s in test}
     assert [s["name"].rsplit("-", 1)[1] for s in test] == [scenario_class(i) for i in range(20)]
+
+
+def _leak_draws(seed: int, count: int) -> list[dict]:
+    return [s for s in generate_scenarios(seed, count) if s["truth"]["cause"] == "gpu_memory_leak"]
+
+
+def test_a_generated_leak_runs_its_course_inside_the_window():
+    """The truth names a leak only where the leak can exhaust its GPU: requests sent x bytes kept >= memory."""
+    from gpu_rca.lab.faults import LEAK_BYTES_PER_REQUEST
+    from gpu_rca.lab.profiles import PROFILES
+
+    draws = _leak_draws(5, 600)
+    assert len(draws) >= 20
+    short = 0
+    for s in draws:
+        (leak,) = [f for f in s["faults"] if f["kind"] == "memory_leak"]
+        host = leak["gpu"].rpartition("/")[0]
+        memory = PROFILES[next(e["model"] for e in s["fleet"] if e["host"] == host)].memory_total_bytes
+        # The leak sits on a GPU with the least memory of the fleet.
+        assert memory == min(PROFILES[e["model"]].memory_total_bytes for e in s["fleet"])
+        n_gpus = sum(e["gpus"] for e in s["fleet"])
+        span_s = (int(s["duration"][:-1]) - int(leak["start"][:-1])) * 60
+        sent = float(s["workload"]["rate"][:-2]) / n_gpus * span_s
+        short += sent * leak["severity"] * LEAK_BYTES_PER_REQUEST < memory
+    assert short / len(draws) <= 0.08  # the documented few at the 0.8-of-capacity cap
+
+
+def test_a_generated_leak_ooms_in_the_lab():
+    from gpu_rca.lab.scenario import parse_scenario
+
+    scenario = next(s for s in generate_scenarios(20260302, 20) if s["truth"]["cause"] == "gpu_memory_leak")
+    run = run_scenario(parse_scenario(scenario, scenario["name"]))
+    assert run.failures().get("cuda_oom", 0) >= 20
+
+
+def test_a_quiet_window_never_loads_the_fleet_past_its_capacity():
+    """Ramp steps, a larger-input mix and a traffic bump overlap without overloading: quiet means quiet."""
+    from gpu_rca.lab.generate import _mean_work_s
+    from gpu_rca.lab.profiles import PROFILES
+
+    quiet = [s for s in generate_scenarios(11, 400) if s["truth"]["cause"] is None]
+    assert len(quiet) >= 80
+    for s in quiet:
+        n_gpus = sum(e["gpus"] for e in s["fleet"])
+        slowest = min(PROFILES[e["model"]].relative_speed for e in s["fleet"])
+        models = s["workload"]["model"]
+        for minute in range(int(s["duration"][:-1])):
+            rate, mix = float(s["workload"]["rate"][:-2]), s["workload"]["input_size"]
+            for f in s["faults"]:  # later traffic shifts win, field by field (lab/faults.py)
+                if f["kind"] == "traffic_shift" and int(f["start"][:-1]) <= minute < int(f["end"][:-1]):
+                    rate, mix = float(f["rate"][:-2]), f.get("input_size", mix)
+            assert rate * _mean_work_s(mix, models) / (slowest * n_gpus) <= 0.81, (s["name"], minute)
