@@ -405,7 +405,7 @@ def _leak(
 
     The leaking version runs from 0-3 min in to the end (a leak does not stop by itself). Its severity is
     what makes the worker run out of memory after a drawn 45-70 % of that span, given the requests the
-    router sends `gpu` (the rate shared by the fleet). Where even severity 1 (64 MiB a request, Contract 5)
+    router sends `gpu` (the rate shared by the fleet). Where even severity 1 (64 MiB a request, docs/contracts.md §5)
     would not get there, the traffic rises until it does, up to 0.8 of capacity (past `MAX_RATE_PER_S` if
     need be: a large fleet of large GPUs takes many requests to fill); the truth would otherwise name a
     cause that never struck.
