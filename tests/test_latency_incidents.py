@@ -144,3 +144,26 @@ def test_explain_an_ordinary_request_against_comparable_requests(stores) -> None
     assert story["span"]["slow"] is False and story["span"]["failed"] is False
     latency = story["latency"]
     assert latency["comparable_requests"] >= 20 and latency["factor"] < 2.5
+
+
+def test_a_latency_incident_survives_tail_sampled_traces(stores, tmp_path: Path) -> None:
+    """Thin traffic widens the cells: a tenth of the traces (the Collector's usual tail sampling) still shows
+    the slowdown, with and without a `--gpu` filter."""
+    from gpu_rca.bench.perturb import perturbed
+
+    db, truth = stores["latency-thermal-fan-l4"]
+    files = db.parent / "latency-thermal-fan-l4"
+    sampled = tmp_path / "sampled"
+    sampled.mkdir()
+    texts = {p.name: p.read_text(encoding="utf-8") for p in files.iterdir()}
+    for name, text in perturbed(texts, "tail_sampled", "latency-thermal-fan-l4").items():
+        (sampled / name).write_text(text, encoding="utf-8")
+    thin = tmp_path / "sampled.duckdb"
+    with Store(thin) as store:
+        ingest_paths(store, [sampled], progress=False)
+    fan_gpu = truth["drivers"]["gpu.uuid"]
+    for extra in ((), ("--gpu", fan_gpu)):
+        document = analyze(thin, *extra)
+        assert document["spans"]["total"] < analyze(db, *extra)["spans"]["total"] / 5
+        assert document["spans"]["slow"] > 0
+        assert document["causes"][0]["cause"] == "thermal_throttling"

@@ -6,7 +6,10 @@ next to a 512 px one, nor a T4's next to an H100's. Everything runs in DuckDB ov
 inference spans (errored ones already count as failed); the outcome is `rk_slow(trace_id, span_id)`.
 
 1. **Cells**: per (stratum, GPU, minute) the p90 of latency; its **rolling p90** is the median of the cell
-   and its two neighbouring minutes, so one noisy minute never decides.
+   and its two neighbouring minutes, so one noisy minute never decides. Where traffic is thin (a small
+   stratum, or traces tail-sampled to a tenth), a (stratum, GPU)'s cells widen to as many minutes as it
+   takes to expect `CELL_TARGET_SPANS` spans, at most `MAX_CELL_MINUTES`; a wide cell's rolling p90 is
+   the median over it and its neighbouring cells, and it stands for each of its minutes.
 2. **Onset** (screening): a stratum's first minute whose rolling p90, on some GPU, is at least
    `RATIO`× the stratum's lower-quartile cell p90, once the stratum has `BASELINE_MIN_SPANS` earlier spans.
 3. **Baseline**: the stratum's spans in the `BASELINE_NS` before that onset — their median, p90 and p99.
@@ -38,6 +41,10 @@ BASELINE_MIN_SPANS = 20
 BASELINE_NS = 60 * MINUTE_NS
 #: The fewest spans in a (stratum, GPU, minute) cell for its p90 to count.
 CELL_MIN_SPANS = 3
+#: Spans a cell should expect: a (stratum, GPU) with fewer a minute gets cells of several minutes …
+CELL_TARGET_SPANS = 6
+#: … at most this many (wider would blur an incident's onset by more than a fault takes to show).
+MAX_CELL_MINUTES = 5
 
 
 def _col(columns: set[str], name: str) -> str:
@@ -70,19 +77,49 @@ def detect_slow(con: duckdb.DuckDBPyConnection, filters: Filters, since_ns: int 
     dur = "(end_ns - start_ns)"
     con.execute(
         f"""
+        CREATE OR REPLACE TEMP TABLE rk_slow_minutes AS
+        SELECT {stratum} AS stratum, {gpu} AS gpu, {minute} AS minute, quantile_disc({dur}, 0.9) AS p90,
+               count(*) AS n
+        FROM spans WHERE {where} GROUP BY ALL
+        """,
+        params,
+    )
+    # A (stratum, GPU) with thin traffic gets cells of several minutes (width); one minute otherwise.
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE rk_slow_widths AS
+        SELECT stratum, gpu,
+               least({MAX_CELL_MINUTES}, greatest(1, ceil({CELL_TARGET_SPANS} * (max(minute) - min(minute) + 1)
+                                                         / sum(n))))::BIGINT AS width
+        FROM rk_slow_minutes GROUP BY ALL
+        """
+    )
+    wide_cells = ""
+    if scalar(con, "SELECT count(*) FROM rk_slow_widths WHERE width > 1"):
+        # Only the thin (stratum, GPU)s are read again, into cells of `width` minutes.
+        wide_cells = f"""
+          UNION ALL
+          SELECT l.stratum, l.gpu, min(l.minute) AS minute, quantile_disc(l.dur, 0.9) AS p90, count(*) AS n,
+                 w.width, l.minute // w.width AS idx
+          FROM (SELECT {stratum} AS stratum, {gpu} AS gpu, {minute} AS minute, {dur} AS dur
+                FROM spans WHERE {where}) l
+          JOIN rk_slow_widths w USING (stratum, gpu) WHERE w.width > 1
+          GROUP BY l.stratum, l.gpu, w.width, idx"""
+    con.execute(
+        f"""
         CREATE OR REPLACE TEMP TABLE rk_slow_cells AS
         WITH cells AS MATERIALIZED (
-          SELECT {stratum} AS stratum, {gpu} AS gpu, {minute} AS minute, quantile_disc({dur}, 0.9) AS p90,
-                 count(*) AS n
-          FROM spans WHERE {where} GROUP BY ALL),
+          SELECT m.stratum, m.gpu, m.minute, m.p90, m.n, 1::BIGINT AS width, m.minute AS idx
+          FROM rk_slow_minutes m JOIN rk_slow_widths w USING (stratum, gpu) WHERE w.width = 1
+          {wide_cells}),
         roll AS (
-          SELECT stratum, gpu, minute,
-                 median(p90) OVER (PARTITION BY stratum, gpu ORDER BY minute
+          SELECT stratum, gpu, minute, width, idx,
+                 median(p90) OVER (PARTITION BY stratum, gpu ORDER BY idx
                                    RANGE BETWEEN 1 PRECEDING AND 1 FOLLOWING) AS rp90
           FROM cells WHERE n >= {CELL_MIN_SPANS}),
         screen AS (
           SELECT stratum, quantile_cont(p90, 0.25) AS q FROM cells WHERE n >= {CELL_MIN_SPANS} GROUP BY stratum),
-        per_minute AS (SELECT stratum, minute, sum(n) AS n FROM cells GROUP BY ALL),
+        per_minute AS (SELECT stratum, minute, sum(n) AS n FROM rk_slow_minutes GROUP BY ALL),
         cumulative AS (
           SELECT stratum, minute,
                  sum(n) OVER (PARTITION BY stratum ORDER BY minute ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
@@ -92,10 +129,15 @@ def detect_slow(con: duckdb.DuckDBPyConnection, filters: Filters, since_ns: int 
           SELECT r.stratum, min(r.minute) AS onset
           FROM roll r JOIN screen s USING (stratum) JOIN cumulative c USING (stratum, minute)
           WHERE r.rp90 >= {RATIO} * s.q AND coalesce(c.before, 0) >= {BASELINE_MIN_SPANS}
-          GROUP BY r.stratum)
-        SELECT r.*, o.onset FROM roll r JOIN onset o USING (stratum) WHERE r.minute >= o.onset
+          GROUP BY r.stratum),
+        spread AS (  -- a wide cell stands for each of its minutes
+          SELECT stratum, gpu, unnest(CASE WHEN width = 1 THEN [minute] ELSE range(idx * width, (idx + 1) * width) END)
+                   AS minute, rp90
+          FROM roll)
+        SELECT r.stratum, r.gpu, r.minute, r.rp90, o.onset
+        FROM spread r JOIN onset o USING (stratum) WHERE r.minute >= o.onset
         """,
-        params,
+        params if wide_cells else [],
     )
     if not scalar(con, "SELECT count(*) FROM rk_slow_cells"):
         con.execute("CREATE OR REPLACE TEMP TABLE rk_slow (trace_id VARCHAR, span_id VARCHAR, end_ns BIGINT)")

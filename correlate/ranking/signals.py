@@ -88,6 +88,8 @@ class KernelXid:
     first_ns: int
     last_ns: int
     host: str | None
+    #: "kernel" (the kernel log's NVRM lines) or "dcgm" (dcgm-exporter's last-XID gauge changing to the code).
+    source: str = "kernel"
 
 
 @dataclass
@@ -202,6 +204,8 @@ def gpu_signals(con: duckdb.DuckDBPyConnection, spans: SpanSet) -> Signals:
         _metric_anomalies(con, spans, gpus)
     if spans.has_kernel_events:
         _kernel_xids(con, spans, gpus)
+    if spans.has_metrics:
+        _gauge_xids(con, spans, gpus)
     return Signals(gpus, fleet_failed, fleet, pre)
 
 
@@ -296,3 +300,29 @@ def _kernel_xids(con: duckdb.DuckDBPyConnection, spans: SpanSet, gpus: dict[str,
         if signals is None:
             signals = gpus[uuid] = GpuSignals(uuid, host, None)
         signals.kernel.append(KernelXid(int(xid), int(count), int(first), int(last), host))
+
+
+def _gauge_xids(con: duckdb.DuckDBPyConnection, spans: SpanSet, gpus: dict[str, GpuSignals]) -> None:
+    """XIDs read from dcgm-exporter's `DCGM_FI_DEV_XID_ERRORS` where the kernel log has none for the GPU.
+
+    The gauge holds the code of the GPU's last XID, so an XID shows as the gauge changing to its code
+    between two scrapes: repeats of the same code are invisible (count = changes seen), and a code the
+    gauge already held before the window (an old XID) is not an event. It stands in for the kernel log
+    that a team without node log shipping does not have.
+    """
+    rows = con.execute(
+        f"""
+        WITH s AS (
+          SELECT gpu_uuid, ts_ns, value, lag(value) OVER (PARTITION BY gpu_uuid ORDER BY ts_ns) AS prev
+          FROM metric_samples WHERE metric = '{m.XID_ERRORS}' AND ts_ns BETWEEN ? AND ?)
+        SELECT gpu_uuid, CAST(value AS INTEGER), count(*), min(ts_ns), max(ts_ns)
+        FROM s WHERE prev IS NOT NULL AND value <> prev AND value > 0 AND isfinite(value)
+        GROUP BY ALL
+        """,
+        [spans.window.start_ns - 10 * MINUTE_NS, spans.window.end_ns + MINUTE_NS],
+    ).fetchall()
+    for uuid, xid, count, first, last in rows:
+        signals = gpus.get(uuid)
+        if signals is None or any(k.xid == xid and k.source == "kernel" for k in signals.kernel):
+            continue
+        signals.kernel.append(KernelXid(int(xid), int(count), int(first), int(last), signals.host, source="dcgm"))

@@ -39,9 +39,22 @@ def _kernel_evidence(g: GpuSignals, kernel: list[KernelXid], ev: EvidenceList) -
     """Evidence rows for the GPU's kernel XIDs, oldest first, and the summary phrases quoting them."""
     parts = []
     for k in sorted(kernel, key=lambda k: k.first_ns):
+        meaning = x.xid_info(k.xid).meaning
+        if k.source == "dcgm":
+            code = ev.add(
+                "metric",
+                f"{m.XID_ERRORS} changed to XID {k.xid} {meaning}",
+                k.xid,
+                gpu_uuid=g.gpu_uuid,
+                host=k.host,
+                start_ns=k.first_ns,
+                end_ns=k.last_ns,
+            )
+            parts.append(f"dcgm-exporter's last-XID gauge turned to {code} ({meaning}; no kernel log)")
+            continue
         code = ev.add(
             "kernel",
-            f"XID {k.xid} {x.xid_info(k.xid).meaning}",
+            f"XID {k.xid} {meaning}",
             k.xid,
             gpu_uuid=g.gpu_uuid,
             host=k.host,
@@ -49,7 +62,7 @@ def _kernel_evidence(g: GpuSignals, kernel: list[KernelXid], ev: EvidenceList) -
             end_ns=k.last_ns,
         )
         cnt = ev.add("count", f"kernel XID {k.xid} events", k.count, gpu_uuid=g.gpu_uuid, host=k.host)
-        parts.append(f"the kernel logged XID {code} ({x.xid_info(k.xid).meaning}) {cnt} times")
+        parts.append(f"the kernel logged XID {code} ({meaning}) {cnt} times")
     return parts
 
 
@@ -133,18 +146,7 @@ def fallen_off_bus(ctx: Context) -> Hypothesis | None:
         return None
     event = earliest(min((k.first_ns for k in kernel), default=None), g.first_seen_ns.get("xid_lost"))
     ev = EvidenceList()
-    parts = []
-    for k in kernel:
-        code = ev.add(
-            "kernel",
-            f"XID {k.xid} {x.xid_info(k.xid).meaning}",
-            k.xid,
-            gpu_uuid=g.gpu_uuid,
-            host=k.host,
-            start_ns=k.first_ns,
-            end_ns=k.last_ns,
-        )
-        parts.append(f"the kernel logged XID {code} (GPU has fallen off the bus)")
+    parts = _kernel_evidence(g, kernel, ev)
     if lost:
         lv = ev.add(
             "count",
