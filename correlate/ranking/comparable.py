@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import duckdb
 
-from gpu_rca.correlate.ranking.causes.base import LATENCY_PARTS, UNCHANGED
+from gpu_rca.correlate.ranking.causes.base import LATENCY_PARTS
 from gpu_rca.correlate.ranking.latency import BASELINE_MIN_SPANS, BASELINE_NS, stratum_sql
+from gpu_rca.correlate.ranking.weights import UNCHANGED
 from gpu_rca.correlate.ranking.window import MINUTE_NS, table_columns
 from gpu_rca.schemas.results import LatencyPart, RequestLatency
 from gpu_rca.schemas.timefmt import rfc3339

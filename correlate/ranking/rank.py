@@ -17,7 +17,19 @@ from gpu_rca.correlate.ranking.causes import Hypothesis
 from gpu_rca.correlate.ranking.drivers import DriverRow, driver_rows, significant
 from gpu_rca.correlate.ranking.evidence import EvidenceList, short_uuid
 from gpu_rca.correlate.ranking.signals import FEATURES
-from gpu_rca.correlate.ranking.weights import CONFLICT_FIT
+from gpu_rca.correlate.ranking.weights import (
+    ALTERNATIVE_MIN_STRENGTH,
+    ALTERNATIVE_SCORE,
+    CONFLICT_FIT,
+    HIGH_MAX_AMBIGUITY,
+    HIGH_MIN_SHARE,
+    HIGH_MIN_STRENGTH,
+    MEDIUM_MAX_AMBIGUITY,
+    MEDIUM_MIN_STRENGTH,
+    MIN_SUPPORT,
+    MIN_SUPPORT_SHARE,
+    SCORE_BASE,
+)
 from gpu_rca.correlate.ranking.window import SpanSet
 from gpu_rca.schemas.results import CauseResult, Confidence
 
@@ -25,8 +37,8 @@ EXAMPLE_TRACES = 5
 
 
 def min_support(failed: int) -> int:
-    """The fewest failures a cause must explain: three, or 2 % of the window's failures."""
-    return max(3, math.ceil(0.02 * failed))
+    """The fewest failures a cause must explain: `MIN_SUPPORT`, or `MIN_SUPPORT_SHARE` of the window's failures."""
+    return max(MIN_SUPPORT, math.ceil(MIN_SUPPORT_SHARE * failed))
 
 
 def assign(con: duckdb.DuckDBPyConnection, hyps: list[Hypothesis]) -> None:
@@ -90,7 +102,9 @@ def rank(con: duckdb.DuckDBPyConnection, spans: SpanSet, hyps: list[Hypothesis])
         n = sum(assigned.get(i, 0) for i in members)
         if n >= floor:
             primary.append((cause, [i for i in members if assigned.get(i, 0)]))
-        elif max(claimable.get(i, 0) for i in members) >= floor and hyps[members[0]].strength >= 0.3:
+        elif (
+            max(claimable.get(i, 0) for i in members) >= floor and hyps[members[0]].strength >= ALTERNATIVE_MIN_STRENGTH
+        ):
             alternatives.append((cause, members[:1]))
 
     slots = {cause: slot for slot, (cause, _) in enumerate(primary)}
@@ -105,7 +119,7 @@ def rank(con: duckdb.DuckDBPyConnection, spans: SpanSet, hyps: list[Hypothesis])
     for cause, members in primary:
         n = sum(assigned[i] for i in members)
         lead = hyps[members[0]]
-        score = lead.strength * lead.timing * (0.4 + 0.6 * math.sqrt(n / spans.failed))
+        score = lead.strength * lead.timing * (SCORE_BASE + (1 - SCORE_BASE) * math.sqrt(n / spans.failed))
         confidence = _confidence(lead, n / spans.failed, float(ambiguity.get(cause) or 0.0))
         ev = EvidenceList()
         summary = lead.describe(assigned[members[0]], ev)
@@ -148,7 +162,7 @@ def rank(con: duckdb.DuckDBPyConnection, spans: SpanSet, hyps: list[Hypothesis])
     for cause, members in alternatives:
         lead = hyps[members[0]]
         n = claimable[members[0]]
-        score = 0.5 * lead.strength * lead.timing * math.sqrt(n / spans.failed)
+        score = ALTERNATIVE_SCORE * lead.strength * lead.timing * math.sqrt(n / spans.failed)
         ev = EvidenceList()
         summary = "An alternative explanation for failures ranked above: " + lead.describe(n, ev)
         ev.extend(lead.evidence)
@@ -182,9 +196,14 @@ def _rivals(con: duckdb.DuckDBPyConnection, hyps: list[Hypothesis]) -> dict[str,
 
 
 def _confidence(lead: Hypothesis, share: float, ambiguity: float) -> Confidence:
-    if lead.strength >= 0.65 and lead.precedes is not False and ambiguity <= 0.7 and share >= 0.15:
+    if (
+        lead.strength >= HIGH_MIN_STRENGTH
+        and lead.precedes is not False
+        and ambiguity <= HIGH_MAX_AMBIGUITY
+        and share >= HIGH_MIN_SHARE
+    ):
         return "high"
-    if lead.strength >= 0.4 and ambiguity <= 0.95:
+    if lead.strength >= MEDIUM_MIN_STRENGTH and ambiguity <= MEDIUM_MAX_AMBIGUITY:
         return "medium"
     return "low"
 

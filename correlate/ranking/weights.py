@@ -2,6 +2,33 @@
 
 from __future__ import annotations
 
+# --- hypotheses and their ranking (causes/base.py, rank.py) ---
+#: A hypothesis weaker than this is not a cause.
+MIN_STRENGTH = 0.2
+#: The fewest failures a cause must explain: this many …
+MIN_SUPPORT = 3
+#: … or this share of the window's failures, whichever is more.
+MIN_SUPPORT_SHARE = 0.02
+#: A cause that explains too few failures by itself is still listed as a `low` alternative when it could
+#: claim enough of them and its strength is at least this.
+ALTERNATIVE_MIN_STRENGTH = 0.3
+#: A cause's score is strength × timing × (SCORE_BASE + (1 − SCORE_BASE) × √(share of failures explained)).
+SCORE_BASE = 0.4
+#: An alternative's score is this × strength × timing × √(share it could claim).
+ALTERNATIVE_SCORE = 0.5
+#: `high` confidence: strength at least this, the evidence not after the failures, …
+HIGH_MIN_STRENGTH = 0.65
+#: … the other causes fitting the same failures at most this well relative to it, …
+HIGH_MAX_AMBIGUITY = 0.7
+#: … and at least this share of the window's failures explained.
+HIGH_MIN_SHARE = 0.15
+#: `medium` confidence: strength at least this …
+MEDIUM_MIN_STRENGTH = 0.4
+#: … and the other causes fitting the same failures at most this well relative to it (else `low`).
+MEDIUM_MAX_AMBIGUITY = 0.95
+#: A part of a request's latency that changed by less than this factor either way is "unchanged".
+UNCHANGED = 1.25
+
 # --- the failures' own texts (failure_texts.py) ---
 #: OOM failures whose texts are parsed per window (a deterministic sample beyond it).
 MAX_OOM_TEXTS = 5000

@@ -10,13 +10,12 @@ from gpu_rca.correlate.ranking.evidence import EvidenceList, short_uuid
 from gpu_rca.correlate.ranking.footprint import Footprints
 from gpu_rca.correlate.ranking.signals import GpuSignals, Group, Signals
 from gpu_rca.correlate.ranking.stats import normalized_score, proportion_p_value
+from gpu_rca.correlate.ranking.weights import UNCHANGED
 from gpu_rca.correlate.ranking.window import SKEW_NS, SpanSet
 from gpu_rca.schemas import attributes as a
 from gpu_rca.schemas import metrics as m
 from gpu_rca.schemas import xid as x
 
-#: A hypothesis weaker than this is not a cause.
-MIN_STRENGTH = 0.2
 WORKLOAD_DRIVERS = frozenset(a.WORKLOAD_ATTRIBUTES)
 #: Attributes that locate failures on hardware rather than describe the request.
 PLACEMENT_DRIVERS = frozenset({a.GPU_UUID, a.GPU_NAME, a.HOST_NAME, a.K8S_NODE_NAME})
@@ -183,8 +182,6 @@ LATENCY_PARTS = (
     ("gpu_ms", "GPU time"),
     ("other_ms", "time in other spans of the trace (preprocess, decode)"),
 )
-#: A part that changed by less than this factor either way is "unchanged".
-UNCHANGED = 1.25
 
 
 def latency_growth(failures: Group, baseline: Group, part: str) -> float | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 from gpu_rca.correlate.ranking.causes.base import (
-    MIN_STRENGTH,
     PLACEMENT_DRIVERS,
     Context,
     Hypothesis,
@@ -16,6 +15,7 @@ from gpu_rca.correlate.ranking.causes.base import (
 from gpu_rca.correlate.ranking.drivers import significant
 from gpu_rca.correlate.ranking.evidence import EvidenceList, pct
 from gpu_rca.correlate.ranking.stats import DRIVER_P_THRESHOLD
+from gpu_rca.correlate.ranking.weights import MIN_STRENGTH
 from gpu_rca.schemas import attributes as a
 from gpu_rca.schemas.causes import APPLICATION_ERROR, COMPUTE_SATURATION
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from gpu_rca.correlate.ranking.causes.base import (
     ECC_XIDS,
     FAULT_XIDS,
-    MIN_STRENGTH,
     Context,
     Hypothesis,
     contrast,
@@ -18,6 +17,7 @@ from gpu_rca.correlate.ranking.causes.base import (
 )
 from gpu_rca.correlate.ranking.evidence import EvidenceList, pct
 from gpu_rca.correlate.ranking.signals import GpuSignals, KernelXid
+from gpu_rca.correlate.ranking.weights import MIN_STRENGTH
 from gpu_rca.correlate.ranking.window import MINUTE_NS, SKEW_NS
 from gpu_rca.schemas import attributes as a
 from gpu_rca.schemas import metrics as m

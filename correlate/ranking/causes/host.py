@@ -6,7 +6,6 @@ import math
 from functools import partial
 
 from gpu_rca.correlate.ranking.causes.base import (
-    MIN_STRENGTH,
     Context,
     Hypothesis,
     count_sentence,
@@ -15,6 +14,7 @@ from gpu_rca.correlate.ranking.causes.base import (
     merge_groups,
 )
 from gpu_rca.correlate.ranking.evidence import EvidenceList, pct
+from gpu_rca.correlate.ranking.weights import MIN_STRENGTH
 from gpu_rca.schemas import attributes as a
 from gpu_rca.schemas.causes import HOST_BOTTLENECK
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gpu_rca.correlate.ranking.causes.base import MIN_STRENGTH, Context, Hypothesis, count_sentence, where
+from gpu_rca.correlate.ranking.causes.base import Context, Hypothesis, count_sentence, where
 from gpu_rca.correlate.ranking.evidence import EvidenceList, gib, pct
 from gpu_rca.correlate.ranking.weights import (
     FRAGMENTED_OOM_SHARE,
@@ -10,6 +10,7 @@ from gpu_rca.correlate.ranking.weights import (
     LEAK_CLIMB_SHARE,
     LEAK_GROWTH,
     LEAK_MIN_RISES,
+    MIN_STRENGTH,
 )
 from gpu_rca.schemas import attributes as a
 from gpu_rca.schemas import causes as c

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from gpu_rca.correlate.ranking.causes.base import (
-    MIN_STRENGTH,
     WORKLOAD_DRIVERS,
     Context,
     Hypothesis,
@@ -17,7 +16,7 @@ from gpu_rca.correlate.ranking.causes.base import (
 )
 from gpu_rca.correlate.ranking.evidence import EvidenceList, gib, pct
 from gpu_rca.correlate.ranking.stats import saturate
-from gpu_rca.correlate.ranking.weights import LOCAL_FOOTPRINT_DISCOUNT
+from gpu_rca.correlate.ranking.weights import LOCAL_FOOTPRINT_DISCOUNT, MIN_STRENGTH
 from gpu_rca.schemas import attributes as a
 from gpu_rca.schemas import metrics as m
 from gpu_rca.schemas.causes import GPU_MEMORY_FOREIGN_PROCESS, GPU_OOM_LARGE_INPUTS

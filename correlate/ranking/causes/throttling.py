@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from gpu_rca.correlate.ranking.causes.base import (
-    MIN_STRENGTH,
     Context,
     Hypothesis,
     contrast,
@@ -17,6 +16,7 @@ from gpu_rca.correlate.ranking.causes.base import (
 from gpu_rca.correlate.ranking.evidence import EvidenceList, pct
 from gpu_rca.correlate.ranking.signals import GpuSignals, Signals
 from gpu_rca.correlate.ranking.stats import saturate
+from gpu_rca.correlate.ranking.weights import MIN_STRENGTH
 from gpu_rca.schemas import attributes as a
 from gpu_rca.schemas import metrics as m
 from gpu_rca.schemas.causes import HW_SLOWDOWN, POWER_CAPPING, THERMAL_THROTTLING
