@@ -29,6 +29,7 @@ from gpu_rca.correlate.server.state import ServerConfig, ServerState
 from gpu_rca.correlate.server.wal import IngestLog
 from gpu_rca.correlate.server.writer import Writer
 from gpu_rca.correlate.store import Store
+from gpu_rca.schemas import metrics as m
 
 #: Modules whose `ROUTES` make up the server, in matching order.
 ROUTE_MODULES: tuple[ModuleType, ...] = (ops, otlp_http, digests, analysis)
@@ -63,7 +64,16 @@ def create_app(store: Store, config: ServerConfig | None = None, *, close_store:
     log_dir, temporary = _log_dir(store, config)
     ingest_log = IngestLog(log_dir, max_bytes=config.log_max_bytes, segment_bytes=config.log_segment_bytes)
     loader = Loader(ingest_log, writer, counters)
-    counters.watch_log(ingest_log, loader)
+    counters.watch_log(
+        {
+            m.SERVE_LOG_BYTES: lambda: ingest_log.size_bytes,
+            m.SERVE_LOG_MAX_BYTES: lambda: ingest_log.max_bytes,
+            m.SERVE_LOG_LAG_RECORDS: lambda: loader.lag_records,
+            m.SERVE_LOG_LAG_SECONDS: lambda: loader.lag_s,
+            m.SERVE_LOG_REPLAYED: lambda: ingest_log.replayed_records,
+            m.SERVE_LOG_CORRUPT: lambda: ingest_log.corrupt_records,
+        }
+    )
     state = ServerState(
         config=config, store=store, writer=writer, counters=counters, rows=rows, log=ingest_log, loader=loader
     )

@@ -5,17 +5,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from gpu_rca.correlate.store.records import traces_without_inference_message
 from gpu_rca.schemas import metrics as m
-
-if TYPE_CHECKING:
-    from gpu_rca.correlate.server.loader import Loader
-    from gpu_rca.correlate.server.wal import IngestLog
 
 log = logging.getLogger("gpu_rca.serve")
 #: The traces-without-inference warning is logged at most once per this many seconds.
@@ -100,35 +95,19 @@ class ServeCounters:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
         )
 
-    def watch_log(self, ingest_log: IngestLog, loader: Loader) -> None:
-        """Gauges of the ingest log: its size, how far the loader is behind, what was replayed on start."""
-        r = self.registry
-        gauges: tuple[tuple[str, str, Callable[[], float]], ...] = (
-            (
-                m.SERVE_LOG_BYTES,
-                "Acknowledged request bytes in the ingest log not yet stored.",
-                lambda: ingest_log.size_bytes,
-            ),
-            (
-                m.SERVE_LOG_MAX_BYTES,
-                "Bytes the ingest log holds before requests get a 503.",
-                lambda: ingest_log.max_bytes,
-            ),
-            (m.SERVE_LOG_LAG_RECORDS, "Logged requests not yet stored.", lambda: loader.lag_records),
-            (m.SERVE_LOG_LAG_SECONDS, "Age of the oldest logged request not yet stored.", lambda: loader.lag_s),
-            (
-                m.SERVE_LOG_REPLAYED,
-                "Requests found in the ingest log past its checkpoint on start.",
-                lambda: ingest_log.replayed_records,
-            ),
-            (
-                m.SERVE_LOG_CORRUPT,
-                "Torn or corrupt ingest log records cut off on start.",
-                lambda: ingest_log.corrupt_records,
-            ),
-        )
-        for name, text, read in gauges:
-            Gauge(name, text, registry=r).set_function(read)
+    def watch_log(self, read: Mapping[str, Callable[[], float]]) -> None:
+        """Gauges of the ingest log, each read by `read[name]`: its size, how far the loader is behind, what was
+        replayed on start."""
+        texts = {
+            m.SERVE_LOG_BYTES: "Acknowledged request bytes in the ingest log not yet stored.",
+            m.SERVE_LOG_MAX_BYTES: "Bytes the ingest log holds before requests get a 503.",
+            m.SERVE_LOG_LAG_RECORDS: "Logged requests not yet stored.",
+            m.SERVE_LOG_LAG_SECONDS: "Age of the oldest logged request not yet stored.",
+            m.SERVE_LOG_REPLAYED: "Requests found in the ingest log past its checkpoint on start.",
+            m.SERVE_LOG_CORRUPT: "Torn or corrupt ingest log records cut off on start.",
+        }
+        for name, text in texts.items():
+            Gauge(name, text, registry=self.registry).set_function(read[name])
 
     def count_traces_without_inference(self, count: int, now: float | None = None) -> None:
         """Count traces with no inference span; log how many arrived, at most once per WARN_INTERVAL_S."""
