@@ -11,7 +11,9 @@
 - `store_only_grouped`: the same, `--group` requests per insert, as the server's group commit stores requests
   that queued up together;
 - `server`: POST the same payloads to a `gpu-rca serve` subprocess (fresh DuckDB file per repeat) from
-  `--clients` keep-alive connections; a request counts once the server acknowledged it, i.e. after commit.
+  `--clients` keep-alive connections; the server acknowledges a request once it is in its ingest log on disk,
+  and the run ends once its loader has committed every request in DuckDB (`/healthz` lag 0): the figures
+  count that whole time and CPU. `server_ack_p50_ms`/`server_ack_p99_ms`: each request's time to its ack.
   One log record is posted first, untimed, so the process's one-off imports are not counted.
 
 Each kind is also reported per CPU-second (`*_cpu_spans_per_s`: spans over the CPU time the work took, for
@@ -181,9 +183,9 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def time_server(payloads: list[bytes], folder: Path, clients: int) -> tuple[float, float, int]:
-    """(wall seconds to get every payload acknowledged by a real `gpu-rca serve`, the server's CPU seconds
-    meanwhile, spans in its store afterwards)."""
+def time_server(payloads: list[bytes], folder: Path, clients: int) -> tuple[float, float, int, list[float]]:
+    """(wall seconds until every payload is acknowledged by a real `gpu-rca serve` and committed in its store,
+    the server's CPU seconds meanwhile, spans in its store afterwards, each request's ack latency)."""
     import duckdb
     import httpx
 
@@ -194,6 +196,7 @@ def time_server(payloads: list[bytes], folder: Path, clients: int) -> tuple[floa
     for payload in payloads:
         work.put(payload)
     failures: list[str] = []
+    acks: list[float] = []
     with ServeProcess(db, args=["--queue-size", str(max(64, clients * 2))]) as server:
         url = f"{server.url}/v1/traces"
 
@@ -204,7 +207,9 @@ def time_server(payloads: list[bytes], folder: Path, clients: int) -> tuple[floa
                         payload = work.get_nowait()
                     except queue.Empty:
                         return
+                    sent = time.perf_counter()
                     response = client.post(url, content=payload, headers={"Content-Type": "application/x-protobuf"})
+                    acks.append(time.perf_counter() - sent)
                     if response.status_code != 200:
                         failures.append(f"{response.status_code}: {response.content[:200]!r}")
 
@@ -224,6 +229,9 @@ def time_server(payloads: list[bytes], folder: Path, clients: int) -> tuple[floa
             thread.start()
         for thread in threads:
             thread.join()
+        # Acknowledged means logged on disk: the run ends once the loader has committed every request too.
+        while httpx.get(f"{server.url}/healthz", timeout=30).json()["ingest_log"]["lag_records"]:
+            time.sleep(0.01)
         elapsed, cpu = time.perf_counter() - started, _cpu_s(pid) - cpu
         if server.stop() != 0:
             raise RuntimeError(f"gpu-rca serve did not stop cleanly: {server.stderr[-500:]}")
@@ -231,7 +239,7 @@ def time_server(payloads: list[bytes], folder: Path, clients: int) -> tuple[floa
         raise RuntimeError(f"{len(failures)} requests failed, first: {failures[0]}")
     with duckdb.connect(str(db), read_only=True) as con:
         stored = con.execute("SELECT count(*) FROM spans").fetchone()[0]
-    return elapsed, cpu, stored
+    return elapsed, cpu, stored, acks
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -240,6 +248,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rates: dict[str, list[float]] = {name: [] for name in KINDS}
     cpu_rates: dict[str, list[float]] = {name: [] for name in KINDS}
     hit_rates: list[float] = []
+    acks: list[float] = []
     time_parse_only(payloads[:1], DEFAULT_CACHE)  # warm-up: the first conversion imports pyarrow's compute modules
     for repeat in range(args.repeats):
         with tempfile.TemporaryDirectory(prefix="gpu-rca-bench-") as tmp:
@@ -256,7 +265,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 cpu_rates[name].append(spans / cpu_s)
                 if name == "parse_only":
                     hit_rates.append(DEFAULT_CACHE.hit_rate)
-            elapsed, cpu_s, stored = time_server(payloads, folder, args.clients)
+            elapsed, cpu_s, stored, run_acks = time_server(payloads, folder, args.clients)
+            acks.extend(run_acks)
             if stored != spans:
                 raise RuntimeError(f"repeat {repeat}: the server stored {stored} of {spans} spans")
             rates["server"].append(spans / elapsed)
@@ -276,6 +286,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             **{f"{name}_spans_per_s": round(value) for name, value in medians.items()},
             **{f"{name}_cpu_spans_per_s": round(value) for name, value in cpu_medians.items()},
             "server_spans_per_s_runs": [round(v) for v in rates["server"]],
+            "server_ack_p50_ms": round(1000 * statistics.median(acks), 1),
+            "server_ack_p99_ms": round(1000 * sorted(acks)[min(len(acks) - 1, int(0.99 * len(acks)))], 1),
             "attribute_cache_hit_rate": round(statistics.median(hit_rates), 3),
             "load_average_1m": round(os.getloadavg()[0], 2),
         },

@@ -16,7 +16,6 @@ from gpu_rca.schemas.errors import InputError
 
 #: JSON keys whose values are ids: hex in OTLP/JSON, bytes (base64) in proto3 JSON.
 ID_KEYS = frozenset({"traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"})
-_ID_LENGTHS = {16, 8}  # bytes: trace id, span id
 
 if TYPE_CHECKING:
     from google.protobuf.message import Message
@@ -92,8 +91,8 @@ def _hex_to_base64(text: str, key: str) -> str:
         raw = bytes.fromhex(text)
     except ValueError as exc:
         raise InputError(f"{key} is not hex: {text[:40]!r}") from exc
-    if len(raw) not in _ID_LENGTHS:
-        raise InputError(f"{key} has {len(raw)} bytes, expected 16 (trace) or 8 (span): {text[:40]!r}")
+    # An id of the wrong length is kept as it is: the span or record holding it is rejected alone, as the
+    # same id in protobuf is (partial success), not the whole request.
     return base64.b64encode(raw).decode("ascii")
 
 

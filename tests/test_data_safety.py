@@ -250,20 +250,27 @@ def test_retention_must_be_a_duration(tmp_path: Path) -> None:
 
 def test_metrics_count_ingested_rejected_and_dropped_spans(tmp_path: Path) -> None:
     store = Store(tmp_path / "store.duckdb")
-    app = create_app(store, ServerConfig(max_queue=1), close_store=False)
+    good = every_stamp_trace_request(3)
+    app = create_app(
+        store, ServerConfig(max_queue=1, log_max_bytes=len(good.SerializeToString()) + 60), close_store=False
+    )
     writer = app.state.gpu_rca.writer
     with running(app) as client:
-        good = every_stamp_trace_request(3)
         bad = every_stamp_trace_request(2)
         bad.resource_spans[0].scope_spans[0].spans[0].trace_id = b"\x00" * 16  # invalid: rejected alone
+        loader = app.state.gpu_rca.loader
         assert client.post("/v1/traces", content=good.SerializeToString(), headers=PB).status_code == 200
+        assert loader.catch_up(20)
         assert client.post("/v1/traces", content=bad.SerializeToString(), headers=PB).status_code == 200
-        with writer_held(writer):  # the queue is full
+        assert loader.catch_up(20)
+        with writer_held(writer):  # the loader cannot store: the log fills
+            assert client.post("/v1/traces", content=good.SerializeToString(), headers=PB).status_code == 200
             busy = client.post("/v1/traces", content=every_stamp_trace_request(4).SerializeToString(), headers=PB)
+        assert loader.catch_up(20)
         metrics = client.get("/metrics").text
     store.close()
     assert busy.status_code == 503
     assert "gpu_rca_serve_spans_ingested_total 4.0" in metrics
     assert "gpu_rca_serve_spans_rejected_total 1.0" in metrics
-    assert 'gpu_rca_serve_spans_dropped_total{reason="queue_full"} 4.0' in metrics
+    assert 'gpu_rca_serve_spans_dropped_total{reason="log_full"} 4.0' in metrics
     assert 'gpu_rca_serve_requests_total{code="503",route="/v1/traces"} 1.0' in metrics

@@ -1,4 +1,5 @@
-"""The bounded write queue: overload answers 503 with Retry-After and stores nothing; shutdown drains."""
+"""The bounded ingest log and write queue: overload answers 503 with Retry-After and logs nothing; shutdown
+drains."""
 
 from __future__ import annotations
 
@@ -14,22 +15,27 @@ from tests.support.serving import PB, running, writer_held
 from tests.support.waiting import wait_for
 
 
-def test_a_full_queue_answers_503_with_retry_after_and_stores_nothing(tmp_path: Path) -> None:
-    store = Store(tmp_path / "s.duckdb")
-    app = create_app(store, ServerConfig(max_queue=1), close_store=False)
-    writer = app.state.gpu_rca.writer
+def test_a_full_ingest_log_answers_503_with_retry_after_and_logs_nothing(tmp_path: Path) -> None:
     payload = every_stamp_trace_request(3).SerializeToString()
+    store = Store(tmp_path / "s.duckdb")
+    # Room for one request's record (its body and a 34-byte header), not two.
+    app = create_app(store, ServerConfig(max_queue=1, log_max_bytes=len(payload) + 60), close_store=False)
+    writer = app.state.gpu_rca.writer
     reader = store.cursor()  # taken before the writer is held: Store.cursor() waits for the store's lock
     with running(app) as client:
-        with writer_held(writer):  # the one queue slot is taken
-            assert "gpu_rca_serve_queue_depth 1.0" in client.get("/metrics").text
-            busy = client.post("/v1/traces", content=payload, headers=PB)
+        with writer_held(writer):  # the loader cannot store: the log keeps what it acknowledged
+            assert client.post("/v1/traces", content=payload, headers=PB).status_code == 200
+            busy = client.post("/v1/traces", content=every_stamp_trace_request(2).SerializeToString(), headers=PB)
             assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
-            assert (
-                status_pb2.Status.FromString(busy.content).message
-            ) == "ingest queue full (1 requests waiting for the store); retry later"
+            message = status_pb2.Status.FromString(busy.content).message
+            assert message.startswith("ingest log full (") and message.endswith("waiting for the store); retry later")
+            health = client.get("/healthz")
+            assert health.status_code == 503 and health.json()["status"] == "the ingest log is full"
             assert reader.execute("SELECT count(*) FROM spans").fetchone()[0] == 0
+        # The loader stores the logged request; the log empties and takes requests again.
+        wait_for(lambda: client.get("/healthz").status_code == 200, timeout_s=20, what="log emptied")
         assert client.post("/v1/traces", content=payload, headers=PB).status_code == 200
+        assert 'gpu_rca_serve_spans_dropped_total{reason="log_full"} 2.0' in client.get("/metrics").text
     assert store.connection.execute("SELECT count(*) FROM spans").fetchone()[0] == 3
     reader.close()
     store.close()

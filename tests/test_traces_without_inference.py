@@ -13,6 +13,7 @@ import pytest
 from gpu_rca.cli import main
 from gpu_rca.correlate.server.process import ServeProcess
 from tests.support.otlp import START_NS, traces_line, traces_request
+from tests.support.serving import all_stored
 
 HINT = "no inference span: instrument with gpu_rca.collector or set the attribute gpu.telemetry.source"
 
@@ -53,8 +54,10 @@ def test_serve_counts_traces_without_inference_in_metrics_and_logs_once(tmp_path
         for start in (START_NS, START_NS + 10**12):
             body = traces_request(traces=5, inference=False, start_ns=start).SerializeToString()
             assert client.post("/v1/traces", content=body, headers=headers).status_code == 200
+            all_stored(client)  # each request stored alone: the first warning counts the first one's traces
         body = traces_request(traces=2, start_ns=START_NS + 2 * 10**12).SerializeToString()
         assert client.post("/v1/traces", content=body, headers=headers).status_code == 200
+        all_stored(client)
         metrics = client.get("/metrics").text
         assert "gpu_rca_serve_traces_without_inference_span_total 10.0" in metrics.splitlines()
         deadline = time.monotonic() + 10

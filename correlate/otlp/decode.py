@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gpu_rca.correlate.otlp.check import MAX_EVENTS_PER_SPAN
 from gpu_rca.correlate.otlp.rows import (
     EVENT_SCHEMA,
     SPAN_SCHEMA,
@@ -42,11 +43,16 @@ def spans_from_request(
     `cache` remembers what each distinct attribute's bytes decode to (see `correlate.otlp.wire`).
     """
     rows = SpanRows() if rows is None else rows
+    add_spans(request, rows, cache=cache)
+    return rows.batch()
+
+
+def add_spans(request: Any, rows: SpanRows, *, cache: AttributeCache = DEFAULT_CACHE) -> None:
+    """Add a request's spans to `rows` without building a batch (many requests, one batch at the end)."""
     for resource_spans in _raw(request).resource_spans:
         ctx = resource_context(key_values(resource_spans.resource.attributes))
         for scope_spans in resource_spans.scope_spans:
             _add_spans(rows, ctx, scope_spans.scope.name or None, scope_spans.spans, cache)
-    return rows.batch()
 
 
 def _raw(request: Any) -> Any:
@@ -65,7 +71,11 @@ def _add_spans(rows: SpanRows, ctx: ResourceContext, scope: str | None, spans: A
     add_typed, split = rows.add_typed, cache.split
     for span in spans:
         trace_id, span_id, parent_span_id = span.trace_id, span.span_id, span.parent_span_id
-        events = [(e.time_unix_nano, e.name, key_values(e.attributes)) for e in span.events] if span.events else []
+        events = (
+            [(e.time_unix_nano, e.name, key_values(e.attributes)) for e in span.events[:MAX_EVENTS_PER_SPAN]]
+            if span.events
+            else []
+        )
         status = span.status
         parts = None
         if (
@@ -115,6 +125,12 @@ def _add_spans(rows: SpanRows, ctx: ResourceContext, scope: str | None, spans: A
 def logs_from_request(request: Any, rows: LogRows | None = None) -> LogBatch:
     """An ExportLogsServiceRequest as log records; a record with bad ids or no time is rejected alone."""
     rows = LogRows() if rows is None else rows
+    add_logs(request, rows)
+    return rows.batch()
+
+
+def add_logs(request: Any, rows: LogRows) -> None:
+    """Add a request's log records to `rows` without building a batch."""
     for resource_logs in request.resource_logs:
         ctx = resource_context(key_values(resource_logs.resource.attributes))
         for scope_logs in resource_logs.scope_logs:
@@ -130,7 +146,6 @@ def logs_from_request(request: Any, rows: LogRows | None = None) -> LogBatch:
                     record.span_id.hex(),
                     key_values(record.attributes),
                 )
-    return rows.batch()
 
 
 __all__ = [
@@ -140,6 +155,8 @@ __all__ = [
     "AttributeCache",
     "LogBatch",
     "SpanBatch",
+    "add_logs",
+    "add_spans",
     "any_value",
     "arrow_schema",
     "key_values",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+from gpu_rca.correlate.otlp.check import MAX_EVENTS_PER_SPAN
 from gpu_rca.correlate.otlp.rows import KINDS, STATUSES, LogRows, SpanRows, finite, resource_context
 
 _KIND_NAMES = {f"SPAN_KIND_{k.upper()}": i for i, k in enumerate(KINDS)}
@@ -81,7 +82,7 @@ def add_spans(document: dict[str, Any], rows: SpanRows) -> None:
                     status = span.get("status") or {}
                     events = [
                         (_int(e.get("timeUnixNano")), e.get("name", ""), _kv(e.get("attributes")))
-                        for e in span.get("events") or ()
+                        for e in (span.get("events") or ())[:MAX_EVENTS_PER_SPAN]
                     ]
                     spans.append(
                         (

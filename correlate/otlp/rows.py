@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 import pyarrow as pa
 
+from gpu_rca.correlate.otlp.check import MAX_EVENTS_PER_SPAN, log_problem, time_problem
+from gpu_rca.correlate.otlp.check import id_problem as _id_problem
 from gpu_rca.correlate.store.records import MAX_ERRORS, GpuRecord, LogRecord
 from gpu_rca.schemas import attributes as a
 from gpu_rca.schemas import store as s
@@ -52,7 +53,6 @@ EVENT_SCHEMA = arrow_schema(
 KINDS = ("unspecified", "internal", "server", "client", "producer", "consumer")
 STATUSES = ("UNSET", "OK", "ERROR")
 _SEVERITIES = ((4, "TRACE"), (8, "DEBUG"), (12, "INFO"), (16, "WARN"), (20, "ERROR"), (24, "FATAL"))
-_HEX = re.compile(r"[0-9a-f]*")
 _ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
 _MISMATCH = object()
 # (attribute, kind, element) per stamp, computed once: this runs for every span.
@@ -158,14 +158,6 @@ def resource_context(resource: dict[str, Any]) -> ResourceContext:
     )
 
 
-def _id_problem(value: str, name: str, size: int, optional: bool = False) -> str | None:
-    if optional and value == "":
-        return None
-    if len(value) != 2 * size or not _HEX.fullmatch(value) or value == "0" * (2 * size):
-        return f"{name} is {value[:40]!r}, expected {size} non-zero bytes of hex"
-    return None
-
-
 def typed_attributes(attrs: dict[str, Any]) -> list[Any]:
     """The stamp and workload values of `attrs` in column order (None where absent or mistyped).
 
@@ -268,11 +260,9 @@ class SpanRows:
     ) -> None:
         """One span whose ids are valid and whose attributes are already split: `typed` as built by
         `typed_attributes`, `rest` what goes to the `attributes` JSON."""
-        if start_ns <= 0:
-            self.reject(f"span {span_id} ({name!r})", "start_time_unix_nano is not set")
-            return
-        if end_ns < start_ns:
-            self.reject(f"span {span_id} ({name!r})", "end_time_unix_nano is before start_time_unix_nano")
+        problem = time_problem(start_ns, end_ns)
+        if problem is not None:
+            self.reject(f"span {span_id} ({name!r})", problem)
             return
         key = trace_id + span_id
         if key in self._keys:
@@ -304,7 +294,7 @@ class SpanRows:
                 ctx.resource_json,
             )
         )
-        for seq, (ts_ns, event_name, event_attrs) in enumerate(events):
+        for seq, (ts_ns, event_name, event_attrs) in enumerate(events[:MAX_EVENTS_PER_SPAN]):
             self._events.append((trace_id, span_id, seq, ts_ns, event_name, to_json(event_attrs)))
         uuid = typed[_GPU_UUID_AT]
         if uuid and ctx.host and uuid not in self._gpus:
@@ -373,13 +363,7 @@ class LogRows:
         attrs: dict[str, Any],
     ) -> None:
         """One log record (lowercase hex ids, "" when absent)."""
-        problem = None
-        if not (ts_ns or observed_ns):
-            problem = "neither time_unix_nano nor observed_time_unix_nano is set"
-        elif trace_id and (len(trace_id) != 32 or not _HEX.fullmatch(trace_id)):
-            problem = f"trace_id is {trace_id[:40]!r}, expected 16 bytes of hex"
-        elif span_id and (len(span_id) != 16 or not _HEX.fullmatch(span_id)):
-            problem = f"span_id is {span_id[:40]!r}, expected 8 bytes of hex"
+        problem = log_problem(ts_ns, observed_ns, trace_id, span_id)
         if problem is not None:
             self.rejected += 1
             if len(self.errors) < MAX_ERRORS:

@@ -22,7 +22,10 @@ _QUERY = ("since", "until", "lookback", "slow", "service", "host", "gpu")
 
 def _on_cursor(request: Request, work: Callable[[Any], Any]) -> Any:
     # A cursor of its own: ranking creates temp tables, and the writer thread owns the main connection.
-    cursor = request.app.state.gpu_rca.store.cursor()
+    # First the loader stores what was acknowledged before this request (waiting at most `read_wait_s`).
+    state = request.app.state.gpu_rca
+    state.loader.catch_up(state.config.read_wait_s)
+    cursor = state.store.cursor()
     try:
         return work(cursor)
     finally:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from types import ModuleType
 
@@ -20,11 +22,14 @@ from starlette.routing import BaseRoute
 from gpu_rca.correlate.server import analysis, digests, ops, otlp_http, retention
 from gpu_rca.correlate.server.access import AccessMiddleware
 from gpu_rca.correlate.server.counters import ServeCounters
+from gpu_rca.correlate.server.loader import Loader
 from gpu_rca.correlate.server.prometheus_pull import pull_loop
 from gpu_rca.correlate.server.row_builder import RowBuilder
 from gpu_rca.correlate.server.state import ServerConfig, ServerState
+from gpu_rca.correlate.server.wal import IngestLog
 from gpu_rca.correlate.server.writer import Writer
 from gpu_rca.correlate.store import Store
+from gpu_rca.schemas import metrics as m
 
 #: Modules whose `ROUTES` make up the server, in matching order.
 ROUTE_MODULES: tuple[ModuleType, ...] = (ops, otlp_http, digests, analysis)
@@ -41,17 +46,42 @@ def routes() -> list[BaseRoute]:
     return [route for module in ROUTE_MODULES for route in module.ROUTES]
 
 
+def _log_dir(store: Store, config: ServerConfig) -> tuple[str, bool]:
+    """The ingest log's folder, and whether it is a temporary one (an in-memory store keeps nothing either)."""
+    if config.log_dir is not None:
+        return config.log_dir, False
+    if store.path == ":memory:":
+        return tempfile.mkdtemp(prefix="gpu-rca-ingest-log-"), True
+    return f"{store.path}.ingest-log", False
+
+
 def create_app(store: Store, config: ServerConfig | None = None, *, close_store: bool = True) -> Starlette:
     """The server for `store`: the writer starts with the app and, on shutdown, drains before the store closes."""
     config = config or ServerConfig()
     counters = ServeCounters(queue_depth=lambda: writer.depth)
     writer = Writer(store, max_queue=config.max_queue, on_commit=counters.write_seconds.observe)
     rows = RowBuilder(max_pending=config.max_queue)
-    state = ServerState(config=config, store=store, writer=writer, counters=counters, rows=rows)
+    log_dir, temporary = _log_dir(store, config)
+    ingest_log = IngestLog(log_dir, max_bytes=config.log_max_bytes, segment_bytes=config.log_segment_bytes)
+    loader = Loader(ingest_log, writer, counters)
+    counters.watch_log(
+        {
+            m.SERVE_LOG_BYTES: lambda: ingest_log.size_bytes,
+            m.SERVE_LOG_MAX_BYTES: lambda: ingest_log.max_bytes,
+            m.SERVE_LOG_LAG_RECORDS: lambda: loader.lag_records,
+            m.SERVE_LOG_LAG_SECONDS: lambda: loader.lag_s,
+            m.SERVE_LOG_REPLAYED: lambda: ingest_log.replayed_records,
+            m.SERVE_LOG_CORRUPT: lambda: ingest_log.corrupt_records,
+        }
+    )
+    state = ServerState(
+        config=config, store=store, writer=writer, counters=counters, rows=rows, log=ingest_log, loader=loader
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         writer.start()
+        loader.start()  # stores what the last run acknowledged and did not store (replay) first
         stop_pull = asyncio.Event()
         puller = None
         if config.prometheus_url is not None:
@@ -66,7 +96,11 @@ def create_app(store: Store, config: ServerConfig | None = None, *, close_store:
             if puller is not None:
                 await puller
             await asyncio.to_thread(rows.close)  # requests being read still reach the writer, or get a 503
+            await asyncio.to_thread(ingest_log.close)  # what is queued is written; later appends get a 503
+            await asyncio.to_thread(loader.close)  # stores every logged request
             writer.close()  # runs every queued write: an acknowledged request is committed
+            if temporary:
+                shutil.rmtree(log_dir, ignore_errors=True)
             if close_store:
                 store.close()
 

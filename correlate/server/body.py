@@ -1,4 +1,5 @@
-"""Reading a request body within a size cap, inflating gzip as it streams so a gzip bomb is never inflated."""
+"""Reading a request body within a size cap, inflating gzip as it streams so a gzip bomb is never inflated;
+every member of a multi-member gzip body is inflated, and bytes after the last one are refused."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import AsyncIterator
 #: The OTLP spec's recommended cap on a (decompressed) request body.
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 class BodyError(Exception):
@@ -46,6 +48,10 @@ async def read_body(
             continue
         pending = chunk
         while pending:
+            if inflater.eof:  # gzip allows several members, concatenated: each is inflated in turn
+                if not _GZIP_MAGIC.startswith(pending[:2]):
+                    raise BodyError(400, "body has bytes after its gzip data that are not another gzip member")
+                inflater = zlib.decompressobj(_GZIP_WBITS)
             # Never inflate more than one byte past the cap: that byte is what proves the body too big.
             try:
                 piece = inflater.decompress(pending, max_bytes - len(out) + 1)
@@ -54,9 +60,7 @@ async def read_body(
             out += piece
             if len(out) > max_bytes:
                 raise BodyError(413, _too_big(max_bytes, "the decompressed body"))
-            pending = inflater.unconsumed_tail
-            if inflater.eof:
-                break
+            pending = inflater.unused_data if inflater.eof else inflater.unconsumed_tail
     if inflater is None:
         return b"".join(plain), wire
     if not inflater.eof and wire:

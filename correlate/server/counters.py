@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -83,6 +83,9 @@ class ServeCounters:
         self.retention_deleted = Counter(
             m.SERVE_RETENTION_DELETED, "Rows deleted for being older than --retention.", ("table",), registry=r
         )
+        self.loaded_records = Counter(
+            m.SERVE_LOG_LOADED, "Logged requests the loader stored (a retried request counts each time).", registry=r
+        )
         self.queue_depth = Gauge(m.SERVE_QUEUE_DEPTH, "Write jobs waiting for the store writer.", registry=r)
         self.queue_depth.set_function(queue_depth)
         self.write_seconds = Histogram(
@@ -91,6 +94,20 @@ class ServeCounters:
             registry=r,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
         )
+
+    def watch_log(self, read: Mapping[str, Callable[[], float]]) -> None:
+        """Gauges of the ingest log, each read by `read[name]`: its size, how far the loader is behind, what was
+        replayed on start."""
+        texts = {
+            m.SERVE_LOG_BYTES: "Acknowledged request bytes in the ingest log not yet stored.",
+            m.SERVE_LOG_MAX_BYTES: "Bytes the ingest log holds before requests get a 503.",
+            m.SERVE_LOG_LAG_RECORDS: "Logged requests not yet stored.",
+            m.SERVE_LOG_LAG_SECONDS: "Age of the oldest logged request not yet stored.",
+            m.SERVE_LOG_REPLAYED: "Requests found in the ingest log past its checkpoint on start.",
+            m.SERVE_LOG_CORRUPT: "Torn or corrupt ingest log records cut off on start.",
+        }
+        for name, text in texts.items():
+            Gauge(name, text, registry=self.registry).set_function(read[name])
 
     def count_traces_without_inference(self, count: int, now: float | None = None) -> None:
         """Count traces with no inference span; log how many arrived, at most once per WARN_INTERVAL_S."""

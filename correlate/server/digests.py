@@ -88,7 +88,9 @@ def _count_digest(app: Starlette, trigger: str) -> None:
 
 
 def _read(state: ServerState, work: Callable[[Any], Any]) -> Any:
-    """Run `work(connection)` on a fresh cursor (the writer thread owns the main connection)."""
+    """Run `work(connection)` on a fresh cursor (the writer thread owns the main connection), once what was
+    acknowledged before is stored (waiting at most `read_wait_s`)."""
+    state.loader.catch_up(state.config.read_wait_s)
     cursor = state.store.cursor()
     try:
         return work(cursor)

@@ -2,8 +2,12 @@
 
 200 with an empty response (or `partial_success` when some items were invalid), 400 for a body that cannot
 be decoded, 413 past the size cap, 415 for another content type or encoding, 503 with Retry-After when the
-write queue is full. Errors carry a `google.rpc.Status`, in the request's content type. A rejected request
-changes nothing: it never reaches the store.
+ingest log is full or cannot write. Errors carry a `google.rpc.Status`, in the request's content type. A
+rejected request changes nothing: it never reaches the store.
+
+Traces and logs are acknowledged once the request, as received, is on disk in the ingest log
+(`correlate.server.wal`); the loader stores them in batches. Their invalid items (ids, times) are found here
+with the rules the rows use (`correlate.otlp.check`), so the partial success is answered at once.
 
 Metrics are stored only where they are GPU metrics (`correlate.otlp.metrics`); the other data points are
 acknowledged with 200 and counted in `gpu_rca_serve_metric_points_ignored_total`, so an SDK that sends every
@@ -12,6 +16,7 @@ signal to one OTLP endpoint logs no errors.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -24,13 +29,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from gpu_rca.correlate.otlp.check import log_rejections, span_rejections
 from gpu_rca.correlate.otlp.decode import logs_from_request, spans_from_request
 from gpu_rca.correlate.otlp.metrics import MetricBatch, metrics_from_request, point_count
 from gpu_rca.correlate.otlp.rows import LogBatch, SpanBatch
-from gpu_rca.correlate.otlp.wire import decode_traces
 from gpu_rca.correlate.server.body import BodyError, read_body
 from gpu_rca.correlate.server.responses import JSON, PROTOBUF, error_response, media_type
 from gpu_rca.correlate.server.state import ServerState
+from gpu_rca.correlate.server.wal import LogFull, LogUnavailable
 from gpu_rca.correlate.server.writer import QueueFull, WriterClosed
 from gpu_rca.correlate.store.records import IngestResult
 from gpu_rca.schemas.errors import GpuRcaError, InputError
@@ -98,8 +104,7 @@ def decode(signal: Signal, body: bytes, content_type: str) -> Any:
     """
     if content_type == PROTOBUF:
         try:
-            if signal is TRACES:
-                return decode_traces(body)
+            # The whole message is parsed (in C), so bytes that would fail to build rows are refused now.
             return signal.request_cls.FromString(body)
         except (InputError, DecodeError, ValueError) as exc:
             raise InputError(
@@ -147,37 +152,55 @@ async def export(request: Request, signal: Signal) -> Response:
         return error_response(400, str(exc), content_type)
     if signal.is_empty(message):
         return _success(signal, content_type, None)
+    if signal is METRICS:
+        return await _export_metrics(state, message, content_type)
+    return await _log_request(state, signal, message, body, content_type)
+
+
+async def _log_request(state: ServerState, signal: Signal, message: Any, body: bytes, content_type: str) -> Response:
+    """Check a trace or log request's items, append it to the ingest log and answer once it is on disk; the
+    loader stores it. Its invalid items are answered as a partial success now and left out when it is stored."""
+    rejected, errors = (span_rejections if signal is TRACES else log_rejections)(message)
+    total = signal.count(message)
+    counters = state.counters
+    (counters.spans_rejected if signal is TRACES else counters.logs_rejected).inc(rejected)
+    if rejected < total:
+        try:
+            await asyncio.wrap_future(state.log.append(signal.name, content_type, body))
+        except (LogFull, LogUnavailable) as exc:
+            dropped = counters.spans_dropped if signal is TRACES else counters.logs_dropped
+            dropped.labels(reason="log_full" if isinstance(exc, LogFull) else "log_unavailable").inc(total - rejected)
+            return error_response(
+                503, f"{exc}; retry later", content_type, headers={"Retry-After": str(state.config.retry_after_s)}
+            )
+    return _success(signal, content_type, IngestResult(total - rejected, rejected, 0, tuple(errors)))
+
+
+async def _export_metrics(state: ServerState, message: Any, content_type: str) -> Response:
+    """GPU metric points are few and answered with what the store made of them: stored directly (not logged)."""
     max_wait_s = state.config.max_queue_wait_s
     try:
-        # Refused before the rows are built, which is most of the work; the wait counts both queues.
         state.writer.admit(max_wait_s)
         state.rows.admit(None if max_wait_s is None else max_wait_s - state.writer.expected_wait_s)
-        try:
-            rows = await state.rows.build(signal.rows, message)
-        except InputError as exc:
-            return error_response(400, str(exc), content_type)
-        if isinstance(rows, SpanBatch):
-            result = await state.writer.submit_spans(rows, max_wait_s=max_wait_s)
-        elif isinstance(rows, MetricBatch):
-            result = await _submit_metrics(state, rows, max_wait_s)
-        else:
-            result = await state.writer.submit(lambda store: store.ingest_log_batch(rows), max_wait_s=max_wait_s)
+        rows = await state.rows.build(METRICS.rows, message)
+        assert isinstance(rows, MetricBatch)
+        result = await _submit_metrics(state, rows, max_wait_s)
     except (QueueFull, WriterClosed) as exc:
-        dropped = {
-            "traces": state.counters.spans_dropped,
-            "logs": state.counters.logs_dropped,
-            "metrics": state.counters.metric_points_dropped,
-        }[signal.name]
-        dropped.labels(reason="queue_full" if isinstance(exc, QueueFull) else "shutting_down").inc(
-            signal.count(message)
-        )
+        state.counters.metric_points_dropped.labels(
+            reason="queue_full" if isinstance(exc, QueueFull) else "shutting_down"
+        ).inc(METRICS.count(message))
         return error_response(
             503, f"{exc}; retry later", content_type, headers={"Retry-After": str(state.config.retry_after_s)}
         )
     except GpuRcaError as exc:
-        return error_response(500, f"the store could not write this request: {exc}", content_type)
-    _count(state, signal, result)
-    return _success(signal, content_type, result)
+        return error_response(
+            503,
+            f"the store could not write this request: {exc}; retry later",
+            content_type,
+            headers={"Retry-After": str(state.config.retry_after_s)},
+        )
+    _count(state, METRICS, result)
+    return _success(METRICS, content_type, result)
 
 
 async def _submit_metrics(state: ServerState, batch: MetricBatch, max_wait_s: float | None) -> IngestResult:
@@ -192,15 +215,9 @@ async def _submit_metrics(state: ServerState, batch: MetricBatch, max_wait_s: fl
 
 
 def _count(state: ServerState, signal: Signal, result: IngestResult) -> None:
-    counters = state.counters
-    ingested, rejected = {
-        "traces": (counters.spans_ingested, counters.spans_rejected),
-        "logs": (counters.logs_ingested, counters.logs_rejected),
-        "metrics": (counters.metric_points_stored, counters.metric_points_rejected),
-    }[signal.name]
-    ingested.inc(result.accepted)
-    rejected.inc(result.rejected)
-    counters.count_traces_without_inference(result.traces_without_inference)
+    counters = state.counters  # metrics only: spans and logs are counted by the loader
+    counters.metric_points_stored.inc(result.accepted)
+    counters.metric_points_rejected.inc(result.rejected)
 
 
 def _success(signal: Signal, content_type: str, result: IngestResult | None) -> Response:

@@ -1,4 +1,5 @@
-"""What every route of one server shares: its configuration, store, row builder, writer and counters."""
+"""What every route of one server shares: its configuration, store, ingest log and loader, row builder, writer
+and counters."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ from dataclasses import dataclass, field
 
 from gpu_rca.correlate.server.body import DEFAULT_MAX_BODY_BYTES
 from gpu_rca.correlate.server.counters import ServeCounters
+from gpu_rca.correlate.server.loader import Loader
 from gpu_rca.correlate.server.row_builder import RowBuilder
+from gpu_rca.correlate.server.wal import DEFAULT_MAX_BYTES, IngestLog
 from gpu_rca.correlate.server.writer import Writer
 from gpu_rca.correlate.store import Store
 
@@ -28,6 +31,11 @@ class ServerConfig:
     retention_s: float | None = None  # delete rows older than this; None keeps everything
     retention_interval_s: float = 60.0  # how often retention runs
     retention_batch_rows: int = 10_000  # most rows one retention step deletes (one short write transaction)
+    log_dir: str | None = None  # the ingest log's folder; None: `<store file>.ingest-log` beside the store
+    log_max_bytes: int = DEFAULT_MAX_BYTES  # past this many bytes not yet stored, traces and logs get a 503
+    log_segment_bytes: int | None = None  # None: a sixteenth of log_max_bytes, 64 KiB to 64 MiB
+    # Reads (/api/*, digests) first wait this long for the loader to store what was acknowledged before them.
+    read_wait_s: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,8 @@ class ServerState:
     writer: Writer
     counters: ServeCounters
     rows: RowBuilder
+    log: IngestLog
+    loader: Loader
     #: What is going wrong now (by source, e.g. "prometheus"), said in every digest made meanwhile.
     problems: dict[str, str] = field(default_factory=dict)
 

@@ -82,6 +82,20 @@ _MIB = 1024 * 1024
     help="Delete spans, logs, samples, kernel events and digests older than this (e.g. 7d), "
     "in small steps every minute. Default: keep everything.",
 )
+@click.option(
+    "--log-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder of the ingest log, where each trace and log request is written before it is acknowledged "
+    "(default: the store's path + .ingest-log).",
+)
+@click.option(
+    "--log-max-mib",
+    type=click.IntRange(1, 1_048_576),
+    default=1024,
+    show_default=True,
+    help="Acknowledged requests the ingest log holds before they are stored; past it, 503 with Retry-After.",
+)
 @click.option("--init", is_flag=True, help="Create the store in --db even if that file exists and is empty (0 bytes).")
 def serve(
     db_path: str | None,
@@ -94,6 +108,8 @@ def serve(
     queue_size: int,
     max_queue_wait: float,
     retention: str | None,
+    log_dir: str | None,
+    log_max_mib: int,
     init: bool,
 ) -> None:
     """Receive OTLP/HTTP traces and logs (POST /v1/traces, /v1/logs) into the DuckDB store."""
@@ -123,6 +139,8 @@ def serve(
         pull_interval_s=pull_interval,
         max_queue_wait_s=max_queue_wait,
         retention_s=retention_s,
+        log_dir=log_dir,
+        log_max_bytes=log_max_mib * _MIB,
     )
     if token is None and not _is_loopback(host):
         click.echo(

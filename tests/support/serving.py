@@ -60,6 +60,15 @@ def writer_held(writer: Writer) -> Iterator[None]:
             queued.join()
 
 
+def all_stored(client: httpx.Client, timeout_s: float = 30) -> None:
+    """Wait until the server's loader has stored every request its ingest log acknowledged."""
+    wait_for(
+        lambda: client.get("/healthz").json()["ingest_log"]["lag_records"] == 0,
+        timeout_s=timeout_s,
+        what="every acknowledged request stored",
+    )
+
+
 def status_message(response: httpx.Response) -> str:
     """The message of an OTLP/HTTP error answer, protobuf or JSON."""
     if response.headers["content-type"] == "application/json":
