@@ -71,6 +71,7 @@ class GpuHistory:
             ],
             "causes": self.causes(),
             "xids": [{"day": d.day, "xid": d.xid, "count": d.count} for d in h.xid_days],
+            "xid_counts": {str(code): n for code, n in sorted(h.xid_counts().items())},
             "ecc_uncorrected": h.ecc_uncorrected,
             "row_remap_failure": h.row_remap_failure,
             "seconds_above_slowdown": h.seconds_above_slowdown,
