@@ -10,6 +10,7 @@ same GPU's host node-c.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -180,3 +181,13 @@ def test_an_empty_store_is_a_one_line_error(tmp_path: Path) -> None:
     assert run.stderr.strip() == "Error: the store holds no inference spans yet: ingest files or point serve at it"
     run = gpu_rca("gpus", "--db", str(db), "--since", "soon")
     assert run.returncode == 2 and run.stderr.startswith("Error: --since: 'soon' is not")
+
+
+def test_the_page_needs_the_token_when_serve_has_one(store: tuple[Path, list[dict]]) -> None:
+    db, _ = store
+    env = dict(os.environ, GPU_RCA_TOKEN="gpus-page-token")
+    with ServeProcess(db, env=env) as serve:
+        refused = httpx.get(f"{serve.url}/gpus", timeout=60)
+        let_in = httpx.get(f"{serve.url}/gpus?token=gpus-page-token", timeout=60)
+    assert refused.status_code == 401
+    assert let_in.status_code == 200 and FAILING in let_in.text
