@@ -15,6 +15,8 @@ from gpu_rca.correlate.digest.links import grafana_trace_url
 from gpu_rca.correlate.digest.model import (
     CauseSection,
     Digest,
+    EarlierIncident,
+    GpuNote,
     Headline,
     KernelLogEntry,
     LogLine,
@@ -22,6 +24,7 @@ from gpu_rca.correlate.digest.model import (
     TraceLink,
     Trigger,
 )
+from gpu_rca.correlate.history.incidents import earlier_incidents
 from gpu_rca.correlate.store.errors import first_line
 from gpu_rca.schemas import attributes as A
 from gpu_rca.schemas.causes import CAUSES_BY_ID
@@ -32,6 +35,9 @@ _PLACE_ATTRIBUTES = frozenset({A.GPU_UUID, A.GPU_INDEX, A.GPU_PCI_BUS_ID, A.HOST
 #: How many example traces, log lines and kernel events each cause shows.
 EXAMPLES_PER_CAUSE = 5
 LOG_LINES_PER_CAUSE = 6
+#: How far back a digest looks for the same GPU's earlier incidents.
+HISTORY_DAYS = 30
+_ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth")
 #: Longer log bodies are cut: the digest points at the line, the store keeps all of it.
 MAX_LOG_CHARS = 400
 
@@ -99,6 +105,7 @@ def build_digest(
     capacity_section = (
         store.read("the capacity section", lambda: capacity.capacity(con, start_ns, end_ns, inventory)) or {}
     )
+    history = store.read("the GPUs' earlier incidents", lambda: gpu_history(con, analysis, start_ns, end_ns)) or ()
     if store.problems:
         analysis = {**analysis, "warnings": [*store.problems, *analysis.get("warnings", ())]}
     return Digest(
@@ -110,7 +117,35 @@ def build_digest(
         causes=tuple(sections),
         capacity=capacity_section,
         plots=tuple(made),
+        history=tuple(history),
     )
+
+
+def gpu_history(con: duckdb.DuckDBPyConnection, analysis: dict[str, Any], start_ns: int, end_ns: int) -> list[GpuNote]:
+    """A note for each GPU of the analysis's causes that has earlier incidents within HISTORY_DAYS."""
+    notes = []
+    seen: list[str] = []
+    for cause in analysis.get("causes", ()):
+        seen.extend(u for u in cause.get("gpus", ()) if u not in seen)
+    for uuid in seen:
+        earlier = earlier_incidents(con, uuid, start_ns=start_ns, end_ns=end_ns, days=HISTORY_DAYS)
+        if not earlier:
+            continue
+        number = len(earlier) + 1
+        ordinal = _ORDINALS[number - 1] if number <= len(_ORDINALS) else f"{number}th"
+        notes.append(
+            GpuNote(
+                gpu_uuid=uuid,
+                incident=number,
+                days=HISTORY_DAYS,
+                text=f"{ordinal} incident on this GPU in {HISTORY_DAYS} days",
+                earlier=tuple(
+                    EarlierIncident(rfc3339(i.start_ns), rfc3339(i.end_ns), tuple(i.causes), tuple(i.digest_ids))
+                    for i in earlier
+                ),
+            )
+        )
+    return notes
 
 
 def _section(

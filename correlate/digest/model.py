@@ -1,7 +1,7 @@
 """The digest model: one analysis window rendered for people, as frozen records that round-trip through JSON.
 
 A digest's JSON is the analysis dict (docs/contracts.md §3) plus `id`, `created_at`, `trigger`, `headline`,
-`capacity` and `plots`; each cause additionally carries its `title`, `action`, `trace_links`,
+`capacity`, `plots` and `history` (the GPUs with earlier incidents); each cause additionally carries its `title`, `action`, `trace_links`,
 `log_lines`, `kernel_events` and the ids of its `plots`.
 """
 
@@ -17,7 +17,7 @@ from gpu_rca.schemas.errors import InputError
 #: Keys the digest adds to each cause dict of docs/contracts.md §3.
 _CAUSE_EXTRAS = ("title", "action", "trace_links", "log_lines", "kernel_events", "plots")
 #: Keys the digest adds to the top-level analysis dict.
-_TOP_EXTRAS = ("id", "created_at", "trigger", "headline", "capacity", "plots")
+_TOP_EXTRAS = ("id", "created_at", "trigger", "headline", "capacity", "plots", "history")
 
 TRIGGER_KINDS = ("alertmanager", "burst", "schedule", "manual", "demo")
 
@@ -91,6 +91,27 @@ class Plot:
 
 
 @dataclass(frozen=True)
+class EarlierIncident:
+    """An incident on the same GPU before this digest's window (docs/gpus.md)."""
+
+    start: str
+    end: str
+    causes: tuple[str, ...]
+    digests: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class GpuNote:
+    """A GPU of this digest's causes with earlier incidents: "third incident on this GPU in 30 days"."""
+
+    gpu_uuid: str
+    incident: int
+    days: int
+    text: str
+    earlier: tuple[EarlierIncident, ...]
+
+
+@dataclass(frozen=True)
 class CauseSection:
     """One ranked cause as analyze reported it, with what a person needs to act on it."""
 
@@ -120,6 +141,7 @@ class Digest:
     causes: tuple[CauseSection, ...]
     capacity: dict[str, Any]
     plots: tuple[Plot, ...] = ()
+    history: tuple[GpuNote, ...] = ()
 
     def plot(self, plot_id: str) -> Plot | None:
         """The plot with this id, if the digest has it."""
@@ -144,6 +166,7 @@ class Digest:
                 | ({"png_base64": base64.b64encode(p.png).decode("ascii")} if include_png else {})
                 for p in self.plots
             ],
+            history=[_record_to_dict(note) for note in self.history],
         )
         return document
 
@@ -172,6 +195,7 @@ class Digest:
                     Plot(p["id"], p["title"], p.get("cause"), base64.b64decode(p.get("png_base64", "")))
                     for p in document.get("plots", ())
                 ),
+                history=tuple(_note_from_dict(n) for n in document.get("history", ())),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"not a gpu-rca digest document: {exc!r}") from exc
@@ -190,7 +214,29 @@ class Digest:
 
 def _record_to_dict(record: Any) -> dict[str, Any]:
     data = asdict(record)
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
+    return {k: _lists(v) for k, v in data.items()}
+
+
+def _lists(value: Any) -> Any:
+    """Tuples (nested in records too) as JSON lists."""
+    if isinstance(value, (tuple, list)):
+        return [_lists(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _lists(v) for k, v in value.items()}
+    return value
+
+
+def _note_from_dict(document: dict[str, Any]) -> GpuNote:
+    return GpuNote(
+        gpu_uuid=str(document["gpu_uuid"]),
+        incident=int(document["incident"]),
+        days=int(document["days"]),
+        text=str(document["text"]),
+        earlier=tuple(
+            EarlierIncident(str(e["start"]), str(e["end"]), tuple(e["causes"]), tuple(e["digests"]))
+            for e in document.get("earlier", ())
+        ),
+    )
 
 
 def _cause_to_dict(section: CauseSection) -> dict[str, Any]:

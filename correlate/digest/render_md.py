@@ -22,6 +22,14 @@ def render_markdown(
     window = digest.analysis["window"]
     out: list[str] = [f"# GPU failure digest — {fmt.window(window['start'], window['end'])}", ""]
     out += [f"**{_text(digest.headline.text)}**", ""]
+    for note in digest.history:
+        earlier = "; ".join(
+            f"{fmt.day_time(e.start)}: {', '.join(e.causes)} (digest `{_text(', '.join(e.digests))}`)"
+            for e in note.earlier
+        )
+        out += [f"- `{_text(note.gpu_uuid)}`: **{_text(note.text)}** — earlier: {earlier}"]
+    if digest.history:
+        out += [""]
     out += [
         f"Window {fmt.day_time(window['start'])} – {fmt.day_time(window['end'])} · "
         f"trigger: {_text(digest.trigger.kind)}"

@@ -19,7 +19,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
-from gpu_rca.correlate.server import analysis, digests, ops, otlp_http, retention
+from gpu_rca.correlate.server import analysis, digests, gpus, ops, otlp_http, retention
 from gpu_rca.correlate.server.access import AccessMiddleware
 from gpu_rca.correlate.server.counters import ServeCounters
 from gpu_rca.correlate.server.loader import Loader
@@ -32,7 +32,7 @@ from gpu_rca.correlate.store import Store
 from gpu_rca.schemas import metrics as m
 
 #: Modules whose `ROUTES` make up the server, in matching order.
-ROUTE_MODULES: tuple[ModuleType, ...] = (ops, otlp_http, digests, analysis)
+ROUTE_MODULES: tuple[ModuleType, ...] = (ops, otlp_http, digests, analysis, gpus)
 
 #: `function(app) -> stop()` hooks started with the app, stopped (in reverse) before the writer closes.
 BACKGROUND: tuple[Callable[[Starlette], Callable[[], None]], ...] = (
