@@ -1,8 +1,5 @@
-"""`error.type` for a failed inference, from the texts PyTorch and CUDA really print.
-
-The OOM template is PyTorch's c10/cuda/CUDACachingAllocator.cpp
-(https://github.com/pytorch/pytorch/blob/main/c10/cuda/CUDACachingAllocator.cpp); the asynchronous CUDA errors
-are CUDA's own texts (https://docs.nvidia.com/cuda/cuda-runtime-api/group__CUDART__TYPES.html)."""
+"""`error.type` for a failed inference, from the texts PyTorch and CUDA really print (the rules are
+`gpu_rca.schemas.error_types`, shared with the correlator's reading of other instrumentations' spans)."""
 
 from __future__ import annotations
 
@@ -10,25 +7,10 @@ import asyncio
 import re
 
 from gpu_rca.schemas import attributes as A
+from gpu_rca.schemas.error_types import GPU_LOST_CLASSES as _GPU_LOST_CLASSES
+from gpu_rca.schemas.error_types import OOM_CLASSES as _OOM_CLASSES
+from gpu_rca.schemas.error_types import TEXT_PATTERNS as _PATTERNS
 
-# Each pattern matches every variant in the real samples: current, torch-2.1 ("capacty") and legacy OOM
-# texts, CUDA runtime errors with or without "CUDA error:" and the native "CUDA failure 700:" form.
-_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (
-        re.compile(
-            r"CUDA out of memory|CUDA error: out of memory|CUBLAS_STATUS_ALLOC_FAILED|cudaErrorMemoryAllocation"
-        ),
-        A.ERROR_CUDA_OOM,
-    ),
-    (
-        re.compile(r"illegal memory access|illegal address|cudaErrorIllegalAddress|CUDA failure 700\b"),
-        A.ERROR_CUDA_ILLEGAL_ADDRESS,
-    ),
-    (re.compile(r"unspecified launch failure|cudaErrorLaunchFailure|CUDA failure 719\b"), A.ERROR_CUDA_LAUNCH_FAILURE),
-    (re.compile(r"GPU is lost|fallen off the bus|cudaErrorDevicesUnavailable"), A.ERROR_GPU_LOST),
-)
-_OOM_CLASSES = frozenset({"OutOfMemoryError"})  # torch.OutOfMemoryError, torch.cuda.OutOfMemoryError
-_GPU_LOST_CLASSES = frozenset({"NVMLError_GpuIsLost"})
 _CUDA_HINT = re.compile(r"\bCUDA\b|\bcuda\w*Error")
 _MAX_CHAIN = 8
 

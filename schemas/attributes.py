@@ -73,6 +73,18 @@ SERVICE_NAME = "service.name"
 SERVICE_VERSION = "service.version"
 HOST_NAME = "host.name"
 K8S_NODE_NAME = "k8s.node.name"
+#: Set by the OTel Collector's k8sattributes processor; matched to dcgm-exporter's `pod`/`namespace` labels.
+K8S_POD_NAME = "k8s.pod.name"
+K8S_NAMESPACE_NAME = "k8s.namespace.name"
+
+# --- OTel semantic conventions other instrumentations write (read on spans gpu-rca did not stamp) ---------
+HTTP_RESPONSE_STATUS_CODE = "http.response.status_code"
+HTTP_REQUEST_METHOD = "http.request.method"
+HTTP_ROUTE = "http.route"
+URL_PATH = "url.path"
+EXCEPTION_EVENT = "exception"
+EXCEPTION_TYPE = "exception.type"
+EXCEPTION_MESSAGE = "exception.message"
 
 
 @dataclass(frozen=True)

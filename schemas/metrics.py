@@ -207,6 +207,10 @@ GPU_LABELS: tuple[str, ...] = (
 UUID_LABELS: tuple[str, ...] = ("UUID", "uuid", "gpu_uuid")
 #: Spellings that name the host. Last resort: `instance` (often an exporter pod on Kubernetes).
 HOST_LABELS: tuple[str, ...] = ("Hostname", "hostname", "host", "node", "instance")
+#: dcgm-exporter's Kubernetes labels (with its pod-resources mapping on): the pod holding the GPU.
+LABEL_POD = "pod"
+LABEL_NAMESPACE = "namespace"
+LABEL_CONTAINER = "container"
 
 # --- gpu-rca's own exporter counters ------------------------------------------------------------
 TELEMETRY_DROPPED = "gpu_rca_telemetry_dropped_total"

@@ -13,7 +13,7 @@ from gpu_rca.schemas import attributes as a
 #: Value of `schema_meta.app`: tells a gpu-rca store from any other DuckDB file.
 APP = "gpu-rca"
 #: The schema version this code writes. Bump it together with a new entry in `MIGRATIONS`.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SPANS = "spans"
 SPAN_EVENTS = "span_events"
@@ -21,11 +21,30 @@ LOGS = "logs"
 METRIC_SAMPLES = "metric_samples"
 KERNEL_EVENTS = "kernel_events"
 GPUS = "gpus"
+#: Which pod held which GPU when, from dcgm-exporter's `pod`/`namespace`/`container` labels (schema 2).
+GPU_PODS = "gpu_pods"
 DIGESTS = "digests"
 SCHEMA_META = "schema_meta"
 
 #: Every table, in creation order.
-TABLES: tuple[str, ...] = (SPANS, SPAN_EVENTS, LOGS, METRIC_SAMPLES, KERNEL_EVENTS, GPUS, DIGESTS, SCHEMA_META)
+TABLES: tuple[str, ...] = (
+    SPANS,
+    SPAN_EVENTS,
+    LOGS,
+    METRIC_SAMPLES,
+    KERNEL_EVENTS,
+    GPUS,
+    DIGESTS,
+    SCHEMA_META,
+    GPU_PODS,
+)
+#: Tables a migration added, with the schema version that added them (a store older than that lacks them).
+TABLES_ADDED: dict[str, int] = {GPU_PODS: 2}
+
+
+def tables_at(version: int) -> tuple[str, ...]:
+    """The tables a store at schema `version` has."""
+    return tuple(t for t in TABLES if TABLES_ADDED.get(t, 1) <= version)
 
 
 @dataclass(frozen=True)
@@ -172,7 +191,24 @@ CREATE_V1: tuple[str, ...] = _ddl_v1()
 
 #: MIGRATIONS[n] takes a store from version n - 1 to n (n >= 2). Append, never edit a released entry:
 #: e.g. `2: ("ALTER TABLE digests ADD COLUMN causes VARCHAR[]",)` and set SCHEMA_VERSION = 2.
-MIGRATIONS: dict[int, tuple[str, ...]] = {}
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # Spans gpu-rca's collector did not stamp (docs/store.md): how each inference span was joined to its GPU,
+    # and the pods dcgm-exporter's labels say held each GPU, with the first and last sample that said so.
+    2: (
+        f"ALTER TABLE {SPANS} ADD COLUMN gpu_join VARCHAR",
+        f"UPDATE {SPANS} SET gpu_join = 'uuid' WHERE is_inference AND gpu_uuid IS NOT NULL",
+        f"""CREATE TABLE {GPU_PODS} (
+    gpu_uuid VARCHAR NOT NULL,
+    namespace VARCHAR NOT NULL,
+    pod VARCHAR NOT NULL,
+    container VARCHAR NOT NULL,
+    host VARCHAR,
+    first_ns BIGINT NOT NULL,
+    last_ns BIGINT NOT NULL,
+    PRIMARY KEY (gpu_uuid, namespace, pod, container)
+)""",
+    ),
+}
 
 
 def migrations_from(version: int) -> list[tuple[int, tuple[str, ...]]]:
@@ -185,6 +221,7 @@ __all__ = [
     "CREATE_V1",
     "DIGESTS",
     "GPUS",
+    "GPU_PODS",
     "KERNEL_EVENTS",
     "LOGS",
     "METRIC_SAMPLES",
@@ -196,8 +233,10 @@ __all__ = [
     "SPAN_EVENTS",
     "SPAN_TAIL_COLUMNS",
     "TABLES",
+    "TABLES_ADDED",
     "WORKLOAD_COLUMNS",
     "WorkloadColumn",
     "migrations_from",
     "span_columns",
+    "tables_at",
 ]

@@ -169,15 +169,16 @@ def _series(files: dict[str, str]) -> list[dict[str, Any]]:
     return [s for line in files["metrics.prom.jsonl"].splitlines() for s in json.loads(line)["data"]["result"]]
 
 
-def _ingested(files: dict[str, str], tmp_path: Path) -> duckdb.DuckDBPyConnection:
+def _ingested(files: dict[str, str], tmp_path: Path, units: tuple[str, ...] = ()) -> duckdb.DuckDBPyConnection:
     from gpu_rca.correlate.ingest import ingest_paths
     from gpu_rca.correlate.store import Store
+    from gpu_rca.correlate.store.units import Units
 
     folder = tmp_path / "files"
     folder.mkdir()
     for name, text in files.items():
         (folder / name).write_text(text, encoding="utf-8")
-    with Store(tmp_path / "s.duckdb") as store:
+    with Store(tmp_path / "s.duckdb", units=Units.parse(units)) as store:
         ingest_paths(store, [folder], progress=False)
     return duckdb.connect(str(tmp_path / "s.duckdb"), read_only=True)
 
@@ -250,6 +251,39 @@ def test_gpu_operator_labels_are_stored_on_the_right_hosts(tiny_files: dict[str,
     stored = dict(con.execute("SELECT DISTINCT gpu_uuid, host FROM metric_samples").fetchall())
     con.close()
     assert stored == hosts_before
+
+
+@pytest.mark.parametrize("name", ["unstamped", "unstamped_hosts"])
+def test_unstamped_files_hold_http_server_spans_joined_to_their_gpus(
+    tiny_files: dict[str, str], tmp_path: Path, name: str
+) -> None:
+    out = perturb.perturbed(tiny_files, name, "t")
+    spans = _spans(out)
+    assert not [k for s in spans for k in _attrs(s) if k.startswith("gpu.") or k == "inference.queue_ms"]
+    servers = [s for s in spans if s["name"] == "POST /colorize"]
+    inference = [s for s in _spans(tiny_files) if "gpu.telemetry.source" in _attrs(s)]
+    assert len(servers) == len(inference) and all(s["kind"] == 2 for s in servers)
+    failed = [s for s in servers if s["status"].get("code") == 2]
+    assert failed and all(
+        int(_attrs(s)["http.response.status_code"]) == 500 and _attrs(s)["error.type"] for s in failed
+    )
+    assert all(any(e["name"] == "exception" for e in s["events"]) for s in failed)
+    truth_gpu = {s["traceId"]: _attrs(s)["gpu.uuid"] for s in inference}
+    con = _ingested(out, tmp_path, perturb.UNITS[name])
+    joins = dict(
+        con.execute(
+            "SELECT trace_id, gpu_uuid FROM spans WHERE is_inference AND gpu_join = ?",
+            ["pod" if name == "unstamped" else "host_gpu"],
+        ).fetchall()
+    )
+    ambiguous = con.execute("SELECT DISTINCT host FROM spans WHERE gpu_join = 'host'").fetchall()
+    con.close()
+    assert joins and all(truth_gpu[trace] == gpu for trace, gpu in joins.items())
+    # On Kubernetes every request finds its GPU; without it only node-b (one GPU) does, node-a is ambiguous.
+    node_b = {s["metric"]["UUID"] for s in _series(tiny_files) if s["metric"]["Hostname"] == "node-b"}
+    on_node_b = sum(1 for s in inference if _attrs(s)["gpu.uuid"] in node_b)
+    assert len(joins) == (len(inference) if name == "unstamped" else on_node_b)
+    assert ambiguous == ([] if name == "unstamped" else [("node-a",)])
 
 
 def test_generated_splits_are_disjoint_and_named_by_class() -> None:

@@ -277,12 +277,29 @@ def test_a_corrupted_store_gives_a_clear_error(tmp_path):
 def test_a_newer_store_is_refused_and_an_older_one_is_migrated(tmp_path, monkeypatch):
     path = tmp_path / "old.duckdb"
     Store.open(path).close()
-    monkeypatch.setattr(schema, "SCHEMA_VERSION", 2)
-    monkeypatch.setitem(schema.MIGRATIONS, 2, ("ALTER TABLE digests ADD COLUMN causes VARCHAR[]",))
+    current = schema.SCHEMA_VERSION
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", current + 1)
+    monkeypatch.setitem(schema.MIGRATIONS, current + 1, ("ALTER TABLE digests ADD COLUMN causes VARCHAR[]",))
     with Store.open(path) as store:
-        assert store.schema_version == 2
+        assert store.schema_version == current + 1
         columns = {r[0] for r in store.connection.execute("DESCRIBE digests").fetchall()}
         assert "causes" in columns
-    monkeypatch.setattr(schema, "SCHEMA_VERSION", 1)
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", current)
     with pytest.raises(StoreError, match="newer than this gpu-rca"):
         Store.open(path)
+
+
+def test_a_version_1_store_gains_the_gpu_join_column_and_the_gpu_pods_table(tmp_path):
+    path = tmp_path / "v1.duckdb"
+    import duckdb
+
+    con = duckdb.connect(str(path))
+    for statement in schema.CREATE_V1:
+        con.execute(statement)
+    con.execute(f"INSERT INTO {schema.SCHEMA_META} VALUES ('app', 'gpu-rca'), ('schema_version', '1')")
+    con.close()
+    with Store.open(path) as store:
+        assert store.schema_version == schema.SCHEMA_VERSION
+        spans = {r[0] for r in store.connection.execute("DESCRIBE spans").fetchall()}
+        tables = {r[0] for r in store.connection.execute("SHOW TABLES").fetchall()}
+    assert "gpu_join" in spans and schema.GPU_PODS in tables

@@ -17,7 +17,7 @@ from typing import Any
 
 from gpu_rca.correlate.otlp.decode import key_values
 from gpu_rca.correlate.prometheus.files import SKIP_NO_GPU, SKIP_NON_FINITE, SKIP_UNKNOWN_METRIC, SeriesConverter
-from gpu_rca.correlate.store.records import GpuRecord, MetricSample
+from gpu_rca.correlate.store.records import GpuRecord, MetricSample, PodRecord
 from gpu_rca.schemas import attributes as a
 from gpu_rca.schemas import metrics as m
 
@@ -42,6 +42,7 @@ class MetricBatch:
 
     samples: list[MetricSample] = field(default_factory=list)
     gpus: list[GpuRecord] = field(default_factory=list)
+    pods: list[PodRecord] = field(default_factory=list)
     ignored: Counter[str] = field(default_factory=Counter)
 
     @property
@@ -97,7 +98,7 @@ def metrics_from_request(request: Any) -> MetricBatch:
                     resolved = converter.resolve(name, _labels(attributes))
                     converter.add(resolved, point.time_unix_nano, float(getattr(point, value_kind)) * factor)
     result = converter.result()
-    batch.samples, batch.gpus = result.samples, result.gpus
+    batch.samples, batch.gpus, batch.pods = result.samples, result.gpus, result.pods
     for reason, count in result.skipped.items():
         batch.ignored[_REASONS.get(reason, reason)] += count
     return batch

@@ -17,7 +17,7 @@ from typing import Any
 from gpu_rca.correlate.readers.common import FileCounts, IngestOptions
 from gpu_rca.correlate.readers.opening import Opened, json_documents
 from gpu_rca.correlate.store import Store
-from gpu_rca.correlate.store.records import GpuRecord, MetricSample
+from gpu_rca.correlate.store.records import GpuRecord, MetricSample, PodRecord
 from gpu_rca.schemas import metrics as m
 from gpu_rca.schemas.errors import InputError
 from gpu_rca.schemas.pci import normalize_pci_bus_id
@@ -36,6 +36,8 @@ class SeriesSamples:
     samples: list[MetricSample] = field(default_factory=list)
     gpus: list[GpuRecord] = field(default_factory=list)
     skipped: Counter[str] = field(default_factory=Counter)
+    #: Which pod held which GPU, from dcgm-exporter's Kubernetes labels.
+    pods: list[PodRecord] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,8 @@ class _Gpu:
     pci_bus_id: str | None
     index: int | None
     name: str | None
+    #: (namespace, pod, container) of the pod holding the GPU, when the series names one.
+    pod: tuple[str, str, str] | None = None
 
 
 def _first(labels: Mapping[str, str], names: Iterable[str]) -> str | None:
@@ -72,6 +76,23 @@ def _gpu_of(labels: Mapping[str, str]) -> _Gpu:
         pci,
         int(match[1]) if match else None,
         labels.get(m.LABEL_MODEL_NAME) or None,
+        _pod_of(labels),
+    )
+
+
+def _pod_of(labels: Mapping[str, str]) -> tuple[str, str, str] | None:
+    """The pod dcgm-exporter says holds the GPU. Scraped by a Prometheus that keeps the target's own `pod`
+    label, dcgm-exporter's are renamed `exported_pod`, `exported_namespace`, `exported_container`."""
+    if labels.get("exported_" + m.LABEL_POD):
+        prefix = "exported_"
+    elif labels.get(m.LABEL_POD):
+        prefix = ""
+    else:
+        return None
+    return (
+        labels.get(prefix + m.LABEL_NAMESPACE, ""),
+        labels[prefix + m.LABEL_POD],
+        labels.get(prefix + m.LABEL_CONTAINER, ""),
     )
 
 
@@ -83,6 +104,7 @@ class SeriesConverter:
         self.source = source
         self.out = SeriesSamples()
         self._gpus: dict[str, GpuRecord] = {}
+        self._pods: dict[tuple[str, str, str, str], list[Any]] = {}
         self._label_cache: dict[tuple[tuple[str, str], ...], tuple[str, float, _Gpu] | str] = {}
 
     def resolve(self, name: str, labels: Mapping[str, str]) -> tuple[str, float, _Gpu] | str:
@@ -120,12 +142,19 @@ class SeriesConverter:
             self.out.skipped[SKIP_NON_FINITE] += 1
             return
         metric, factor, gpu = resolved
+        if gpu.pod is not None and gpu.uuid is not None:
+            seen = self._pods.get((gpu.uuid, *gpu.pod))
+            if seen is None:
+                self._pods[(gpu.uuid, *gpu.pod)] = [gpu.host, ts_ns, ts_ns]
+            else:
+                seen[1], seen[2] = min(seen[1], ts_ns), max(seen[2], ts_ns)
         self.out.samples.append(
             MetricSample(ts_ns, metric, value * factor, gpu.uuid, gpu.host, gpu.pci_bus_id, gpu.index, self.source)
         )
 
     def result(self) -> SeriesSamples:
         self.out.gpus = list(self._gpus.values())
+        self.out.pods = [PodRecord(*key, *seen) for key, seen in self._pods.items()]
         return self.out
 
 
@@ -177,7 +206,7 @@ def _ts_ns(seconds: float) -> int:
 
 
 def _store(store: Store, counts: FileCounts, batch: SeriesSamples) -> None:
-    counts.add(store.ingest_metric_samples(batch.samples, batch.gpus))
+    counts.add(store.ingest_metric_samples(batch.samples, batch.gpus, batch.pods))
     counts.skipped.update(batch.skipped)
 
 

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from gpu_rca.correlate.store.records import GpuRecord, IngestResult, MetricSample
+from gpu_rca.correlate.store.records import GpuRecord, IngestResult, MetricSample, PodRecord
 from gpu_rca.schemas import metrics as m
 from gpu_rca.schemas.errors import GpuRcaError, InputError, UsageError
 
@@ -38,8 +38,10 @@ class PrometheusUnavailable(GpuRcaError):
 class SampleSink(Protocol):
     """Where pulled samples go: a `Store`, or the server's single writer in front of one."""
 
-    def ingest_metric_samples(self, samples: Iterable[MetricSample], gpus: Iterable[GpuRecord] = ()) -> IngestResult:
-        """Store samples and the GPU inventory their labels name."""
+    def ingest_metric_samples(
+        self, samples: Iterable[MetricSample], gpus: Iterable[GpuRecord] = (), pods: Iterable[PodRecord] = ()
+    ) -> IngestResult:
+        """Store samples, the GPU inventory their labels name and the pods holding the GPUs."""
         ...
 
 
@@ -180,7 +182,7 @@ def pull_windows(
         except InputError as exc:
             warnings.append(f"Prometheus answer for window {position + 1} unreadable: {exc}")
             continue
-        result = store.ingest_metric_samples(batch.samples, batch.gpus)
+        result = store.ingest_metric_samples(batch.samples, batch.gpus, batch.pods)
         series_count += len(kept)
         samples += result.accepted
         stored += result.stored

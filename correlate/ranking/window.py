@@ -44,6 +44,7 @@ _BASE_COLUMNS = (
     "is_inference",
     "attributes",
     "resource",
+    "gpu_join",
 )
 #: Canonical metrics joined onto spans, with the span column they back up.
 SPAN_METRICS: dict[str, str] = {
@@ -317,6 +318,7 @@ def load_spans(con: duckdb.DuckDBPyConnection, window: AnalysisWindow, filters: 
     stamped = scalar(con, "SELECT count(*) FROM rk_spans WHERE coalesce(gpu_telemetry_source, 'none') <> 'none'")
     if not stamped:
         warnings.append("no inference span carries GPU telemetry stamps (gpu.telemetry.source none or missing)")
+    warnings.extend(join_warnings(con))
     kernel_count = 0
     if has_kernel:
         kernel_count = scalar(
@@ -339,6 +341,36 @@ def load_spans(con: duckdb.DuckDBPyConnection, window: AnalysisWindow, filters: 
         success_stride=stride,
         slow=int(slow),
     )
+
+
+#: How each `gpu_join` value (docs/byo-spans.md) reads in a warning.
+_JOIN_WORDS = {
+    "pci_bus_id": "by gpu.pci_bus_id",
+    "pod": "through their Kubernetes pod (k8s.pod.name matched to dcgm-exporter's pod labels)",
+    "host_gpu": "as the only GPU of their host",
+}
+
+
+def join_warnings(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """What the summary says about inference spans that did not name their GPU: how they were joined to one,
+    and those that could not be."""
+    rows = con.execute(
+        "SELECT gpu_join, count(*), count(DISTINCT host), count(*) FILTER (WHERE failed) FROM rk_spans"
+        " WHERE gpu_join IS NOT NULL AND gpu_join <> 'uuid' GROUP BY 1 ORDER BY 2 DESC"
+    ).fetchall()
+    out = []
+    for join, count, hosts, failed in rows:
+        if join in _JOIN_WORDS:
+            out.append(f"{count} inference spans named no GPU and were joined to one {_JOIN_WORDS[join]}")
+        elif join == "host":
+            out.append(
+                f"{count} inference spans ({failed} failed) on {hosts} host(s) could not be told apart by GPU: "
+                "no gpu.uuid, no pod that dcgm-exporter's labels name, and more than one GPU on the host; "
+                "no GPU's metrics join them"
+            )
+        elif join == "none":
+            out.append(f"{count} inference spans name neither a GPU nor a host; no GPU evidence joins them")
+    return out
 
 
 def _metric_gpus_sql(filters: Filters, columns: set[str]) -> str:
@@ -430,7 +462,7 @@ def _build_spans(con: duckdb.DuckDBPyConnection, raw_sql: str, params: list[obje
           LEFT JOIN rk_gpu_buckets b1 ON b1.gpu_uuid = s.gpu_uuid AND b1.bucket = s.end_ns // {BUCKET_NS} - 1),
         derived AS (
         SELECT idx, trace_id, span_id, service_version, host, start_ns, end_ns, status, status_message, error_type, failed,
-          attributes, resource, gpu_uuid, gpu_name, gpu_telemetry_source, gpu_ecc_uncorrected_delta,
+          attributes, resource, gpu_join, gpu_uuid, gpu_name, gpu_telemetry_source, gpu_ecc_uncorrected_delta,
           gpu_inflight_max, inference_queue_ms, other_ms, {", ".join(OOM_COLUMNS)},
           -- Where a completed request's time went: queue (inference.queue_ms) and GPU time (the rest of the span).
           CASE WHEN status <> 'ERROR' THEN (end_ns - start_ns) / 1e6 END AS dur_ms,

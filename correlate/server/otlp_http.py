@@ -210,7 +210,7 @@ async def _submit_metrics(state: ServerState, batch: MetricBatch, max_wait_s: fl
     if not batch.samples:
         return IngestResult()
     return await state.writer.submit(
-        lambda store: store.ingest_metric_samples(batch.samples, batch.gpus), max_wait_s=max_wait_s
+        lambda store: store.ingest_metric_samples(batch.samples, batch.gpus, batch.pods), max_wait_s=max_wait_s
     )
 
 

@@ -21,7 +21,7 @@ from gpu_rca.correlate.prometheus.pull import (
 )
 from gpu_rca.correlate.server.state import ServerState
 from gpu_rca.correlate.server.writer import Writer
-from gpu_rca.correlate.store.records import GpuRecord, IngestResult, MetricSample
+from gpu_rca.correlate.store.records import GpuRecord, IngestResult, MetricSample, PodRecord
 
 log = logging.getLogger("gpu_rca.serve")
 _NS = 1_000_000_000
@@ -36,10 +36,14 @@ class WriterSink:
         self._writer = writer
         self._timeout_s = timeout_s
 
-    def ingest_metric_samples(self, samples: Iterable[MetricSample], gpus: Iterable[GpuRecord] = ()) -> IngestResult:
+    def ingest_metric_samples(
+        self, samples: Iterable[MetricSample], gpus: Iterable[GpuRecord] = (), pods: Iterable[PodRecord] = ()
+    ) -> IngestResult:
         """Queue the samples on the writer and wait for the commit."""
-        rows, inventory = list(samples), list(gpus)
-        return self._writer.call(lambda store: store.ingest_metric_samples(rows, inventory), timeout_s=self._timeout_s)
+        rows, inventory, held = list(samples), list(gpus), list(pods)
+        return self._writer.call(
+            lambda store: store.ingest_metric_samples(rows, inventory, held), timeout_s=self._timeout_s
+        )
 
 
 def _failure_windows(state: ServerState, after_ns: int, until_ns: int) -> list[PullWindow]:

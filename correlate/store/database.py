@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 from gpu_rca.correlate.otlp import decode as otlp
 from gpu_rca.correlate.otlp.rows import LogBatch, SpanBatch
 from gpu_rca.correlate.store.errors import is_key_conflict, store_error
+from gpu_rca.correlate.store.gpu_join import place_spans
 from gpu_rca.correlate.store.open import connect
 from gpu_rca.correlate.store.query import scalar
 from gpu_rca.correlate.store.records import (
@@ -30,8 +31,10 @@ from gpu_rca.correlate.store.records import (
     KernelEvent,
     LogRecord,
     MetricSample,
+    PodRecord,
     kernel_event_id,
 )
+from gpu_rca.correlate.store.units import Units
 from gpu_rca.schemas import store as s
 from gpu_rca.schemas.errors import StoreError
 
@@ -90,6 +93,10 @@ _GPU_FIELDS = (
     "slowdown_temp_c",
     "host_source",
 )
+_POD_FIELDS = ("gpu_uuid", "namespace", "pod", "container", "host", "first_ns", "last_ns")
+_POD_SCHEMA = otlp.arrow_schema(
+    tuple(zip(_POD_FIELDS, ("VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "BIGINT", "BIGINT")))
+)
 _GPU_SCHEMA = otlp.arrow_schema(
     tuple(zip(_GPU_FIELDS, ("VARCHAR", "VARCHAR", "INTEGER", "VARCHAR", "VARCHAR", "BIGINT", "INTEGER", "VARCHAR")))
 )
@@ -106,10 +113,17 @@ class Store:
     without waiting for them."""
 
     def __init__(
-        self, path: str | os.PathLike[str] = ":memory:", *, read_only: bool = False, init: bool = False
+        self,
+        path: str | os.PathLike[str] = ":memory:",
+        *,
+        read_only: bool = False,
+        init: bool = False,
+        units: Units | None = None,
     ) -> None:
         self.path = str(path)
         self.read_only = read_only
+        #: Which spans besides those carrying `gpu.telemetry.source` are inference spans (`--unit`).
+        self.units = units or Units()
         self._lock = threading.RLock()
         self._depth = 0
         # GPU records as last merged into `gpus`, by UUID: merging the same record again changes nothing,
@@ -134,12 +148,20 @@ class Store:
             raise
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str] | None = None, *, read_only: bool = False, init: bool = False) -> Store:
+    def open(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        read_only: bool = False,
+        init: bool = False,
+        units: Units | None = None,
+    ) -> Store:
         """Open (creating or migrating) the store at `path`, default `default_db_path()`.
 
         `init`: an empty (0-byte) file there becomes a new store; without it such a file is refused.
+        `units`: the `--unit` rules that make spans gpu-rca did not stamp inference spans as they are stored.
         """
-        return cls(default_db_path() if path is None else path, read_only=read_only, init=init)
+        return cls(default_db_path() if path is None else path, read_only=read_only, init=init, units=units)
 
     # --- lifecycle ----------------------------------------------------------------------------
     def __enter__(self) -> Store:
@@ -230,6 +252,7 @@ class Store:
         rolled back, and the batches are stored again looking each up (`_insert_new`). Inside a caller's
         transaction, where a failed statement would abort the caller's work too, only the lookup is used.
         """
+        batches = [dataclasses.replace(b, spans=self.units.select(b.spans, b.events)) for b in batches]
         with self._lock:
             if self._depth:
                 results = [self._insert_new(batch) for batch in batches]
@@ -239,7 +262,23 @@ class Store:
                 except _KeyAlreadyStored:
                     with self.transaction():
                         results = [self._insert_new(batch) for batch in batches]
+            self._join_new_spans(batches)
             return [self._count_traces_without_inference(b, r) for b, r in zip(batches, results)]
+
+    def _join_new_spans(self, batches: list[SpanBatch]) -> None:
+        """Join the batches' inference spans that name no GPU to one (gpu_join.py); nothing to do for spans a
+        collector stamped, which name theirs."""
+        starts = [
+            b.spans.filter(pc.and_(b.spans["is_inference"], pc.is_null(b.spans["gpu_uuid"])))["start_ns"]
+            for b in batches
+        ]
+        starts = [column for column in starts if len(column)]
+        if not starts:
+            return
+        low = min(pc.min(column).as_py() for column in starts)
+        high = max(pc.max(column).as_py() for column in starts)
+        with self.transaction():
+            place_spans(self.connection, low, high)
 
     def _count_traces_without_inference(self, batch: SpanBatch, result: IngestResult) -> IngestResult:
         """`result` with the traces whose root span is in `batch` and that hold no inference span.
@@ -299,12 +338,18 @@ class Store:
             stored = self._insert(s.LOGS, table)
         return IngestResult(table.num_rows, 0, stored)
 
-    def ingest_metric_samples(self, samples: Iterable[MetricSample], gpus: Iterable[GpuRecord] = ()) -> IngestResult:
-        """Store samples (after merging `gpus` into the inventory); a sample whose GPU is unknown is rejected."""
+    def ingest_metric_samples(
+        self, samples: Iterable[MetricSample], gpus: Iterable[GpuRecord] = (), pods: Iterable[PodRecord] = ()
+    ) -> IngestResult:
+        """Store samples (after merging `gpus` into the inventory and `pods` into `gpu_pods`); a sample whose GPU
+        is unknown is rejected. Inference spans not yet joined to a GPU are joined again with what arrived."""
         rows = [(m.ts_ns, m.metric, m.value, m.gpu_uuid, m.host, m.pci_bus_id, m.gpu_index, m.source) for m in samples]
         table = _table(_SAMPLE_SCHEMA, rows)
+        pod_records = list(pods)
         with self.transaction():
-            self._upsert_gpus(list(gpus))
+            learned = self._upsert_gpus(list(gpus)) + self._upsert_pods(pod_records)
+            if learned:
+                place_spans(self.connection)
             con = self._register(table)
             try:
                 # Place UUID-less samples through the inventory: PCI bus id + host first, then index + host;
@@ -462,6 +507,38 @@ class Store:
         self._place_kernel_events()
         return count
 
+    def _upsert_pods(self, records: list[PodRecord]) -> int:
+        """Merge pod records into `gpu_pods`, widening each (GPU, pod) to the earliest and latest sample."""
+        if not records:
+            return 0
+        merged: dict[tuple[str, str, str, str], PodRecord] = {}
+        for r in records:
+            key = (r.gpu_uuid, r.namespace, r.pod, r.container)
+            old = merged.get(key)
+            merged[key] = (
+                r
+                if old is None
+                else dataclasses.replace(
+                    r,
+                    first_ns=min(old.first_ns, r.first_ns),
+                    last_ns=max(old.last_ns, r.last_ns),
+                    host=r.host or old.host,
+                )
+            )
+        table = _table(_POD_SCHEMA, [tuple(getattr(r, f) for f in _POD_FIELDS) for r in merged.values()])
+        con = self._register(table)
+        try:
+            return scalar(
+                con,
+                f"""INSERT INTO {s.GPU_PODS} ({", ".join(_POD_FIELDS)}) SELECT {", ".join(_POD_FIELDS)} FROM _batch
+                ON CONFLICT (gpu_uuid, namespace, pod, container) DO UPDATE SET
+                  first_ns = least(excluded.first_ns, {s.GPU_PODS}.first_ns),
+                  last_ns = greatest(excluded.last_ns, {s.GPU_PODS}.last_ns),
+                  host = coalesce(excluded.host, {s.GPU_PODS}.host)""",
+            )
+        finally:
+            con.unregister("_batch")
+
     def _place_kernel_events(self) -> None:
         # A kernel line names a PCI bus id; with no host (raw dmesg of one machine) the id must be unique.
         self.connection.execute(
@@ -498,12 +575,12 @@ class Store:
             raise StoreError(f"{self.path} is a DuckDB database but not a gpu-rca store")
         # Every schema version has every table (a migration that adds one must name it here apart): a file
         # that claims to be a store without them is refused now, not with an error on the first query.
-        if missing := [t for t in s.TABLES if t not in tables]:
+        version = int(meta["schema_version"])
+        if missing := [t for t in s.tables_at(version) if t not in tables]:
             raise StoreError(
                 f"{self.path} claims to be a gpu-rca store but lacks its tables ({', '.join(missing)}); "
                 "refusing to use it"
             )
-        version = int(meta["schema_version"])
         if version > s.SCHEMA_VERSION:
             raise StoreError(
                 f"{self.path} has store schema {version}, newer than this gpu-rca's {s.SCHEMA_VERSION}; upgrade gpu-rca"

@@ -66,6 +66,19 @@ class MetricSample:
 
 
 @dataclass(frozen=True)
+class PodRecord:
+    """dcgm-exporter's labels saying that a pod held a GPU, from the first to the last sample that said so."""
+
+    gpu_uuid: str
+    namespace: str
+    pod: str
+    container: str
+    host: str | None
+    first_ns: int
+    last_ns: int
+
+
+@dataclass(frozen=True)
 class GpuRecord:
     """What one source knows about a GPU; the store merges records into `gpus` (None never overwrites)."""
 
@@ -123,6 +136,7 @@ __all__ = [
     "KernelEvent",
     "LogRecord",
     "MetricSample",
+    "PodRecord",
     "kernel_event_id",
     "stable_id",
 ]

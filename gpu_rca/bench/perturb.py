@@ -15,7 +15,18 @@ seed gives the same files. What each does (issue 15's "missing and distorted sig
   the rest (by a seeded hash of the trace id); logs are not sampled;
 - `gpu_operator_labels`: dcgm-exporter's series as NVIDIA's gpu-operator deploys it on Kubernetes:
   `hostname` (not `Hostname`), the `pod`, `namespace` and `container` of the pod holding the GPU,
-  `job="nvidia-dcgm-exporter"` and `instance` the exporter pod's address (no longer the host).
+  `job="nvidia-dcgm-exporter"` and `instance` the exporter pod's address (no longer the host);
+- `unstamped`: no gpu-rca collector, as a service traced by the OTel SDK's own HTTP server instrumentation
+  and scraped by dcgm-exporter on Kubernetes writes it (docs/byo-spans.md): the inference span is gone and the
+  request is the `POST /colorize` server span (`http.request.method`, `http.route`, `url.path`,
+  `http.response.status_code`, on failure `error.type` = the exception's class and an `exception` event),
+  carrying the application's own workload attributes and no `gpu.*` at all; each GPU is served by its own
+  pod, named in the resource (`k8s.pod.name`, `k8s.namespace.name`, `k8s.node.name`) and in the metrics'
+  dcgm-exporter labels as `gpu_operator_labels` writes them;
+- `unstamped_hosts`: the same spans without Kubernetes: one resource per host, metrics as the lab wrote
+  them, so only a host with one GPU tells its GPU (the others are ambiguous).
+
+`UNITS` names the `--unit` rules each perturbation's files are ingested with.
 """
 
 from __future__ import annotations
@@ -178,6 +189,123 @@ def gpu_operator_labels(files: FileSet, rng: random.Random) -> FileSet:
     return {**files, METRICS: _dump_lines(docs)}
 
 
+#: The lab's request span, as an HTTP server instrumentation names it.
+SERVER_SPAN = "POST /colorize"
+ROUTE = "/colorize"
+#: The rule `ingest --unit` takes for the unstamped perturbations' spans.
+UNSTAMPED_UNIT = f"service=*,name={SERVER_SPAN},kind=server"
+NAMESPACE = "inference"
+CONTAINER = "ddcolor"
+_SERVER_KIND = (2, "SPAN_KIND_SERVER")
+#: The application's own attributes, kept on the server span (set with `span.set_attribute` in its handler).
+_WORKLOAD = ("ddcolor.input_size", "ddcolor.model", "ddcolor.task_type", "image.width", "image.height")
+
+
+def _str(key: str, value: str) -> dict[str, Any]:
+    return {"key": key, "value": {"stringValue": value}}
+
+
+def _int(key: str, value: int) -> dict[str, Any]:
+    return {"key": key, "value": {"intValue": str(value)}}
+
+
+def _pods_by_uuid(metrics_text: str) -> dict[str, tuple[str, str]]:
+    """GPU UUID -> (pod, node) from the series' dcgm-exporter labels."""
+    pods: dict[str, tuple[str, str]] = {}
+    for doc in _json_lines(metrics_text):
+        for series in doc.get("data", {}).get("result", []):
+            labels = series.get("metric", {})
+            if labels.get("UUID") and labels.get("pod"):
+                pods.setdefault(labels["UUID"], (labels["pod"], labels.get("hostname", "")))
+    return pods
+
+
+def _server_span(server: dict[str, Any], inference: dict[str, Any] | None) -> dict[str, Any]:
+    """The request's server span as the OTel HTTP server instrumentation ends it, the handler's outcome on it."""
+    failed = _is_error(server) or (inference is not None and _is_error(inference))
+    attributes = [_str("http.request.method", "POST"), _str("http.route", ROUTE), _str("url.path", ROUTE)]
+    attributes.append(_str("url.scheme", "http"))
+    if inference is not None:
+        attributes += [i for i in inference.get("attributes", []) if i.get("key") in _WORKLOAD]
+    attributes.append(_int("http.response.status_code", 500 if failed else 200))
+    events = [e for e in server.get("events", []) if e.get("name") == "exception"]
+    if failed:
+        source = inference if inference is not None and _is_error(inference) else server
+        exception = next((e for e in source.get("events", []) if e.get("name") == "exception"), None)
+        message = str(source.get("status", {}).get("message", "")) or "TimeoutError"
+        if exception is None:
+            kind, _, text = message.partition(": ")
+            exception = {
+                "timeUnixNano": server.get("endTimeUnixNano"),
+                "name": "exception",
+                "attributes": [_str("exception.type", kind.strip() or "Exception"), _str("exception.message", text)],
+            }
+        exc_type = next(
+            (i["value"].get("stringValue", "") for i in exception["attributes"] if i.get("key") == "exception.type"),
+            "Exception",
+        )
+        attributes.append(_str("error.type", exc_type))
+        events = [exception]
+        server["status"] = {"code": 2, "message": message}
+    server["attributes"] = attributes
+    server["events"] = events
+    server["kind"] = 2
+    return server
+
+
+def _unstamped(files: FileSet, pods: dict[str, tuple[str, str]]) -> FileSet:
+    """The traces as an HTTP server instrumentation writes them; one resource per pod where `pods` name them."""
+    docs = _json_lines(files.get(TRACES, ""))
+    inference: dict[str, dict[str, Any]] = {}
+    for doc in docs:
+        for span in _spans(doc):
+            if _attr(span, SOURCE) is not None:
+                inference[span["traceId"]] = span
+    out = []
+    for doc in docs:
+        groups: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for rs in doc.get("resourceSpans", []):
+            resource = list(rs.get("resource", {}).get("attributes", []))
+            for ss in rs.get("scopeSpans", []):
+                for span in ss.get("spans", []):
+                    if _attr(span, SOURCE) is not None:
+                        continue  # the gpu-rca inference span: not written without its collector
+                    request = inference.get(span["traceId"])
+                    if span.get("name") == SERVER_SPAN and span.get("kind") in _SERVER_KIND:
+                        span = _server_span(span, request)
+                    pod = pods.get(str(_attr(request, "gpu.uuid"))) if request is not None else None
+                    attrs = resource
+                    if pod is not None:
+                        attrs = [
+                            *resource,
+                            _str("k8s.pod.name", pod[0]),
+                            _str("k8s.namespace.name", NAMESPACE),
+                            _str("k8s.node.name", pod[1]),
+                            _str("k8s.container.name", CONTAINER),
+                        ]
+                    key = tuple(json.dumps(i, sort_keys=True) for i in attrs)
+                    group = groups.setdefault(key, {"resource": {"attributes": attrs}, "scopeSpans": []})
+                    if not group["scopeSpans"]:
+                        group["scopeSpans"].append(
+                            {"scope": {"name": "opentelemetry.instrumentation.asgi"}, "spans": []}
+                        )
+                    group["scopeSpans"][0]["spans"].append(span)
+        if groups:
+            out.append({"resourceSpans": list(groups.values())})
+    return {**files, TRACES: _dump_lines(out)}
+
+
+def unstamped(files: FileSet, rng: random.Random) -> FileSet:
+    """OTel HTTP server spans, no `gpu.*`, on Kubernetes: pods in the resource and the metrics' labels."""
+    labelled = gpu_operator_labels(files, rng)
+    return _unstamped(labelled, _pods_by_uuid(labelled.get(METRICS, "")))
+
+
+def unstamped_hosts(files: FileSet, rng: random.Random) -> FileSet:
+    """OTel HTTP server spans, no `gpu.*`, no Kubernetes: a host with one GPU is the only join."""
+    return _unstamped(files, {})
+
+
 #: Every perturbation of the robustness matrix, by the name the report uses.
 PERTURBATIONS: dict[str, Perturbation] = {
     "telemetry_none": telemetry_none,
@@ -186,7 +314,11 @@ PERTURBATIONS: dict[str, Perturbation] = {
     "metrics_skewed": metrics_skewed,
     "tail_sampled": tail_sampled,
     "gpu_operator_labels": gpu_operator_labels,
+    "unstamped": unstamped,
+    "unstamped_hosts": unstamped_hosts,
 }
+#: `ingest --unit` rules a perturbation's files need (none: the collector's stamps name the inference spans).
+UNITS: dict[str, tuple[str, ...]] = {"unstamped": (UNSTAMPED_UNIT,), "unstamped_hosts": (UNSTAMPED_UNIT,)}
 
 
 def perturbed(files: FileSet, name: str, seed: str) -> FileSet:
@@ -196,6 +328,8 @@ def perturbed(files: FileSet, name: str, seed: str) -> FileSet:
 
 __all__ = [
     "PERTURBATIONS",
+    "UNITS",
+    "UNSTAMPED_UNIT",
     "FileSet",
     "Perturbation",
     "gpu_operator_labels",
@@ -205,4 +339,6 @@ __all__ = [
     "perturbed",
     "tail_sampled",
     "telemetry_none",
+    "unstamped",
+    "unstamped_hosts",
 ]

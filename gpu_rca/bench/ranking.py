@@ -22,6 +22,7 @@ from gpu_rca.correlate.ranking.evidence import numbers_missing_from_evidence
 from gpu_rca.correlate.ranking.run import analyze_connection
 from gpu_rca.correlate.store import Store
 from gpu_rca.correlate.store.query import one_row, scalar
+from gpu_rca.correlate.store.units import Units
 from gpu_rca.schemas.errors import EmptyWindowError
 from gpu_rca.schemas.timefmt import parse_time_ns
 
@@ -147,9 +148,10 @@ def run_case(scenario_data: dict[str, Any] | str, robustness: bool = False) -> d
     }
 
 
-def _ingest(db: Path, files: Path) -> list[str]:
-    """Ingest `files` into a fresh store at `db`; the files that failed, each with its reason."""
-    with Store(db) as store:
+def _ingest(db: Path, files: Path, units: tuple[str, ...] = ()) -> list[str]:
+    """Ingest `files` into a fresh store at `db` (with `--unit` rules `units`); the files that failed, each
+    with its reason."""
+    with Store(db, units=Units.parse(units)) as store:
         reports = ingest_paths(store, [files], progress=False)
     return [f"{Path(r.path).name}: {r.reason}" for r in reports.failed]
 
@@ -189,7 +191,7 @@ def case_class(name: str, truth: dict[str, Any], errored: int) -> str:
 
 def _perturbed_rankings(files: Path, tmp: Path, name: str) -> dict[str, list[Any]]:
     """Ours on the same files under each perturbation: a fresh folder and store per perturbation."""
-    from gpu_rca.bench.perturb import PERTURBATIONS, perturbed
+    from gpu_rca.bench.perturb import PERTURBATIONS, UNITS, perturbed
 
     original = {p.name: p.read_text(encoding="utf-8") for p in sorted(files.iterdir())}
     rankings: dict[str, list[Any]] = {}
@@ -199,7 +201,7 @@ def _perturbed_rankings(files: Path, tmp: Path, name: str) -> dict[str, list[Any
         for file_name, text in perturbed(original, perturbation, name).items():
             (folder / file_name).write_text(text, encoding="utf-8")
         db = tmp / f"{perturbation}.duckdb"
-        _ingest(db, folder)
+        _ingest(db, folder, UNITS.get(perturbation, ()))
         rankings[perturbation] = _rank(db)[0]
     return rankings
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from gpu_rca.commands.unit_option import parse_units, unit_option
 from gpu_rca.schemas.errors import InputError, UsageError
 from gpu_rca.schemas.timefmt import parse_instant_ns
 
@@ -53,6 +54,7 @@ def _boot_time(value: str | None) -> datetime | None:
     help="Refuse a file that decompresses to more than N bytes (default 16 GiB).",
 )
 @click.option("--init", is_flag=True, help="Create the store in --db even if that file exists and is empty (0 bytes).")
+@unit_option
 @click.option(
     "--strict",
     is_flag=True,
@@ -75,6 +77,7 @@ def ingest(
     as_json: bool,
     init: bool,
     progress: bool | None,
+    units: tuple[str, ...],
 ) -> None:
     """Store telemetry files (OTLP JSON/protobuf, Prometheus, loguru, kernel logs; .gz/.zst) in the store."""
     from gpu_rca.correlate.ingest import IngestOptions, ingest_paths
@@ -89,7 +92,8 @@ def ingest(
     options = IngestOptions(
         host=host, boot_time=_boot_time(boot_time), tz=tz, max_bytes=max_bytes or DEFAULT_MAX_BYTES, strict=strict
     )
-    with Store.open(db_path, init=init) as store:
+    rules = parse_units(units)
+    with Store.open(db_path, init=init, units=rules) as store:
         summary = ingest_paths(store, paths, options, progress=progress)
     _print_summary(summary, store.path)
     if as_json:

@@ -8,6 +8,9 @@ import click
 
 from gpu_rca.schemas import attributes as A
 
+#: `lab run --instrumentation`: who traces the service, and the perturbation that writes its files.
+INSTRUMENTATIONS = {"gpu-rca": "", "otel-http": "unstamped", "otel-http-hosts": "unstamped_hosts"}
+
 
 @click.group("lab")
 def lab() -> None:
@@ -41,7 +44,15 @@ def list_scenarios() -> None:
     type=click.FloatRange(0.1, 10.0),
     help="Collector sampling rate in simulated time.",
 )
-def run(scenario: str, out_dir: Path, sample_hz: float) -> None:
+@click.option(
+    "--instrumentation",
+    type=click.Choice(INSTRUMENTATIONS),
+    default="gpu-rca",
+    show_default=True,
+    help="Who traces the service: gpu-rca's collector; the OTel SDK's HTTP server spans only, on Kubernetes "
+    "with dcgm-exporter's pod labels (otel-http); the same without Kubernetes (otel-http-hosts).",
+)
+def run(scenario: str, out_dir: Path, sample_hz: float, instrumentation: str) -> None:
     """Simulate SCENARIO (a shipped name or a YAML file) and write the files of docs/contracts.md §3 into --out."""
     from gpu_rca.lab.engine import run_scenario
     from gpu_rca.lab.outputs import write_run
@@ -49,6 +60,8 @@ def run(scenario: str, out_dir: Path, sample_hz: float) -> None:
 
     result = run_scenario(load_scenario(scenario), sample_hz=sample_hz)
     paths = write_run(result, out_dir)
+    if instrumentation != "gpu-rca":
+        _rewrite(out_dir, INSTRUMENTATIONS[instrumentation], result.scenario.name)
     failures = result.failures()
     inference = [s for s in result.spans if s.attributes.get(A.TELEMETRY_SOURCE)]
     summary = ", ".join(f"{kind}: {n}" for kind, n in sorted(failures.items())) or "none"
@@ -57,6 +70,19 @@ def run(scenario: str, out_dir: Path, sample_hz: float) -> None:
         err=True,
     )
     click.echo(f"wrote {', '.join(p.name for p in paths)} to {out_dir}", err=True)
+    if instrumentation != "gpu-rca":
+        from gpu_rca.bench.perturb import UNSTAMPED_UNIT
+
+        click.echo(f"no span carries gpu.* stamps: ingest with --unit '{UNSTAMPED_UNIT}'", err=True)
+
+
+def _rewrite(out_dir: Path, perturbation: str, name: str) -> None:
+    """The written files as another instrumentation writes them (gpu_rca.bench.perturb)."""
+    from gpu_rca.bench.perturb import perturbed
+
+    files = {p.name: p.read_text(encoding="utf-8") for p in sorted(out_dir.iterdir()) if p.is_file()}
+    for file_name, text in perturbed(files, perturbation, name).items():
+        (out_dir / file_name).write_text(text, encoding="utf-8")
 
 
 @lab.command("generate")

@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from gpu_rca.commands.unit_option import parse_units, unit_option
 from gpu_rca.schemas.errors import GpuRcaError
 
 _MIB = 1024 * 1024
@@ -97,6 +98,7 @@ _MIB = 1024 * 1024
     help="Acknowledged requests the ingest log holds before they are stored; past it, 503 with Retry-After.",
 )
 @click.option("--init", is_flag=True, help="Create the store in --db even if that file exists and is empty (0 bytes).")
+@unit_option
 def serve(
     db_path: str | None,
     host: str,
@@ -111,6 +113,7 @@ def serve(
     log_dir: str | None,
     log_max_mib: int,
     init: bool,
+    units: tuple[str, ...],
 ) -> None:
     """Receive OTLP/HTTP traces and logs (POST /v1/traces, /v1/logs) into the DuckDB store."""
     import uvicorn
@@ -149,7 +152,8 @@ def serve(
             err=True,
         )
     disable_created_metrics()  # this process only: `_created` series are noise on a scrape
-    store = Store.open(db_path, init=init)
+    rules = parse_units(units)
+    store = Store.open(db_path, init=init, units=rules)
     try:
         listener = _listen(host, port)
         app = create_app(store, config)
