@@ -6,13 +6,13 @@ from typing import Any, TextIO
 
 from rich.table import Table
 
-from gpu_rca.ranking_view import _cell, _console, _short
+from gpu_rca.ranking_view import console_for, plain_cell, short_id
 from gpu_rca.schemas.visible_text import markup
 
 
 def print_gpus(result: dict[str, Any], out: TextIO) -> None:
     """The ledger, worst GPUs first, then each GPU's advice in full."""
-    console = _console(out)
+    console = console_for(out)
     fleet = result["fleet"]
     rate = fleet["failure_rate"]
     console.print(
@@ -41,16 +41,16 @@ def print_gpus(result: dict[str, Any], out: TextIO) -> None:
     for gpu in result["gpus"]:
         hot = gpu["seconds_above_slowdown"]
         table.add_row(
-            markup(_short(gpu["gpu_uuid"])),
-            _cell(", ".join(h["host"] for h in gpu["hosts"])),
+            markup(short_id(gpu["gpu_uuid"])),
+            plain_cell(", ".join(h["host"] for h in gpu["hosts"])),
             str(len(gpu["incidents"])),
-            _cell(", ".join(f"{c}×{n}" for c, n in gpu["causes"].items())),
-            _cell(", ".join(f"{xid}×{n}" for xid, n in gpu["xid_counts"].items())),
+            plain_cell(", ".join(f"{c}×{n}" for c, n in gpu["causes"].items())),
+            plain_cell(", ".join(f"{xid}×{n}" for xid, n in gpu["xid_counts"].items())),
             "" if gpu["ecc_uncorrected"] is None else str(gpu["ecc_uncorrected"]),
             "" if hot is None else f"{hot / 60:.0f}",
             "" if gpu["failure_rate"] is None else f"{100 * gpu['failure_rate']:.1f} %",
             "" if gpu["failure_lift"] is None else f"×{gpu['failure_lift']:.1f}",
-            _cell(", ".join(a["action"] for a in gpu["advice"])),
+            plain_cell(", ".join(a["action"] for a in gpu["advice"])),
         )
     console.print(table)
     for gpu in result["gpus"]:

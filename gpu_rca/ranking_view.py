@@ -23,23 +23,23 @@ class _PipeConsole(Console):
         raise BrokenPipeError
 
 
-def _console(out: TextIO) -> Console:
+def console_for(out: TextIO) -> Console:
     probe = Console(file=out)
     return _PipeConsole(file=out, width=probe.width if probe.is_terminal else 140)
 
 
-def _short(uuid: str) -> str:
+def short_id(uuid: str) -> str:
     return cut(uuid, 14)
 
 
-def _cell(value: object) -> str:
+def plain_cell(value: object) -> str:
     """A table cell of traffic text: visible, cut at a safe point, Rich markup escaped."""
     return markup(cut(value, CELL_CHARS))
 
 
 def print_analysis(result: dict[str, Any], out: TextIO) -> None:
     """The ranked causes as a table, then each cause's summary, drivers and action."""
-    console = _console(out)
+    console = console_for(out)
     spans = result["spans"]
     console.print(
         f"[bold]{spans['failed']}[/bold] of {spans['total']} inference requests failed "
@@ -65,14 +65,14 @@ def print_analysis(result: dict[str, Any], out: TextIO) -> None:
         driver = cause["drivers"][0] if cause["drivers"] else None
         table.add_row(
             str(rank),
-            _cell(cause["cause"]),
+            plain_cell(cause["cause"]),
             f"{cause['score']:.2f}",
-            _cell(cause["confidence"]),
+            plain_cell(cause["confidence"]),
             str(cause["failed_spans"]),
-            markup(", ".join(_short(u) for u in cause["gpus"][:2]))
+            markup(", ".join(short_id(u) for u in cause["gpus"][:2]))
             + (f" +{len(cause['gpus']) - 2}" if len(cause["gpus"]) > 2 else ""),
-            _cell(", ".join(cause["hosts"][:3])),
-            _cell(f"{driver['attribute']}={driver['value']}") if driver else "",
+            plain_cell(", ".join(cause["hosts"][:3])),
+            plain_cell(f"{driver['attribute']}={driver['value']}") if driver else "",
         )
     console.print(table)
     for rank, cause in enumerate(causes, 1):
@@ -114,7 +114,7 @@ def describe_latency(latency: dict[str, Any]) -> str:
 
 def print_story(result: dict[str, Any], out: TextIO) -> None:
     """One request: outcome, stamps, its GPU's metrics around it, logs and kernel events, cause."""
-    console = _console(out)
+    console = console_for(out)
     span = result["span"]
     outcome = "was SLOW" if span["slow"] else "succeeded"
     if span["failed"] and not span["slow"]:
@@ -132,9 +132,9 @@ def print_story(result: dict[str, Any], out: TextIO) -> None:
     stamps.add_column("attribute")
     stamps.add_column("value")
     for key, value in span["stamps"].items():
-        stamps.add_row(_cell(key), _cell(value))
+        stamps.add_row(plain_cell(key), plain_cell(value))
     for key, value in span["attributes"].items():
-        stamps.add_row(_cell(key), _cell(value))
+        stamps.add_row(plain_cell(key), plain_cell(value))
     console.print(stamps)
     if result["metrics"]:
         metrics = Table(title="its GPU's metrics around it")
@@ -146,7 +146,7 @@ def print_story(result: dict[str, Any], out: TextIO) -> None:
         for point in result["metrics"]:
             by_metric.setdefault(point["metric"], []).append(point["value"])
         for name, values in by_metric.items():
-            metrics.add_row(_cell(name), f"{min(values):g}", f"{max(values):g}", str(len(values)))
+            metrics.add_row(plain_cell(name), f"{min(values):g}", f"{max(values):g}", str(len(values)))
         console.print(metrics)
     for line in result["logs"]:
         console.print(

@@ -45,7 +45,7 @@ MAX_REQUEST_BYTES = 1024 * 1024
 _MEDIA = {"html": "text/html; charset=utf-8", "md": "text/markdown; charset=utf-8", "json": JSON}
 _PLOT_ID = re.compile(r"^[0-9A-Za-z_.-]{1,80}$")
 #: Pages run no script and load nothing but inline styles and images: a second wall behind autoescape.
-_PAGE_HEADERS = {
+PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; "
     "base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
@@ -87,7 +87,7 @@ def _count_digest(app: Starlette, trigger: str) -> None:
     counter.labels(trigger=trigger).inc()
 
 
-def _read(state: ServerState, work: Callable[[Any], Any]) -> Any:
+def read_store(state: ServerState, work: Callable[[Any], Any]) -> Any:
     """Run `work(connection)` on a fresh cursor (the writer thread owns the main connection), once what was
     acknowledged before is stored (waiting at most `read_wait_s`)."""
     state.loader.catch_up(state.config.read_wait_s)
@@ -102,10 +102,10 @@ def _read(state: ServerState, work: Callable[[Any], Any]) -> Any:
 async def list_page(request: Request) -> Response:
     """GET / and GET /digests: the stored digests, newest first."""
     state = _state(request)
-    rows = await run_in_threadpool(_read, state, archive.list_digests)
+    rows = await run_in_threadpool(read_store, state, archive.list_digests)
     if "application/json" in request.headers.get("accept", "") and "text/html" not in request.headers.get("accept", ""):
         return JSONResponse({"digests": [dataclasses.asdict(r) for r in rows]})
-    return HTMLResponse(render_list_html(rows), headers=_PAGE_HEADERS)
+    return HTMLResponse(render_list_html(rows), headers=PAGE_HEADERS)
 
 
 async def one_digest(request: Request) -> Response:
@@ -113,16 +113,18 @@ async def one_digest(request: Request) -> Response:
     digest_id, fmt = request.path_params["digest_id"], request.path_params["fmt"]
     if fmt not in _MEDIA:
         return PlainTextResponse(f"unknown format {fmt!r}; use .html, .json or .md", status_code=404)
-    text = await run_in_threadpool(_read, _state(request), lambda con: archive.fetch_rendering(con, digest_id, fmt))
+    text = await run_in_threadpool(
+        read_store, _state(request), lambda con: archive.fetch_rendering(con, digest_id, fmt)
+    )
     if text is None:
         return PlainTextResponse("no such digest", status_code=404)
-    return Response(text, media_type=_MEDIA[fmt], headers=_PAGE_HEADERS)
+    return Response(text, media_type=_MEDIA[fmt], headers=PAGE_HEADERS)
 
 
 async def plot_png(request: Request) -> Response:
     """GET /digests/{id}/plots/{plot}.png"""
     digest_id, plot_id = request.path_params["digest_id"], request.path_params["plot_id"]
-    digest = await run_in_threadpool(_read, _state(request), lambda con: archive.fetch_digest(con, digest_id))
+    digest = await run_in_threadpool(read_store, _state(request), lambda con: archive.fetch_digest(con, digest_id))
     plot = digest.plot(plot_id) if digest is not None and _PLOT_ID.match(plot_id) else None
     if plot is None:
         return PlainTextResponse("no such plot", status_code=404)
@@ -157,7 +159,9 @@ async def alertmanager(request: Request) -> Response:
     if notification.firing == 0:
         return JSONResponse({"digests": [], "ignored": "no firing alert in this notification"})
     state = _state(request)
-    gpus, missing = await run_in_threadpool(_read, state, lambda con: pipeline.resolve_gpus(con, notification.gpus))
+    gpus, missing = await run_in_threadpool(
+        read_store, state, lambda con: pipeline.resolve_gpus(con, notification.gpus)
+    )
     now_ns = time.time_ns()
     problems: list[str] = []
     if state.config.prometheus_url:
@@ -200,7 +204,7 @@ async def _make_and_store(
     said = _problems(state, problems or [])
     try:
         digest: Digest = await run_in_threadpool(
-            _read,
+            read_store,
             state,
             lambda con: pipeline.make_digest(
                 con,
@@ -342,12 +346,12 @@ class BurstWatcher:
     def check_once(self) -> str | None:
         """One check: the id of the digest made, or None."""
         state: ServerState = self.app.state.gpu_rca
-        burst = _read(state, self.detector.check)
+        burst = read_store(state, self.detector.check)
         if burst is None:
             return None
         trigger = Trigger("burst", burst.describe(), burst.gpus)
         problems = _problems(state, [])
-        digest = _read(
+        digest = read_store(
             state,
             lambda con: pipeline.make_digest(
                 con,

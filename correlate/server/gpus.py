@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 from gpu_rca.correlate.history.api import ledger_document
 from gpu_rca.correlate.history.page import render_gpus_html
-from gpu_rca.correlate.server.digests import _PAGE_HEADERS, _read
+from gpu_rca.correlate.server.digests import PAGE_HEADERS, read_store
 from gpu_rca.correlate.server.responses import JSON, error_response
 from gpu_rca.schemas.errors import EmptyWindowError, GpuRcaError, UsageError
 
@@ -28,19 +28,19 @@ async def gpus_page(request: Request) -> Response:
     as_json = _wants_json(request)
     try:
         document = await run_in_threadpool(
-            _read, request.app.state.gpu_rca, lambda con: ledger_document(con, since, until, prefix="")
+            read_store, request.app.state.gpu_rca, lambda con: ledger_document(con, since, until, prefix="")
         )
     except UsageError as exc:
         return error_response(400, str(exc), JSON)
     except EmptyWindowError as exc:
         if as_json:
             return error_response(404, str(exc), JSON)
-        return HTMLResponse(render_gpus_html(None, empty=str(exc)), headers=_PAGE_HEADERS)
+        return HTMLResponse(render_gpus_html(None, empty=str(exc)), headers=PAGE_HEADERS)
     except GpuRcaError as exc:
         return error_response(500, str(exc), JSON)
     if as_json:
         return Response(json.dumps(document, allow_nan=False), media_type=JSON)
-    return HTMLResponse(render_gpus_html(document), headers=_PAGE_HEADERS)
+    return HTMLResponse(render_gpus_html(document), headers=PAGE_HEADERS)
 
 
 ROUTES = [Route("/gpus", gpus_page, methods=["GET"])]
