@@ -186,3 +186,30 @@ def test_a_bad_unit_rule_is_a_usage_error(tmp_path: Path) -> None:
     done = _gpu_rca("ingest", "--db", str(tmp_path / "x.duckdb"), "--unit", "name=POST /x", str(tmp_path))
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("Error: --unit 'name=POST /x': name the service")
+
+
+def test_serve_selects_unstamped_spans_by_its_unit_rule(tmp_path: Path) -> None:
+    """The same rule on `serve`: spans posted over OTLP/HTTP go through its ingest log and are ranked."""
+    import httpx
+
+    from gpu_rca.correlate.server.process import ServeProcess
+
+    folder = tmp_path / "pods"
+    _write(folder, "pods")
+    db = tmp_path / "serve.duckdb"
+    (folder / "traces.otlp.jsonl").unlink()  # the metrics come from a file, the spans over the wire
+    assert _gpu_rca("ingest", "--db", str(db), str(folder)).returncode == 0
+    spans = _spans("pods")
+    with ServeProcess(db, args=["--unit", UNIT]) as serve:
+        for i in range(0, len(spans), 500):
+            answer = httpx.post(
+                f"{serve.url}/v1/traces",
+                content=encode_spans(spans[i : i + 500]).SerializeToString(),
+                headers={"Content-Type": "application/x-protobuf"},
+                timeout=60,
+            )
+            assert answer.status_code == 200, answer.text
+        result = httpx.get(f"{serve.url}/api/analyze", timeout=120).json()
+    assert result["spans"]["failed"] > 100
+    assert result["causes"][0]["cause"] == "thermal_throttling"
+    assert result["causes"][0]["gpus"] == [HOT]
