@@ -14,6 +14,7 @@ BENCHMARKS: dict[str, str] = {
     "ingest-files": "ingest_files",
     "lab": "lab",
     "load": "load",
+    "sampler": "sampler",
     "stamping": "stamping",
 }
 

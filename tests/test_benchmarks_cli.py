@@ -51,3 +51,15 @@ def test_ingest_reports_the_store_floor_beside_parsing_and_the_server() -> None:
         _positive_finite({kind: results[f"{kind}_spans_per_s"], f"{kind} cpu": results[f"{kind}_cpu_spans_per_s"]})
     assert set(report["ratios"]) == {"server_vs_parse_only", "server_vs_store_direct", "server_vs_store_only_cpu"}
     _positive_finite(report["ratios"])
+
+
+def test_sampler_reports_the_cpu_share_with_the_lab_and_the_modelled_nvml() -> None:
+    report = _bench("sampler", "--gpus", "2", "--hz", "50", "--seconds", "0.3", "--ticks", "5")
+    assert report["name"] == "sampler"
+    results = report["results"]
+    assert results["gpus"] == 2 and results["nvml_call_us"] > 0
+    _positive_finite(
+        {key: results[key] for key in ("lab_cpu_share_pct", "modelled_cpu_share_pct", "modelled_nvml_calls_per_s")}
+    )
+    assert results["lab_samples_per_s"] > 0 and results["sample_once_us_per_sample"] > 0
+    _positive_finite(report["ratios"])
