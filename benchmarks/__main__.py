@@ -16,6 +16,7 @@ BENCHMARKS: dict[str, str] = {
     "load": "load",
     "sampler": "sampler",
     "stamping": "stamping",
+    "time-to-digest": "time_to_digest",
 }
 
 
