@@ -244,15 +244,18 @@ class Collector:
         target = resolved[0]
         span = InferenceSpan(self, otel, start, *resolved)
         with self._inflight_lock:
-            spans = self._inflight.setdefault(target.index, set())
+            spans = self._inflight.get(target.index)
+            if spans is None:
+                spans = self._inflight[target.index] = set()
             if len(spans) < MAX_TRACKED_INFLIGHT:
                 spans.add(span)
             else:  # spans opened and never ended: stay bounded rather than slow down every start
                 self.health.count(DROPPED, "inflight_tracking")
             count = len(spans)
-            for other in spans:
-                if other.inflight_max < count:
-                    other.inflight_max = count
+            if count > 1:  # alone on its GPU, the span's own 1 stands
+                for other in spans:
+                    if other.inflight_max < count:
+                        other.inflight_max = count
         return span
 
     def inflight(self, index: int) -> tuple[InferenceSpan, ...]:
