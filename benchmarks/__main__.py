@@ -14,7 +14,9 @@ BENCHMARKS: dict[str, str] = {
     "ingest-files": "ingest_files",
     "lab": "lab",
     "load": "load",
+    "sampler": "sampler",
     "stamping": "stamping",
+    "time-to-digest": "time_to_digest",
 }
 
 

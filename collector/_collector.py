@@ -22,7 +22,7 @@ from gpu_rca.collector._nvml import DROPPED, ERRORS, DeviceInfo
 from gpu_rca.collector._nvml_source import NvmlSource
 from gpu_rca.collector._sampler import Sampler, as_clock
 from gpu_rca.collector._spans import InferenceSpan, InferenceSpanScope, record_failure, set_clean_attributes
-from gpu_rca.collector._stamp import aggregate, identity
+from gpu_rca.collector._stamp import aggregate, identity, quiet_stamps
 from gpu_rca.schemas import attributes as A
 
 _UNSET: Any = object()
@@ -96,6 +96,8 @@ class Collector:
         self._inflight_lock = threading.Lock()
         self._inflight: dict[int, set[InferenceSpan]] = {}
         self._identities: dict[tuple[int, int | None], tuple[DeviceInfo, dict[str, Any]]] = {}
+        self._span_gpus: dict[Any, tuple[Target, DeviceInfo, dict[str, Any]]] = {}
+        self._span_gpus_of: tuple[DeviceInfo, ...] | None = None
         self.processor = GpuSpanProcessor(self)
         if tracer_provider is not None and hasattr(tracer_provider, "add_span_processor"):
             tracer_provider.add_span_processor(self.processor)
@@ -175,6 +177,28 @@ class Collector:
             resolver = self._resolver = GpuResolver(sampler.devices, self._cuda_visible_devices)
         return resolver.resolve(gpu)
 
+    def _span_gpu(self, gpu: Any) -> tuple[Target, DeviceInfo, dict[str, Any]] | None:
+        """What an inference span needs of the GPU `gpu=` names: its target, device and identity stamps;
+        None without telemetry. Kept per `gpu=` value (an int or str) while the same GPUs are discovered:
+        resolving on every request cost a measurable share of a stamp."""
+        sampler = self._ready_sampler() if gpu is not None else None
+        if sampler is None:
+            return None
+        if self._span_gpus_of is not sampler.devices:
+            self._span_gpus = {}
+            self._span_gpus_of = sampler.devices
+        key = gpu if type(gpu) is int or type(gpu) is str else None
+        found = self._span_gpus.get(key) if key is not None else None
+        if found is None:
+            target = self.resolve_gpu(gpu)
+            device = self._device(target)
+            if target is None or device is None:
+                return None
+            found = (target, device, self._identity(device, target.mig_instance_id))
+            if key is not None:
+                self._span_gpus[key] = found
+        return found
+
     def _device(self, target: Target | None) -> DeviceInfo | None:
         if target is None or self.sampler is None:
             return None
@@ -204,28 +228,31 @@ class Collector:
     ) -> InferenceSpan:
         """Open an inference span at `start_ns` (default: now); end it with `.end(end_ns, exception)`."""
         start = self.clock() if start_ns is None else int(start_ns)
-        target = device = None
+        resolved = None
         try:
-            target = self.resolve_gpu(gpu)
-            device = self._device(target)
+            resolved = self._span_gpu(gpu)
         except Exception as exc:
             self.health.failure(ERRORS, "resolve_gpu", f"resolving gpu={gpu!r} failed", exc)
-        if device is None:
-            target = None
         # The source goes in at start, so samplers and on_start processors see an inference span; the
         # GPU's identity is stamped at the end with the window, in one unchecked write.
         attrs: dict[str, Any] = dict(attributes) if attributes else {}
-        attrs[A.TELEMETRY_SOURCE] = self.source if device is not None else A.SOURCE_NONE
-        otel = self.tracer.start_span(name, context=context, kind=kind, attributes=attrs, start_time=start)
-        span = InferenceSpan(self, otel, start, target, device)
-        if target is not None:
-            with self._inflight_lock:
-                spans = self._inflight.setdefault(target.index, set())
-                if len(spans) < MAX_TRACKED_INFLIGHT:
-                    spans.add(span)
-                else:  # spans opened and never ended: stay bounded rather than slow down every start
-                    self.health.count(DROPPED, "inflight_tracking")
-                count = len(spans)
+        attrs[A.TELEMETRY_SOURCE] = self.source if resolved is not None else A.SOURCE_NONE
+        tracer = self._tracer or self.tracer
+        otel = tracer.start_span(name, context=context, kind=kind, attributes=attrs, start_time=start)
+        if resolved is None:
+            return InferenceSpan(self, otel, start, None)
+        target = resolved[0]
+        span = InferenceSpan(self, otel, start, *resolved)
+        with self._inflight_lock:
+            spans = self._inflight.get(target.index)
+            if spans is None:
+                spans = self._inflight[target.index] = set()
+            if len(spans) < MAX_TRACKED_INFLIGHT:
+                spans.add(span)
+            else:  # spans opened and never ended: stay bounded rather than slow down every start
+                self.health.count(DROPPED, "inflight_tracking")
+            count = len(spans)
+            if count > 1:  # alone on its GPU, the span's own 1 stands
                 for other in spans:
                     if other.inflight_max < count:
                         other.inflight_max = count
@@ -241,33 +268,53 @@ class Collector:
         otel = span.span
         try:
             target = span.target
-            if target is not None:
+            if target is None:
+                self.health.count(DROPPED, "span_without_telemetry")
+            else:
                 with self._inflight_lock:
                     self._inflight[target.index].discard(span)
-            else:
-                self.health.count(DROPPED, "span_without_telemetry")
             if otel.is_recording():
-                self._stamp(span, end, exception)
+                device, sampler = span.device, self.sampler
+                # The common case, written out here (it runs on every request): a quiet window whose
+                # samples read every field, stamped as the GPU's identity then the window's stamps.
+                quiet = (
+                    sampler.quiet_window(device.index, span.start_ns, end)
+                    if device is not None and sampler is not None and span.identity is not None
+                    else None
+                )
+                window_stamps = quiet_stamps(quiet, end, sampler.period_ns) if quiet is not None else None  # type: ignore[union-attr]
+                if window_stamps is not None and span.identity is not None:
+                    window_stamps[A.INFLIGHT_MAX] = span.inflight_max
+                    set_clean_attributes(otel, span.identity, window_stamps)
+                    if exception is not None:
+                        self._record_failure(span, end, exception)
+                else:
+                    self._stamp(span, end, exception)
         except Exception as exc:
             self.health.failure(ERRORS, "stamp", "stamping an inference span failed", exc)
         otel.end(end_time=end)
 
     def _stamp(self, span: InferenceSpan, end: int, exception: BaseException | None) -> None:
+        """Stamp the window the careful way (something happened in it, or some field was not read)."""
         otel = span.span
         target = span.target
         sampler = self.sampler
         device = span.device
         if device is not None and sampler is not None:
+            static = span.identity or self._identity(device, target.mig_instance_id if target else None)
             window = sampler.window_stats(device.index, span.start_ns, end)
-            static = self._identity(device, target.mig_instance_id if target else None)
             attrs, events = aggregate(device, window[0], end, sampler.period_ns, window, static)
             attrs[A.INFLIGHT_MAX] = span.inflight_max
             set_clean_attributes(otel, attrs)
             for name, event_attrs, ts in events:
                 otel.add_event(name, event_attrs, timestamp=ts)
         if exception is not None:
-            lost = device is not None and sampler is not None and sampler.is_lost(device.index)
-            record_failure(otel, exception, classify_error(exception, gpu_lost=lost), end)
+            self._record_failure(span, end, exception)
+
+    def _record_failure(self, span: InferenceSpan, end: int, exception: BaseException) -> None:
+        device, sampler = span.device, self.sampler
+        lost = device is not None and sampler is not None and sampler.is_lost(device.index)
+        record_failure(span.span, exception, classify_error(exception, gpu_lost=lost), end)
 
     def _identity(self, device: DeviceInfo, mig_instance_id: int | None) -> dict[str, Any]:
         """The GPU's identity stamps, built once per GPU (and MIG slice); callers copy, never change them."""

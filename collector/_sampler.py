@@ -19,7 +19,7 @@ from typing import Any
 from gpu_rca.collector._health import Health
 from gpu_rca.collector._nvml import DROPPED, ERRORS, SAMPLES, DeviceInfo, DeviceLost, DeviceReader, Sample
 from gpu_rca.collector._nvml_source import NvmlSource
-from gpu_rca.collector._ring import NOTHING_REDUCED, Ring, RingWindow
+from gpu_rca.collector._ring import NOTHING_REDUCED, QuietWindow, Ring, RingWindow
 
 Clock = Callable[[], int]
 
@@ -267,6 +267,11 @@ class Sampler:
         """The window of GPU `index` with its reductions (see `Ring.window_stats`; empty when it has none)."""
         ring = self._rings.get(index)
         return ring.window_stats(start_ns, end_ns) if ring is not None else ([], NOTHING_REDUCED, True)
+
+    def quiet_window(self, index: int, start_ns: int, end_ns: int) -> QuietWindow | None:
+        """GPU `index`'s window when it is the common, quiet one (see `Ring.quiet_window`), else None."""
+        ring = self._rings.get(index)
+        return ring.quiet_window(start_ns, end_ns) if ring is not None else None
 
     def latest(self, gpu: int | str) -> Sample | None:
         """The newest sample of a GPU, named by NVML index or UUID."""

@@ -43,15 +43,25 @@ class InferenceSpan:
     Everything else an OTel span offers is reachable through it (`.span`, or attribute access).
     """
 
-    __slots__ = ("_ended", "collector", "device", "inflight_max", "span", "start_ns", "target")
+    __slots__ = ("_ended", "collector", "device", "identity", "inflight_max", "span", "start_ns", "target")
 
-    def __init__(self, collector: SpanOwner, span: Span, start_ns: int, target: Any, device: Any = None) -> None:
+    def __init__(
+        self,
+        collector: SpanOwner,
+        span: Span,
+        start_ns: int,
+        target: Any,
+        device: Any = None,
+        identity: dict[str, Any] | None = None,
+    ) -> None:
         self.collector = collector
         self.span = span
         self.start_ns = start_ns
         self.target = target
         #: the GPU's DeviceInfo when the span has telemetry (resolved once, at start)
         self.device = device
+        #: the GPU's identity stamps (shared, never changed), resolved with the device
+        self.identity = identity
         self.inflight_max = 1
         self._ended = False
 
@@ -155,11 +165,12 @@ class InferenceSpanScope:
         return wrapper
 
 
-def set_clean_attributes(span: Span, attributes: dict[str, Any]) -> None:
-    """Set attributes whose values are already valid OTel values (str/bool/int/float, tuples of them).
+def set_clean_attributes(span: Span, attributes: dict[str, Any], more: dict[str, Any] | None = None) -> None:
+    """Set attributes whose values are already valid OTel values (str/bool/int/float, tuples of them):
+    `attributes`, then `more` (which wins where both name a key).
 
     The SDK re-validates every value on `set_attributes`, which made validation the largest cost of a
-    stamp (about 20 attributes per span). The stamps are built valid, so on the SDK span this writes them
+    stamp (about 25 attributes per span). The stamps are built valid, so on the SDK span this writes them
     under the same locks the SDK uses; any other span, a value-length limit or a full attribute table
     takes the public path.
     """
@@ -170,14 +181,16 @@ def set_clean_attributes(span: Span, attributes: dict[str, Any]) -> None:
         and isinstance(store, dict)
         and not bounded._immutable
         and bounded.max_value_len is None
-        and (bounded.maxlen is None or len(store) + len(attributes) <= bounded.maxlen)
+        and (bounded.maxlen is None or len(store) + len(attributes) + len(more or ()) <= bounded.maxlen)
     ):
         with span._lock:  # type: ignore[attr-defined]
             if span._end_time is None:  # type: ignore[attr-defined]
                 with bounded._lock:
                     store.update(attributes)
+                    if more:
+                        store.update(more)
                 return
-    span.set_attributes(attributes)
+    span.set_attributes(attributes if not more else {**attributes, **more})
 
 
 def record_failure(span: Span, exc: BaseException, error_type: str, timestamp_ns: int | None = None) -> None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 from gpu_rca.collector._nvml import DeviceInfo, Sample
-from gpu_rca.collector._ring import REDUCED_STAMPS, RingWindow, reduce_samples, transition_between
+from gpu_rca.collector._ring import REDUCED_STAMPS, QuietWindow, RingWindow, reduce_samples, transition_between
 from gpu_rca.schemas import attributes as A
 from gpu_rca.schemas.pci import normalize_pci_bus_id_or_keep as _normal_pci
 from gpu_rca.schemas.throttle import decode_throttle_reasons
@@ -111,6 +112,48 @@ def aggregate(
     return attrs, events
 
 
+def _compile_quiet_stamps() -> Callable[[QuietWindow, int, int], dict[str, Any] | None]:
+    """`aggregate` for the common window (`Ring.quiet_window`: quiet, every reduced field read), or None
+    where its first or last sample lacks a field the stamps read from them (then `aggregate` decides).
+
+    The same stamps, values and order as `aggregate` less the GPU's `identity()` (which the caller writes
+    first, unchanged, rather than copying it into every span's dict), built as one dict display with
+    constant keys (generated from REDUCED_STAMPS, as `_ring` generates its range reduction): stamping is
+    on every request's path, and building the dict key by key cost about as much as reading the window.
+    """
+    reduced = ", ".join(f"{key!r}: r{i}" for i, key in enumerate(REDUCED_STAMPS))
+    names = ", ".join(f"r{i}" for i in range(len(REDUCED_STAMPS)))
+    source = "\n".join(
+        [
+            "def quiet_stamps(window, end_ns, period_ns):",
+            "    n, first, last, reductions = window",
+            "    power_limit = last.power_limit_w",
+            "    total = last.memory_total_bytes",
+            "    ecc_c0, ecc_u0, ecc_c1, ecc_u1 = first.ecc_corrected, first.ecc_uncorrected, last.ecc_corrected, last.ecc_uncorrected",
+            "    if power_limit is None or not total or ecc_c0 is None or ecc_u0 is None or ecc_c1 is None or ecc_u1 is None:",
+            "        return None",
+            f"    {names}, = reductions",
+            "    mask = first.throttle_mask",
+            "    return {",
+            f"        {_SAMPLES!r}: n,",
+            f"        {_STALE!r}: end_ns - last.ts_ns > {STALE_PERIODS} * period_ns,",
+            f"        {reduced},",
+            f"        {_THROTTLE!r}: _reasons(mask) if mask else (),",
+            f"        {_XID!r}: (),",
+            f"        {_POWER_LIMIT!r}: power_limit,",
+            f"        {_USED_START!r}: first.memory_used_bytes,",
+            f"        {_TOTAL!r}: total,",
+            f"        {_ECC_C!r}: ecc_c1 - ecc_c0,",
+            f"        {_ECC_U!r}: ecc_u1 - ecc_u0,",
+            "    }",
+        ]
+    )
+    namespace: dict[str, Any] = {"_reasons": _reasons}
+    exec(compile(source, f"<{__name__} quiet_stamps>", "exec"), namespace)
+    function: Callable[[QuietWindow, int, int], dict[str, Any] | None] = namespace["quiet_stamps"]
+    return function
+
+
 def _last(samples: list[Sample], field: str) -> Any:
     """The newest value of `field` that was read in the window, or None."""
     for sample in reversed(samples):
@@ -156,3 +199,8 @@ def _transitions(samples: list[Sample], events: list[tuple[str, dict[str, Any], 
         for code in s.xids:
             xids.append(code)
             events.append((A.EVENT_XID, {A.XID: code}, s.ts_ns))
+
+
+#: `aggregate`'s stamps less `identity()` (and no events: there are none) for a `Ring.quiet_window`, or
+#: None (see above).
+quiet_stamps = _compile_quiet_stamps()

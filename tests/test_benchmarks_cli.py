@@ -51,3 +51,40 @@ def test_ingest_reports_the_store_floor_beside_parsing_and_the_server() -> None:
         _positive_finite({kind: results[f"{kind}_spans_per_s"], f"{kind} cpu": results[f"{kind}_cpu_spans_per_s"]})
     assert set(report["ratios"]) == {"server_vs_parse_only", "server_vs_store_direct", "server_vs_store_only_cpu"}
     _positive_finite(report["ratios"])
+
+
+def test_sampler_reports_the_cpu_share_with_the_lab_and_the_modelled_nvml() -> None:
+    report = _bench("sampler", "--gpus", "2", "--hz", "50", "--seconds", "0.3", "--ticks", "5")
+    assert report["name"] == "sampler"
+    results = report["results"]
+    assert results["gpus"] == 2 and results["nvml_call_us"] > 0
+    _positive_finite(
+        {key: results[key] for key in ("lab_cpu_share_pct", "modelled_cpu_share_pct", "modelled_nvml_calls_per_s")}
+    )
+    assert results["lab_samples_per_s"] > 0 and results["sample_once_us_per_sample"] > 0
+    _positive_finite(report["ratios"])
+
+
+def test_time_to_digest_times_a_burst_from_the_live_fleet_to_the_page_and_the_webhook() -> None:
+    report = _bench("time-to-digest", "--bursts", "1", "--warmup", "3", "--timeout", "60")
+    assert report["name"] == "time-to-digest"
+    results = report["results"]
+    assert results["bursts"] == 1 and results["completed"] == 1, results["per_burst"]
+    (burst,) = results["per_burst"]
+    assert burst["first_to_page_s"] > 0 and burst["first_to_webhook_s"] > 0
+    assert burst["first_to_qualifying_s"] >= 0
+    assert isinstance(results["within_10_s"], bool)
+
+
+def test_analyze_runs_gpu_rca_beside_its_hand_written_and_pandas_peers() -> None:
+    report = _bench("analyze", "--spans", "20000", "--samples", "100000")
+    assert report["name"] == "analyze"
+    results = report["results"]
+    assert set(results) == {"gpu_rca", "gpu_rca_slow_off", "numpy", "pandas"}
+    for kind in results.values():
+        _positive_finite({k: kind[k] for k in ("median_wall_s", "median_process_wall_s", "max_peak_rss_mib")})
+    numpy_answer, pandas_answer = results["numpy"]["answer"], results["pandas"]["answer"]
+    assert numpy_answer["spans"] == pandas_answer["spans"]  # the same spans in the same window
+    assert numpy_answer["top_gpu"] == pandas_answer["top_gpu"] == "GPU-bench-0005"  # the hot GPU
+    assert numpy_answer["top_window"]["temperature_max"] >= 90  # its failed spans ran hot
+    _positive_finite(report["ratios"])

@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from gpu_rca import lab
 from gpu_rca.collector import Collector, Ring, Sampler
 from gpu_rca.collector._nvml import DeviceInfo, Sample
-from gpu_rca.collector._stamp import aggregate
+from gpu_rca.collector._stamp import aggregate, quiet_stamps
 from gpu_rca.schemas import attributes as A
 from tests.support.collector import FLEET, PERIOD_NS, Sim, make_sim
 
@@ -281,6 +281,15 @@ def test_ring_window_stats_match_the_window_reduced_directly(
         assert from_ring[0].keys() == direct[0].keys()
         for key, value in direct[0].items():
             assert from_ring[0][key] == (pytest.approx(value, rel=1e-12) if isinstance(value, float) else value), key
+        # The request path's fast case stamps the same names and values (after the identity), in order.
+        quick = ring.quiet_window(start, end)
+        fast = quiet_stamps(quick, end, 100) if quick is not None else None
+        if fast is not None:
+            static = {key: value for key, value in direct[0].items() if key not in fast}
+            assert list({**static, **fast}) == list(direct[0])
+            for key, value in direct[0].items():
+                if key in fast:
+                    assert fast[key] == (pytest.approx(value, rel=1e-12) if isinstance(value, float) else value), key
 
 
 def test_the_reductions_name_sample_fields_and_contract_1_stamps_once():
