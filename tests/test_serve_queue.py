@@ -27,6 +27,7 @@ def test_a_full_ingest_log_answers_503_with_retry_after_and_logs_nothing(tmp_pat
             assert client.post("/v1/traces", content=payload, headers=PB).status_code == 200
             busy = client.post("/v1/traces", content=every_stamp_trace_request(2).SerializeToString(), headers=PB)
             assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
+            assert busy.headers["connection"] == "close"
             message = status_pb2.Status.FromString(busy.content).message
             assert message.startswith("ingest log full (") and message.endswith("waiting for the store); retry later")
             health = client.get("/healthz")
@@ -35,7 +36,8 @@ def test_a_full_ingest_log_answers_503_with_retry_after_and_logs_nothing(tmp_pat
         # The loader stores the logged request; the log empties and takes requests again.
         wait_for(lambda: client.get("/healthz").status_code == 200, timeout_s=20, what="log emptied")
         assert client.post("/v1/traces", content=payload, headers=PB).status_code == 200
-        assert 'gpu_rca_serve_spans_dropped_total{reason="log_full"} 2.0' in client.get("/metrics").text
+        # Refused from its headers: its body was never read, so it is counted as a request, not as spans.
+        assert 'gpu_rca_serve_requests_refused_total{reason="log_full"} 1.0' in client.get("/metrics").text
     assert store.connection.execute("SELECT count(*) FROM spans").fetchone()[0] == 3
     reader.close()
     store.close()

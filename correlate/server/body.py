@@ -15,10 +15,11 @@ _GZIP_MAGIC = b"\x1f\x8b"
 class BodyError(Exception):
     """A body the server will not read: `status` is the HTTP status to answer with."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers
 
 
 async def read_body(

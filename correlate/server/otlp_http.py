@@ -130,12 +130,26 @@ def public_reason(text: str) -> str:
 
 
 async def export(request: Request, signal: Signal) -> Response:
-    """Handle one OTLP/HTTP export request for `signal`."""
+    """Handle one OTLP/HTTP export request for `signal`: traces and logs are admitted (or refused) from their
+    headers alone, before the body is read."""
     state: ServerState = request.app.state.gpu_rca
     content_type = media_type(request.headers.get("content-type"))
     if content_type not in (PROTOBUF, JSON):
         # Answered as JSON whatever was sent: a person with curl reads it (a protobuf Status is binary).
         return error_response(415, f"Content-Type must be {PROTOBUF} or {JSON}, not {content_type or '(none)'!r}", JSON)
+    if signal is METRICS:
+        return await _receive(request, state, signal, content_type)
+    refusal = state.admission.refusal(request.headers.get("content-length"))
+    if refusal is not None:
+        state.counters.requests_refused.labels(reason=refusal.reason).inc()
+        # The body is left unread: the connection is closed after the answer.
+        headers = {"Retry-After": str(state.config.retry_after_s), "Connection": "close"}
+        return error_response(503, refusal.message, content_type, headers=headers)
+    return await _receive(request, state, signal, content_type)
+
+
+async def _receive(request: Request, state: ServerState, signal: Signal, content_type: str) -> Response:
+    """Read, decode and check a request, then log (traces, logs) or store (metrics) it."""
     try:
         body, wire_bytes = await read_body(
             request.stream(),
@@ -144,7 +158,7 @@ async def export(request: Request, signal: Signal) -> Response:
             max_bytes=state.config.max_body_bytes,
         )
     except BodyError as exc:
-        return error_response(exc.status, exc.message, content_type)
+        return error_response(exc.status, exc.message, content_type, headers=exc.headers)
     state.counters.request_bytes.labels(route=request.url.path).inc(wire_bytes)
     try:
         message = decode(signal, body, content_type)
@@ -154,7 +168,8 @@ async def export(request: Request, signal: Signal) -> Response:
         return _success(signal, content_type, None)
     if signal is METRICS:
         return await _export_metrics(state, message, content_type)
-    return await _log_request(state, signal, message, body, content_type)
+    with state.admission.held():  # from its body read to its answer (a slow sender holds no place)
+        return await _log_request(state, signal, message, body, content_type)
 
 
 async def _log_request(state: ServerState, signal: Signal, message: Any, body: bytes, content_type: str) -> Response:
