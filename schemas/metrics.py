@@ -247,3 +247,4 @@ SERVE_LOG_REPLAYED = "gpu_rca_serve_ingest_log_replayed_records"  # found past t
 SERVE_LOG_CORRUPT = "gpu_rca_serve_ingest_log_corrupt_records"  # torn or corrupt records cut on start
 SERVE_REQUESTS_REFUSED = "gpu_rca_serve_requests_refused_total"  # traces/logs refused before the body, by reason
 SERVE_REQUESTS_IN_FLIGHT = "gpu_rca_serve_requests_in_flight"  # trace/log requests being read, checked, logged
+SERVE_CONNECTIONS_DROPPED = "gpu_rca_serve_connections_dropped_total"  # head/body timeouts, mid-body disconnects

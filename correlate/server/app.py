@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute
 from gpu_rca.correlate.server import analysis, digests, gpus, ops, otlp_http, retention
 from gpu_rca.correlate.server.access import AccessMiddleware
 from gpu_rca.correlate.server.admission import Admission
+from gpu_rca.correlate.server.connections import quiet_accept_errors
 from gpu_rca.correlate.server.counters import ServeCounters
 from gpu_rca.correlate.server.loader import Loader
 from gpu_rca.correlate.server.prometheus_pull import pull_loop
@@ -90,6 +91,7 @@ def create_app(store: Store, config: ServerConfig | None = None, *, close_store:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        quiet_accept_errors(asyncio.get_running_loop())
         writer.start()
         loader.start()  # stores what the last run acknowledged and did not store (replay) first
         stop_pull = asyncio.Event()

@@ -93,6 +93,13 @@ class ServeCounters:
             ("reason",),
             registry=r,
         )
+        self.connections_dropped = Counter(
+            m.SERVE_CONNECTIONS_DROPPED,
+            "Requests dropped before their body was read whole, by reason "
+            "(head_timeout, body_timeout, client_disconnected).",
+            ("reason",),
+            registry=r,
+        )
         self.queue_depth = Gauge(m.SERVE_QUEUE_DEPTH, "Write jobs waiting for the store writer.", registry=r)
         self.queue_depth.set_function(queue_depth)
         self.write_seconds = Histogram(

@@ -17,6 +17,7 @@ signal to one OTLP endpoint logs no errors.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +26,7 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -41,6 +42,8 @@ from gpu_rca.correlate.server.writer import QueueFull, WriterClosed
 from gpu_rca.correlate.store.records import IngestResult
 from gpu_rca.schemas.errors import GpuRcaError, InputError
 from gpu_rca.schemas.otlp_json import message_from_json, message_to_json
+
+log = logging.getLogger("gpu_rca.serve")
 
 #: Error messages from one request echoed back in `partial_success.error_message`.
 _MESSAGES_SHOWN = 5
@@ -156,9 +159,15 @@ async def _receive(request: Request, state: ServerState, signal: Signal, content
             content_length=request.headers.get("content-length"),
             content_encoding=request.headers.get("content-encoding"),
             max_bytes=state.config.max_body_bytes,
+            timeout_s=state.config.client_timeout_s,
         )
     except BodyError as exc:
+        if exc.status == 408:
+            _dropped(state, request, "body_timeout", f"its {signal.name} body stalled ({exc.message})")
         return error_response(exc.status, exc.message, content_type, headers=exc.headers)
+    except ClientDisconnect:
+        _dropped(state, request, "client_disconnected", f"it disconnected in the middle of its {signal.name} body")
+        return Response(status_code=400)  # never sent: the client is gone
     state.counters.request_bytes.labels(route=request.url.path).inc(wire_bytes)
     try:
         message = decode(signal, body, content_type)
@@ -227,6 +236,13 @@ async def _submit_metrics(state: ServerState, batch: MetricBatch, max_wait_s: fl
     return await state.writer.submit(
         lambda store: store.ingest_metric_samples(batch.samples, batch.gpus, batch.pods), max_wait_s=max_wait_s
     )
+
+
+def _dropped(state: ServerState, request: Request, reason: str, why: str) -> None:
+    """One line for a request dropped before its body was read whole (nothing of it is kept), and its count."""
+    state.counters.connections_dropped.labels(reason=reason).inc()
+    client = f"{request.client.host}:{request.client.port}" if request.client else "a client"
+    log.warning("gpu-rca serve: dropped a request from %s: %s; nothing of it was kept", client, why)
 
 
 def _count(state: ServerState, signal: Signal, result: IngestResult) -> None:

@@ -39,6 +39,8 @@ class ServerConfig:
     read_wait_s: float = 2.0
     # Traces and logs are refused before their bodies are read while the loader is this far behind (None: never).
     max_lag_s: float | None = 10.0
+    # A request's head, and each next piece of its body, must come within this many seconds.
+    client_timeout_s: float | None = 10.0
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,10 @@ from gpu_rca.schemas.errors import GpuRcaError
 
 _MIB = 1024 * 1024
 _SWITCH_INTERVAL_S = 0.001
+#: A connection idle this long between requests is closed (OTel exporters reconnect).
+_KEEP_ALIVE_S = 5
+#: The largest request head read (h11's own default); a longer one is answered 400.
+_MAX_HEAD_BYTES = 16 * 1024
 
 
 @click.command("serve")
@@ -108,6 +112,21 @@ _SWITCH_INTERVAL_S = 0.001
     metavar="SECONDS",
     help="Answer traces and logs 503 (before reading them) while the store is this far behind the ingest log.",
 )
+@click.option(
+    "--client-timeout",
+    type=click.FloatRange(0.1, 3600),
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Close a connection whose request head, or the next bytes of whose body, take longer than this.",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(1, 1_000_000),
+    default=1000,
+    show_default=True,
+    help="Open connections past which requests are answered 503 at once.",
+)
 @click.option("--init", is_flag=True, help="Create the store in --db even if that file exists and is empty (0 bytes).")
 @unit_option
 def serve(
@@ -124,6 +143,8 @@ def serve(
     log_dir: str | None,
     log_max_mib: int,
     max_lag: float,
+    client_timeout: float,
+    max_connections: int,
     init: bool,
     units: tuple[str, ...],
 ) -> None:
@@ -134,6 +155,7 @@ def serve(
     from gpu_rca.correlate.prometheus.pull import check_prometheus_url
     from gpu_rca.correlate.server import ServerConfig, create_app
     from gpu_rca.correlate.server.access import load_token
+    from gpu_rca.correlate.server.connections import protocol_class, raise_open_files_limit
     from gpu_rca.correlate.store import Store
 
     retention_s = None
@@ -157,6 +179,7 @@ def serve(
         log_dir=log_dir,
         log_max_bytes=log_max_mib * _MIB,
         max_lag_s=max_lag,
+        client_timeout_s=client_timeout,
     )
     if token is None and not _is_loopback(host):
         click.echo(
@@ -171,15 +194,21 @@ def serve(
     rules = parse_units(units)
     store = Store.open(db_path, init=init, units=rules)
     try:
+        raise_open_files_limit()  # each connection is a file: --max-connections must not run the process out
         listener = _listen(host, port)
         app = create_app(store, config)
+        dropped = app.state.gpu_rca.counters.connections_dropped.labels(reason="head_timeout")
         server = uvicorn.Server(
             uvicorn.Config(
                 app,
+                http=protocol_class(client_timeout, dropped.inc),
                 log_level="warning",
                 access_log=False,
                 lifespan="on",
                 timeout_graceful_shutdown=30,
+                timeout_keep_alive=_KEEP_ALIVE_S,
+                limit_concurrency=max_connections,
+                h11_max_incomplete_event_size=_MAX_HEAD_BYTES,
                 server_header=False,
             )
         )
