@@ -13,7 +13,18 @@ from gpu_rca.correlate.store.records import MAX_ERRORS
 MAX_NS = 2**63 - 1
 #: Events stored per span; the rest are left out (a span of millions of events is an attack, not telemetry).
 MAX_EVENTS_PER_SPAN = 128
+#: Characters kept of one attribute value or log body; a longer text keeps its head and its tail (where a
+#: traceback says what failed) around a marker, so one request cannot make the store hold megabytes per span.
+MAX_TEXT_CHARS = 32 * 1024
 _HEX = re.compile(r"[0-9a-f]*")
+
+
+def bounded_text(text: str) -> str:
+    """`text`, or its first and last MAX_TEXT_CHARS / 2 characters around a marker saying how many were cut."""
+    if len(text) <= MAX_TEXT_CHARS:
+        return text
+    half = MAX_TEXT_CHARS // 2
+    return f"{text[:half]} …[{len(text) - 2 * half} characters cut]… {text[-half:]}"
 
 
 def id_problem(value: str, name: str, size: int, optional: bool = False) -> str | None:
@@ -98,6 +109,8 @@ def log_rejections(request: Any) -> tuple[int, list[str]]:
 __all__ = [
     "MAX_EVENTS_PER_SPAN",
     "MAX_NS",
+    "MAX_TEXT_CHARS",
+    "bounded_text",
     "id_problem",
     "log_problem",
     "log_rejections",
