@@ -4,6 +4,7 @@ within 100 ms, under senders that trickle their bodies and senders that flood it
 
 from __future__ import annotations
 
+import ast
 import random
 import socket
 import subprocess
@@ -19,6 +20,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from gpu_rca.correlate.server.process import ServeProcess
+from tests.support.otlp import every_stamp_trace_request
 
 #: A request the loader takes long to store (every attribute value is new), cheap to receive and check.
 SPANS, ATTRIBUTES = 1000, 24
@@ -169,3 +171,51 @@ def test_a_lagging_store_refuses_from_the_headers_and_health_answers_fast(tmp_pa
     assert max(health) < 0.1, f"/healthz or /metrics took {max(health) * 1000:.0f} ms"
     assert 200 in statuses and set(statuses) <= {200, 503}
     assert 'gpu_rca_serve_requests_refused_total{reason="lag"}' in metrics
+
+
+#: 160 OTLP exporters with their default 10 s timeout, each posting again as soon as it is answered, in a child
+#: process; prints how many requests were acknowledged, refused (503 + Retry-After), otherwise answered, and
+#: not answered within the timeout.
+_EXPORTERS = """
+import collections, sys, threading, time, httpx
+url, body, seconds, clients = sys.argv[1], open(sys.argv[2], "rb").read(), float(sys.argv[3]), int(sys.argv[4])
+counts, lock, end = collections.Counter(), threading.Lock(), time.monotonic() + seconds
+def export():
+    with httpx.Client(timeout=10) as client:
+        while time.monotonic() < end:
+            try:
+                response = client.post(url, content=body, headers={"Content-Type": "application/x-protobuf"})
+                key = {200: "acked", 503: "refused"}.get(response.status_code, f"status {response.status_code}")
+                if key == "refused" and not response.headers.get("retry-after"):
+                    key = "503 without Retry-After"
+            except httpx.TimeoutException:
+                key = "timed out"
+            except httpx.TransportError:
+                key = "connection error"
+            with lock:
+                counts[key] += 1
+threads = [threading.Thread(target=export) for _ in range(clients)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print(dict(counts))
+"""
+
+
+def test_160_exporters_with_10_s_timeouts_are_each_answered_in_time(tmp_path: Path) -> None:
+    body_file = tmp_path / "request.pb"
+    body_file.write_bytes(every_stamp_trace_request(256).SerializeToString())
+    with ServeProcess(tmp_path / "store.duckdb") as server:
+        child = subprocess.run(
+            [sys.executable, "-c", _EXPORTERS, f"{server.url}/v1/traces", str(body_file), "20", "160"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert child.returncode == 0, child.stderr[-2000:]
+        assert server.stop() == 0
+    counts = ast.literal_eval(child.stdout.strip().splitlines()[-1])
+    print(counts)
+    assert counts.get("acked", 0) > 0 and set(counts) <= {"acked", "refused"}, counts
+    assert "Traceback" not in server.stderr
