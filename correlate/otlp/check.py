@@ -19,6 +19,30 @@ MAX_TEXT_CHARS = 32 * 1024
 _HEX = re.compile(r"[0-9a-f]*")
 
 
+#: Resource and scope entries one request may hold (an OTel Collector's batch holds one per resource and
+#: scope it saw, tens to hundreds); past it the request is refused whole, before any entry is read, since
+#: reading millions of empty entries would hold the server for seconds.
+MAX_ENTRIES = 10_000
+
+
+def entries_problem(request: Any) -> str | None:
+    """Why an ExportTraceServiceRequest or ExportLogsServiceRequest holds too many resource or scope entries
+    (checked in about MAX_ENTRIES steps at most), or None."""
+    resources = request.resource_spans if hasattr(request, "resource_spans") else request.resource_logs
+    count = len(resources)
+    if count <= MAX_ENTRIES:
+        for resource in resources:
+            count += len(resource.scope_spans if hasattr(resource, "scope_spans") else resource.scope_logs)
+            if count > MAX_ENTRIES:
+                break
+    if count > MAX_ENTRIES:
+        return (
+            f"the request holds more than {MAX_ENTRIES} resource and scope entries; "
+            "send fewer per request (an OTel Collector batch holds one per resource and scope)"
+        )
+    return None
+
+
 def bounded_text(text: str) -> str:
     """`text`, or its first and last MAX_TEXT_CHARS / 2 characters around a marker saying how many were cut."""
     if len(text) <= MAX_TEXT_CHARS:
@@ -107,10 +131,12 @@ def log_rejections(request: Any) -> tuple[int, list[str]]:
 
 
 __all__ = [
+    "MAX_ENTRIES",
     "MAX_EVENTS_PER_SPAN",
     "MAX_NS",
     "MAX_TEXT_CHARS",
     "bounded_text",
+    "entries_problem",
     "id_problem",
     "log_problem",
     "log_rejections",

@@ -30,7 +30,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gpu_rca.correlate.otlp.check import log_rejections, span_rejections
+from gpu_rca.correlate.otlp.check import entries_problem, log_rejections, span_rejections
 from gpu_rca.correlate.otlp.decode import logs_from_request, spans_from_request
 from gpu_rca.correlate.otlp.metrics import MetricBatch, metrics_from_request, point_count
 from gpu_rca.correlate.otlp.rows import LogBatch, SpanBatch
@@ -177,6 +177,8 @@ async def _receive(request: Request, state: ServerState, signal: Signal, content
         return _success(signal, content_type, None)
     if signal is METRICS:
         return await _export_metrics(state, message, content_type)
+    if (problem := entries_problem(message)) is not None:
+        return error_response(400, problem, content_type)
     with state.admission.held():  # from its body read to its answer (a slow sender holds no place)
         return await _log_request(state, signal, message, body, content_type)
 
