@@ -10,6 +10,7 @@ nothing on a request it cannot keep.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -28,9 +29,18 @@ class Refusal:
 class Admission:
     """Decides, from the request's headers alone, whether a trace or log request is read at all."""
 
-    def __init__(self, ingest_log: IngestLog, loader: Loader, *, max_in_flight: int, max_lag_s: float | None) -> None:
+    def __init__(
+        self,
+        ingest_log: IngestLog,
+        loader: Loader,
+        *,
+        max_in_flight: int,
+        max_lag_s: float | None,
+        retry_after_s: float = 1.0,
+    ) -> None:
         self.log = ingest_log
         self.loader = loader
+        self.retry_after_s = retry_after_s
         self.max_in_flight = max_in_flight
         self.max_lag_s = max_lag_s
         self.in_flight = 0  # changed on the event loop only
@@ -38,7 +48,8 @@ class Admission:
     def refusal(self, content_length: str | None) -> Refusal | None:
         """Why a request declaring `content_length` bytes is refused now, or None to read it."""
         log = self.log
-        if log.failure is not None:
+        # For Retry-After after a failed write; then requests are read again, and the next write tells.
+        if log.failure is not None and time.monotonic() - log.failed_at < self.retry_after_s:
             return Refusal("log_unavailable", f"{log.failure}; retry later")
         declared = int(content_length) if content_length is not None and content_length.isdigit() else 0
         if log.free_bytes <= declared:

@@ -76,7 +76,13 @@ def create_app(store: Store, config: ServerConfig | None = None, *, close_store:
             m.SERVE_LOG_CORRUPT: lambda: ingest_log.corrupt_records,
         }
     )
-    admission = Admission(ingest_log, loader, max_in_flight=config.max_queue, max_lag_s=config.max_lag_s)
+    admission = Admission(
+        ingest_log,
+        loader,
+        max_in_flight=config.max_queue,
+        max_lag_s=config.max_lag_s,
+        retry_after_s=config.retry_after_s,
+    )
     counters.watch_in_flight(lambda: admission.in_flight)
     state = ServerState(
         config=config,

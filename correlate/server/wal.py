@@ -111,6 +111,7 @@ class IngestLog:
         self._pending_bytes = 0
         self._closed = False
         self.failure: str | None = None  # why the last write failed; None once a write succeeds again
+        self.failed_at = float("-inf")  # time.monotonic() of the last failed write
         # Replay: what the last run left past its checkpoint.
         self.checkpoint = self._read_checkpoint()
         self.corrupt_records = 0
@@ -160,6 +161,7 @@ class IngestLog:
                 self._write(group)
             except OSError as exc:
                 self.failure = f"the ingest log cannot write: {exc.strerror or exc}"
+                self.failed_at = time.monotonic()
                 log.warning("gpu-rca serve: %s; requests are refused until it can", self.failure)
                 for p in group:
                     p.future.set_exception(LogUnavailable(self.failure))
