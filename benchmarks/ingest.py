@@ -229,9 +229,11 @@ def time_server(payloads: list[bytes], folder: Path, clients: int) -> tuple[floa
             thread.start()
         for thread in threads:
             thread.join()
-        # Acknowledged means logged on disk: the run ends once the loader has committed every request too.
-        while httpx.get(f"{server.url}/healthz", timeout=30).json()["ingest_log"]["lag_records"]:
-            time.sleep(0.01)
+        # Acknowledged means logged on disk: the run ends once the loader has committed every request too. Polled
+        # every 20 ms on one connection: a new connection each time cost the server 1.1 ms of CPU (2-5 µs a span).
+        with httpx.Client(base_url=server.url, timeout=30) as poller:
+            while poller.get("/healthz").json()["ingest_log"]["lag_records"]:
+                time.sleep(0.02)
         elapsed, cpu = time.perf_counter() - started, _cpu_s(pid) - cpu
         if server.stop() != 0:
             raise RuntimeError(f"gpu-rca serve did not stop cleanly: {server.stderr[-500:]}")

@@ -245,3 +245,6 @@ SERVE_LOG_LAG_SECONDS = "gpu_rca_serve_ingest_log_lag_seconds"  # age of the old
 SERVE_LOG_LOADED = "gpu_rca_serve_ingest_log_loaded_records_total"  # logged requests stored by the loader
 SERVE_LOG_REPLAYED = "gpu_rca_serve_ingest_log_replayed_records"  # found past the checkpoint on start
 SERVE_LOG_CORRUPT = "gpu_rca_serve_ingest_log_corrupt_records"  # torn or corrupt records cut on start
+SERVE_REQUESTS_REFUSED = "gpu_rca_serve_requests_refused_total"  # traces/logs refused before the body, by reason
+SERVE_REQUESTS_IN_FLIGHT = "gpu_rca_serve_requests_in_flight"  # trace/log requests being read, checked, logged
+SERVE_CONNECTIONS_DROPPED = "gpu_rca_serve_connections_dropped_total"  # head/body timeouts, mid-body disconnects

@@ -265,8 +265,9 @@ def test_the_stack_alerts_when_gpu_rca_is_down_or_refusing_spans_and_tells_peopl
     }
     assert 'up{job="gpu-rca"} == 0' in rules["GpuRcaDown"]["expr"]
     assert m.SERVE_SPANS_DROPPED in rules["GpuRcaDroppingSpans"]["expr"]  # the name /metrics serves
+    assert m.SERVE_REQUESTS_REFUSED in rules["GpuRcaRefusingRequests"]["expr"]
     amtool = require_binary("amtool")  # promtool's tests of both rules run in test_deploy_prometheus
-    for alert in ("GpuRcaDown", "GpuRcaDroppingSpans"):
+    for alert in ("GpuRcaDown", "GpuRcaDroppingSpans", "GpuRcaRefusingRequests"):
         routed = subprocess.run(
             [
                 amtool,

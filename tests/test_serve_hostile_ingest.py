@@ -5,6 +5,7 @@ data refused, times past 2^63-1 ns and ids of the wrong length rejected alone (p
 from __future__ import annotations
 
 import gzip
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -131,3 +132,39 @@ def test_a_span_keeps_at_most_the_capped_number_of_events(tmp_path: Path) -> Non
     with duckdb.connect(str(db), read_only=True) as con:
         counts = con.execute("SELECT count(*) FROM span_events GROUP BY trace_id, span_id").fetchall()
     assert sorted(counts) == [(MAX_EVENTS_PER_SPAN,), (MAX_EVENTS_PER_SPAN,)]
+
+
+def _varint(number: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, number = number & 0x7F, number >> 7
+        out.append(byte | (0x80 if number else 0))
+        if not number:
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def test_millions_of_empty_events_or_entries_do_not_stop_later_requests(served) -> None:
+    client, _ = served
+    # One span of 2M empty events (4 MiB): Span.events is field 11, ScopeSpans.spans 2, ResourceSpans.scope_spans
+    # 2, the request's resource_spans 1.
+    request = every_stamp_trace_request(1)
+    span = request.resource_spans[0].scope_spans[0].spans[0]
+    events = span.SerializeToString() + _field(11, b"") * 2_000_000
+    body = _field(1, _field(2, _field(2, events)))
+    assert client.post("/v1/traces", content=body, headers=PB).status_code == 200
+    # 32 MiB of empty ResourceSpans: refused whole, at once, with a reason.
+    started = time.perf_counter()
+    entries = client.post("/v1/traces", content=_field(1, b"") * (16 * 1024 * 1024), headers=PB)
+    elapsed = time.perf_counter() - started
+    assert entries.status_code == 400 and "more than 10000 resource and scope entries" in status_message(entries)
+    assert elapsed < 10, elapsed
+    # Later requests are stored as usual.
+    later = every_stamp_trace_request(2)
+    assert client.post("/v1/traces", content=later.SerializeToString(), headers=PB).status_code == 200
+    for trace_id in set(_trace_ids(later)) | {span.trace_id.hex()}:
+        assert _explained(client, trace_id)["trace_id"] == trace_id

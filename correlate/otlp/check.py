@@ -13,7 +13,42 @@ from gpu_rca.correlate.store.records import MAX_ERRORS
 MAX_NS = 2**63 - 1
 #: Events stored per span; the rest are left out (a span of millions of events is an attack, not telemetry).
 MAX_EVENTS_PER_SPAN = 128
+#: Characters kept of one attribute value or log body; a longer text keeps its head and its tail (where a
+#: traceback says what failed) around a marker, so one request cannot make the store hold megabytes per span.
+MAX_TEXT_CHARS = 32 * 1024
 _HEX = re.compile(r"[0-9a-f]*")
+
+
+#: Resource and scope entries one request may hold (an OTel Collector's batch holds one per resource and
+#: scope it saw, tens to hundreds); past it the request is refused whole, before any entry is read, since
+#: reading millions of empty entries would hold the server for seconds.
+MAX_ENTRIES = 10_000
+
+
+def entries_problem(request: Any) -> str | None:
+    """Why an ExportTraceServiceRequest or ExportLogsServiceRequest holds too many resource or scope entries
+    (checked in about MAX_ENTRIES steps at most), or None."""
+    resources = request.resource_spans if hasattr(request, "resource_spans") else request.resource_logs
+    count = len(resources)
+    if count <= MAX_ENTRIES:
+        for resource in resources:
+            count += len(resource.scope_spans if hasattr(resource, "scope_spans") else resource.scope_logs)
+            if count > MAX_ENTRIES:
+                break
+    if count > MAX_ENTRIES:
+        return (
+            f"the request holds more than {MAX_ENTRIES} resource and scope entries; "
+            "send fewer per request (an OTel Collector batch holds one per resource and scope)"
+        )
+    return None
+
+
+def bounded_text(text: str) -> str:
+    """`text`, or its first and last MAX_TEXT_CHARS / 2 characters around a marker saying how many were cut."""
+    if len(text) <= MAX_TEXT_CHARS:
+        return text
+    half = MAX_TEXT_CHARS // 2
+    return f"{text[:half]} …[{len(text) - 2 * half} characters cut]… {text[-half:]}"
 
 
 def id_problem(value: str, name: str, size: int, optional: bool = False) -> str | None:
@@ -96,8 +131,12 @@ def log_rejections(request: Any) -> tuple[int, list[str]]:
 
 
 __all__ = [
+    "MAX_ENTRIES",
     "MAX_EVENTS_PER_SPAN",
     "MAX_NS",
+    "MAX_TEXT_CHARS",
+    "bounded_text",
+    "entries_problem",
     "id_problem",
     "log_problem",
     "log_rejections",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from gpu_rca.correlate.otlp.check import MAX_EVENTS_PER_SPAN
+from gpu_rca.correlate.otlp.check import MAX_EVENTS_PER_SPAN, bounded_text
 from gpu_rca.correlate.otlp.rows import KINDS, STATUSES, LogRows, SpanRows, finite, resource_context
 
 _KIND_NAMES = {f"SPAN_KIND_{k.upper()}": i for i, k in enumerate(KINDS)}
@@ -25,7 +25,8 @@ def _any(value: Any) -> Any:
     if not value:
         return None
     if "stringValue" in value:
-        return value["stringValue"]
+        text = value["stringValue"]
+        return bounded_text(text) if isinstance(text, str) else text
     if "intValue" in value:
         return int(value["intValue"])
     if "doubleValue" in value:
@@ -40,7 +41,7 @@ def _any(value: Any) -> Any:
     if "kvlistValue" in value:
         return {kv["key"]: _any(kv.get("value")) for kv in value["kvlistValue"].get("values", ())}
     if "bytesValue" in value:
-        return base64.b64decode(value["bytesValue"]).hex()
+        return bounded_text(base64.b64decode(value["bytesValue"]).hex())
     raise Unsupported(f"AnyValue {sorted(value)}")
 
 

@@ -20,6 +20,7 @@ from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.resource.v1 import resource_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
+from gpu_rca.correlate.otlp.check import bounded_text
 from gpu_rca.correlate.otlp.rows import TYPED_SLOTS, TYPED_WIDTH, finite
 from gpu_rca.schemas.errors import InputError
 
@@ -97,13 +98,13 @@ def any_value(value: Any) -> Any:
     if kind is None:
         return None
     if kind == "string_value":
-        return value.string_value
+        return bounded_text(value.string_value)
     if kind == "array_value":
         return [any_value(v) for v in value.array_value.values]
     if kind == "kvlist_value":
         return {kv.key: any_value(kv.value) for kv in value.kvlist_value.values}
     if kind == "bytes_value":
-        return value.bytes_value.hex()
+        return bounded_text(value.bytes_value.hex())
     return finite(getattr(value, kind))
 
 
@@ -128,6 +129,8 @@ def _entry(kv: common_pb2.KeyValue) -> Entry:
     typed = getattr(value, which)
     if kind is float and not math.isfinite(typed):
         typed = None
+    elif kind is str:
+        typed = bounded_text(typed)
     return key, position, typed, keep
 
 
@@ -165,17 +168,31 @@ def _scalar_entry(raw: bytes) -> Entry | None:
     typed = getattr(value, field)
     if field == "double_value" and not math.isfinite(typed):
         typed = None
+    elif field == "string_value":
+        typed = bounded_text(typed)
     return key, position, typed, keep
 
 
-class AttributeCache:
-    """Raw attribute bytes -> `Entry`, bounded: emptied when full, so memory stays fixed whatever the
-    traffic; the values that repeat are learnt again at once. Safe to share between threads (GIL-atomic
-    dict operations; a race can only decode one value twice). An entry's value is shared by every row that
-    repeats the attribute, so rows and their `attributes` dicts are read, never mutated."""
+#: Bytes one cached entry costs besides its raw bytes and value: the dict slot, the bytes and tuple headers.
+ENTRY_OVERHEAD_BYTES = 160
 
-    def __init__(self, max_entries: int = 32_768) -> None:
+
+class AttributeCache:
+    """Raw attribute bytes -> `Entry`, bounded in entries and in bytes (the raw bytes and the decoded value,
+    counted as twice the raw length, plus `ENTRY_OVERHEAD_BYTES` each): emptied when either is full, so memory
+    stays fixed whatever the traffic; the values that repeat are learnt again at once. An attribute longer
+    than `max_value_bytes` is decoded and never kept (such values seldom repeat; keeping them would evict
+    the ones that do). Safe to share between threads (GIL-atomic dict operations; a race can only decode one
+    value twice, or count a few bytes twice). An entry's value is shared by every row that repeats the
+    attribute, so rows and their `attributes` dicts are read, never mutated."""
+
+    def __init__(
+        self, max_entries: int = 32_768, *, max_bytes: int = 32 * 1024 * 1024, max_value_bytes: int = 4096
+    ) -> None:
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.max_value_bytes = max_value_bytes
+        self.bytes = 0  # what the entries kept now cost, as counted above
         self._entries: dict[bytes, Entry] = {}
         self.lookups = 0
         self.misses = 0
@@ -195,6 +212,7 @@ class AttributeCache:
     def clear(self) -> None:
         """Forget every entry and restart the counters."""
         self._entries.clear()
+        self.bytes = 0
         self.reset_stats()
 
     def split(self, attributes: Any) -> tuple[list[Any], dict[str, Any]] | None:
@@ -220,14 +238,17 @@ class AttributeCache:
     def _learn(self, raw: bytes) -> Entry:
         entry = _scalar_entry(raw) or _entry(key_value(raw))
         self.misses += 1
-        if self.max_entries:
-            if len(self._entries) >= self.max_entries:
+        cost = 3 * len(raw) + ENTRY_OVERHEAD_BYTES
+        if self.max_entries and len(raw) <= self.max_value_bytes and cost <= self.max_bytes:
+            if len(self._entries) >= self.max_entries or self.bytes + cost > self.max_bytes:
                 self._entries.clear()
+                self.bytes = 0
             self._entries[raw] = entry
+            self.bytes += cost
         return entry
 
 
-#: The process's cache (bounded to about 10 MB at typical attribute sizes).
+#: The process's cache (at most 32 MiB as counted, about 10 MB at typical attribute sizes).
 DEFAULT_CACHE = AttributeCache()
 
 

@@ -21,6 +21,8 @@ from starlette.routing import BaseRoute
 
 from gpu_rca.correlate.server import analysis, digests, gpus, ops, otlp_http, retention
 from gpu_rca.correlate.server.access import AccessMiddleware
+from gpu_rca.correlate.server.admission import Admission
+from gpu_rca.correlate.server.connections import quiet_accept_errors
 from gpu_rca.correlate.server.counters import ServeCounters
 from gpu_rca.correlate.server.loader import Loader
 from gpu_rca.correlate.server.prometheus_pull import pull_loop
@@ -74,12 +76,28 @@ def create_app(store: Store, config: ServerConfig | None = None, *, close_store:
             m.SERVE_LOG_CORRUPT: lambda: ingest_log.corrupt_records,
         }
     )
+    admission = Admission(
+        ingest_log,
+        loader,
+        max_in_flight=config.max_queue,
+        max_lag_s=config.max_lag_s,
+        retry_after_s=config.retry_after_s,
+    )
+    counters.watch_in_flight(lambda: admission.in_flight)
     state = ServerState(
-        config=config, store=store, writer=writer, counters=counters, rows=rows, log=ingest_log, loader=loader
+        config=config,
+        store=store,
+        writer=writer,
+        counters=counters,
+        rows=rows,
+        log=ingest_log,
+        loader=loader,
+        admission=admission,
     )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        quiet_accept_errors(asyncio.get_running_loop())
         writer.start()
         loader.start()  # stores what the last run acknowledged and did not store (replay) first
         stop_pull = asyncio.Event()

@@ -1,8 +1,10 @@
 """Reading a request body within a size cap, inflating gzip as it streams so a gzip bomb is never inflated;
-every member of a multi-member gzip body is inflated, and bytes after the last one are refused."""
+every member of a multi-member gzip body is inflated, and bytes after the last one are refused. A body whose
+next bytes do not come within a timeout is dropped (408), so a sender that stops mid-body holds nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 from collections.abc import AsyncIterator
 
@@ -15,16 +17,23 @@ _GZIP_MAGIC = b"\x1f\x8b"
 class BodyError(Exception):
     """A body the server will not read: `status` is the HTTP status to answer with."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers
 
 
 async def read_body(
-    chunks: AsyncIterator[bytes], *, content_length: str | None, content_encoding: str | None, max_bytes: int
+    chunks: AsyncIterator[bytes],
+    *,
+    content_length: str | None,
+    content_encoding: str | None,
+    max_bytes: int,
+    timeout_s: float | None = None,
 ) -> tuple[bytes, int]:
-    """(decompressed body, bytes on the wire); raises BodyError for 413 (too big), 415 (encoding) or 400."""
+    """(decompressed body, bytes on the wire); raises BodyError for 413 (too big), 415 (encoding), 400, or 408
+    when no bytes came for `timeout_s` seconds."""
     encoding = (content_encoding or "identity").strip().lower()
     if encoding not in {"identity", "gzip"}:
         raise BodyError(415, f"unsupported Content-Encoding {encoding!r}; use gzip or none")
@@ -39,7 +48,16 @@ async def read_body(
     out = bytearray()
     plain: list[bytes] = []  # an identity body's chunks, joined once at the end (one copy, not one per chunk)
     wire = 0
-    async for chunk in chunks:
+    iterator = aiter(chunks)
+    while True:
+        try:
+            chunk = await asyncio.wait_for(anext(iterator), timeout_s)
+        except StopAsyncIteration:
+            break
+        except TimeoutError:
+            raise BodyError(
+                408, f"the body stalled: no bytes for {timeout_s:g} s after {wire}", {"Connection": "close"}
+            ) from None
         wire += len(chunk)
         if wire > max_bytes:
             raise BodyError(413, _too_big(max_bytes, "the body"))

@@ -86,6 +86,20 @@ class ServeCounters:
         self.loaded_records = Counter(
             m.SERVE_LOG_LOADED, "Logged requests the loader stored (a retried request counts each time).", registry=r
         )
+        self.requests_refused = Counter(
+            m.SERVE_REQUESTS_REFUSED,
+            "Trace and log requests answered 503 before their body was read, by reason "
+            "(log_full, log_unavailable, lag, busy).",
+            ("reason",),
+            registry=r,
+        )
+        self.connections_dropped = Counter(
+            m.SERVE_CONNECTIONS_DROPPED,
+            "Requests dropped before their body was read whole, by reason "
+            "(head_timeout, body_timeout, client_disconnected).",
+            ("reason",),
+            registry=r,
+        )
         self.queue_depth = Gauge(m.SERVE_QUEUE_DEPTH, "Write jobs waiting for the store writer.", registry=r)
         self.queue_depth.set_function(queue_depth)
         self.write_seconds = Histogram(
@@ -108,6 +122,12 @@ class ServeCounters:
         }
         for name, text in texts.items():
             Gauge(name, text, registry=self.registry).set_function(read[name])
+
+    def watch_in_flight(self, read: Callable[[], float]) -> None:
+        """The gauge of trace and log requests being read, checked and logged now."""
+        Gauge(
+            m.SERVE_REQUESTS_IN_FLIGHT, "Trace and log requests being read, checked and logged.", registry=self.registry
+        ).set_function(read)
 
     def count_traces_without_inference(self, count: int, now: float | None = None) -> None:
         """Count traces with no inference span; log how many arrived, at most once per WARN_INTERVAL_S."""

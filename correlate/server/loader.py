@@ -1,8 +1,8 @@
 """The loader: one thread that reads the ingest log behind the writer, builds the rows of many requests at once
 and stores them through the store's writer in large batches, then moves the log's checkpoint.
 
-Storing is idempotent: a request logged twice (an exporter's retry) is built once per batch (same request
-id), and a span already stored (a retry in an earlier batch, or a replay of a batch stored just before a
+Storing is idempotent: a request logged twice (an exporter's retry) is built once per batch (the same bytes:
+records are compared only where their lengths match, so no body is hashed), and a span already stored (a retry in an earlier batch, or a replay of a batch stored just before a
 crash) is left out by the store's key. While the store refuses writes (a full disk), the records stay in
 the log and the loader tries again; `failure` says why meanwhile.
 """
@@ -121,10 +121,7 @@ class Loader:
                 self._done.notify_all()
 
     def _store(self, records: list[Record]) -> None:
-        unique: dict[bytes, Record] = {}
-        for record in records:
-            unique.setdefault(record.request_id, record)
-        rows = _build(list(unique.values()))
+        rows = _build(_unique(records))
         spans, logs = rows.spans.batch(), rows.logs.batch()
 
         def store(target: Store) -> tuple[IngestResult, IngestResult]:
@@ -136,6 +133,19 @@ class Loader:
         c.logs_ingested.inc(log_result.stored)
         c.loaded_records.inc(len(records))
         c.count_traces_without_inference(span_result.traces_without_inference)
+
+
+def _unique(records: list[Record]) -> list[Record]:
+    """`records` without repeats of the same signal and bytes (an exporter's retry), in order."""
+    seen: dict[tuple[str, int], list[bytes]] = {}
+    unique = []
+    for record in records:
+        same_length = seen.setdefault((record.signal, len(record.body)), [])
+        if any(record.body == other for other in same_length):
+            continue
+        same_length.append(record.body)
+        unique.append(record)
+    return unique
 
 
 def _build(records: list[Record]) -> _Rows:

@@ -17,6 +17,7 @@ signal to one OTLP endpoint logs no errors.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -25,11 +26,11 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gpu_rca.correlate.otlp.check import log_rejections, span_rejections
+from gpu_rca.correlate.otlp.check import entries_problem, log_rejections, span_rejections
 from gpu_rca.correlate.otlp.decode import logs_from_request, spans_from_request
 from gpu_rca.correlate.otlp.metrics import MetricBatch, metrics_from_request, point_count
 from gpu_rca.correlate.otlp.rows import LogBatch, SpanBatch
@@ -41,6 +42,8 @@ from gpu_rca.correlate.server.writer import QueueFull, WriterClosed
 from gpu_rca.correlate.store.records import IngestResult
 from gpu_rca.schemas.errors import GpuRcaError, InputError
 from gpu_rca.schemas.otlp_json import message_from_json, message_to_json
+
+log = logging.getLogger("gpu_rca.serve")
 
 #: Error messages from one request echoed back in `partial_success.error_message`.
 _MESSAGES_SHOWN = 5
@@ -130,21 +133,41 @@ def public_reason(text: str) -> str:
 
 
 async def export(request: Request, signal: Signal) -> Response:
-    """Handle one OTLP/HTTP export request for `signal`."""
+    """Handle one OTLP/HTTP export request for `signal`: traces and logs are admitted (or refused) from their
+    headers alone, before the body is read."""
     state: ServerState = request.app.state.gpu_rca
     content_type = media_type(request.headers.get("content-type"))
     if content_type not in (PROTOBUF, JSON):
         # Answered as JSON whatever was sent: a person with curl reads it (a protobuf Status is binary).
         return error_response(415, f"Content-Type must be {PROTOBUF} or {JSON}, not {content_type or '(none)'!r}", JSON)
+    if signal is METRICS:
+        return await _receive(request, state, signal, content_type)
+    refusal = state.admission.refusal(request.headers.get("content-length"))
+    if refusal is not None:
+        state.counters.requests_refused.labels(reason=refusal.reason).inc()
+        # The body is left unread: the connection is closed after the answer.
+        headers = {"Retry-After": str(state.config.retry_after_s), "Connection": "close"}
+        return error_response(503, refusal.message, content_type, headers=headers)
+    return await _receive(request, state, signal, content_type)
+
+
+async def _receive(request: Request, state: ServerState, signal: Signal, content_type: str) -> Response:
+    """Read, decode and check a request, then log (traces, logs) or store (metrics) it."""
     try:
         body, wire_bytes = await read_body(
             request.stream(),
             content_length=request.headers.get("content-length"),
             content_encoding=request.headers.get("content-encoding"),
             max_bytes=state.config.max_body_bytes,
+            timeout_s=state.config.client_timeout_s,
         )
     except BodyError as exc:
-        return error_response(exc.status, exc.message, content_type)
+        if exc.status == 408:
+            _dropped(state, request, "body_timeout", f"its {signal.name} body stalled ({exc.message})")
+        return error_response(exc.status, exc.message, content_type, headers=exc.headers)
+    except ClientDisconnect:
+        _dropped(state, request, "client_disconnected", f"it disconnected in the middle of its {signal.name} body")
+        return Response(status_code=400)  # never sent: the client is gone
     state.counters.request_bytes.labels(route=request.url.path).inc(wire_bytes)
     try:
         message = decode(signal, body, content_type)
@@ -154,7 +177,10 @@ async def export(request: Request, signal: Signal) -> Response:
         return _success(signal, content_type, None)
     if signal is METRICS:
         return await _export_metrics(state, message, content_type)
-    return await _log_request(state, signal, message, body, content_type)
+    if (problem := entries_problem(message)) is not None:
+        return error_response(400, problem, content_type)
+    with state.admission.held():  # from its body read to its answer (a slow sender holds no place)
+        return await _log_request(state, signal, message, body, content_type)
 
 
 async def _log_request(state: ServerState, signal: Signal, message: Any, body: bytes, content_type: str) -> Response:
@@ -212,6 +238,13 @@ async def _submit_metrics(state: ServerState, batch: MetricBatch, max_wait_s: fl
     return await state.writer.submit(
         lambda store: store.ingest_metric_samples(batch.samples, batch.gpus, batch.pods), max_wait_s=max_wait_s
     )
+
+
+def _dropped(state: ServerState, request: Request, reason: str, why: str) -> None:
+    """One line for a request dropped before its body was read whole (nothing of it is kept), and its count."""
+    state.counters.connections_dropped.labels(reason=reason).inc()
+    client = f"{request.client.host}:{request.client.port}" if request.client else "a client"
+    log.warning("gpu-rca serve: dropped a request from %s: %s; nothing of it was kept", client, why)
 
 
 def _count(state: ServerState, signal: Signal, result: IngestResult) -> None:

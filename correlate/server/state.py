@@ -1,10 +1,11 @@
-"""What every route of one server shares: its configuration, store, ingest log and loader, row builder, writer
-and counters."""
+"""What every route of one server shares: its configuration, store, ingest log and loader, admission, row
+builder, writer and counters."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from gpu_rca.correlate.server.admission import Admission
 from gpu_rca.correlate.server.body import DEFAULT_MAX_BODY_BYTES
 from gpu_rca.correlate.server.counters import ServeCounters
 from gpu_rca.correlate.server.loader import Loader
@@ -36,6 +37,10 @@ class ServerConfig:
     log_segment_bytes: int | None = None  # None: a sixteenth of log_max_bytes, 64 KiB to 64 MiB
     # Reads (/api/*, digests) first wait this long for the loader to store what was acknowledged before them.
     read_wait_s: float = 2.0
+    # Traces and logs are refused before their bodies are read while the loader is this far behind (None: never).
+    max_lag_s: float | None = 10.0
+    # A request's head, and each next piece of its body, must come within this many seconds.
+    client_timeout_s: float | None = 10.0
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,7 @@ class ServerState:
     rows: RowBuilder
     log: IngestLog
     loader: Loader
+    admission: Admission
     #: What is going wrong now (by source, e.g. "prometheus"), said in every digest made meanwhile.
     problems: dict[str, str] = field(default_factory=dict)
 

@@ -6,15 +6,15 @@ whole segments are deleted. On start the records past the checkpoint are read ag
 idempotent (the store's keys), so a record stored just before a crash and replayed is stored once.
 
 A segment is `NNNNNNNNNNNNNNNNNNNN.seg`: records of `<u32 payload length><u32 crc32 of the payload><payload>`,
-the payload `<u64 append time ns><u8 signal><u8 content type><16-byte request id><body>`. Appends are
-batched: one thread writes every record queued meanwhile and fsyncs once (group fsync). A torn or corrupt
+the payload `<u64 append time ns><u8 signal><u8 content type><16 reserved bytes><body>`. Appends are
+batched: one thread writes every record queued meanwhile and fsyncs once (group fsync); a record's body is
+written as received, never copied into a frame (its header and checksum are computed beside it). A torn or corrupt
 record ends what can be read of its segment: in the last segment it is cut off (it was never acknowledged:
 its fsync never returned), elsewhere the bytes after it are reported as lost; either way with a warning.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import struct
@@ -53,7 +53,6 @@ class Record:
 
     signal: str
     content_type: str
-    request_id: bytes
     appended_ns: int
     body: bytes
     segment: int
@@ -62,19 +61,22 @@ class Record:
 
 @dataclass
 class _Pending:
-    frame: bytes
+    head: bytes  # the frame and the payload's header; the body follows it on disk
+    body: bytes
     future: Future[None]
 
+    @property
+    def size(self) -> int:
+        return len(self.head) + len(self.body)
 
-def request_id(body: bytes) -> bytes:
-    """A request's id: a hash of its body, so an exporter's retry of the same body has the same id."""
-    return hashlib.blake2b(body, digest_size=16).digest()
+
+_RESERVED = bytes(16)
 
 
-def _frame(signal: str, content_type: str, body: bytes) -> bytes:
-    payload = _HEAD.pack(time.time_ns(), SIGNALS.index(signal), CONTENT_TYPES.index(content_type), request_id(body))
-    payload += body
-    return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
+def _frame_head(signal: str, content_type: str, body: bytes) -> bytes:
+    """The bytes written before `body`: length and checksum of the payload (header + body), then the header."""
+    head = _HEAD.pack(time.time_ns(), SIGNALS.index(signal), CONTENT_TYPES.index(content_type), _RESERVED)
+    return _FRAME.pack(len(head) + len(body), zlib.crc32(body, zlib.crc32(head))) + head
 
 
 def _segment_name(number: int) -> str:
@@ -109,6 +111,7 @@ class IngestLog:
         self._pending_bytes = 0
         self._closed = False
         self.failure: str | None = None  # why the last write failed; None once a write succeeds again
+        self.failed_at = float("-inf")  # time.monotonic() of the last failed write
         # Replay: what the last run left past its checkpoint.
         self.checkpoint = self._read_checkpoint()
         self.corrupt_records = 0
@@ -131,19 +134,18 @@ class IngestLog:
     def append(self, signal: str, content_type: str, body: bytes) -> Future[None]:
         """Queue a record; the future resolves once it is on disk. LogFull or LogUnavailable at once when the
         log cannot take it."""
-        frame = _frame(signal, content_type, body)
+        pending = _Pending(_frame_head(signal, content_type, body), body, Future())
         with self._lock:
             if self._closed:
                 raise LogUnavailable("the server is shutting down")
-            if self.size_bytes + self._pending_bytes + len(frame) > self.max_bytes:
+            if self.size_bytes + self._pending_bytes + pending.size > self.max_bytes:
                 raise LogFull(
                     f"ingest log full ({self.size_bytes + self._pending_bytes} of {self.max_bytes} bytes "
                     "waiting for the store)"
                 )
-            pending = _Pending(frame, Future())
             pending.future.set_running_or_notify_cancel()  # a caller that goes away cannot cancel it now
             self._pending.append(pending)
-            self._pending_bytes += len(frame)
+            self._pending_bytes += pending.size
             self._lock.notify_all()
         return pending.future
 
@@ -156,9 +158,10 @@ class IngestLog:
                     return
                 group, self._pending, self._pending_bytes = self._pending, [], 0
             try:
-                self._write(b"".join(p.frame for p in group))
+                self._write(group)
             except OSError as exc:
                 self.failure = f"the ingest log cannot write: {exc.strerror or exc}"
+                self.failed_at = time.monotonic()
                 log.warning("gpu-rca serve: %s; requests are refused until it can", self.failure)
                 for p in group:
                     p.future.set_exception(LogUnavailable(self.failure))
@@ -171,13 +174,16 @@ class IngestLog:
             for p in group:
                 p.future.set_result(None)
 
-    def _write(self, data: bytes) -> None:
-        if self._sizes[self.segment] and self._sizes[self.segment] + len(data) > self.segment_bytes:
+    def _write(self, group: list[_Pending]) -> None:
+        size = sum(p.size for p in group)
+        if self._sizes[self.segment] and self._sizes[self.segment] + size > self.segment_bytes:
             self._file.close()
             self._open_segment(self.segment + 1)
         start = self._sizes[self.segment]
         try:
-            self._file.write(data)
+            for pending in group:
+                self._file.write(pending.head)
+                self._file.write(pending.body)
             self._file.flush()
             os.fsync(self._file.fileno())
         except OSError:
@@ -185,7 +191,7 @@ class IngestLog:
             self._file.truncate(start)
             self._file.seek(start)
             raise
-        self._sizes[self.segment] = start + len(data)
+        self._sizes[self.segment] = start + size
 
     def _open_segment(self, number: int) -> None:
         path = self.directory / _segment_name(number)
@@ -209,7 +215,7 @@ class IngestLog:
                 continue
             with open(self.directory / _segment_name(number), "rb") as handle:
                 handle.seek(start)
-                data = handle.read(end - start)
+                data = memoryview(handle.read(end - start))  # payloads are sliced without a copy
             offset = 0
             while offset + _FRAME.size <= len(data) and total < max_bytes:
                 length, crc = _FRAME.unpack_from(data, offset)
@@ -269,6 +275,11 @@ class IngestLog:
             seg, off = self.checkpoint
             return sum(size - (off if n == seg else 0) for n, size in self._sizes.items() if n >= seg)
 
+    @property
+    def free_bytes(self) -> int:
+        """Bytes the log can still take: its maximum less what is on disk not yet stored and what is queued."""
+        return self.max_bytes - self.size_bytes - self._pending_bytes
+
     def close(self) -> None:
         """Write what is queued, then stop writing; safe twice."""
         with self._lock:
@@ -319,19 +330,20 @@ def _good_prefix(data: bytes, skip: int = 0) -> tuple[int, int]:
     """How many leading bytes of a segment are whole records with a matching checksum, and how many of those
     records start at or after `skip`."""
     offset = count = 0
+    view = memoryview(data)
     while offset + _FRAME.size <= len(data):
         length, crc = _FRAME.unpack_from(data, offset)
         end = offset + _FRAME.size + length
-        if length < _HEAD.size or end > len(data) or zlib.crc32(data[offset + _FRAME.size : end]) != crc:
+        if length < _HEAD.size or end > len(data) or zlib.crc32(view[offset + _FRAME.size : end]) != crc:
             break
         count += offset >= skip
         offset = end
     return offset, count
 
 
-def _record(payload: bytes, segment: int, end: int) -> Record:
-    appended_ns, signal, content_type, rid = _HEAD.unpack_from(payload)
-    return Record(SIGNALS[signal], CONTENT_TYPES[content_type], rid, appended_ns, payload[_HEAD.size :], segment, end)
+def _record(payload: memoryview, segment: int, end: int) -> Record:
+    appended_ns, signal, content_type, _reserved = _HEAD.unpack_from(payload)
+    return Record(SIGNALS[signal], CONTENT_TYPES[content_type], appended_ns, bytes(payload[_HEAD.size :]), segment, end)
 
 
-__all__ = ["CONTENT_TYPES", "SIGNALS", "IngestLog", "LogFull", "LogUnavailable", "Record", "request_id"]
+__all__ = ["CONTENT_TYPES", "SIGNALS", "IngestLog", "LogFull", "LogUnavailable", "Record"]
