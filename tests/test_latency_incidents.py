@@ -167,3 +167,21 @@ def test_a_latency_incident_survives_tail_sampled_traces(stores, tmp_path: Path)
         assert document["spans"]["total"] < analyze(db, *extra)["spans"]["total"] / 5
         assert document["spans"]["slow"] > 0
         assert document["causes"][0]["cause"] == "thermal_throttling"
+
+
+def test_a_busy_hours_momentary_queue_is_not_a_latency_incident(tmp_path: Path) -> None:
+    """A quiet window whose diurnal peak queues a handful of requests (0.1 % of them) does not move the p99:
+    latency detection marks none slow, and nothing is ranked (docs/ranking.md, `MIN_SLOW_SHARE`)."""
+    from gpu_rca.lab.generate import generate_scenario
+    from gpu_rca.lab.scenario import parse_scenario
+
+    scenario = generate_scenario(20260302, 106)  # development range: a ramp to 0.8 of capacity
+    assert scenario["truth"]["cause"] is None
+    files = tmp_path / "files"
+    write_run(run_scenario(parse_scenario(scenario, scenario["name"]), sample_hz=1.0), files)
+    db = tmp_path / "quiet.duckdb"
+    with Store(db) as store:
+        ingest_paths(store, [files], progress=False)
+    document = analyze(db)
+    assert document["spans"]["slow"] == 0
+    assert document["causes"] == []

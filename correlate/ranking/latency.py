@@ -16,6 +16,10 @@ inference spans (errored ones already count as failed); the outcome is `rk_slow(
 4. **Slow**: a request from the onset on whose GPU's rolling p90 in its minute is at least `RATIO`× the
    baseline p90 (the stratum is in an incident there, not in its ordinary tail) and whose own latency
    exceeds max(`P99_FACTOR` × baseline p99, `MEDIAN_FACTOR` × baseline median).
+5. **An incident moves the p99**: the slow requests must be at least `MIN_SLOW_SHARE` of the successful
+   requests from the first onset on (every stratum and GPU in scope), else none counts. Fewer is a handful
+   of requests caught behind a momentary queue at a traffic peak — the ordinary tail of a busy hour, not a
+   latency incident ("p99 of comparable requests up several-fold for minutes").
 
 This is the robust-baseline scoring of BARO (Pham et al., FSE 2024: median and quantiles of the period
 before the anomaly, not the mean and standard deviation) applied to per-stratum latency, with the onset
@@ -41,6 +45,8 @@ BASELINE_MIN_SPANS = 20
 BASELINE_NS = 60 * MINUTE_NS
 #: The fewest spans in a (stratum, GPU, minute) cell for its p90 to count.
 CELL_MIN_SPANS = 3
+#: Slow requests must be at least this share of the requests from the first onset on (p99 moved), else none is.
+MIN_SLOW_SHARE = 0.01
 #: Spans a cell should expect: a (stratum, GPU) with fewer a minute gets cells of several minutes …
 CELL_TARGET_SPANS = 6
 #: … at most this many (wider would blur an incident's onset by more than a fault takes to show).
@@ -178,4 +184,13 @@ def detect_slow(con: duckdb.DuckDBPyConnection, filters: Filters, since_ns: int 
         """,
         params,
     )
-    return int(scalar(con, "SELECT count(*) FROM rk_slow"))
+    found = int(scalar(con, "SELECT count(*) FROM rk_slow"))
+    first = scalar(con, "SELECT min(onset) FROM rk_slow_cells")
+    since_onset = one_row(
+        con, f"SELECT count(*) FROM spans WHERE {where} AND end_ns >= ?", [*params, int(first) * MINUTE_NS]
+    )
+    if found < MIN_SLOW_SHARE * int(since_onset[0] or 0):
+        con.execute("DELETE FROM rk_slow_cells")  # no incident: `explain` takes the hour before a request instead
+        con.execute("CREATE OR REPLACE TEMP TABLE rk_slow (trace_id VARCHAR, span_id VARCHAR, end_ns BIGINT)")
+        return 0
+    return found
