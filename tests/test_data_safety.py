@@ -272,5 +272,6 @@ def test_metrics_count_ingested_rejected_and_dropped_spans(tmp_path: Path) -> No
     assert busy.status_code == 503
     assert "gpu_rca_serve_spans_ingested_total 4.0" in metrics
     assert "gpu_rca_serve_spans_rejected_total 1.0" in metrics
-    assert 'gpu_rca_serve_spans_dropped_total{reason="log_full"} 4.0' in metrics
+    # A full log refuses from the request's headers, before its body is read: counted per request.
+    assert 'gpu_rca_serve_requests_refused_total{reason="log_full"} 1.0' in metrics
     assert 'gpu_rca_serve_requests_total{code="503",route="/v1/traces"} 1.0' in metrics
