@@ -2,9 +2,10 @@
 
 Stamping a span reduces its window (about ten samples at 10 Hz, more for long spans): maxima, a minimum,
 two means. Doing that on the request path meant slicing a column per field and reducing each slice. The
-ring instead does the work as samples arrive, on the sampler's thread: a sparse table per max/min column
-(any range's extreme is two lookups) and a prefix sum per mean, so a span's reductions cost the same for a
-window of ten samples or of ten thousand. The ring also remembers the newest sample that lacked a field and
+ring instead does the work as samples arrive, on the sampler's thread: a block structure per max/min column
+(`BlockExtreme`: any range's extreme in at most four lookups, about one operation an append) and a prefix
+sum per mean, so a span's reductions cost about the same for a window of ten samples or of ten thousand, and
+the exact answer either way. The ring also remembers the newest sample that lacked a field and
 the newest that changed the clock-event mask or ECC counters or reported an XID, so a window that needs the
 careful path is known without scanning it.
 """
@@ -12,6 +13,7 @@ careful path is known without scanning it.
 from __future__ import annotations
 
 import bisect
+import itertools
 import operator
 import threading
 from collections.abc import Callable
@@ -83,7 +85,7 @@ class RangeExtreme:
     `levels[k][j]` is the extreme of values `[j, j + 2**k)`. Appending value n adds, on each level k, the
     one entry that ends at n (O(log n)); dropping the oldest values drops the same count from every level,
     which keeps every entry's meaning. An entry covering an unread value (None) is None; the ring asks only
-    about ranges where every value was read.
+    about ranges where every value was read. The ring keeps one over its blocks' extremes (`BlockExtreme`).
     """
 
     __slots__ = ("_pick", "levels")
@@ -117,6 +119,78 @@ class RangeExtreme:
             del level[:count]
 
 
+#: Samples per block of a `BlockExtreme` (a power of two); `BLOCK_SHIFT` is its log2.
+BLOCK_SHIFT = 3
+BLOCK = 1 << BLOCK_SHIFT
+_BLOCK_MASK = BLOCK - 1
+
+
+class BlockExtreme:
+    """The max (or min) of any index range in at most four lookups, for about one operation an append.
+
+    Values are grouped in blocks of BLOCK. `prefix[i]` is the extreme from the start of i's block to i,
+    kept on append; `suffix[i]` the extreme from i to the end of its block, filled when the block is full;
+    `blocks` a sparse table over the full blocks' extremes, extended once a block. A range within one
+    block is scanned (at most BLOCK values); a range over two blocks is `suffix[lo]` and `prefix[hi - 1]`;
+    a longer one adds the table's two lookups over the blocks between. (A sparse table over every value
+    answered in two lookups, but added one entry per level — 13 at 6,000 samples — to each structure on
+    every append: most of the sampler's own time at 100 Hz.) Unread values (None) make every entry over
+    them None; the ring asks only about ranges where every value was read. Dropped counts are whole blocks.
+    """
+
+    __slots__ = ("_pick", "blocks", "prefix", "suffix", "values")
+
+    def __init__(self, pick: Callable[..., Any]) -> None:
+        self._pick = pick
+        self.values: list[Any] = []
+        self.prefix: list[Any] = []
+        self.suffix: list[Any] = []
+        self.blocks = RangeExtreme(pick)
+
+    def append(self, value: Any) -> None:
+        values, prefix = self.values, self.prefix
+        n = len(values)
+        values.append(value)
+        if n & _BLOCK_MASK:
+            before = prefix[-1]
+            prefix.append(None if before is None or value is None else self._pick(before, value))
+            if n & _BLOCK_MASK == _BLOCK_MASK:
+                self._close(values[n + 1 - BLOCK :], prefix[-1])
+        else:
+            prefix.append(value)
+
+    def _close(self, block: list[Any], extreme: Any) -> None:
+        pick = self._pick
+        if None in block:  # an entry over an unread value is None
+            tail: list[Any] = []
+            for value in reversed(block):
+                running = value if not tail else None if value is None or tail[-1] is None else pick(value, tail[-1])
+                tail.append(running)
+        else:
+            tail = list(itertools.accumulate(reversed(block), pick))
+        tail.reverse()
+        self.suffix.extend(tail)
+        self.blocks.append(extreme)
+
+    def query(self, lo: int, hi: int) -> Any:
+        """The extreme of values `[lo, hi)`, `hi > lo`, every one read."""
+        last = hi - 1
+        first_block, last_block = lo >> BLOCK_SHIFT, last >> BLOCK_SHIFT
+        if first_block == last_block:
+            return self._pick(self.values[lo:hi])
+        extreme = self._pick(self.suffix[lo], self.prefix[last])
+        if last_block - first_block > 1:
+            extreme = self._pick(extreme, self.blocks.query(first_block + 1, last_block))
+        return extreme
+
+    def drop(self, count: int) -> None:
+        """Drop the oldest `count` values, a multiple of BLOCK."""
+        del self.values[:count]
+        del self.prefix[:count]
+        del self.suffix[:count]
+        self.blocks.drop(count >> BLOCK_SHIFT)
+
+
 class PrefixSum:
     """The sum of any index range in one subtraction. Rebased when the oldest values are dropped, so the
     running total stays near the window's scale and keeps its precision; an unread value adds nothing."""
@@ -137,9 +211,9 @@ class PrefixSum:
         self.totals = [total - base for total in self.totals[count:]]
 
 
-_STRUCTURE: dict[str, Callable[[], RangeExtreme | PrefixSum]] = {
-    "max": lambda: RangeExtreme(max),
-    "min": lambda: RangeExtreme(min),
+_STRUCTURE: dict[str, Callable[[], BlockExtreme | PrefixSum]] = {
+    "max": lambda: BlockExtreme(max),
+    "min": lambda: BlockExtreme(min),
     "mean": PrefixSum,
 }
 
@@ -149,26 +223,63 @@ def _compile_reduce_range() -> Callable[[tuple[Any, ...], int, int], tuple[Any, 
 
     This runs on every stamp, so it is written out as straight-line code, generated here from REDUCTIONS
     (as `collections.namedtuple` generates its class): a loop over the reductions, or a call per column,
-    measured about 0.8 µs more per stamp, nearly doubling the window lookup. A max or min is two overlapping power-of-two spans of the sparse
-    table (its entries at `lo` and at `j`); a mean is one subtraction of prefix sums.
+    measured about 0.8 µs more per stamp, nearly doubling the window lookup. Every structure shares the
+    same blocks, so the case is decided once: a range over two blocks (a span of a few samples, the common
+    one) is each extreme's `suffix[lo]` against `prefix[hi - 1]`; over more, those two and the block table's
+    two lookups (`BlockExtreme.query`); within one block, `prefix[hi - 1]` when the range starts the block,
+    the value itself for one sample, else a scan of at most BLOCK values. A mean is one subtraction of
+    prefix sums.
     """
-    fetch, values = [], []
-    for i, (_, how) in enumerate(_PLAN):
-        if how == "mean":
-            fetch.append(f"    t{i} = structures[{i}].totals")
-            values.append(f"(t{i}[hi] - t{i}[lo]) / n")
-        else:
-            fetch.append(f"    v{i} = structures[{i}].levels[k]")
-            keep = ">=" if how == "max" else "<="
-            values.append(f"v{i}[lo] if v{i}[lo] {keep} v{i}[j] else v{i}[j]")
+    hows = [how for _, how in _PLAN]
+    extremes = [(i, how, ">=" if how == "max" else "<=") for i, how in enumerate(hows) if how != "mean"]
+
+    def case(indent: str, lines_of: Callable[[int, str, str], list[str]]) -> list[str]:
+        return [indent + line for i, pick, keep in extremes for line in lines_of(i, pick, keep)]
+
+    values = ", ".join(
+        f"(x{i}.totals[hi] - x{i}.totals[lo]) / n" if how == "mean" else f"v{i}" for i, how in enumerate(hows)
+    )
     source = "\n".join(
         [
             "def reduce_range(structures, lo, hi):",
-            "    k = (hi - lo).bit_length() - 1",
-            "    j = hi - (1 << k)",
+            f"    {', '.join(f'x{i}' for i in range(len(hows)))}, = structures",
             "    n = hi - lo",
-            *fetch,
-            f"    return ({', '.join(values)},)",
+            "    last = hi - 1",
+            f"    first_block = lo >> {BLOCK_SHIFT}",
+            f"    last_block = last >> {BLOCK_SHIFT}",
+            "    if last_block == first_block + 1:",
+            *case(
+                "        ",
+                lambda i, pick, keep: [
+                    f"a = x{i}.suffix[lo]",
+                    f"b = x{i}.prefix[last]",
+                    f"v{i} = a if a {keep} b else b",
+                ],
+            ),
+            "    elif last_block != first_block:",
+            "        k = (last_block - first_block - 1).bit_length() - 1",
+            "        j = first_block + 1",
+            "        m = last_block - (1 << k)",
+            *case(
+                "        ",
+                lambda i, pick, keep: [
+                    f"a = x{i}.suffix[lo]",
+                    f"b = x{i}.prefix[last]",
+                    f"level = x{i}.blocks.levels[k]",
+                    "c = level[j]",
+                    "d = level[m]",
+                    f"a = a if a {keep} b else b",
+                    f"c = c if c {keep} d else d",
+                    f"v{i} = a if a {keep} c else c",
+                ],
+            ),
+            f"    elif not lo & {_BLOCK_MASK}:  # within one block, from its start",
+            *case("        ", lambda i, pick, keep: [f"v{i} = x{i}.prefix[last]"]),
+            "    elif n == 1:",
+            *case("        ", lambda i, pick, keep: [f"v{i} = x{i}.values[lo]"]),
+            "    else:",
+            *case("        ", lambda i, pick, keep: [f"v{i} = {pick}(x{i}.values[lo:hi])"]),
+            f"    return ({values},)",
         ]
     )
     namespace: dict[str, Any] = {}
@@ -192,7 +303,9 @@ class Ring:
         self._last_change = -1  # sequence number of the newest sample that was a transition
         self._last_unread = -1  # sequence number of the newest sample that lacks a reduced field
         #: one range structure per reduction, in REDUCTIONS' order
-        self._structures: tuple[RangeExtreme | PrefixSum, ...] = tuple(_STRUCTURE[how]() for _, how in _PLAN)
+        self._structures: tuple[BlockExtreme | PrefixSum, ...] = tuple(_STRUCTURE[how]() for _, how in _PLAN)
+        #: The structures drop whole blocks only: index i here is `i + self._offset` in them.
+        self._offset = 0
 
     def append(self, sample: Sample) -> int:
         """Add a sample; returns how many of the oldest samples aged out to stay bounded."""
@@ -214,8 +327,11 @@ class Ring:
             if excess >= max(1, self.capacity // 4):
                 del self._ts[:excess]
                 del self._samples[:excess]
+                offset = self._offset + excess
+                whole = offset - offset % BLOCK
                 for structure in self._structures:
-                    structure.drop(excess)
+                    structure.drop(whole)
+                self._offset = offset - whole
                 self._seq0 += excess
                 return excess
             return 0
@@ -246,7 +362,7 @@ class Ring:
                 return samples, NOTHING_REDUCED, True
             first = self._seq0 + lo
             if self._last_unread < first:  # every field read in every sample: the structures answer
-                reductions = _reduce_range(self._structures, lo, hi)
+                reductions = _reduce_range(self._structures, lo + self._offset, hi + self._offset)
             else:
                 reductions = reduce_samples(samples)
             return samples, reductions, self._last_change <= first
@@ -267,7 +383,8 @@ class Ring:
             if self._last_unread >= first or self._last_change > first:
                 return None
             samples = self._samples
-            return hi - lo, samples[lo], samples[hi - 1], _reduce_range(self._structures, lo, hi)
+            offset = self._offset
+            return hi - lo, samples[lo], samples[hi - 1], _reduce_range(self._structures, lo + offset, hi + offset)
 
     def latest(self) -> Sample | None:
         """The newest sample, if any."""
@@ -280,10 +397,12 @@ class Ring:
 
 
 __all__ = [
+    "BLOCK",
     "NOTHING_REDUCED",
     "REDUCED_FIELDS",
     "REDUCED_STAMPS",
     "REDUCTIONS",
+    "BlockExtreme",
     "PrefixSum",
     "QuietWindow",
     "RangeExtreme",

@@ -239,7 +239,7 @@ def _samples(draw: st.DrawFn) -> list[Sample]:
 
 
 @settings(max_examples=150, deadline=None)
-@given(samples=_samples(), capacity=st.integers(4, 24), bounds=st.tuples(st.integers(0, 6500), st.integers(0, 3000)))
+@given(samples=_samples(), capacity=st.integers(4, 64), bounds=st.tuples(st.integers(0, 6500), st.integers(0, 3000)))
 def test_ring_window_stats_match_the_window_reduced_directly(
     samples: list[Sample], capacity: int, bounds: tuple[int, int]
 ):
