@@ -24,6 +24,9 @@ from gpu_rca.collector._ring import NOTHING_REDUCED, QuietWindow, Ring, RingWind
 Clock = Callable[[], int]
 
 MAX_SAMPLE_HZ = 100.0
+#: The rate of the slow reads (utilisation, power limit, memory clock, the counters, the process list, XID
+#: events) when sampling faster; at this rate or slower every tick reads everything.
+SLOW_HZ = 10.0
 
 # getpid() is a system call; the request path asks "am I still the process that started the sampler?"
 # on every span, so the answer is cached and refreshed in a forked child.
@@ -98,6 +101,9 @@ class Sampler:
         self.sample_hz = float(sample_hz)
         self.period_ns = int(1e9 / sample_hz)
         self.capacity = max(4, int(history_s * sample_hz))
+        #: Every how many ticks the slow fields are read (1 at SLOW_HZ or slower).
+        self.slow_every = max(1, round(self.sample_hz / SLOW_HZ))
+        self._tick = 0
         self.health = health or Health()
         self._pid_override = pid
         self.events: deque[SamplerEvent] = deque(maxlen=256)
@@ -214,15 +220,18 @@ class Sampler:
 
     # --- sampling --------------------------------------------------------------------------------
     def sample_once(self, now_ns: int | None = None) -> None:
-        """Read every GPU once, stamped `now_ns` (default: the clock). Never raises for NVML failures."""
+        """Read every GPU once, stamped `now_ns` (default: the clock): the fast fields at every tick, the slow
+        ones every `slow_every` ticks (see `SLOW_HZ`), the first tick included. Never raises for NVML failures."""
         if not self.init():
             return
         ts = self.clock() if now_ns is None else int(now_ns)
+        slow = self._tick % self.slow_every == 0
+        self._tick += 1
         for index, reader in self._readers.items():
             if index in self._lost:
                 continue
             try:
-                sample = reader.read(ts)
+                sample = reader.read(ts, slow)
             except DeviceLost as exc:
                 self._lost.add(index)
                 self.health.failure(ERRORS, "gpu_lost", f"GPU {index} is lost; not sampled again", exc)
