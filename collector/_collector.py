@@ -241,27 +241,27 @@ class Collector:
         otel = tracer.start_span(name, context=context, kind=kind, attributes=attrs, start_time=start)
         if resolved is None:
             return InferenceSpan(self, otel, start, None)
-        target = resolved[0]
         span = InferenceSpan(self, otel, start, *resolved)
-        with self._inflight_lock:
-            spans = self._inflight.get(target.index)
-            if spans is None:
-                spans = self._inflight[target.index] = set()
-            if len(spans) < MAX_TRACKED_INFLIGHT:
-                spans.add(span)
-            else:  # spans opened and never ended: stay bounded rather than slow down every start
-                self.health.count(DROPPED, "inflight_tracking")
-            count = len(spans)
-            if count > 1:  # alone on its GPU, the span's own 1 stands
-                for other in spans:
+        # In-flight tracking without a lock per span: a set's add, discard, len and copy are each one atomic
+        # operation; only raising other spans' maxima (read, compare, write) takes the lock.
+        spans = self._inflight.get(resolved[0].index)
+        if spans is None:
+            spans = self._inflight.setdefault(resolved[0].index, set())
+        if len(spans) < MAX_TRACKED_INFLIGHT:
+            spans.add(span)
+        else:  # spans opened and never ended: stay bounded rather than slow down every start
+            self.health.count(DROPPED, "inflight_tracking")
+        count = len(spans)
+        if count > 1:  # alone on its GPU, the span's own 1 stands
+            with self._inflight_lock:
+                for other in tuple(spans):
                     if other.inflight_max < count:
                         other.inflight_max = count
         return span
 
     def inflight(self, index: int) -> tuple[InferenceSpan, ...]:
         """The inference spans open on NVML device `index` now (the admission advisor reads them)."""
-        with self._inflight_lock:
-            return tuple(self._inflight.get(index, ()))
+        return tuple(self._inflight.get(index, ()))
 
     def _finish(self, span: InferenceSpan, end_ns: int | None, exception: BaseException | None) -> None:
         end = self.clock() if end_ns is None else int(end_ns)
@@ -271,8 +271,7 @@ class Collector:
             if target is None:
                 self.health.count(DROPPED, "span_without_telemetry")
             else:
-                with self._inflight_lock:
-                    self._inflight[target.index].discard(span)
+                self._inflight[target.index].discard(span)
             if otel.is_recording():
                 device, sampler = span.device, self.sampler
                 # The common case, written out here (it runs on every request): a quiet window whose
