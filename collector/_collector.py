@@ -20,9 +20,16 @@ from gpu_rca.collector._health import Health
 from gpu_rca.collector._logs import OtlpLogSink, trace_patcher
 from gpu_rca.collector._nvml import DROPPED, ERRORS, DeviceInfo
 from gpu_rca.collector._nvml_source import NvmlSource
+from gpu_rca.collector._ring import QuietWindow
 from gpu_rca.collector._sampler import Sampler, as_clock
-from gpu_rca.collector._spans import InferenceSpan, InferenceSpanScope, record_failure, set_clean_attributes
-from gpu_rca.collector._stamp import aggregate, identity, quiet_stamps
+from gpu_rca.collector._spans import (
+    InferenceSpan,
+    InferenceSpanScope,
+    record_failure,
+    set_clean_attributes,
+    writable_attributes,
+)
+from gpu_rca.collector._stamp import QUIET_STAMP_COUNT, aggregate, identity, quiet_stamps, write_quiet_stamps
 from gpu_rca.schemas import attributes as A
 
 _UNSET: Any = object()
@@ -273,18 +280,15 @@ class Collector:
             else:
                 self._inflight[target.index].discard(span)
             if otel.is_recording():
-                device, sampler = span.device, self.sampler
+                device, sampler, identity = span.device, self.sampler, span.identity
                 # The common case, written out here (it runs on every request): a quiet window whose
                 # samples read every field, stamped as the GPU's identity then the window's stamps.
                 quiet = (
                     sampler.quiet_window(device.index, span.start_ns, end)
-                    if device is not None and sampler is not None and span.identity is not None
+                    if device is not None and sampler is not None and identity is not None
                     else None
                 )
-                window_stamps = quiet_stamps(quiet, end, sampler.period_ns) if quiet is not None else None  # type: ignore[union-attr]
-                if window_stamps is not None and span.identity is not None:
-                    window_stamps[A.INFLIGHT_MAX] = span.inflight_max
-                    set_clean_attributes(otel, span.identity, window_stamps)
+                if quiet is not None and self._stamp_quiet(span, quiet, end):
                     if exception is not None:
                         self._record_failure(span, end, exception)
                 else:
@@ -292,6 +296,24 @@ class Collector:
         except Exception as exc:
             self.health.failure(ERRORS, "stamp", "stamping an inference span failed", exc)
         otel.end(end_time=end)
+
+    def _stamp_quiet(self, span: InferenceSpan, quiet: QuietWindow, end: int) -> bool:
+        """Stamp a quiet window: straight into the SDK span's attribute dict where it allows it, else through
+        `set_clean_attributes`. False, stamping nothing, where the window needs `aggregate` after all."""
+        otel, identity, period_ns = span.span, span.identity or {}, self.sampler.period_ns  # type: ignore[union-attr]
+        bounded = writable_attributes(otel, len(identity) + QUIET_STAMP_COUNT)
+        if bounded is not None:
+            with otel._lock:  # type: ignore[attr-defined]
+                if otel._end_time is not None:  # type: ignore[attr-defined]
+                    return True  # ended elsewhere meanwhile: nothing more to write
+                with bounded._lock:
+                    return write_quiet_stamps(bounded._dict, identity, quiet, end, period_ns, span.inflight_max)
+        stamps = quiet_stamps(quiet, end, period_ns)
+        if stamps is None:
+            return False
+        stamps[A.INFLIGHT_MAX] = span.inflight_max
+        set_clean_attributes(otel, identity, stamps)
+        return True
 
     def _stamp(self, span: InferenceSpan, end: int, exception: BaseException | None) -> None:
         """Stamp the window the careful way (something happened in it, or some field was not read)."""

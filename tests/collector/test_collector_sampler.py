@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from gpu_rca import lab
 from gpu_rca.collector import Collector, Ring, Sampler
 from gpu_rca.collector._nvml import DeviceInfo, Sample
-from gpu_rca.collector._stamp import aggregate, quiet_stamps
+from gpu_rca.collector._stamp import aggregate, identity, quiet_stamps, write_quiet_stamps
 from gpu_rca.schemas import attributes as A
 from tests.support.collector import FLEET, PERIOD_NS, Sim, make_sim
 
@@ -326,6 +326,7 @@ def test_ring_window_stats_match_the_window_reduced_directly(
             assert from_ring[0][key] == (pytest.approx(value, rel=1e-12) if isinstance(value, float) else value), key
         # The request path's fast case stamps the same names and values (after the identity), in order.
         quick = ring.quiet_window(start, end)
+        static_identity = identity(device, "simulated", None)
         fast = quiet_stamps(quick, end, 100) if quick is not None else None
         if fast is not None:
             static = {key: value for key, value in direct[0].items() if key not in fast}
@@ -333,6 +334,15 @@ def test_ring_window_stats_match_the_window_reduced_directly(
             for key, value in direct[0].items():
                 if key in fast:
                     assert fast[key] == (pytest.approx(value, rel=1e-12) if isinstance(value, float) else value), key
+        # Written straight into a span's attribute dict: the identity, the same stamps, then in-flight.
+        store: dict = {"caller": 1}
+        written = write_quiet_stamps(store, static_identity, quick, end, 100, 3) if quick is not None else False
+        assert written == (fast is not None)
+        if fast is not None:
+            assert store == {"caller": 1, **static_identity, **fast, A.INFLIGHT_MAX: 3}
+            assert list(store) == ["caller", *static_identity, *fast, A.INFLIGHT_MAX]
+        else:
+            assert store == {"caller": 1}
 
 
 def test_the_reductions_name_sample_fields_and_contract_1_stamps_once():
