@@ -188,8 +188,12 @@ class Collector:
         """What an inference span needs of the GPU `gpu=` names: its target, device and identity stamps;
         None without telemetry. Kept per `gpu=` value (an int or str) while the same GPUs are discovered:
         resolving on every request cost a measurable share of a stamp."""
-        sampler = self._ready_sampler() if gpu is not None else None
-        if sampler is None:
+        sampler = self.sampler
+        if gpu is None or sampler is None:
+            return None
+        if self.background:  # `_ready_sampler`, written out: this runs on every span
+            sampler.ensure_started()
+        if not sampler.init():
             return None
         if self._span_gpus_of is not sampler.devices:
             self._span_gpus = {}
@@ -281,14 +285,26 @@ class Collector:
                 self._inflight[target.index].discard(span)
             if otel.is_recording():
                 device, sampler, identity = span.device, self.sampler, span.identity
+                done = False
                 # The common case, written out here (it runs on every request): a quiet window whose
                 # samples read every field, stamped as the GPU's identity then the window's stamps.
-                quiet = (
-                    sampler.quiet_window(device.index, span.start_ns, end)
-                    if device is not None and sampler is not None and identity is not None
-                    else None
-                )
-                if quiet is not None and self._stamp_quiet(span, quiet, end):
+                if (
+                    device is not None
+                    and sampler is not None
+                    and identity is not None
+                    and (quiet := sampler.quiet_window(device.index, span.start_ns, end)) is not None
+                ):
+                    # Straight into the SDK span's attribute dict where it allows it (holding the span's
+                    # lock, which every SDK write to the table takes first), else the public path.
+                    bounded = writable_attributes(otel, len(identity) + QUIET_STAMP_COUNT)
+                    if bounded is not None:
+                        with otel._lock:  # type: ignore[attr-defined]
+                            done = otel._end_time is not None or write_quiet_stamps(  # type: ignore[attr-defined]
+                                bounded._dict, identity, quiet, end, sampler.period_ns, span.inflight_max
+                            )
+                    else:
+                        done = self._stamp_quiet_public(span, quiet, end)
+                if done:
                     if exception is not None:
                         self._record_failure(span, end, exception)
                 else:
@@ -297,22 +313,14 @@ class Collector:
             self.health.failure(ERRORS, "stamp", "stamping an inference span failed", exc)
         otel.end(end_time=end)
 
-    def _stamp_quiet(self, span: InferenceSpan, quiet: QuietWindow, end: int) -> bool:
-        """Stamp a quiet window: straight into the SDK span's attribute dict where it allows it, else through
-        `set_clean_attributes`. False, stamping nothing, where the window needs `aggregate` after all."""
-        otel, identity, period_ns = span.span, span.identity or {}, self.sampler.period_ns  # type: ignore[union-attr]
-        bounded = writable_attributes(otel, len(identity) + QUIET_STAMP_COUNT)
-        if bounded is not None:
-            with otel._lock:  # type: ignore[attr-defined]
-                if otel._end_time is not None:  # type: ignore[attr-defined]
-                    return True  # ended elsewhere meanwhile: nothing more to write
-                with bounded._lock:
-                    return write_quiet_stamps(bounded._dict, identity, quiet, end, period_ns, span.inflight_max)
-        stamps = quiet_stamps(quiet, end, period_ns)
+    def _stamp_quiet_public(self, span: InferenceSpan, quiet: QuietWindow, end: int) -> bool:
+        """Stamp a quiet window through `set_clean_attributes` (a span whose attribute table cannot take the
+        stamps directly). False, stamping nothing, where the window needs `aggregate` after all."""
+        stamps = quiet_stamps(quiet, end, self.sampler.period_ns)  # type: ignore[union-attr]
         if stamps is None:
             return False
         stamps[A.INFLIGHT_MAX] = span.inflight_max
-        set_clean_attributes(otel, identity, stamps)
+        set_clean_attributes(span.span, span.identity or {}, stamps)
         return True
 
     def _stamp(self, span: InferenceSpan, end: int, exception: BaseException | None) -> None:

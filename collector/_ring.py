@@ -289,6 +289,7 @@ def _compile_reduce_range() -> Callable[[tuple[Any, ...], int, int], tuple[Any, 
 
 
 _reduce_range = _compile_reduce_range()
+_bisect_right = bisect.bisect_right
 
 
 class Ring:
@@ -373,8 +374,8 @@ class Ring:
         None otherwise (then `window_stats` has what stamping needs)."""
         with self._lock:
             ts = self._ts
-            lo = bisect.bisect_right(ts, start_ns)
-            hi = bisect.bisect_right(ts, end_ns)
+            lo = _bisect_right(ts, start_ns)
+            hi = _bisect_right(ts, end_ns, lo)
             if lo:
                 lo -= 1
             if hi <= lo:

@@ -134,7 +134,7 @@ class Sampler:
 
     def init(self) -> bool:
         """Initialise NVML and discover GPUs (once per process). False, counted and logged, when NVML fails."""
-        pid = current_pid()
+        pid = _pid  # current_pid(), read inline: this runs on every span
         if self._initialised_pid == pid:
             return self.available
         with self._init_lock:
@@ -188,7 +188,7 @@ class Sampler:
     def ensure_started(self) -> None:
         """Start the thread if this process has none yet (first use, or a forked child) and `stop()` was
         not called; cheap when it runs."""
-        if self._thread_pid != current_pid() and not self._stopped:
+        if self._thread_pid != _pid and not self._stopped:
             self.start()
 
     def stop(self) -> None:

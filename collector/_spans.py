@@ -167,8 +167,8 @@ class InferenceSpanScope:
 
 def writable_attributes(span: Span, adding: int) -> BoundedAttributes | None:
     """The SDK span's own attribute table when `adding` attributes whose values are already valid OTel
-    values may be written straight into its dict (under `span._lock`, then the table's `_lock`, as the
-    SDK does): an SDK span, no value-length limit, room for them. None otherwise: take the public path."""
+    values may be written straight into its dict, holding `span._lock` (every SDK write to the table takes
+    it first): an SDK span, no value-length limit, room for them. None otherwise: take the public path."""
     bounded = getattr(span, "_attributes", None)
     if (
         type(bounded) is BoundedAttributes
