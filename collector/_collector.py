@@ -20,7 +20,7 @@ from gpu_rca.collector._health import Health
 from gpu_rca.collector._logs import OtlpLogSink, trace_patcher
 from gpu_rca.collector._nvml import DROPPED, ERRORS, DeviceInfo
 from gpu_rca.collector._nvml_source import NvmlSource
-from gpu_rca.collector._ring import QuietWindow
+from gpu_rca.collector._ring import QuietWindow, Ring
 from gpu_rca.collector._sampler import Sampler, as_clock
 from gpu_rca.collector._spans import (
     InferenceSpan,
@@ -89,6 +89,8 @@ class Collector:
             self.sampler = Sampler(
                 nvml, clock=self.clock, sample_hz=sample_hz, history_s=history_s, health=self.health, pid=pid
             )
+        #: The sampling period, ns (a window's newest sample older than 3 of them is stale).
+        self.period_ns = self.sampler.period_ns if self.sampler is not None else int(1e9 / sample_hz)
         self.background = background
         if cuda_visible_devices is _UNSET:
             cuda_visible_devices = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -103,7 +105,7 @@ class Collector:
         self._inflight_lock = threading.Lock()
         self._inflight: dict[int, set[InferenceSpan]] = {}
         self._identities: dict[tuple[int, int | None], tuple[DeviceInfo, dict[str, Any]]] = {}
-        self._span_gpus: dict[Any, tuple[Target, DeviceInfo, dict[str, Any]]] = {}
+        self._span_gpus: dict[Any, tuple[Target, DeviceInfo, dict[str, Any], Ring | None]] = {}
         self._span_gpus_of: tuple[DeviceInfo, ...] | None = None
         self.processor = GpuSpanProcessor(self)
         if tracer_provider is not None and hasattr(tracer_provider, "add_span_processor"):
@@ -184,9 +186,9 @@ class Collector:
             resolver = self._resolver = GpuResolver(sampler.devices, self._cuda_visible_devices)
         return resolver.resolve(gpu)
 
-    def _span_gpu(self, gpu: Any) -> tuple[Target, DeviceInfo, dict[str, Any]] | None:
-        """What an inference span needs of the GPU `gpu=` names: its target, device and identity stamps;
-        None without telemetry. Kept per `gpu=` value (an int or str) while the same GPUs are discovered:
+    def _span_gpu(self, gpu: Any) -> tuple[Target, DeviceInfo, dict[str, Any], Ring | None] | None:
+        """What an inference span needs of the GPU `gpu=` names: its target, device, identity stamps and
+        sample ring; None without telemetry. Kept per `gpu=` value (an int or str) while the same GPUs are discovered:
         resolving on every request cost a measurable share of a stamp."""
         sampler = self.sampler
         if gpu is None or sampler is None:
@@ -205,7 +207,7 @@ class Collector:
             device = self._device(target)
             if target is None or device is None:
                 return None
-            found = (target, device, self._identity(device, target.mig_instance_id))
+            found = (target, device, self._identity(device, target.mig_instance_id), sampler.ring(device.index))
             if key is not None:
                 self._span_gpus[key] = found
         return found
@@ -284,15 +286,14 @@ class Collector:
             else:
                 self._inflight[target.index].discard(span)
             if otel.is_recording():
-                device, sampler, identity = span.device, self.sampler, span.identity
+                ring, identity = span.ring, span.identity
                 done = False
                 # The common case, written out here (it runs on every request): a quiet window whose
                 # samples read every field, stamped as the GPU's identity then the window's stamps.
                 if (
-                    device is not None
-                    and sampler is not None
+                    ring is not None
                     and identity is not None
-                    and (quiet := sampler.quiet_window(device.index, span.start_ns, end)) is not None
+                    and (quiet := ring.quiet_window(span.start_ns, end)) is not None
                 ):
                     # Straight into the SDK span's attribute dict where it allows it (holding the span's
                     # lock, which every SDK write to the table takes first), else the public path.
@@ -300,7 +301,7 @@ class Collector:
                     if bounded is not None:
                         with otel._lock:  # type: ignore[attr-defined]
                             done = otel._end_time is not None or write_quiet_stamps(  # type: ignore[attr-defined]
-                                bounded._dict, identity, quiet, end, sampler.period_ns, span.inflight_max
+                                bounded._dict, identity, quiet, end, self.period_ns, span.inflight_max
                             )
                     else:
                         done = self._stamp_quiet_public(span, quiet, end)
@@ -316,7 +317,7 @@ class Collector:
     def _stamp_quiet_public(self, span: InferenceSpan, quiet: QuietWindow, end: int) -> bool:
         """Stamp a quiet window through `set_clean_attributes` (a span whose attribute table cannot take the
         stamps directly). False, stamping nothing, where the window needs `aggregate` after all."""
-        stamps = quiet_stamps(quiet, end, self.sampler.period_ns)  # type: ignore[union-attr]
+        stamps = quiet_stamps(quiet, end, self.period_ns)
         if stamps is None:
             return False
         stamps[A.INFLIGHT_MAX] = span.inflight_max

@@ -53,9 +53,9 @@ NOTHING_REDUCED: tuple[None, ...] = (None,) * len(REDUCTIONS)
 #: constructor cost a measurable share of a stamp.)
 RingWindow = tuple[list[Sample], tuple[Any, ...], bool]
 
-#: `(count, first, last, reductions)` of a quiet window whose samples read every reduced field (see
+#: `(count, first, last, *reductions)` of a quiet window whose samples read every reduced field (see
 #: `Ring.quiet_window`): what stamping needs of it, without a copy of its samples.
-QuietWindow = tuple[int, Sample, Sample, tuple[Any, ...]]
+QuietWindow = tuple[Any, ...]
 
 _BUILTINS: dict[str, Callable[[list[Any]], Any]] = {"max": max, "min": min, "mean": lambda v: sum(v) / len(v)}
 
@@ -218,8 +218,12 @@ _STRUCTURE: dict[str, Callable[[], BlockExtreme | PrefixSum]] = {
 }
 
 
-def _compile_reduce_range() -> Callable[[tuple[Any, ...], int, int], tuple[Any, ...]]:
-    """REDUCTIONS over the index range `[lo, hi)` (`hi > lo`, every value read) from the ring's structures.
+def _compile_reduce_range() -> tuple[
+    Callable[[tuple[Any, ...], int, int], tuple[Any, ...]], Callable[[Ring, int, int], QuietWindow | None]
+]:
+    """REDUCTIONS over the index range `[lo, hi)` (`hi > lo`, every value read) from the ring's structures;
+    and `Ring.quiet_window` with the same reduction written into it (one call and no tuple in between, on
+    every stamp).
 
     This runs on every stamp, so it is written out as straight-line code, generated here from REDUCTIONS
     (as `collections.namedtuple` generates its class): a loop over the reductions, or a call per column,
@@ -236,32 +240,27 @@ def _compile_reduce_range() -> Callable[[tuple[Any, ...], int, int], tuple[Any, 
     def case(indent: str, lines_of: Callable[[int, str, str], list[str]]) -> list[str]:
         return [indent + line for i, pick, keep in extremes for line in lines_of(i, pick, keep)]
 
-    values = ", ".join(
-        f"(x{i}.totals[hi] - x{i}.totals[lo]) / n" if how == "mean" else f"v{i}" for i, how in enumerate(hows)
-    )
-    source = "\n".join(
-        [
-            "def reduce_range(structures, lo, hi):",
-            f"    {', '.join(f'x{i}' for i in range(len(hows)))}, = structures",
-            "    n = hi - lo",
-            "    last = hi - 1",
-            f"    first_block = lo >> {BLOCK_SHIFT}",
-            f"    last_block = last >> {BLOCK_SHIFT}",
-            "    if last_block == first_block + 1:",
+    def body(indent: str) -> list[str]:
+        """Statements setting `v{i}` (each extreme) from `x{i}` (the structures), `lo` and `hi`."""
+        lines = [
+            "last = hi - 1",
+            f"first_block = lo >> {BLOCK_SHIFT}",
+            f"last_block = last >> {BLOCK_SHIFT}",
+            "if last_block == first_block + 1:",
             *case(
-                "        ",
+                "    ",
                 lambda i, pick, keep: [
                     f"a = x{i}.suffix[lo]",
                     f"b = x{i}.prefix[last]",
                     f"v{i} = a if a {keep} b else b",
                 ],
             ),
-            "    elif last_block != first_block:",
-            "        k = (last_block - first_block - 1).bit_length() - 1",
-            "        j = first_block + 1",
-            "        m = last_block - (1 << k)",
+            "elif last_block != first_block:",
+            "    k = (last_block - first_block - 1).bit_length() - 1",
+            "    j = first_block + 1",
+            "    m = last_block - (1 << k)",
             *case(
-                "        ",
+                "    ",
                 lambda i, pick, keep: [
                     f"a = x{i}.suffix[lo]",
                     f"b = x{i}.prefix[last]",
@@ -273,23 +272,58 @@ def _compile_reduce_range() -> Callable[[tuple[Any, ...], int, int], tuple[Any, 
                     f"v{i} = a if a {keep} c else c",
                 ],
             ),
-            f"    elif not lo & {_BLOCK_MASK}:  # within one block, from its start",
-            *case("        ", lambda i, pick, keep: [f"v{i} = x{i}.prefix[last]"]),
-            "    elif n == 1:",
-            *case("        ", lambda i, pick, keep: [f"v{i} = x{i}.values[lo]"]),
-            "    else:",
-            *case("        ", lambda i, pick, keep: [f"v{i} = {pick}(x{i}.values[lo:hi])"]),
+            f"elif not lo & {_BLOCK_MASK}:  # within one block, from its start",
+            *case("    ", lambda i, pick, keep: [f"v{i} = x{i}.prefix[last]"]),
+            "elif n == 1:",
+            *case("    ", lambda i, pick, keep: [f"v{i} = x{i}.values[lo]"]),
+            "else:",
+            *case("    ", lambda i, pick, keep: [f"v{i} = {pick}(x{i}.values[lo:hi])"]),
+        ]
+        return [indent + line for line in lines]
+
+    values = ", ".join(
+        f"(x{i}.totals[hi] - x{i}.totals[lo]) / n" if how == "mean" else f"v{i}" for i, how in enumerate(hows)
+    )
+    unpack = f"{', '.join(f'x{i}' for i in range(len(hows)))}, = "
+    source = "\n".join(
+        [
+            "def reduce_range(structures, lo, hi):",
+            f"    {unpack}structures",
+            "    n = hi - lo",
+            *body("    "),
             f"    return ({values},)",
+            "",
+            "def quiet_window(self, start_ns, end_ns):",
+            "    with self._lock:",
+            "        ts = self._ts",
+            "        lo = _bisect_right(ts, start_ns)",
+            "        hi = _bisect_right(ts, end_ns, lo)",
+            "        if lo:",
+            "            lo -= 1",
+            "        if hi <= lo:",
+            "            return None",
+            "        first = self._seq0 + lo",
+            "        if self._last_unread >= first or self._last_change > first:",
+            "            return None",
+            "        samples = self._samples",
+            "        first, last_sample = samples[lo], samples[hi - 1]",
+            "        n = hi - lo",
+            "        offset = self._offset",
+            "        lo += offset",
+            "        hi += offset",
+            f"        {unpack}self._structures",
+            *body("        "),
+            f"        return n, first, last_sample, {values}",
         ]
     )
-    namespace: dict[str, Any] = {}
+    namespace: dict[str, Any] = {"_bisect_right": bisect.bisect_right}
     exec(compile(source, f"<{__name__} reduce_range>", "exec"), namespace)
-    function: Callable[[tuple[Any, ...], int, int], tuple[Any, ...]] = namespace["reduce_range"]
-    return function
+    reduce_range: Callable[[tuple[Any, ...], int, int], tuple[Any, ...]] = namespace["reduce_range"]
+    quiet_window: Callable[[Ring, int, int], QuietWindow | None] = namespace["quiet_window"]
+    return reduce_range, quiet_window
 
 
-_reduce_range = _compile_reduce_range()
-_bisect_right = bisect.bisect_right
+_reduce_range, _quiet_window = _compile_reduce_range()
 
 
 class Ring:
@@ -369,23 +403,11 @@ class Ring:
             return samples, reductions, self._last_change <= first
 
     def quiet_window(self, start_ns: int, end_ns: int) -> QuietWindow | None:
-        """The common window in O(1), without copying it: `(count, first, last, reductions)` when every
+        """The common window in O(1), without copying it: `(count, first, last, *reductions)` when every
         sample in it read every reduced field and nothing happened inside it (see `RingWindow`'s `quiet`);
-        None otherwise (then `window_stats` has what stamping needs)."""
-        with self._lock:
-            ts = self._ts
-            lo = _bisect_right(ts, start_ns)
-            hi = _bisect_right(ts, end_ns, lo)
-            if lo:
-                lo -= 1
-            if hi <= lo:
-                return None
-            first = self._seq0 + lo
-            if self._last_unread >= first or self._last_change > first:
-                return None
-            samples = self._samples
-            offset = self._offset
-            return hi - lo, samples[lo], samples[hi - 1], _reduce_range(self._structures, lo + offset, hi + offset)
+        None otherwise (then `window_stats` has what stamping needs). Replaced below by the generated one
+        (`_compile_reduce_range`); this body is the same call."""
+        return _quiet_window(self, start_ns, end_ns)
 
     def latest(self) -> Sample | None:
         """The newest sample, if any."""
@@ -395,6 +417,9 @@ class Ring:
     def reset_lock(self) -> None:
         """A new lock (after a fork the old one may be held by a thread that no longer exists)."""
         self._lock = threading.Lock()
+
+
+Ring.quiet_window = _quiet_window  # type: ignore[method-assign, assignment]
 
 
 __all__ = [

@@ -267,6 +267,10 @@ class Sampler:
         """Whether the GPU answered GpuIsLost."""
         return index in self._lost
 
+    def ring(self, index: int) -> Ring | None:
+        """GPU `index`'s sample ring (the same object while the GPU stays discovered), if it has one."""
+        return self._rings.get(index)
+
     def window(self, index: int, start_ns: int, end_ns: int) -> list[Sample]:
         """The samples of GPU `index` in a span's window (docs/contracts.md §1); [] when it has none."""
         ring = self._rings.get(index)

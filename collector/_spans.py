@@ -43,7 +43,7 @@ class InferenceSpan:
     Everything else an OTel span offers is reachable through it (`.span`, or attribute access).
     """
 
-    __slots__ = ("_ended", "collector", "device", "identity", "inflight_max", "span", "start_ns", "target")
+    __slots__ = ("_ended", "collector", "device", "identity", "inflight_max", "ring", "span", "start_ns", "target")
 
     def __init__(
         self,
@@ -53,6 +53,7 @@ class InferenceSpan:
         target: Any,
         device: Any = None,
         identity: dict[str, Any] | None = None,
+        ring: Any = None,
     ) -> None:
         self.collector = collector
         self.span = span
@@ -62,6 +63,8 @@ class InferenceSpan:
         self.device = device
         #: the GPU's identity stamps (shared, never changed), resolved with the device
         self.identity = identity
+        #: the GPU's sample ring (the sampler's `Ring`), resolved with the device
+        self.ring = ring
         self.inflight_max = 1
         self._ended = False
 

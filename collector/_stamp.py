@@ -149,13 +149,12 @@ def _compile_quiet_stamps() -> tuple[Callable[[QuietWindow, int, int], dict[str,
 
     def check(declined: str) -> list[str]:
         return [
-            "    n, first, last, reductions = window",
+            f"    n, first, last, {names}, = window",
             "    power_limit = last.power_limit_w",
             "    total = last.memory_total_bytes",
             "    ecc_c0, ecc_u0, ecc_c1, ecc_u1 = first.ecc_corrected, first.ecc_uncorrected, last.ecc_corrected, last.ecc_uncorrected",
             "    if power_limit is None or not total or ecc_c0 is None or ecc_u0 is None or ecc_c1 is None or ecc_u1 is None:",
             f"        return {declined}",
-            f"    {names}, = reductions",
             "    mask = first.throttle_mask",
         ]
 
