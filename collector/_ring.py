@@ -134,8 +134,10 @@ class BlockExtreme:
     block is scanned (at most BLOCK values); a range over two blocks is `suffix[lo]` and `prefix[hi - 1]`;
     a longer one adds the table's two lookups over the blocks between. (A sparse table over every value
     answered in two lookups, but added one entry per level — 13 at 6,000 samples — to each structure on
-    every append: most of the sampler's own time at 100 Hz.) Unread values (None) make every entry over
-    them None; the ring asks only about ranges where every value was read. Dropped counts are whole blocks.
+    every append: most of the sampler's own time at 100 Hz.) Values are numbers: the ring stores 0 for an
+    unread value, so entries over one mean nothing, and it asks only about ranges where every value was read
+    (such a range's answer reads no entry that covers a value outside it). Dropped counts are whole blocks.
+    The ring appends through `_append_values`, the same steps written out for all its structures at once.
     """
 
     __slots__ = ("_pick", "blocks", "prefix", "suffix", "values")
@@ -152,25 +154,18 @@ class BlockExtreme:
         n = len(values)
         values.append(value)
         if n & _BLOCK_MASK:
-            before = prefix[-1]
-            prefix.append(None if before is None or value is None else self._pick(before, value))
+            prefix.append(self._pick(prefix[-1], value))
             if n & _BLOCK_MASK == _BLOCK_MASK:
-                self._close(values[n + 1 - BLOCK :], prefix[-1])
+                self.close_block()
         else:
             prefix.append(value)
 
-    def _close(self, block: list[Any], extreme: Any) -> None:
-        pick = self._pick
-        if None in block:  # an entry over an unread value is None
-            tail: list[Any] = []
-            for value in reversed(block):
-                running = value if not tail else None if value is None or tail[-1] is None else pick(value, tail[-1])
-                tail.append(running)
-        else:
-            tail = list(itertools.accumulate(reversed(block), pick))
+    def close_block(self) -> None:
+        """After the last value of a block: its suffix extremes, and its extreme into the block table."""
+        tail = list(itertools.accumulate(reversed(self.values[-BLOCK:]), self._pick))
         tail.reverse()
         self.suffix.extend(tail)
-        self.blocks.append(extreme)
+        self.blocks.append(self.prefix[-1])
 
     def query(self, lo: int, hi: int) -> Any:
         """The extreme of values `[lo, hi)`, `hi > lo`, every one read."""
@@ -326,6 +321,51 @@ def _compile_reduce_range() -> tuple[
 _reduce_range, _quiet_window = _compile_reduce_range()
 
 
+def _compile_append_values() -> Callable[[tuple[Any, ...], tuple[Any, ...]], None]:
+    """`append_values(structures, values)`: REDUCED_FIELDS' values (numbers) into every structure, as each
+    structure's `append` would, written out as straight-line code (generated, as `_compile_reduce_range`):
+    the block position is the same for all of them, so it is decided once, and a prefix extreme is a
+    comparison rather than a call. A method call per structure was most of the sampler's own time."""
+    hows = [how for _, how in _PLAN]
+    columns = [column for column, _ in _PLAN]
+    extremes = [(i, columns[i], ">=" if how == "max" else "<=") for i, how in enumerate(hows) if how != "mean"]
+    means = [(i, columns[i]) for i, how in enumerate(hows) if how == "mean"]
+    source = "\n".join(
+        [
+            "def append_values(structures, values):",
+            f"    {', '.join(f'x{i}' for i in range(len(hows)))}, = structures",
+            f"    {', '.join(f'c{c}' for c in range(len(REDUCED_FIELDS)))}, = values",
+            f"    n = len(x{extremes[0][0]}.values)",
+            f"    if n & {_BLOCK_MASK}:",
+            *(
+                line
+                for i, c, keep in extremes
+                for line in (
+                    f"        x{i}.values.append(c{c})",
+                    f"        b = x{i}.prefix[-1]",
+                    f"        x{i}.prefix.append(b if b {keep} c{c} else c{c})",
+                )
+            ),
+            f"        if n & {_BLOCK_MASK} == {_BLOCK_MASK}:",
+            *(f"            x{i}.close_block()" for i, _, _ in extremes),
+            "    else:",
+            *(
+                line
+                for i, c, _ in extremes
+                for line in (f"        x{i}.values.append(c{c})", f"        x{i}.prefix.append(c{c})")
+            ),
+            *(line for i, c in means for line in (f"    t = x{i}.totals", f"    t.append(t[-1] + c{c})")),
+        ]
+    )
+    namespace: dict[str, Any] = {}
+    exec(compile(source, f"<{__name__} append_values>", "exec"), namespace)
+    function: Callable[[tuple[Any, ...], tuple[Any, ...]], None] = namespace["append_values"]
+    return function
+
+
+_append_values = _compile_append_values()
+
+
 class Ring:
     """A bounded, time-ordered buffer of one GPU's samples. Copies under its lock; callers work outside."""
 
@@ -351,10 +391,10 @@ class Ring:
             if self._samples and transition_between(self._samples[-1], sample):
                 self._last_change = seq
             values = reduced_values(sample)
-            if None in values:
+            if None in values:  # stored as 0, in entries no query reads (see BlockExtreme)
                 self._last_unread = seq
-            for (column, _), structure in zip(_PLAN, self._structures):
-                structure.append(values[column])
+                values = tuple(0 if value is None else value for value in values)
+            _append_values(self._structures, values)
             self._ts.append(sample.ts_ns)
             self._samples.append(sample)
             excess = len(self._ts) - self.capacity
