@@ -10,6 +10,10 @@ process's CPU time (user + system) over that wall time. Three NVMLs, side by sid
 - `modelled_per_field`: the same, but a field-values call costs one call per field asked (the bound where
   the driver serves no two of them from one call).
 
+Both include the lab's own work: its simulated GPUs advance their physics inside the NVML calls, which a real
+driver does not do in this process. So a third run makes the sampler's NVML calls directly from a thread at
+the same rate, without the sampler: `lab` less that is the sampler's own share, and that plus the calls at
+`--nvml-call-us` each is `real_nvml_cpu_share_pct`, what the process spends with a real NVML.
 Also reported: the sampler's own overhead per sample (one GPU read once), measured by stepping
 `sample_once` by hand and subtracting the same NVML calls made directly.
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -101,6 +106,35 @@ def _share(gpus: int, hz: float, seconds: float, call_ns: int, per_field: bool =
     }
 
 
+def _direct_share(gpus: int, hz: float, seconds: float) -> float:
+    """CPU share of a thread making the sampler's NVML calls directly at `hz` (lab NVML, no added cost, no
+    sampler): what the lab's simulated GPUs cost the process, to subtract from the `lab` share."""
+    nvml = _nvml(gpus, 0)
+    sampler = Sampler(nvml, sample_hz=hz, history_s=60.0)
+    sampler.init()  # the handles and XID event sets the sampler would use; its thread never starts
+    pairs = [(nvml.nvmlDeviceGetHandleByIndex(i), reader._event_set) for i, reader in sampler._readers.items()]
+    direct = _direct_reads(nvml)
+    stop = threading.Event()
+
+    def loop() -> None:
+        period, tick, next_t = 1.0 / hz, 0, time.monotonic()
+        while not stop.is_set():
+            slow = tick % sampler.slow_every == 0
+            for handle, events in pairs:
+                direct(handle, events, slow)
+            tick += 1
+            next_t += period
+            stop.wait(max(0.0, next_t - time.monotonic()))
+
+    thread = threading.Thread(target=loop, daemon=True)
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    thread.start()
+    time.sleep(seconds)
+    stop.set()
+    thread.join()
+    return 100.0 * (time.process_time() - cpu0) / (time.perf_counter() - wall0)
+
+
 def _per_sample(gpus: int, ticks: int) -> dict[str, float]:
     """µs per sample: `sample_once` against the same NVML calls made directly (lab NVML, no added cost)."""
     nvml = _nvml(gpus, 0)
@@ -162,9 +196,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     # two fields from one call), the modelled one a single call
     kinds = {"lab": (0, False), "modelled": (call_ns, False), "modelled_per_field": (call_ns, True)}
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in kinds}
+    direct: list[float] = []
     for _ in range(args.repeats):  # interleaved: drift hits all alike
         for name, (cost_ns, per_field) in kinds.items():
             runs[name].append(_share(args.gpus, args.hz, args.seconds, cost_ns, per_field))
+        direct.append(_direct_share(args.gpus, args.hz, args.seconds))
     results: dict[str, Any] = {
         "gpus": args.gpus,
         "hz": args.hz,
@@ -174,6 +210,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for name, measured in runs.items():
         for key in measured[0]:
             results[f"{name}_{key}"] = round(_median([m[key] for m in measured]), 3)
+    # The sampler's own share: the lab run less the same NVML calls made directly (the simulated GPUs' work);
+    # with a real NVML the process spends that plus the calls' own cost (calls/s x --nvml-call-us).
+    results["lab_direct_calls_cpu_share_pct"] = round(_median(direct), 3)
+    own = [run["cpu_share_pct"] - calls for run, calls in zip(runs["lab"], direct)]
+    results["sampler_own_cpu_share_pct"] = round(_median(own), 3)
+    results["real_nvml_cpu_share_pct"] = round(
+        _median([o + run["nvml_calls_per_s"] * args.nvml_call_us / 1e4 for o, run in zip(own, runs["lab"])]), 3
+    )
     per_sample = [_per_sample(args.gpus, args.ticks) for _ in range(args.repeats)]
     for key in per_sample[0]:
         results[key] = round(_median([p[key] for p in per_sample]), 2)
@@ -188,6 +232,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "modelled_per_field_cpu_share_over_target_5pct": round(
                 results["modelled_per_field_cpu_share_pct"] / 5.0, 2
             ),
+            "real_nvml_cpu_share_over_target_5pct": round(results["real_nvml_cpu_share_pct"] / 5.0, 2),
         },
     }
 
@@ -205,6 +250,11 @@ def _render(report: dict[str, Any]) -> None:
             f"  {name:18s} {r[name + '_cpu_share_pct']:6.2f} % of one core{extra}; "
             f"{r[name + '_nvml_calls_per_s']:.0f} NVML calls/s, {r[name + '_late_ticks']:.0f} late ticks"
         )
+    print(
+        f"  the same NVML calls made directly at that rate {r['lab_direct_calls_cpu_share_pct']:.2f} %: the sampler's own "
+        f"{r['sampler_own_cpu_share_pct']:.2f} %; with real NVML calls ({r['nvml_call_us']:g} µs each) "
+        f"{r['real_nvml_cpu_share_pct']:.2f} %"
+    )
     print(
         f"  per sample: sample_once {r['sample_once_us_per_sample']:.1f} µs, the NVML calls alone "
         f"{r['nvml_calls_us_per_sample']:.1f} µs, the sampler's own overhead {r['sampler_overhead_us_per_sample']:.1f} µs"
