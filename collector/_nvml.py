@@ -149,7 +149,7 @@ class DeviceReader:
         self._event_set: NvmlEventSet = None
         self._xid_event = 0
         #: The slow fields last read (see `read`), carried into the samples between slow ticks.
-        self._slow: tuple[Any, ...] = (None,) * 9
+        self._slow: tuple[Any, ...] | None = None
         self.info = self._discover()
         self._open_xid_events()
 
@@ -250,19 +250,16 @@ class DeviceReader:
         """One sample: the fast fields read now, the slow ones read now when `slow` (else the last ones read,
         and no XIDs); None when no field could be read (a driver failure). Raises :class:`DeviceLost` only."""
         call = self._call
-        temperature, power, sm_clock, memory, mask = (call(field, fn) for field, fn in _FAST)
-        if slow:
-            fresh = self._read_slow()
-            self._slow = fresh[:-1]
-            xids: tuple[int, ...] = fresh[-1]
-            if temperature is power is sm_clock is memory is mask is None and not any(
-                v is not None for v in fresh[:-1]
-            ):
-                return None
-        elif temperature is power is sm_clock is memory is mask is None:
-            return None
+        fast = temperature, power, sm_clock, memory, mask = tuple(call(field, fn) for field, fn in _FAST)
+        nothing = fast.count(None) == len(fast)
+        if slow or self._slow is None:  # a reader's first tick reads everything
+            *carried, xids = self._read_slow()
+            self._slow = tuple(carried)
+            nothing = nothing and carried.count(None) == len(carried)
         else:
             xids = ()
+        if nothing:
+            return None
         util, util_memory, limit, mem_clock, energy, ecc_corrected, ecc_uncorrected, replays, process = self._slow
         return Sample(
             ts_ns,
