@@ -20,9 +20,16 @@ from gpu_rca.collector._health import Health
 from gpu_rca.collector._logs import OtlpLogSink, trace_patcher
 from gpu_rca.collector._nvml import DROPPED, ERRORS, DeviceInfo
 from gpu_rca.collector._nvml_source import NvmlSource
+from gpu_rca.collector._ring import QuietWindow, Ring
 from gpu_rca.collector._sampler import Sampler, as_clock
-from gpu_rca.collector._spans import InferenceSpan, InferenceSpanScope, record_failure, set_clean_attributes
-from gpu_rca.collector._stamp import aggregate, identity, quiet_stamps
+from gpu_rca.collector._spans import (
+    InferenceSpan,
+    InferenceSpanScope,
+    record_failure,
+    set_clean_attributes,
+    writable_attributes,
+)
+from gpu_rca.collector._stamp import QUIET_STAMP_COUNT, aggregate, identity, quiet_stamps, write_quiet_stamps
 from gpu_rca.schemas import attributes as A
 
 _UNSET: Any = object()
@@ -82,6 +89,8 @@ class Collector:
             self.sampler = Sampler(
                 nvml, clock=self.clock, sample_hz=sample_hz, history_s=history_s, health=self.health, pid=pid
             )
+        #: The sampling period, ns (a window's newest sample older than 3 of them is stale).
+        self.period_ns = self.sampler.period_ns if self.sampler is not None else int(1e9 / sample_hz)
         self.background = background
         if cuda_visible_devices is _UNSET:
             cuda_visible_devices = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -96,7 +105,7 @@ class Collector:
         self._inflight_lock = threading.Lock()
         self._inflight: dict[int, set[InferenceSpan]] = {}
         self._identities: dict[tuple[int, int | None], tuple[DeviceInfo, dict[str, Any]]] = {}
-        self._span_gpus: dict[Any, tuple[Target, DeviceInfo, dict[str, Any]]] = {}
+        self._span_gpus: dict[Any, tuple[Target, DeviceInfo, dict[str, Any], Ring | None]] = {}
         self._span_gpus_of: tuple[DeviceInfo, ...] | None = None
         self.processor = GpuSpanProcessor(self)
         if tracer_provider is not None and hasattr(tracer_provider, "add_span_processor"):
@@ -177,12 +186,16 @@ class Collector:
             resolver = self._resolver = GpuResolver(sampler.devices, self._cuda_visible_devices)
         return resolver.resolve(gpu)
 
-    def _span_gpu(self, gpu: Any) -> tuple[Target, DeviceInfo, dict[str, Any]] | None:
-        """What an inference span needs of the GPU `gpu=` names: its target, device and identity stamps;
-        None without telemetry. Kept per `gpu=` value (an int or str) while the same GPUs are discovered:
+    def _span_gpu(self, gpu: Any) -> tuple[Target, DeviceInfo, dict[str, Any], Ring | None] | None:
+        """What an inference span needs of the GPU `gpu=` names: its target, device, identity stamps and
+        sample ring; None without telemetry. Kept per `gpu=` value (an int or str) while the same GPUs are discovered:
         resolving on every request cost a measurable share of a stamp."""
-        sampler = self._ready_sampler() if gpu is not None else None
-        if sampler is None:
+        sampler = self.sampler
+        if gpu is None or sampler is None:
+            return None
+        if self.background:  # `_ready_sampler`, written out: this runs on every span
+            sampler.ensure_started()
+        if not sampler.init():
             return None
         if self._span_gpus_of is not sampler.devices:
             self._span_gpus = {}
@@ -194,7 +207,7 @@ class Collector:
             device = self._device(target)
             if target is None or device is None:
                 return None
-            found = (target, device, self._identity(device, target.mig_instance_id))
+            found = (target, device, self._identity(device, target.mig_instance_id), sampler.ring(device.index))
             if key is not None:
                 self._span_gpus[key] = found
         return found
@@ -241,27 +254,27 @@ class Collector:
         otel = tracer.start_span(name, context=context, kind=kind, attributes=attrs, start_time=start)
         if resolved is None:
             return InferenceSpan(self, otel, start, None)
-        target = resolved[0]
         span = InferenceSpan(self, otel, start, *resolved)
-        with self._inflight_lock:
-            spans = self._inflight.get(target.index)
-            if spans is None:
-                spans = self._inflight[target.index] = set()
-            if len(spans) < MAX_TRACKED_INFLIGHT:
-                spans.add(span)
-            else:  # spans opened and never ended: stay bounded rather than slow down every start
-                self.health.count(DROPPED, "inflight_tracking")
-            count = len(spans)
-            if count > 1:  # alone on its GPU, the span's own 1 stands
-                for other in spans:
+        # In-flight tracking without a lock per span: a set's add, discard, len and copy are each one atomic
+        # operation; only raising other spans' maxima (read, compare, write) takes the lock.
+        spans = self._inflight.get(resolved[0].index)
+        if spans is None:
+            spans = self._inflight.setdefault(resolved[0].index, set())
+        if len(spans) < MAX_TRACKED_INFLIGHT:
+            spans.add(span)
+        else:  # spans opened and never ended: stay bounded rather than slow down every start
+            self.health.count(DROPPED, "inflight_tracking")
+        count = len(spans)
+        if count > 1:  # alone on its GPU, the span's own 1 stands
+            with self._inflight_lock:
+                for other in tuple(spans):
                     if other.inflight_max < count:
                         other.inflight_max = count
         return span
 
     def inflight(self, index: int) -> tuple[InferenceSpan, ...]:
         """The inference spans open on NVML device `index` now (the admission advisor reads them)."""
-        with self._inflight_lock:
-            return tuple(self._inflight.get(index, ()))
+        return tuple(self._inflight.get(index, ()))
 
     def _finish(self, span: InferenceSpan, end_ns: int | None, exception: BaseException | None) -> None:
         end = self.clock() if end_ns is None else int(end_ns)
@@ -271,21 +284,28 @@ class Collector:
             if target is None:
                 self.health.count(DROPPED, "span_without_telemetry")
             else:
-                with self._inflight_lock:
-                    self._inflight[target.index].discard(span)
+                self._inflight[target.index].discard(span)
             if otel.is_recording():
-                device, sampler = span.device, self.sampler
+                ring, identity = span.ring, span.identity
+                done = False
                 # The common case, written out here (it runs on every request): a quiet window whose
                 # samples read every field, stamped as the GPU's identity then the window's stamps.
-                quiet = (
-                    sampler.quiet_window(device.index, span.start_ns, end)
-                    if device is not None and sampler is not None and span.identity is not None
-                    else None
-                )
-                window_stamps = quiet_stamps(quiet, end, sampler.period_ns) if quiet is not None else None  # type: ignore[union-attr]
-                if window_stamps is not None and span.identity is not None:
-                    window_stamps[A.INFLIGHT_MAX] = span.inflight_max
-                    set_clean_attributes(otel, span.identity, window_stamps)
+                if (
+                    ring is not None
+                    and identity is not None
+                    and (quiet := ring.quiet_window(span.start_ns, end)) is not None
+                ):
+                    # Straight into the SDK span's attribute dict where it allows it (holding the span's
+                    # lock, which every SDK write to the table takes first), else the public path.
+                    bounded = writable_attributes(otel, len(identity) + QUIET_STAMP_COUNT)
+                    if bounded is not None:
+                        with otel._lock:  # type: ignore[attr-defined]
+                            done = otel._end_time is not None or write_quiet_stamps(  # type: ignore[attr-defined]
+                                bounded._dict, identity, quiet, end, self.period_ns, span.inflight_max
+                            )
+                    else:
+                        done = self._stamp_quiet_public(span, quiet, end)
+                if done:
                     if exception is not None:
                         self._record_failure(span, end, exception)
                 else:
@@ -293,6 +313,16 @@ class Collector:
         except Exception as exc:
             self.health.failure(ERRORS, "stamp", "stamping an inference span failed", exc)
         otel.end(end_time=end)
+
+    def _stamp_quiet_public(self, span: InferenceSpan, quiet: QuietWindow, end: int) -> bool:
+        """Stamp a quiet window through `set_clean_attributes` (a span whose attribute table cannot take the
+        stamps directly). False, stamping nothing, where the window needs `aggregate` after all."""
+        stamps = quiet_stamps(quiet, end, self.period_ns)
+        if stamps is None:
+            return False
+        stamps[A.INFLIGHT_MAX] = span.inflight_max
+        set_clean_attributes(span.span, span.identity or {}, stamps)
+        return True
 
     def _stamp(self, span: InferenceSpan, end: int, exception: BaseException | None) -> None:
         """Stamp the window the careful way (something happened in it, or some field was not read)."""

@@ -104,21 +104,36 @@ def _ecc(error_type: int) -> Callable[[NvmlSource, NvmlHandle], int]:
     return lambda nv, h: int(nv.nvmlDeviceGetTotalEccErrors(h, error_type, 0))
 
 
-#: Sample field -> how to read it. NVML power is mW (exported in W); memory is bytes.
-_FIELDS: tuple[tuple[str, Callable[[NvmlSource, NvmlHandle], Any]], ...] = (
+#: Read at every tick: what changes within a request (the stamps' maxima and minimum, the clock-event mask
+#: whose every set bit a span reports). NVML power is mW (exported in W); memory is bytes.
+_FAST: tuple[tuple[str, Callable[[NvmlSource, NvmlHandle], Any]], ...] = (
     ("temperature_c", lambda nv, h: int(nv.nvmlDeviceGetTemperature(h, 0))),  # NVML_TEMPERATURE_GPU
     ("power_w", lambda nv, h: nv.nvmlDeviceGetPowerUsage(h) / 1000.0),
-    ("power_limit_w", lambda nv, h: nv.nvmlDeviceGetEnforcedPowerLimit(h) / 1000.0),
-    ("energy_mj", lambda nv, h: int(nv.nvmlDeviceGetTotalEnergyConsumption(h))),
     ("sm_clock_mhz", lambda nv, h: int(nv.nvmlDeviceGetClockInfo(h, 1))),  # NVML_CLOCK_SM
-    ("mem_clock_mhz", lambda nv, h: int(nv.nvmlDeviceGetClockInfo(h, 2))),  # NVML_CLOCK_MEM
-    ("utilization", lambda nv, h: nv.nvmlDeviceGetUtilizationRates(h)),
     ("memory", lambda nv, h: nv.nvmlDeviceGetMemoryInfo(h)),
-    ("ecc_corrected", _ecc(0)),
-    ("ecc_uncorrected", _ecc(1)),
     ("throttle_mask", lambda nv, h: int(nv.nvmlDeviceGetCurrentClocksEventReasons(h))),
-    ("pcie_replays", lambda nv, h: int(nv.nvmlDeviceGetPcieReplayCounter(h))),
 )
+#: Read on slow ticks (`SLOW_HZ` in the sampler), and carried into the samples between: utilisation (NVML
+#: measures it over its own sample period of 1/6 s to 1 s, nvmlUtilization_t), the power limit and the
+#: memory clock, which change when someone sets them.
+_SLOW: tuple[tuple[str, Callable[[NvmlSource, NvmlHandle], Any]], ...] = (
+    ("utilization", lambda nv, h: nv.nvmlDeviceGetUtilizationRates(h)),
+    ("power_limit_w", lambda nv, h: nv.nvmlDeviceGetEnforcedPowerLimit(h) / 1000.0),
+    ("mem_clock_mhz", lambda nv, h: int(nv.nvmlDeviceGetClockInfo(h, 2))),  # NVML_CLOCK_MEM
+)
+#: The counters, also slow, read in one `nvmlDeviceGetFieldValues` call: (Sample field, NVML field id, the
+#: single call it stands for where a driver lacks field values).
+COUNTERS: tuple[tuple[str, int, Callable[[NvmlSource, NvmlHandle], int]], ...] = (
+    # NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION: mJ since the driver loaded
+    ("energy_mj", 83, lambda nv, h: int(nv.nvmlDeviceGetTotalEnergyConsumption(h))),
+    ("ecc_corrected", 3, _ecc(0)),  # NVML_FI_DEV_ECC_SBE_VOL_TOTAL: volatile single-bit (corrected) errors
+    ("ecc_uncorrected", 4, _ecc(1)),  # NVML_FI_DEV_ECC_DBE_VOL_TOTAL: volatile double-bit (uncorrected)
+    ("pcie_replays", 94, lambda nv, h: int(nv.nvmlDeviceGetPcieReplayCounter(h))),  # NVML_FI_DEV_PCIE_REPLAY_COUNTER
+)
+#: nvmlValue_t's member for each nvmlValueType_t (DOUBLE, UNSIGNED_INT, UNSIGNED_LONG, UNSIGNED_LONG_LONG,
+#: SIGNED_LONG_LONG, SIGNED_INT, UNSIGNED_SHORT).
+_VALUE_MEMBERS = ("dVal", "uiVal", "ulVal", "ullVal", "sllVal", "siVal", "usVal")
+_NO_COUNTERS: tuple[None, ...] = (None,) * len(COUNTERS)
 
 
 class DeviceReader:
@@ -133,6 +148,8 @@ class DeviceReader:
         self.unsupported: set[str] = set()
         self._event_set: NvmlEventSet = None
         self._xid_event = 0
+        #: The slow fields last read (see `read`), carried into the samples between slow ticks.
+        self._slow: tuple[Any, ...] | None = None
         self.info = self._discover()
         self._open_xid_events()
 
@@ -229,24 +246,91 @@ class DeviceReader:
             return None
         return Sample._make((ts_ns, *([None] * (len(Sample._fields) - 2)), xids)) if xids else None
 
-    def read(self, ts_ns: int) -> Sample | None:
-        """One sample of every supported field; None when no field could be read (a driver failure).
-        Raises :class:`DeviceLost` only."""
-        values = {field: self._call(field, fn) for field, fn in _FIELDS}
-        if all(v is None for v in values.values()):
+    def read(self, ts_ns: int, slow: bool = True) -> Sample | None:
+        """One sample: the fast fields read now, the slow ones read now when `slow` (else the last ones read,
+        and no XIDs); None when no field could be read (a driver failure). Raises :class:`DeviceLost` only."""
+        call = self._call
+        fast = temperature, power, sm_clock, memory, mask = tuple(call(field, fn) for field, fn in _FAST)
+        nothing = fast.count(None) == len(fast)
+        if slow or self._slow is None:  # a reader's first tick reads everything
+            *carried, xids = self._read_slow()
+            self._slow = tuple(carried)
+            nothing = nothing and carried.count(None) == len(carried)
+        else:
+            xids = ()
+        if nothing:
             return None
-        util = values.pop("utilization")
-        memory = values.pop("memory")
+        util, util_memory, limit, mem_clock, energy, ecc_corrected, ecc_uncorrected, replays, process = self._slow
         return Sample(
-            ts_ns=ts_ns,
-            utilization_pct=float(util.gpu) if util is not None else None,
-            memory_utilization_pct=float(util.memory) if util is not None else None,
-            memory_used_bytes=int(memory.used) if memory is not None else None,
-            memory_total_bytes=int(memory.total) if memory is not None else None,
-            process_memory_bytes=self._process_memory(),
-            xids=self._drain_xids(),
-            **values,
+            ts_ns,
+            temperature,
+            power,
+            limit,
+            energy,
+            sm_clock,
+            mem_clock,
+            util,
+            util_memory,
+            int(memory.used) if memory is not None else None,
+            int(memory.total) if memory is not None else None,
+            process,
+            ecc_corrected,
+            ecc_uncorrected,
+            mask,
+            replays,
+            xids,
         )
+
+    def _read_slow(self) -> tuple[Any, ...]:
+        """(utilisation, memory utilisation, power limit, memory clock, the COUNTERS, process memory, XIDs)."""
+        util, limit, mem_clock = (self._call(field, fn) for field, fn in _SLOW)
+        return (
+            float(util.gpu) if util is not None else None,
+            float(util.memory) if util is not None else None,
+            limit,
+            mem_clock,
+            *self._counters(),
+            self._process_memory(),
+            self._drain_xids(),
+        )
+
+    def _counters(self) -> tuple[int | None, ...]:
+        """COUNTERS' values, in one `nvmlDeviceGetFieldValues` call where the driver has it (each field's own
+        `nvmlReturn` checked: one the GPU lacks is remembered and not asked again), else one call each."""
+        if "field_values" in self.unsupported:
+            return tuple(self._call(field, fn) for field, _, fn in COUNTERS)
+        wanted = [
+            (i, field, field_id) for i, (field, field_id, _) in enumerate(COUNTERS) if field not in self.unsupported
+        ]
+        if not wanted:
+            return _NO_COUNTERS
+        try:
+            answers = self.nvml.nvmlDeviceGetFieldValues(self.handle, [field_id for _, _, field_id in wanted])
+        except Exception as exc:
+            code = nvml_code(exc)
+            if code == _GPU_IS_LOST:
+                raise DeviceLost(str(exc)) from exc
+            if code in _UNSUPPORTED_CODES or isinstance(exc, AttributeError):  # an older driver: one call each
+                self.unsupported.add("field_values")
+                message = f"GPU {self.index}: field values unsupported, counters read one call each"
+                self.health.failure(UNSUPPORTED, "field_values", message, exc, level=logging.INFO)
+                return self._counters()
+            self.health.failure(ERRORS, "nvml_field_values", f"GPU {self.index}: reading field values failed", exc)
+            return _NO_COUNTERS
+        values: list[int | None] = [None] * len(COUNTERS)
+        for (i, field, _), answer in zip(wanted, answers):
+            code = int(answer.nvmlReturn)
+            if code == 0:  # NVML_SUCCESS
+                values[i] = int(getattr(answer.value, _VALUE_MEMBERS[int(answer.valueType)]))
+            elif code == _GPU_IS_LOST:
+                raise DeviceLost(f"GPU {self.index}: field {field}: GPU is lost")
+            elif code in _UNSUPPORTED_CODES:
+                self.unsupported.add(field)
+                message = f"GPU {self.index}: {field} unsupported, not read again"
+                self.health.failure(UNSUPPORTED, field, message, level=logging.INFO)
+            else:
+                self.health.failure(ERRORS, f"nvml_{field}", f"GPU {self.index}: reading {field} failed (NVML {code})")
+        return tuple(values)
 
     def _process_memory(self) -> int | None:
         procs = self._call("processes", lambda nv, h: nv.nvmlDeviceGetComputeRunningProcesses(h))

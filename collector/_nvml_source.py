@@ -8,6 +8,7 @@ positional-only: the collector passes them by position, and the bindings name th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 #: A device handle: opaque to the collector (pynvml's `c_nvmlDevice_t` pointer, the lab's `DeviceHandle`).
@@ -40,6 +41,22 @@ class NvmlProcess(Protocol):
     def pid(self) -> int: ...
     @property
     def usedGpuMemory(self) -> int | None: ...
+
+
+class NvmlFieldValue(Protocol):
+    """One answer of `nvmlDeviceGetFieldValues` (c_nvmlFieldValue_t): its own return code, and its value in
+    the `value` union's member for `valueType`."""
+
+    @property
+    def fieldId(self) -> int: ...
+    @property
+    def timestamp(self) -> int: ...
+    @property
+    def valueType(self) -> int: ...
+    @property
+    def nvmlReturn(self) -> int: ...
+    @property
+    def value(self) -> Any: ...
 
 
 class NvmlEventData(Protocol):
@@ -81,6 +98,7 @@ class NvmlSource(Protocol):
     def nvmlDeviceGetCurrentClocksEventReasons(self, handle: NvmlHandle, /) -> int: ...
     def nvmlDeviceGetPcieReplayCounter(self, handle: NvmlHandle, /) -> int: ...
     def nvmlDeviceGetComputeRunningProcesses(self, handle: NvmlHandle, /) -> list[NvmlProcess]: ...
+    def nvmlDeviceGetFieldValues(self, handle: NvmlHandle, field_ids: list[int], /) -> Sequence[NvmlFieldValue]: ...
 
     # --- XID events ---
     @property
@@ -94,6 +112,7 @@ class NvmlSource(Protocol):
 __all__ = [
     "NvmlEventData",
     "NvmlEventSet",
+    "NvmlFieldValue",
     "NvmlHandle",
     "NvmlMemory",
     "NvmlPciInfo",

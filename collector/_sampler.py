@@ -24,6 +24,9 @@ from gpu_rca.collector._ring import NOTHING_REDUCED, QuietWindow, Ring, RingWind
 Clock = Callable[[], int]
 
 MAX_SAMPLE_HZ = 100.0
+#: The rate of the slow reads (utilisation, power limit, memory clock, the counters, the process list, XID
+#: events) when sampling faster; at this rate or slower every tick reads everything.
+SLOW_HZ = 10.0
 
 # getpid() is a system call; the request path asks "am I still the process that started the sampler?"
 # on every span, so the answer is cached and refreshed in a forked child.
@@ -98,6 +101,9 @@ class Sampler:
         self.sample_hz = float(sample_hz)
         self.period_ns = int(1e9 / sample_hz)
         self.capacity = max(4, int(history_s * sample_hz))
+        #: Every how many ticks the slow fields are read (1 at SLOW_HZ or slower).
+        self.slow_every = max(1, round(self.sample_hz / SLOW_HZ))
+        self._tick = 0
         self.health = health or Health()
         self._pid_override = pid
         self.events: deque[SamplerEvent] = deque(maxlen=256)
@@ -128,7 +134,7 @@ class Sampler:
 
     def init(self) -> bool:
         """Initialise NVML and discover GPUs (once per process). False, counted and logged, when NVML fails."""
-        pid = current_pid()
+        pid = _pid  # current_pid(), read inline: this runs on every span
         if self._initialised_pid == pid:
             return self.available
         with self._init_lock:
@@ -182,7 +188,7 @@ class Sampler:
     def ensure_started(self) -> None:
         """Start the thread if this process has none yet (first use, or a forked child) and `stop()` was
         not called; cheap when it runs."""
-        if self._thread_pid != current_pid() and not self._stopped:
+        if self._thread_pid != _pid and not self._stopped:
             self.start()
 
     def stop(self) -> None:
@@ -214,15 +220,18 @@ class Sampler:
 
     # --- sampling --------------------------------------------------------------------------------
     def sample_once(self, now_ns: int | None = None) -> None:
-        """Read every GPU once, stamped `now_ns` (default: the clock). Never raises for NVML failures."""
+        """Read every GPU once, stamped `now_ns` (default: the clock): the fast fields at every tick, the slow
+        ones every `slow_every` ticks (see `SLOW_HZ`), the first tick included. Never raises for NVML failures."""
         if not self.init():
             return
         ts = self.clock() if now_ns is None else int(now_ns)
+        slow = self._tick % self.slow_every == 0
+        self._tick += 1
         for index, reader in self._readers.items():
             if index in self._lost:
                 continue
             try:
-                sample = reader.read(ts)
+                sample = reader.read(ts, slow)
             except DeviceLost as exc:
                 self._lost.add(index)
                 self.health.failure(ERRORS, "gpu_lost", f"GPU {index} is lost; not sampled again", exc)
@@ -257,6 +266,10 @@ class Sampler:
     def is_lost(self, index: int) -> bool:
         """Whether the GPU answered GpuIsLost."""
         return index in self._lost
+
+    def ring(self, index: int) -> Ring | None:
+        """GPU `index`'s sample ring (the same object while the GPU stays discovered), if it has one."""
+        return self._rings.get(index)
 
     def window(self, index: int, start_ns: int, end_ns: int) -> list[Sample]:
         """The samples of GPU `index` in a span's window (docs/contracts.md §1); [] when it has none."""

@@ -43,7 +43,7 @@ class InferenceSpan:
     Everything else an OTel span offers is reachable through it (`.span`, or attribute access).
     """
 
-    __slots__ = ("_ended", "collector", "device", "identity", "inflight_max", "span", "start_ns", "target")
+    __slots__ = ("_ended", "collector", "device", "identity", "inflight_max", "ring", "span", "start_ns", "target")
 
     def __init__(
         self,
@@ -53,6 +53,7 @@ class InferenceSpan:
         target: Any,
         device: Any = None,
         identity: dict[str, Any] | None = None,
+        ring: Any = None,
     ) -> None:
         self.collector = collector
         self.span = span
@@ -62,6 +63,8 @@ class InferenceSpan:
         self.device = device
         #: the GPU's identity stamps (shared, never changed), resolved with the device
         self.identity = identity
+        #: the GPU's sample ring (the sampler's `Ring`), resolved with the device
+        self.ring = ring
         self.inflight_max = 1
         self._ended = False
 
@@ -165,30 +168,39 @@ class InferenceSpanScope:
         return wrapper
 
 
+def writable_attributes(span: Span, adding: int) -> BoundedAttributes | None:
+    """The SDK span's own attribute table when `adding` attributes whose values are already valid OTel
+    values may be written straight into its dict, holding `span._lock` (every SDK write to the table takes
+    it first): an SDK span, no value-length limit, room for them. None otherwise: take the public path."""
+    bounded = getattr(span, "_attributes", None)
+    if (
+        type(bounded) is BoundedAttributes
+        and type(bounded._dict) is dict
+        and not bounded._immutable
+        and bounded.max_value_len is None
+        and (bounded.maxlen is None or len(bounded._dict) + adding <= bounded.maxlen)
+    ):
+        return bounded
+    return None
+
+
 def set_clean_attributes(span: Span, attributes: dict[str, Any], more: dict[str, Any] | None = None) -> None:
     """Set attributes whose values are already valid OTel values (str/bool/int/float, tuples of them):
     `attributes`, then `more` (which wins where both name a key).
 
     The SDK re-validates every value on `set_attributes`, which made validation the largest cost of a
     stamp (about 25 attributes per span). The stamps are built valid, so on the SDK span this writes them
-    under the same locks the SDK uses; any other span, a value-length limit or a full attribute table
-    takes the public path.
+    under the same locks the SDK uses (`writable_attributes`); any other span, a value-length limit or a
+    full attribute table takes the public path.
     """
-    bounded = getattr(span, "_attributes", None)
-    store = getattr(bounded, "_dict", None)
-    if (
-        type(bounded) is BoundedAttributes
-        and isinstance(store, dict)
-        and not bounded._immutable
-        and bounded.max_value_len is None
-        and (bounded.maxlen is None or len(store) + len(attributes) + len(more or ()) <= bounded.maxlen)
-    ):
+    bounded = writable_attributes(span, len(attributes) + len(more or ()))
+    if bounded is not None:
         with span._lock:  # type: ignore[attr-defined]
             if span._end_time is None:  # type: ignore[attr-defined]
                 with bounded._lock:
-                    store.update(attributes)
+                    bounded._dict.update(attributes)
                     if more:
-                        store.update(more)
+                        bounded._dict.update(more)
                 return
     span.set_attributes(attributes if not more else {**attributes, **more})
 
@@ -200,4 +212,4 @@ def record_failure(span: Span, exc: BaseException, error_type: str, timestamp_ns
     span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:512]))
 
 
-__all__ = ["InferenceSpan", "InferenceSpanScope", "record_failure", "set_clean_attributes"]
+__all__ = ["InferenceSpan", "InferenceSpanScope", "record_failure", "set_clean_attributes", "writable_attributes"]

@@ -112,46 +112,77 @@ def aggregate(
     return attrs, events
 
 
-def _compile_quiet_stamps() -> Callable[[QuietWindow, int, int], dict[str, Any] | None]:
-    """`aggregate` for the common window (`Ring.quiet_window`: quiet, every reduced field read), or None
-    where its first or last sample lacks a field the stamps read from them (then `aggregate` decides).
+def _quiet_entries() -> list[tuple[str, str]]:
+    """The quiet window's stamps as (name, expression), in `aggregate`'s order (see `_compile_quiet_stamps`)."""
+    return [
+        (_SAMPLES, "n"),
+        (_STALE, f"end_ns - last.ts_ns > {STALE_PERIODS} * period_ns"),
+        *((key, f"r{i}") for i, key in enumerate(REDUCED_STAMPS)),
+        (_THROTTLE, "_reasons(mask) if mask else ()"),
+        (_XID, "()"),
+        (_POWER_LIMIT, "power_limit"),
+        (_USED_START, "first.memory_used_bytes"),
+        (_TOTAL, "total"),
+        (_ECC_C, "ecc_c1 - ecc_c0"),
+        (_ECC_U, "ecc_u1 - ecc_u0"),
+    ]
 
-    The same stamps, values and order as `aggregate` less the GPU's `identity()` (which the caller writes
-    first, unchanged, rather than copying it into every span's dict), built as one dict display with
-    constant keys (generated from REDUCED_STAMPS, as `_ring` generates its range reduction): stamping is
-    on every request's path, and building the dict key by key cost about as much as reading the window.
+
+def _compile_quiet_stamps() -> tuple[Callable[[QuietWindow, int, int], dict[str, Any] | None], WriteQuietStamps]:
+    """`aggregate` for the common window (`Ring.quiet_window`: quiet, every reduced field read), two ways
+    from one definition, each declining where the window's first or last sample lacks a field the stamps
+    read from them (then `aggregate` decides):
+
+    - `quiet_stamps(window, end_ns, period_ns)`: the same stamps, values and order as `aggregate` less the
+      GPU's `identity()` (which the caller writes first, unchanged, rather than copying it into every
+      span's dict), as one dict display with constant keys; None where it declines;
+    - `write_quiet_stamps(store, identity, window, end_ns, period_ns, inflight_max)`: `identity`, the same
+      stamps and `gpu.inflight.max` written straight into `store` (the SDK span's own attribute dict, under
+      its locks), with no dict in between; False, writing nothing, where it declines. Building that dict and
+      merging it into the span's cost about 1 µs of a stamp's 7.
+
+    Generated from REDUCED_STAMPS, as `_ring` generates its range reduction: stamping is on every
+    request's path, and building the dict key by key cost about as much as reading the window.
     """
-    reduced = ", ".join(f"{key!r}: r{i}" for i, key in enumerate(REDUCED_STAMPS))
+    entries = _quiet_entries()
     names = ", ".join(f"r{i}" for i in range(len(REDUCED_STAMPS)))
-    source = "\n".join(
-        [
-            "def quiet_stamps(window, end_ns, period_ns):",
-            "    n, first, last, reductions = window",
+
+    def check(declined: str) -> list[str]:
+        return [
+            f"    n, first, last, {names}, = window",
             "    power_limit = last.power_limit_w",
             "    total = last.memory_total_bytes",
             "    ecc_c0, ecc_u0, ecc_c1, ecc_u1 = first.ecc_corrected, first.ecc_uncorrected, last.ecc_corrected, last.ecc_uncorrected",
             "    if power_limit is None or not total or ecc_c0 is None or ecc_u0 is None or ecc_c1 is None or ecc_u1 is None:",
-            "        return None",
-            f"    {names}, = reductions",
+            f"        return {declined}",
             "    mask = first.throttle_mask",
+        ]
+
+    source = "\n".join(
+        [
+            "def quiet_stamps(window, end_ns, period_ns):",
+            *check("None"),
             "    return {",
-            f"        {_SAMPLES!r}: n,",
-            f"        {_STALE!r}: end_ns - last.ts_ns > {STALE_PERIODS} * period_ns,",
-            f"        {reduced},",
-            f"        {_THROTTLE!r}: _reasons(mask) if mask else (),",
-            f"        {_XID!r}: (),",
-            f"        {_POWER_LIMIT!r}: power_limit,",
-            f"        {_USED_START!r}: first.memory_used_bytes,",
-            f"        {_TOTAL!r}: total,",
-            f"        {_ECC_C!r}: ecc_c1 - ecc_c0,",
-            f"        {_ECC_U!r}: ecc_u1 - ecc_u0,",
+            *(f"        {key!r}: {value}," for key, value in entries),
             "    }",
+            "",
+            "def write_quiet_stamps(store, identity, window, end_ns, period_ns, inflight_max):",
+            *check("False"),
+            "    store.update(identity)",
+            *(f"    store[{key!r}] = {value}" for key, value in entries),
+            f"    store[{A.INFLIGHT_MAX!r}] = inflight_max",
+            "    return True",
         ]
     )
     namespace: dict[str, Any] = {"_reasons": _reasons}
     exec(compile(source, f"<{__name__} quiet_stamps>", "exec"), namespace)
-    function: Callable[[QuietWindow, int, int], dict[str, Any] | None] = namespace["quiet_stamps"]
-    return function
+    as_dict: Callable[[QuietWindow, int, int], dict[str, Any] | None] = namespace["quiet_stamps"]
+    write: WriteQuietStamps = namespace["write_quiet_stamps"]
+    return as_dict, write
+
+
+#: `(store, identity, window, end_ns, period_ns, inflight_max) -> written` (see `_compile_quiet_stamps`).
+WriteQuietStamps = Callable[[dict[str, Any], dict[str, Any], QuietWindow, int, int, int], bool]
 
 
 def _last(samples: list[Sample], field: str) -> Any:
@@ -201,6 +232,8 @@ def _transitions(samples: list[Sample], events: list[tuple[str, dict[str, Any], 
             events.append((A.EVENT_XID, {A.XID: code}, s.ts_ns))
 
 
-#: `aggregate`'s stamps less `identity()` (and no events: there are none) for a `Ring.quiet_window`, or
-#: None (see above).
-quiet_stamps = _compile_quiet_stamps()
+#: `aggregate`'s stamps less `identity()` (and no events: there are none) for a `Ring.quiet_window`: as a
+#: dict, or written into a span's attribute dict (see `_compile_quiet_stamps`).
+quiet_stamps, write_quiet_stamps = _compile_quiet_stamps()
+#: How many attributes `write_quiet_stamps` writes besides the identity (`gpu.inflight.max` included).
+QUIET_STAMP_COUNT = len(_quiet_entries()) + 1

@@ -267,6 +267,27 @@ class SimulatedNvml:
         """PCIe replay count."""
         return self._gpu(handle).pcie_replays
 
+    def nvmlDeviceGetFieldValues(self, handle: DeviceHandle, field_ids: list[Any]) -> Any:
+        """Several fields at once, as NVML answers them: an array of `c_nvmlFieldValue_t` in the order asked,
+        each with its own `nvmlReturn` (NotSupported for a field this GPU or the lab lacks), its `valueType`
+        and value, and `timestamp` (µs since 1970). An entry may be a `(fieldId, scopeId)` pair, as in
+        pynvml. The call itself fails only for a bad handle or a lost GPU."""
+        gpu = self._gpu(handle)
+        now_us = self.fleet.sync() // 1000
+        answers = (pynvml.c_nvmlFieldValue_t * len(field_ids))()
+        for answer, entry in zip(answers, field_ids):
+            field_id, scope_id = entry if isinstance(entry, tuple) else (entry, 0)
+            answer.fieldId, answer.scopeId, answer.timestamp = field_id, scope_id, now_us
+            read = _FIELD_VALUES.get(field_id)
+            value = read(gpu) if read is not None else None
+            if value is None:
+                answer.nvmlReturn = pynvml.NVML_ERROR_NOT_SUPPORTED
+                continue
+            value_type, number = value
+            answer.nvmlReturn, answer.valueType = pynvml.NVML_SUCCESS, value_type
+            setattr(answer.value, _VALUE_MEMBER[value_type], number)
+        return answers
+
     def nvmlDeviceGetMigMode(self, handle: DeviceHandle) -> list[int]:
         """[current, pending] MIG mode: disabled on A100/H100, NotSupported elsewhere (as on real cards)."""
         gpu = self._gpu(handle)
@@ -326,6 +347,27 @@ class SimulatedNvml:
         if events is None or events.freed:
             raise _error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         return events
+
+
+_ULL = pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG
+_UINT = pynvml.NVML_VALUE_TYPE_UNSIGNED_INT
+_VALUE_MEMBER = {_ULL: "ullVal", _UINT: "uiVal"}
+
+
+def _ecc_field(count: Callable[[SimGpu], int]) -> Callable[[SimGpu], tuple[int, int] | None]:
+    return lambda gpu: (_ULL, count(gpu)) if gpu.profile.ecc else None
+
+
+#: The NVML field ids (NVML_FI_DEV_*) the lab answers, each as (nvmlValueType_t, value) or None when this
+#: GPU lacks it; every other id answers NotSupported.
+_FIELD_VALUES: dict[int, Callable[[SimGpu], tuple[int, int] | None]] = {
+    pynvml.NVML_FI_DEV_ECC_SBE_VOL_TOTAL: _ecc_field(lambda gpu: gpu.ecc_corrected),
+    pynvml.NVML_FI_DEV_ECC_DBE_VOL_TOTAL: _ecc_field(lambda gpu: gpu.ecc_uncorrected),
+    pynvml.NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION: lambda gpu: (_ULL, int(gpu.state.energy_mj)),
+    pynvml.NVML_FI_DEV_PCIE_REPLAY_COUNTER: lambda gpu: (_UINT, gpu.pcie_replays),
+    pynvml.NVML_FI_DEV_POWER_INSTANT: lambda gpu: (_UINT, round(gpu.state.power_w * 1000)),
+    pynvml.NVML_FI_DEV_POWER_CURRENT_LIMIT: lambda gpu: (_UINT, round(gpu.power_limit_w * 1000)),
+}
 
 
 def simulated_nvml(

@@ -281,6 +281,36 @@ def test_burst_watcher_makes_one_digest_per_burst(tmp_path):
     assert [(r.id, r.trigger, r.top_cause) for r in rows] == [(made, "burst", "gpu_oom_large_inputs")]
 
 
+def test_stored_failures_wake_the_burst_watcher_before_its_interval(tmp_path):
+    """A stored batch holding failed spans starts a check within about a second, not at the next interval."""
+    incident = make_incident()
+    app = create_app(Store.open(tmp_path / "wake.duckdb"), ServerConfig())
+
+    async def post_and_wait() -> tuple[int, float]:
+        async with app.router.lifespan_context(app):
+            app.state.gpu_rca_burst_watcher.stop()
+            app.state.gpu_rca.counters.failures_stored.clear()  # set by that stop, to end its wait
+            watcher = BurstWatcher(app, interval_s=3600.0).start()  # only a wake can check within the test
+            try:
+                transport = httpx.ASGITransport(app=app)
+                async with httpx.AsyncClient(transport=transport, base_url="http://serve") as client:
+                    answer = await client.post(
+                        "/v1/traces",
+                        content=incident.trace_request.SerializeToString(),
+                        headers={"Content-Type": "application/x-protobuf"},
+                    )
+                posted = asyncio.get_running_loop().time()
+                while watcher.digests_made == 0 and asyncio.get_running_loop().time() - posted < 30:
+                    await asyncio.sleep(0.05)
+                return answer.status_code, asyncio.get_running_loop().time() - posted
+            finally:
+                await asyncio.to_thread(watcher.stop)
+
+    code, waited_s = asyncio.run(post_and_wait())
+    assert code == 200
+    assert waited_s < 30, "no burst digest although the stored batch held a burst of failures"
+
+
 def test_bad_input_to_post_digests_is_400(server):
     answer = httpx.post(f"{server.url}/digests", json={"since": "last tuesday"}, headers=AUTH, timeout=30)
     assert answer.status_code == 400 and answer.json()["message"] == (

@@ -104,3 +104,40 @@ def test_xid_events_arrive_through_the_event_api_and_a_lost_gpu_raises_gpu_is_lo
     assert nvml.nvmlDeviceGetTemperature(handles[0], pynvml.NVML_TEMPERATURE_GPU) > 0
     nvml.nvmlEventSetFree(events)
     nvml.nvmlShutdown()
+
+
+def test_field_values_answer_each_field_with_its_own_return_code_and_timestamp():
+    clock_ns = [1_767_225_600 * SECOND_NS]
+    nvml = lab.simulated_nvml(FLEET, clock=lambda: clock_ns[0])
+    nvml.nvmlInit()
+    handle = nvml.nvmlDeviceGetHandleByIndex(0)  # an L4: ECC memory
+    nvml.devices[0].load(0.8)
+    clock_ns[0] += 3 * SECOND_NS
+    asked = [
+        pynvml.NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION,
+        pynvml.NVML_FI_DEV_ECC_SBE_VOL_TOTAL,
+        (pynvml.NVML_FI_DEV_ECC_DBE_VOL_TOTAL, 0),  # pynvml also takes (fieldId, scopeId)
+        pynvml.NVML_FI_DEV_PCIE_REPLAY_COUNTER,
+        pynvml.NVML_FI_DEV_NVLINK_BANDWIDTH_C0_TOTAL,  # not answered by the lab: NotSupported, alone
+    ]
+    answers = nvml.nvmlDeviceGetFieldValues(handle, asked)
+    assert [a.fieldId for a in answers] == [e[0] if isinstance(e, tuple) else e for e in asked]
+    assert [a.nvmlReturn for a in answers] == [pynvml.NVML_SUCCESS] * 4 + [pynvml.NVML_ERROR_NOT_SUPPORTED]
+    assert {a.timestamp for a in answers} == {clock_ns[0] // 1000}  # µs since 1970
+    assert answers[0].valueType == pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG
+    assert answers[0].value.ullVal == nvml.nvmlDeviceGetTotalEnergyConsumption(handle) > 0
+    assert answers[1].value.ullVal == nvml.nvmlDeviceGetTotalEccErrors(handle, 0, 0)
+    assert answers[2].value.ullVal == nvml.nvmlDeviceGetTotalEccErrors(handle, 1, 0)
+    assert answers[3].value.uiVal == nvml.nvmlDeviceGetPcieReplayCounter(handle)
+
+
+def test_field_values_of_a_gpu_without_ecc_say_not_supported_per_field():
+    nvml = lab.simulated_nvml(FLEET, host="node-b")  # an RTX 4090: no ECC
+    nvml.nvmlInit()
+    handle = nvml.nvmlDeviceGetHandleByIndex(0)
+    ecc, energy = nvml.nvmlDeviceGetFieldValues(
+        handle, [pynvml.NVML_FI_DEV_ECC_SBE_VOL_TOTAL, pynvml.NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION]
+    )
+    assert (ecc.nvmlReturn, energy.nvmlReturn) == (pynvml.NVML_ERROR_NOT_SUPPORTED, pynvml.NVML_SUCCESS)
+    with pytest.raises(pynvml.NVMLError_InvalidArgument):
+        nvml.nvmlDeviceGetFieldValues("not a handle", [pynvml.NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION])

@@ -7,8 +7,10 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
+import pyarrow.compute as pc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from gpu_rca.correlate.otlp.rows import SpanBatch
 from gpu_rca.correlate.store.records import traces_without_inference_message
 from gpu_rca.schemas import metrics as m
 
@@ -108,6 +110,8 @@ class ServeCounters:
             registry=r,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
         )
+        #: Set when a stored span batch held a failed inference span; the burst watcher waits on it.
+        self.failures_stored = threading.Event()
 
     def watch_log(self, read: Mapping[str, Callable[[], float]]) -> None:
         """Gauges of the ingest log, each read by `read[name]`: its size, how far the loader is behind, what was
@@ -128,6 +132,12 @@ class ServeCounters:
         Gauge(
             m.SERVE_REQUESTS_IN_FLIGHT, "Trace and log requests being read, checked and logged.", registry=self.registry
         ).set_function(read)
+
+    def note_stored_spans(self, batch: SpanBatch) -> None:
+        """After `batch` was stored: wake the burst watcher when it holds a failed inference span."""
+        spans = batch.spans
+        if spans.num_rows and pc.any(pc.and_(spans["is_inference"], pc.equal(spans["status"], "ERROR"))).as_py():
+            self.failures_stored.set()
 
     def count_traces_without_inference(self, count: int, now: float | None = None) -> None:
         """Count traces with no inference span; log how many arrived, at most once per WARN_INTERVAL_S."""

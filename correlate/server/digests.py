@@ -51,8 +51,11 @@ PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
-#: Seconds between burst checks: a burst needs 20 failures, so a few seconds late is still early.
+#: Seconds between burst checks while no failed span is stored (the idle fallback); a stored batch holding
+#: failures wakes the watcher at once.
 BURST_INTERVAL_S = 5.0
+#: The least time between two burst checks, however often failures are stored: one `count(*)` a second.
+BURST_MIN_SPACING_S = 1.0
 _MINUTE_NS = 60 * 10**9
 
 
@@ -319,16 +322,25 @@ async def _json_body(request: Request) -> Any:
 
 # --- the burst trigger --------------------------------------------------------------------------------
 class BurstWatcher:
-    """Checks the store every few seconds and makes a digest for each new failure burst."""
+    """Makes a digest for each new failure burst: checks the store soon after a stored batch held failed
+    spans (`ServeCounters.failures_stored`, at most once per `min_spacing_s`), and every `interval_s` anyway."""
 
     def __init__(
-        self, app: Starlette, *, interval_s: float = BURST_INTERVAL_S, detector: BurstDetector | None = None
+        self,
+        app: Starlette,
+        *,
+        interval_s: float = BURST_INTERVAL_S,
+        min_spacing_s: float = BURST_MIN_SPACING_S,
+        detector: BurstDetector | None = None,
     ) -> None:
         self.app = app
         self.interval_s = interval_s
+        self.min_spacing_s = min_spacing_s
         self.detector = detector or BurstDetector()
         self.digests_made = 0
         self._stop = threading.Event()
+        state: ServerState = app.state.gpu_rca
+        self._wake = state.counters.failures_stored
         self._thread = threading.Thread(target=self._loop, name="gpu-rca-burst", daemon=True)
         self._failing = False
 
@@ -340,6 +352,7 @@ class BurstWatcher:
     def stop(self) -> None:
         """Stop checking (waits for a check in progress); safe to call twice."""
         self._stop.set()
+        self._wake.set()  # a wait in progress returns now
         if self._thread.is_alive():
             self._thread.join()
 
@@ -371,7 +384,15 @@ class BurstWatcher:
         return digest.id
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
+        last = time.monotonic()
+        while True:
+            self._wake.wait(self.interval_s)
+            if self._stop.is_set():
+                return
+            if (pause := last + self.min_spacing_s - time.monotonic()) > 0 and self._stop.wait(pause):
+                return
+            self._wake.clear()  # before the check: failures stored during it wake the next one
+            last = time.monotonic()
             try:
                 self.check_once()
                 self._failing = False

@@ -132,6 +132,7 @@ class Loader:
         c.spans_ingested.inc(span_result.stored)
         c.logs_ingested.inc(log_result.stored)
         c.loaded_records.inc(len(records))
+        c.note_stored_spans(spans)  # wakes the burst watcher when the batch held failures
         c.count_traces_without_inference(span_result.traces_without_inference)
 
 

@@ -47,3 +47,33 @@ def test_falls_back_under_limits_and_after_end():
     set_clean_attributes(span, {"late": 1})  # after end: ignored like set_attribute
     (s,) = exporter.get_finished_spans()
     assert len(s.attributes) == 3 and s.attributes["gpu.name"] == "NVID" and "late" not in s.attributes
+
+
+def test_a_quiet_window_written_straight_into_the_span_matches_the_public_path():
+    from gpu_rca import lab
+    from gpu_rca.collector import Collector
+    from tests.support.collector import PERIOD_NS, START_NS
+
+    clock = lab.VirtualClock(START_NS)
+    nvml = lab.simulated_nvml([{"host": "h", "gpus": 1, "model": "L4"}], clock=clock.now_ns)
+    nvml.devices[0].load(0.7)
+    spans = []
+    # A value-length limit (long enough to cut nothing) keeps the SDK's own checked path.
+    for limits in (None, SpanLimits(max_attribute_length=10_000)):
+        provider, exporter = _spans(limits)
+        collector = Collector(
+            nvml, clock=clock.now_ns, tracer_provider=provider, background=False, cuda_visible_devices=None
+        )
+        collector.start()
+        spans.append((collector, exporter))
+    for _ in range(5):
+        clock.advance(PERIOD_NS)
+        for collector, _ in spans:
+            collector.sample_once(clock.now_ns())
+    start = clock.now_ns() - 3 * PERIOD_NS
+    for collector, _ in spans:
+        span = collector.start_inference_span("inf", gpu=0, attributes={"ddcolor.input_size": 512}, start_ns=start)
+        span.end(end_ns=clock.now_ns())
+    (straight,), (checked,) = (exporter.get_finished_spans() for _, exporter in spans)
+    assert straight.attributes["gpu.telemetry.samples"] == 4 and straight.attributes["gpu.inflight.max"] == 1
+    assert dict(straight.attributes) == dict(checked.attributes)  # (the SDK moves a key set again to the end)

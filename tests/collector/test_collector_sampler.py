@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import itertools
 import json
 import os
@@ -18,7 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from gpu_rca import lab
 from gpu_rca.collector import Collector, Ring, Sampler
 from gpu_rca.collector._nvml import DeviceInfo, Sample
-from gpu_rca.collector._stamp import aggregate, quiet_stamps
+from gpu_rca.collector._stamp import aggregate, identity, quiet_stamps, write_quiet_stamps
 from gpu_rca.schemas import attributes as A
 from tests.support.collector import FLEET, PERIOD_NS, Sim, make_sim
 
@@ -57,6 +58,48 @@ def test_rejects_bad_rates():
         Sampler(pynvml, sample_hz=1000)
     with pytest.raises(ValueError, match="sample_hz"):
         Sampler(pynvml, sample_hz=0)
+
+
+def test_at_100_hz_the_slow_fields_are_read_every_tenth_tick_and_carried_between():
+    sim = make_sim(sample_hz=100.0)
+    sim.gpus[0].load(0.6)
+    sim.nvml.readings.clear()
+    sim.tick(30)
+    calls = collections.Counter(name for _, name, index, _ in sim.nvml.readings if index == 0)
+    for fast in ("nvmlDeviceGetTemperature", "nvmlDeviceGetPowerUsage", "nvmlDeviceGetMemoryInfo"):
+        assert calls[fast] == 30, fast
+    assert calls["nvmlDeviceGetCurrentClocksEventReasons"] == 30
+    for slow in ("nvmlDeviceGetUtilizationRates", "nvmlDeviceGetEnforcedPowerLimit", "nvmlDeviceGetFieldValues"):
+        assert calls[slow] == 3, slow
+    assert calls["nvmlDeviceGetComputeRunningProcesses"] == 3
+    assert calls["nvmlDeviceGetClockInfo"] == 30 + 3  # the SM clock every tick, the memory clock slow
+    assert "nvmlDeviceGetTotalEccErrors" not in calls  # the counters come in the one field-values call
+    samples = sim.collector.sampler.window(0, 0, sim.clock.now_ns())[-30:]
+    utilisation = [u.gpu for u in sim.nvml.values("nvmlDeviceGetUtilizationRates", 0, 0, sim.clock.now_ns())]
+    slow_ticks = [
+        ts for ts, name, index, _ in sim.nvml.readings if name == "nvmlDeviceGetUtilizationRates" and index == 0
+    ]
+    for sample in samples:  # each carries the utilisation of the newest slow read at or before it
+        newest = max(i for i, ts in enumerate(slow_ticks) if ts <= sample.ts_ns)
+        assert sample.utilization_pct == utilisation[newest]
+    temperatures = sim.nvml.values("nvmlDeviceGetTemperature", 0, 0, sim.clock.now_ns())[-30:]
+    assert [s.temperature_c for s in samples] == temperatures
+
+
+def test_a_driver_without_field_values_reads_the_counters_one_call_each():
+    sim = make_sim()
+
+    def missing(*args: object) -> None:
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_FUNCTION_NOT_FOUND)
+
+    sim.nvml.nvmlDeviceGetFieldValues = missing  # an older driver
+    sim.nvml.readings.clear()
+    sim.tick(3)
+    ecc = sim.nvml.values("nvmlDeviceGetTotalEccErrors", 0, 0, sim.clock.now_ns())
+    assert len(ecc) == 2 * 3  # corrected and uncorrected, each tick (10 Hz: every field every tick)
+    assert sim.collector.health.snapshot()[("unsupported", "field_values")] == len(sim.gpus)  # once per GPU
+    latest = sim.collector.sampler.latest(0)
+    assert latest is not None and latest.ecc_corrected == ecc[-2] and latest.energy_mj is not None
 
 
 def test_unsupported_fields_are_recorded_once_not_retried():
@@ -239,7 +282,7 @@ def _samples(draw: st.DrawFn) -> list[Sample]:
 
 
 @settings(max_examples=150, deadline=None)
-@given(samples=_samples(), capacity=st.integers(4, 24), bounds=st.tuples(st.integers(0, 6500), st.integers(0, 3000)))
+@given(samples=_samples(), capacity=st.integers(4, 64), bounds=st.tuples(st.integers(0, 6500), st.integers(0, 3000)))
 def test_ring_window_stats_match_the_window_reduced_directly(
     samples: list[Sample], capacity: int, bounds: tuple[int, int]
 ):
@@ -283,6 +326,7 @@ def test_ring_window_stats_match_the_window_reduced_directly(
             assert from_ring[0][key] == (pytest.approx(value, rel=1e-12) if isinstance(value, float) else value), key
         # The request path's fast case stamps the same names and values (after the identity), in order.
         quick = ring.quiet_window(start, end)
+        static_identity = identity(device, "simulated", None)
         fast = quiet_stamps(quick, end, 100) if quick is not None else None
         if fast is not None:
             static = {key: value for key, value in direct[0].items() if key not in fast}
@@ -290,6 +334,15 @@ def test_ring_window_stats_match_the_window_reduced_directly(
             for key, value in direct[0].items():
                 if key in fast:
                     assert fast[key] == (pytest.approx(value, rel=1e-12) if isinstance(value, float) else value), key
+        # Written straight into a span's attribute dict: the identity, the same stamps, then in-flight.
+        store: dict = {"caller": 1}
+        written = write_quiet_stamps(store, static_identity, quick, end, 100, 3) if quick is not None else False
+        assert written == (fast is not None)
+        if fast is not None:
+            assert store == {"caller": 1, **static_identity, **fast, A.INFLIGHT_MAX: 3}
+            assert list(store) == ["caller", *static_identity, *fast, A.INFLIGHT_MAX]
+        else:
+            assert store == {"caller": 1}
 
 
 def test_the_reductions_name_sample_fields_and_contract_1_stamps_once():

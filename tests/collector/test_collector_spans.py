@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -136,6 +137,27 @@ def test_inflight_max_counts_overlapping_spans_on_the_same_gpu(sim: Sim):
         span.end(end_ns=t + 5)
     got = {s.name: s.attributes[A.INFLIGHT_MAX] for s in sim.spans()}
     assert got == {"a": 2, "b": 2, "c": 1, "d": 2}
+
+
+def test_inflight_max_holds_when_threads_open_and_end_spans_at_once(sim: Sim):
+    sim.tick()
+    t = sim.clock.now_ns()
+    threads = 8
+    for _ in range(20):  # each round: every thread's span open at once, then all ended together
+        opened = threading.Barrier(threads)
+
+        def request(i: int, opened: threading.Barrier = opened) -> None:
+            span = sim.collector.start_inference_span(f"r{i}", gpu=0, start_ns=t)
+            opened.wait(timeout=10)
+            span.end(end_ns=t + 1)
+
+        workers = [threading.Thread(target=request, args=(i,)) for i in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=10)
+        assert sim.collector.inflight(0) == ()
+    assert {s.attributes[A.INFLIGHT_MAX] for s in sim.spans()} == {threads}
 
 
 def _oom_blocks(path: Path) -> list[tuple[str, str]]:
