@@ -8,30 +8,22 @@ from typing import Any
 
 import pytest
 
-from gpu_rca.cli import main
 from gpu_rca.correlate.ranking.evidence import numbers_missing_from_evidence
-
-
-def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> str:
-    with pytest.raises(SystemExit) as caught:
-        main(list(args))
-    out, err = capsys.readouterr()
-    assert not caught.value.code, err
-    return out
+from tests.support.cli import run_cli
 
 
 def _without_kernel_log(capsys: pytest.CaptureFixture[str], root: Path, scenario: str) -> tuple[Path, dict[str, Any]]:
     files, db = root / scenario, root / f"{scenario}.duckdb"
-    _cli(capsys, "lab", "run", scenario, "--out", str(files))
+    run_cli(capsys, "lab", "run", scenario, "--out", str(files))
     (files / "kernel.log").unlink()  # a team that ships no node logs
-    _cli(capsys, "ingest", "--db", str(db), str(files))
+    run_cli(capsys, "ingest", "--db", str(db), str(files))
     return db, json.loads((files / "truth.json").read_text())
 
 
 @pytest.mark.parametrize("scenario", ["kernel-fault-xid13", "kernel-fault-xid43-t4"])
 def test_a_kernel_fault_is_found_from_the_xid_gauge_without_a_kernel_log(capsys, tmp_path: Path, scenario) -> None:
     db, truth = _without_kernel_log(capsys, tmp_path, scenario)
-    document = json.loads(_cli(capsys, "analyze", "--db", str(db), "--json"))
+    document = json.loads(run_cli(capsys, "analyze", "--db", str(db), "--json"))
     top = document["causes"][0]
     assert top["cause"] == "cuda_kernel_fault"
     assert top["gpus"] == [truth["drivers"]["gpu.uuid"]]
@@ -54,5 +46,5 @@ def test_an_xid_the_gauge_held_before_the_window_is_no_event(capsys, tmp_path: P
         " AND gpu_uuid IN (SELECT gpu_uuid FROM metric_samples WHERE metric = 'DCGM_FI_DEV_XID_ERRORS' AND value = 13)"
     )
     con.close()
-    document = json.loads(_cli(capsys, "analyze", "--db", str(db), "--json"))
+    document = json.loads(run_cli(capsys, "analyze", "--db", str(db), "--json"))
     assert all("last-XID gauge" not in c["summary"] for c in document["causes"])

@@ -13,27 +13,19 @@ from typing import Any
 import duckdb
 import pytest
 
-from gpu_rca.cli import main
 from gpu_rca.schemas import causes as c
-
-
-def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> str:
-    with pytest.raises(SystemExit) as caught:
-        main(list(args))
-    out, err = capsys.readouterr()
-    assert not caught.value.code, err
-    return out
+from tests.support.cli import run_cli
 
 
 def _incident(capsys: pytest.CaptureFixture[str], root: Path, scenario: str) -> tuple[Path, dict[str, Any]]:
     files, db = root / scenario, root / f"{scenario}.duckdb"
-    _cli(capsys, "lab", "run", scenario, "--out", str(files))
-    _cli(capsys, "ingest", "--db", str(db), str(files))
+    run_cli(capsys, "lab", "run", scenario, "--out", str(files))
+    run_cli(capsys, "ingest", "--db", str(db), str(files))
     return db, json.loads((files / "truth.json").read_text())
 
 
 def _analyze(capsys: pytest.CaptureFixture[str], db: Path) -> dict[str, Any]:
-    return json.loads(_cli(capsys, "analyze", "--db", str(db), "--json"))
+    return json.loads(run_cli(capsys, "analyze", "--db", str(db), "--json"))
 
 
 def _strip_process_stamp(db: Path) -> None:
