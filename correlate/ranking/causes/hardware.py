@@ -40,27 +40,19 @@ def _kernel_evidence(g: GpuSignals, kernel: list[KernelXid], ev: EvidenceList) -
     parts = []
     for k in sorted(kernel, key=lambda k: k.first_ns):
         meaning = x.xid_info(k.xid).meaning
-        if k.source == "dcgm":
-            code = ev.add(
-                "metric",
-                f"{m.XID_ERRORS} changed to XID {k.xid} {meaning}",
-                k.xid,
-                gpu_uuid=g.gpu_uuid,
-                host=k.host,
-                start_ns=k.first_ns,
-                end_ns=k.last_ns,
-            )
-            parts.append(f"dcgm-exporter's last-XID gauge turned to {code} ({meaning}; no kernel log)")
-            continue
+        gauge = k.source == "dcgm"
         code = ev.add(
-            "kernel",
-            f"XID {k.xid} {meaning}",
+            "metric" if gauge else "kernel",
+            f"{m.XID_ERRORS} changed to XID {k.xid} {meaning}" if gauge else f"XID {k.xid} {meaning}",
             k.xid,
             gpu_uuid=g.gpu_uuid,
             host=k.host,
             start_ns=k.first_ns,
             end_ns=k.last_ns,
         )
+        if gauge:  # the gauge shows the last code only: how often it repeated is unknown
+            parts.append(f"dcgm-exporter's last-XID gauge turned to {code} ({meaning}; no kernel log)")
+            continue
         cnt = ev.add("count", f"kernel XID {k.xid} events", k.count, gpu_uuid=g.gpu_uuid, host=k.host)
         parts.append(f"the kernel logged XID {code} ({meaning}) {cnt} times")
     return parts
